@@ -1,0 +1,88 @@
+//! The provider prefixes Sluice knows (DESIGN §4), shared by the control plane
+//! (which refuses unknown ones at create/import) and the data plane (which
+//! forwards to them).
+
+/// How a provider is spoken to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// OpenAI's API at `api_base` with `Authorization: Bearer`.
+    OpenAi,
+    /// Azure OpenAI: deployment URL, `api-version` query, `api-key` header.
+    Azure,
+    /// Answered locally with a canned completion; no upstream.
+    Mock,
+}
+
+/// A known provider prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Provider {
+    pub prefix: &'static str,
+    pub wire: Wire,
+    /// Used when a deployment gives no `api_base`; `None` means one is required.
+    pub default_api_base: Option<&'static str>,
+}
+
+const fn openai_compatible(prefix: &'static str, base: &'static str) -> Provider {
+    Provider {
+        prefix,
+        wire: Wire::OpenAi,
+        default_api_base: Some(base),
+    }
+}
+
+/// Every provider prefix Sluice accepts, sorted by prefix.
+pub const PROVIDERS: &[Provider] = &[
+    Provider {
+        prefix: "azure",
+        wire: Wire::Azure,
+        default_api_base: None,
+    },
+    openai_compatible("deepinfra", "https://api.deepinfra.com/v1/openai"),
+    openai_compatible("deepseek", "https://api.deepseek.com/v1"),
+    openai_compatible("fireworks_ai", "https://api.fireworks.ai/inference/v1"),
+    openai_compatible("groq", "https://api.groq.com/openai/v1"),
+    openai_compatible("hosted_vllm", "http://localhost:8000/v1"),
+    openai_compatible("lm_studio", "http://localhost:1234/v1"),
+    openai_compatible("mistral", "https://api.mistral.ai/v1"),
+    Provider {
+        prefix: "mock",
+        wire: Wire::Mock,
+        default_api_base: Some(""),
+    },
+    openai_compatible("ollama", "http://localhost:11434/v1"),
+    openai_compatible("openai", "https://api.openai.com/v1"),
+    openai_compatible("openrouter", "https://openrouter.ai/api/v1"),
+    openai_compatible("perplexity", "https://api.perplexity.ai"),
+    openai_compatible("together_ai", "https://api.together.xyz/v1"),
+    openai_compatible("xai", "https://api.x.ai/v1"),
+];
+
+/// The provider named by `prefix`, if Sluice knows it.
+pub fn lookup(prefix: &str) -> Option<&'static Provider> {
+    PROVIDERS
+        .binary_search_by(|p| p.prefix.cmp(prefix))
+        .ok()
+        .map(|i| &PROVIDERS[i])
+}
+
+/// The known prefixes, comma-separated, for error messages.
+pub fn known_prefixes() -> String {
+    PROVIDERS
+        .iter()
+        .map(|p| p.prefix)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn providers_are_sorted_so_lookup_finds_each() {
+        for p in PROVIDERS {
+            assert_eq!(lookup(p.prefix), Some(p));
+        }
+        assert_eq!(lookup("anthropic_typo"), None);
+    }
+}
