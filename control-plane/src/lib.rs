@@ -1,10 +1,35 @@
 //! Sluice's control plane: the admin API over a store, and (later) config
 //! distribution to data planes.
 //!
+//! A request flows `server` (gRPC, master key via `auth`) → `admin` (one
+//! module per service: validate with `validate`, read-modify-write through
+//! `catalog`) → `store` (etcd or embedded). Reads and writes are typed by
+//! `resources`, which fixes where each object lives in etcd.
+//!
 //! - [`store`]: the store trait (etcd's model: revisions, compare-and-swap
 //!   transactions, watches) with the etcd and embedded implementations.
 //!   Nothing else talks to etcd.
+//! - [`resources`]: each resource's etcd key and encoding.
+//! - [`catalog`]: typed gets, lists, guarded writes, retry on conflict,
+//!   batched sweeps.
+//! - [`admin`]: the `sluice.admin.v1` services.
+//! - [`validate`]: field rules; [`error`]: the admin error and its gRPC codes.
 //! - [`litellm`]: LiteLLM `config.yaml` to resources and back; pure functions.
+//! - [`secrets`]: key and token generation, hashing, constant-time compare.
+//! - [`auth`]: the master key interceptor; [`server`]: the gRPC server.
 
+pub mod admin;
+pub mod auth;
+pub mod catalog;
+pub mod error;
 pub mod litellm;
+pub mod resources;
+pub mod secrets;
+pub mod server;
 pub mod store;
+pub mod validate;
+
+/// Default gRPC listen address (DESIGN §9).
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:50051";
+/// Default directory of the embedded store.
+pub const DEFAULT_DATA_DIR: &str = ".sluice/data";

@@ -1,1 +1,228 @@
-fn main() {}
+//! `sluice-control-plane`: serves the admin API (and, later, config
+//! distribution) over etcd or the embedded store; `import FILE` loads a
+//! LiteLLM config.yaml into a running control plane.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use sluice_control_plane::auth::MasterKey;
+use sluice_control_plane::server::{ServerConfig, serve};
+use sluice_control_plane::store::Store;
+use sluice_control_plane::store::embedded::EmbeddedStore;
+use sluice_control_plane::store::etcd::{EtcdOptions, EtcdStore};
+use sluice_control_plane::{DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+use sluice_proto::admin::v1::ImportLiteLlmConfigRequest;
+use sluice_proto::admin::v1::config_service_client::ConfigServiceClient;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice-control-plane",
+    version,
+    about = "Sluice's control plane: the admin API over etcd"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import a LiteLLM config.yaml into a running control plane (idempotent).
+    Import {
+        /// The config.yaml to import.
+        file: PathBuf,
+        /// The control plane to import into.
+        #[arg(
+            long,
+            env = "SLUICE_CONTROL_PLANE",
+            default_value = "http://127.0.0.1:50051"
+        )]
+        control_plane: String,
+        /// File holding the master key (else SLUICE_MASTER_KEY).
+        #[arg(long, env = "SLUICE_MASTER_KEY_FILE")]
+        master_key_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// etcd client URLs, comma-separated. Without it, the embedded store in --data-dir is used.
+    #[arg(long, env = "SLUICE_ETCD", value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// etcd user name; the password comes from SLUICE_ETCD_PASSWORD.
+    #[arg(long, env = "SLUICE_ETCD_USER")]
+    etcd_user: Option<String>,
+    /// Directory of the embedded store (when --etcd is not given).
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// gRPC listen address.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// File holding the master key (else SLUICE_MASTER_KEY). Never a flag value: it would show in `ps`.
+    #[arg(long, env = "SLUICE_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// Deadline of every store call, in milliseconds.
+    #[arg(long, env = "SLUICE_STORE_TIMEOUT_MS", default_value_t = 5000)]
+    store_timeout_ms: u64,
+    /// How often the store is probed for grpc.health.v1, in milliseconds.
+    #[arg(long, env = "SLUICE_HEALTH_INTERVAL_MS", default_value_t = 1000)]
+    health_interval_ms: u64,
+    /// Log format.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The master key from `--master-key-file` or `SLUICE_MASTER_KEY`.
+fn master_key(file: Option<&PathBuf>) -> anyhow::Result<String> {
+    let key = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the master key file {}", path.display()))?,
+        None => std::env::var("SLUICE_MASTER_KEY").unwrap_or_default(),
+    };
+    let key = key.trim().to_string();
+    if key.is_empty() {
+        bail!(
+            "no master key: set SLUICE_MASTER_KEY (for example `export SLUICE_MASTER_KEY=sk-$(openssl rand -hex 24)`) \
+             or pass --master-key-file FILE"
+        );
+    }
+    Ok(key)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight calls");
+}
+
+async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
+    let key = master_key(args.master_key_file.as_ref())?;
+    let timeout = Duration::from_millis(args.store_timeout_ms);
+    let store: Arc<dyn Store> = if args.etcd.is_empty() {
+        tracing::info!(data_dir = %args.data_dir.display(), "using the embedded store");
+        Arc::new(EmbeddedStore::open(&args.data_dir).with_context(|| {
+            format!("opening the embedded store in {}", args.data_dir.display())
+        })?)
+    } else {
+        let user = args.etcd_user.map(|name| {
+            let password = std::env::var("SLUICE_ETCD_PASSWORD").unwrap_or_default();
+            (name, password)
+        });
+        tracing::info!(endpoints = ?args.etcd, "connecting to etcd");
+        let options = EtcdOptions {
+            endpoints: args.etcd.clone(),
+            user,
+            request_timeout: timeout,
+            connect_timeout: Duration::from_secs(30),
+        };
+        Arc::new(
+            EtcdStore::connect(options)
+                .await
+                .with_context(|| format!("connecting to etcd at {}", args.etcd.join(",")))?,
+        )
+    };
+    let config = ServerConfig {
+        listen: args.listen,
+        master_key: MasterKey::new(key),
+        health_interval: Duration::from_millis(args.health_interval_ms),
+    };
+    serve(store, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_import(
+    file: PathBuf,
+    control_plane: String,
+    key_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let key = master_key(key_file.as_ref())?;
+    let yaml =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let channel = tonic::transport::Endpoint::from_shared(control_plane.clone())
+        .with_context(|| format!("bad control-plane URL {control_plane:?}"))?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to the control plane at {control_plane}"))?;
+    let header: tonic::metadata::MetadataValue<_> = format!("Bearer {key}")
+        .parse()
+        .context("the master key is not a valid header value")?;
+    let mut client =
+        ConfigServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", header.clone());
+            Ok(req)
+        });
+    let resp = client
+        .import_lite_llm_config(ImportLiteLlmConfigRequest { yaml })
+        .await
+        .map_err(|s| anyhow::anyhow!("import refused ({:?}): {}", s.code(), s.message()))?
+        .into_inner();
+    println!(
+        "imported {} at revision {}: {} created, {} updated, {} unchanged",
+        file.display(),
+        resp.revision,
+        resp.created.len(),
+        resp.updated.len(),
+        resp.unchanged.len()
+    );
+    for w in &resp.warnings {
+        println!("warning: {w}");
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.serve.log_format);
+    match cli.command {
+        Some(Command::Import {
+            file,
+            control_plane,
+            master_key_file,
+        }) => run_import(file, control_plane, master_key_file).await,
+        None => run_server(cli.serve).await,
+    }
+}

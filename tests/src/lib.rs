@@ -1,1 +1,17 @@
-//! placeholder
+//! Sluice's end-to-end tests and the harness they share. Everything here
+//! starts real things on loopback and cleans them up on drop, even when a
+//! test panics.
+//!
+//! - [`etcd`]: a real `etcd` on free loopback ports with a temporary data
+//!   directory, which tests can stop, pause or restart.
+//! - [`control_plane`]: the real `sluice-control-plane` binary on a free port.
+//! - [`grpcurl`]: admin calls through the real `grpcurl` and server reflection.
+//! - [`admin_client`]: typed tonic clients, for concurrency and volume.
+//! - [`store_conformance`]: the behaviour every `Store` must show, run against
+//!   both the embedded store and real etcd by `tests/store.rs`.
+
+pub mod admin_client;
+pub mod control_plane;
+pub mod etcd;
+pub mod grpcurl;
+pub mod store_conformance;

@@ -1,1 +1,556 @@
-//! TODO(store helper)
+//! The production store: etcd v3 over gRPC (`etcd-client`).
+//!
+//! - **Deadlines**: every call is bounded by [`EtcdOptions::request_timeout`];
+//!   a deadline, a refused connection or any transport failure is
+//!   [`StoreError::Unavailable`]. A write that times out may still have been
+//!   applied: callers re-read before they retry.
+//! - **Reconnects**: the client's channel connects lazily and reconnects on
+//!   the next call after etcd comes back, so a store outlives etcd restarts.
+//!   Watch streams do not: they end with an error and the caller watches
+//!   again from the revision it last saw.
+//! - **Ranges** are paged ([`RANGE_PAGE`] keys per request, all pinned to the
+//!   first page's revision), so millions of keys stay under gRPC's 4 MiB
+//!   message limit.
+//! - **Watches from an exact revision**: etcd replays a watch that starts *at*
+//!   its compacted revision, the trait says a watch from there is compacted.
+//!   We ask etcd for one revision earlier and drop it, so etcd itself reports
+//!   the compaction when ours would (the one exception is a store compacted at
+//!   exactly revision 1, where there is nothing to replay anyway).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions, TxnOp,
+    WatchOptions,
+};
+use tonic::Code;
+
+use super::{
+    Compare, Event, EventKind, KeyValue, Op, Range, Store, StoreError, Txn, TxnOutcome,
+    WatchMessage, WatchStream, check_watch_start,
+};
+
+/// Keys per range request.
+pub const RANGE_PAGE: i64 = 1000;
+
+/// How often a range restarts when etcd compacts the revision it was paging
+/// at, before it gives up.
+const RANGE_ATTEMPTS: usize = 3;
+
+/// HTTP/2 pings on connections with open streams, so a watch on a host that
+/// vanished (no RST, no FIN) fails instead of waiting forever. etcd refuses
+/// pings more often than every 5 s (`--grpc-keepalive-min-time`) and pings on
+/// idle connections (it answers both with GOAWAY).
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to reach etcd.
+#[derive(Clone)]
+pub struct EtcdOptions {
+    /// Client URLs, e.g. `http://127.0.0.1:2379`; requests are balanced across them.
+    pub endpoints: Vec<String>,
+    /// User name and password, when etcd has authentication enabled.
+    pub user: Option<(String, String)>,
+    /// Deadline of every call.
+    pub request_timeout: Duration,
+    /// How long [`EtcdStore::connect`] keeps trying before it reports etcd unavailable.
+    pub connect_timeout: Duration,
+    // TLS belongs here (CA, client certificate and key), passed to
+    // `ConnectOptions::with_tls` once the `etcd-client/tls` feature is enabled.
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["http://127.0.0.1:2379".to_owned()],
+            user: None,
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl std::fmt::Debug for EtcdOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdOptions")
+            .field("endpoints", &self.endpoints)
+            .field("user", &self.user.as_ref().map(|(name, _)| name))
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+/// See the module documentation.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdStore {
+    /// Connects and checks that etcd answers, retrying until
+    /// `options.connect_timeout` (etcd may be starting next to us); then
+    /// [`StoreError::Unavailable`] with the last error.
+    pub async fn connect(options: EtcdOptions) -> Result<Self, StoreError> {
+        if options.endpoints.is_empty() {
+            return Err(StoreError::Other("no etcd endpoints given".to_owned()));
+        }
+        let deadline = tokio::time::Instant::now() + options.connect_timeout;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            // Without credentials `Client::connect` does no I/O (the channel is
+            // lazy), so the revision probe is what proves etcd answers.
+            let attempt = async {
+                let client = Client::connect(&options.endpoints, Some(connect_options(&options)))
+                    .await
+                    .map_err(map_error)?;
+                let store = Self {
+                    client,
+                    request_timeout: options.request_timeout,
+                };
+                store.revision().await?;
+                Ok::<_, StoreError>(store)
+            };
+            let last_error = match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(store)) => return Ok(store),
+                Ok(Err(StoreError::Unavailable(reason))) => reason,
+                Ok(Err(error)) => return Err(error),
+                Err(_) => "no answer".to_owned(),
+            };
+            if tokio::time::Instant::now() + pause >= deadline {
+                return Err(StoreError::Unavailable(format!(
+                    "etcd at {} did not answer within {:?}: {last_error}",
+                    options.endpoints.join(","),
+                    options.connect_timeout
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Runs one etcd call under the request deadline.
+    async fn call<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, StoreError> {
+        self.within_deadline(what, call).await?.map_err(map_error)
+    }
+
+    /// Like [`Self::call`], leaving etcd's own errors to the caller.
+    async fn within_deadline<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<Result<T, etcd_client::Error>, StoreError> {
+        tokio::time::timeout(self.request_timeout, call)
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "etcd {what}: no answer within {:?}",
+                    self.request_timeout
+                ))
+            })
+    }
+
+    /// One range from scratch; `Err(None)` when etcd compacted the revision
+    /// the pages were pinned to.
+    async fn range_once(&self, prefix: &str) -> Result<Range, Option<StoreError>> {
+        let end = prefix_end(prefix.as_bytes());
+        let mut start = if prefix.is_empty() {
+            // The empty key is not a valid start; "\0" with end "\0" is every key.
+            vec![0]
+        } else {
+            prefix.as_bytes().to_vec()
+        };
+        let mut revision = 0;
+        let mut kvs = Vec::new();
+        let mut limit = RANGE_PAGE;
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(limit);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let mut kv = self.client.kv_client();
+            let page = self
+                .within_deadline("range", kv.get(start.clone(), Some(options)))
+                .await
+                .map_err(Some)?;
+            let mut page = match page {
+                Ok(page) => page,
+                Err(error) if is_compacted(&error) => return Err(None),
+                Err(error) => match map_error(error) {
+                    // Large values: fewer keys per page.
+                    StoreError::TooLarge(_) if limit > 1 => {
+                        limit /= 2;
+                        continue;
+                    }
+                    error => return Err(Some(error)),
+                },
+            };
+            if revision == 0 {
+                revision = header_revision(page.header()).map_err(Some)?;
+            }
+            let more = page.more();
+            for kv in page.take_kvs() {
+                kvs.push(to_key_value(kv).map_err(Some)?);
+            }
+            match kvs.last() {
+                Some(last) if more => {
+                    start = last.key.as_bytes().to_vec();
+                    start.push(0);
+                }
+                _ => return Ok(Range { kvs, revision }),
+            }
+        }
+    }
+
+    /// The revision etcd compacted to. etcd tells it only to a watch that
+    /// starts below it, so this opens one from revision 1 and waits briefly
+    /// for the notice (etcd checks unsynced watchers every 100 ms).
+    async fn compact_revision(&self) -> Option<i64> {
+        let probe = async {
+            let mut watch = self
+                .client
+                .watch_client()
+                .watch(vec![0], Some(WatchOptions::new().with_start_revision(1)))
+                .await
+                .ok()?;
+            while let Some(response) = watch.message().await.ok()? {
+                if response.compact_revision() > 0 {
+                    return Some(response.compact_revision());
+                }
+                if response.canceled() {
+                    return None;
+                }
+            }
+            None
+        };
+        let bound = self.request_timeout.min(Duration::from_secs(1));
+        tokio::time::timeout(bound, probe).await.ok().flatten()
+    }
+}
+
+fn connect_options(options: &EtcdOptions) -> ConnectOptions {
+    let mut connect = ConnectOptions::new()
+        .with_connect_timeout(options.connect_timeout)
+        .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
+        .with_keep_alive_while_idle(false);
+    if let Some((name, password)) = &options.user {
+        // etcd's simple tokens expire (5 minutes by default).
+        connect = connect
+            .with_user(name.clone(), password.clone())
+            .with_auto_token_refresh(true);
+    }
+    connect
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let mut kv = self.client.kv_client();
+        let mut response = self.call("get", kv.get(key, None)).await?;
+        response
+            .take_kvs()
+            .into_iter()
+            .next()
+            .map(to_key_value)
+            .transpose()
+    }
+
+    async fn range(&self, prefix: &str) -> Result<Range, StoreError> {
+        for _ in 1..RANGE_ATTEMPTS {
+            match self.range_once(prefix).await {
+                Ok(range) => return Ok(range),
+                Err(Some(error)) => return Err(error),
+                Err(None) => {}
+            }
+        }
+        self.range_once(prefix).await.map_err(|error| {
+            error.unwrap_or_else(|| {
+                StoreError::Other(format!(
+                    "etcd range {prefix:?}: compacted while paging, {RANGE_ATTEMPTS} times"
+                ))
+            })
+        })
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+        let compares: Vec<EtcdCompare> = txn
+            .compares
+            .into_iter()
+            .map(|Compare::ModRevision { key, mod_revision }| {
+                EtcdCompare::mod_revision(key, CompareOp::Equal, mod_revision)
+            })
+            .collect();
+        let ops: Vec<TxnOp> = txn
+            .ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Put { key, value } => TxnOp::put(key, value, None),
+                Op::Delete { key } => TxnOp::delete(key, None),
+            })
+            .collect();
+        let request = etcd_client::Txn::new().when(compares).and_then(ops);
+        let mut kv = self.client.kv_client();
+        let response = self.call("txn", kv.txn(request)).await?;
+        Ok(TxnOutcome {
+            succeeded: response.succeeded(),
+            revision: header_revision(response.header())?,
+        })
+    }
+
+    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream, StoreError> {
+        check_watch_start(from_revision)?;
+        let key = if prefix.is_empty() {
+            vec![0]
+        } else {
+            prefix.as_bytes().to_vec()
+        };
+        let options = WatchOptions::new()
+            .with_range(prefix_end(prefix.as_bytes()))
+            .with_start_revision((from_revision - 1).max(1))
+            .with_progress_notify();
+        let mut client = self.client.watch_client();
+        let mut watch = self.call("watch", client.watch(key, Some(options))).await?;
+        // Waiting for etcd to confirm means the watch is registered when this
+        // returns, and a refused watch (permissions) fails here.
+        let created = self.call("watch", watch.message()).await?;
+        match created {
+            Some(response) if response.created() && !response.canceled() => {}
+            Some(response) => {
+                return Err(StoreError::Other(format!(
+                    "etcd refused the watch on {prefix:?}: {}",
+                    response.cancel_reason()
+                )));
+            }
+            None => {
+                return Err(StoreError::Unavailable(
+                    "etcd closed the watch before confirming it".to_owned(),
+                ));
+            }
+        }
+        let state = WatchState {
+            watch,
+            from_revision,
+            pending: VecDeque::new(),
+            ended: false,
+        };
+        Ok(Box::pin(futures::stream::unfold(state, WatchState::next)))
+    }
+
+    async fn compact(&self, revision: i64) -> Result<(), StoreError> {
+        let mut kv = self.client.kv_client();
+        match self
+            .within_deadline("compact", kv.compact(revision, None))
+            .await?
+        {
+            Ok(_) => Ok(()),
+            Err(error) if is_compacted(&error) => Err(StoreError::Compacted {
+                requested: revision,
+                compact_revision: self.compact_revision().await.unwrap_or(revision),
+            }),
+            Err(error) => Err(map_error(error)),
+        }
+    }
+
+    async fn revision(&self) -> Result<i64, StoreError> {
+        let mut kv = self.client.kv_client();
+        // A count of one key Sluice never writes: the cheapest request that
+        // carries the revision in its header.
+        let options = GetOptions::new().with_count_only();
+        let response = self
+            .call("revision", kv.get(vec![0], Some(options)))
+            .await?;
+        header_revision(response.header())
+    }
+}
+
+/// The state behind one watch stream. It owns the etcd watch: dropping the
+/// stream closes the gRPC stream, which cancels the watch in etcd.
+struct WatchState {
+    watch: etcd_client::WatchStream,
+    /// Events below this revision are the extra one etcd was asked for.
+    from_revision: i64,
+    pending: VecDeque<WatchMessage>,
+    ended: bool,
+}
+
+impl WatchState {
+    async fn next(mut self) -> Option<(Result<WatchMessage, StoreError>, Self)> {
+        loop {
+            if let Some(message) = self.pending.pop_front() {
+                return Some((Ok(message), self));
+            }
+            if self.ended {
+                return None;
+            }
+            let response = match self.watch.message().await {
+                Ok(Some(response)) => response,
+                Ok(None) => {
+                    self.ended = true;
+                    let error = StoreError::Unavailable("etcd closed the watch".to_owned());
+                    return Some((Err(error), self));
+                }
+                Err(error) => {
+                    self.ended = true;
+                    return Some((Err(map_error(error)), self));
+                }
+            };
+            if response.compact_revision() > 0 {
+                self.ended = true;
+                let compact_revision = response.compact_revision();
+                return Some((Ok(WatchMessage::Compacted { compact_revision }), self));
+            }
+            if response.canceled() {
+                self.ended = true;
+                let error = StoreError::Unavailable(format!(
+                    "etcd cancelled the watch: {}",
+                    response.cancel_reason()
+                ));
+                return Some((Err(error), self));
+            }
+            // etcd never splits one revision across responses (unless asked
+            // to fragment), so grouping within a response is complete.
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                if kv.mod_revision() < self.from_revision {
+                    continue;
+                }
+                let kind = match event.event_type() {
+                    EventType::Put => EventKind::Put,
+                    EventType::Delete => EventKind::Delete,
+                };
+                let event = match to_key_value(kv.clone()) {
+                    Ok(kv) => Event { kind, kv },
+                    Err(error) => {
+                        self.ended = true;
+                        return Some((Err(error), self));
+                    }
+                };
+                match self.pending.back_mut() {
+                    Some(WatchMessage::Events { revision, events })
+                        if *revision == event.kv.mod_revision =>
+                    {
+                        events.push(event);
+                    }
+                    _ => self.pending.push_back(WatchMessage::Events {
+                        revision: event.kv.mod_revision,
+                        events: vec![event],
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// The end of the key range that holds every key starting with `prefix`
+/// (etcd's `GetPrefixRangeEnd`); `"\0"` means "to the end".
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64, StoreError> {
+    header
+        .map(|header| header.revision())
+        .ok_or_else(|| StoreError::Other("etcd response without a header".to_owned()))
+}
+
+fn to_key_value(kv: etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
+    let (create_revision, mod_revision, version) =
+        (kv.create_revision(), kv.mod_revision(), kv.version());
+    let (key, value) = kv.into_key_value();
+    let key = String::from_utf8(key).map_err(|e| {
+        StoreError::Other(format!(
+            "etcd key is not UTF-8: {:?}",
+            String::from_utf8_lossy(e.as_bytes())
+        ))
+    })?;
+    Ok(KeyValue {
+        key,
+        value,
+        create_revision,
+        mod_revision,
+        version,
+    })
+}
+
+/// etcd's "mvcc: required revision has been compacted".
+fn is_compacted(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(status)
+        if status.code() == Code::OutOfRange && status.message().contains("compacted"))
+}
+
+fn map_error(error: etcd_client::Error) -> StoreError {
+    use etcd_client::Error;
+    match error {
+        Error::GRpcStatus(status) => map_status(&status),
+        Error::TransportError(e) => StoreError::Unavailable(format!("etcd transport: {e}")),
+        Error::IoError(e) => StoreError::Unavailable(format!("etcd I/O: {e}")),
+        other => StoreError::Other(format!("etcd: {other}")),
+    }
+}
+
+fn map_status(status: &tonic::Status) -> StoreError {
+    let message = status.message();
+    let too_large = [
+        // etcd's --max-txn-ops
+        "too many operations in txn request",
+        // etcd's --max-request-bytes
+        "request is too large",
+        // gRPC's message size limits, on either side
+        "message length too large",
+        "larger than max",
+    ];
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+            StoreError::Unavailable(format!("etcd: {message}"))
+        }
+        // The connection broke under a call (typically a watch whose etcd went
+        // away): tonic reports that as a local status, not one etcd sent.
+        Code::Unknown | Code::Internal
+            if message.starts_with("h2 protocol error")
+                || std::error::Error::source(status).is_some() =>
+        {
+            StoreError::Unavailable(format!("etcd connection lost: {message}"))
+        }
+        Code::ResourceExhausted => StoreError::TooLarge(format!("etcd: {message}")),
+        _ if too_large.iter().any(|pattern| message.contains(pattern)) => {
+            StoreError::TooLarge(format!("etcd: {message}"))
+        }
+        code => StoreError::Other(format!("etcd: {code:?}: {message}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_is_etcds() {
+        assert_eq!(prefix_end(b"/sluice/keys/"), b"/sluice/keys0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
+        assert_eq!(prefix_end(b""), b"\0");
+    }
+}

@@ -172,3 +172,14 @@ pub trait Store: Send + Sync + 'static {
     /// The current revision. Also the health probe.
     async fn revision(&self) -> Result<i64, StoreError>;
 }
+
+/// A start revision below 1 means "from now" to etcd, which [`Store::watch`]
+/// does not offer: it would silently skip changes. Both stores refuse it.
+fn check_watch_start(from_revision: i64) -> Result<(), StoreError> {
+    if from_revision < 1 {
+        return Err(StoreError::Other(format!(
+            "watch must start at revision 1 or later, not {from_revision}"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,324 @@
+//! `AccessGroupService`: named sets of model groups that teams, keys and
+//! organizations are granted by name.
+//!
+//! Deleting a group first deletes the group object (from that revision on it
+//! grants nothing anywhere: grants are bound to the group's uid), then removes
+//! the name from every holder in batches of transactions, so it scales to
+//! thousands of holders within etcd's 128-ops-per-transaction limit.
+
+use std::collections::BTreeSet;
+
+use sluice_proto::admin::v1::access_group_service_server::AccessGroupService;
+use sluice_proto::admin::v1::{
+    AccessGroup, AccessGroupSummary, AccessGroupWriteResponse, AddModelsRequest,
+    CreateAccessGroupRequest, DeleteAccessGroupRequest, DeleteAccessGroupResponse, Deployment,
+    GetAccessGroupRequest, GetAccessGroupResponse, Key, ListAccessGroupsRequest,
+    ListAccessGroupsResponse, ModelAlias, Organization, RemoveModelsRequest, Team,
+};
+use tonic::{Request, Response, Status};
+
+use super::Admin;
+use super::models::model_group_names;
+use crate::catalog::{Attempt, Fix, delete_if, now, put_if, retry_on_conflict};
+use crate::error::{AdminError, AdminResult};
+use crate::secrets;
+use crate::store::Txn;
+use crate::validate;
+
+/// Put in place of an allow-list that a deletion would leave empty, where
+/// empty would mean more (inherit the team, or no restriction): LiteLLM's
+/// name for "no models".
+pub const NO_MODELS: &str = "no-default-models";
+
+/// Members must name an existing model group or alias, or be a wildcard
+/// pattern (DESIGN §3.5).
+async fn check_members(admin: &Admin, members: &[String]) -> AdminResult<()> {
+    validate::model_list("models", members)?;
+    let groups = model_group_names(&admin.catalog).await?;
+    let (aliases, _) = admin.catalog.list::<ModelAlias>().await?;
+    for (i, m) in members.iter().enumerate() {
+        let known =
+            m.contains('*') || groups.contains(m) || aliases.iter().any(|a| &a.value.alias == m);
+        if !known {
+            return Err(AdminError::NotFound(format!(
+                "model group or alias {m:?} (in models[{i}])"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The model groups a group grants: its members plus the model groups of
+/// deployments that list it.
+fn resolved_models(group: &AccessGroup, deployments: &[Deployment]) -> Vec<String> {
+    let mut out: BTreeSet<String> = group.models.iter().cloned().collect();
+    out.extend(
+        deployments
+            .iter()
+            .filter(|d| d.access_groups.contains(&group.name))
+            .map(|d| d.model_name.clone()),
+    );
+    out.into_iter().collect()
+}
+
+/// Whether a team holds the group (by name, bound to this incarnation).
+fn team_holds(team: &Team, group: &AccessGroup) -> bool {
+    let listed = team.access_groups.contains(&group.name) || team.models.contains(&group.name);
+    listed && team.access_group_uids.get(&group.name) == Some(&group.uid)
+}
+
+/// Removes `name` from an allow-list, keeping it meaning "nothing" rather
+/// than "everything" when it was the last entry and `empty_widens`.
+fn strip(list: &mut Vec<String>, name: &str, empty_widens: bool) -> bool {
+    let before = list.len();
+    list.retain(|m| m != name);
+    let changed = list.len() != before;
+    if changed && list.is_empty() && empty_widens {
+        list.push(NO_MODELS.to_string());
+    }
+    changed
+}
+
+impl Admin {
+    async fn change_members(
+        &self,
+        name: &str,
+        change: impl Fn(&mut Vec<String>),
+    ) -> AdminResult<AccessGroupWriteResponse> {
+        retry_on_conflict!({
+            let current = self.catalog.require::<AccessGroup>(name).await?;
+            let mut group = current.value.clone();
+            change(&mut group.models);
+            validate::list_len("models", group.models.len())?;
+            let o = self
+                .catalog
+                .commit(put_if(Txn::new(), &group, current.mod_revision))
+                .await?;
+            Ok(if o.succeeded {
+                group.revision = o.revision;
+                Attempt::Done(AccessGroupWriteResponse {
+                    group: Some(group),
+                    revision: o.revision,
+                })
+            } else {
+                Attempt::Conflict
+            })
+        })
+    }
+
+    async fn delete_group(&self, name: &str) -> AdminResult<DeleteAccessGroupResponse> {
+        let mut revision = retry_on_conflict!({
+            let current = self.catalog.require::<AccessGroup>(name).await?;
+            let o = self
+                .catalog
+                .commit(delete_if::<AccessGroup>(
+                    Txn::new(),
+                    name,
+                    current.mod_revision,
+                ))
+                .await?;
+            Ok(if o.succeeded {
+                Attempt::Done(o.revision)
+            } else {
+                Attempt::Conflict
+            })
+        })?;
+        let (teams, r1) = self
+            .catalog
+            .sweep::<Team>(|t| {
+                let mut t = t.clone();
+                let listed = strip(&mut t.access_groups, name, false);
+                let in_models = strip(&mut t.models, name, false);
+                let bound = t.access_group_uids.remove(name).is_some();
+                if listed || in_models || bound {
+                    Fix::Put(t)
+                } else {
+                    Fix::Keep
+                }
+            })
+            .await?;
+        let (keys, r2) = self
+            .catalog
+            .sweep::<Key>(|k| {
+                let mut k = k.clone();
+                // An empty list would inherit the team (or, with no team, is refused).
+                let listed = strip(&mut k.models, name, true);
+                let bound = k.access_group_uids.remove(name).is_some();
+                if listed || bound {
+                    Fix::Put(k)
+                } else {
+                    Fix::Keep
+                }
+            })
+            .await?;
+        let (orgs, r3) = self
+            .catalog
+            .sweep::<Organization>(|o| {
+                let mut o = o.clone();
+                // An organization's empty list means "no restriction".
+                let listed = strip(&mut o.models, name, true);
+                let bound = o.access_group_uids.remove(name).is_some();
+                if listed || bound {
+                    Fix::Put(o)
+                } else {
+                    Fix::Keep
+                }
+            })
+            .await?;
+        let (deployments, r4) = self
+            .catalog
+            .sweep::<Deployment>(|d| {
+                let mut d = d.clone();
+                if strip(&mut d.access_groups, name, false) {
+                    Fix::Put(d)
+                } else {
+                    Fix::Keep
+                }
+            })
+            .await?;
+        revision = revision.max(r1).max(r2).max(r3).max(r4);
+        tracing::info!(group = %name, teams, keys, orgs, deployments, "deleted access group");
+        Ok(DeleteAccessGroupResponse {
+            revision,
+            teams_updated: teams,
+            keys_updated: keys,
+            organizations_updated: orgs,
+            deployments_updated: deployments,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl AccessGroupService for Admin {
+    async fn create_access_group(
+        &self,
+        request: Request<CreateAccessGroupRequest>,
+    ) -> Result<Response<AccessGroupWriteResponse>, Status> {
+        let req = request.into_inner();
+        validate::group_name("name", &req.name)?;
+        validate::text("description", &req.description)?;
+        let mut models = req.models.clone();
+        super::dedup(&mut models);
+        check_members(self, &models).await?;
+        let mut group = AccessGroup {
+            name: req.name.clone(),
+            description: req.description.clone(),
+            models,
+            created_at: Some(now()),
+            uid: secrets::random_id(8),
+            revision: 0,
+        };
+        if self
+            .catalog
+            .get::<AccessGroup>(&group.name)
+            .await?
+            .is_some()
+        {
+            return Err(AdminError::AlreadyExists(format!("access group {:?}", group.name)).into());
+        }
+        let o = self.catalog.commit(put_if(Txn::new(), &group, 0)).await?;
+        if !o.succeeded {
+            return Err(AdminError::AlreadyExists(format!("access group {:?}", group.name)).into());
+        }
+        group.revision = o.revision;
+        tracing::info!(group = %group.name, "created access group");
+        Ok(Response::new(AccessGroupWriteResponse {
+            group: Some(group),
+            revision: o.revision,
+        }))
+    }
+
+    async fn get_access_group(
+        &self,
+        request: Request<GetAccessGroupRequest>,
+    ) -> Result<Response<GetAccessGroupResponse>, Status> {
+        let name = request.into_inner().name;
+        validate::group_name("name", &name)?;
+        let group = self.catalog.require::<AccessGroup>(&name).await?.value;
+        let (deployments, revision) = self.catalog.list::<Deployment>().await?;
+        let deployments: Vec<Deployment> = deployments.into_iter().map(|d| d.value).collect();
+        let (teams, _) = self.catalog.list::<Team>().await?;
+        let teams_with_access = teams
+            .iter()
+            .filter(|t| team_holds(&t.value, &group))
+            .map(|t| t.value.team_id.clone())
+            .collect();
+        Ok(Response::new(GetAccessGroupResponse {
+            resolved_models: resolved_models(&group, &deployments),
+            group: Some(group),
+            teams_with_access,
+            revision,
+        }))
+    }
+
+    async fn list_access_groups(
+        &self,
+        _request: Request<ListAccessGroupsRequest>,
+    ) -> Result<Response<ListAccessGroupsResponse>, Status> {
+        let (groups, revision) = self.catalog.list::<AccessGroup>().await?;
+        let (deployments, _) = self.catalog.list::<Deployment>().await?;
+        let deployments: Vec<Deployment> = deployments.into_iter().map(|d| d.value).collect();
+        let (teams, _) = self.catalog.list::<Team>().await?;
+        let groups = groups
+            .into_iter()
+            .map(|g| AccessGroupSummary {
+                model_count: resolved_models(&g.value, &deployments).len() as u32,
+                team_count: teams
+                    .iter()
+                    .filter(|t| team_holds(&t.value, &g.value))
+                    .count() as u32,
+                group: Some(g.value),
+            })
+            .collect();
+        Ok(Response::new(ListAccessGroupsResponse { groups, revision }))
+    }
+
+    async fn add_models(
+        &self,
+        request: Request<AddModelsRequest>,
+    ) -> Result<Response<AccessGroupWriteResponse>, Status> {
+        let req = request.into_inner();
+        validate::group_name("name", &req.name)?;
+        if req.models.is_empty() {
+            return Err(AdminError::invalid("models", "must name at least one model").into());
+        }
+        check_members(self, &req.models).await?;
+        let resp = self
+            .change_members(&req.name, |models| {
+                for m in &req.models {
+                    if !models.contains(m) {
+                        models.push(m.clone());
+                    }
+                }
+            })
+            .await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn remove_models(
+        &self,
+        request: Request<RemoveModelsRequest>,
+    ) -> Result<Response<AccessGroupWriteResponse>, Status> {
+        let req = request.into_inner();
+        validate::group_name("name", &req.name)?;
+        if req.models.is_empty() {
+            return Err(AdminError::invalid("models", "must name at least one model").into());
+        }
+        validate::model_list("models", &req.models)?;
+        let resp = self
+            .change_members(&req.name, |models| {
+                models.retain(|m| !req.models.contains(m))
+            })
+            .await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn delete_access_group(
+        &self,
+        request: Request<DeleteAccessGroupRequest>,
+    ) -> Result<Response<DeleteAccessGroupResponse>, Status> {
+        let name = request.into_inner().name;
+        validate::group_name("name", &name)?;
+        Ok(Response::new(self.delete_group(&name).await?))
+    }
+}

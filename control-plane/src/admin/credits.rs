@@ -1,0 +1,55 @@
+//! `CreditService`: credits granted to teams. Adds are retried on conflict,
+//! so concurrent grants all count.
+
+use sluice_proto::admin::v1::credit_service_server::CreditService;
+use sluice_proto::admin::v1::{AddCreditsRequest, AddCreditsResponse, Team};
+use tonic::{Request, Response, Status};
+
+use super::Admin;
+use crate::catalog::{Attempt, now, put_if, retry_on_conflict};
+use crate::error::AdminError;
+use crate::store::Txn;
+use crate::validate;
+
+#[tonic::async_trait]
+impl CreditService for Admin {
+    async fn add_credits(
+        &self,
+        request: Request<AddCreditsRequest>,
+    ) -> Result<Response<AddCreditsResponse>, Status> {
+        let req = request.into_inner();
+        validate::object_id("team_id", &req.team_id)?;
+        validate::text("reason", &req.reason)?;
+        if req.amount <= 0 {
+            return Err(
+                AdminError::invalid("amount", format!("must be > 0, got {}", req.amount)).into(),
+            );
+        }
+        let resp = retry_on_conflict!({
+            let current = self.catalog.require::<Team>(&req.team_id).await?;
+            let mut team = current.value.clone();
+            team.credits_allocated =
+                team.credits_allocated
+                    .checked_add(req.amount)
+                    .ok_or_else(|| {
+                        AdminError::invalid("amount", "would overflow the team's credits")
+                    })?;
+            team.updated_at = Some(now());
+            let o = self
+                .catalog
+                .commit(put_if(Txn::new(), &team, current.mod_revision))
+                .await?;
+            Ok(if o.succeeded {
+                Attempt::Done(AddCreditsResponse {
+                    team_id: team.team_id.clone(),
+                    credits_allocated: team.credits_allocated,
+                    revision: o.revision,
+                })
+            } else {
+                Attempt::Conflict
+            })
+        })?;
+        tracing::info!(team_id = %req.team_id, amount = req.amount, reason = %req.reason, "added credits");
+        Ok(Response::new(resp))
+    }
+}

@@ -1,0 +1,155 @@
+//! The control plane's gRPC server: every admin service behind the master
+//! key, server reflection (v1 and v1alpha, so any grpcurl works without
+//! .proto files) and `grpc.health.v1`, which follows the store's health.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_proto::admin::v1::access_group_service_server::AccessGroupServiceServer;
+use sluice_proto::admin::v1::config_service_server::ConfigServiceServer;
+use sluice_proto::admin::v1::credit_service_server::CreditServiceServer;
+use sluice_proto::admin::v1::data_plane_service_server::DataPlaneServiceServer;
+use sluice_proto::admin::v1::key_service_server::KeyServiceServer;
+use sluice_proto::admin::v1::model_service_server::ModelServiceServer;
+use sluice_proto::admin::v1::organization_service_server::OrganizationServiceServer;
+use sluice_proto::admin::v1::router_service_server::RouterServiceServer;
+use sluice_proto::admin::v1::team_service_server::TeamServiceServer;
+use tonic::server::NamedService;
+use tonic::service::interceptor::InterceptedService;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::admin::Admin;
+use crate::auth::MasterKey;
+use crate::catalog::Catalog;
+use crate::store::Store;
+
+/// Every admin service name, for health reporting.
+const SERVICES: &[&str] = &[
+    KeyServiceServer::<Admin>::NAME,
+    TeamServiceServer::<Admin>::NAME,
+    OrganizationServiceServer::<Admin>::NAME,
+    AccessGroupServiceServer::<Admin>::NAME,
+    ModelServiceServer::<Admin>::NAME,
+    RouterServiceServer::<Admin>::NAME,
+    CreditServiceServer::<Admin>::NAME,
+    ConfigServiceServer::<Admin>::NAME,
+    DataPlaneServiceServer::<Admin>::NAME,
+];
+
+/// Largest admin request accepted (a config.yaml import is the biggest).
+const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub master_key: MasterKey,
+    /// How often the store is probed for `grpc.health.v1`.
+    pub health_interval: Duration,
+}
+
+/// Serves until `shutdown` completes, then drains in-flight calls.
+pub async fn serve(
+    store: Arc<dyn Store>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    tracing::info!(%local, "control plane listening (gRPC)");
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let monitor = tokio::spawn(watch_store_health(
+        store.clone(),
+        reporter,
+        config.health_interval,
+    ));
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let admin = Admin::new(Catalog::new(store));
+    let auth = config.master_key;
+    macro_rules! guarded {
+        ($server:ident) => {
+            InterceptedService::new(
+                $server::new(admin.clone()).max_decoding_message_size(MAX_REQUEST_BYTES),
+                auth.clone(),
+            )
+        };
+    }
+    let result = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(guarded!(KeyServiceServer))
+        .add_service(guarded!(TeamServiceServer))
+        .add_service(guarded!(OrganizationServiceServer))
+        .add_service(guarded!(AccessGroupServiceServer))
+        .add_service(guarded!(ModelServiceServer))
+        .add_service(guarded!(RouterServiceServer))
+        .add_service(guarded!(CreditServiceServer))
+        .add_service(guarded!(ConfigServiceServer))
+        .add_service(guarded!(DataPlaneServiceServer))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
+        .await;
+    monitor.abort();
+    tracing::info!("control plane stopped");
+    Ok(result?)
+}
+
+/// Reports SERVING while the store answers, NOT_SERVING while it does not.
+async fn watch_store_health(store: Arc<dyn Store>, reporter: HealthReporter, every: Duration) {
+    let mut last = None;
+    loop {
+        let status = match store.revision().await {
+            Ok(_) => ServingStatus::Serving,
+            Err(e) => {
+                if last != Some(ServingStatus::NotServing) {
+                    tracing::warn!(error = %e, "store unreachable: reporting NOT_SERVING");
+                }
+                ServingStatus::NotServing
+            }
+        };
+        if last != Some(status) {
+            if status == ServingStatus::Serving && last.is_some() {
+                tracing::info!("store reachable again: reporting SERVING");
+            }
+            reporter.set_service_status("", status).await;
+            for name in SERVICES {
+                reporter.set_service_status(*name, status).await;
+            }
+            last = Some(status);
+        }
+        tokio::time::sleep(every).await;
+    }
+}

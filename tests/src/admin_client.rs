@@ -1,0 +1,70 @@
+//! Typed tonic clients of the admin API, for tests that need concurrency or
+//! volume beyond what spawning grpcurl per call allows.
+
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::control_plane::MASTER_KEY;
+
+pub use sluice_proto::admin::v1 as api;
+use sluice_proto::admin::v1::access_group_service_client::AccessGroupServiceClient;
+use sluice_proto::admin::v1::config_service_client::ConfigServiceClient;
+use sluice_proto::admin::v1::key_service_client::KeyServiceClient;
+use sluice_proto::admin::v1::model_service_client::ModelServiceClient;
+use sluice_proto::admin::v1::router_service_client::RouterServiceClient;
+use sluice_proto::admin::v1::team_service_client::TeamServiceClient;
+
+/// Adds `authorization: Bearer <master key>` to every call.
+#[derive(Clone)]
+pub struct Auth;
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let value = format!("Bearer {MASTER_KEY}")
+            .parse()
+            .map_err(|_| tonic::Status::internal("bad header"))?;
+        req.metadata_mut().insert("authorization", value);
+        Ok(req)
+    }
+}
+
+pub type Authed = InterceptedService<Channel, Auth>;
+
+/// Clients of every admin service over one connection.
+#[derive(Clone)]
+pub struct Admin {
+    pub channel: Channel,
+    pub groups: AccessGroupServiceClient<Authed>,
+    pub teams: TeamServiceClient<Authed>,
+    pub keys: KeyServiceClient<Authed>,
+    pub models: ModelServiceClient<Authed>,
+    pub router: RouterServiceClient<Authed>,
+    pub config: ConfigServiceClient<Authed>,
+}
+
+impl Admin {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let channel = Channel::from_shared(url.to_string())?.connect().await?;
+        Ok(Self {
+            groups: AccessGroupServiceClient::with_interceptor(channel.clone(), Auth),
+            teams: TeamServiceClient::with_interceptor(channel.clone(), Auth),
+            keys: KeyServiceClient::with_interceptor(channel.clone(), Auth),
+            models: ModelServiceClient::with_interceptor(channel.clone(), Auth),
+            router: RouterServiceClient::with_interceptor(channel.clone(), Auth),
+            config: ConfigServiceClient::with_interceptor(channel.clone(), Auth),
+            channel,
+        })
+    }
+
+    /// `grpc.health.v1` status of the whole server ("").
+    pub async fn health(&self) -> anyhow::Result<i32> {
+        let mut client = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
+        let resp = client
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?;
+        Ok(resp.into_inner().status)
+    }
+}

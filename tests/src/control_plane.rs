@@ -1,0 +1,145 @@
+//! Starts the real `sluice-control-plane` binary on a free loopback port,
+//! waits until it serves, and kills it on drop (even when a test panics).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tempfile::TempDir;
+
+/// The master key every harness-started control plane uses.
+pub const MASTER_KEY: &str = "sk-test-master-key-0123456789";
+
+/// A built binary of this workspace, next to the test executable.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no target directory")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is not built; run the whole suite with `cargo test --workspace` (the README's test command)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon).
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+pub struct ControlPlane {
+    child: Option<Child>,
+    port: u16,
+    args: Vec<String>,
+    dir: TempDir,
+}
+
+impl ControlPlane {
+    /// On the embedded store in a fresh temp dir.
+    pub fn start_embedded() -> anyhow::Result<Self> {
+        Self::start(Vec::new())
+    }
+
+    /// On the etcd at `endpoint`.
+    pub fn start_etcd(endpoint: &str) -> anyhow::Result<Self> {
+        Self::start(vec![
+            "--etcd".into(),
+            endpoint.into(),
+            "--store-timeout-ms".into(),
+            "2000".into(),
+            "--health-interval-ms".into(),
+            "200".into(),
+        ])
+    }
+
+    fn start(extra: Vec<String>) -> anyhow::Result<Self> {
+        // A free port can be taken by someone else before we bind it: retry.
+        let mut last_err = None;
+        for _ in 0..5 {
+            let mut cp = Self {
+                child: None,
+                port: free_port()?,
+                args: extra.clone(),
+                dir: tempfile::tempdir()?,
+            };
+            match cp.spawn() {
+                Ok(()) => return Ok(cp),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("control plane did not start")))
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::File::create(self.dir.path().join("control-plane.log"))?;
+        let mut cmd = Command::new(binary("sluice-control-plane")?);
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(&self.args)
+            .env("SLUICE_MASTER_KEY", MASTER_KEY)
+            .env("SLUICE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        self.child = Some(cmd.spawn().context("spawning sluice-control-plane")?);
+        self.wait_ready(Duration::from_secs(30))
+    }
+
+    fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("control plane exited with {status}:\n{}", self.log());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "control plane not listening after {within:?}:\n{}",
+            self.log()
+        )
+    }
+
+    /// `127.0.0.1:PORT`, as grpcurl takes it.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:PORT`, as tonic takes it.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// What the process has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("control-plane.log")).unwrap_or_default()
+    }
+
+    /// Stops the process with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
