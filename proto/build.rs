@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "sluice/admin/v1/config.proto",
         "sluice/admin/v1/data_planes.proto",
         "sluice/config/v1/snapshot.proto",
+        "sluice/config/v1/discovery.proto",
     ];
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()

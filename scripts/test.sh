@@ -28,4 +28,7 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The end-to-end tests start the real binaries: build them first (cargo test
+# builds a package's binaries only for that package's own integration tests).
+cargo build --workspace --bins
 cargo test --workspace

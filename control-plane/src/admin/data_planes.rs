@@ -5,7 +5,8 @@ use sluice_proto::admin::v1::data_plane_service_server::DataPlaneService;
 use sluice_proto::admin::v1::{
     CreateDataPlaneTokenRequest, CreateDataPlaneTokenResponse, DataPlaneToken,
     DeleteDataPlaneTokenRequest, DeleteResponse, ListDataPlaneTokensRequest,
-    ListDataPlaneTokensResponse,
+    ListDataPlaneTokensResponse, ListDataPlanesRequest, ListDataPlanesResponse,
+    WaitForRevisionRequest, WaitForRevisionResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -82,5 +83,23 @@ impl DataPlaneService for Admin {
             })
         })?;
         Ok(Response::new(resp))
+    }
+
+    async fn list_data_planes(
+        &self,
+        _request: Request<ListDataPlanesRequest>,
+    ) -> Result<Response<ListDataPlanesResponse>, Status> {
+        Err(Status::unimplemented(
+            "ListDataPlanes arrives with config distribution",
+        ))
+    }
+
+    async fn wait_for_revision(
+        &self,
+        _request: Request<WaitForRevisionRequest>,
+    ) -> Result<Response<WaitForRevisionResponse>, Status> {
+        Err(Status::unimplemented(
+            "WaitForRevision arrives with config distribution",
+        ))
     }
 }
