@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod auth;
 pub mod catalog;
+pub mod distribution;
 pub mod error;
 pub mod litellm;
 pub mod resources;

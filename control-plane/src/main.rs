@@ -73,6 +73,9 @@ struct ServeArgs {
     /// File holding the master key (else SLUICE_MASTER_KEY). Never a flag value: it would show in `ps`.
     #[arg(long, env = "SLUICE_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
+    /// This replica's name in data-plane status (default: hostname and port).
+    #[arg(long, env = "SLUICE_REPLICA_ID")]
+    replica_id: Option<String>,
     /// Deadline of every store call, in milliseconds.
     #[arg(long, env = "SLUICE_STORE_TIMEOUT_MS", default_value_t = 5000)]
     store_timeout_ms: u64,
@@ -164,8 +167,20 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("connecting to etcd at {}", args.etcd.join(",")))?,
         )
     };
+    let replica_id = args.replica_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "control-plane".to_string());
+        format!("{host}:{}", args.listen.port())
+    });
+    let data_plane_token = std::env::var("SLUICE_DATA_PLANE_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
     let config = ServerConfig {
         listen: args.listen,
+        replica_id,
+        data_plane_token,
         master_key: MasterKey::new(key),
         health_interval: Duration::from_millis(args.health_interval_ms),
     };

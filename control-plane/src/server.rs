@@ -1,6 +1,7 @@
 //! The control plane's gRPC server: every admin service behind the master
 //! key, server reflection (v1 and v1alpha, so any grpcurl works without
-//! .proto files) and `grpc.health.v1`, which follows the store's health.
+//! .proto files), `grpc.health.v1`, which follows the store's health, and
+//! config distribution to data planes (authenticated by data-plane token).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use sluice_proto::admin::v1::model_service_server::ModelServiceServer;
 use sluice_proto::admin::v1::organization_service_server::OrganizationServiceServer;
 use sluice_proto::admin::v1::router_service_server::RouterServiceServer;
 use sluice_proto::admin::v1::team_service_server::TeamServiceServer;
+use sluice_proto::config::v1::config_discovery_server::ConfigDiscoveryServer;
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
@@ -23,6 +25,7 @@ use tonic_health::server::HealthReporter;
 use crate::admin::Admin;
 use crate::auth::MasterKey;
 use crate::catalog::Catalog;
+use crate::distribution::Distribution;
 use crate::store::Store;
 
 /// Every admin service name, for health reporting.
@@ -56,6 +59,10 @@ pub enum ServeError {
 
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// This replica's name in data-plane status.
+    pub replica_id: String,
+    /// `SLUICE_DATA_PLANE_TOKEN`, accepted besides tokens made through the API.
+    pub data_plane_token: Option<String>,
     pub master_key: MasterKey,
     /// How often the store is probed for `grpc.health.v1`.
     pub health_interval: Duration,
@@ -94,7 +101,13 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let admin = Admin::new(Catalog::new(store));
+    let distribution = Distribution::start(
+        store.clone(),
+        config.replica_id.clone(),
+        config.data_plane_token.clone(),
+    );
+    let discovery = ConfigDiscoveryServer::new(distribution.discovery());
+    let admin = Admin::new(Catalog::new(store), distribution);
     let auth = config.master_key;
     macro_rules! guarded {
         ($server:ident) => {
@@ -108,6 +121,7 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
+        .add_service(discovery)
         .add_service(guarded!(KeyServiceServer))
         .add_service(guarded!(TeamServiceServer))
         .add_service(guarded!(OrganizationServiceServer))

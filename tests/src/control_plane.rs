@@ -10,6 +10,9 @@ use tempfile::TempDir;
 
 /// The master key every harness-started control plane uses.
 pub const MASTER_KEY: &str = "sk-test-master-key-0123456789";
+/// The data-plane token every harness-started control plane accepts
+/// (as `SLUICE_DATA_PLANE_TOKEN`).
+pub const DATA_PLANE_TOKEN: &str = "sdp-test-data-plane-token-0123456789";
 
 /// A built binary of this workspace, next to the test executable.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
@@ -87,6 +90,7 @@ impl ControlPlane {
             .arg(self.dir.path().join("data"))
             .args(&self.args)
             .env("SLUICE_MASTER_KEY", MASTER_KEY)
+            .env("SLUICE_DATA_PLANE_TOKEN", DATA_PLANE_TOKEN)
             .env("SLUICE_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -7,6 +7,8 @@
 //! - [`control_plane`]: the real `sluice-control-plane` binary on a free port.
 //! - [`grpcurl`]: admin calls through the real `grpcurl` and server reflection.
 //! - [`admin_client`]: typed tonic clients, for concurrency and volume.
+//! - [`sim_data_plane`]: a simulated data plane speaking the real
+//!   `ConfigDiscovery` protocol (protocol tests, benchmarks with many streams).
 //! - [`store_conformance`]: the behaviour every `Store` must show, run against
 //!   both the embedded store and real etcd by `tests/store.rs`.
 
@@ -14,4 +16,5 @@ pub mod admin_client;
 pub mod control_plane;
 pub mod etcd;
 pub mod grpcurl;
+pub mod sim_data_plane;
 pub mod store_conformance;

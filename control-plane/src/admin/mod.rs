@@ -20,21 +20,27 @@ use std::collections::HashMap;
 use sluice_proto::admin::v1::AccessGroup;
 
 use crate::catalog::Catalog;
+use crate::distribution::Distribution;
 use crate::error::{AdminError, AdminResult};
 use crate::resources::{Resource, key_of};
 use crate::store::Txn;
 
 pub use models::check_deployment;
 
-/// Every admin service, over one catalog.
+/// Every admin service, over one catalog; the data-plane service also
+/// reads this replica's distribution state.
 #[derive(Clone)]
 pub struct Admin {
     pub catalog: Catalog,
+    pub distribution: Distribution,
 }
 
 impl Admin {
-    pub fn new(catalog: Catalog) -> Self {
-        Self { catalog }
+    pub fn new(catalog: Catalog, distribution: Distribution) -> Self {
+        Self {
+            catalog,
+            distribution,
+        }
     }
 }
 

@@ -1,0 +1,404 @@
+//! The hub: one list + watch of the store per control-plane replica, shared
+//! by every data-plane stream it serves.
+//!
+//! It lists everything under `/sluice/` at one revision, then watches from
+//! that revision + 1. Changes arriving within [`BATCH_WINDOW`] are applied
+//! together and published as one new [`Published`] value on a
+//! `tokio::sync::watch` channel: streams always read the newest value, so a
+//! slow data plane skips intermediate states instead of queueing them. Each
+//! published value keeps a bounded per-revision history, from which a delta
+//! from any covered revision is merged on demand (and the delta from the
+//! previous value, which most streams need, is merged once and shared). On
+//! compaction the hub re-lists and drops its history, so streams behind it
+//! get a fresh snapshot.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use sluice_proto::admin::v1::InvalidObject;
+use sluice_proto::config::v1::{Delta, Snapshot};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::objects::{self, Address, Object};
+use crate::resources::ROOT;
+use crate::store::{EventKind, KeyValue, Store, WatchMessage};
+
+/// How long the hub waits for more changes after the first of a burst.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(20);
+/// Most revisions of history kept for resuming data planes.
+pub const HISTORY_MAX_REVISIONS: usize = 10_000;
+/// Most bytes of history kept (encoded size of the changed objects).
+pub const HISTORY_MAX_BYTES: usize = 64 << 20;
+
+/// Backoff while the store is unreachable.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// What changed at one revision: the new object, or `None` for a removal.
+#[derive(Debug)]
+struct Entry {
+    revision: i64,
+    changes: Vec<(Address, Option<Arc<Object>>)>,
+    bytes: usize,
+}
+
+/// The configuration at one revision, as every stream of this replica sees it.
+pub struct Published {
+    /// Bumps every time the hub (re-)lists the store.
+    pub epoch: u64,
+    /// The store revision this configuration is complete up to.
+    pub revision: i64,
+    /// The revision published before this one (same epoch), if any.
+    previous_revision: Option<i64>,
+    objects: imbl::OrdMap<Address, Arc<Object>>,
+    history: imbl::Vector<Arc<Entry>>,
+    history_bytes: usize,
+    /// History covers every change after this revision.
+    history_base: i64,
+    /// Stored values refused for distribution, by store key.
+    pub invalid: Arc<BTreeMap<String, InvalidObject>>,
+    snapshot: OnceLock<Arc<Snapshot>>,
+    previous_delta: OnceLock<Option<Arc<Delta>>>,
+}
+
+impl std::fmt::Debug for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Published")
+            .field("epoch", &self.epoch)
+            .field("revision", &self.revision)
+            .field("objects", &self.objects.len())
+            .field("history", &self.history.len())
+            .field("invalid", &self.invalid.len())
+            .finish()
+    }
+}
+
+impl Published {
+    fn empty() -> Self {
+        Self {
+            epoch: 0,
+            revision: 0,
+            previous_revision: None,
+            objects: imbl::OrdMap::new(),
+            history: imbl::Vector::new(),
+            history_bytes: 0,
+            history_base: 0,
+            invalid: Arc::new(BTreeMap::new()),
+            snapshot: OnceLock::new(),
+            previous_delta: OnceLock::new(),
+        }
+    }
+
+    /// Whether the hub has listed the store at least once.
+    pub fn is_loaded(&self) -> bool {
+        self.epoch > 0
+    }
+
+    /// Whether a data-plane token with this SHA-256 hex exists.
+    pub fn has_token(&self, sha256_hex: &str) -> bool {
+        self.objects
+            .contains_key(&Address::Token(sha256_hex.to_string()))
+    }
+
+    /// The full configuration, built once per published value.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .get_or_init(|| Arc::new(objects::snapshot(self.revision, self.objects.values())))
+            .clone()
+    }
+
+    /// The changes from `from` to this revision, if the history covers them.
+    pub fn delta_since(&self, from: i64) -> Option<Arc<Delta>> {
+        if from < self.history_base || from > self.revision {
+            return None;
+        }
+        if Some(from) == self.previous_revision {
+            return self
+                .previous_delta
+                .get_or_init(|| Some(Arc::new(self.merge(from))))
+                .clone();
+        }
+        Some(Arc::new(self.merge(from)))
+    }
+
+    fn merge(&self, from: i64) -> Delta {
+        let mut last: HashMap<&Address, &Option<Arc<Object>>> = HashMap::new();
+        // History is in revision order; later changes of an address win.
+        for entry in self.history.iter().filter(|e| e.revision > from) {
+            for (address, change) in &entry.changes {
+                last.insert(address, change);
+            }
+        }
+        let mut upserts = Snapshot {
+            revision: self.revision,
+            ..Default::default()
+        };
+        let mut removals = Vec::new();
+        let mut ordered: Vec<_> = last.into_iter().collect();
+        ordered.sort_by(|a, b| a.0.cmp(b.0));
+        for (address, change) in ordered {
+            match change {
+                Some(object) => objects::push(&mut upserts, object),
+                None => removals.extend(address.object_ref()),
+            }
+        }
+        Delta {
+            from_revision: from,
+            to_revision: self.revision,
+            upserts: Some(upserts),
+            removals,
+        }
+    }
+}
+
+/// A replica's handle on the hub.
+#[derive(Clone)]
+pub struct Hub {
+    rx: watch::Receiver<Arc<Published>>,
+}
+
+impl Hub {
+    /// Starts the hub's list + watch loop on the runtime.
+    pub fn start(store: Arc<dyn Store>) -> Hub {
+        let (tx, rx) = watch::channel(Arc::new(Published::empty()));
+        tokio::spawn(run(store, tx));
+        Hub { rx }
+    }
+
+    /// The newest published configuration.
+    pub fn current(&self) -> Arc<Published> {
+        self.rx.borrow().clone()
+    }
+
+    /// A receiver that wakes on every publication (coalescing missed ones).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Published>> {
+        self.rx.clone()
+    }
+
+    /// Waits until the hub has published `revision` or later, up to `within`.
+    pub async fn wait_for(&self, revision: i64, within: Duration) -> bool {
+        let mut rx = self.rx.clone();
+        tokio::time::timeout(within, rx.wait_for(|p| p.revision >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// Decodes one stored value into the maps, recording refusals.
+fn load(
+    kv: &KeyValue,
+    objects: &mut imbl::OrdMap<Address, Arc<Object>>,
+    invalid: &mut BTreeMap<String, InvalidObject>,
+) -> Option<(Address, Option<Arc<Object>>)> {
+    let address = objects::address_of(&kv.key)?;
+    match objects::decode_object(&address, &kv.value, kv.mod_revision) {
+        Ok(object) => {
+            invalid.remove(&kv.key);
+            let object = Arc::new(object);
+            objects.insert(address.clone(), object.clone());
+            Some((address, Some(object)))
+        }
+        Err(reason) => {
+            tracing::error!(key = %kv.key, revision = kv.mod_revision, %reason,
+                "refusing to distribute an invalid stored value");
+            invalid.insert(
+                kv.key.clone(),
+                objects::invalid(&kv.key, kv.mod_revision, reason),
+            );
+            // What was there before is gone from the store: stop distributing it.
+            objects.remove(&address).map(|_| (address, None))
+        }
+    }
+}
+
+async fn run(store: Arc<dyn Store>, tx: watch::Sender<Arc<Published>>) {
+    let mut epoch = 0u64;
+    let mut retry = RETRY_MIN;
+    loop {
+        let range = match store.range(ROOT).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "hub: cannot list the store; retrying");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
+                continue;
+            }
+        };
+        retry = RETRY_MIN;
+        epoch += 1;
+        let mut objects = imbl::OrdMap::new();
+        let mut invalid = BTreeMap::new();
+        for kv in &range.kvs {
+            load(kv, &mut objects, &mut invalid);
+        }
+        tracing::info!(
+            revision = range.revision,
+            objects = objects.len(),
+            invalid = invalid.len(),
+            epoch,
+            "hub: listed the store"
+        );
+        let mut current = Published {
+            epoch,
+            revision: range.revision,
+            objects,
+            history_base: range.revision,
+            invalid: Arc::new(invalid),
+            ..Published::empty()
+        };
+        tx.send_replace(Arc::new(clone_published(&current)));
+        if watch_until_relist(&store, &tx, &mut current)
+            .await
+            .is_closed()
+        {
+            return;
+        }
+    }
+}
+
+fn clone_published(p: &Published) -> Published {
+    Published {
+        epoch: p.epoch,
+        revision: p.revision,
+        previous_revision: p.previous_revision,
+        objects: p.objects.clone(),
+        history: p.history.clone(),
+        history_bytes: p.history_bytes,
+        history_base: p.history_base,
+        invalid: p.invalid.clone(),
+        snapshot: OnceLock::new(),
+        previous_delta: OnceLock::new(),
+    }
+}
+
+enum WatchEnd {
+    Relist,
+    Closed,
+}
+
+impl WatchEnd {
+    fn is_closed(&self) -> bool {
+        matches!(self, WatchEnd::Closed)
+    }
+}
+
+/// Follows the store from `current.revision + 1`, publishing each batch,
+/// until the watch reports compaction (re-list) or nobody listens.
+async fn watch_until_relist(
+    store: &Arc<dyn Store>,
+    tx: &watch::Sender<Arc<Published>>,
+    current: &mut Published,
+) -> WatchEnd {
+    let mut retry = RETRY_MIN;
+    loop {
+        if tx.is_closed() {
+            return WatchEnd::Closed;
+        }
+        let mut stream = match store.watch(ROOT, current.revision + 1).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "hub: cannot watch the store; retrying");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
+                continue;
+            }
+        };
+        loop {
+            let first = match stream.next().await {
+                Some(Ok(WatchMessage::Events { revision, events })) => (revision, events),
+                Some(Ok(WatchMessage::Compacted { compact_revision })) => {
+                    tracing::warn!(
+                        compact_revision,
+                        revision = current.revision,
+                        "hub: the store compacted past our revision; re-listing"
+                    );
+                    return WatchEnd::Relist;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "hub: watch failed; watching again");
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(RETRY_MAX);
+                    break;
+                }
+                None => break,
+            };
+            retry = RETRY_MIN;
+            let mut batch = vec![first];
+            let deadline = Instant::now() + BATCH_WINDOW;
+            let mut end = None;
+            while let Ok(next) = tokio::time::timeout_at(deadline, stream.next()).await {
+                match next {
+                    Some(Ok(WatchMessage::Events { revision, events })) => {
+                        batch.push((revision, events))
+                    }
+                    Some(Ok(WatchMessage::Compacted { .. })) => {
+                        end = Some(true);
+                        break;
+                    }
+                    Some(Err(_)) | None => {
+                        end = Some(false);
+                        break;
+                    }
+                }
+            }
+            apply_batch(current, batch);
+            tx.send_replace(Arc::new(clone_published(current)));
+            match end {
+                Some(true) => return WatchEnd::Relist,
+                Some(false) => break,
+                None => {}
+            }
+        }
+    }
+}
+
+/// Applies a batch of watch events to `current` and records them in history.
+fn apply_batch(current: &mut Published, batch: Vec<(i64, Vec<crate::store::Event>)>) {
+    let previous = current.revision;
+    let mut invalid = (*current.invalid).clone();
+    for (revision, events) in batch {
+        let mut changes = Vec::with_capacity(events.len());
+        let mut bytes = 0usize;
+        for event in events {
+            match event.kind {
+                EventKind::Put => {
+                    if let Some(change) = load(&event.kv, &mut current.objects, &mut invalid) {
+                        bytes += event.kv.value.len() + event.kv.key.len();
+                        changes.push(change);
+                    }
+                }
+                EventKind::Delete => {
+                    invalid.remove(&event.kv.key);
+                    if let Some(address) = objects::address_of(&event.kv.key)
+                        && current.objects.remove(&address).is_some()
+                    {
+                        bytes += event.kv.key.len();
+                        changes.push((address, None));
+                    }
+                }
+            }
+        }
+        current.history.push_back(Arc::new(Entry {
+            revision,
+            changes,
+            bytes,
+        }));
+        current.history_bytes += bytes;
+        current.revision = revision;
+    }
+    while current.history.len() > HISTORY_MAX_REVISIONS || current.history_bytes > HISTORY_MAX_BYTES
+    {
+        match current.history.pop_front() {
+            Some(old) => {
+                current.history_bytes -= old.bytes;
+                current.history_base = old.revision;
+            }
+            None => break,
+        }
+    }
+    current.previous_revision = Some(previous);
+    current.invalid = Arc::new(invalid);
+}

@@ -1,0 +1,53 @@
+//! Config distribution (DESIGN §6): the control plane's side of
+//! `sluice.config.v1.ConfigDiscovery`.
+//!
+//! - [`hub`]: one list + watch of the store per replica; publishes the
+//!   configuration per revision with a bounded history for deltas.
+//! - [`objects`]: stored values decoded and checked for distribution;
+//!   invalid ones are refused and reported.
+//! - [`stream`]: the per-data-plane session (token, hello, snapshot/deltas,
+//!   ACK/NACK).
+//! - [`status`]: which data planes are connected and what they applied,
+//!   kept in the store so every replica can answer for all.
+
+pub mod hub;
+pub mod objects;
+pub mod status;
+pub mod stream;
+
+use std::sync::Arc;
+
+pub use hub::Hub;
+pub use status::Registry;
+pub use stream::{Discovery, Tokens};
+
+use crate::store::Store;
+
+/// Everything a replica runs for distribution.
+#[derive(Clone)]
+pub struct Distribution {
+    pub hub: Hub,
+    pub registry: Registry,
+    pub tokens: Tokens,
+}
+
+impl Distribution {
+    /// Starts the hub on the runtime.
+    pub fn start(store: Arc<dyn Store>, replica_id: String, static_token: Option<String>) -> Self {
+        Self {
+            hub: Hub::start(store.clone()),
+            registry: Registry::new(store, replica_id),
+            tokens: Tokens {
+                static_token: static_token.map(Arc::from),
+            },
+        }
+    }
+
+    pub fn discovery(&self) -> Discovery {
+        Discovery {
+            hub: self.hub.clone(),
+            registry: self.registry.clone(),
+            tokens: self.tokens.clone(),
+        }
+    }
+}

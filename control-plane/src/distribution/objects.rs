@@ -1,0 +1,249 @@
+//! What the control plane distributes: stored values decoded and checked,
+//! addressed by (kind, id), and assembled into snapshots and deltas.
+//!
+//! A value that does not decode, or breaks a rule a data plane relies on,
+//! is never distributed: it is skipped and reported as an [`InvalidObject`].
+
+use std::sync::Arc;
+
+use prost::Message;
+use sluice_proto::admin::v1::{
+    AccessGroup, DataPlaneToken, Deployment, InvalidObject, Key, ModelAlias, Organization,
+    RouterSettings, Team,
+};
+use sluice_proto::config::v1::{Kind, ObjectRef, Snapshot};
+
+use crate::resources::{ROUTER_SETTINGS_ID, Resource, decode};
+
+/// A decoded, checked object.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Object {
+    Deployment(Deployment),
+    Alias(ModelAlias),
+    Group(AccessGroup),
+    Team(Team),
+    Organization(Organization),
+    Key(Key),
+    Router(RouterSettings),
+    /// Kept to authenticate data planes; never sent to them.
+    Token(DataPlaneToken),
+}
+
+/// Where an object lives: its kind and id. Tokens have no distributed kind.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Address {
+    Distributed(Kind, String),
+    Token(String),
+}
+
+impl Address {
+    pub fn object_ref(&self) -> Option<ObjectRef> {
+        match self {
+            Address::Distributed(kind, id) => Some(ObjectRef {
+                kind: *kind as i32,
+                id: id.clone(),
+            }),
+            Address::Token(_) => None,
+        }
+    }
+}
+
+/// The address a store key names, if it is one Sluice distributes or uses.
+pub fn address_of(key: &str) -> Option<Address> {
+    let table: [(&str, Option<Kind>); 8] = [
+        (Deployment::PREFIX, Some(Kind::Deployment)),
+        (ModelAlias::PREFIX, Some(Kind::ModelAlias)),
+        (AccessGroup::PREFIX, Some(Kind::AccessGroup)),
+        (Team::PREFIX, Some(Kind::Team)),
+        (Organization::PREFIX, Some(Kind::Organization)),
+        (Key::PREFIX, Some(Kind::Key)),
+        (RouterSettings::PREFIX, Some(Kind::RouterSettings)),
+        (DataPlaneToken::PREFIX, None),
+    ];
+    for (prefix, kind) in table {
+        if let Some(id) = key.strip_prefix(prefix) {
+            if id.is_empty() {
+                return None;
+            }
+            return Some(match kind {
+                Some(Kind::RouterSettings) if id != ROUTER_SETTINGS_ID => return None,
+                Some(Kind::RouterSettings) => {
+                    Address::Distributed(Kind::RouterSettings, String::new())
+                }
+                Some(kind) => Address::Distributed(kind, id.to_string()),
+                None => Address::Token(id.to_string()),
+            });
+        }
+    }
+    None
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn checked<R: Resource>(bytes: &[u8], rev: i64, id: &str) -> Result<R, String> {
+    let value =
+        decode::<R>(bytes, rev).map_err(|e| format!("does not decode as {}: {e}", R::KIND))?;
+    if value.id() != id {
+        return Err(format!(
+            "{} names itself {:?} but is stored under {id:?}",
+            R::KIND,
+            value.id()
+        ));
+    }
+    Ok(value)
+}
+
+/// Decodes and checks the value stored at `address`.
+pub fn decode_object(address: &Address, bytes: &[u8], mod_revision: i64) -> Result<Object, String> {
+    let (kind, id) = match address {
+        Address::Token(id) => {
+            if !is_sha256_hex(id) {
+                return Err("a data-plane token must be stored under its SHA-256 hex".into());
+            }
+            return checked::<DataPlaneToken>(bytes, mod_revision, id).map(Object::Token);
+        }
+        Address::Distributed(kind, id) => (kind, id),
+    };
+    Ok(match kind {
+        Kind::Deployment => {
+            let mut d: Deployment = checked(bytes, mod_revision, id)?;
+            let before = d.clone();
+            crate::admin::check_deployment(&mut d, "deployment").map_err(|e| e.to_string())?;
+            if d != before {
+                return Err(
+                    "deployment is not in canonical form (provider not split from model)".into(),
+                );
+            }
+            Object::Deployment(d)
+        }
+        Kind::ModelAlias => Object::Alias(checked(bytes, mod_revision, id)?),
+        Kind::AccessGroup => {
+            let g: AccessGroup = checked(bytes, mod_revision, id)?;
+            if g.uid.is_empty() {
+                return Err("access group has no uid".into());
+            }
+            Object::Group(g)
+        }
+        Kind::Team => {
+            let t: Team = checked(bytes, mod_revision, id)?;
+            crate::validate::object_id("team_id", &t.team_id).map_err(|e| e.to_string())?;
+            Object::Team(t)
+        }
+        Kind::Organization => Object::Organization(checked(bytes, mod_revision, id)?),
+        Kind::Key => {
+            if !is_sha256_hex(id) {
+                return Err("a key must be stored under its SHA-256 hex".into());
+            }
+            Object::Key(checked(bytes, mod_revision, id)?)
+        }
+        Kind::RouterSettings => {
+            let mut r = RouterSettings::decode(bytes)
+                .map_err(|e| format!("does not decode as router settings: {e}"))?;
+            r.revision = mod_revision;
+            Object::Router(r)
+        }
+        Kind::Unspecified => return Err("unknown kind".into()),
+    })
+}
+
+/// An invalid stored value, for reports.
+pub fn invalid(key: &str, mod_revision: i64, reason: String) -> InvalidObject {
+    InvalidObject {
+        key: key.to_string(),
+        mod_revision,
+        reason,
+    }
+}
+
+/// Adds an object to a snapshot-shaped container. Tokens are never added.
+pub fn push(snapshot: &mut Snapshot, object: &Object) {
+    match object {
+        Object::Deployment(d) => snapshot.deployments.push(d.clone()),
+        Object::Alias(a) => snapshot.aliases.push(a.clone()),
+        Object::Group(g) => snapshot.access_groups.push(g.clone()),
+        Object::Team(t) => snapshot.teams.push(t.clone()),
+        Object::Organization(o) => snapshot.organizations.push(o.clone()),
+        Object::Key(k) => snapshot.keys.push(k.clone()),
+        Object::Router(r) => snapshot.router_settings = Some(r.clone()),
+        Object::Token(_) => {}
+    }
+}
+
+/// A snapshot of every distributed object, at `revision`.
+pub fn snapshot<'a>(revision: i64, objects: impl Iterator<Item = &'a Arc<Object>>) -> Snapshot {
+    let mut s = Snapshot {
+        revision,
+        ..Default::default()
+    };
+    for o in objects {
+        push(&mut s, o);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::encode;
+
+    #[test]
+    fn keys_map_to_addresses() {
+        assert_eq!(
+            address_of("/sluice/teams/t1"),
+            Some(Address::Distributed(Kind::Team, "t1".into()))
+        );
+        assert_eq!(
+            address_of("/sluice/settings/router"),
+            Some(Address::Distributed(Kind::RouterSettings, String::new()))
+        );
+        assert_eq!(address_of("/sluice/settings/other"), None);
+        assert_eq!(address_of("/sluice/teams/"), None);
+        assert_eq!(address_of("/sluice/usage/x"), None);
+        assert!(matches!(
+            address_of("/sluice/data_plane_tokens/ab"),
+            Some(Address::Token(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_is_refused_with_a_reason() {
+        let a = address_of("/sluice/teams/t1").unwrap();
+        let err = decode_object(&a, b"\xff\xff garbage", 5).unwrap_err();
+        assert!(err.contains("does not decode as team"), "{err}");
+        let other = Team {
+            team_id: "t2".into(),
+            ..Default::default()
+        };
+        let err = decode_object(&a, &encode(&other), 5).unwrap_err();
+        assert!(err.contains("stored under"), "{err}");
+        let ok = Team {
+            team_id: "t1".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            decode_object(&a, &encode(&ok), 5),
+            Ok(Object::Team(_))
+        ));
+    }
+
+    #[test]
+    fn deployments_with_unknown_providers_are_refused() {
+        let a = address_of("/sluice/deployments/d1").unwrap();
+        let d = Deployment {
+            id: "d1".into(),
+            model_name: "m".into(),
+            provider: "nope".into(),
+            model: "x".into(),
+            ..Default::default()
+        };
+        assert!(
+            decode_object(&a, &encode(&d), 3)
+                .unwrap_err()
+                .contains("nope")
+        );
+    }
+}

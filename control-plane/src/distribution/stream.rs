@@ -1,0 +1,207 @@
+//! `sluice.config.v1.ConfigDiscovery/StreamConfig`: one session per data plane.
+//!
+//! A session checks the data-plane token, reads the Hello, then sends what
+//! the data plane lacks — a delta from its held revision when the hub's
+//! history covers it, else a snapshot — and after that, on every hub
+//! publication, the merged delta since what it last sent. The outgoing
+//! channel holds one message: a data plane that reads slowly makes its
+//! session wait, and the hub's watch channel meanwhile keeps only the newest
+//! state, so memory per session stays bounded and a slow data plane never
+//! slows the others.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use sluice_proto::config::v1::config_discovery_server::ConfigDiscovery;
+use sluice_proto::config::v1::control_plane_message::Message as Outbound;
+use sluice_proto::config::v1::data_plane_message::Message as Inbound;
+use sluice_proto::config::v1::{ControlPlaneMessage, DataPlaneMessage, Hello};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::hub::{Hub, Published};
+use super::status::{Registry, StreamStatus};
+use crate::secrets;
+
+/// How long a new stream may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for this replica to catch up with a data plane that
+/// holds a newer revision (it came from a faster replica).
+const CATCH_UP: Duration = Duration::from_secs(5);
+
+/// Who may receive snapshots (they can carry provider keys).
+#[derive(Clone)]
+pub struct Tokens {
+    /// `SLUICE_DATA_PLANE_TOKEN`, accepted besides the tokens in the store.
+    pub static_token: Option<Arc<str>>,
+}
+
+impl Tokens {
+    fn allows(&self, token: &str, published: &Published) -> bool {
+        let static_ok = self
+            .static_token
+            .as_deref()
+            .is_some_and(|t| secrets::constant_time_eq(t, token));
+        static_ok || published.has_token(&secrets::sha256_hex(token))
+    }
+}
+
+#[derive(Clone)]
+pub struct Discovery {
+    pub hub: Hub,
+    pub registry: Registry,
+    pub tokens: Tokens,
+}
+
+fn bearer(request: &Request<Streaming<DataPlaneMessage>>) -> Option<String> {
+    let value = request.metadata().get("authorization")?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_string())
+}
+
+type Outgoing = Pin<Box<dyn Stream<Item = Result<ControlPlaneMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ConfigDiscovery for Discovery {
+    type StreamConfigStream = Outgoing;
+
+    async fn stream_config(
+        &self,
+        request: Request<Streaming<DataPlaneMessage>>,
+    ) -> Result<Response<Self::StreamConfigStream>, Status> {
+        let Some(token) = bearer(&request) else {
+            return Err(Status::unauthenticated(
+                "missing data-plane token: send 'authorization: Bearer <token>' (SLUICE_DATA_PLANE_TOKEN)",
+            ));
+        };
+        // The token set is only known once the hub has listed the store.
+        if !self.hub.wait_for(1, HELLO_TIMEOUT).await {
+            return Err(Status::unavailable(
+                "the control plane has not loaded its configuration yet",
+            ));
+        }
+        if !self.tokens.allows(&token, &self.hub.current()) {
+            tracing::warn!(remote = ?request.remote_addr(), "refused a config stream: unknown data-plane token");
+            return Err(Status::unauthenticated("invalid data-plane token"));
+        }
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(DataPlaneMessage {
+                message: Some(Inbound::Hello(hello)),
+            }))) => hello,
+            Ok(Err(status)) => return Err(status),
+            Ok(_) => {
+                return Err(Status::invalid_argument(
+                    "the first message of a stream must be a Hello",
+                ));
+            }
+            Err(_) => return Err(Status::deadline_exceeded("no Hello within 10s")),
+        };
+        if let Err(e) = crate::validate::object_id("hello.node_id", &hello.node_id) {
+            return Err(Status::invalid_argument(e.to_string()));
+        }
+        tracing::info!(node_id = %hello.node_id, held_revision = hello.held_revision, "data plane connected");
+        let (tx, rx) = mpsc::channel(1);
+        let status = self.registry.connect(
+            hello.node_id.clone(),
+            hello.labels.clone(),
+            hello.held_revision,
+            hello.version.clone(),
+        );
+        tokio::spawn(session(self.clone(), token, hello, inbound, tx, status));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+async fn session(
+    discovery: Discovery,
+    token: String,
+    hello: Hello,
+    mut inbound: Streaming<DataPlaneMessage>,
+    tx: mpsc::Sender<Result<ControlPlaneMessage, Status>>,
+    status: StreamStatus,
+) {
+    let node_id = hello.node_id.clone();
+    let replica = discovery.registry.replica_id().to_string();
+    let send = async {
+        let mut updates = discovery.hub.subscribe();
+        let mut held = hello.held_revision;
+        if held > updates.borrow().revision {
+            discovery.hub.wait_for(held, CATCH_UP).await;
+        }
+        let mut epoch = 0;
+        loop {
+            let published = updates.borrow_and_update().clone();
+            if !discovery.tokens.allows(&token, &published) {
+                tracing::warn!(%node_id, "data-plane token deleted: closing its stream");
+                let _ = tx
+                    .send(Err(Status::unauthenticated("data-plane token revoked")))
+                    .await;
+                return;
+            }
+            // A re-list starts a new history: anything behind it gets a snapshot.
+            let relisted = epoch != 0 && epoch != published.epoch;
+            epoch = published.epoch;
+            if held != published.revision || relisted {
+                let delta = if relisted || held == 0 {
+                    None
+                } else {
+                    published.delta_since(held)
+                };
+                let message = match delta {
+                    Some(d) => Outbound::Delta((*d).clone()),
+                    None => Outbound::Snapshot((*published.snapshot()).clone()),
+                };
+                let kind = if matches!(message, Outbound::Delta(_)) {
+                    "delta"
+                } else {
+                    "snapshot"
+                };
+                tracing::debug!(%node_id, from = held, to = published.revision, kind, "sending config");
+                let out = ControlPlaneMessage {
+                    message: Some(message),
+                    control_plane_id: replica.clone(),
+                };
+                if tx.send(Ok(out)).await.is_err() {
+                    return;
+                }
+                held = published.revision;
+            }
+            if updates.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    let receive = async {
+        loop {
+            match inbound.message().await {
+                Ok(Some(DataPlaneMessage {
+                    message: Some(Inbound::Ack(ack)),
+                })) => status.ack(ack.revision),
+                Ok(Some(DataPlaneMessage {
+                    message: Some(Inbound::Nack(nack)),
+                })) => {
+                    tracing::warn!(%node_id, revision = nack.revision, reason = %nack.reason, "data plane refused a config");
+                    status.nack(nack.revision, nack.reason);
+                }
+                Ok(Some(_)) => tracing::debug!(%node_id, "ignoring an unexpected message"),
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(%node_id, error = %e, "config stream ended");
+                    return;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = send => {},
+        _ = receive => {},
+    }
+    tracing::info!(%node_id, "data plane disconnected");
+    drop(status);
+}

@@ -1,0 +1,206 @@
+//! A simulated data plane speaking the real `ConfigDiscovery` protocol, for
+//! protocol tests and for benchmarks with many streams in one process.
+//! It keeps the configuration as a map of encoded objects, applies snapshots
+//! and deltas exactly (a delta must start at the held revision), and ACKs.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use sluice_proto::config::v1::config_discovery_client::ConfigDiscoveryClient;
+use sluice_proto::config::v1::control_plane_message::Message as Outbound;
+use sluice_proto::config::v1::data_plane_message::Message as Inbound;
+use sluice_proto::config::v1::{
+    Ack, DataPlaneMessage, Hello, Kind, Nack, ProtocolVersion, Snapshot,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+/// (kind, id) -> encoded object.
+pub type Objects = BTreeMap<(i32, String), Vec<u8>>;
+
+#[derive(Clone, Debug, Default)]
+pub struct SimState {
+    pub revision: i64,
+    pub objects: Objects,
+    pub snapshots: u64,
+    pub deltas: u64,
+    pub nacks: u64,
+}
+
+/// Flattens a snapshot-shaped message into addressed, encoded objects.
+pub fn objects_of(s: &Snapshot) -> Objects {
+    let mut out = Objects::new();
+    for d in &s.deployments {
+        out.insert((Kind::Deployment as i32, d.id.clone()), d.encode_to_vec());
+    }
+    for a in &s.aliases {
+        out.insert(
+            (Kind::ModelAlias as i32, a.alias.clone()),
+            a.encode_to_vec(),
+        );
+    }
+    for g in &s.access_groups {
+        out.insert(
+            (Kind::AccessGroup as i32, g.name.clone()),
+            g.encode_to_vec(),
+        );
+    }
+    for t in &s.teams {
+        out.insert((Kind::Team as i32, t.team_id.clone()), t.encode_to_vec());
+    }
+    for o in &s.organizations {
+        out.insert(
+            (Kind::Organization as i32, o.organization_id.clone()),
+            o.encode_to_vec(),
+        );
+    }
+    for k in &s.keys {
+        out.insert((Kind::Key as i32, k.key_id.clone()), k.encode_to_vec());
+    }
+    if let Some(r) = &s.router_settings {
+        out.insert(
+            (Kind::RouterSettings as i32, String::new()),
+            r.encode_to_vec(),
+        );
+    }
+    out
+}
+
+pub struct SimDataPlane {
+    state: Arc<Mutex<SimState>>,
+    revision: watch::Receiver<i64>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl SimDataPlane {
+    /// Connects with `token`, says hello holding `held` (revision and objects).
+    pub async fn connect(
+        url: &str,
+        token: &str,
+        node_id: &str,
+        held: SimState,
+    ) -> anyhow::Result<Self> {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+            .connect()
+            .await?;
+        let mut client = ConfigDiscoveryClient::new(channel);
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(DataPlaneMessage {
+            message: Some(Inbound::Hello(Hello {
+                node_id: node_id.to_string(),
+                held_revision: held.revision,
+                protocol_version: ProtocolVersion::ProtocolVersion1 as i32,
+                version: "sim".into(),
+                ..Default::default()
+            })),
+        })
+        .await?;
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+        let mut inbound = client.stream_config(request).await?.into_inner();
+        let (rev_tx, rev_rx) = watch::channel(held.revision);
+        let state = Arc::new(Mutex::new(held));
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            while let Some(msg) = inbound.message().await? {
+                let reply = {
+                    let mut s = shared.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                    match msg.message {
+                        Some(Outbound::Snapshot(snap)) => {
+                            s.objects = objects_of(&snap);
+                            s.revision = snap.revision;
+                            s.snapshots += 1;
+                            Inbound::Ack(Ack {
+                                revision: snap.revision,
+                            })
+                        }
+                        Some(Outbound::Delta(d)) if d.from_revision == s.revision => {
+                            if let Some(up) = &d.upserts {
+                                s.objects.extend(objects_of(up));
+                            }
+                            for r in &d.removals {
+                                s.objects.remove(&(r.kind, r.id.clone()));
+                            }
+                            s.revision = d.to_revision;
+                            s.deltas += 1;
+                            Inbound::Ack(Ack {
+                                revision: d.to_revision,
+                            })
+                        }
+                        Some(Outbound::Delta(d)) => {
+                            s.nacks += 1;
+                            Inbound::Nack(Nack {
+                                revision: d.to_revision,
+                                reason: format!(
+                                    "delta from {} but I hold {}",
+                                    d.from_revision, s.revision
+                                ),
+                            })
+                        }
+                        None => continue,
+                    }
+                };
+                if let Inbound::Ack(a) = &reply {
+                    let _ = rev_tx.send(a.revision);
+                }
+                if tx
+                    .send(DataPlaneMessage {
+                        message: Some(reply),
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        Ok(Self {
+            state,
+            revision: rev_rx,
+            task,
+        })
+    }
+
+    pub fn state(&self) -> SimState {
+        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits until the applied revision is at least `revision`.
+    pub async fn wait_for(&mut self, revision: i64, within: Duration) -> anyhow::Result<Instant> {
+        let waited = tokio::time::timeout(within, self.revision.wait_for(|r| *r >= revision))
+            .await
+            .map(|r| r.is_ok());
+        match waited {
+            Ok(true) => Ok(Instant::now()),
+            Ok(false) => anyhow::bail!("stream ended before revision {revision}"),
+            Err(_) => anyhow::bail!(
+                "revision {revision} not applied within {within:?}; at {}",
+                self.state().revision
+            ),
+        }
+    }
+
+    /// Ends the stream and returns its final error, if any.
+    pub async fn close(self) -> Option<anyhow::Error> {
+        self.task.abort();
+        match self.task.await {
+            Ok(Err(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Waits for the stream to end by itself (e.g. the token was revoked).
+    pub async fn ended(self, within: Duration) -> anyhow::Result<Option<String>> {
+        match tokio::time::timeout(within, self.task).await {
+            Ok(Ok(Ok(()))) => Ok(None),
+            Ok(Ok(Err(e))) => Ok(Some(e.to_string())),
+            Ok(Err(e)) => Ok(Some(e.to_string())),
+            Err(_) => anyhow::bail!("stream still open after {within:?}"),
+        }
+    }
+}
