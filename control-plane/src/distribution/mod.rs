@@ -26,6 +26,7 @@ use crate::store::Store;
 /// Everything a replica runs for distribution.
 #[derive(Clone)]
 pub struct Distribution {
+    store: Arc<dyn Store>,
     pub hub: Hub,
     pub registry: Registry,
     pub tokens: Tokens,
@@ -36,7 +37,8 @@ impl Distribution {
     pub fn start(store: Arc<dyn Store>, replica_id: String, static_token: Option<String>) -> Self {
         Self {
             hub: Hub::start(store.clone()),
-            registry: Registry::new(store, replica_id),
+            registry: Registry::new(store.clone(), replica_id),
+            store,
             tokens: Tokens {
                 static_token: static_token.map(Arc::from),
             },
@@ -45,6 +47,7 @@ impl Distribution {
 
     pub fn discovery(&self) -> Discovery {
         Discovery {
+            store: self.store.clone(),
             hub: self.hub.clone(),
             registry: self.registry.clone(),
             tokens: self.tokens.clone(),

@@ -25,9 +25,12 @@ use tonic::{Request, Response, Status, Streaming};
 use super::hub::{Hub, Published};
 use super::status::{Registry, StreamStatus};
 use crate::secrets;
+use crate::store::Store;
 
 /// How long a new stream may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an unknown token waits for the hub to catch up with the store.
+const TOKEN_CATCH_UP: Duration = Duration::from_secs(2);
 /// How long to wait for this replica to catch up with a data plane that
 /// holds a newer revision (it came from a faster replica).
 const CATCH_UP: Duration = Duration::from_secs(5);
@@ -51,9 +54,22 @@ impl Tokens {
 
 #[derive(Clone)]
 pub struct Discovery {
+    pub store: Arc<dyn Store>,
     pub hub: Hub,
     pub registry: Registry,
     pub tokens: Tokens,
+}
+
+impl Discovery {
+    /// A token created a moment ago may not have reached the hub yet: wait
+    /// (briefly) for the hub to catch up with the store, then look again.
+    /// Unknown tokens are thereby also answered slowly, which costs guessing.
+    async fn token_appears(&self, token: &str) -> bool {
+        if let Ok(revision) = self.store.revision().await {
+            self.hub.wait_for(revision, TOKEN_CATCH_UP).await;
+        }
+        self.tokens.allows(token, &self.hub.current())
+    }
 }
 
 fn bearer(request: &Request<Streaming<DataPlaneMessage>>) -> Option<String> {
@@ -85,7 +101,7 @@ impl ConfigDiscovery for Discovery {
                 "the control plane has not loaded its configuration yet",
             ));
         }
-        if !self.tokens.allows(&token, &self.hub.current()) {
+        if !self.tokens.allows(&token, &self.hub.current()) && !self.token_appears(&token).await {
             tracing::warn!(remote = ?request.remote_addr(), "refused a config stream: unknown data-plane token");
             return Err(Status::unauthenticated("invalid data-plane token"));
         }
