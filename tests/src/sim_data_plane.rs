@@ -27,6 +27,18 @@ pub struct SimState {
     pub snapshots: u64,
     pub deltas: u64,
     pub nacks: u64,
+    /// When each revision was applied (the newest 10,000).
+    pub applied: std::collections::VecDeque<(i64, Instant)>,
+}
+
+impl SimState {
+    /// When a revision at or after `revision` was first applied.
+    pub fn applied_at(&self, revision: i64) -> Option<Instant> {
+        self.applied
+            .iter()
+            .find(|(r, _)| *r >= revision)
+            .map(|(_, t)| *t)
+    }
 }
 
 /// Flattens a snapshot-shaped message into addressed, encoded objects.
@@ -145,6 +157,12 @@ impl SimDataPlane {
                     }
                 };
                 if let Inbound::Ack(a) = &reply {
+                    if let Ok(mut s) = shared.lock() {
+                        if s.applied.len() >= 10_000 {
+                            s.applied.pop_front();
+                        }
+                        s.applied.push_back((a.revision, Instant::now()));
+                    }
                     let _ = rev_tx.send(a.revision);
                 }
                 if tx
