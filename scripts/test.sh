@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Sluice's whole test suite: formatting, lints, unit tests, and the
 # end-to-end tests against a real etcd, the real binaries and grpcurl.
-# Installs what is missing (protobuf-compiler, etcd-server, grpcurl).
+# Installs what is missing (protobuf-compiler, etcd-server, openssl, grpcurl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 have protoc || missing+=(protobuf-compiler)
 have etcd || missing+=(etcd-server)
+have openssl || missing+=(openssl) # the TLS tests' throwaway certificates
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   as_root apt-get update -qq

@@ -13,7 +13,7 @@ use sluice_control_plane::auth::MasterKey;
 use sluice_control_plane::server::{ServerConfig, serve};
 use sluice_control_plane::store::Store;
 use sluice_control_plane::store::embedded::EmbeddedStore;
-use sluice_control_plane::store::etcd::{EtcdOptions, EtcdStore};
+use sluice_control_plane::store::etcd::{EtcdOptions, EtcdStore, EtcdTls};
 use sluice_control_plane::{DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 use sluice_proto::admin::v1::ImportLiteLlmConfigRequest;
 use sluice_proto::admin::v1::config_service_client::ConfigServiceClient;
@@ -64,6 +64,19 @@ struct ServeArgs {
     /// etcd user name; the password comes from SLUICE_ETCD_PASSWORD.
     #[arg(long, env = "SLUICE_ETCD_USER")]
     etcd_user: Option<String>,
+    /// PEM file of the CA that signed etcd's certificate. TLS to etcd is used when this or any
+    /// other --etcd-*-file/--etcd-tls-domain flag is set, or an endpoint is https://.
+    #[arg(long, env = "SLUICE_ETCD_CA_FILE")]
+    etcd_ca_file: Option<PathBuf>,
+    /// PEM client certificate for etcd's mutual TLS (--client-cert-auth); needs --etcd-key-file.
+    #[arg(long, env = "SLUICE_ETCD_CERT_FILE", requires = "etcd_key_file")]
+    etcd_cert_file: Option<PathBuf>,
+    /// PEM private key of --etcd-cert-file.
+    #[arg(long, env = "SLUICE_ETCD_KEY_FILE", requires = "etcd_cert_file")]
+    etcd_key_file: Option<PathBuf>,
+    /// Name to check etcd's certificate against, when it is not the endpoint's host.
+    #[arg(long, env = "SLUICE_ETCD_TLS_DOMAIN")]
+    etcd_tls_domain: Option<String>,
     /// Directory of the embedded store (when --etcd is not given).
     #[arg(long, env = "SLUICE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
@@ -146,6 +159,12 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(args.store_timeout_ms);
     let store: Arc<dyn Store> = if args.etcd.is_empty() {
         tracing::info!(data_dir = %args.data_dir.display(), "using the embedded store");
+        if args.etcd_ca_file.is_some()
+            || args.etcd_cert_file.is_some()
+            || args.etcd_tls_domain.is_some()
+        {
+            tracing::warn!("etcd TLS settings are ignored: no --etcd given");
+        }
         Arc::new(EmbeddedStore::open(&args.data_dir).with_context(|| {
             format!("opening the embedded store in {}", args.data_dir.display())
         })?)
@@ -154,12 +173,21 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
             let password = std::env::var("SLUICE_ETCD_PASSWORD").unwrap_or_default();
             (name, password)
         });
-        tracing::info!(endpoints = ?args.etcd, "connecting to etcd");
+        let tls = EtcdTls {
+            ca_file: args.etcd_ca_file,
+            cert_file: args.etcd_cert_file,
+            key_file: args.etcd_key_file,
+            domain: args.etcd_tls_domain,
+        };
+        // The store also turns TLS on for https:// endpoints.
+        let tls = (tls != EtcdTls::default()).then_some(tls);
+        tracing::info!(endpoints = ?args.etcd, tls = ?tls, "connecting to etcd");
         let options = EtcdOptions {
             endpoints: args.etcd.clone(),
             user,
             request_timeout: timeout,
             connect_timeout: Duration::from_secs(30),
+            tls,
         };
         Arc::new(
             EtcdStore::connect(options)

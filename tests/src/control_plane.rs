@@ -53,14 +53,24 @@ impl ControlPlane {
 
     /// On the etcd at `endpoint`.
     pub fn start_etcd(endpoint: &str) -> anyhow::Result<Self> {
-        Self::start(vec![
+        Self::start_etcd_with(endpoint, Vec::<String>::new())
+    }
+
+    /// On the etcd at `endpoint`, with more flags (e.g. `--etcd-ca-file`).
+    pub fn start_etcd_with(
+        endpoint: &str,
+        extra: impl IntoIterator<Item = impl Into<String>>,
+    ) -> anyhow::Result<Self> {
+        let mut args: Vec<String> = vec![
             "--etcd".into(),
             endpoint.into(),
             "--store-timeout-ms".into(),
             "2000".into(),
             "--health-interval-ms".into(),
             "200".into(),
-        ])
+        ];
+        args.extend(extra.into_iter().map(Into::into));
+        Self::start(args)
     }
 
     fn start(extra: Vec<String>) -> anyhow::Result<Self> {

@@ -5,6 +5,11 @@
 //! The binary is `$SLUICE_ETCD_BIN`, else `etcd` on `PATH` (Debian's
 //! `etcd-server` package installs `/usr/bin/etcd`). The server is killed when
 //! the [`EtcdServer`] is dropped, also when a test panics.
+//!
+//! [`EtcdServer::start_tls`] serves clients over TLS with [`TestCerts`]; its
+//! `/health` and `/metrics` then move to a third, plain-HTTP port
+//! (`--listen-metrics-urls`), since etcd with `--client-cert-auth` answers
+//! them on the client port only to clients with a certificate.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -17,6 +22,8 @@ use anyhow::{Context, anyhow, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
+use crate::certs::TestCerts;
+
 /// How long etcd may take to answer after it was spawned.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -28,13 +35,31 @@ const START_ATTEMPTS: usize = 5;
 
 const MEMBER_NAME: &str = "sluice-test";
 
+/// etcd's copies of the TLS files, in its temporary directory.
+const SERVER_CERT: &str = "server.pem";
+const SERVER_KEY: &str = "server-key.pem";
+const TRUSTED_CA: &str = "ca.pem";
+
 /// A running etcd; see the module documentation.
 pub struct EtcdServer {
     binary: PathBuf,
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// `/health` and `/metrics` over plain HTTP; used only with TLS.
+    metrics_port: u16,
+    tls: Option<ClientAuth>,
     child: Option<Child>,
+}
+
+/// Whom a TLS etcd serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Any client: TLS only proves etcd's identity and encrypts.
+    None,
+    /// Only clients with a certificate from the test CA (mutual TLS:
+    /// `--client-cert-auth --trusted-ca-file`).
+    Required,
 }
 
 /// Why a spawn did not give a ready server.
@@ -47,6 +72,17 @@ enum SpawnError {
 impl EtcdServer {
     /// Starts etcd on two free loopback ports and waits until it answers.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// Starts etcd serving its clients `https://` with `certs`' server
+    /// certificate, asking for client certificates as `client_auth` says;
+    /// peers stay plain HTTP. The files are copied, so `certs` may go first.
+    pub async fn start_tls(certs: &TestCerts, client_auth: ClientAuth) -> anyhow::Result<Self> {
+        Self::start_with(Some((certs, client_auth))).await
+    }
+
+    async fn start_with(tls: Option<(&TestCerts, ClientAuth)>) -> anyhow::Result<Self> {
         let binary = find_etcd()?;
         let dir = tempfile::Builder::new()
             .prefix("sluice-etcd-")
@@ -57,11 +93,23 @@ impl EtcdServer {
             dir,
             client_port: 0,
             peer_port: 0,
+            metrics_port: 0,
+            tls: tls.map(|(_, client_auth)| client_auth),
             child: None,
         };
+        if let Some((certs, _)) = tls {
+            for (from, to) in [
+                (certs.server_cert_file(), server.tls_file(SERVER_CERT)),
+                (certs.server_key_file(), server.tls_file(SERVER_KEY)),
+                (certs.ca_file(), server.tls_file(TRUSTED_CA)),
+            ] {
+                std::fs::copy(&from, &to)
+                    .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+            }
+        }
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            (server.client_port, server.peer_port) = free_ports()?;
+            (server.client_port, server.peer_port, server.metrics_port) = free_ports()?;
             match server.spawn().await {
                 Ok(()) => return Ok(server),
                 Err(SpawnError::PortTaken(error)) => {
@@ -80,9 +128,10 @@ impl EtcdServer {
             .context(format!("etcd did not start in {START_ATTEMPTS} attempts"))
     }
 
-    /// The client URL, e.g. `http://127.0.0.1:40123`.
+    /// The client URL, e.g. `http://127.0.0.1:40123` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// etcd's log, for a failing test to point at.
@@ -132,7 +181,7 @@ impl EtcdServer {
     /// The sum of a Prometheus metric's samples from etcd's `/metrics`, e.g.
     /// `etcd_debugging_mvcc_watcher_total`.
     pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        let body = http_get(self.client_port, "/metrics").await?;
+        let body = http_get(self.http_port(), "/metrics").await?;
         let mut total = 0.0;
         let mut found = false;
         for line in body.lines() {
@@ -159,6 +208,19 @@ impl EtcdServer {
 
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    fn tls_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Where `/health` and `/metrics` are served over plain HTTP.
+    fn http_port(&self) -> u16 {
+        if self.tls.is_some() {
+            self.metrics_port
+        } else {
+            self.client_port
+        }
     }
 
     fn signal(&self, signal: &str) -> anyhow::Result<()> {
@@ -194,9 +256,27 @@ impl EtcdServer {
             .try_clone()
             .context("cloning etcd's log handle")
             .map_err(SpawnError::Failed)?;
-        let client_url = format!("http://127.0.0.1:{}", self.client_port);
+        let client_url = self.endpoint();
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(client_auth) = self.tls {
+            command
+                .arg("--cert-file")
+                .arg(self.tls_file(SERVER_CERT))
+                .arg("--key-file")
+                .arg(self.tls_file(SERVER_KEY))
+                .arg("--listen-metrics-urls")
+                .arg(format!("http://127.0.0.1:{}", self.metrics_port));
+            if client_auth == ClientAuth::Required {
+                // etcd 3.4 already requires client certificates once it has
+                // --trusted-ca-file; --client-cert-auth says so explicitly.
+                command
+                    .arg("--trusted-ca-file")
+                    .arg(self.tls_file(TRUSTED_CA))
+                    .arg("--client-cert-auth");
+            }
+        }
+        let child = command
             .arg("--name")
             .arg(MEMBER_NAME)
             .arg("--data-dir")
@@ -249,7 +329,7 @@ impl EtcdServer {
                     SpawnError::Failed(error)
                 });
             }
-            if is_healthy(self.client_port).await {
+            if is_healthy(self.http_port()).await {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -287,12 +367,18 @@ fn find_etcd() -> anyhow::Result<PathBuf> {
         })
 }
 
-/// Two distinct ports that were free a moment ago. Another process may still
-/// take them before etcd binds them; [`EtcdServer::start`] retries then.
-fn free_ports() -> anyhow::Result<(u16, u16)> {
+/// Three distinct ports (client, peer, metrics) that were free a moment ago.
+/// Another process may still take them before etcd binds them;
+/// [`EtcdServer::start`] retries then.
+fn free_ports() -> anyhow::Result<(u16, u16, u16)> {
     let client = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     let peer = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok((client.local_addr()?.port(), peer.local_addr()?.port()))
+    let metrics = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok((
+        client.local_addr()?.port(),
+        peer.local_addr()?.port(),
+        metrics.local_addr()?.port(),
+    ))
 }
 
 /// etcd's `/health` says true only once it has a leader and serves reads.

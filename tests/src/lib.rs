@@ -3,7 +3,9 @@
 //! test panics.
 //!
 //! - [`etcd`]: a real `etcd` on free loopback ports with a temporary data
-//!   directory, which tests can stop, pause or restart.
+//!   directory, which tests can stop, pause or restart; plain or over TLS.
+//! - [`certs`]: a throwaway CA with server and client certificates, made
+//!   with the `openssl` command, for the TLS tests.
 //! - [`control_plane`]: the real `sluice-control-plane` binary on a free port.
 //! - [`grpcurl`]: admin calls through the real `grpcurl` and server reflection.
 //! - [`admin_client`]: typed tonic clients, for concurrency and volume.
@@ -13,6 +15,7 @@
 //!   both the embedded store and real etcd by `tests/store.rs`.
 
 pub mod admin_client;
+pub mod certs;
 pub mod control_plane;
 pub mod etcd;
 pub mod grpcurl;

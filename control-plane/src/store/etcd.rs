@@ -16,16 +16,24 @@
 //!   We ask etcd for one revision earlier and drop it, so etcd itself reports
 //!   the compaction when ours would (the one exception is a store compacted at
 //!   exactly revision 1, where there is nothing to replay anyway).
+//! - **TLS** ([`EtcdTls`]): rustls (ring) with no built-in trust roots, so a
+//!   TLS connection needs a CA file. The files are read and checked when
+//!   [`EtcdStore::connect`] runs; a bad one is [`StoreError::Other`] naming
+//!   it, at once. A server that refuses our certificate, or one we do not
+//!   trust, is [`StoreError::Unavailable`] after the connect timeout.
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions, TxnOp,
-    WatchOptions,
+    Certificate, Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions,
+    Identity, TlsOptions, TxnOp, WatchOptions,
 };
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::Code;
 
 use super::{
@@ -58,8 +66,28 @@ pub struct EtcdOptions {
     pub request_timeout: Duration,
     /// How long [`EtcdStore::connect`] keeps trying before it reports etcd unavailable.
     pub connect_timeout: Duration,
-    // TLS belongs here (CA, client certificate and key), passed to
-    // `ConnectOptions::with_tls` once the `etcd-client/tls` feature is enabled.
+    /// TLS settings. TLS is used when this is set or an endpoint is
+    /// `https://`; either way it needs [`EtcdTls::ca_file`].
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd: file paths only, read by [`EtcdStore::connect`] (so `Debug`
+/// shows no key material).
+///
+/// This build has no system or webpki trust roots (etcd clusters run on a
+/// private CA), so `ca_file` is required whenever TLS is used; it is an
+/// `Option` so that roots can be added later without an API change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// PEM file of the CA(s) that signed etcd's server certificate.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain), for etcd's `--client-cert-auth`; with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// The name etcd's certificate is checked against, when it is not the
+    /// endpoint's host (e.g. endpoints by IP, certificate for a DNS name).
+    pub domain: Option<String>,
 }
 
 impl Default for EtcdOptions {
@@ -69,6 +97,7 @@ impl Default for EtcdOptions {
             user: None,
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -80,6 +109,7 @@ impl std::fmt::Debug for EtcdOptions {
             .field("user", &self.user.as_ref().map(|(name, _)| name))
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -107,13 +137,15 @@ impl EtcdStore {
         if options.endpoints.is_empty() {
             return Err(StoreError::Other("no etcd endpoints given".to_owned()));
         }
+        // Configuration errors are final: report them before trying to connect.
+        let connect = connect_options(&options)?;
         let deadline = tokio::time::Instant::now() + options.connect_timeout;
         let mut pause = Duration::from_millis(50);
         loop {
             // Without credentials `Client::connect` does no I/O (the channel is
             // lazy), so the revision probe is what proves etcd answers.
             let attempt = async {
-                let client = Client::connect(&options.endpoints, Some(connect_options(&options)))
+                let client = Client::connect(&options.endpoints, Some(connect.clone()))
                     .await
                     .map_err(map_error)?;
                 let store = Self {
@@ -244,7 +276,7 @@ impl EtcdStore {
     }
 }
 
-fn connect_options(options: &EtcdOptions) -> ConnectOptions {
+fn connect_options(options: &EtcdOptions) -> Result<ConnectOptions, StoreError> {
     let mut connect = ConnectOptions::new()
         .with_connect_timeout(options.connect_timeout)
         .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
@@ -255,7 +287,118 @@ fn connect_options(options: &EtcdOptions) -> ConnectOptions {
             .with_user(name.clone(), password.clone())
             .with_auto_token_refresh(true);
     }
-    connect
+    if let Some(tls) = tls_options(options)? {
+        connect = connect.with_tls(tls);
+    }
+    Ok(connect)
+}
+
+/// The TLS settings for etcd-client, from files read now; `None` for plain
+/// HTTP. Every error names the setting or file at fault.
+fn tls_options(options: &EtcdOptions) -> Result<Option<TlsOptions>, StoreError> {
+    let https = options
+        .endpoints
+        .iter()
+        .any(|endpoint| endpoint.starts_with("https://"));
+    let Some(tls) = options.tls.clone().or_else(|| https.then(EtcdTls::default)) else {
+        return Ok(None);
+    };
+    if let Some(plain) = options
+        .endpoints
+        .iter()
+        .find(|endpoint| endpoint.starts_with("http://"))
+    {
+        return Err(StoreError::Other(format!(
+            "etcd endpoint {plain} is plain http:// but TLS is configured: use https://"
+        )));
+    }
+    let Some(ca_file) = &tls.ca_file else {
+        return Err(StoreError::Other(
+            "TLS to etcd needs the CA that signed etcd's certificate (--etcd-ca-file): \
+             no system trust roots are built in"
+                .to_owned(),
+        ));
+    };
+    let identity = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert_file), Some(key_file)) => Some((cert_file, key_file)),
+        (None, None) => None,
+        _ => {
+            return Err(StoreError::Other(
+                "an etcd client certificate needs both a certificate file and a key file"
+                    .to_owned(),
+            ));
+        }
+    };
+    let ca = read_pem(ca_file, "CA")?;
+    check_certificates(ca_file, "CA", &ca)?;
+    let mut config = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
+    if let Some((cert_file, key_file)) = identity {
+        let cert = read_pem(cert_file, "client certificate")?;
+        check_certificates(cert_file, "client certificate", &cert)?;
+        let key = read_pem(key_file, "client key")?;
+        if PrivateKeyDer::from_pem_slice(&key).is_err() {
+            return Err(StoreError::Other(format!(
+                "the etcd client key file {} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
+                key_file.display()
+            )));
+        }
+        config = config.identity(Identity::from_pem(cert, key));
+    }
+    if let Some(domain) = &tls.domain {
+        config = config.domain_name(domain.clone());
+    }
+    // etcd-client builds the connector for each endpoint; a failure there
+    // (a key that does not match its certificate, a bad server name) would
+    // look like an unreachable etcd, so build one now to report it as is.
+    tonic::transport::Endpoint::from_static("https://etcd.invalid")
+        .tls_config(config.clone())
+        .map_err(|error| {
+            StoreError::Other(format!(
+                "etcd TLS settings ({tls:?}): {}",
+                error_chain(&error)
+            ))
+        })?;
+    Ok(Some(config))
+}
+
+fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, StoreError> {
+    std::fs::read(path).map_err(|error| {
+        StoreError::Other(format!(
+            "reading the etcd {what} file {}: {error}",
+            path.display()
+        ))
+    })
+}
+
+/// At least one certificate, and every PEM certificate section well formed.
+fn check_certificates(path: &Path, what: &str, pem: &[u8]) -> Result<(), StoreError> {
+    let certificates: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
+    match certificates {
+        Ok(certificates) if !certificates.is_empty() => Ok(()),
+        Ok(_) => Err(StoreError::Other(format!(
+            "the etcd {what} file {} holds no PEM certificate",
+            path.display()
+        ))),
+        Err(error) => Err(StoreError::Other(format!(
+            "the etcd {what} file {} is not valid PEM: {error}",
+            path.display()
+        ))),
+    }
+}
+
+/// An error and its sources, `: `-separated, each once (tonic's own text is
+/// often just "transport error", with the why in the sources).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if parts.last() != Some(&part) {
+            parts.push(part);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
 }
 
 #[async_trait]
@@ -532,7 +675,14 @@ fn map_status(status: &tonic::Status) -> StoreError {
             if message.starts_with("h2 protocol error")
                 || std::error::Error::source(status).is_some() =>
         {
-            StoreError::Unavailable(format!("etcd connection lost: {message}"))
+            // tonic's message is often just "transport error"; the why (e.g.
+            // etcd refusing our client certificate) is in the sources.
+            let cause = match std::error::Error::source(status).map(error_chain) {
+                Some(chain) if chain.starts_with(message) => chain,
+                Some(chain) => format!("{message}: {chain}"),
+                None => message.to_owned(),
+            };
+            StoreError::Unavailable(format!("etcd connection lost: {cause}"))
         }
         Code::ResourceExhausted => StoreError::TooLarge(format!("etcd: {message}")),
         _ if too_large.iter().any(|pattern| message.contains(pattern)) => {
@@ -544,7 +694,95 @@ fn map_status(status: &tonic::Status) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use std::path::PathBuf;
+
+    use super::{EtcdOptions, EtcdTls, StoreError, prefix_end, tls_options};
+
+    fn refused(options: EtcdOptions) -> String {
+        match tls_options(&options) {
+            Err(StoreError::Other(message)) => message,
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+
+    fn https(tls: Option<EtcdTls>) -> EtcdOptions {
+        EtcdOptions {
+            endpoints: vec!["https://127.0.0.1:2379".to_owned()],
+            tls,
+            ..EtcdOptions::default()
+        }
+    }
+
+    #[test]
+    fn plain_http_needs_no_tls() {
+        assert!(tls_options(&EtcdOptions::default()).unwrap().is_none());
+    }
+
+    #[test]
+    fn tls_needs_a_ca_file() {
+        assert!(refused(https(None)).contains("--etcd-ca-file"));
+        assert!(refused(https(Some(EtcdTls::default()))).contains("--etcd-ca-file"));
+    }
+
+    #[test]
+    fn tls_refuses_plain_endpoints() {
+        let options = EtcdOptions {
+            endpoints: vec![
+                "https://10.0.0.1:2379".to_owned(),
+                "http://10.0.0.2:2379".to_owned(),
+            ],
+            tls: Some(EtcdTls {
+                ca_file: Some("ca.pem".into()),
+                ..EtcdTls::default()
+            }),
+            ..EtcdOptions::default()
+        };
+        assert!(refused(options).contains("http://10.0.0.2:2379"));
+    }
+
+    #[test]
+    fn bad_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let message = refused(https(Some(EtcdTls {
+            ca_file: Some(missing.clone()),
+            ..EtcdTls::default()
+        })));
+        assert!(message.contains(&*missing.to_string_lossy()), "{message}");
+
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not PEM at all\n").unwrap();
+        let message = refused(https(Some(EtcdTls {
+            ca_file: Some(empty.clone()),
+            ..EtcdTls::default()
+        })));
+        assert!(message.contains("empty.pem"), "{message}");
+        assert!(message.contains("no PEM certificate"), "{message}");
+    }
+
+    #[test]
+    fn client_certificate_needs_its_key() {
+        let message = refused(https(Some(EtcdTls {
+            ca_file: Some("ca.pem".into()),
+            cert_file: Some("client.pem".into()),
+            ..EtcdTls::default()
+        })));
+        // Checked before any file is read.
+        assert!(message.contains("key file"), "{message}");
+    }
+
+    #[test]
+    fn debug_shows_paths_not_contents() {
+        let options = https(Some(EtcdTls {
+            ca_file: Some(PathBuf::from("/etc/sluice/ca.pem")),
+            cert_file: Some(PathBuf::from("/etc/sluice/client.pem")),
+            key_file: Some(PathBuf::from("/etc/sluice/client-key.pem")),
+            domain: Some("etcd.internal".to_owned()),
+        }));
+        let debug = format!("{options:?}");
+        assert!(debug.contains("/etc/sluice/client-key.pem"), "{debug}");
+        assert!(!debug.contains("PRIVATE KEY"), "{debug}");
+    }
 
     #[test]
     fn prefix_end_is_etcds() {
