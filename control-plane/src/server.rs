@@ -132,7 +132,9 @@ pub async fn serve(
         .add_service(guarded!(ConfigServiceServer))
         .add_service(guarded!(DataPlaneServiceServer))
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
+            // Without TCP_NODELAY a response written in two segments waits
+            // for the client's delayed ACK (~40 ms) under Nagle's algorithm.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await;

@@ -389,13 +389,15 @@ async fn is_healthy(port: u16) -> bool {
     }
 }
 
-/// A minimal HTTP/1.1 GET on loopback (etcd serves HTTP next to gRPC on its
-/// client port), so the harness needs no HTTP client crate.
+/// A minimal HTTP GET on loopback (etcd serves HTTP next to gRPC on its
+/// client port), so the harness needs no HTTP client crate. HTTP/1.0, so the
+/// body comes whole rather than in chunks (`/metrics` is large enough for
+/// etcd to chunk an HTTP/1.1 answer, which would split lines).
 async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         let request =
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+            format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;

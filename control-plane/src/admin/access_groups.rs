@@ -34,6 +34,9 @@ pub const NO_MODELS: &str = "no-default-models";
 /// pattern (DESIGN §3.5).
 async fn check_members(admin: &Admin, members: &[String]) -> AdminResult<()> {
     validate::model_list("models", members)?;
+    if members.iter().all(|m| m.contains('*')) {
+        return Ok(());
+    }
     let groups = model_group_names(&admin.catalog).await?;
     let (aliases, _) = admin.catalog.list::<ModelAlias>().await?;
     for (i, m) in members.iter().enumerate() {
