@@ -7,6 +7,8 @@
 //! - [`certs`]: a throwaway CA with server and client certificates, made
 //!   with the `openssl` command, for the TLS tests.
 //! - [`control_plane`]: the real `sluice-control-plane` binary on a free port.
+//! - [`data_plane`]: the real `sluice-data-plane` binary, its health,
+//!   metrics and applied configuration.
 //! - [`grpcurl`]: admin calls through the real `grpcurl` and server reflection.
 //! - [`admin_client`]: typed tonic clients, for concurrency and volume.
 //! - [`sim_data_plane`]: a simulated data plane speaking the real
@@ -17,6 +19,7 @@
 pub mod admin_client;
 pub mod certs;
 pub mod control_plane;
+pub mod data_plane;
 pub mod etcd;
 pub mod grpcurl;
 pub mod sim_data_plane;

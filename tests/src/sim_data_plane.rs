@@ -222,3 +222,34 @@ impl SimDataPlane {
         }
     }
 }
+
+/// What every data plane should hold: each valid distributed object in the
+/// store, encoded as a snapshot carries it; and the store's revision.
+pub async fn expected(store: &dyn sluice_control_plane::store::Store) -> (Objects, i64) {
+    use sluice_control_plane::distribution::objects::{Address, Object, address_of, decode_object};
+    let range = store.range("/sluice/").await.expect("store answers");
+    let mut out = Objects::new();
+    for kv in &range.kvs {
+        let Some(address) = address_of(&kv.key) else {
+            continue;
+        };
+        let Address::Distributed(kind, id) = address.clone() else {
+            continue;
+        };
+        let Ok(object) = decode_object(&address, &kv.value, kv.mod_revision) else {
+            continue;
+        };
+        let bytes = match object {
+            Object::Deployment(d) => d.encode_to_vec(),
+            Object::Alias(a) => a.encode_to_vec(),
+            Object::Group(g) => g.encode_to_vec(),
+            Object::Team(t) => t.encode_to_vec(),
+            Object::Organization(o) => o.encode_to_vec(),
+            Object::Key(k) => k.encode_to_vec(),
+            Object::Router(r) => r.encode_to_vec(),
+            Object::Token(_) => continue,
+        };
+        out.insert((kind as i32, id), bytes);
+    }
+    (out, range.revision)
+}

@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use serde_json::json;
-use sluice_control_plane::distribution::objects::{Address, Object, address_of, decode_object};
 use sluice_control_plane::store::etcd::{EtcdOptions, EtcdStore};
 use sluice_control_plane::store::{Store, Txn};
+
 use sluice_proto::config::v1::Kind;
 use sluice_tests::admin_client::{Admin, api};
 use sluice_tests::control_plane::{ControlPlane, DATA_PLANE_TOKEN};
 use sluice_tests::etcd::EtcdServer;
-use sluice_tests::sim_data_plane::{Objects, SimDataPlane, SimState};
+use sluice_tests::sim_data_plane::{SimDataPlane, SimState, expected};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -22,36 +22,6 @@ async fn etcd_store(etcd: &EtcdServer) -> EtcdStore {
     })
     .await
     .unwrap()
-}
-
-/// What a data plane should hold: every valid distributed object in etcd.
-async fn expected(store: &EtcdStore) -> (Objects, i64) {
-    let range = store.range("/sluice/").await.unwrap();
-    let mut out = Objects::new();
-    for kv in &range.kvs {
-        let Some(address) = address_of(&kv.key) else {
-            continue;
-        };
-        let Address::Distributed(kind, id) = address.clone() else {
-            continue;
-        };
-        let Ok(object) = decode_object(&address, &kv.value, kv.mod_revision) else {
-            continue;
-        };
-        use prost::Message;
-        let bytes = match object {
-            Object::Deployment(d) => d.encode_to_vec(),
-            Object::Alias(a) => a.encode_to_vec(),
-            Object::Group(g) => g.encode_to_vec(),
-            Object::Team(t) => t.encode_to_vec(),
-            Object::Organization(o) => o.encode_to_vec(),
-            Object::Key(k) => k.encode_to_vec(),
-            Object::Router(r) => r.encode_to_vec(),
-            Object::Token(_) => continue,
-        };
-        out.insert((kind as i32, id.clone()), bytes);
-    }
-    (out, range.revision)
 }
 
 async fn team(admin: &Admin, id: &str) -> i64 {

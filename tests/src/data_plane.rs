@@ -1,0 +1,186 @@
+//! Starts the real `sluice-data-plane` binary on a free loopback port,
+//! pointed at one or more control planes, and reads its health, metrics and
+//! applied configuration over HTTP. Killed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use prost::Message;
+use sluice_proto::config::v1::Snapshot;
+
+use crate::control_plane::{DATA_PLANE_TOKEN, binary, free_port};
+
+pub struct DataPlane {
+    child: Option<Child>,
+    port: u16,
+    node_id: String,
+    control_planes: Vec<String>,
+    cache: PathBuf,
+    log: PathBuf,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl DataPlane {
+    /// A data plane named `node_id` with its snapshot cache and log in `dir`.
+    pub fn start(control_planes: &[String], node_id: &str, dir: &Path) -> anyhow::Result<Self> {
+        let mut dp = Self {
+            child: None,
+            port: 0,
+            node_id: node_id.to_string(),
+            control_planes: control_planes.to_vec(),
+            cache: dir.join(format!("{node_id}.snapshot.pb")),
+            log: dir.join(format!("{node_id}.log")),
+            token: DATA_PLANE_TOKEN.to_string(),
+            http: reqwest::Client::new(),
+        };
+        dp.restart()?;
+        Ok(dp)
+    }
+
+    /// Uses another token from the next (re)start on.
+    pub fn with_token(mut self, token: &str) -> anyhow::Result<Self> {
+        self.token = token.to_string();
+        self.kill();
+        self.restart()?;
+        Ok(self)
+    }
+
+    /// Starts (again) with the same node id, cache file and port when free.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        if self.port == 0 || std::net::TcpListener::bind(("127.0.0.1", self.port)).is_err() {
+            self.port = free_port()?;
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(binary("sluice-data-plane")?)
+            .arg("--control-plane")
+            .arg(self.control_planes.join(","))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--node-id")
+            .arg(&self.node_id)
+            .arg("--snapshot-cache")
+            .arg(&self.cache)
+            .arg("--label")
+            .arg("env=test")
+            .env("SLUICE_DATA_PLANE_TOKEN", &self.token)
+            .env("SLUICE_LOG", "info,sluice_data_plane=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning sluice-data-plane")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("data plane exited with {status}:\n{}", self.log());
+            }
+            if Instant::now() > deadline {
+                bail!("data plane not listening after 20s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Restarts pointed at other control planes (same node id and cache).
+    pub fn restart_with(&mut self, control_planes: &[String]) -> anyhow::Result<()> {
+        self.control_planes = control_planes.to_vec();
+        self.restart()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn cache_path(&self) -> &Path {
+        &self.cache
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `GET /health/readiness`: status code and body.
+    pub async fn readiness(&self) -> anyhow::Result<(u16, String)> {
+        let r = self.http.get(self.url("/health/readiness")).send().await?;
+        Ok((r.status().as_u16(), r.text().await?))
+    }
+
+    /// Waits until ready (or fails with the last answer).
+    pub async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let last = self.readiness().await;
+            if matches!(last, Ok((200, _))) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("not ready after {within:?}: {last:?}\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The value of a Prometheus metric (first sample whose line starts with `name`).
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = self.http.get(self.url("/metrics")).send().await?.text().await?;
+        for line in text.lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let Some((metric, value)) = line.rsplit_once(' ') else { continue };
+            let bare = metric.split('{').next().unwrap_or(metric);
+            if bare == name {
+                return Ok(value.trim().parse()?);
+            }
+        }
+        bail!("metric {name} not found in:\n{text}")
+    }
+
+    /// The applied configuration, from `/debug/config`.
+    pub async fn config(&self) -> anyhow::Result<Snapshot> {
+        let r = self
+            .http
+            .get(self.url("/debug/config"))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("/debug/config answered {}", r.status());
+        }
+        Ok(Snapshot::decode(r.bytes().await?)?)
+    }
+
+    /// Waits until the applied revision is at least `revision`.
+    pub async fn wait_for_revision(&self, revision: i64, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let at = self.metric("sluice_config_revision").await.unwrap_or(0.0) as i64;
+            if at >= revision {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("at revision {at}, not {revision}, after {within:?}:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
