@@ -38,6 +38,19 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// Resident memory (current, peak) of a process, in bytes (Linux /proc).
+pub fn rss_of(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|k| k * 1024)
+    };
+    Some((kib("VmRSS:")?, kib("VmHWM:")?))
+}
+
 pub struct ControlPlane {
     child: Option<Child>,
     port: u16,
@@ -141,6 +154,16 @@ impl ControlPlane {
     /// What the process has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("control-plane.log")).unwrap_or_default()
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Resident memory (current, peak) of the process, in bytes, from /proc.
+    pub fn rss(&self) -> Option<(u64, u64)> {
+        crate::control_plane::rss_of(self.pid()?)
     }
 
     /// Stops the process with SIGKILL.

@@ -54,7 +54,10 @@ impl DataPlane {
         if self.port == 0 || std::net::TcpListener::bind(("127.0.0.1", self.port)).is_err() {
             self.port = free_port()?;
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new(binary("sluice-data-plane")?)
             .arg("--control-plane")
             .arg(self.control_planes.join(","))
@@ -76,7 +79,11 @@ impl DataPlane {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!("data plane exited with {status}:\n{}", self.log());
             }
             if Instant::now() > deadline {
@@ -85,6 +92,16 @@ impl DataPlane {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Resident memory (current, peak) of the process, in bytes, from /proc.
+    pub fn rss(&self) -> Option<(u64, u64)> {
+        crate::control_plane::rss_of(self.pid()?)
     }
 
     /// Restarts pointed at other control planes (same node id and cache).
@@ -135,12 +152,20 @@ impl DataPlane {
 
     /// The value of a Prometheus metric (first sample whose line starts with `name`).
     pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        let text = self.http.get(self.url("/metrics")).send().await?.text().await?;
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
         for line in text.lines() {
             if line.starts_with('#') {
                 continue;
             }
-            let Some((metric, value)) = line.rsplit_once(' ') else { continue };
+            let Some((metric, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
             let bare = metric.split('{').next().unwrap_or(metric);
             if bare == name {
                 return Ok(value.trim().parse()?);
@@ -172,7 +197,10 @@ impl DataPlane {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("at revision {at}, not {revision}, after {within:?}:\n{}", self.log());
+                bail!(
+                    "at revision {at}, not {revision}, after {within:?}:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

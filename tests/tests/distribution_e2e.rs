@@ -53,7 +53,11 @@ async fn wait_all(admin: &Admin, revision: i64, expected_planes: u32) {
         .await
         .unwrap()
         .into_inner();
-    assert!(resp.reached, "not every data plane applied {revision}: {:?}", resp.pending);
+    assert!(
+        resp.reached,
+        "not every data plane applied {revision}: {:?}",
+        resp.pending
+    );
     assert_eq!(resp.data_planes, expected_planes);
 }
 
@@ -67,7 +71,10 @@ fn prost_types_duration(d: Duration) -> sluice_proto::prost_types::Duration {
 async fn assert_matches_etcd(dp: &DataPlane, store: &EtcdStore) {
     let (want, _) = expected(store).await;
     let got = objects_of(&dp.config().await.unwrap());
-    assert_eq!(got, want, "the data plane's applied config differs from etcd");
+    assert_eq!(
+        got, want,
+        "the data plane's applied config differs from etcd"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -82,8 +89,17 @@ async fn three_data_planes_apply_every_write_and_match_etcd() {
     for dp in &planes {
         dp.wait_ready(WAIT).await.unwrap();
     }
-    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/config.yaml")).unwrap();
-    admin.config.clone().import_lite_llm_config(api::ImportLiteLlmConfigRequest { yaml }).await.unwrap();
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/config.yaml"
+    ))
+    .unwrap();
+    admin
+        .config
+        .clone()
+        .import_lite_llm_config(api::ImportLiteLlmConfigRequest { yaml })
+        .await
+        .unwrap();
     let revision = create_team(&admin, "support").await.unwrap();
     wait_all(&admin, revision, 3).await;
     let store = etcd_store(&etcd).await;
@@ -104,7 +120,10 @@ async fn a_restarted_data_plane_resumes_with_deltas_only() {
     // The cache is written in the background: wait until it exists.
     let deadline = std::time::Instant::now() + WAIT;
     while !dp.cache_path().exists() {
-        assert!(std::time::Instant::now() < deadline, "no cache file written");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no cache file written"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     dp.kill();
@@ -114,8 +133,20 @@ async fn a_restarted_data_plane_resumes_with_deltas_only() {
     }
     dp.restart().unwrap();
     dp.wait_for_revision(last, WAIT).await.unwrap();
-    assert_eq!(dp.metric("sluice_config_snapshots_received_total").await.unwrap(), 0.0, "{}", dp.log());
-    assert!(dp.metric("sluice_config_deltas_received_total").await.unwrap() >= 1.0);
+    assert_eq!(
+        dp.metric("sluice_config_snapshots_received_total")
+            .await
+            .unwrap(),
+        0.0,
+        "{}",
+        dp.log()
+    );
+    assert!(
+        dp.metric("sluice_config_deltas_received_total")
+            .await
+            .unwrap()
+            >= 1.0
+    );
     assert_matches_etcd(&dp, &etcd_store(&etcd).await).await;
 }
 
@@ -147,7 +178,12 @@ async fn compaction_past_a_data_plane_gets_it_a_fresh_snapshot_and_loses_nothing
     let cp = ControlPlane::start_etcd(&etcd.endpoint()).unwrap();
     away.restart_with(&[cp.url()]).unwrap();
     away.wait_for_revision(after, WAIT).await.unwrap();
-    assert_eq!(away.metric("sluice_config_snapshots_received_total").await.unwrap(), 1.0);
+    assert_eq!(
+        away.metric("sluice_config_snapshots_received_total")
+            .await
+            .unwrap(),
+        1.0
+    );
     assert_matches_etcd(&away, &store).await;
 }
 
@@ -165,10 +201,16 @@ async fn with_etcd_down_data_planes_keep_serving_and_catch_up_after() {
     let applied = planes[0].config().await.unwrap();
 
     etcd.stop();
-    let err = create_team(&admin, "during").await.expect_err("etcd is down");
+    let err = create_team(&admin, "during")
+        .await
+        .expect_err("etcd is down");
     assert_eq!(err.code(), tonic::Code::Unavailable);
     for dp in &planes {
-        assert_eq!(dp.readiness().await.unwrap().0, 200, "still ready without etcd");
+        assert_eq!(
+            dp.readiness().await.unwrap().0,
+            200,
+            "still ready without etcd"
+        );
         assert_eq!(dp.config().await.unwrap(), applied, "config kept");
     }
 
@@ -177,7 +219,9 @@ async fn with_etcd_down_data_planes_keep_serving_and_catch_up_after() {
     let after = loop {
         match create_team(&admin, "after").await {
             Ok(r) => break r,
-            Err(e) if e.code() == tonic::Code::Unavailable && std::time::Instant::now() < deadline => {
+            Err(e)
+                if e.code() == tonic::Code::Unavailable && std::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(100)).await
             }
             Err(e) => panic!("{e:?}"),
@@ -220,8 +264,14 @@ async fn cold_start_without_a_control_plane_serves_from_the_cache_unless_corrupt
     wait_all(&admin, r, 1).await;
     let applied = dp.config().await.unwrap();
     let deadline = std::time::Instant::now() + WAIT;
-    while std::fs::read(dp.cache_path()).map(|b| b.is_empty()).unwrap_or(true) {
-        assert!(std::time::Instant::now() < deadline, "no cache file written");
+    while std::fs::read(dp.cache_path())
+        .map(|b| b.is_empty())
+        .unwrap_or(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no cache file written"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Give the background writer the newest state.
@@ -260,7 +310,10 @@ async fn garbage_in_etcd_never_reaches_a_data_plane() {
     let dir = tempfile::tempdir().unwrap();
     let dp = DataPlane::start(&[cp.url()], "dp", dir.path()).unwrap();
     let store = etcd_store(&etcd).await;
-    store.txn(Txn::new().put("/sluice/teams/evil", b"garbage".to_vec())).await.unwrap();
+    store
+        .txn(Txn::new().put("/sluice/teams/evil", b"garbage".to_vec()))
+        .await
+        .unwrap();
     let r = create_team(&admin, "good").await.unwrap();
     wait_all(&admin, r, 1).await;
     let config = dp.config().await.unwrap();
@@ -280,7 +333,11 @@ async fn a_data_plane_without_a_valid_token_gets_no_config() {
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !dp.log().to_lowercase().contains("unauthenticated") {
-        assert!(std::time::Instant::now() < deadline, "no refusal logged:\n{}", dp.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal logged:\n{}",
+            dp.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(dp.readiness().await.unwrap().0, 503);
