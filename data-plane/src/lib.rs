@@ -5,6 +5,8 @@
 //! - [`snapshot`]: a config snapshot from the control plane turned into an
 //!   immutable, indexed [`Config`] (keys by digest, model groups, wildcard
 //!   order, aliases, access groups).
+//! - [`secrets`]: provider `api_key`/`api_base`/`api_version` references
+//!   (`os.environ/NAME`) resolved from this process's environment.
 //! - [`access`]: the access rule (DESIGN §3) and key status, as pure
 //!   functions of (config, key, model).
 //!
@@ -12,6 +14,7 @@
 //! server.
 
 pub mod access;
+pub mod secrets;
 pub mod snapshot;
 
 pub use access::{Decision, KeyRejection, available_models, check, key_status};
