@@ -14,6 +14,9 @@
 //! server.
 
 pub mod access;
+pub mod applied;
+pub mod cache;
+pub mod metrics;
 pub mod secrets;
 pub mod snapshot;
 
