@@ -223,6 +223,14 @@ impl AppliedConfig {
     }
 }
 
+impl std::fmt::Debug for AppliedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppliedConfig")
+            .field("revision", &self.revision())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Logs what the new value skips or cannot use that the old one did not, so
 /// a one-key delta does not repeat every warning of the snapshot before it.
 fn log_news(old: Option<&Config>, new: &Config) {
