@@ -2,19 +2,40 @@
 //! application and answers every request from an in-memory config, with no
 //! database or control-plane call on the request path.
 //!
-//! - [`snapshot`]: a config snapshot from the control plane turned into an
-//!   immutable, indexed [`Config`] (keys by digest, model groups, wildcard
-//!   order, aliases, access groups).
+//! How a config arrives and is served, in order:
+//!
+//! - [`discovery`]: the `ConfigDiscovery` stream client. Says hello with the
+//!   revision held, applies each snapshot or delta, ACKs or NACKs it;
+//!   reconnects across control planes with backoff and jitter.
+//! - [`snapshot`]: a snapshot turned into an immutable, indexed [`Config`]
+//!   (keys by digest, model groups, wildcard order, aliases, access groups),
+//!   and a delta turned into the next one, sharing what it does not change.
+//!   Validation happens here, before anything is published.
+//! - [`secrets`]: provider `api_key`/`api_base`/`api_version` references
+//!   (`os.environ/NAME`) resolved from this process's environment.
+//! - [`applied`]: the current [`Config`] behind an `arc-swap`: requests read
+//!   it without a lock; updates publish a whole new value or nothing.
+//! - [`cache`]: the last applied config on disk (checksummed, written
+//!   atomically in the background), to start without a control plane.
 //! - [`access`]: the access rule (DESIGN §3) and key status, as pure
 //!   functions of (config, key, model).
+//! - [`http`]: the HTTP server: health, readiness, metrics, `/debug/config`;
+//!   the OpenAI API joins its router later.
+//! - [`metrics`]: the Prometheus metrics, names listed in one table.
 //!
-//! Still to come: the config stream, routing, providers, usage and the HTTP
-//! server.
+//! Still to come: routing, providers, usage and the OpenAI API itself.
 
 pub mod access;
+pub mod applied;
+pub mod cache;
+pub mod discovery;
+pub mod http;
+pub mod metrics;
+pub mod secrets;
 pub mod snapshot;
 
 pub use access::{Decision, KeyRejection, available_models, check, key_status};
+pub use applied::{AppliedConfig, Outcome, Readiness};
 pub use snapshot::{Config, SnapshotError};
 
 /// Where the HTTP server listens unless told otherwise: LiteLLM's port, where

@@ -1,44 +1,214 @@
-//! `sluice-data-plane`: serves the OpenAI API from the config the control
-//! plane streams to it.
+//! `sluice-data-plane`: serves HTTP from the config the control plane streams
+//! to it, starting from the snapshot cache when there is one.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use sluice_data_plane::applied::AppliedConfig;
+use sluice_data_plane::discovery::{DEFAULT_CONTROL_PLANE, Discovery, DiscoveryOptions, TOKEN_ENV};
+use sluice_data_plane::http::{self, HttpState};
+use sluice_data_plane::metrics::Metrics;
+use sluice_data_plane::secrets::Secret;
+use sluice_data_plane::{DEFAULT_LISTEN, cache};
+use tokio::sync::watch;
 
 #[derive(Debug, Parser)]
 #[command(name = "sluice-data-plane", version, about)]
 struct Args {
-    /// The control plane's gRPC address.
+    /// Control-plane gRPC URLs, comma-separated; each is tried in turn, and
+    /// each address a name resolves to.
     #[arg(
         long,
         env = "SLUICE_CONTROL_PLANE",
-        default_value = "http://127.0.0.1:50051"
+        default_value = DEFAULT_CONTROL_PLANE,
+        value_delimiter = ','
     )]
-    control_plane: String,
-    /// Address of the OpenAI-compatible HTTP server.
-    #[arg(long, env = "SLUICE_LISTEN", default_value = sluice_data_plane::DEFAULT_LISTEN)]
+    control_plane: Vec<String>,
+    /// Address of the HTTP server.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = DEFAULT_LISTEN)]
     listen: String,
-    /// This data plane's name as the control plane reports it.
+    /// This data plane's name as the control plane reports it (default: the
+    /// host name, which is the pod name in Kubernetes).
     #[arg(long, env = "SLUICE_NODE_ID")]
     node_id: Option<String>,
+    /// A label the control plane reports with this data plane, `key=value`;
+    /// repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
     /// Where the last good snapshot is kept, to start without a control plane.
     #[arg(long, env = "SLUICE_SNAPSHOT_CACHE")]
     snapshot_cache: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
 }
 
-fn main() {
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The host name: `HOSTNAME` (set in every Kubernetes pod), else the kernel's.
+fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Starts from the cache file if it holds a valid config; otherwise says
+/// why in the log, the metrics and readiness, and waits for the stream.
+fn restore_cache(path: &Path, applied: &AppliedConfig, metrics: &Metrics) {
+    let refused = |error: String| {
+        metrics.cache_load_failed();
+        tracing::error!(path = %path.display(), %error, "snapshot cache refused; waiting for the control plane");
+        applied.set_not_ready_reason(format!(
+            "the snapshot cache was refused ({error}); waiting for the first configuration \
+             from the control plane"
+        ));
+    };
+    match cache::read(path) {
+        Ok(None) => {
+            tracing::info!(path = %path.display(), "no snapshot cache yet");
+        }
+        Ok(Some(cached)) => match applied.restore(cached.snapshot, cached.written_at) {
+            Ok(revision) => {
+                tracing::info!(path = %path.display(), revision, "serving from the snapshot cache until the control plane answers");
+            }
+            Err(e) => refused(format!("{} holds an invalid snapshot: {e}", path.display())),
+        },
+        Err(e) => refused(e.to_string()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-    tracing::warn!(
-        control_plane = %args.control_plane,
-        listen = %args.listen,
-        node_id = ?args.node_id,
-        snapshot_cache = ?args.snapshot_cache,
-        "the config stream and HTTP server are not implemented yet; exiting without serving"
+    init_tracing(args.log_format);
+
+    let token = std::env::var(TOKEN_ENV)
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .map(Secret::new);
+    if token.is_none() {
+        tracing::warn!(
+            "{TOKEN_ENV} is not set: the control plane will refuse the config stream, \
+             and /debug/config is disabled"
+        );
+    }
+    let node_id = match args.node_id.or_else(hostname) {
+        Some(id) => id,
+        None => bail!("no node id: pass --node-id or set SLUICE_NODE_ID"),
+    };
+    let labels: HashMap<String, String> = args.labels.into_iter().collect();
+    let mut options = DiscoveryOptions::new(args.control_plane, node_id.clone());
+    options.labels = labels;
+    options.token = token.clone();
+    let discovery = Discovery::new(options).context("checking --control-plane")?;
+
+    let metrics = Arc::new(Metrics::new());
+    let applied = Arc::new(AppliedConfig::new(Arc::clone(&metrics)));
+    if let Some(path) = &args.snapshot_cache {
+        let (applied, metrics, path) = (Arc::clone(&applied), Arc::clone(&metrics), path.clone());
+        // Reading and validating a large cache is CPU and disk work.
+        tokio::task::spawn_blocking(move || restore_cache(&path, &applied, &metrics))
+            .await
+            .context("loading the snapshot cache")?;
+    }
+
+    let (listener, local) = http::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding the HTTP server to {}", args.listen))?;
+    tracing::info!(
+        listen = %local,
+        node_id = %node_id,
+        version = env!("CARGO_PKG_VERSION"),
+        "sluice data plane listening"
     );
+
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+
+    // Subscribed after the restore: the cache is not rewritten with what was
+    // just read from it.
+    let cache_writer = args.snapshot_cache.clone().map(|path| {
+        tokio::spawn(cache::run_writer(
+            path,
+            applied.subscribe(),
+            Arc::clone(&metrics),
+            until_stopped(),
+        ))
+    });
+    let stream = tokio::spawn(discovery.run(Arc::clone(&applied), Arc::clone(&metrics)));
+    let state = Arc::new(HttpState {
+        applied: Arc::clone(&applied),
+        metrics: Arc::clone(&metrics),
+        token,
+    });
+    let server = tokio::spawn(http::serve(listener, state, until_stopped()));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining HTTP requests, saving the snapshot cache");
+    let _ = stop.send(true);
+    stream.abort();
+    let _ = server.await;
+    if let Some(writer) = cache_writer {
+        let _ = writer.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
 }

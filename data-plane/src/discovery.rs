@@ -1,0 +1,526 @@
+//! The config stream client (DESIGN §6): one `ConfigDiscovery/StreamConfig`
+//! stream to a control plane at a time. It says hello with the revision it
+//! holds, applies every snapshot or delta through [`AppliedConfig`], and ACKs
+//! or NACKs each revision.
+//!
+//! When the stream cannot be opened or ends, it tries the control planes of
+//! `--control-plane` in turn, and each address a name resolves to in turn
+//! (replicas behind one DNS name), then waits an exponential backoff with full
+//! jitter before the next round. Meanwhile the data plane keeps serving the
+//! last good config: nothing here is on the request path.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_proto::config::v1::config_discovery_client::ConfigDiscoveryClient;
+use sluice_proto::config::v1::{
+    Ack, DataPlaneMessage, Hello, Nack, ProtocolVersion, data_plane_message,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{Code, Status};
+
+use crate::applied::{AppliedConfig, Outcome};
+use crate::metrics::Metrics;
+use crate::secrets::Secret;
+
+/// Where the control plane listens unless told otherwise.
+pub const DEFAULT_CONTROL_PLANE: &str = "http://127.0.0.1:50051";
+
+/// The environment variable holding the data-plane token. Never a flag: it
+/// would show in `ps`.
+pub const TOKEN_ENV: &str = "SLUICE_DATA_PLANE_TOKEN";
+
+/// How long to wait between rounds of connection attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackoffPolicy {
+    /// The ceiling of the first wait.
+    pub initial: Duration,
+    /// The ceiling never grows beyond this.
+    pub max: Duration,
+}
+
+impl Default for BackoffPolicy {
+    fn default() -> Self {
+        BackoffPolicy {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: the n-th wait is drawn uniformly
+/// from `[0, min(max, initial × 2ⁿ)]`, so a fleet of data planes that lost
+/// the same control plane does not come back in lockstep.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    policy: BackoffPolicy,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(policy: BackoffPolicy) -> Self {
+        Backoff { policy, attempt: 0 }
+    }
+
+    /// The ceiling the next wait is drawn under.
+    pub fn ceiling(&self) -> Duration {
+        let factor = 1u32.checked_shl(self.attempt).unwrap_or(u32::MAX);
+        self.policy
+            .initial
+            .saturating_mul(factor)
+            .min(self.policy.max)
+    }
+
+    /// The next wait; each call doubles the ceiling until it reaches `max`.
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self.ceiling();
+        // Past 2^31 × initial the ceiling is pinned at max anyway.
+        self.attempt = (self.attempt + 1).min(31);
+        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(rand::random_range(0..=nanos))
+    }
+
+    /// After a stream that worked: the next wait is short again.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// What the stream client needs to know.
+#[derive(Debug, Clone)]
+pub struct DiscoveryOptions {
+    /// Control-plane URLs (`http://host:port`), tried in turn.
+    pub endpoints: Vec<String>,
+    pub node_id: String,
+    pub labels: HashMap<String, String>,
+    /// The data-plane token; without one the control plane refuses the
+    /// stream, which is logged and retried like any other failure.
+    pub token: Option<Secret>,
+    pub backoff: BackoffPolicy,
+    /// Per address; a blackholed address must not hold up the others.
+    pub connect_timeout: Duration,
+}
+
+impl DiscoveryOptions {
+    pub fn new(endpoints: Vec<String>, node_id: impl Into<String>) -> Self {
+        DiscoveryOptions {
+            endpoints,
+            node_id: node_id.into(),
+            labels: HashMap::new(),
+            token: None,
+            backoff: BackoffPolicy::default(),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A flag value the stream client cannot use; reported at start.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("no control-plane URL given")]
+    NoEndpoints,
+    #[error("control-plane URL {url:?} is not valid: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("control-plane URL {url:?}: only http:// is supported for now")]
+    UnsupportedScheme { url: String },
+    #[error("{TOKEN_ENV} contains characters that cannot go in a gRPC header")]
+    InvalidToken,
+}
+
+/// A control plane as configured: its URL, and the parts to dial.
+#[derive(Debug, Clone)]
+struct ControlPlane {
+    url: String,
+    /// scheme://authority, sent as `:authority` whichever address is dialled.
+    origin: Uri,
+    host: String,
+    port: u16,
+}
+
+impl ControlPlane {
+    fn parse(url: &str) -> Result<ControlPlane, DiscoveryError> {
+        let invalid = |reason: String| DiscoveryError::InvalidUrl {
+            url: url.to_owned(),
+            reason,
+        };
+        let uri: Uri = url.trim().parse().map_err(|e| invalid(format!("{e}")))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(_) => {
+                return Err(DiscoveryError::UnsupportedScheme {
+                    url: url.to_owned(),
+                });
+            }
+            None => return Err(invalid("no scheme; write http://host:port".into())),
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| invalid("no host".into()))?
+            .clone();
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = authority.port_u16().unwrap_or(80);
+        let origin = Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query("/")
+            .build()
+            .map_err(|e| invalid(format!("{e}")))?;
+        Ok(ControlPlane {
+            url: url.trim().to_owned(),
+            origin,
+            host,
+            port,
+        })
+    }
+}
+
+/// The stream client, ready to [`run`](Discovery::run).
+#[derive(Debug)]
+pub struct Discovery {
+    control_planes: Vec<ControlPlane>,
+    node_id: String,
+    labels: HashMap<String, String>,
+    authorization: Option<MetadataValue<Ascii>>,
+    backoff: BackoffPolicy,
+    connect_timeout: Duration,
+}
+
+/// How one attempt ended.
+enum SessionEnd {
+    /// No stream: nothing answered, or the call was refused.
+    NotOpened,
+    /// The control plane refused the token.
+    Unauthenticated,
+    /// A stream ran, then ended; `worked` if any message came through.
+    Ended { worked: bool },
+}
+
+impl Discovery {
+    pub fn new(options: DiscoveryOptions) -> Result<Discovery, DiscoveryError> {
+        let control_planes = options
+            .endpoints
+            .iter()
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| ControlPlane::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        if control_planes.is_empty() {
+            return Err(DiscoveryError::NoEndpoints);
+        }
+        let authorization = options
+            .token
+            .as_ref()
+            .map(|t| {
+                let mut value: MetadataValue<Ascii> = format!("Bearer {}", t.expose())
+                    .parse()
+                    .map_err(|_| DiscoveryError::InvalidToken)?;
+                value.set_sensitive(true);
+                Ok(value)
+            })
+            .transpose()?;
+        Ok(Discovery {
+            control_planes,
+            node_id: options.node_id,
+            labels: options.labels,
+            authorization,
+            backoff: options.backoff,
+            connect_timeout: options.connect_timeout,
+        })
+    }
+
+    /// Keeps a stream open to some control plane, forever: stop it by
+    /// dropping (aborting) the future. Never fails; every failure is logged
+    /// and retried.
+    pub async fn run(self, applied: Arc<AppliedConfig>, metrics: Arc<Metrics>) {
+        let mut backoff = Backoff::new(self.backoff);
+        let mut next = 0;
+        loop {
+            let mut opened = false;
+            // One round: every control plane once, starting after the last
+            // one used, so a replica that drops streams is not retried first.
+            for i in 0..self.control_planes.len() {
+                let cp = &self.control_planes[(next + i) % self.control_planes.len()];
+                match self.attempt(cp, &applied, &metrics).await {
+                    SessionEnd::NotOpened => continue,
+                    SessionEnd::Unauthenticated => {}
+                    SessionEnd::Ended { worked } => {
+                        if worked {
+                            backoff.reset();
+                        }
+                    }
+                }
+                next = (next + i + 1) % self.control_planes.len();
+                opened = true;
+                break;
+            }
+            if !opened {
+                next = 0;
+            }
+            let wait = backoff.next_delay();
+            tracing::info!(
+                retry_in_ms = wait.as_millis() as u64,
+                held_revision = applied.revision(),
+                "reconnecting to the control plane; serving the last good configuration meanwhile"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Tries each address `cp` resolves to until one opens a stream.
+    async fn attempt(
+        &self,
+        cp: &ControlPlane,
+        applied: &Arc<AppliedConfig>,
+        metrics: &Arc<Metrics>,
+    ) -> SessionEnd {
+        let addresses: Vec<SocketAddr> = match tokio::net::lookup_host((cp.host.as_str(), cp.port))
+            .await
+        {
+            Ok(addresses) => addresses.collect(),
+            Err(e) => {
+                tracing::warn!(control_plane = %cp.url, error = %e, "cannot resolve the control plane's address");
+                return SessionEnd::NotOpened;
+            }
+        };
+        for address in addresses {
+            let channel = match self.connect(cp, address).await {
+                Ok(channel) => channel,
+                Err(e) => {
+                    tracing::warn!(control_plane = %cp.url, %address, error = %e, "cannot connect to the control plane");
+                    continue;
+                }
+            };
+            match self.session(cp, address, channel, applied, metrics).await {
+                SessionEnd::NotOpened => continue,
+                end => return end,
+            }
+        }
+        SessionEnd::NotOpened
+    }
+
+    async fn connect(&self, cp: &ControlPlane, address: SocketAddr) -> Result<Channel, String> {
+        Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| e.to_string())?
+            .origin(cp.origin.clone())
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            // A control plane behind a dead network path sends no FIN: pings
+            // are how the stream notices and moves on.
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect()
+            .await
+            .map_err(|e| error_chain(&e))
+    }
+
+    async fn session(
+        &self,
+        cp: &ControlPlane,
+        address: SocketAddr,
+        channel: Channel,
+        applied: &Arc<AppliedConfig>,
+        metrics: &Arc<Metrics>,
+    ) -> SessionEnd {
+        let (outbound, outbound_rx) = mpsc::channel::<DataPlaneMessage>(16);
+        let held_revision = applied.revision();
+        let hello = DataPlaneMessage {
+            message: Some(data_plane_message::Message::Hello(Hello {
+                node_id: self.node_id.clone(),
+                labels: self.labels.clone(),
+                held_revision,
+                protocol_version: ProtocolVersion::ProtocolVersion1 as i32,
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })),
+        };
+        if outbound.send(hello).await.is_err() {
+            return SessionEnd::NotOpened;
+        }
+        let mut request = tonic::Request::new(ReceiverStream::new(outbound_rx));
+        if let Some(auth) = &self.authorization {
+            request.metadata_mut().insert("authorization", auth.clone());
+        }
+        // A snapshot of a million keys is far beyond tonic's 4 MiB default.
+        let mut client = ConfigDiscoveryClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let mut inbound = match client.stream_config(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => return self.refused(cp, address, &status),
+        };
+        let _connected = Connected::new(metrics);
+        tracing::info!(control_plane = %cp.url, %address, held_revision, "config stream open");
+
+        let mut worked = false;
+        loop {
+            let message = match inbound.message().await {
+                Ok(Some(message)) => message,
+                Ok(None) => {
+                    tracing::warn!(control_plane = %cp.url, %address, "the control plane closed the config stream");
+                    return SessionEnd::Ended { worked };
+                }
+                Err(status) if status.code() == Code::Unauthenticated => {
+                    self.refused(cp, address, &status);
+                    return SessionEnd::Unauthenticated;
+                }
+                Err(status) => {
+                    tracing::warn!(
+                        control_plane = %cp.url, %address,
+                        code = ?status.code(), message = status.message(),
+                        "config stream ended"
+                    );
+                    return SessionEnd::Ended { worked };
+                }
+            };
+            worked = true;
+            let replica = message.control_plane_id.clone();
+            let applier = Arc::clone(applied);
+            // Building a large config takes a while: keep it off the runtime
+            // threads that serve HTTP.
+            let outcome =
+                match tokio::task::spawn_blocking(move || applier.apply_message(message)).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        tracing::error!(error = %e, "applying a configuration update failed");
+                        return SessionEnd::Ended { worked };
+                    }
+                };
+            let reply = match outcome {
+                Outcome::Applied { revision } => {
+                    tracing::debug!(revision, control_plane_id = %replica, "ACK");
+                    data_plane_message::Message::Ack(Ack { revision })
+                }
+                Outcome::Refused { revision, reason } => {
+                    data_plane_message::Message::Nack(Nack { revision, reason })
+                }
+            };
+            let reply = DataPlaneMessage {
+                message: Some(reply),
+            };
+            if outbound.send(reply).await.is_err() {
+                tracing::warn!(control_plane = %cp.url, "config stream closed before the answer was sent");
+                return SessionEnd::Ended { worked };
+            }
+        }
+    }
+
+    fn refused(&self, cp: &ControlPlane, address: SocketAddr, status: &Status) -> SessionEnd {
+        if status.code() == Code::Unauthenticated {
+            let hint = if self.authorization.is_some() {
+                "the control plane does not accept this data plane's token: check \
+                 SLUICE_DATA_PLANE_TOKEN against the control plane's data-plane tokens"
+            } else {
+                "SLUICE_DATA_PLANE_TOKEN is not set: the control plane only streams \
+                 configuration to data planes that present a data-plane token"
+            };
+            tracing::error!(
+                control_plane = %cp.url, %address, message = status.message(),
+                "config stream refused (UNAUTHENTICATED): {hint}"
+            );
+            return SessionEnd::Unauthenticated;
+        }
+        tracing::warn!(
+            control_plane = %cp.url, %address,
+            code = ?status.code(), message = status.message(),
+            "config stream refused"
+        );
+        SessionEnd::NotOpened
+    }
+}
+
+/// Holds `sluice_config_stream_connected` at 1 while alive, including when
+/// the stream's future is dropped mid-flight at shutdown.
+struct Connected<'a>(&'a Metrics);
+
+impl<'a> Connected<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics.set_stream_connected(true);
+        Connected(metrics)
+    }
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.0.set_stream_connected(false);
+    }
+}
+
+/// tonic's transport errors say "transport error" and keep the cause in
+/// `source()`; an operator needs the cause.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        // hyper-util repeats its own message one level down.
+        let part = e.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_bound_and_resets() {
+        let policy = BackoffPolicy {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(15),
+        };
+        let mut backoff = Backoff::new(policy);
+        let mut ceilings = Vec::new();
+        for _ in 0..100 {
+            ceilings.push(backoff.ceiling());
+            let wait = backoff.next_delay();
+            assert!(wait <= *ceilings.last().expect("pushed"));
+            assert!(wait <= policy.max);
+        }
+        assert_eq!(ceilings[0], Duration::from_millis(100));
+        assert_eq!(ceilings[1], Duration::from_millis(200));
+        assert_eq!(ceilings[7], Duration::from_millis(12_800));
+        assert!(ceilings[8..].iter().all(|&c| c == policy.max));
+        assert!(ceilings.windows(2).all(|w| w[0] <= w[1]));
+        backoff.reset();
+        assert_eq!(backoff.ceiling(), policy.initial);
+    }
+
+    #[test]
+    fn control_plane_urls_are_checked_up_front() {
+        let cp = ControlPlane::parse("http://control-plane.sluice:50051").expect("valid");
+        assert_eq!((cp.host.as_str(), cp.port), ("control-plane.sluice", 50051));
+        let cp = ControlPlane::parse("http://[::1]:7").expect("valid");
+        assert_eq!((cp.host.as_str(), cp.port), ("::1", 7));
+        assert!(matches!(
+            ControlPlane::parse("https://cp:443"),
+            Err(DiscoveryError::UnsupportedScheme { .. })
+        ));
+        assert!(matches!(
+            ControlPlane::parse("cp:50051"),
+            Err(DiscoveryError::InvalidUrl { .. })
+        ));
+        let mut options = DiscoveryOptions::new(vec![" ".into()], "n");
+        assert!(matches!(
+            Discovery::new(options.clone()),
+            Err(DiscoveryError::NoEndpoints)
+        ));
+        options.endpoints = vec!["http://a:1".into()];
+        options.token = Some(Secret::new("bad\ntoken"));
+        assert!(matches!(
+            Discovery::new(options),
+            Err(DiscoveryError::InvalidToken)
+        ));
+    }
+}

@@ -1,0 +1,249 @@
+//! The data plane's Prometheus metrics (DESIGN §4, `GET /metrics`), in one
+//! registry. Names are part of the operator contract: dashboards and alerts
+//! use them, so they are listed here and nowhere else.
+//!
+//! | name | type | meaning |
+//! |---|---|---|
+//! | `sluice_config_revision` | gauge | etcd revision of the applied config (0: none) |
+//! | `sluice_config_age_seconds` | gauge | seconds since the applied config was applied (for a config loaded from the cache: since the cache file was written); absent while none is |
+//! | `sluice_config_apply_duration_seconds` | gauge | how long the last successful apply took |
+//! | `sluice_config_stream_connected` | gauge | 1 while the stream to a control plane is up |
+//! | `sluice_config_snapshots_received_total` | counter | snapshots received |
+//! | `sluice_config_deltas_received_total` | counter | deltas received |
+//! | `sluice_config_nacks_total` | counter | updates refused (NACKed) |
+//! | `sluice_deployments_unusable` | gauge | deployments left out for a missing environment variable |
+//! | `sluice_config_cache_load_errors_total` | counter | cache files refused at start |
+//! | `sluice_config_cache_write_errors_total` | counter | failed cache writes |
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::{Registry, Unit};
+
+/// The `content-type` of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every metric the data plane exports. Cheap to update from any thread.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    revision: Gauge,
+    applied_at: Arc<AppliedAt>,
+    apply_duration: Gauge<f64, AtomicU64>,
+    stream_connected: Gauge,
+    snapshots_received: Counter,
+    deltas_received: Counter,
+    nacks: Counter,
+    deployments_unusable: Gauge,
+    cache_load_errors: Counter,
+    cache_write_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let revision = Gauge::default();
+        registry.register(
+            "sluice_config_revision",
+            "etcd revision of the applied configuration (0: none)",
+            revision.clone(),
+        );
+        let applied_at = Arc::new(AppliedAt::default());
+        registry.register_collector(Box::new(Arc::clone(&applied_at)));
+        let apply_duration = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "sluice_config_apply_duration",
+            "How long the last successful configuration apply took",
+            Unit::Seconds,
+            apply_duration.clone(),
+        );
+        let stream_connected = Gauge::default();
+        registry.register(
+            "sluice_config_stream_connected",
+            "1 while the configuration stream to a control plane is up",
+            stream_connected.clone(),
+        );
+        let snapshots_received = Counter::default();
+        registry.register(
+            "sluice_config_snapshots_received",
+            "Configuration snapshots received",
+            snapshots_received.clone(),
+        );
+        let deltas_received = Counter::default();
+        registry.register(
+            "sluice_config_deltas_received",
+            "Configuration deltas received",
+            deltas_received.clone(),
+        );
+        let nacks = Counter::default();
+        registry.register(
+            "sluice_config_nacks",
+            "Configuration updates refused (NACKed); the last good configuration stays",
+            nacks.clone(),
+        );
+        let deployments_unusable = Gauge::default();
+        registry.register(
+            "sluice_deployments_unusable",
+            "Deployments left out because an os.environ/ variable they refer to is not set",
+            deployments_unusable.clone(),
+        );
+        let cache_load_errors = Counter::default();
+        registry.register(
+            "sluice_config_cache_load_errors",
+            "Snapshot cache files refused at start (corrupt, truncated, wrong version, invalid)",
+            cache_load_errors.clone(),
+        );
+        let cache_write_errors = Counter::default();
+        registry.register(
+            "sluice_config_cache_write_errors",
+            "Failed writes of the snapshot cache file",
+            cache_write_errors.clone(),
+        );
+        Metrics {
+            registry,
+            revision,
+            applied_at,
+            apply_duration,
+            stream_connected,
+            snapshots_received,
+            deltas_received,
+            nacks,
+            deployments_unusable,
+            cache_load_errors,
+            cache_write_errors,
+        }
+    }
+
+    /// A config was applied: `applied_at` is when it was (or, from the cache,
+    /// when the cache was written), `took` how long building it took.
+    pub fn applied(&self, revision: i64, applied_at: SystemTime, took: Duration, unusable: usize) {
+        self.revision.set(revision);
+        self.applied_at.set(applied_at);
+        self.apply_duration.set(took.as_secs_f64());
+        self.deployments_unusable
+            .set(i64::try_from(unusable).unwrap_or(i64::MAX));
+    }
+
+    pub fn snapshot_received(&self) {
+        self.snapshots_received.inc();
+    }
+
+    pub fn delta_received(&self) {
+        self.deltas_received.inc();
+    }
+
+    pub fn nacked(&self) {
+        self.nacks.inc();
+    }
+
+    pub fn set_stream_connected(&self, connected: bool) {
+        self.stream_connected.set(i64::from(connected));
+    }
+
+    pub fn cache_load_failed(&self) {
+        self.cache_load_errors.inc();
+    }
+
+    pub fn cache_write_failed(&self) {
+        self.cache_write_errors.inc();
+    }
+
+    /// The exposition, OpenMetrics text (which Prometheus reads), with the
+    /// config age computed now.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail; the encoder's Result is for other
+        // writers.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// When the applied config was applied, as milliseconds since the Unix epoch
+/// (0: never). The age is computed at scrape time, so it grows while the
+/// stream is down: what an alert on a stale data plane needs.
+#[derive(Debug, Default)]
+struct AppliedAt(AtomicU64);
+
+impl AppliedAt {
+    fn set(&self, at: SystemTime) {
+        let millis = at.duration_since(UNIX_EPOCH).map_or(1, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        self.0.store(millis, Ordering::Relaxed);
+    }
+}
+
+impl Collector for AppliedAt {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let millis = self.0.load(Ordering::Relaxed);
+        if millis == 0 {
+            return Ok(());
+        }
+        let applied = UNIX_EPOCH + Duration::from_millis(millis);
+        // A clock stepped backwards reads as age 0 rather than negative.
+        let age = SystemTime::now()
+            .duration_since(applied)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let gauge = ConstGauge::new(age);
+        let metric = encoder.encode_descriptor(
+            "sluice_config_age",
+            "Seconds since the applied configuration was applied (from the cache: since it was written)",
+            Some(&Unit::Seconds),
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_metric() {
+        let metrics = Metrics::new();
+        let text = metrics.encode();
+        assert!(!text.contains("sluice_config_age_seconds"), "{text}");
+        metrics.applied(
+            7,
+            SystemTime::now() - Duration::from_secs(30),
+            Duration::from_millis(3),
+            2,
+        );
+        metrics.nacked();
+        let text = metrics.encode();
+        for name in [
+            "sluice_config_revision 7",
+            "sluice_config_age_seconds ",
+            "sluice_config_apply_duration_seconds 0.003",
+            "sluice_config_stream_connected 0",
+            "sluice_config_snapshots_received_total 0",
+            "sluice_config_deltas_received_total 0",
+            "sluice_config_nacks_total 1",
+            "sluice_deployments_unusable 2",
+            "sluice_config_cache_load_errors_total 0",
+            "sluice_config_cache_write_errors_total 0",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+        let age: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("sluice_config_age_seconds "))
+            .and_then(|v| v.parse().ok())
+            .expect("age sample");
+        assert!((30.0..60.0).contains(&age), "{age}");
+    }
+}

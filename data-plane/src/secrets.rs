@@ -1,0 +1,210 @@
+//! Provider secrets: a deployment's `api_key`, `api_base` and `api_version`
+//! are each a literal or a reference `os.environ/NAME` (LiteLLM's convention),
+//! resolved here, on the data plane, when a config is applied. The control
+//! plane and etcd only ever hold the reference.
+//!
+//! A reference to a variable that is not set makes that one deployment
+//! unusable; it never refuses the whole config, since the other deployments
+//! are still right.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use sluice_proto::admin::v1::Deployment;
+
+/// The prefix of a reference to an environment variable.
+pub const ENV_REFERENCE_PREFIX: &str = "os.environ/";
+
+/// What a literal `api_key` is replaced with wherever a config is shown.
+pub const REDACTED: &str = "<redacted>";
+
+/// Where references are looked up: the process environment in production, a
+/// map in tests (Rust 2024 makes mutating the process environment `unsafe`,
+/// and tests run in parallel).
+pub trait Env: Send + Sync {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        // A value that is not UTF-8 cannot go into an HTTP header either.
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// A value that must not be logged: `Debug` and `Display` never show it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that needs it (a header to the upstream,
+    /// a constant-time comparison).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str(REDACTED)
+        }
+    }
+}
+
+/// A deployment's provider settings with every reference resolved. All three
+/// are kept as [`Secret`]s: an `api_base` can carry a token in its URL too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderSecrets {
+    pub api_key: Secret,
+    pub api_base: Secret,
+    pub api_version: Secret,
+}
+
+/// Why a deployment is unusable: a reference to a variable that is not set.
+/// Names the deployment, the field and the variable, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "deployment {deployment_id:?} is unusable: its {field} refers to the environment variable \
+     {variable}, which is not set (or empty) on this data plane"
+)]
+pub struct MissingVariable {
+    pub deployment_id: String,
+    pub field: &'static str,
+    pub variable: String,
+}
+
+/// Resolves the references of `deployment` in `env`.
+pub fn resolve(deployment: &Deployment, env: &dyn Env) -> Result<ProviderSecrets, MissingVariable> {
+    let field = |field: &'static str, value: &str| -> Result<Secret, MissingVariable> {
+        let Some(variable) = value.strip_prefix(ENV_REFERENCE_PREFIX) else {
+            return Ok(Secret::new(value));
+        };
+        // An empty value counts as missing: it would only fail later, at the
+        // upstream, with a less helpful message.
+        match env.var(variable).filter(|v| !v.is_empty()) {
+            Some(v) => Ok(Secret::new(v)),
+            None => Err(MissingVariable {
+                deployment_id: deployment.id.clone(),
+                field,
+                variable: variable.to_owned(),
+            }),
+        }
+    };
+    Ok(ProviderSecrets {
+        api_key: field("api_key", &deployment.api_key)?,
+        api_base: field("api_base", &deployment.api_base)?,
+        api_version: field("api_version", &deployment.api_version)?,
+    })
+}
+
+/// Whether `value` is an `os.environ/` reference rather than a literal.
+pub fn is_reference(value: &str) -> bool {
+    value.starts_with(ENV_REFERENCE_PREFIX)
+}
+
+/// `api_key` as it may be shown: a reference as is, a literal as
+/// [`REDACTED`], an empty one empty.
+pub fn displayable_api_key(api_key: &str) -> &str {
+    if api_key.is_empty() || is_reference(api_key) {
+        api_key
+    } else {
+        REDACTED
+    }
+}
+
+/// A copy of `deployment` whose literal `api_key` is replaced by
+/// [`REDACTED`]; references are kept, so an operator can see which variable
+/// each data plane needs.
+pub fn redacted(deployment: &Deployment) -> Deployment {
+    let mut d = deployment.clone();
+    if displayable_api_key(&d.api_key) == REDACTED {
+        d.api_key = REDACTED.to_owned();
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn literals_pass_through_and_references_resolve() {
+        let d = Deployment {
+            id: "d1".into(),
+            api_key: "os.environ/OPENAI_KEY".into(),
+            api_base: "https://api.example.com/v1".into(),
+            api_version: "os.environ/AZURE_VERSION".into(),
+            ..Default::default()
+        };
+        let secrets = resolve(
+            &d,
+            &env(&[("OPENAI_KEY", "sk-real"), ("AZURE_VERSION", "2024-02-01")]),
+        )
+        .expect("all set");
+        assert_eq!(secrets.api_key.expose(), "sk-real");
+        assert_eq!(secrets.api_base.expose(), "https://api.example.com/v1");
+        assert_eq!(secrets.api_version.expose(), "2024-02-01");
+        let debug = format!("{secrets:?}");
+        assert!(!debug.contains("sk-real"), "{debug}");
+        assert!(!debug.contains("2024-02-01"), "{debug}");
+    }
+
+    #[test]
+    fn missing_or_empty_variable_names_deployment_and_variable() {
+        let d = Deployment {
+            id: "d1".into(),
+            api_key: "os.environ/NOPE".into(),
+            ..Default::default()
+        };
+        for e in [env(&[]), env(&[("NOPE", "")])] {
+            let err = resolve(&d, &e).expect_err("missing");
+            assert_eq!(err.deployment_id, "d1");
+            assert_eq!(err.field, "api_key");
+            assert_eq!(err.variable, "NOPE");
+            assert!(err.to_string().contains("NOPE"), "{err}");
+        }
+    }
+
+    #[test]
+    fn redaction_keeps_references() {
+        let literal = Deployment {
+            api_key: "sk-secret".into(),
+            ..Default::default()
+        };
+        assert_eq!(redacted(&literal).api_key, REDACTED);
+        let reference = Deployment {
+            api_key: "os.environ/K".into(),
+            ..Default::default()
+        };
+        assert_eq!(redacted(&reference).api_key, "os.environ/K");
+        assert_eq!(redacted(&Deployment::default()).api_key, "");
+    }
+}
