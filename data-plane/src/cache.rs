@@ -277,11 +277,14 @@ pub async fn run_writer(
         let revision = config.revision();
         let result = tokio::task::spawn_blocking(move || write(&path, &config)).await;
         match result {
-            Ok(Ok(())) => tracing::debug!(
-                revision,
-                took_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "snapshot cache written"
-            ),
+            Ok(Ok(())) => {
+                metrics.cache_written(revision);
+                tracing::debug!(
+                    revision,
+                    took_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "snapshot cache written"
+                )
+            }
             Ok(Err(e)) => {
                 metrics.cache_write_failed();
                 tracing::error!(revision, error = %e, "snapshot cache not written; the config in memory is unaffected");

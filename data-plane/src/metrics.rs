@@ -14,6 +14,7 @@
 //! | `sluice_deployments_unusable` | gauge | deployments left out for a missing environment variable |
 //! | `sluice_config_cache_load_errors_total` | counter | cache files refused at start |
 //! | `sluice_config_cache_write_errors_total` | counter | failed cache writes |
+//! | `sluice_config_cache_revision` | gauge | revision of the config last written to the cache |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +43,7 @@ pub struct Metrics {
     deployments_unusable: Gauge,
     cache_load_errors: Counter,
     cache_write_errors: Counter,
+    cache_revision: Gauge,
 }
 
 impl Default for Metrics {
@@ -104,6 +106,12 @@ impl Metrics {
             "Snapshot cache files refused at start (corrupt, truncated, wrong version, invalid)",
             cache_load_errors.clone(),
         );
+        let cache_revision = Gauge::default();
+        registry.register(
+            "sluice_config_cache_revision",
+            "revision of the configuration last written to the snapshot cache (0: none)",
+            cache_revision.clone(),
+        );
         let cache_write_errors = Counter::default();
         registry.register(
             "sluice_config_cache_write_errors",
@@ -122,6 +130,7 @@ impl Metrics {
             deployments_unusable,
             cache_load_errors,
             cache_write_errors,
+            cache_revision,
         }
     }
 
@@ -153,6 +162,10 @@ impl Metrics {
 
     pub fn cache_load_failed(&self) {
         self.cache_load_errors.inc();
+    }
+
+    pub fn cache_written(&self, revision: i64) {
+        self.cache_revision.set(revision);
     }
 
     pub fn cache_write_failed(&self) {

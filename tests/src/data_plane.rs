@@ -26,6 +26,16 @@ pub struct DataPlane {
 impl DataPlane {
     /// A data plane named `node_id` with its snapshot cache and log in `dir`.
     pub fn start(control_planes: &[String], node_id: &str, dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with_token(control_planes, node_id, dir, DATA_PLANE_TOKEN)
+    }
+
+    /// Like [`DataPlane::start`], presenting `token` as its data-plane token.
+    pub fn start_with_token(
+        control_planes: &[String],
+        node_id: &str,
+        dir: &Path,
+        token: &str,
+    ) -> anyhow::Result<Self> {
         let mut dp = Self {
             child: None,
             port: 0,
@@ -33,19 +43,11 @@ impl DataPlane {
             control_planes: control_planes.to_vec(),
             cache: dir.join(format!("{node_id}.snapshot.pb")),
             log: dir.join(format!("{node_id}.log")),
-            token: DATA_PLANE_TOKEN.to_string(),
+            token: token.to_string(),
             http: reqwest::Client::new(),
         };
         dp.restart()?;
         Ok(dp)
-    }
-
-    /// Uses another token from the next (re)start on.
-    pub fn with_token(mut self, token: &str) -> anyhow::Result<Self> {
-        self.token = token.to_string();
-        self.kill();
-        self.restart()?;
-        Ok(self)
     }
 
     /// Starts (again) with the same node id, cache file and port when free.

@@ -68,6 +68,23 @@ fn prost_types_duration(d: Duration) -> sluice_proto::prost_types::Duration {
     }
 }
 
+/// The cache is written in the background: wait until it holds `revision`.
+async fn wait_for_cache(dp: &DataPlane, revision: i64) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while (dp
+        .metric("sluice_config_cache_revision")
+        .await
+        .unwrap_or(0.0) as i64)
+        < revision
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cache never reached {revision}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn assert_matches_etcd(dp: &DataPlane, store: &EtcdStore) {
     let (want, _) = expected(store).await;
     let got = objects_of(&dp.config().await.unwrap());
@@ -263,19 +280,7 @@ async fn cold_start_without_a_control_plane_serves_from_the_cache_unless_corrupt
     let r = create_team(&admin, "cached").await.unwrap();
     wait_all(&admin, r, 1).await;
     let applied = dp.config().await.unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    while std::fs::read(dp.cache_path())
-        .map(|b| b.is_empty())
-        .unwrap_or(true)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no cache file written"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Give the background writer the newest state.
-    dp.wait_for_revision(r, WAIT).await.unwrap();
+    wait_for_cache(&dp, r).await;
     dp.kill();
     cp.kill();
 
@@ -327,9 +332,7 @@ async fn a_data_plane_without_a_valid_token_gets_no_config() {
     let etcd = EtcdServer::start().await.unwrap();
     let cp = ControlPlane::start_etcd(&etcd.endpoint()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let dp = DataPlane::start(&[cp.url()], "intruder", dir.path())
-        .unwrap()
-        .with_token("sdp-not-a-token")
+    let dp = DataPlane::start_with_token(&[cp.url()], "intruder", dir.path(), "sdp-not-a-token")
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !dp.log().to_lowercase().contains("unauthenticated") {
