@@ -16,7 +16,9 @@
 //! - [`validate`]: field rules; [`error`]: the admin error and its gRPC codes.
 //! - [`litellm`]: LiteLLM `config.yaml` to resources and back; pure functions.
 //! - [`secrets`]: key and token generation, hashing, constant-time compare.
-//! - [`auth`]: the master key interceptor; [`server`]: the gRPC server.
+//! - [`auth`]: the master key interceptor; [`server`]: the gRPC server;
+//!   [`metrics`]: Prometheus metrics on their own port.
+//! - [`distribution`]: config distribution to data planes (hub, streams, status).
 
 pub mod admin;
 pub mod auth;
@@ -24,6 +26,7 @@ pub mod catalog;
 pub mod distribution;
 pub mod error;
 pub mod litellm;
+pub mod metrics;
 pub mod resources;
 pub mod secrets;
 pub mod server;

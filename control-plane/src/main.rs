@@ -86,6 +86,9 @@ struct ServeArgs {
     /// File holding the master key (else SLUICE_MASTER_KEY). Never a flag value: it would show in `ps`.
     #[arg(long, env = "SLUICE_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (GET /metrics), e.g. 0.0.0.0:9090; off when unset.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// This replica's name in data-plane status (default: hostname and port).
     #[arg(long, env = "SLUICE_REPLICA_ID")]
     replica_id: Option<String>,
@@ -207,6 +210,7 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
         .filter(|t| !t.is_empty());
     let config = ServerConfig {
         listen: args.listen,
+        metrics_listen: args.metrics_listen,
         replica_id,
         data_plane_token,
         master_key: MasterKey::new(key),

@@ -26,6 +26,7 @@ use crate::admin::Admin;
 use crate::auth::MasterKey;
 use crate::catalog::Catalog;
 use crate::distribution::Distribution;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Every admin service name, for health reporting.
@@ -64,6 +65,8 @@ pub struct ServerConfig {
     /// `SLUICE_DATA_PLANE_TOKEN`, accepted besides tokens made through the API.
     pub data_plane_token: Option<String>,
     pub master_key: MasterKey,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// How often the store is probed for `grpc.health.v1`.
     pub health_interval: Duration,
 }
@@ -101,10 +104,20 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    let metrics = Arc::new(Metrics::new());
+    if let Some(addr) = config.metrics_listen {
+        let listener_metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(addr, listener_metrics).await {
+                tracing::error!(%addr, error = %e, "cannot serve metrics");
+            }
+        });
+    }
     let distribution = Distribution::start(
         store.clone(),
         config.replica_id.clone(),
         config.data_plane_token.clone(),
+        metrics,
     );
     let discovery = ConfigDiscoveryServer::new(distribution.discovery());
     let admin = Admin::new(Catalog::new(store), distribution);

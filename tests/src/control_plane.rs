@@ -54,6 +54,7 @@ pub fn rss_of(pid: u32) -> Option<(u64, u64)> {
 pub struct ControlPlane {
     child: Option<Child>,
     port: u16,
+    metrics_port: u16,
     args: Vec<String>,
     dir: TempDir,
 }
@@ -93,6 +94,7 @@ impl ControlPlane {
             let mut cp = Self {
                 child: None,
                 port: free_port()?,
+                metrics_port: free_port()?,
                 args: extra.clone(),
                 dir: tempfile::tempdir()?,
             };
@@ -109,6 +111,8 @@ impl ControlPlane {
         let mut cmd = Command::new(binary("sluice-control-plane")?);
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{}", self.metrics_port))
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .args(&self.args)
@@ -149,6 +153,14 @@ impl ControlPlane {
     /// `http://127.0.0.1:PORT`, as tonic takes it.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr())
+    }
+
+    /// A Prometheus metric's value from `--metrics-listen`.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let text = reqwest::get(url).await?.text().await?;
+        crate::data_plane::sample(&text, name)
+            .with_context(|| format!("metric {name} not found in:\n{text}"))
     }
 
     /// What the process has logged so far.

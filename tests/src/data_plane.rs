@@ -209,6 +209,15 @@ impl DataPlane {
     }
 }
 
+/// The first sample of metric `name` in a Prometheus text exposition.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(metric, _)| metric.split('{').next() == Some(name))
+        .and_then(|(_, value)| value.trim().parse().ok())
+}
+
 impl Drop for DataPlane {
     fn drop(&mut self) {
         self.kill();

@@ -266,6 +266,7 @@ async fn garbage_in_etcd_is_reported_and_never_distributed() {
             .contains("does not decode")
     );
     assert!(cp.log().contains("refusing to distribute"));
+    assert_eq!(cp.metric("sluice_invalid_objects").await.unwrap(), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::objects::{self, Address, Object};
+use crate::metrics::Metrics;
 use crate::resources::ROOT;
 use crate::store::{EventKind, KeyValue, Store, WatchMessage};
 
@@ -162,9 +163,9 @@ pub struct Hub {
 
 impl Hub {
     /// Starts the hub's list + watch loop on the runtime.
-    pub fn start(store: Arc<dyn Store>) -> Hub {
+    pub fn start(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Hub {
         let (tx, rx) = watch::channel(Arc::new(Published::empty()));
-        tokio::spawn(run(store, tx));
+        tokio::spawn(run(store, tx, metrics));
         Hub { rx }
     }
 
@@ -192,6 +193,7 @@ fn load(
     kv: &KeyValue,
     objects: &mut imbl::OrdMap<Address, Arc<Object>>,
     invalid: &mut BTreeMap<String, InvalidObject>,
+    metrics: &Metrics,
 ) -> Option<(Address, Option<Arc<Object>>)> {
     let address = objects::address_of(&kv.key)?;
     match objects::decode_object(&address, &kv.value, kv.mod_revision) {
@@ -202,6 +204,7 @@ fn load(
             Some((address, Some(object)))
         }
         Err(reason) => {
+            metrics.invalid_objects_seen.inc();
             tracing::error!(key = %kv.key, revision = kv.mod_revision, %reason,
                 "refusing to distribute an invalid stored value");
             invalid.insert(
@@ -214,7 +217,14 @@ fn load(
     }
 }
 
-async fn run(store: Arc<dyn Store>, tx: watch::Sender<Arc<Published>>) {
+/// Publishes `current` and reflects it in the metrics.
+fn publish(tx: &watch::Sender<Arc<Published>>, current: &Published, metrics: &Metrics) {
+    metrics.config_revision.set(current.revision);
+    metrics.invalid_objects.set(current.invalid.len() as i64);
+    tx.send_replace(Arc::new(clone_published(current)));
+}
+
+async fn run(store: Arc<dyn Store>, tx: watch::Sender<Arc<Published>>, metrics: Arc<Metrics>) {
     let mut epoch = 0u64;
     let mut retry = RETRY_MIN;
     loop {
@@ -231,8 +241,9 @@ async fn run(store: Arc<dyn Store>, tx: watch::Sender<Arc<Published>>) {
         epoch += 1;
         let mut objects = imbl::OrdMap::new();
         let mut invalid = BTreeMap::new();
+        metrics.hub_lists.inc();
         for kv in &range.kvs {
-            load(kv, &mut objects, &mut invalid);
+            load(kv, &mut objects, &mut invalid, &metrics);
         }
         tracing::info!(
             revision = range.revision,
@@ -249,8 +260,8 @@ async fn run(store: Arc<dyn Store>, tx: watch::Sender<Arc<Published>>) {
             invalid: Arc::new(invalid),
             ..Published::empty()
         };
-        tx.send_replace(Arc::new(clone_published(&current)));
-        if watch_until_relist(&store, &tx, &mut current)
+        publish(&tx, &current, &metrics);
+        if watch_until_relist(&store, &tx, &mut current, &metrics)
             .await
             .is_closed()
         {
@@ -291,6 +302,7 @@ async fn watch_until_relist(
     store: &Arc<dyn Store>,
     tx: &watch::Sender<Arc<Published>>,
     current: &mut Published,
+    metrics: &Metrics,
 ) -> WatchEnd {
     let mut retry = RETRY_MIN;
     loop {
@@ -344,8 +356,8 @@ async fn watch_until_relist(
                     }
                 }
             }
-            apply_batch(current, batch);
-            tx.send_replace(Arc::new(clone_published(current)));
+            apply_batch(current, batch, metrics);
+            publish(tx, current, metrics);
             match end {
                 Some(true) => return WatchEnd::Relist,
                 Some(false) => break,
@@ -356,7 +368,11 @@ async fn watch_until_relist(
 }
 
 /// Applies a batch of watch events to `current` and records them in history.
-fn apply_batch(current: &mut Published, batch: Vec<(i64, Vec<crate::store::Event>)>) {
+fn apply_batch(
+    current: &mut Published,
+    batch: Vec<(i64, Vec<crate::store::Event>)>,
+    metrics: &Metrics,
+) {
     let previous = current.revision;
     let mut invalid = (*current.invalid).clone();
     for (revision, events) in batch {
@@ -365,7 +381,9 @@ fn apply_batch(current: &mut Published, batch: Vec<(i64, Vec<crate::store::Event
         for event in events {
             match event.kind {
                 EventKind::Put => {
-                    if let Some(change) = load(&event.kv, &mut current.objects, &mut invalid) {
+                    if let Some(change) =
+                        load(&event.kv, &mut current.objects, &mut invalid, metrics)
+                    {
                         bytes += event.kv.value.len() + event.kv.key.len();
                         changes.push(change);
                     }

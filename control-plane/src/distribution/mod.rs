@@ -21,6 +21,7 @@ pub use hub::Hub;
 pub use status::Registry;
 pub use stream::{Discovery, Tokens};
 
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Everything a replica runs for distribution.
@@ -34,10 +35,15 @@ pub struct Distribution {
 
 impl Distribution {
     /// Starts the hub on the runtime.
-    pub fn start(store: Arc<dyn Store>, replica_id: String, static_token: Option<String>) -> Self {
+    pub fn start(
+        store: Arc<dyn Store>,
+        replica_id: String,
+        static_token: Option<String>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
-            hub: Hub::start(store.clone()),
-            registry: Registry::new(store.clone(), replica_id),
+            hub: Hub::start(store.clone(), metrics.clone()),
+            registry: Registry::new(store.clone(), replica_id, metrics),
             store,
             tokens: Tokens {
                 static_token: static_token.map(Arc::from),

@@ -20,6 +20,7 @@ use prost::Message;
 use sluice_proto::admin::v1::DataPlaneStatus;
 use tokio::sync::{Notify, watch};
 
+use crate::metrics::Metrics;
 use crate::store::{Store, Txn};
 
 /// Where statuses live in the store.
@@ -50,6 +51,7 @@ pub struct Registry {
 
 struct Inner {
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
     replica_id: String,
     next_stream: AtomicU64,
     local: Mutex<HashMap<u64, DataPlaneStatus>>,
@@ -58,10 +60,11 @@ struct Inner {
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn Store>, replica_id: String) -> Self {
+    pub fn new(store: Arc<dyn Store>, replica_id: String, metrics: Arc<Metrics>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
+                metrics,
                 replica_id,
                 next_stream: AtomicU64::new(1),
                 local: Mutex::new(HashMap::new()),
@@ -96,6 +99,7 @@ impl Registry {
             ..Default::default()
         };
         self.lock().insert(id, status.clone());
+        self.inner.metrics.data_plane_streams.inc();
         let (tx, rx) = watch::channel(status);
         tokio::spawn(write_status(self.inner.store.clone(), rx));
         self.inner.changed.notify_waiters();
@@ -193,6 +197,7 @@ impl Drop for StreamStatus {
             status.connected = false;
             status.heartbeat_at = Some(now());
             self.tx.send_replace(status);
+            self.registry.inner.metrics.data_plane_streams.dec();
         }
         drop(local);
         self.registry.inner.changed.notify_waiters();

@@ -1,0 +1,129 @@
+//! The control plane's Prometheus metrics, served on `--metrics-listen`
+//! (`GET /metrics`), separate from the gRPC port.
+//!
+//! | metric | type | meaning |
+//! |---|---|---|
+//! | `sluice_config_revision` | gauge | revision of the configuration this replica distributes |
+//! | `sluice_invalid_objects` | gauge | stored values refused for distribution (see `ListDataPlanes`) |
+//! | `sluice_invalid_objects_seen_total` | counter | refusals since start (each time a bad value was read) |
+//! | `sluice_hub_lists_total` | counter | full lists of the store (start, and after compaction) |
+//! | `sluice_data_plane_streams` | gauge | data-plane streams connected to this replica |
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub config_revision: Gauge,
+    pub invalid_objects: Gauge,
+    pub invalid_objects_seen: Counter,
+    pub hub_lists: Counter,
+    pub data_plane_streams: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let config_revision = Gauge::default();
+        registry.register(
+            "sluice_config_revision",
+            "Revision of the configuration this replica distributes",
+            config_revision.clone(),
+        );
+        let invalid_objects = Gauge::default();
+        registry.register(
+            "sluice_invalid_objects",
+            "Stored values refused for distribution",
+            invalid_objects.clone(),
+        );
+        let invalid_objects_seen = Counter::default();
+        registry.register(
+            "sluice_invalid_objects_seen",
+            "Times a stored value was refused for distribution",
+            invalid_objects_seen.clone(),
+        );
+        let hub_lists = Counter::default();
+        registry.register(
+            "sluice_hub_lists",
+            "Full lists of the store by the hub",
+            hub_lists.clone(),
+        );
+        let data_plane_streams = Gauge::default();
+        registry.register(
+            "sluice_data_plane_streams",
+            "Data-plane streams connected to this replica",
+            data_plane_streams.clone(),
+        );
+        Self {
+            registry,
+            config_revision,
+            invalid_objects,
+            invalid_objects_seen,
+            hub_lists,
+            data_plane_streams,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(local = %listener.local_addr()?, "metrics listening (HTTP)");
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: accept failed");
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    let response = if req.uri().path() == "/metrics" {
+                        Response::builder()
+                            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                            .body(Full::new(Bytes::from(metrics.render())))
+                    } else {
+                        Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .body(Full::new(Bytes::from_static(b"not found; try /metrics\n")))
+                    };
+                    Ok::<_, Infallible>(
+                        response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))),
+                    )
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
