@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Starts Sluice for a first try: the control plane on the embedded store
 # (no etcd needed) with examples/config.yaml imported (mock-provider
-# deployments, two access groups) and one team, then prints what to try.
-# Installs what is missing (protobuf-compiler, grpcurl). Ctrl-C stops it.
+# deployments, two access groups) and one team, and a data plane that
+# receives that configuration over the config stream; then prints what to try.
+# Installs what is missing (protobuf-compiler, curl, grpcurl). Ctrl-C stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 have() { command -v "$1" >/dev/null 2>&1; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! have protoc; then
-  echo "installing protobuf-compiler"
+missing=()
+have protoc || missing+=(protobuf-compiler)
+have curl || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 export PATH="$HOME/.local/bin:$PATH"
 if ! have grpcurl; then
@@ -29,12 +33,21 @@ if [ -z "${SLUICE_MASTER_KEY:-}" ]; then
   SLUICE_MASTER_KEY="$(cat .sluice/master-key)"
 fi
 export SLUICE_MASTER_KEY
+if [ -z "${SLUICE_DATA_PLANE_TOKEN:-}" ]; then
+  if [ ! -s .sluice/data-plane-token ]; then
+    (umask 077; echo "sdp-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" > .sluice/data-plane-token)
+  fi
+  SLUICE_DATA_PLANE_TOKEN="$(cat .sluice/data-plane-token)"
+fi
+export SLUICE_DATA_PLANE_TOKEN
 LISTEN="${SLUICE_LISTEN:-127.0.0.1:50051}"
+DP_LISTEN="${SLUICE_DP_LISTEN:-127.0.0.1:4000}"
 
 ./target/release/sluice-control-plane --data-dir .sluice/data --listen "$LISTEN" \
   > .sluice/control-plane.log 2>&1 &
 CP_PID=$!
-trap 'kill $CP_PID 2>/dev/null || true' EXIT INT TERM
+DP_PID=""
+trap 'kill $CP_PID $DP_PID 2>/dev/null || true' EXIT INT TERM
 
 for _ in $(seq 1 100); do
   if grpcurl -plaintext "$LISTEN" grpc.health.v1.Health/Check >/dev/null 2>&1; then break; fi
@@ -47,10 +60,20 @@ grpcurl -plaintext -H "authorization: Bearer $SLUICE_MASTER_KEY" \
   -d '{"team": {"team_id": "quickstart", "team_alias": "Quick start", "access_groups": ["standard"], "credits_allocated": 100}}' \
   "$LISTEN" sluice.admin.v1.TeamService/CreateTeam >/dev/null 2>&1 || true
 
+./target/release/sluice-data-plane --control-plane "http://$LISTEN" --listen "$DP_LISTEN" \
+  --node-id quickstart --snapshot-cache .sluice/data-plane-snapshot.pb > .sluice/data-plane.log 2>&1 &
+DP_PID=$!
+for _ in $(seq 1 100); do
+  if curl -fsS "http://$DP_LISTEN/health/readiness" >/dev/null 2>&1; then break; fi
+  if ! kill -0 $DP_PID 2>/dev/null; then cat .sluice/data-plane.log; exit 1; fi
+  sleep 0.1
+done
+
 cat <<MSG
 
 Sluice's control plane is running on $LISTEN (embedded store in .sluice/data, log in .sluice/control-plane.log).
 Master key: $SLUICE_MASTER_KEY   (also in .sluice/master-key)
+A data plane is running on $DP_LISTEN with the configuration streamed from it (log in .sluice/data-plane.log).
 
 Try, in another terminal:
 
@@ -58,7 +81,10 @@ Try, in another terminal:
   grpcurl -plaintext -H "authorization: Bearer \$SLUICE_MASTER_KEY" $LISTEN sluice.admin.v1.AccessGroupService/ListAccessGroups
   grpcurl -plaintext -H "authorization: Bearer \$SLUICE_MASTER_KEY" -d '{"key": {"team_id": "quickstart", "key_alias": "my-app"}}' \\
     $LISTEN sluice.admin.v1.KeyService/GenerateKey
+  grpcurl -plaintext -H "authorization: Bearer \$SLUICE_MASTER_KEY" $LISTEN sluice.admin.v1.DataPlaneService/ListDataPlanes
+  curl http://$DP_LISTEN/health/readiness
+  curl -s http://$DP_LISTEN/metrics | grep sluice_config
 
 Ctrl-C stops it.
 MSG
-wait $CP_PID
+wait $CP_PID $DP_PID
