@@ -85,6 +85,23 @@ impl Catalog {
     }
 }
 
+/// Checks an `expected_revision` precondition.
+pub fn expect_revision(kind: &str, id: &str, expected: i64, actual: i64) -> AdminResult<()> {
+    if expected != 0 && expected != actual {
+        return Err(AdminError::Aborted(format!(
+            "{kind} {id:?} is at revision {actual}, not the expected {expected}; read it again and retry"
+        )));
+    }
+    Ok(())
+}
+
+/// A lost race on a write that carried an expected revision.
+pub fn lost_race(kind: &str, id: &str) -> AdminError {
+    AdminError::Aborted(format!(
+        "{kind} {id:?} changed during the update; read it again and retry"
+    ))
+}
+
 /// Adds "put `value` if the object is still at `mod_revision`" to a txn.
 pub fn put_if<R: Resource>(txn: Txn, value: &R, mod_revision: i64) -> Txn {
     let key = key_of::<R>(value.id());
@@ -212,5 +229,27 @@ impl Catalog {
             "clean-up of {} objects kept conflicting; retry the call",
             R::KIND
         )))
+    }
+}
+
+impl Catalog {
+    /// Deletes one object, retrying on conflict; with a non-zero
+    /// `expected_revision`, only while it is still at that revision (ABORTED
+    /// otherwise). Returns the revision of the delete.
+    pub async fn delete<R: Resource>(&self, id: &str, expected_revision: i64) -> AdminResult<i64> {
+        retry_on_conflict!({
+            let current = self.require::<R>(id).await?;
+            expect_revision(R::KIND, id, expected_revision, current.mod_revision)?;
+            let o = self
+                .commit(delete_if::<R>(Txn::new(), id, current.mod_revision))
+                .await?;
+            if o.succeeded {
+                Ok(Attempt::Done(o.revision))
+            } else if expected_revision != 0 {
+                Err(lost_race(R::KIND, id))
+            } else {
+                Ok(Attempt::Conflict)
+            }
+        })
     }
 }

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 
 use super::Admin;
 use super::models::model_group_names;
-use crate::catalog::{Attempt, Fix, delete_if, now, put_if, retry_on_conflict};
+use crate::catalog::{Attempt, Fix, now, put_if, retry_on_conflict};
 use crate::error::{AdminError, AdminResult};
 use crate::secrets;
 use crate::store::Txn;
@@ -110,22 +110,7 @@ impl Admin {
     }
 
     async fn delete_group(&self, name: &str) -> AdminResult<DeleteAccessGroupResponse> {
-        let mut revision = retry_on_conflict!({
-            let current = self.catalog.require::<AccessGroup>(name).await?;
-            let o = self
-                .catalog
-                .commit(delete_if::<AccessGroup>(
-                    Txn::new(),
-                    name,
-                    current.mod_revision,
-                ))
-                .await?;
-            Ok(if o.succeeded {
-                Attempt::Done(o.revision)
-            } else {
-                Attempt::Conflict
-            })
-        })?;
+        let mut revision = self.catalog.delete::<AccessGroup>(name, 0).await?;
         let (teams, r1) = self
             .catalog
             .sweep::<Team>(|t| {

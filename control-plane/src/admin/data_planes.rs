@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use super::Admin;
 use super::keys::key_id_of;
-use crate::catalog::{Attempt, delete_if, now, put_if, retry_on_conflict};
+use crate::catalog::{now, put_if};
 use crate::error::AdminError;
 use crate::secrets;
 use crate::store::Txn;
@@ -69,24 +69,11 @@ impl DataPlaneService for Admin {
                 "must be the 64 lowercase hex characters of the token's SHA-256",
             )
         })?;
-        let resp = retry_on_conflict!({
-            let current = self.catalog.require::<DataPlaneToken>(&id).await?;
-            let o = self
-                .catalog
-                .commit(delete_if::<DataPlaneToken>(
-                    Txn::new(),
-                    &id,
-                    current.mod_revision,
-                ))
-                .await?;
-            Ok(if o.succeeded {
-                Attempt::Done(DeleteResponse {
-                    revision: o.revision,
-                })
-            } else {
-                Attempt::Conflict
-            })
-        })?;
+        let resp = self
+            .catalog
+            .delete::<DataPlaneToken>(&id, 0)
+            .await
+            .map(|revision| DeleteResponse { revision })?;
         Ok(Response::new(resp))
     }
 

@@ -208,14 +208,10 @@ impl Admin {
 
     async fn delete_key(&self, req: DeleteKeyRequest) -> AdminResult<DeleteResponse> {
         let id = key_id_of(&req.key_id, &req.key)?;
-        retry_on_conflict!({
-            let current = self.catalog.require::<Key>(&id).await?;
-            expect_revision(Key::KIND, &id, req.expected_revision, current.mod_revision)?;
-            let txn = delete_if::<Key>(Txn::new(), &id, current.mod_revision);
-            Ok(outcome(self.catalog.commit(txn).await?, |revision| {
-                DeleteResponse { revision }
-            }))
-        })
+        self.catalog
+            .delete::<Key>(&id, req.expected_revision)
+            .await
+            .map(|revision| DeleteResponse { revision })
     }
 }
 

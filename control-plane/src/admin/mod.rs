@@ -25,6 +25,7 @@ use crate::error::{AdminError, AdminResult};
 use crate::resources::{Resource, key_of};
 use crate::store::Txn;
 
+pub use crate::catalog::{expect_revision, lost_race};
 pub use models::check_deployment;
 
 /// Every admin service, over one catalog; the data-plane service also
@@ -209,23 +210,6 @@ pub async fn bind_groups(
         }
     }
     Ok(grants)
-}
-
-/// Checks an `expected_revision` precondition.
-pub fn expect_revision(kind: &str, id: &str, expected: i64, actual: i64) -> AdminResult<()> {
-    if expected != 0 && expected != actual {
-        return Err(AdminError::Aborted(format!(
-            "{kind} {id:?} is at revision {actual}, not the expected {expected}; read it again and retry"
-        )));
-    }
-    Ok(())
-}
-
-/// A lost race on a write that carried an expected revision.
-pub fn lost_race(kind: &str, id: &str) -> AdminError {
-    AdminError::Aborted(format!(
-        "{kind} {id:?} changed during the update; read it again and retry"
-    ))
 }
 
 /// Deduplicates a list keeping the first occurrence of each entry.

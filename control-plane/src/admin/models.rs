@@ -15,7 +15,7 @@ use sluice_proto::providers;
 use tonic::{Request, Response, Status};
 
 use super::{Admin, dedup, expect_revision, lost_race, merge};
-use crate::catalog::{Attempt, Catalog, delete_if, now, put_if, retry_on_conflict};
+use crate::catalog::{Attempt, Catalog, now, put_if, retry_on_conflict};
 use crate::error::{AdminError, AdminResult};
 use crate::litellm::{REDACTED, secret_is_reference};
 use crate::resources::Resource;
@@ -262,32 +262,11 @@ impl ModelService for Admin {
     ) -> Result<Response<DeleteResponse>, Status> {
         let req = request.into_inner();
         validate::deployment_id("id", &req.id)?;
-        let resp = retry_on_conflict!({
-            let current = self.catalog.require::<Deployment>(&req.id).await?;
-            expect_revision(
-                Deployment::KIND,
-                &req.id,
-                req.expected_revision,
-                current.mod_revision,
-            )?;
-            let o = self
-                .catalog
-                .commit(delete_if::<Deployment>(
-                    Txn::new(),
-                    &req.id,
-                    current.mod_revision,
-                ))
-                .await?;
-            if o.succeeded {
-                Ok(Attempt::Done(DeleteResponse {
-                    revision: o.revision,
-                }))
-            } else if req.expected_revision != 0 {
-                Err(lost_race(Deployment::KIND, &req.id))
-            } else {
-                Ok(Attempt::Conflict)
-            }
-        })?;
+        let resp = self
+            .catalog
+            .delete::<Deployment>(&req.id, req.expected_revision)
+            .await
+            .map(|revision| DeleteResponse { revision })?;
         Ok(Response::new(resp))
     }
 
@@ -403,24 +382,11 @@ impl ModelService for Admin {
     ) -> Result<Response<DeleteResponse>, Status> {
         let name = request.into_inner().alias;
         validate::model_name("alias", &name)?;
-        let resp = retry_on_conflict!({
-            let current = self.catalog.require::<ModelAlias>(&name).await?;
-            let o = self
-                .catalog
-                .commit(delete_if::<ModelAlias>(
-                    Txn::new(),
-                    &name,
-                    current.mod_revision,
-                ))
-                .await?;
-            Ok(if o.succeeded {
-                Attempt::Done(DeleteResponse {
-                    revision: o.revision,
-                })
-            } else {
-                Attempt::Conflict
-            })
-        })?;
+        let resp = self
+            .catalog
+            .delete::<ModelAlias>(&name, 0)
+            .await
+            .map(|revision| DeleteResponse { revision })?;
         Ok(Response::new(resp))
     }
 }

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::keys::new_key;
 use super::{Admin, bind_groups, dedup, expect_revision, lost_race, merge};
-use crate::catalog::{Attempt, Catalog, Fix, delete_if, now, put_if, retry_on_conflict};
+use crate::catalog::{Attempt, Catalog, Fix, now, put_if, retry_on_conflict};
 use crate::error::{AdminError, AdminResult};
 use crate::resources::Resource;
 use crate::secrets;
@@ -185,19 +185,10 @@ impl Admin {
     async fn delete_team(&self, req: DeleteTeamRequest) -> AdminResult<DeleteResponse> {
         let id = req.team_id.clone();
         validate::object_id("team_id", &id)?;
-        let mut revision = retry_on_conflict!({
-            let current = self.catalog.require::<Team>(&id).await?;
-            expect_revision(Team::KIND, &id, req.expected_revision, current.mod_revision)?;
-            let o = self
-                .catalog
-                .commit(delete_if::<Team>(Txn::new(), &id, current.mod_revision))
-                .await?;
-            Ok(if o.succeeded {
-                Attempt::Done(o.revision)
-            } else {
-                Attempt::Conflict
-            })
-        })?;
+        let mut revision = self
+            .catalog
+            .delete::<Team>(&id, req.expected_revision)
+            .await?;
         let (deleted, last) = self
             .catalog
             .sweep::<Key>(|k| {
