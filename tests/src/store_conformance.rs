@@ -470,9 +470,9 @@ pub async fn watch_prefix_isolation(store: &dyn Store) {
     .await;
 }
 
-/// A range larger than one etcd page (1,000 keys) returns everything, in order.
+/// A range larger than two etcd pages returns everything, in order.
 pub async fn range_over_many_pages(store: &dyn Store) {
-    const KEYS: usize = 2_500;
+    const KEYS: usize = 2 * sluice_control_plane::store::etcd::RANGE_PAGE as usize + 500;
     const BATCH: usize = 125;
     let prefix = "/conformance/pages/";
     // Batches in reverse so that key order is not write order.
