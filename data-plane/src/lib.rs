@@ -22,17 +22,21 @@
 //! - [`http`]: the HTTP server: health, readiness, metrics, `/debug/config`;
 //!   the OpenAI API joins its router later.
 //! - [`metrics`]: the Prometheus metrics, names listed in one table.
+//! - [`allocator`]: malloc settings for millions of small allocations.
 //!
 //! Still to come: routing, providers, usage and the OpenAI API itself.
 
 pub mod access;
+pub mod allocator;
 pub mod applied;
 pub mod cache;
 pub mod discovery;
 pub mod http;
+pub mod keys;
 pub mod metrics;
 pub mod secrets;
 pub mod snapshot;
+pub mod wire;
 
 pub use access::{Decision, KeyRejection, available_models, check, key_status};
 pub use applied::{AppliedConfig, Outcome, Readiness};
