@@ -52,15 +52,41 @@ pub struct KeyIndex {
 
 impl Default for KeyIndex {
     fn default() -> Self {
-        // Empty shards allocate nothing but their Arc.
+        // One empty map shared by every shard: the first insert into a shard
+        // gives it its own (copy-on-write, like any change).
+        let empty = Arc::new(Shard::default());
         KeyIndex {
-            shards: Arc::new((0..SHARDS).map(|_| Arc::new(Shard::default())).collect()),
+            shards: Arc::new((0..SHARDS).map(|_| Arc::clone(&empty)).collect()),
             len: 0,
         }
     }
 }
 
 impl KeyIndex {
+    /// An empty index sized for about `keys` keys, so a full load does not
+    /// rehash every shard as it grows.
+    pub fn with_capacity(keys: usize) -> Self {
+        // Below this, growing costs nothing worth 4096 allocations up front.
+        if keys < SHARDS * 16 {
+            return KeyIndex::default();
+        }
+        // Digests spread evenly; the slack covers the spread between shards.
+        let per_shard = keys.div_ceil(SHARDS) + keys.div_ceil(SHARDS) / 8;
+        KeyIndex {
+            shards: Arc::new(
+                (0..SHARDS)
+                    .map(|_| {
+                        Arc::new(Shard::with_capacity_and_hasher(
+                            per_shard,
+                            Default::default(),
+                        ))
+                    })
+                    .collect(),
+            ),
+            len: 0,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -11,6 +11,10 @@
 //!   (keys by digest, model groups, wildcard order, aliases, access groups),
 //!   and a delta turned into the next one, sharing what it does not change.
 //!   Validation happens here, before anything is published.
+//! - [`keys`]: the key index inside a [`Config`]: keys kept encoded, in
+//!   copy-on-write shards, so a million fit in a sidecar and a one-key delta
+//!   copies a few hundred.
+//! - [`wire`]: the protocol's messages decoded with keys left as bytes.
 //! - [`secrets`]: provider `api_key`/`api_base`/`api_version` references
 //!   (`os.environ/NAME`) resolved from this process's environment.
 //! - [`applied`]: the current [`Config`] behind an `arc-swap`: requests read

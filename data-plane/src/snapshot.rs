@@ -443,7 +443,7 @@ impl Config {
         } = snapshot.into();
         let mut skipped = Vec::new();
 
-        let mut keys = KeyIndex::default();
+        let mut keys = KeyIndex::with_capacity(key_list.len());
         for encoded in key_list {
             let (digest, key) = StoredKey::from_encoded(&encoded)?;
             if keys.insert(digest, key).is_some() {
