@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use sluice_proto::config::v1::{ControlPlaneMessage, Delta, Snapshot, control_plane_message};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::secrets::{Env, ProcessEnv};
 use crate::snapshot::{Config, SnapshotError};
+use crate::wire::{ControlPlaneMessageWire, DeltaWire, SnapshotWire, UpdateWire};
 
 /// What readiness says before any config was applied and nothing went wrong.
 pub const WAITING_FOR_FIRST_CONFIG: &str =
@@ -110,10 +110,10 @@ impl AppliedConfig {
 
     /// Applies one message of the stream. CPU-bound for a large config: call
     /// it from a blocking thread.
-    pub fn apply_message(&self, message: ControlPlaneMessage) -> Outcome {
-        match message.message {
-            Some(control_plane_message::Message::Snapshot(s)) => self.apply_snapshot(s),
-            Some(control_plane_message::Message::Delta(d)) => self.apply_delta(d),
+    pub fn apply_message(&self, message: impl Into<ControlPlaneMessageWire>) -> Outcome {
+        match message.into().message {
+            Some(UpdateWire::Snapshot(s)) => self.apply_snapshot(s),
+            Some(UpdateWire::Delta(d)) => self.apply_delta(d),
             None => {
                 self.metrics.nacked();
                 let reason = "the message carries neither a snapshot nor a delta \
@@ -129,7 +129,8 @@ impl AppliedConfig {
     }
 
     /// Replaces the config with `snapshot`'s.
-    pub fn apply_snapshot(&self, snapshot: Snapshot) -> Outcome {
+    pub fn apply_snapshot(&self, snapshot: impl Into<SnapshotWire>) -> Outcome {
+        let snapshot = snapshot.into();
         self.metrics.snapshot_received();
         let revision = snapshot.revision;
         let _update = self.update.lock().unwrap_or_else(PoisonError::into_inner);
@@ -142,7 +143,8 @@ impl AppliedConfig {
 
     /// Applies `delta` to the held config; refused unless it holds exactly
     /// `delta.from_revision`.
-    pub fn apply_delta(&self, delta: Delta) -> Outcome {
+    pub fn apply_delta(&self, delta: impl Into<DeltaWire>) -> Outcome {
+        let delta = delta.into();
         self.metrics.delta_received();
         let revision = delta.to_revision;
         let _update = self.update.lock().unwrap_or_else(PoisonError::into_inner);
@@ -164,7 +166,7 @@ impl AppliedConfig {
     /// `written_at`. Refused (and nothing changes) if it is no longer valid.
     pub fn restore(
         &self,
-        snapshot: Snapshot,
+        snapshot: impl Into<SnapshotWire>,
         written_at: SystemTime,
     ) -> Result<i64, SnapshotError> {
         let _update = self.update.lock().unwrap_or_else(PoisonError::into_inner);
@@ -259,6 +261,7 @@ mod tests {
 
     use sha2::{Digest, Sha256};
     use sluice_proto::admin::v1::{Deployment, Key};
+    use sluice_proto::config::v1::{Delta, Snapshot};
 
     use super::*;
 

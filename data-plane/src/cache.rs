@@ -32,12 +32,13 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use prost::Message;
+use prost::bytes::Bytes;
 use sha2::{Digest, Sha256};
-use sluice_proto::config::v1::Snapshot;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::snapshot::{ApiKeys, Config};
+use crate::wire::SnapshotWire;
 
 pub const MAGIC: [u8; 8] = *b"SLUICESC";
 pub const FORMAT_VERSION: u32 = 1;
@@ -76,7 +77,7 @@ pub enum CacheError {
 /// A snapshot read back from the cache, and when it was written.
 #[derive(Debug)]
 pub struct Cached {
-    pub snapshot: Snapshot,
+    pub snapshot: SnapshotWire,
     pub written_at: SystemTime,
 }
 
@@ -94,14 +95,16 @@ pub fn read(path: &Path) -> Result<Option<Cached>, CacheError> {
     let written_at = fs::metadata(path)
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| SystemTime::now());
-    let snapshot = decode(path, &bytes)?;
+    let snapshot = decode(path, Bytes::from(bytes))?;
     Ok(Some(Cached {
         snapshot,
         written_at,
     }))
 }
 
-fn decode(path: &Path, bytes: &[u8]) -> Result<Snapshot, CacheError> {
+/// Checks the header and decodes the payload; keys are sliced out of
+/// `bytes`, not copied.
+fn decode(path: &Path, bytes: Bytes) -> Result<SnapshotWire, CacheError> {
     let path = || path.to_owned();
     let truncated = |expected: u64| CacheError::Truncated {
         path: path(),
@@ -111,7 +114,7 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<Snapshot, CacheError> {
     // Magic first: a short file that is not ours is "not a cache", not
     // "truncated".
     if bytes.len() < MAGIC.len() {
-        if MAGIC.starts_with(bytes) {
+        if MAGIC.starts_with(&bytes) {
             return Err(truncated(HEADER_LEN as u64));
         }
         return Err(CacheError::BadMagic { path: path() });
@@ -134,6 +137,7 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<Snapshot, CacheError> {
     let (len, rest) = rest.split_at(8);
     let len = u64::from_le_bytes(len.try_into().unwrap_or_default());
     let (checksum, payload) = rest.split_at(32);
+    let payload_start = HEADER_LEN;
     let expected = (HEADER_LEN as u64).saturating_add(len);
     match (payload.len() as u64).cmp(&len) {
         std::cmp::Ordering::Less => return Err(truncated(expected)),
@@ -148,7 +152,7 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<Snapshot, CacheError> {
     if Sha256::digest(payload).as_slice() != checksum {
         return Err(CacheError::ChecksumMismatch { path: path() });
     }
-    Snapshot::decode(payload).map_err(|source| CacheError::Decode {
+    SnapshotWire::decode(bytes.slice(payload_start..)).map_err(|source| CacheError::Decode {
         path: path(),
         source,
     })
@@ -305,6 +309,7 @@ mod tests {
     use std::collections::HashMap;
 
     use sluice_proto::admin::v1::{Deployment, Key};
+    use sluice_proto::config::v1::Snapshot;
 
     use super::*;
 

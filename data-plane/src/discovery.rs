@@ -14,19 +14,24 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_proto::config::v1::config_discovery_client::ConfigDiscoveryClient;
 use sluice_proto::config::v1::{
     Ack, DataPlaneMessage, Hello, Nack, ProtocolVersion, data_plane_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Status};
+use tonic_prost::ProstCodec;
 
 use crate::applied::{AppliedConfig, Outcome};
 use crate::metrics::Metrics;
 use crate::secrets::Secret;
+use crate::wire::ControlPlaneMessageWire;
+
+/// `ConfigDiscovery/StreamConfig`, called with a codec that leaves keys encoded.
+const STREAM_CONFIG: &str = "/sluice.config.v1.ConfigDiscovery/StreamConfig";
 
 /// Where the control plane listens unless told otherwise.
 pub const DEFAULT_CONTROL_PLANE: &str = "http://127.0.0.1:50051";
@@ -348,11 +353,19 @@ impl Discovery {
         if let Some(auth) = &self.authorization {
             request.metadata_mut().insert("authorization", auth.clone());
         }
-        // A snapshot of a million keys is far beyond tonic's 4 MiB default.
-        let mut client = ConfigDiscoveryClient::new(channel)
+        // The generated client would decode every key into a `Key` struct;
+        // this codec leaves keys encoded (see `crate::wire`). And a snapshot
+        // of a million keys is far beyond tonic's 4 MiB default limit.
+        let mut grpc = tonic::client::Grpc::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        let mut inbound = match client.stream_config(request).await {
+        if let Err(e) = grpc.ready().await {
+            tracing::warn!(control_plane = %cp.url, %address, error = %error_chain(&e), "control plane not ready");
+            return SessionEnd::NotOpened;
+        }
+        let codec = ProstCodec::<DataPlaneMessage, ControlPlaneMessageWire>::default();
+        let path = PathAndQuery::from_static(STREAM_CONFIG);
+        let mut inbound = match grpc.streaming(request, path, codec).await {
             Ok(response) => response.into_inner(),
             Err(status) => return self.refused(cp, address, &status),
         };

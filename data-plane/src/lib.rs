@@ -11,6 +11,10 @@
 //!   (keys by digest, model groups, wildcard order, aliases, access groups),
 //!   and a delta turned into the next one, sharing what it does not change.
 //!   Validation happens here, before anything is published.
+//! - [`keys`]: the key index inside a [`Config`]: keys kept encoded, in
+//!   copy-on-write shards, so a million fit in a sidecar and a one-key delta
+//!   copies a few hundred.
+//! - [`wire`]: the protocol's messages decoded with keys left as bytes.
 //! - [`secrets`]: provider `api_key`/`api_base`/`api_version` references
 //!   (`os.environ/NAME`) resolved from this process's environment.
 //! - [`applied`]: the current [`Config`] behind an `arc-swap`: requests read
@@ -22,17 +26,21 @@
 //! - [`http`]: the HTTP server: health, readiness, metrics, `/debug/config`;
 //!   the OpenAI API joins its router later.
 //! - [`metrics`]: the Prometheus metrics, names listed in one table.
+//! - [`allocator`]: malloc settings for millions of small allocations.
 //!
 //! Still to come: routing, providers, usage and the OpenAI API itself.
 
 pub mod access;
+pub mod allocator;
 pub mod applied;
 pub mod cache;
 pub mod discovery;
 pub mod http;
+pub mod keys;
 pub mod metrics;
 pub mod secrets;
 pub mod snapshot;
+pub mod wire;
 
 pub use access::{Decision, KeyRejection, available_models, check, key_status};
 pub use applied::{AppliedConfig, Outcome, Readiness};

@@ -131,6 +131,7 @@ fn restore_cache(path: &Path, applied: &AppliedConfig, metrics: &Metrics) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    sluice_data_plane::allocator::tune();
     let args = Args::parse();
     init_tracing(args.log_format);
 

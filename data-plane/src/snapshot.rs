@@ -1,6 +1,6 @@
 //! The configuration a data plane serves from: one [`Snapshot`] turned into an
 //! immutable, indexed [`Config`] so that a request never scans the config, and
-//! the [`Delta`]s that turn one such value into the next.
+//! the deltas ([`DeltaWire`]) that turn one such value into the next.
 //!
 //! # What a snapshot may contain
 //!
@@ -34,10 +34,11 @@
 //!
 //! # Deltas and sharing
 //!
-//! Keys, teams and organizations are the many objects (a million keys is a
-//! normal size), so they live in persistent hash maps ([`imbl`]): a delta
-//! copies the path to what it changes, O(log n), and shares the rest with the
-//! previous value. Deployments, aliases and access groups are few and depend on
+//! Keys are the many objects (a million is a normal size): they live in
+//! [`KeyIndex`], compact and sharded, where a delta copies only the shards it
+//! touches. Teams and organizations, thousands, live in persistent hash maps
+//! ([`imbl`]): a delta copies the path to what it changes, O(log n), and
+//! shares the rest with the previous value. Deployments, aliases and access groups are few and depend on
 //! one another, so the model index is rebuilt whole, and only when a delta
 //! touches one of them.
 
@@ -51,12 +52,12 @@ use sha2::{Digest, Sha256};
 use sluice_proto::admin::v1::{
     AccessGroup, Deployment, Key, ModelAlias, Organization, RouterSettings, Team,
 };
-use sluice_proto::config::v1::{Delta, Kind, Snapshot};
+use sluice_proto::config::v1::{Kind, Snapshot};
 
+pub use crate::keys::KeyDigest;
+use crate::keys::{self, KeyIndex, StoredKey};
 use crate::secrets::{self, Env, MissingVariable, ProcessEnv, ProviderSecrets};
-
-/// A SHA-256 digest of a plaintext virtual key, as stored in `key_id`.
-pub type KeyDigest = [u8; 32];
+use crate::wire::{DeltaWire, SnapshotWire};
 
 /// Why a snapshot or delta was refused as a whole.
 ///
@@ -73,6 +74,8 @@ pub enum SnapshotError {
         key_prefix: String,
         len: usize,
     },
+    #[error("a key does not decode as a sluice.admin.v1.Key: {0}")]
+    MalformedKey(String),
     #[error("{kind} {id:?} appears more than once in the {within}")]
     Duplicate {
         kind: ObjectKind,
@@ -403,7 +406,7 @@ impl ModelIndex {
 #[derive(Clone)]
 pub struct Config {
     revision: i64,
-    keys: imbl::HashMap<KeyDigest, Key>,
+    keys: KeyIndex,
     teams: imbl::HashMap<String, Team>,
     organizations: imbl::HashMap<String, Organization>,
     models: Arc<ModelIndex>,
@@ -424,10 +427,11 @@ impl Config {
         Config::load(snapshot, &ProcessEnv)
     }
 
-    /// [`Config::from_snapshot`] with references resolved in `env`.
-    pub fn load(snapshot: Snapshot, env: &dyn Env) -> Result<Config, SnapshotError> {
+    /// Builds a config from a whole snapshot, decoded ([`Snapshot`]) or as
+    /// received ([`SnapshotWire`]), with references resolved in `env`.
+    pub fn load(snapshot: impl Into<SnapshotWire>, env: &dyn Env) -> Result<Config, SnapshotError> {
         const WITHIN: &str = "snapshot";
-        let Snapshot {
+        let SnapshotWire {
             revision,
             deployments,
             aliases,
@@ -436,12 +440,12 @@ impl Config {
             organizations: org_list,
             keys: key_list,
             router_settings,
-        } = snapshot;
+        } = snapshot.into();
         let mut skipped = Vec::new();
 
-        let mut keys = imbl::HashMap::new();
-        for key in key_list {
-            let digest = parse_key_id(&key)?;
+        let mut keys = KeyIndex::with_capacity(key_list.len());
+        for encoded in key_list {
+            let (digest, key) = StoredKey::from_encoded(&encoded)?;
             if keys.insert(digest, key).is_some() {
                 return Err(duplicate(ObjectKind::Key, hex::encode(digest), WITHIN));
             }
@@ -494,7 +498,12 @@ impl Config {
     ///
     /// Costs O(log n) per key, team or organization touched; the model index
     /// is rebuilt only if a deployment, alias or access group is touched.
-    pub fn apply_delta(&self, delta: Delta, env: &dyn Env) -> Result<Config, SnapshotError> {
+    pub fn apply_delta(
+        &self,
+        delta: impl Into<DeltaWire>,
+        env: &dyn Env,
+    ) -> Result<Config, SnapshotError> {
+        let delta = delta.into();
         const WITHIN: &str = "delta's upserts";
         if delta.from_revision != self.revision {
             return Err(SnapshotError::RevisionMismatch {
@@ -521,8 +530,7 @@ impl Config {
                 Ok(Kind::Key) => {
                     // An id that is not a digest names nothing held; removing
                     // nothing is the answer that cannot widen access.
-                    let mut digest = [0u8; 32];
-                    if hex::decode_to_slice(&removal.id, &mut digest).is_ok() {
+                    if let Some(digest) = keys::digest_of(&removal.id) {
                         next.keys.remove(&digest);
                     }
                 }
@@ -559,8 +567,8 @@ impl Config {
 
         let upserts = delta.upserts.unwrap_or_default();
         let mut seen_keys = HashSet::with_capacity(upserts.keys.len());
-        for key in upserts.keys {
-            let digest = parse_key_id(&key)?;
+        for encoded in upserts.keys {
+            let (digest, key) = StoredKey::from_encoded(&encoded)?;
             if !seen_keys.insert(digest) {
                 return Err(duplicate(ObjectKind::Key, hex::encode(digest), WITHIN));
             }
@@ -627,12 +635,14 @@ impl Config {
     }
 
     /// The key whose SHA-256 is the digest of `plaintext` (`sk-...`).
-    pub fn key_by_plaintext(&self, plaintext: &str) -> Option<&Key> {
+    pub fn key_by_plaintext(&self, plaintext: &str) -> Option<Key> {
         self.key_by_digest(&Sha256::digest(plaintext.as_bytes()).into())
     }
 
-    pub fn key_by_digest(&self, digest: &KeyDigest) -> Option<&Key> {
-        self.keys.get(digest)
+    /// The key with this digest, decoded for the caller (keys are stored
+    /// encoded; see [`crate::keys`]).
+    pub fn key_by_digest(&self, digest: &KeyDigest) -> Option<Key> {
+        self.keys.key(digest)
     }
 
     pub fn key_count(&self) -> usize {
@@ -777,8 +787,8 @@ impl Config {
             message::encode(ORGANIZATIONS, o, &mut buf);
             flush(&mut buf, false)?;
         }
-        for k in self.keys.values() {
-            message::encode(KEYS, k, &mut buf);
+        for (digest, key) in self.keys.iter() {
+            key.encode_as_field(KEYS, digest, &mut buf);
             flush(&mut buf, false)?;
         }
         if let Some(settings) = &self.router_settings {
@@ -799,7 +809,11 @@ impl Config {
             access_groups: objects.access_groups.values().cloned().collect(),
             teams: self.teams.values().cloned().collect(),
             organizations: self.organizations.values().cloned().collect(),
-            keys: self.keys.values().cloned().collect(),
+            keys: self
+                .keys
+                .iter()
+                .filter_map(|(digest, key)| key.decode(digest))
+                .collect(),
             router_settings: self.router_settings.clone(),
         }
     }
@@ -852,16 +866,6 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
 
 fn literal_chars(pattern: &str) -> usize {
     pattern.chars().filter(|&c| c != '*').count()
-}
-
-fn parse_key_id(key: &Key) -> Result<KeyDigest, SnapshotError> {
-    let mut digest = [0u8; 32];
-    hex::decode_to_slice(&key.key_id, &mut digest).map_err(|_| SnapshotError::InvalidKeyId {
-        key_alias: key.key_alias.clone(),
-        key_prefix: key.key_prefix.clone(),
-        len: key.key_id.chars().count(),
-    })?;
-    Ok(digest)
 }
 
 /// The objects identified by a name: that name, and the kind for reports.
@@ -987,7 +991,7 @@ fn skip(kind: ObjectKind, id: &str, reason: &'static str) -> Skipped {
 
 #[cfg(test)]
 mod tests {
-    use sluice_proto::config::v1::ObjectRef;
+    use sluice_proto::config::v1::{Delta, ObjectRef};
 
     use super::*;
 

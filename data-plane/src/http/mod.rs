@@ -174,22 +174,20 @@ async fn debug_config(state: &HttpState, headers: &HeaderMap) -> Result<Response
             .map(|()| out)
     })
     .await;
-    match encoded {
-        Ok(Ok(bytes)) => {
-            let mut resp = response(StatusCode::OK, PROTOBUF, Bytes::from(bytes));
-            resp.headers_mut()
-                .insert("x-sluice-revision", HeaderValue::from(revision));
-            Ok(resp)
-        }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "encoding the configuration for /debug/config failed");
-            Err(ApiError::internal("encoding the configuration failed"))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "encoding the configuration for /debug/config failed");
-            Err(ApiError::internal("encoding the configuration failed"))
-        }
-    }
+    let bytes = match encoded {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => return Err(encoding_failed(&e)),
+        Err(e) => return Err(encoding_failed(&e)),
+    };
+    let mut resp = response(StatusCode::OK, PROTOBUF, Bytes::from(bytes));
+    resp.headers_mut()
+        .insert("x-sluice-revision", HeaderValue::from(revision));
+    Ok(resp)
+}
+
+fn encoding_failed(error: &dyn std::error::Error) -> ApiError {
+    tracing::error!(error = %error, "encoding the configuration for /debug/config failed");
+    ApiError::internal("encoding the configuration failed")
 }
 
 /// Whether `Authorization: Bearer <token>` carries the data-plane token.
