@@ -25,6 +25,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -205,24 +206,47 @@ impl EtcdStore {
     /// One range from scratch; `Err(None)` when etcd compacted the revision
     /// the pages were pinned to.
     async fn range_once(&self, prefix: &str) -> Result<Range, Option<StoreError>> {
-        let end = prefix_end(prefix.as_bytes());
-        let mut start = if prefix.is_empty() {
-            // The empty key is not a valid start; "\0" with end "\0" is every key.
-            vec![0]
-        } else {
-            prefix.as_bytes().to_vec()
-        };
         let mut revision = 0;
         let mut kvs = Vec::new();
+        if prefix.is_empty() {
+            // The empty key is not a valid start; "\0" with end "\0" is every key.
+            let mut start = vec![0];
+            loop {
+                let (page, more) = self.page(&start, &[0], &mut revision).await?;
+                let last = page.last().map(|kv| kv.key.clone());
+                kvs.extend(page);
+                match last {
+                    Some(last) if more => {
+                        start = last.into_bytes();
+                        start.push(0);
+                    }
+                    _ => break,
+                }
+            }
+        } else {
+            self.scan_prefix(prefix.as_bytes().to_vec(), &mut revision, &mut kvs)
+                .await?;
+        }
+        Ok(Range { kvs, revision })
+    }
+
+    /// One request for `[start, end)` at `revision` (the first request's
+    /// revision, recorded, when 0): its keys, and whether more follow.
+    async fn page(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        revision: &mut i64,
+    ) -> Result<(Vec<KeyValue>, bool), Option<StoreError>> {
         let mut limit = RANGE_PAGE;
         loop {
-            let mut options = GetOptions::new().with_range(end.clone()).with_limit(limit);
-            if revision > 0 {
-                options = options.with_revision(revision);
+            let mut options = GetOptions::new().with_range(end.to_vec()).with_limit(limit);
+            if *revision > 0 {
+                options = options.with_revision(*revision);
             }
             let mut kv = self.client.kv_client();
             let page = self
-                .within_deadline("range", kv.get(start.clone(), Some(options)))
+                .within_deadline("range", kv.get(start.to_vec(), Some(options)))
                 .await
                 .map_err(Some)?;
             let mut page = match page {
@@ -237,21 +261,59 @@ impl EtcdStore {
                     error => return Err(Some(error)),
                 },
             };
-            if revision == 0 {
-                revision = header_revision(page.header()).map_err(Some)?;
+            if *revision == 0 {
+                *revision = header_revision(page.header()).map_err(Some)?;
             }
             let more = page.more();
-            for kv in page.take_kvs() {
-                kvs.push(to_key_value(kv).map_err(Some)?);
-            }
-            match kvs.last() {
-                Some(last) if more => {
-                    start = last.key.as_bytes().to_vec();
-                    start.push(0);
-                }
-                _ => return Ok(Range { kvs, revision }),
-            }
+            let kvs = page
+                .take_kvs()
+                .into_iter()
+                .map(to_key_value)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(Some)?;
+            return Ok((kvs, more));
         }
+    }
+
+    /// Every key starting with `prefix`, in order. etcd walks the whole
+    /// remaining range on every paged request (to count it), so paging a
+    /// million keys linearly is quadratic; a prefix with more than one page
+    /// is instead split by the byte that follows it, recursively, which
+    /// reads each key a handful of times instead of thousands.
+    fn scan_prefix<'a>(
+        &'a self,
+        prefix: Vec<u8>,
+        revision: &'a mut i64,
+        out: &'a mut Vec<KeyValue>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), Option<StoreError>>> + Send + 'a>> {
+        Box::pin(async move {
+            let end = prefix_end(&prefix);
+            let (kvs, more) = self.page(&prefix, &end, revision).await?;
+            if !more {
+                out.extend(kvs);
+                return Ok(());
+            }
+            // Sorted: a key equal to the prefix itself comes first.
+            let mut first_byte = 0u8;
+            if let Some(first) = kvs.first() {
+                let key = first.key.as_bytes();
+                if key == prefix.as_slice() {
+                    out.push(first.clone());
+                    first_byte = kvs
+                        .get(1)
+                        .and_then(|kv| kv.key.as_bytes().get(prefix.len()).copied())
+                        .unwrap_or(0);
+                } else {
+                    first_byte = key.get(prefix.len()).copied().unwrap_or(0);
+                }
+            }
+            for byte in first_byte..=u8::MAX {
+                let mut sub = prefix.clone();
+                sub.push(byte);
+                self.scan_prefix(sub, revision, out).await?;
+            }
+            Ok(())
+        })
     }
 
     /// The revision etcd compacted to. etcd tells it only to a watch that
