@@ -59,12 +59,33 @@ async fn start() -> (EtcdServer, ControlPlane) {
 async fn onboard_a_client_with_grpcurl() {
     let (_etcd, cp) = start().await;
     let services = grpcurl::list_services(&cp.addr()).unwrap();
-    for s in [TEAMS, KEYS, GROUPS, "grpc.health.v1.Health"] {
+    for s in [
+        TEAMS,
+        KEYS,
+        GROUPS,
+        "grpc.health.v1.Health",
+        // Both reflection versions: older grpcurl builds only speak v1alpha.
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
         assert!(
             services.iter().any(|x| x == s),
             "{s} missing from {services:?}"
         );
     }
+    // The v1 reflection service answers too (grpcurl itself may use v1alpha).
+    let v1 = grpcurl::call_with_key(
+        &cp.addr(),
+        None,
+        "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        &json!({"list_services": ""}),
+    )
+    .unwrap()
+    .ok();
+    assert!(
+        v1.to_string().contains("sluice.admin.v1.TeamService"),
+        "{v1}"
+    );
     let mut revisions = Vec::new();
 
     let imported = rpc(
