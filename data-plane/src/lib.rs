@@ -23,21 +23,43 @@
 //!   atomically in the background), to start without a control plane.
 //! - [`access`]: the access rule (DESIGN §3) and key status, as pure
 //!   functions of (config, key, model).
-//! - [`http`]: the HTTP server: health, readiness, metrics, `/debug/config`;
-//!   the OpenAI API joins its router later.
+//! - [`http`]: the HTTP server: the OpenAI API ([`http::openai`]), health,
+//!   readiness, metrics, `/debug/config`; errors in OpenAI's shape, one
+//!   constructor per row of DESIGN §4's table ([`http::error`]).
 //! - [`metrics`]: the Prometheus metrics, names listed in one table.
 //! - [`allocator`]: malloc settings for millions of small allocations.
 //!
-//! Still to come: routing, providers, usage and the OpenAI API itself.
+//! The request path, one stage per module, in the order a request meets them
+//! (driven by [`http::openai`]):
+//!
+//! 1. [`auth`]: the key from `Authorization: Bearer` / `x-api-key` /
+//!    `api-key`, looked up by SHA-256; expired, blocked, team blocked.
+//! 2. [`request`]: content type, body limit, JSON checks; finds `model` and
+//!    rewrites it without re-serialising the body.
+//! 3. [`access`]: may this key call this model (403 / 404).
+//! 4. [`router`]: a weighted random deployment of the resolved group (the
+//!    seam for retries, cooldowns and fallbacks).
+//! 5. [`forward`] with [`providers`] (`openai` and compatibles, `azure`,
+//!    `mock`): the upstream call, streamed back with back-pressure.
+//! 6. [`meter`]: metrics and one log line when the answer is over.
+//!
+//! Still to come: usage reporting, budgets and rate limits, retries and
+//! fallbacks, non-OpenAI wire formats.
 
 pub mod access;
 pub mod allocator;
 pub mod applied;
+pub mod auth;
 pub mod cache;
 pub mod discovery;
+pub mod forward;
 pub mod http;
 pub mod keys;
+pub mod meter;
 pub mod metrics;
+pub mod providers;
+pub mod request;
+pub mod router;
 pub mod secrets;
 pub mod snapshot;
 pub mod wire;

@@ -11,6 +11,7 @@ use sluice_data_plane::applied::AppliedConfig;
 use sluice_data_plane::discovery::{DEFAULT_CONTROL_PLANE, Discovery, DiscoveryOptions, TOKEN_ENV};
 use sluice_data_plane::http::{self, HttpState};
 use sluice_data_plane::metrics::Metrics;
+use sluice_data_plane::request::DEFAULT_MAX_BODY_BYTES;
 use sluice_data_plane::secrets::Secret;
 use sluice_data_plane::{DEFAULT_LISTEN, cache};
 use tokio::sync::watch;
@@ -41,6 +42,9 @@ struct Args {
     /// Where the last good snapshot is kept, to start without a control plane.
     #[arg(long, env = "SLUICE_SNAPSHOT_CACHE")]
     snapshot_cache: Option<PathBuf>,
+    /// Request bodies above this many bytes are refused with 413.
+    #[arg(long, env = "SLUICE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: u64,
     /// Log format.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -195,11 +199,10 @@ async fn main() -> anyhow::Result<()> {
         ))
     });
     let stream = tokio::spawn(discovery.run(Arc::clone(&applied), Arc::clone(&metrics)));
-    let state = Arc::new(HttpState {
-        applied: Arc::clone(&applied),
-        metrics: Arc::clone(&metrics),
-        token,
-    });
+    let mut state = HttpState::new(Arc::clone(&applied), Arc::clone(&metrics), token)
+        .context("building the upstream HTTP client")?;
+    state.max_body_bytes = args.max_body_bytes;
+    let state = Arc::new(state);
     let server = tokio::spawn(http::serve(listener, state, until_stopped()));
 
     shutdown_signal().await;

@@ -15,15 +15,27 @@
 //! | `sluice_config_cache_load_errors_total` | counter | cache files refused at start |
 //! | `sluice_config_cache_write_errors_total` | counter | failed cache writes |
 //! | `sluice_config_cache_revision` | gauge | revision of the config last written to the cache |
+//! | `sluice_requests_total{model_group, deployment, status, code}` | counter | OpenAI API requests answered; `code` is the error code (empty on success), `model_group`/`deployment` empty when the request never got that far |
+//! | `sluice_request_duration_seconds{model_group}` | histogram | from the request's arrival to the end of its answer (the last streamed byte) |
+//! | `sluice_upstream_duration_seconds{deployment}` | histogram | from sending upstream to the end of the upstream's body |
+//! | `sluice_upstream_first_byte_seconds{deployment}` | histogram | from sending upstream to its response headers (for a stream: its first chunk) |
+//! | `sluice_requests_in_flight` | gauge | OpenAI API requests being answered, streams included |
+//! | `sluice_handler_panics_total` | counter | requests whose handler panicked (answered 500; the process keeps serving) |
+//!
+//! Labels come from the config (model group names, deployment ids), the
+//! status code and the fixed error-code list, so their cardinality is bounded;
+//! the requested model name is never a label (clients choose it freely).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 /// The `content-type` of [`Metrics::encode`]'s output.
@@ -44,6 +56,36 @@ pub struct Metrics {
     cache_load_errors: Counter,
     cache_write_errors: Counter,
     cache_revision: Gauge,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<GroupLabel, Histogram, fn() -> Histogram>,
+    upstream_duration: Family<DeploymentLabel, Histogram, fn() -> Histogram>,
+    upstream_first_byte: Family<DeploymentLabel, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    handler_panics: Counter,
+}
+
+/// Labels of `sluice_requests_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub model_group: String,
+    pub deployment: String,
+    pub status: u16,
+    pub code: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct GroupLabel {
+    model_group: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DeploymentLabel {
+    deployment: String,
+}
+
+/// 5 ms to about 160 s, doubling: LLM calls span that range.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 16))
 }
 
 impl Default for Metrics {
@@ -118,7 +160,61 @@ impl Metrics {
             "Failed writes of the snapshot cache file",
             cache_write_errors.clone(),
         );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "sluice_requests",
+            "OpenAI API requests answered, by model group, deployment, status and error code",
+            requests.clone(),
+        );
+        let request_duration =
+            Family::<GroupLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register_with_unit(
+            "sluice_request_duration",
+            "Time from a request's arrival to the end of its answer",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+        let upstream_duration =
+            Family::<DeploymentLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register_with_unit(
+            "sluice_upstream_duration",
+            "Time from sending a request upstream to the end of the upstream's body",
+            Unit::Seconds,
+            upstream_duration.clone(),
+        );
+        let upstream_first_byte =
+            Family::<DeploymentLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register_with_unit(
+            "sluice_upstream_first_byte",
+            "Time from sending a request upstream to its response headers",
+            Unit::Seconds,
+            upstream_first_byte.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "sluice_requests_in_flight",
+            "OpenAI API requests being answered, streams included",
+            in_flight.clone(),
+        );
+        let handler_panics = Counter::default();
+        registry.register(
+            "sluice_handler_panics",
+            "Requests whose handler panicked; each was answered 500 and serving went on",
+            handler_panics.clone(),
+        );
         Metrics {
+            requests,
+            request_duration,
+            upstream_duration,
+            upstream_first_byte,
+            in_flight,
+            handler_panics,
             registry,
             revision,
             applied_at,
@@ -170,6 +266,44 @@ impl Metrics {
 
     pub fn cache_write_failed(&self) {
         self.cache_write_errors.inc();
+    }
+
+    /// One OpenAI API request was answered.
+    pub fn request_done(&self, labels: &RequestLabels, took: Duration) {
+        self.requests.get_or_create(labels).inc();
+        self.request_duration
+            .get_or_create(&GroupLabel {
+                model_group: labels.model_group.clone(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn upstream_first_byte(&self, deployment: &str, took: Duration) {
+        self.upstream_first_byte
+            .get_or_create(&DeploymentLabel {
+                deployment: deployment.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn upstream_done(&self, deployment: &str, took: Duration) {
+        self.upstream_duration
+            .get_or_create(&DeploymentLabel {
+                deployment: deployment.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn request_started(&self) {
+        self.in_flight.inc();
+    }
+
+    pub fn request_ended(&self) {
+        self.in_flight.dec();
+    }
+
+    pub fn handler_panicked(&self) {
+        self.handler_panics.inc();
     }
 
     /// The exposition, OpenMetrics text (which Prometheus reads), with the

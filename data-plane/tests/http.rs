@@ -36,11 +36,9 @@ async fn start() -> Server {
     let env = HashMap::from([("OPENAI_API_KEY".to_owned(), "sk-from-env".to_owned())]);
     let applied = Arc::new(AppliedConfig::with_env(Arc::clone(&metrics), env));
     let (listener, address) = http::bind("127.0.0.1:0").await.expect("bind");
-    let state = Arc::new(HttpState {
-        applied: Arc::clone(&applied),
-        metrics,
-        token: Some(Secret::new(TOKEN)),
-    });
+    let state = Arc::new(
+        HttpState::new(Arc::clone(&applied), metrics, Some(Secret::new(TOKEN))).expect("state"),
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(http::serve(listener, state, async {
         let _ = stopped.await;

@@ -3,8 +3,30 @@
 //! constructor per row of DESIGN §4's table, so the wording and codes live in
 //! one place.
 
+//!
+//! | case | status | `code` | built by |
+//! |---|---|---|---|
+//! | missing / unknown key | 401 | `invalid_api_key` | [`ApiError::invalid_api_key`] |
+//! | key expired / blocked, team blocked | 401 | `key_expired` / `key_blocked` / `team_blocked` | [`ApiError::key_rejected`] |
+//! | model not allowed | 403 | `model_access_denied` (+ `available_models`) | [`ApiError::model_access_denied`] |
+//! | allowed model, no deployment | 404 | `model_not_found` | [`ApiError::model_not_found`] |
+//! | bad JSON, missing `model`, wrong types, wrong `Content-Type` | 400 | `invalid_request_error` (+ `param`) | [`ApiError::invalid_request`] |
+//! | body over the limit | 413 | `request_too_large` | [`ApiError::request_too_large`] |
+//! | group with no usable deployment | 503 | `no_healthy_deployment` | [`ApiError::no_healthy_deployment`] |
+//! | upstream unreachable / broken answer | 502 | `upstream_error` | [`ApiError::upstream_error`] |
+//! | upstream too slow | 504 | `upstream_timeout` | [`ApiError::upstream_timeout`] |
+//! | upstream answered an error without OpenAI's shape | upstream status | `upstream_error` | [`ApiError::upstream_status`] |
+//! | no config loaded yet | 503 | `no_configuration` | [`ApiError::no_configuration`] |
+//! | a handler panicked | 500 | `internal_error` | [`ApiError::internal`] |
+//! | unknown path / wrong method | 404 / 405 | null / `method_not_allowed` | [`ApiError::unknown_route`] / [`ApiError::method_not_allowed`] |
+//!
+//! An upstream error that already has OpenAI's shape is relayed as the
+//! upstream sent it (status and body), not rebuilt here.
+
 use hyper::StatusCode;
 use serde_json::json;
+
+use crate::access::KeyRejection;
 
 /// An error response: status and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,72 +35,240 @@ pub struct ApiError {
     pub message: String,
     pub kind: &'static str,
     pub code: Option<&'static str>,
+    /// The request field at fault (OpenAI's `param`).
+    pub param: Option<String>,
+    /// For a 403: the names the key may use, also listed in the message.
+    pub available_models: Option<Vec<String>>,
 }
 
 impl ApiError {
-    /// A path this data plane does not serve (OpenAI answers these with a
-    /// null code too).
-    pub fn unknown_route(method: &str, path: &str) -> Self {
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: Option<&'static str>,
+        message: String,
+    ) -> Self {
         ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: format!(
-                "Invalid URL ({method} {path}): this Sluice data plane does not serve it"
-            ),
-            kind: "invalid_request_error",
-            code: None,
+            status,
+            message,
+            kind,
+            code,
+            param: None,
+            available_models: None,
         }
     }
 
+    /// 401: no key in `Authorization: Bearer`, `x-api-key` or `api-key`, or
+    /// one this data plane does not know.
+    pub fn invalid_api_key(presented: bool) -> Self {
+        let message = if presented {
+            "Invalid API key: this key is not known to Sluice (mistyped, deleted or \
+             regenerated?); check the key your client sends or ask your administrator for one"
+        } else {
+            "Missing API key: send your Sluice key as `Authorization: Bearer <key>` \
+             (or in an `x-api-key` / `api-key` header)"
+        };
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            message.into(),
+        )
+    }
+
+    /// 401: a known key that may not be used now.
+    pub fn key_rejected(rejection: KeyRejection) -> Self {
+        let code = match rejection {
+            KeyRejection::Expired => "key_expired",
+            KeyRejection::Blocked => "key_blocked",
+            KeyRejection::TeamBlocked => "team_blocked",
+        };
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            Some(code),
+            rejection.to_string(),
+        )
+    }
+
+    /// 403: `holder` is how the key (and team) are named: alias or prefix,
+    /// never the key.
+    pub fn model_access_denied(model: &str, holder: &str, available: Vec<String>) -> Self {
+        let listed = if available.is_empty() {
+            "none".to_owned()
+        } else {
+            available.join(", ")
+        };
+        let mut e = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            Some("model_access_denied"),
+            format!(
+                "{holder} may not use model {model:?}. Available models: {listed}. \
+                 Use one of those, or ask your administrator for access"
+            ),
+        );
+        e.param = Some("model".into());
+        e.available_models = Some(available);
+        e
+    }
+
+    /// 404: an allowed name that nothing serves.
+    pub fn model_not_found(model: &str) -> Self {
+        let mut e = ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("model_not_found"),
+            format!(
+                "The model {model:?} does not exist on this gateway; \
+                 GET /v1/models lists the models your key can use"
+            ),
+        );
+        e.param = Some("model".into());
+        e
+    }
+
+    /// 400 for a request that cannot be understood; `param` names the field.
+    pub fn invalid_request(param: Option<&str>, message: String) -> Self {
+        let mut e = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("invalid_request_error"),
+            message,
+        );
+        e.param = param.map(str::to_owned);
+        e
+    }
+
+    /// 413.
+    pub fn request_too_large(limit: u64) -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            Some("request_too_large"),
+            format!(
+                "The request body is larger than this gateway accepts ({limit} bytes); \
+                 send a smaller request, or ask the operator to raise --max-body-bytes"
+            ),
+        )
+    }
+
+    /// 503: the group exists but none of its deployments can be used here
+    /// (each refers to an environment variable this data plane lacks).
+    pub fn no_healthy_deployment(group: &str) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            Some("no_healthy_deployment"),
+            format!(
+                "No deployment of model group {group:?} is usable on this data plane; \
+                 retry later, and ask the operator to check the data plane's log"
+            ),
+        )
+    }
+
+    /// 502: the upstream could not be reached or its answer was broken.
+    pub fn upstream_error(deployment: &str, detail: &str) -> Self {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "api_error",
+            Some("upstream_error"),
+            format!(
+                "The upstream of deployment {deployment:?} failed: {detail}; \
+                 retry, and tell the operator if it persists"
+            ),
+        )
+    }
+
+    /// An upstream error status whose body is not OpenAI's error shape: the
+    /// status is kept, the body summarised.
+    pub fn upstream_status(deployment: &str, status: StatusCode, detail: &str) -> Self {
+        ApiError::new(
+            status,
+            "api_error",
+            Some("upstream_error"),
+            format!("The upstream of deployment {deployment:?} answered {status}: {detail}"),
+        )
+    }
+
+    /// 504.
+    pub fn upstream_timeout(deployment: &str, timeout: std::time::Duration) -> Self {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "api_error",
+            Some("upstream_timeout"),
+            format!(
+                "The upstream of deployment {deployment:?} did not answer within {timeout:?}; \
+                 retry, or ask the operator to raise the deployment's timeout"
+            ),
+        )
+    }
+
+    /// A path this data plane does not serve (OpenAI answers these with a
+    /// null code too).
+    pub fn unknown_route(method: &str, path: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            None,
+            format!("Invalid URL ({method} {path}): this Sluice data plane does not serve it"),
+        )
+    }
+
     pub fn method_not_allowed(method: &str, path: &str, allowed: &str) -> Self {
-        ApiError {
-            status: StatusCode::METHOD_NOT_ALLOWED,
-            message: format!("{path} does not accept {method}; use {allowed}"),
-            kind: "invalid_request_error",
-            code: Some("method_not_allowed"),
-        }
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            Some("method_not_allowed"),
+            format!("{path} does not accept {method}; use {allowed}"),
+        )
     }
 
     /// 401 `invalid_api_key`, for endpoints that want the data-plane token.
     pub fn data_plane_token_required() -> Self {
-        ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            message: "this endpoint needs `Authorization: Bearer <data-plane token>` \
-                      (the SLUICE_DATA_PLANE_TOKEN this data plane runs with)"
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            "this endpoint needs `Authorization: Bearer <data-plane token>` \
+             (the SLUICE_DATA_PLANE_TOKEN this data plane runs with)"
                 .into(),
-            kind: "invalid_request_error",
-            code: Some("invalid_api_key"),
-        }
+        )
     }
 
     /// 503: no configuration to answer from yet.
     pub fn no_configuration(reason: &str) -> Self {
-        ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: format!("no configuration loaded yet: {reason}"),
-            kind: "service_unavailable",
-            code: Some("no_configuration"),
-        }
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            Some("no_configuration"),
+            format!(
+                "No configuration loaded yet ({reason}); retry shortly, \
+                 GET /health/readiness says when this data plane is ready"
+            ),
+        )
     }
 
     /// A bug on our side, said plainly rather than as a bare 500.
     pub fn internal(what: &str) -> Self {
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!("{what}; this is a bug in the data plane, see its log"),
-            kind: "server_error",
-            code: Some("internal_error"),
-        }
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            Some("internal_error"),
+            format!("{what}; this is a bug in the data plane, see its log"),
+        )
     }
 
     pub fn body(&self) -> String {
-        json!({
-            "error": {
-                "message": self.message,
-                "type": self.kind,
-                "param": null,
-                "code": self.code,
-            }
-        })
-        .to_string()
+        let mut error = json!({
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        });
+        if let (Some(models), Some(object)) = (&self.available_models, error.as_object_mut()) {
+            object.insert("available_models".into(), json!(models));
+        }
+        json!({ "error": error }).to_string()
     }
 }

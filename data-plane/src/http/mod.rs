@@ -7,24 +7,42 @@
 //! | `GET /health/readiness` | 200 once a config is loaded (from the stream or the cache), else 503 with the reason |
 //! | `GET /metrics` | Prometheus metrics ([`crate::metrics`]) |
 //! | `GET /debug/config` | the applied config as a protobuf `sluice.config.v1.Snapshot`, literal provider `api_key`s redacted; needs the data-plane token |
+//! | `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings` (and without `/v1`) | the OpenAI API ([`openai`]) |
+//! | `GET /v1/models`, `GET /v1/models/{model}` (and without `/v1`) | the models the key may use, OpenAI's list / model objects |
+//! | a known path, another method | 405, OpenAI's error shape |
 //! | anything else | 404, OpenAI's error shape |
 //!
-//! Routes are one `match` in [`route`]; the OpenAI API joins it there.
+//! Routes are one `match` in [`route`].
+//!
+//! Every answer carries `x-request-id`: the client's, when it sent a usable
+//! one, else a fresh random id; the same id goes upstream and into the log.
+//!
+//! Robustness: HTTP/1 headers must arrive within [`HEADER_READ_TIMEOUT`]
+//! (slow-loris), which in hyper also bounds how long a keep-alive connection
+//! may sit idle before its next request; headers are capped at
+//! [`MAX_HEADER_BYTES`]; HTTP/2 connections are pinged every
+//! [`KEEP_ALIVE_INTERVAL`] and closed when a ping goes unanswered. A
+//! panicking handler is caught ([`catch_panics`]): the request gets a 500 in
+//! OpenAI's shape, `sluice_handler_panics_total` counts it, and the process
+//! keeps serving.
 
 pub mod error;
+pub mod openai;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::combinators::BoxBody;
+use futures::FutureExt;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
@@ -33,13 +51,31 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 use crate::applied::{AppliedConfig, Readiness};
+use crate::forward::{self, REQUEST_ID, Upstream};
 use crate::metrics::{self, Metrics};
+use crate::request::{DEFAULT_MAX_BODY_BYTES, Endpoint};
 use crate::secrets::Secret;
 use crate::snapshot::ApiKeys;
 pub use error::ApiError;
 
-/// The body of every response.
-pub type Body = BoxBody<Bytes, Infallible>;
+/// An error ending a response body early (an upstream stream that broke):
+/// the connection is then closed, so the client sees a truncated answer, not
+/// a clean end.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every response. Not `Sync`: upstream bodies are not.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// How long a client may take to send a request's headers (and how long an
+/// HTTP/1 keep-alive connection may wait for its next request).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most header bytes a request may carry.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// HTTP/2 keep-alive pings; an unanswered ping closes the connection after
+/// as long again.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The `content-type` of `GET /debug/config`.
 pub const PROTOBUF: &str = "application/x-protobuf";
@@ -55,6 +91,28 @@ pub struct HttpState {
     /// The data-plane token, which `/debug/config` asks for; with none, that
     /// endpoint always answers 401.
     pub token: Option<Secret>,
+    /// The client upstream calls go through.
+    pub upstream: Upstream,
+    /// Request bodies above this many bytes get 413.
+    pub max_body_bytes: u64,
+}
+
+impl HttpState {
+    /// State with the defaults: [`DEFAULT_MAX_BODY_BYTES`], a new upstream
+    /// client.
+    pub fn new(
+        applied: Arc<AppliedConfig>,
+        metrics: Arc<Metrics>,
+        token: Option<Secret>,
+    ) -> Result<HttpState, reqwest::Error> {
+        Ok(HttpState {
+            applied,
+            metrics,
+            token,
+            upstream: Upstream::new()?,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        })
+    }
 }
 
 /// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting
@@ -64,7 +122,18 @@ pub async fn serve(
     state: Arc<HttpState>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_INTERVAL);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -85,7 +154,7 @@ pub async fn serve(
         let state = Arc::clone(&state);
         let service = service_fn(move |req| {
             let state = Arc::clone(&state);
-            async move { Ok::<_, Infallible>(route(&state, req).await) }
+            async move { Ok::<_, Infallible>(handle(&state, req).await) }
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -113,10 +182,94 @@ pub async fn bind(address: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
     Ok((listener, local))
 }
 
+/// Answers one request: [`route`], with the request id set and panics
+/// caught.
+pub async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Body> {
+    let request_id = request_id(req.headers());
+    let mut resp = catch_panics(&state.metrics, route(state, req, &request_id)).await;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(REQUEST_ID, value);
+    }
+    resp
+}
+
+/// Runs `handler`; a panic in it becomes a 500 in OpenAI's shape and a
+/// count in `sluice_handler_panics_total`, rather than a dropped connection.
+/// (A panic while a streamed body is polled later is hyper's to contain:
+/// it ends that connection only.)
+pub async fn catch_panics(
+    metrics: &Metrics,
+    handler: impl Future<Output = Response<Body>>,
+) -> Response<Body> {
+    match AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(panic) => {
+            metrics.handler_panicked();
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, "a request handler panicked");
+            error_response(&ApiError::internal("the request handler failed"))
+        }
+    }
+}
+
+/// The client's `x-request-id` when it is short printable ASCII (it goes
+/// into logs and upstream headers), else a new random one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| forward::random_hex(16), str::to_owned)
+}
+
+/// The OpenAI endpoint a path names, with or without `/v1`.
+fn endpoint(path: &str) -> Option<Endpoint> {
+    match path.strip_prefix("/v1").unwrap_or(path) {
+        "/chat/completions" => Some(Endpoint::ChatCompletions),
+        "/completions" => Some(Endpoint::Completions),
+        "/embeddings" => Some(Endpoint::Embeddings),
+        _ => None,
+    }
+}
+
+/// `Some(None)` for the models list, `Some(Some(id))` for one model.
+fn models_path(path: &str) -> Option<Option<&str>> {
+    let rest = path
+        .strip_prefix("/v1")
+        .unwrap_or(path)
+        .strip_prefix("/models")?;
+    match rest {
+        "" | "/" => Some(None),
+        _ => rest.strip_prefix('/').map(Some),
+    }
+}
+
 /// Answers one request.
-pub async fn route(state: &HttpState, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path();
-    let method = req.method();
+pub async fn route(state: &HttpState, req: Request<Incoming>, request_id: &str) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let path = path.as_str();
+    let method = req.method().clone();
+    if let Some(endpoint) = endpoint(path) {
+        return if method == Method::POST {
+            openai::completion(state, endpoint, req, request_id).await
+        } else {
+            error_response(&ApiError::method_not_allowed(method.as_str(), path, "POST"))
+        };
+    }
+    if let Some(model) = models_path(path) {
+        let answer = match (method == Method::GET, model) {
+            (true, None) => openai::list_models(state, req.headers()),
+            (true, Some(model)) => openai::get_model(state, req.headers(), model),
+            (false, _) => Err(ApiError::method_not_allowed(method.as_str(), path, "GET")),
+        };
+        return answer.unwrap_or_else(|e| error_response(&e));
+    }
+    let method = &method;
     let answer = match (method, path) {
         (&Method::GET, "/health/liveness") => Ok(json_response(
             StatusCode::OK,
@@ -216,12 +369,19 @@ fn error_response(error: &ApiError) -> Response<Body> {
     json_response(error.status, error.body())
 }
 
-fn json_response(status: StatusCode, body: String) -> Response<Body> {
-    response(status, "application/json", Bytes::from(body))
+fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    response(status, "application/json", body.into())
+}
+
+/// A body of known bytes.
+pub fn full(body: Bytes) -> Body {
+    Full::new(body)
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
-    let mut resp = Response::new(Full::new(body).boxed());
+    let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

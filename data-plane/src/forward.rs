@@ -1,0 +1,316 @@
+//! Stage 4 of the request path: send the request to the picked deployment and
+//! relay its answer.
+//!
+//! - One pooled keep-alive [`reqwest::Client`] for every upstream
+//!   ([`Upstream`]), HTTP/1.1 or HTTP/2 as the upstream offers, TLS by rustls
+//!   with the platform's roots.
+//! - The body is the client's, byte for byte, with only `model` rewritten
+//!   ([`crate::request::Parsed::with_model`]).
+//! - `x-request-id` goes upstream with the request.
+//! - Timeout per deployment (`timeout`), else the router settings' `timeout`,
+//!   else [`DEFAULT_TIMEOUT`]; it covers the whole exchange, streamed body
+//!   included, as reqwest applies it.
+//! - The answer's body is streamed to the client as it arrives (SSE chunk by
+//!   chunk), with back-pressure: nothing reads the upstream faster than the
+//!   client takes it, and nothing is buffered whole.
+//! - Dropping the answer's body (the client went away) drops the upstream
+//!   response, which closes that upstream connection: the upstream request
+//!   is cancelled, not left running.
+//!
+//! Failures are [`UpstreamError`]s, which say whether another deployment may
+//! be tried ([`UpstreamError::is_retryable`]): the router's retry loop (a
+//! later issue) decides on that.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::StatusCode;
+use hyper::body::{Bytes, Frame};
+use hyper::header::{self, HeaderValue};
+
+use crate::http::{Body, BoxError};
+use crate::metrics::Metrics;
+use crate::providers::{self, Backend, ProviderError, mock};
+use crate::request::{Endpoint, Parsed};
+use crate::snapshot::ResolvedDeployment;
+
+/// How long an upstream exchange may take when neither the deployment nor
+/// the router settings set a timeout: long generations with large outputs
+/// take minutes, and LiteLLM's default is the same 600 s.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The most of an upstream's error body read to relay it.
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+
+/// The request id header, read from clients, sent upstream, returned on every
+/// answer.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The HTTP client every upstream call goes through.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+}
+
+impl Upstream {
+    pub fn new() -> Result<Upstream, reqwest::Error> {
+        // reqwest is built without a crypto provider of its own; ring is the
+        // one the rest of the process (tonic) uses. Already installed is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            // Upstream redirects are not followed: a provider that redirects a
+            // POST is misconfigured, and following could leak the key.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Upstream { client })
+    }
+}
+
+/// An upstream's answer, ready to relay.
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: HeaderValue,
+    /// Server-sent events: relayed with `cache-control: no-cache`.
+    pub event_stream: bool,
+    pub body: Body,
+}
+
+/// Why forwarding failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The deployment cannot make a request (502).
+    #[error("deployment misconfigured: {0}")]
+    Provider(#[from] ProviderError),
+    /// Connecting, sending or reading failed (502).
+    #[error("{0}")]
+    Connection(String),
+    /// No answer within the deployment's timeout (504).
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The upstream answered an error status. `openai_error` tells whether
+    /// `body` is OpenAI's error shape, which is then relayed as is.
+    #[error("the upstream answered {status}")]
+    Status {
+        status: StatusCode,
+        body: Bytes,
+        openai_error: bool,
+    },
+}
+
+impl UpstreamError {
+    /// Whether another deployment may be tried (DESIGN §5): 429, 5xx,
+    /// timeouts and connection errors; never other 4xx, which the next
+    /// deployment would refuse too.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            UpstreamError::Provider(_) | UpstreamError::Connection(_) => true,
+            UpstreamError::Timeout(_) => true,
+            UpstreamError::Status { status, .. } => {
+                *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+            }
+        }
+    }
+}
+
+/// One upstream call.
+pub struct Call<'a> {
+    pub deployment: &'a ResolvedDeployment,
+    pub endpoint: Endpoint,
+    pub request: &'a Parsed,
+    pub upstream_model: &'a str,
+    pub request_id: &'a str,
+    pub timeout: Duration,
+}
+
+/// Sends `call` and returns the answer to relay. Metrics for the upstream
+/// leg are recorded here, the end of the body included.
+pub async fn forward(
+    upstream: &Upstream,
+    metrics: &Arc<Metrics>,
+    call: Call<'_>,
+) -> Result<Answer, UpstreamError> {
+    match providers::backend(call.deployment.deployment())? {
+        Backend::Mock => Ok(answer_mock(call).await),
+        Backend::Http(provider) => {
+            let target = provider.target(call.deployment, call.upstream_model, call.endpoint)?;
+            let mut builder = upstream
+                .client
+                .post(&target.url)
+                .timeout(call.timeout)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(call.request.with_model(call.upstream_model));
+            if let Ok(id) = HeaderValue::from_str(call.request_id) {
+                builder = builder.header(REQUEST_ID, id);
+            }
+            if call.request.stream {
+                builder = builder.header(header::ACCEPT, "text/event-stream");
+            }
+            for (name, value) in target.headers {
+                builder = builder.header(name, value);
+            }
+            let started = Instant::now();
+            let response = builder
+                .send()
+                .await
+                .map_err(|e| classify(e, call.timeout))?;
+            let deployment_id = call.deployment.deployment().id.clone();
+            metrics.upstream_first_byte(&deployment_id, started.elapsed());
+            let status = response.status();
+            if !status.is_success() {
+                let body = read_error_body(response).await;
+                metrics.upstream_done(&deployment_id, started.elapsed());
+                let openai_error = is_openai_error(&body);
+                return Err(UpstreamError::Status {
+                    status,
+                    body,
+                    openai_error,
+                });
+            }
+            let content_type = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static("application/json"));
+            let event_stream = content_type
+                .to_str()
+                .is_ok_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+            // Recorded when the body ends or is dropped, whichever comes
+            // first: the guard travels with the stream.
+            let timer = UpstreamTimer {
+                metrics: Arc::clone(metrics),
+                deployment: deployment_id,
+                started,
+            };
+            let chunks = response.bytes_stream().map(move |chunk| {
+                let _timer = &timer;
+                chunk
+                    .map(Frame::data)
+                    .map_err(|e| BoxError::from(e.without_url()))
+            });
+            Ok(Answer {
+                status,
+                content_type,
+                event_stream,
+                body: StreamBody::new(chunks).boxed_unsync(),
+            })
+        }
+    }
+}
+
+/// Records the upstream leg's duration when dropped.
+struct UpstreamTimer {
+    metrics: Arc<Metrics>,
+    deployment: String,
+    started: Instant,
+}
+
+impl Drop for UpstreamTimer {
+    fn drop(&mut self) {
+        self.metrics
+            .upstream_done(&self.deployment, self.started.elapsed());
+    }
+}
+
+/// A reqwest failure as an [`UpstreamError`]. The URL is left out of the
+/// message: an `api_base` may carry a token.
+fn classify(e: reqwest::Error, timeout: Duration) -> UpstreamError {
+    if e.is_timeout() {
+        return UpstreamError::Timeout(timeout);
+    }
+    let e = e.without_url();
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    UpstreamError::Connection(detail)
+}
+
+async fn read_error_body(response: reqwest::Response) -> Bytes {
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(Ok(chunk)) = chunks.next().await {
+        let room = MAX_ERROR_BODY.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_ERROR_BODY {
+            break;
+        }
+    }
+    Bytes::from(body)
+}
+
+/// Whether `body` is `{"error": {...}}`, OpenAI's error shape.
+pub fn is_openai_error(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .is_some_and(|v| v.get("error").is_some_and(serde_json::Value::is_object))
+}
+
+async fn answer_mock(call: Call<'_>) -> Answer {
+    let settings = mock::Settings::from_api_base(call.deployment.secrets().api_base.expose());
+    if !settings.latency.is_zero() {
+        tokio::time::sleep(settings.latency).await;
+    }
+    match mock::answer(&settings, call.endpoint, call.request, call.upstream_model) {
+        mock::Reply::Json { status, body } => Answer {
+            status,
+            content_type: HeaderValue::from_static("application/json"),
+            event_stream: false,
+            body: crate::http::full(Bytes::from(body)),
+        },
+        mock::Reply::Stream { events } => {
+            let delay = settings.chunk_delay;
+            let chunks = futures::stream::iter(events.into_iter().enumerate()).then(
+                move |(i, event)| async move {
+                    if i > 0 && !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Ok::<_, BoxError>(Frame::data(Bytes::from(event)))
+                },
+            );
+            Answer {
+                status: StatusCode::OK,
+                content_type: HeaderValue::from_static("text/event-stream"),
+                event_stream: true,
+                body: StreamBody::new(chunks).boxed_unsync(),
+            }
+        }
+    }
+}
+
+/// `n` random bytes as lowercase hex: request ids, mock completion ids.
+pub fn random_hex(n: usize) -> String {
+    let bytes: Vec<u8> = (0..n).map(|_| rand::random::<u8>()).collect();
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_classification() {
+        let status = |s: u16| UpstreamError::Status {
+            status: StatusCode::from_u16(s).expect("status"),
+            body: Bytes::new(),
+            openai_error: false,
+        };
+        assert!(status(429).is_retryable());
+        assert!(status(503).is_retryable());
+        assert!(!status(400).is_retryable());
+        assert!(UpstreamError::Timeout(DEFAULT_TIMEOUT).is_retryable());
+    }
+
+    #[test]
+    fn openai_error_shape() {
+        assert!(is_openai_error(br#"{"error":{"message":"x"}}"#));
+        assert!(!is_openai_error(br#"{"error":"x"}"#));
+        assert!(!is_openai_error(b"<html>"));
+    }
+}

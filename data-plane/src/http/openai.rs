@@ -1,0 +1,304 @@
+//! The OpenAI API: the request path, top to bottom.
+//!
+//! `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`:
+//! config → [`auth`](crate::auth) → [`request`](crate::request) checks →
+//! [`access`](crate::access) → [`router`](crate::router) →
+//! [`forward`](crate::forward) → [`meter`](crate::meter).
+//!
+//! `GET /v1/models` and `GET /v1/models/{model}`: only what the key may use.
+//!
+//! Each failure becomes exactly one [`ApiError`] (one row of DESIGN §4's
+//! table) here, except an upstream error in OpenAI's shape, which is relayed
+//! as the upstream sent it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde_json::json;
+use sluice_proto::admin::v1::Key;
+use tracing::Instrument;
+
+use super::{ApiError, Body, HttpState, json_response};
+use crate::access::{self, Decision};
+use crate::auth::{self, AuthError};
+use crate::forward::{self, Answer, Call, DEFAULT_TIMEOUT, UpstreamError};
+use crate::meter::Meter;
+use crate::providers;
+use crate::request::{self, Endpoint, ReadError, RequestError};
+use crate::router;
+use crate::snapshot::{Config, ResolvedDeployment};
+
+/// Answers a completion or embedding request.
+pub async fn completion(
+    state: &HttpState,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+    request_id: &str,
+) -> Response<Body> {
+    let mut meter = Meter::start(state.metrics.clone(), request_id);
+    match complete(state, endpoint, req, request_id, &mut meter).await {
+        Ok(answer) => relay(answer, meter),
+        Err(Failure::Api(e)) => {
+            meter.status = e.status;
+            meter.code = e.code.unwrap_or_default().to_owned();
+            super::error_response(&e)
+        }
+        Err(Failure::Relayed { status, body }) => {
+            meter.status = status;
+            meter.code = "upstream_error".to_owned();
+            // The upstream's body, as it sent it.
+            json_response(status, body)
+        }
+    }
+}
+
+/// Why a request got no upstream answer to relay.
+enum Failure {
+    Api(ApiError),
+    /// An upstream error in OpenAI's shape: relayed with its status.
+    Relayed {
+        status: StatusCode,
+        body: Bytes,
+    },
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure::Api(e)
+    }
+}
+
+async fn complete(
+    state: &HttpState,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+    request_id: &str,
+    meter: &mut Meter,
+) -> Result<Answer, Failure> {
+    let config = current_config(state)?;
+    let key = {
+        let _span = tracing::info_span!("auth", request_id).entered();
+        authenticate(&config, req.headers())?
+    };
+    let key = &key;
+    meter.key = auth::key_label(key);
+    meter.team = key.team_id.clone();
+
+    let limit = state.max_body_bytes;
+    request::check_headers(req.headers(), limit).map_err(request_error)?;
+    let body = request::read_body(req.into_body(), limit)
+        .await
+        .map_err(|e| match e {
+            ReadError::Request(e) => request_error(e),
+            // The client's connection broke mid-body: nobody will read the
+            // answer, but it still gets one in the right shape.
+            ReadError::Io(detail) => ApiError::invalid_request(None, detail),
+        })?;
+    let parsed = request::parse(endpoint, body).map_err(request_error)?;
+    meter.model = parsed.model.clone();
+    meter.stream = parsed.stream;
+
+    let group = {
+        let _span = tracing::info_span!("access", request_id, model = %parsed.model).entered();
+        match access::check(&config, key, &parsed.model) {
+            Decision::Allowed { group, .. } => group,
+            Decision::Denied {
+                model,
+                available_models,
+            } => {
+                return Err(ApiError::model_access_denied(
+                    &model,
+                    &holder(&config, key),
+                    available_models,
+                )
+                .into());
+            }
+            Decision::NotFound { model } => return Err(ApiError::model_not_found(&model).into()),
+        }
+    };
+    meter.model_group = group.name().to_owned();
+
+    // Retries, cooldowns and fallbacks will loop here, excluding what failed
+    // (see `router`).
+    let Some(deployment) = router::pick(group, &[]) else {
+        return Err(ApiError::no_healthy_deployment(group.name()).into());
+    };
+    let id = deployment.deployment().id.clone();
+    meter.deployment.clone_from(&id);
+    let upstream_model = providers::upstream_model(deployment.deployment(), &parsed.model);
+    let timeout = timeout_for(&config, deployment);
+    let call = Call {
+        deployment,
+        endpoint,
+        request: &parsed,
+        upstream_model: &upstream_model,
+        request_id,
+        timeout,
+    };
+    let span = tracing::info_span!("upstream", request_id, deployment = %id);
+    forward::forward(&state.upstream, &state.metrics, call)
+        .instrument(span)
+        .await
+        .map_err(|e| upstream_failure(&id, e))
+}
+
+fn current_config(state: &HttpState) -> Result<std::sync::Arc<Config>, ApiError> {
+    state.applied.current().ok_or_else(|| {
+        let reason = match state.applied.readiness() {
+            crate::applied::Readiness::NotReady { reason } => reason,
+            crate::applied::Readiness::Ready { .. } => "none applied".into(),
+        };
+        ApiError::no_configuration(&reason)
+    })
+}
+
+fn authenticate(config: &Config, headers: &HeaderMap) -> Result<Key, ApiError> {
+    auth::authenticate(config, headers, SystemTime::now()).map_err(|e| match e {
+        AuthError::Missing => ApiError::invalid_api_key(false),
+        AuthError::Unknown => ApiError::invalid_api_key(true),
+        AuthError::Rejected(r) => ApiError::key_rejected(r),
+    })
+}
+
+fn request_error(e: RequestError) -> ApiError {
+    match e {
+        RequestError::TooLarge { limit } => ApiError::request_too_large(limit),
+        RequestError::Invalid { param, message } => ApiError::invalid_request(param, message),
+    }
+}
+
+/// How a 403 names who is asking: the key's alias or prefix, and its team.
+fn holder(config: &Config, key: &Key) -> String {
+    let mut holder = format!("Key {:?}", auth::key_label(key));
+    if !key.team_id.is_empty() {
+        let team = config
+            .team(&key.team_id)
+            .map(|t| t.team_alias.as_str())
+            .filter(|a| !a.is_empty())
+            .unwrap_or(&key.team_id);
+        holder.push_str(&format!(" (team {team:?})"));
+    }
+    holder
+}
+
+/// The deployment's `timeout`, else the router settings', else
+/// [`DEFAULT_TIMEOUT`].
+fn timeout_for(config: &Config, deployment: &ResolvedDeployment) -> Duration {
+    [
+        deployment.deployment().timeout.as_ref(),
+        config.router_settings().timeout.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|d| {
+        let secs = u64::try_from(d.seconds).ok()?;
+        let nanos = u32::try_from(d.nanos).ok()?;
+        Some(Duration::new(secs, nanos.min(999_999_999))).filter(|d| !d.is_zero())
+    })
+    .unwrap_or(DEFAULT_TIMEOUT)
+}
+
+fn upstream_failure(deployment: &str, e: UpstreamError) -> Failure {
+    tracing::warn!(deployment, error = %e, retryable = e.is_retryable(), "upstream failed");
+    match e {
+        UpstreamError::Status {
+            status,
+            body,
+            openai_error: true,
+        } => Failure::Relayed { status, body },
+        UpstreamError::Status { status, body, .. } => {
+            let text = String::from_utf8_lossy(&body);
+            let snippet: String = text.chars().take(300).collect();
+            let snippet = if snippet.trim().is_empty() {
+                "no body".to_owned()
+            } else {
+                snippet
+            };
+            ApiError::upstream_status(deployment, status, &snippet).into()
+        }
+        UpstreamError::Timeout(after) => ApiError::upstream_timeout(deployment, after).into(),
+        UpstreamError::Connection(detail) => ApiError::upstream_error(deployment, &detail).into(),
+        UpstreamError::Provider(p) => ApiError::upstream_error(deployment, &p.to_string()).into(),
+    }
+}
+
+/// The answer with the meter riding along in its body, so the request counts
+/// as finished when the last byte is sent (or the client leaves).
+fn relay(answer: Answer, mut meter: Meter) -> Response<Body> {
+    use http_body_util::BodyExt;
+    meter.status = answer.status;
+    let body = answer
+        .body
+        .map_frame(move |frame| {
+            let _meter = &meter;
+            frame
+        })
+        .boxed_unsync();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = answer.status;
+    let headers = resp.headers_mut();
+    if answer.event_stream {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    } else {
+        headers.insert(header::CONTENT_TYPE, answer.content_type);
+    }
+    resp
+}
+
+/// `GET /v1/models`.
+pub fn list_models(state: &HttpState, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+    let config = current_config(state)?;
+    let key = &authenticate(&config, headers)?;
+    let data: Vec<_> = access::available_models(&config, key)
+        .iter()
+        .map(|m| model_object(m))
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "object": "list", "data": data }).to_string(),
+    ))
+}
+
+/// `GET /v1/models/{model}`: 403 for a name the key may not use, 404 for an
+/// allowed name nothing serves.
+pub fn get_model(
+    state: &HttpState,
+    headers: &HeaderMap,
+    model: &str,
+) -> Result<Response<Body>, ApiError> {
+    let config = current_config(state)?;
+    let key = &authenticate(&config, headers)?;
+    match access::check(&config, key, model) {
+        Decision::Allowed { .. } => Ok(json_response(
+            StatusCode::OK,
+            model_object(model).to_string(),
+        )),
+        Decision::Denied {
+            model,
+            available_models,
+        } => Err(ApiError::model_access_denied(
+            &model,
+            &holder(&config, key),
+            available_models,
+        )),
+        Decision::NotFound { model } => Err(ApiError::model_not_found(&model)),
+    }
+}
+
+fn model_object(id: &str) -> serde_json::Value {
+    json!({ "id": id, "object": "model", "created": created(), "owned_by": "sluice" })
+}
+
+/// Model objects carry the time they are listed: the config does not record
+/// when a model group appeared, and clients only display it.
+fn created() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,75 @@
+//! Azure OpenAI: the deployment name is in the URL,
+//! `{api_base}/openai/deployments/{model}/chat/completions?api-version={api_version}`,
+//! and the key goes in an `api-key` header (no `Authorization`).
+//!
+//! `api_version` defaults to [`DEFAULT_API_VERSION`] when the deployment sets
+//! none: Azure refuses requests without one.
+
+use hyper::header::HeaderName;
+
+use super::{Provider, ProviderError, Target, api_base, secret_header};
+use crate::request::Endpoint;
+use crate::snapshot::ResolvedDeployment;
+
+/// A GA Azure OpenAI API version that serves chat, completions and
+/// embeddings.
+pub const DEFAULT_API_VERSION: &str = "2024-10-21";
+
+pub struct Azure;
+
+impl Provider for Azure {
+    fn target(
+        &self,
+        deployment: &ResolvedDeployment,
+        upstream_model: &str,
+        endpoint: Endpoint,
+    ) -> Result<Target, ProviderError> {
+        let version = deployment.secrets().api_version.expose().trim();
+        let version = if version.is_empty() {
+            DEFAULT_API_VERSION
+        } else {
+            version
+        };
+        let url = format!(
+            "{}/openai/deployments/{}{}?api-version={}",
+            api_base(deployment)?,
+            encode_component(upstream_model),
+            endpoint.path(),
+            encode_component(version),
+        );
+        let key = deployment.secrets().api_key.expose();
+        let mut headers = Vec::new();
+        if !key.is_empty() {
+            headers.push((
+                HeaderName::from_static("api-key"),
+                secret_header(key, "api_key")?,
+            ));
+        }
+        Ok(Target { url, headers })
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters, so a
+/// deployment name cannot change the URL's path or query.
+fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_are_encoded() {
+        assert_eq!(encode_component("gpt-4o_1.0"), "gpt-4o_1.0");
+        assert_eq!(encode_component("a/b?c"), "a%2Fb%3Fc");
+    }
+}

@@ -1,0 +1,171 @@
+//! Providers (DESIGN §4): how a request for one deployment reaches its
+//! upstream. Chosen by the deployment's `provider` prefix through
+//! [`sluice_proto::providers`]'s table:
+//!
+//! - [`openai`]: OpenAI and every OpenAI-compatible prefix (`groq`,
+//!   `together_ai`, …): `{api_base}/chat/completions`, `Authorization: Bearer`.
+//! - [`azure`], Azure OpenAI: `{api_base}/openai/deployments/{model}/…?api-version=…`,
+//!   `api-key` header.
+//! - [`mock`]: answered in-process with canned OpenAI-shaped bodies; no
+//!   network. Its knobs are in its module doc.
+//!
+//! An HTTP provider is a [`Provider`]: a pure function from (deployment,
+//! upstream model, endpoint) to the URL and headers to send. Sending,
+//! timeouts and relaying are [`crate::forward`]'s, the same for all.
+
+pub mod azure;
+pub mod mock;
+pub mod openai;
+
+use hyper::header::{HeaderName, HeaderValue};
+use sluice_proto::admin::v1::Deployment;
+use sluice_proto::providers::{self, Wire};
+
+use crate::request::Endpoint;
+use crate::snapshot::ResolvedDeployment;
+
+/// Where and how to send one request upstream.
+#[derive(Debug)]
+pub struct Target {
+    pub url: String,
+    /// Authentication headers; values are provider secrets, marked sensitive.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// A deployment whose settings cannot make a request. The control plane
+/// validates these, so this is a misconfiguration reaching the data plane
+/// through a path that skipped validation, or a secret from the environment
+/// that is not a valid header value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("provider {0:?} is not one Sluice knows")]
+    UnknownProvider(String),
+    #[error("provider {0:?} needs an api_base and the deployment has none")]
+    MissingApiBase(&'static str),
+    #[error("the deployment's {0} cannot be sent in an HTTP header")]
+    InvalidHeader(&'static str),
+}
+
+/// An HTTP provider.
+pub trait Provider: Send + Sync {
+    fn target(
+        &self,
+        deployment: &ResolvedDeployment,
+        upstream_model: &str,
+        endpoint: Endpoint,
+    ) -> Result<Target, ProviderError>;
+}
+
+/// What serves a deployment.
+pub enum Backend {
+    Http(&'static dyn Provider),
+    Mock,
+}
+
+/// The backend for `deployment`, by its provider prefix (`openai` when it
+/// names none, as LiteLLM does).
+pub fn backend(deployment: &Deployment) -> Result<Backend, ProviderError> {
+    let prefix = provider_prefix(deployment);
+    let provider =
+        providers::lookup(prefix).ok_or_else(|| ProviderError::UnknownProvider(prefix.into()))?;
+    Ok(match provider.wire {
+        Wire::OpenAi => Backend::Http(&openai::OpenAi),
+        Wire::Azure => Backend::Http(&azure::Azure),
+        Wire::Mock => Backend::Mock,
+    })
+}
+
+/// The provider prefix: `provider`, else the part of `model` before `/`
+/// (LiteLLM's `openai/gpt-4o`), else `openai`.
+fn provider_prefix(d: &Deployment) -> &str {
+    if !d.provider.is_empty() {
+        return &d.provider;
+    }
+    match d.model.split_once('/') {
+        Some((prefix, _)) if providers::lookup(prefix).is_some() => prefix,
+        _ => "openai",
+    }
+}
+
+/// The model name the upstream is asked for. A deployment naming a concrete
+/// model sends that; a wildcard deployment (`openai/*` → model `*`) sends the
+/// requested name without the provider prefix (`openai/gpt-4o` → `gpt-4o`).
+pub fn upstream_model(d: &Deployment, requested: &str) -> String {
+    let prefix = provider_prefix(d);
+    let model = if d.provider.is_empty() {
+        d.model
+            .strip_prefix(prefix)
+            .and_then(|m| m.strip_prefix('/'))
+            .unwrap_or(&d.model)
+    } else {
+        &d.model
+    };
+    if model.contains('*') || model.is_empty() {
+        requested
+            .strip_prefix(prefix)
+            .and_then(|m| m.strip_prefix('/'))
+            .unwrap_or(requested)
+            .to_owned()
+    } else {
+        model.to_owned()
+    }
+}
+
+/// The `api_base` to use: the deployment's, else the provider's default,
+/// without a trailing `/` so paths can be appended.
+fn api_base(deployment: &ResolvedDeployment) -> Result<String, ProviderError> {
+    let configured = deployment.secrets().api_base.expose().trim();
+    let base = if configured.is_empty() {
+        let prefix = provider_prefix(deployment.deployment());
+        let provider = providers::lookup(prefix)
+            .ok_or_else(|| ProviderError::UnknownProvider(prefix.into()))?;
+        provider
+            .default_api_base
+            .filter(|b| !b.is_empty())
+            .ok_or(ProviderError::MissingApiBase(provider.prefix))?
+    } else {
+        configured
+    };
+    Ok(base.trim_end_matches('/').to_owned())
+}
+
+/// A header carrying a secret: marked sensitive so it is never logged or
+/// HPACK-indexed.
+fn secret_header(value: &str, field: &'static str) -> Result<HeaderValue, ProviderError> {
+    let mut v = HeaderValue::from_str(value).map_err(|_| ProviderError::InvalidHeader(field))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(provider: &str, model: &str) -> Deployment {
+        Deployment {
+            provider: provider.into(),
+            model: model.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn upstream_models() {
+        assert_eq!(upstream_model(&d("openai", "gpt-4o"), "fast"), "gpt-4o");
+        assert_eq!(upstream_model(&d("", "openai/gpt-4o"), "fast"), "gpt-4o");
+        assert_eq!(upstream_model(&d("openai", "*"), "openai/gpt-4o"), "gpt-4o");
+        assert_eq!(upstream_model(&d("groq", "*"), "llama-3"), "llama-3");
+        assert_eq!(upstream_model(&d("", "gpt-4o"), "x"), "gpt-4o");
+    }
+
+    #[test]
+    fn backends_by_prefix() {
+        assert!(matches!(backend(&d("mock", "x")), Ok(Backend::Mock)));
+        assert!(matches!(backend(&d("", "mock/x")), Ok(Backend::Mock)));
+        assert!(matches!(backend(&d("groq", "x")), Ok(Backend::Http(_))));
+        assert_eq!(
+            backend(&d("nope", "x")).err(),
+            Some(ProviderError::UnknownProvider("nope".into()))
+        );
+    }
+}

@@ -1,0 +1,575 @@
+//! Reading and checking an OpenAI request body, and rewriting its `model`.
+//!
+//! The body is forwarded **byte for byte** except for the value of `model`:
+//! [`parse`] finds that value's span in the original bytes (serde_json's
+//! borrowed [`RawValue`] points into the input), and [`Parsed::with_model`]
+//! splices the upstream name in. Nothing is re-serialised, so key order,
+//! whitespace, number spellings (`1.0e0`) and unknown fields reach the
+//! provider as the client wrote them.
+//!
+//! Every failure here is a 400 or a 413 ([`RequestError`]); no input panics.
+
+use std::fmt;
+use std::ops::Range;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body, Bytes};
+use hyper::header::{self, HeaderMap};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// Request bodies above this many bytes get 413 unless `--max-body-bytes`
+/// says otherwise: enough for long chat histories with inline images.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+
+/// The OpenAI endpoints that carry a body with a `model`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    /// The path after the API base, as OpenAI-compatible providers name it.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+        }
+    }
+
+    /// The field that must be present, and the JSON types it may have.
+    fn required_input(self) -> (&'static str, &'static [JsonType]) {
+        match self {
+            Endpoint::ChatCompletions => ("messages", &[JsonType::Array]),
+            Endpoint::Completions => ("prompt", &[JsonType::String, JsonType::Array]),
+            Endpoint::Embeddings => ("input", &[JsonType::String, JsonType::Array]),
+        }
+    }
+}
+
+/// Why a request body was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// 413.
+    #[error("the request body is larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// 400; `param` names the field at fault, when one is.
+    #[error("{message}")]
+    Invalid {
+        param: Option<&'static str>,
+        message: String,
+    },
+}
+
+impl RequestError {
+    fn invalid(param: Option<&'static str>, message: impl Into<String>) -> Self {
+        RequestError::Invalid {
+            param,
+            message: message.into(),
+        }
+    }
+}
+
+/// A checked request: what routing and forwarding need, and the original
+/// bytes.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub model: String,
+    /// `stream: true`.
+    pub stream: bool,
+    body: Bytes,
+    /// Where `model`'s JSON value (with its quotes) sits in `body`.
+    model_span: Range<usize>,
+}
+
+impl Parsed {
+    /// The body as received.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The body with `model`'s value replaced by `model`, every other byte
+    /// unchanged.
+    pub fn with_model(&self, model: &str) -> Bytes {
+        // A JSON string with its quotes and escapes; serialising a &str
+        // cannot fail.
+        let value = serde_json::to_string(model).unwrap_or_default();
+        let mut out = Vec::with_capacity(self.body.len() + value.len());
+        out.extend_from_slice(&self.body[..self.model_span.start]);
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(&self.body[self.model_span.end..]);
+        Bytes::from(out)
+    }
+}
+
+/// Refuses bodies that are not JSON by their `Content-Type`, and bodies whose
+/// `Content-Length` announces more than `limit`: both before reading a byte.
+pub fn check_headers(headers: &HeaderMap, limit: u64) -> Result<(), RequestError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("<not text>"));
+    check_content_type(content_type)?;
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if length.is_some_and(|l| l > limit) {
+        return Err(RequestError::TooLarge { limit });
+    }
+    Ok(())
+}
+
+/// `application/json`, with parameters (`; charset=utf-8`) allowed.
+pub fn check_content_type(content_type: Option<&str>) -> Result<(), RequestError> {
+    let Some(value) = content_type else {
+        return Err(RequestError::invalid(
+            None,
+            "Missing Content-Type: send the body as JSON with `Content-Type: application/json`",
+        ));
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(RequestError::invalid(
+            None,
+            format!(
+                "Unsupported Content-Type {value:?}: send the body as JSON with \
+                 `Content-Type: application/json`"
+            ),
+        ))
+    }
+}
+
+/// Reads the whole body, refusing it with [`RequestError::TooLarge`] as soon
+/// as it exceeds `limit` (a chunked body announces no length).
+pub async fn read_body<B>(body: B, limit: u64) -> Result<Bytes, ReadError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ReadError::Request(RequestError::TooLarge { limit }))
+        }
+        Err(e) => Err(ReadError::Io(e.to_string())),
+    }
+}
+
+/// Reading a body failed: refused, or the client's connection broke (then
+/// nobody is left to answer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("reading the request body failed: {0}")]
+    Io(String),
+}
+
+/// Checks `body` for `endpoint` and locates its `model`.
+pub fn parse(endpoint: Endpoint, body: Bytes) -> Result<Parsed, RequestError> {
+    let fields = {
+        let mut de = serde_json::Deserializer::from_slice(&body);
+        let fields = TopLevel::deserialize(&mut de).map_err(|e| {
+            RequestError::invalid(
+                None,
+                format!("The request body is not valid JSON ({e}); send a JSON object"),
+            )
+        })?;
+        de.end().map_err(|e| {
+            RequestError::invalid(
+                None,
+                format!("The request body has data after its JSON object ({e})"),
+            )
+        })?;
+        fields
+    };
+    let Some(raw_model) = fields.model else {
+        return Err(RequestError::invalid(
+            Some("model"),
+            "Missing `model`: name the model to call, e.g. \"model\": \"gpt-4o\"",
+        ));
+    };
+    let model = match serde_json::from_str::<String>(raw_model.get()) {
+        Ok(m) if !m.trim().is_empty() => m,
+        Ok(_) => {
+            return Err(RequestError::invalid(
+                Some("model"),
+                "`model` is empty: name the model to call",
+            ));
+        }
+        Err(_) => {
+            return Err(RequestError::invalid(
+                Some("model"),
+                format!(
+                    "`model` must be a string, got {}",
+                    JsonType::of(raw_model).describe()
+                ),
+            ));
+        }
+    };
+    let stream = match fields.stream.map(JsonType::of) {
+        None | Some(JsonType::Null) => false,
+        Some(JsonType::Bool) => raw_is_true(fields.stream),
+        Some(other) => {
+            return Err(RequestError::invalid(
+                Some("stream"),
+                format!("`stream` must be true or false, got {}", other.describe()),
+            ));
+        }
+    };
+    let (name, allowed) = endpoint.required_input();
+    let input = INPUTS
+        .iter()
+        .position(|n| *n == name)
+        .and_then(|i| fields.inputs[i]);
+    match input.map(JsonType::of) {
+        None => {
+            return Err(RequestError::invalid(
+                Some(name),
+                format!("Missing `{name}`: this endpoint needs it"),
+            ));
+        }
+        Some(found) if !allowed.contains(&found) => {
+            let want: Vec<_> = allowed.iter().map(|t| t.describe()).collect();
+            return Err(RequestError::invalid(
+                Some(name),
+                format!(
+                    "`{name}` must be {}, got {}",
+                    want.join(" or "),
+                    found.describe()
+                ),
+            ));
+        }
+        Some(_) => {}
+    }
+    // The raw value borrows from `body`, so its address gives its offset.
+    let start = (raw_model.get().as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+    let span = start..start + raw_model.get().len();
+    if body
+        .get(span.clone())
+        .map(|b| b == raw_model.get().as_bytes())
+        != Some(true)
+    {
+        // Cannot happen with a borrowed RawValue; refusing beats corrupting.
+        return Err(RequestError::invalid(
+            Some("model"),
+            "`model` could not be located in the body",
+        ));
+    }
+    Ok(Parsed {
+        model,
+        stream,
+        model_span: span,
+        body: body.clone(),
+    })
+}
+
+fn raw_is_true(raw: Option<&RawValue>) -> bool {
+    raw.is_some_and(|r| r.get() == "true")
+}
+
+/// The JSON type of a value, judged by its first byte (serde_json's raw
+/// values carry no surrounding whitespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JsonType {
+    Null,
+    Bool,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl JsonType {
+    fn of(raw: &RawValue) -> JsonType {
+        match raw.get().as_bytes().first() {
+            Some(b'n') => JsonType::Null,
+            Some(b't' | b'f') => JsonType::Bool,
+            Some(b'"') => JsonType::String,
+            Some(b'[') => JsonType::Array,
+            Some(b'{') => JsonType::Object,
+            _ => JsonType::Number,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            JsonType::Null => "null",
+            JsonType::Bool => "a boolean",
+            JsonType::Number => "a number",
+            JsonType::String => "a string",
+            JsonType::Array => "an array",
+            JsonType::Object => "an object",
+        }
+    }
+}
+
+/// The fields that carry an endpoint's input.
+const INPUTS: [&str; 3] = ["messages", "prompt", "input"];
+
+/// The top-level fields the gateway reads, borrowed from the body; the rest
+/// are skipped without being decoded.
+struct TopLevel<'a> {
+    model: Option<&'a RawValue>,
+    stream: Option<&'a RawValue>,
+    /// `messages`, `prompt`, `input` in that order ([`INPUTS`]): whichever
+    /// the endpoint needs is checked.
+    inputs: [Option<&'a RawValue>; 3],
+}
+
+impl<'a> TopLevel<'a> {
+    fn deserialize(
+        de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'a>>,
+    ) -> Result<Self, serde_json::Error> {
+        de.deserialize_map(TopLevelVisitor)
+    }
+}
+
+struct TopLevelVisitor;
+
+impl<'de> Visitor<'de> for TopLevelVisitor {
+    type Value = TopLevel<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = TopLevel {
+            model: None,
+            stream: None,
+            inputs: [None; 3],
+        };
+        // Keys are decoded (so `"mo\u0064el"` counts as `model`); a
+        // duplicate `model` is refused, since the provider might read the
+        // other one than we rewrote.
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let value: &'de RawValue = map.next_value()?;
+            let slot = match &*key {
+                "model" => &mut out.model,
+                "stream" => &mut out.stream,
+                other => match INPUTS.iter().position(|n| *n == other) {
+                    Some(i) => &mut out.inputs[i],
+                    None => continue,
+                },
+            };
+            if slot.replace(value).is_some() {
+                return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse_str(endpoint: Endpoint, body: &str) -> Result<Parsed, RequestError> {
+        parse(endpoint, Bytes::copy_from_slice(body.as_bytes()))
+    }
+
+    fn param_of(r: Result<Parsed, RequestError>) -> Option<&'static str> {
+        match r {
+            Err(RequestError::Invalid { param, .. }) => param,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn model_rewrite_changes_only_the_model_bytes() {
+        let body = r#"{"temperature":1.0e0, "model" :"gpt-4o","messages":[{"role":"user","content":"hi \u00e9"}],"z":-0.0,"a":1}"#;
+        let parsed = parse_str(Endpoint::ChatCompletions, body).expect("valid");
+        assert_eq!(parsed.model, "gpt-4o");
+        assert!(!parsed.stream);
+        let rewritten = parsed.with_model("gpt-4o-2024-08-06\"x");
+        assert_eq!(
+            std::str::from_utf8(&rewritten).expect("utf-8"),
+            r#"{"temperature":1.0e0, "model" :"gpt-4o-2024-08-06\"x","messages":[{"role":"user","content":"hi \u00e9"}],"z":-0.0,"a":1}"#
+        );
+    }
+
+    #[test]
+    fn escaped_model_key_and_value_are_understood() {
+        let parsed = parse_str(
+            Endpoint::Embeddings,
+            r#"{"mo\u0064el":"g\u0070t","input":"x"}"#,
+        )
+        .expect("ok");
+        assert_eq!(parsed.model, "gpt");
+        assert_eq!(
+            &parsed.with_model("e")[..],
+            br#"{"mo\u0064el":"e","input":"x"}"#
+        );
+    }
+
+    #[test]
+    fn bad_bodies_name_the_field() {
+        use Endpoint::*;
+        assert_eq!(param_of(parse_str(ChatCompletions, "not json")), None);
+        assert_eq!(param_of(parse_str(ChatCompletions, "[1]")), None);
+        assert_eq!(
+            param_of(parse_str(
+                ChatCompletions,
+                r#"{"model":"a","messages":[]} x"#
+            )),
+            None
+        );
+        assert_eq!(
+            param_of(parse_str(ChatCompletions, r#"{"messages":[]}"#)),
+            Some("model")
+        );
+        assert_eq!(
+            param_of(parse_str(ChatCompletions, r#"{"model":3,"messages":[]}"#)),
+            Some("model")
+        );
+        assert_eq!(
+            param_of(parse_str(ChatCompletions, r#"{"model":" ","messages":[]}"#)),
+            Some("model")
+        );
+        assert_eq!(
+            param_of(parse_str(ChatCompletions, r#"{"model":"a"}"#)),
+            Some("messages")
+        );
+        assert_eq!(
+            param_of(parse_str(
+                ChatCompletions,
+                r#"{"model":"a","messages":"hi"}"#
+            )),
+            Some("messages")
+        );
+        assert_eq!(
+            param_of(parse_str(
+                ChatCompletions,
+                r#"{"model":"a","messages":[],"stream":"yes"}"#
+            )),
+            Some("stream")
+        );
+        assert_eq!(
+            param_of(parse_str(Embeddings, r#"{"model":"a","input":{}}"#)),
+            Some("input")
+        );
+        assert_eq!(
+            param_of(parse_str(Completions, r#"{"model":"a"}"#)),
+            Some("prompt")
+        );
+        assert!(
+            param_of(parse_str(
+                ChatCompletions,
+                r#"{"model":"a","model":"b","messages":[]}"#
+            ))
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn stream_flag() {
+        let p = parse_str(
+            Endpoint::ChatCompletions,
+            r#"{"model":"a","messages":[],"stream":true}"#,
+        )
+        .expect("ok");
+        assert!(p.stream);
+        let p = parse_str(
+            Endpoint::ChatCompletions,
+            r#"{"model":"a","messages":[],"stream":null}"#,
+        )
+        .expect("ok");
+        assert!(!p.stream);
+    }
+
+    #[test]
+    fn content_types() {
+        assert!(check_content_type(Some("application/json")).is_ok());
+        assert!(check_content_type(Some("Application/JSON; charset=utf-8")).is_ok());
+        assert!(check_content_type(Some("text/plain")).is_err());
+        assert!(check_content_type(Some("application/jsonx")).is_err());
+        assert!(check_content_type(None).is_err());
+    }
+
+    #[test]
+    fn announced_length_over_the_limit_is_refused_before_reading() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/json".parse().expect("value"),
+        );
+        h.insert(header::CONTENT_LENGTH, "11".parse().expect("value"));
+        assert_eq!(
+            check_headers(&h, 10),
+            Err(RequestError::TooLarge { limit: 10 })
+        );
+        assert_eq!(check_headers(&h, 11), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn reading_stops_at_the_limit() {
+        let body = http_body_util::Full::new(Bytes::from_static(b"12345678901"));
+        assert_eq!(
+            read_body(body, 10).await,
+            Err(ReadError::Request(RequestError::TooLarge { limit: 10 }))
+        );
+        let body = http_body_util::Full::new(Bytes::from_static(b"1234567890"));
+        assert_eq!(read_body(body, 10).await.expect("fits").len(), 10);
+    }
+
+    proptest! {
+        /// Whatever arrives, the request checks answer Ok, a 400 or a 413,
+        /// and never panic; an accepted body rewrites to valid JSON.
+        #[test]
+        fn parsing_never_panics(
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+            content_type in proptest::option::of(".{0,40}"),
+            length in proptest::option::of(any::<u64>()),
+            endpoint in prop_oneof![
+                Just(Endpoint::ChatCompletions),
+                Just(Endpoint::Completions),
+                Just(Endpoint::Embeddings),
+            ],
+        ) {
+            let mut headers = HeaderMap::new();
+            if let Some(ct) = content_type.as_deref().and_then(|c| c.parse().ok()) {
+                headers.insert(header::CONTENT_TYPE, ct);
+            }
+            if let Some(l) = length {
+                headers.insert(header::CONTENT_LENGTH, l.into());
+            }
+            let _ = check_headers(&headers, 128);
+            if let Ok(parsed) = parse(endpoint, Bytes::from(body)) {
+                let rewritten = parsed.with_model("upstream");
+                let value: serde_json::Value =
+                    serde_json::from_slice(&rewritten).expect("still JSON");
+                prop_assert_eq!(&value["model"], "upstream");
+            }
+        }
+
+        /// Valid requests of any shape keep every other field.
+        #[test]
+        fn rewrite_keeps_other_fields(
+            extra in proptest::collection::btree_map("[a-z]{1,6}", any::<i64>(), 0..6),
+            model in ".{1,20}",
+        ) {
+            prop_assume!(!model.trim().is_empty());
+            let mut object = serde_json::Map::new();
+            for (k, v) in &extra {
+                object.insert(k.clone(), (*v).into());
+            }
+            object.insert("model".into(), model.clone().into());
+            object.insert("input".into(), "x".into());
+            let body = serde_json::to_vec(&object).expect("json");
+            let parsed = parse(Endpoint::Embeddings, Bytes::from(body)).expect("valid");
+            prop_assert_eq!(&parsed.model, &model);
+            let rewritten: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(&parsed.with_model("u")).expect("json");
+            object.insert("model".into(), "u".into());
+            prop_assert_eq!(rewritten, object);
+        }
+    }
+}
