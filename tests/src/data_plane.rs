@@ -127,7 +127,8 @@ impl DataPlane {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn url(&self, path: &str) -> String {
+    /// `http://127.0.0.1:PORT` followed by `path`: where clients call it.
+    pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 

@@ -11,6 +11,8 @@
 //!   metrics and applied configuration.
 //! - [`grpcurl`]: admin calls through the real `grpcurl` and server reflection.
 //! - [`admin_client`]: typed tonic clients, for concurrency and volume.
+//! - [`mock_upstream`]: an in-process OpenAI-compatible upstream that records
+//!   what the data plane forwards and can be slow, fail, or hold a stream.
 //! - [`sim_data_plane`]: a simulated data plane speaking the real
 //!   `ConfigDiscovery` protocol (protocol tests, benchmarks with many streams).
 //! - [`store_conformance`]: the behaviour every `Store` must show, run against
@@ -22,5 +24,6 @@ pub mod control_plane;
 pub mod data_plane;
 pub mod etcd;
 pub mod grpcurl;
+pub mod mock_upstream;
 pub mod sim_data_plane;
 pub mod store_conformance;

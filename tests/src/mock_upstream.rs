@@ -1,0 +1,495 @@
+//! A mock OpenAI-compatible upstream: an in-process HTTP server on a free
+//! loopback port that answers like OpenAI (and like Azure OpenAI's deployment
+//! URLs), records every request it receives, and can be told per test to be
+//! slow, to fail, or to hold a streamed answer back after its first chunk.
+//!
+//! ```ignore
+//! let upstream = MockUpstream::start().await?;
+//! // deployment: provider "openai", api_base = upstream.url("/v1")
+//! let gate = upstream.hold_streams();      // streams stop after chunk 1
+//! // ... client reads the first chunk ...
+//! gate.release();                          // the rest and [DONE] follow
+//! let seen = upstream.last_request().unwrap();
+//! assert_eq!(seen.header("authorization"), Some("Bearer sk-upstream-..."));
+//! ```
+//!
+//! Answered paths (a query string is allowed on any): `/v1/chat/completions`,
+//! `/chat/completions`, `/v1/completions`, `/completions`, `/v1/embeddings`,
+//! `/embeddings`, and `/openai/deployments/{deployment}/chat/completions`
+//! (and `/embeddings`). Anything else gets 404 in OpenAI's error shape.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// The content of every non-streamed chat answer.
+pub const CHAT_CONTENT: &str = "Hello from the mock upstream.";
+/// The pieces of a streamed chat answer, one per SSE chunk, in order.
+pub const STREAM_PIECES: [&str; 3] = ["Hello", " from the", " mock upstream."];
+/// The `usage` of every chat and completion answer.
+pub const PROMPT_TOKENS: u64 = 11;
+pub const COMPLETION_TOKENS: u64 = 7;
+/// The vector every embedding answer carries, once per input.
+pub const EMBEDDING: [f32; 4] = [0.25, -0.5, 0.75, 1.0];
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query, as sent (`/v1/chat/completions`, `/openai/...?api-version=...`).
+    pub path: String,
+    /// Header names lowercased, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON (`Value::Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The path without the query string.
+    pub fn path_only(&self) -> &str {
+        self.path.split('?').next().unwrap_or(&self.path)
+    }
+
+    /// The value of query parameter `name`, if present.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        let (_, query) = self.path.split_once('?')?;
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// Releases streamed answers held back by [`MockUpstream::hold_streams`].
+#[derive(Clone)]
+pub struct StreamGate {
+    notify: Arc<Notify>,
+}
+
+impl StreamGate {
+    /// Lets one held stream (the next, if none waits yet) send the rest.
+    pub fn release(&self) {
+        self.notify.notify_one();
+    }
+}
+
+#[derive(Default)]
+struct Behaviour {
+    latency: Duration,
+    failure: Option<(u16, Value)>,
+    gate: Option<Arc<Notify>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    requests: Mutex<Vec<Recorded>>,
+    behaviour: Mutex<Behaviour>,
+    first_chunks_sent: Notify,
+}
+
+/// The running mock upstream. Stops on drop.
+pub struct MockUpstream {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl MockUpstream {
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let state = shared.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| answer(state.clone(), req));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Self { addr, shared, task })
+    }
+
+    /// `http://127.0.0.1:PORT` followed by `path` (e.g. `"/v1"` for an `api_base`).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    pub fn last_request(&self) -> Option<Recorded> {
+        self.shared.requests.lock().unwrap().last().cloned()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear(&self) {
+        self.shared.requests.lock().unwrap().clear();
+    }
+
+    /// Waits this long before answering anything.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.behaviour.lock().unwrap().latency = latency;
+    }
+
+    /// Answers every request with `status` and an OpenAI error body carrying
+    /// `code` until [`MockUpstream::succeed`].
+    pub fn fail_with(&self, status: u16, code: &str) {
+        let body = json!({"error": {
+            "message": format!("mock upstream forced failure: {status} {code}"),
+            "type": if status == 429 { "rate_limit_error" } else { "server_error" },
+            "param": null,
+            "code": code,
+        }});
+        self.shared.behaviour.lock().unwrap().failure = Some((status, body));
+    }
+
+    /// Answers normally again, with no latency.
+    pub fn succeed(&self) {
+        let mut b = self.shared.behaviour.lock().unwrap();
+        b.failure = None;
+        b.latency = Duration::ZERO;
+    }
+
+    /// From now on, streamed answers send their first chunk, then wait for
+    /// [`StreamGate::release`] before sending the rest and `[DONE]`.
+    pub fn hold_streams(&self) -> StreamGate {
+        let notify = Arc::new(Notify::new());
+        self.shared.behaviour.lock().unwrap().gate = Some(notify.clone());
+        StreamGate { notify }
+    }
+
+    /// Resolves once a held stream has sent its first chunk.
+    pub async fn first_chunk_sent(&self) {
+        self.shared.first_chunks_sent.notified().await;
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()).boxed())
+        .expect("valid response")
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    full(status, "application/json", body.to_string())
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        &json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}}),
+    )
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Endpoint {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+fn endpoint(path: &str) -> Option<Endpoint> {
+    let path = path.split('?').next().unwrap_or(path);
+    let rest = path
+        .strip_prefix("/v1")
+        .or_else(|| {
+            // /openai/deployments/{deployment}/...
+            let tail = path.strip_prefix("/openai/deployments/")?;
+            let (deployment, rest) = tail.split_once('/')?;
+            (!deployment.is_empty()).then(|| &path[path.len() - rest.len() - 1..])
+        })
+        .unwrap_or(path);
+    match rest {
+        "/chat/completions" => Some(Endpoint::Chat),
+        "/completions" => Some(Endpoint::Completions),
+        "/embeddings" => Some(Endpoint::Embeddings),
+        _ => None,
+    }
+}
+
+async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| parts.uri.path().to_string());
+    state.requests.lock().unwrap().push(Recorded {
+        method: parts.method.to_string(),
+        path: path.clone(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.clone(),
+    });
+    let (latency, failure, gate) = {
+        let b = state.behaviour.lock().unwrap();
+        (b.latency, b.failure.clone(), b.gate.clone())
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let Some(endpoint) = endpoint(&path) else {
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            &format!("mock upstream: no route {path}"),
+        ));
+    };
+    if parts.method != hyper::Method::POST {
+        return Ok(error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "mock upstream: POST only",
+        ));
+    }
+    if let Some((status, body)) = failure {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Ok(json_response(status, &body));
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return Ok(error(
+            StatusCode::BAD_REQUEST,
+            "mock upstream: body is not JSON",
+        ));
+    };
+    let model = request["model"].as_str().unwrap_or("").to_string();
+    let response = match endpoint {
+        Endpoint::Chat if request["stream"] == json!(true) => {
+            let include_usage = request["stream_options"]["include_usage"] == json!(true);
+            stream_chat(state, model, include_usage, gate)
+        }
+        Endpoint::Chat => json_response(StatusCode::OK, &chat_completion(&model)),
+        Endpoint::Completions => json_response(StatusCode::OK, &text_completion(&model)),
+        Endpoint::Embeddings => json_response(StatusCode::OK, &embeddings(&model, &request)),
+    };
+    Ok(response)
+}
+
+fn usage() -> Value {
+    json!({
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": COMPLETION_TOKENS,
+        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+    })
+}
+
+fn chat_completion(model: &str) -> Value {
+    json!({
+        "id": "chatcmpl-mock-upstream",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": CHAT_CONTENT},
+            "logprobs": null,
+            "finish_reason": "stop",
+        }],
+        "usage": usage(),
+    })
+}
+
+fn text_completion(model: &str) -> Value {
+    json!({
+        "id": "cmpl-mock-upstream",
+        "object": "text_completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{"index": 0, "text": CHAT_CONTENT, "logprobs": null, "finish_reason": "stop"}],
+        "usage": usage(),
+    })
+}
+
+fn embeddings(model: &str, request: &Value) -> Value {
+    let inputs = match &request["input"] {
+        Value::Array(items) => items.len().max(1),
+        _ => 1,
+    };
+    let base64 = request["encoding_format"] == json!("base64");
+    let vector = if base64 {
+        let bytes: Vec<u8> = EMBEDDING.iter().flat_map(|f| f.to_le_bytes()).collect();
+        json!(base64_encode(&bytes))
+    } else {
+        json!(EMBEDDING)
+    };
+    json!({
+        "object": "list",
+        "model": model,
+        "data": (0..inputs)
+            .map(|i| json!({"object": "embedding", "index": i, "embedding": vector}))
+            .collect::<Vec<_>>(),
+        "usage": {"prompt_tokens": PROMPT_TOKENS, "total_tokens": PROMPT_TOKENS},
+    })
+}
+
+/// Standard base64 with padding (what OpenAI's `encoding_format: base64` uses).
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn chunk(model: &str, delta: Value, finish_reason: Value) -> Value {
+    json!({
+        "id": "chatcmpl-mock-upstream",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+    })
+}
+
+fn sse(event: &Value) -> Bytes {
+    Bytes::from(format!("data: {event}\n\n"))
+}
+
+fn stream_chat(
+    state: Arc<Shared>,
+    model: String,
+    include_usage: bool,
+    gate: Option<Arc<Notify>>,
+) -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+    tokio::spawn(async move {
+        let send = |bytes: Bytes| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(Frame::data(bytes))).await.is_ok() }
+        };
+        let first = chunk(
+            &model,
+            json!({"role": "assistant", "content": STREAM_PIECES[0]}),
+            Value::Null,
+        );
+        if !send(sse(&first)).await {
+            return;
+        }
+        if let Some(gate) = gate {
+            state.first_chunks_sent.notify_one();
+            gate.notified().await;
+        }
+        for piece in &STREAM_PIECES[1..] {
+            if !send(sse(&chunk(&model, json!({"content": piece}), Value::Null))).await {
+                return;
+            }
+        }
+        let _ = send(sse(&chunk(&model, json!({}), json!("stop")))).await;
+        if include_usage {
+            let mut last = chunk(&model, json!({}), Value::Null);
+            last["choices"] = json!([]);
+            last["usage"] = usage();
+            let _ = send(sse(&last)).await;
+        }
+        let _ = send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(BodyExt::boxed(StreamBody::new(ReceiverStream::new(rx))))
+        .expect("valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert!(endpoint("/v1/chat/completions") == Some(Endpoint::Chat));
+        assert!(endpoint("/chat/completions") == Some(Endpoint::Chat));
+        assert!(
+            endpoint("/openai/deployments/my-gpt/chat/completions?api-version=2024-10-21")
+                == Some(Endpoint::Chat)
+        );
+        assert!(endpoint("/openai/deployments/d/embeddings") == Some(Endpoint::Embeddings));
+        assert!(endpoint("/v1/completions") == Some(Endpoint::Completions));
+        assert!(endpoint("/v1/embeddings") == Some(Endpoint::Embeddings));
+        assert!(endpoint("/v1/models").is_none());
+        assert!(endpoint("/openai/deployments//chat/completions").is_none());
+    }
+
+    #[test]
+    fn base64_matches_the_standard() {
+        assert_eq!(base64_encode(b""), "");
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foo"), "Zm9v");
+        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+    }
+}

@@ -1,0 +1,214 @@
+//! The mock OpenAI upstream itself: it must speak OpenAI well enough for the
+//! official SDK, record what it is sent, and hold a stream exactly where told,
+//! or the gateway tests that rely on it prove nothing.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use sluice_tests::mock_upstream::{self, MockUpstream};
+
+async fn post(url: &str, headers: &[(&str, &str)], body: &Value) -> (u16, Value) {
+    let mut r = reqwest::Client::new().post(url).body(body.to_string());
+    for (n, v) in headers {
+        r = r.header(*n, *v);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn answers_like_openai_and_records_every_request() {
+    let upstream = MockUpstream::start().await.unwrap();
+    let (status, body) = post(
+        &upstream.url("/v1/chat/completions"),
+        &[("authorization", "Bearer sk-up"), ("x-request-id", "r-1")],
+        &json!({"model": "gpt-4o", "messages": []}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["model"], "gpt-4o");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        mock_upstream::CHAT_CONTENT
+    );
+    assert_eq!(body["usage"]["total_tokens"], 18);
+    let seen = upstream.last_request().unwrap();
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert_eq!(seen.header("Authorization"), Some("Bearer sk-up"));
+    assert_eq!(seen.header("x-request-id"), Some("r-1"));
+    assert_eq!(seen.json()["model"], "gpt-4o");
+
+    let (status, body) = post(
+        &upstream.url("/openai/deployments/my-dep/chat/completions?api-version=2024-10-21"),
+        &[("api-key", "az")],
+        &json!({"messages": []}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seen = upstream.last_request().unwrap();
+    assert_eq!(
+        seen.path_only(),
+        "/openai/deployments/my-dep/chat/completions"
+    );
+    assert_eq!(seen.query("api-version"), Some("2024-10-21"));
+
+    for path in ["/embeddings", "/v1/embeddings"] {
+        let (status, body) = post(
+            &upstream.url(path),
+            &[],
+            &json!({"model": "e", "input": ["a", "b", "c"]}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["data"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            body["data"][0]["embedding"],
+            json!(mock_upstream::EMBEDDING)
+        );
+    }
+    let (status, body) = post(
+        &upstream.url("/v1/completions"),
+        &[],
+        &json!({"model": "i", "prompt": "x"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["object"], "text_completion");
+
+    let (status, body) = post(&upstream.url("/v1/nope"), &[], &json!({})).await;
+    assert_eq!(status, 404);
+    assert!(body["error"]["message"].is_string());
+    assert_eq!(upstream.requests().len(), 6);
+    upstream.clear();
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn fails_and_waits_when_told() {
+    let upstream = MockUpstream::start().await.unwrap();
+    upstream.fail_with(429, "rate_limit_exceeded");
+    let (status, body) = post(
+        &upstream.url("/v1/chat/completions"),
+        &[],
+        &json!({"model": "m"}),
+    )
+    .await;
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    upstream.succeed();
+    upstream.set_latency(Duration::from_millis(300));
+    let started = Instant::now();
+    let (status, _) = post(
+        &upstream.url("/v1/chat/completions"),
+        &[],
+        &json!({"model": "m"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn a_held_stream_sends_its_first_chunk_then_waits_for_release() {
+    let upstream = MockUpstream::start().await.unwrap();
+    let gate = upstream.hold_streams();
+    let r = reqwest::Client::new()
+        .post(upstream.url("/v1/chat/completions"))
+        .body(
+            json!({"model": "m", "stream": true, "stream_options": {"include_usage": true}})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut stream = r.bytes_stream();
+    let mut received = Vec::new();
+    while !received.ends_with(b"\n\n") {
+        received.extend_from_slice(&stream.next().await.unwrap().unwrap());
+    }
+    upstream.first_chunk_sent().await;
+    let first = String::from_utf8(received.clone()).unwrap();
+    assert!(first.contains(mock_upstream::STREAM_PIECES[0]), "{first}");
+    // Held: nothing more comes until released.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), stream.next())
+            .await
+            .is_err(),
+        "the stream was not held"
+    );
+    gate.release();
+    while let Some(chunk) = stream.next().await {
+        received.extend_from_slice(&chunk.unwrap());
+    }
+    let all = String::from_utf8(received).unwrap();
+    assert!(all.ends_with("data: [DONE]\n\n"), "{all}");
+    assert!(
+        all.contains("\"usage\""),
+        "include_usage adds a usage chunk"
+    );
+    let text: String = all
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| {
+            serde_json::from_str::<Value>(d).ok()?["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(text, mock_upstream::STREAM_PIECES.concat());
+}
+
+/// The happy paths of tests/python/test_openai_sdk.py, straight against the
+/// mock: proves the mock is OpenAI enough for the official SDK (and that the
+/// Python tests themselves are sound) before any gateway is involved.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_official_openai_sdk_accepts_the_mocks_answers() {
+    let upstream = MockUpstream::start().await.unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/test_openai_sdk.py");
+    let out = tokio::process::Command::new("python3")
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", script, "-k"])
+        .arg("test_chat_completion or test_streamed_chat_completion or test_embeddings")
+        .env("SLUICE_TEST_BASE_URL", upstream.url("/v1"))
+        .env("SLUICE_TEST_KEY", "sk-anything")
+        .env("SLUICE_TEST_MODEL", "gpt-4o")
+        .env("SLUICE_TEST_EMBEDDING_MODEL", "text-embedding-3-small")
+        .env("SLUICE_TEST_EXPECTED_TEXT", mock_upstream::CHAT_CONTENT)
+        .env(
+            "SLUICE_TEST_EXPECTED_STREAM",
+            mock_upstream::STREAM_PIECES.concat(),
+        )
+        .env(
+            "SLUICE_TEST_EMBEDDING_DIMENSIONS",
+            mock_upstream::EMBEDDING.len().to_string(),
+        )
+        .output()
+        .await
+        .expect("python3 runs (scripts/test.sh installs openai and pytest)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("4 passed"), "{stdout}");
+    let paths: Vec<String> = upstream.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths.len(), 4, "{paths:?}");
+    assert!(
+        upstream
+            .requests()
+            .iter()
+            .all(|r| r.header("authorization") == Some("Bearer sk-anything"))
+    );
+}

@@ -1,0 +1,1728 @@
+//! The data plane's OpenAI-compatible HTTP API end to end (DESIGN §3, §4):
+//! real etcd, the real control plane, the real data-plane binary, and
+//! deployments pointing at an in-process mock OpenAI upstream. Clients are
+//! real too: reqwest, raw TCP for what reqwest will not send, and the
+//! official `openai` Python SDK. No fixed sleeps for propagation: every
+//! admin write is followed by `WaitForRevision`.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use sluice_tests::admin_client::{Admin, api};
+use sluice_tests::control_plane::ControlPlane;
+use sluice_tests::data_plane::DataPlane;
+use sluice_tests::etcd::EtcdServer;
+use sluice_tests::mock_upstream::{self, MockUpstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(30);
+/// Provider keys: distinctive, so a leak into any log is found by grep.
+const UPSTREAM_KEY: &str = "sk-upstream-secret-XYZ-7f3a9c1e";
+const AZURE_KEY: &str = "azure-upstream-secret-XYZ-41d2b8";
+/// What the `gpt-4o` deployment calls its model upstream.
+const GPT_4O_UPSTREAM: &str = "gpt-4o-2024-08-06";
+const LIMIT: usize = 10 * 1024 * 1024;
+
+// ---------------------------------------------------------------------------
+// The gateway under test, and how tests talk to it.
+// ---------------------------------------------------------------------------
+
+/// etcd + control plane + `n` data planes + a mock upstream, ready to serve.
+struct Gateway {
+    admin: Admin,
+    planes: Vec<DataPlane>,
+    upstream: MockUpstream,
+    http: reqwest::Client,
+    /// The newest revision any admin write returned.
+    revision: AtomicI64,
+    cp: ControlPlane,
+    _etcd: EtcdServer,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    async fn start(data_planes: usize) -> Gateway {
+        let etcd = EtcdServer::start().await.expect("etcd starts");
+        let cp = ControlPlane::start_etcd(&etcd.endpoint()).expect("control plane starts");
+        let admin = Admin::connect(&cp.url()).await.expect("admin connects");
+        let dir = tempfile::tempdir().unwrap();
+        let planes: Vec<DataPlane> = (0..data_planes)
+            .map(|i| DataPlane::start(&[cp.url()], &format!("dp-{i}"), dir.path()).unwrap())
+            .collect();
+        for dp in &planes {
+            dp.wait_ready(WAIT).await.unwrap();
+        }
+        Gateway {
+            admin,
+            planes,
+            upstream: MockUpstream::start().await.expect("mock upstream starts"),
+            http: reqwest::Client::new(),
+            revision: AtomicI64::new(0),
+            cp,
+            _etcd: etcd,
+            _dir: dir,
+        }
+    }
+
+    fn wrote(&self, revision: i64) {
+        self.revision.fetch_max(revision, Ordering::SeqCst);
+    }
+
+    /// Returns once every data plane has applied every write made so far.
+    async fn sync(&self) {
+        let revision = self.revision.load(Ordering::SeqCst);
+        let planes = self
+            .admin
+            .wait_for_revision(revision, WAIT)
+            .await
+            .expect("WaitForRevision");
+        assert_eq!(planes as usize, self.planes.len(), "connected data planes");
+    }
+
+    async fn deploy(&self, deployment: api::Deployment) {
+        let r = self
+            .admin
+            .models
+            .clone()
+            .create_deployment(api::CreateDeploymentRequest {
+                deployment: Some(deployment),
+            })
+            .await
+            .expect("CreateDeployment")
+            .into_inner();
+        self.wrote(r.revision);
+    }
+
+    /// `model_name` served by OpenAI's API at the mock upstream as `upstream_model`.
+    async fn deploy_openai(&self, model_name: &str, upstream_model: &str) {
+        self.deploy(openai_deployment(
+            &self.upstream,
+            model_name,
+            upstream_model,
+        ))
+        .await;
+    }
+
+    async fn alias(&self, alias: &str, target: &str) {
+        let r = self
+            .admin
+            .models
+            .clone()
+            .create_model_alias(api::CreateModelAliasRequest {
+                alias: alias.into(),
+                target: target.into(),
+                description: String::new(),
+            })
+            .await
+            .expect("CreateModelAlias")
+            .into_inner();
+        self.wrote(r.revision);
+    }
+
+    async fn group(&self, name: &str, models: &[&str]) {
+        let r = self
+            .admin
+            .groups
+            .clone()
+            .create_access_group(api::CreateAccessGroupRequest {
+                name: name.into(),
+                description: String::new(),
+                models: strings(models),
+            })
+            .await
+            .expect("CreateAccessGroup")
+            .into_inner();
+        self.wrote(r.revision);
+    }
+
+    async fn team(&self, team_id: &str, models: &[&str], access_groups: &[&str]) {
+        let r = self
+            .admin
+            .teams
+            .clone()
+            .create_team(api::CreateTeamRequest {
+                team: Some(api::Team {
+                    team_id: team_id.into(),
+                    models: strings(models),
+                    access_groups: strings(access_groups),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("CreateTeam")
+            .into_inner();
+        self.wrote(r.revision);
+    }
+
+    /// Sets a team's `access_groups` (to exactly this list, even empty).
+    async fn set_team_groups(&self, team_id: &str, access_groups: &[&str]) {
+        self.update_team(
+            team_id,
+            api::Team {
+                access_groups: strings(access_groups),
+                ..Default::default()
+            },
+            "access_groups",
+        )
+        .await;
+    }
+
+    async fn update_team(&self, team_id: &str, update: api::Team, field: &str) {
+        let r = self
+            .admin
+            .teams
+            .clone()
+            .update_team(api::UpdateTeamRequest {
+                team_id: team_id.into(),
+                update: Some(update),
+                update_mask: Some(mask(field)),
+                ..Default::default()
+            })
+            .await
+            .expect("UpdateTeam")
+            .into_inner();
+        self.wrote(r.revision);
+    }
+
+    /// A new key (plaintext) of `team` (or none) allowed `models` ([] = inherit).
+    async fn key(&self, team: Option<&str>, models: &[&str]) -> String {
+        self.key_from(api::Key {
+            team_id: team.unwrap_or_default().into(),
+            models: strings(models),
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn key_from(&self, template: api::Key) -> String {
+        let r = self
+            .admin
+            .keys
+            .clone()
+            .generate_key(api::GenerateKeyRequest {
+                key: Some(template),
+            })
+            .await
+            .expect("GenerateKey")
+            .into_inner();
+        self.wrote(r.revision);
+        r.key
+    }
+
+    fn url(&self, path: &str) -> String {
+        self.planes[0].url(path)
+    }
+
+    /// POSTs `body` as JSON to `path` of data plane `dp` with `key` as a Bearer token.
+    async fn post_to(&self, dp: usize, key: &str, path: &str, body: &Value) -> Answer {
+        let r = self
+            .http
+            .post(self.planes[dp].url(path))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("data plane answers");
+        Answer::read(r).await
+    }
+
+    async fn post(&self, key: &str, path: &str, body: &Value) -> Answer {
+        self.post_to(0, key, path, body).await
+    }
+
+    /// A one-message chat completion of `model` on data plane `dp`.
+    async fn chat_on(&self, dp: usize, key: &str, model: &str) -> Answer {
+        self.post_to(dp, key, "/v1/chat/completions", &chat_body(model))
+            .await
+    }
+
+    async fn chat(&self, key: &str, model: &str) -> Answer {
+        self.chat_on(0, key, model).await
+    }
+
+    async fn get(&self, key: &str, path: &str) -> Answer {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("data plane answers");
+        Answer::read(r).await
+    }
+
+    /// Neither log holds any of `secrets`.
+    fn assert_logs_hold_none_of(&self, secrets: &[&str]) {
+        let mut logs = vec![("control plane".to_string(), self.cp.log())];
+        for (i, dp) in self.planes.iter().enumerate() {
+            logs.push((format!("data plane {i}"), dp.log()));
+        }
+        for (who, log) in &logs {
+            assert!(!log.is_empty(), "the {who} logged nothing: wrong log file?");
+            for secret in secrets {
+                assert!(
+                    !log.contains(secret),
+                    "the {who}'s log holds the secret {secret:?}"
+                );
+            }
+        }
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn mask(field: &str) -> sluice_proto::prost_types::FieldMask {
+    sluice_proto::prost_types::FieldMask {
+        paths: vec![field.to_string()],
+    }
+}
+
+fn openai_deployment(
+    upstream: &MockUpstream,
+    model_name: &str,
+    upstream_model: &str,
+) -> api::Deployment {
+    api::Deployment {
+        model_name: model_name.into(),
+        provider: "openai".into(),
+        model: upstream_model.into(),
+        api_base: upstream.url("/v1"),
+        api_key: UPSTREAM_KEY.into(),
+        ..Default::default()
+    }
+}
+
+fn chat_body(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]})
+}
+
+/// An HTTP answer: status, headers, and the body parsed as JSON when it is.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    text: String,
+    json: Value,
+}
+
+impl Answer {
+    async fn read(r: reqwest::Response) -> Answer {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a successful chat completion.
+    #[track_caller]
+    fn assert_ok(&self) -> &Self {
+        assert_eq!(self.status, 200, "expected 200, got: {}", self.text);
+        self
+    }
+
+    /// Asserts an error in OpenAI's shape with this status and `code`.
+    #[track_caller]
+    fn assert_error(&self, status: u16, code: &str) -> &Value {
+        assert_eq!(
+            self.status, status,
+            "expected {status} {code}, got: {}",
+            self.text
+        );
+        assert_openai_error_shape(&self.json, &self.text);
+        assert_eq!(
+            self.json["error"]["code"], code,
+            "expected code {code}, got: {}",
+            self.text
+        );
+        &self.json["error"]
+    }
+}
+
+/// `{"error": {"message": "...", "type": "...", "param": ..., "code": ...}}`
+#[track_caller]
+fn assert_openai_error_shape(body: &Value, text: &str) {
+    let error = body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("not OpenAI's error shape: {text:?}"));
+    for field in ["message", "type", "param", "code"] {
+        assert!(error.contains_key(field), "error.{field} missing: {text}");
+    }
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error.message must say what happened: {text}"
+    );
+    assert!(error["type"].is_string(), "error.type: {text}");
+}
+
+fn model_ids(list: &Value) -> BTreeSet<String> {
+    list["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a model list: {list}"))
+        .iter()
+        .map(|m| m["id"].as_str().expect("model id").to_string())
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Access: who may call what (DESIGN §3), over HTTP.
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_access_rule_holds_over_http() {
+    let gw = Gateway::start(1).await;
+    for (name, upstream) in [
+        ("gpt-4o", GPT_4O_UPSTREAM),
+        ("gpt-4o-mini", "gpt-4o-mini"),
+        ("o1", "o1"),
+        ("openai/*", "*"),
+        ("openai/o1-*", "o1-*"),
+    ] {
+        gw.deploy_openai(name, upstream).await;
+    }
+    gw.alias("smart", "gpt-4o").await;
+    gw.group("reasoning", &["o1"]).await;
+    gw.group("openai-all", &["openai/*"]).await;
+    gw.group("openai-o1", &["openai/o1-*"]).await;
+    gw.team("inheritors", &["gpt-4o-mini"], &[]).await;
+    gw.team("mixed", &["gpt-4o"], &["reasoning"]).await;
+    gw.team("nothing", &[], &[]).await;
+    gw.team("wide", &[], &["openai-all"]).await;
+    gw.team("narrow", &[], &["openai-o1"]).await;
+
+    let own = gw.key(None, &["gpt-4o"]).await;
+    let inherits = gw.key(Some("inheritors"), &[]).await;
+    let mixed = gw.key(Some("mixed"), &[]).await;
+    let nothing = gw.key(Some("nothing"), &[]).await;
+    let wide = gw.key(Some("wide"), &[]).await;
+    let narrow = gw.key(Some("narrow"), &[]).await;
+    let everything = gw.key(None, &["*"]).await;
+    let alias_only = gw.key(None, &["smart"]).await;
+    let retired = gw.key(None, &["retired-model"]).await;
+    gw.sync().await;
+
+    // A key's own models.
+    gw.chat(&own, "gpt-4o").await.assert_ok();
+    gw.chat(&own, "gpt-4o-mini")
+        .await
+        .assert_error(403, "model_access_denied");
+
+    // A key with no models inherits its team's list.
+    gw.chat(&inherits, "gpt-4o-mini").await.assert_ok();
+    gw.chat(&inherits, "gpt-4o")
+        .await
+        .assert_error(403, "model_access_denied");
+
+    // A team allows its models ∪ its access groups.
+    gw.chat(&mixed, "gpt-4o").await.assert_ok();
+    gw.chat(&mixed, "o1").await.assert_ok();
+    let denied = gw.chat(&mixed, "gpt-4o-mini").await;
+    let error = denied.assert_error(403, "model_access_denied");
+    assert!(
+        error["message"].as_str().unwrap().contains("gpt-4o-mini"),
+        "the message names the model: {error}"
+    );
+    let available: BTreeSet<String> = error["available_models"]
+        .as_array()
+        .unwrap_or_else(|| panic!("error.available_models missing: {error}"))
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        available.contains("gpt-4o") && available.contains("o1"),
+        "available_models lists what the key may use: {available:?}"
+    );
+    assert!(
+        !available.contains("gpt-4o-mini") && !available.contains("openai/*"),
+        "available_models lists nothing the key may not use: {available:?}"
+    );
+
+    // A team with neither models nor groups gets nothing (fail closed).
+    for model in ["gpt-4o", "gpt-4o-mini", "o1", "openai/gpt-4o"] {
+        gw.chat(&nothing, model)
+            .await
+            .assert_error(403, "model_access_denied");
+    }
+
+    // Wildcards: `openai/o1-*` is more specific than `openai/*`, so a team
+    // holding only the `openai/*` group may not use openai/o1-mini.
+    gw.chat(&wide, "openai/gpt-4o").await.assert_ok();
+    gw.chat(&wide, "openai/o1-mini")
+        .await
+        .assert_error(403, "model_access_denied");
+    gw.chat(&narrow, "openai/o1-mini").await.assert_ok();
+    gw.chat(&narrow, "openai/gpt-4o")
+        .await
+        .assert_error(403, "model_access_denied");
+
+    // `*` allows every model; an allowed model that resolves to nothing is 404.
+    for model in ["gpt-4o", "o1", "openai/gpt-4o", "openai/o1-mini", "smart"] {
+        gw.chat(&everything, model).await.assert_ok();
+    }
+    gw.chat(&everything, "no-such-model")
+        .await
+        .assert_error(404, "model_not_found");
+    gw.chat(&retired, "retired-model")
+        .await
+        .assert_error(404, "model_not_found");
+
+    // Access to an alias is decided on the alias name; it is served by its target.
+    gw.upstream.clear();
+    gw.chat(&alias_only, "smart").await.assert_ok();
+    assert_eq!(
+        gw.upstream.last_request().expect("forwarded").json()["model"],
+        GPT_4O_UPSTREAM
+    );
+    gw.chat(&alias_only, "gpt-4o")
+        .await
+        .assert_error(403, "model_access_denied");
+    gw.chat(&own, "smart")
+        .await
+        .assert_error(403, "model_access_denied");
+
+    // 403 before 404: a denied key learns nothing about what exists.
+    let missing = gw.chat(&own, "no-such-model").await;
+    missing.assert_error(403, "model_access_denied");
+    let existing = gw.chat(&own, "o1").await;
+    existing.assert_error(403, "model_access_denied");
+
+    // Missing and unknown keys; the three places a key may come in.
+    let r = gw
+        .http
+        .post(gw.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(chat_body("gpt-4o").to_string())
+        .send()
+        .await
+        .unwrap();
+    Answer::read(r).await.assert_error(401, "invalid_api_key");
+    gw.chat("sk-this-key-was-never-issued-0123456789abcdef", "gpt-4o")
+        .await
+        .assert_error(401, "invalid_api_key");
+    for header in ["x-api-key", "api-key"] {
+        let r = gw
+            .http
+            .post(gw.url("/v1/chat/completions"))
+            .header(header, &own)
+            .header("content-type", "application/json")
+            .body(chat_body("gpt-4o").to_string())
+            .send()
+            .await
+            .unwrap();
+        Answer::read(r).await.assert_ok();
+    }
+
+    // GET /v1/models lists only what the key may use.
+    let listed = gw.get(&mixed, "/v1/models").await;
+    listed.assert_ok();
+    assert_eq!(listed.json["object"], "list", "{}", listed.text);
+    assert_eq!(model_ids(&listed.json), set(&["gpt-4o", "o1"]));
+    let listed = gw.get(&nothing, "/v1/models").await;
+    listed.assert_ok();
+    assert_eq!(model_ids(&listed.json), set(&[]));
+    let one = gw.get(&mixed, "/v1/models/gpt-4o").await;
+    one.assert_ok();
+    assert_eq!(one.json["id"], "gpt-4o", "{}", one.text);
+    assert_eq!(one.json["object"], "model", "{}", one.text);
+    let hidden = gw.get(&mixed, "/v1/models/gpt-4o-mini").await;
+    assert!(
+        [403, 404].contains(&hidden.status),
+        "a model the key may not use is not shown: {}",
+        hidden.text
+    );
+    assert_openai_error_shape(&hidden.json, &hidden.text);
+    gw.get("sk-not-a-key-0123456789abcdef0123456789", "/v1/models")
+        .await
+        .assert_error(401, "invalid_api_key");
+
+    let keys = [
+        &own,
+        &inherits,
+        &mixed,
+        &nothing,
+        &wide,
+        &narrow,
+        &everything,
+        &alias_only,
+        &retired,
+    ];
+    let mut secrets: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+    secrets.push(UPSTREAM_KEY);
+    gw.assert_logs_hold_none_of(&secrets);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn access_changes_reach_every_data_plane_without_a_restart() {
+    let gw = Gateway::start(2).await;
+    gw.deploy_openai("gpt-4o", GPT_4O_UPSTREAM).await;
+    gw.deploy_openai("gpt-4o-mini", "gpt-4o-mini").await;
+    gw.group("basic", &["gpt-4o-mini"]).await;
+    gw.group("premium", &["gpt-4o"]).await;
+    gw.team("support", &[], &["basic"]).await;
+    gw.team("sales", &["gpt-4o"], &[]).await;
+    let key = gw.key(Some("support"), &[]).await;
+    let doomed = gw.key(None, &["gpt-4o"]).await;
+    let rotated = gw.key(None, &["gpt-4o"]).await;
+    let blocked = gw.key(None, &["gpt-4o"]).await;
+    let sales = gw.key(Some("sales"), &[]).await;
+    let expires = gw
+        .key_from(api::Key {
+            models: strings(&["gpt-4o"]),
+            expires_at: Some(in_seconds(2)),
+            ..Default::default()
+        })
+        .await;
+    gw.sync().await;
+    let pids: Vec<_> = gw.planes.iter().map(|dp| dp.pid()).collect();
+
+    for dp in 0..2 {
+        gw.chat_on(dp, &key, "gpt-4o-mini").await.assert_ok();
+        gw.chat_on(dp, &key, "gpt-4o")
+            .await
+            .assert_error(403, "model_access_denied");
+        for k in [&doomed, &rotated, &blocked, &sales] {
+            gw.chat_on(dp, k, "gpt-4o").await.assert_ok();
+        }
+    }
+
+    // The team is upgraded to the premium group.
+    gw.set_team_groups("support", &["basic", "premium"]).await;
+    gw.sync().await;
+    for dp in 0..2 {
+        gw.chat_on(dp, &key, "gpt-4o").await.assert_ok();
+    }
+
+    // The premium group is taken away again.
+    gw.set_team_groups("support", &["basic"]).await;
+    gw.sync().await;
+    for dp in 0..2 {
+        gw.chat_on(dp, &key, "gpt-4o")
+            .await
+            .assert_error(403, "model_access_denied");
+        gw.chat_on(dp, &key, "gpt-4o-mini").await.assert_ok();
+    }
+
+    // Removing the team's last group never widens access: it leaves nothing.
+    gw.set_team_groups("support", &[]).await;
+    gw.sync().await;
+    for dp in 0..2 {
+        gw.chat_on(dp, &key, "gpt-4o-mini")
+            .await
+            .assert_error(403, "model_access_denied");
+    }
+
+    // A deleted key, a regenerated key, a blocked key, a blocked team.
+    let r = gw
+        .admin
+        .keys
+        .clone()
+        .delete_key(api::DeleteKeyRequest {
+            key: doomed.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("DeleteKey")
+        .into_inner();
+    gw.wrote(r.revision);
+    let r = gw
+        .admin
+        .keys
+        .clone()
+        .regenerate_key(api::RegenerateKeyRequest {
+            key: rotated.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("RegenerateKey")
+        .into_inner();
+    gw.wrote(r.revision);
+    let replacement = r.key;
+    let r = gw
+        .admin
+        .keys
+        .clone()
+        .update_key(api::UpdateKeyRequest {
+            key: blocked.clone(),
+            update: Some(api::Key {
+                blocked: true,
+                ..Default::default()
+            }),
+            update_mask: Some(mask("blocked")),
+            ..Default::default()
+        })
+        .await
+        .expect("UpdateKey")
+        .into_inner();
+    gw.wrote(r.revision);
+    gw.update_team(
+        "sales",
+        api::Team {
+            blocked: true,
+            ..Default::default()
+        },
+        "blocked",
+    )
+    .await;
+    gw.sync().await;
+    for dp in 0..2 {
+        gw.chat_on(dp, &doomed, "gpt-4o")
+            .await
+            .assert_error(401, "invalid_api_key");
+        gw.chat_on(dp, &rotated, "gpt-4o")
+            .await
+            .assert_error(401, "invalid_api_key");
+        gw.chat_on(dp, &replacement, "gpt-4o").await.assert_ok();
+        gw.chat_on(dp, &blocked, "gpt-4o")
+            .await
+            .assert_error(401, "key_blocked");
+        gw.chat_on(dp, &sales, "gpt-4o")
+            .await
+            .assert_error(401, "team_blocked");
+    }
+
+    // A key past its expires_at is refused by the clock, with no write.
+    for dp in 0..2 {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let answer = gw.chat_on(dp, &expires, "gpt-4o").await;
+            if answer.status == 401 {
+                answer.assert_error(401, "key_expired");
+                break;
+            }
+            answer.assert_ok();
+            assert!(Instant::now() < deadline, "the key never expired");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let now: Vec<_> = gw.planes.iter().map(|dp| dp.pid()).collect();
+    assert_eq!(pids, now, "nothing was restarted");
+    gw.assert_logs_hold_none_of(&[
+        &key,
+        &doomed,
+        &rotated,
+        &replacement,
+        &blocked,
+        UPSTREAM_KEY,
+    ]);
+}
+
+fn in_seconds(s: u64) -> sluice_proto::prost_types::Timestamp {
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(s);
+    sluice_proto::prost_types::Timestamp {
+        seconds: t.as_secs() as i64,
+        nanos: t.subsec_nanos() as i32,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Forwarding: what the upstream sees.
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_reach_the_upstream_unchanged_but_for_the_model() {
+    let gw = Gateway::start(1).await;
+    gw.deploy_openai("gpt-4o", GPT_4O_UPSTREAM).await;
+    gw.deploy_openai("embedder", "text-embedding-3-small").await;
+    gw.deploy_openai("instruct", "gpt-3.5-turbo-instruct").await;
+    gw.deploy(api::Deployment {
+        model_name: "azure-gpt".into(),
+        provider: "azure".into(),
+        model: "my-gpt4o-deployment".into(),
+        api_base: gw.upstream.url(""),
+        api_key: AZURE_KEY.into(),
+        api_version: "2024-10-21".into(),
+        ..Default::default()
+    })
+    .await;
+    let key = gw.key(None, &["*"]).await;
+    gw.sync().await;
+
+    // Odd spacing, escapes, key order and fields the gateway knows nothing about.
+    let sent = concat!(
+        "{ \"messages\" : [ {\"role\":\"user\",\"content\":\"caf\\u00e9 \\ud83d\\ude00 \\\"quoted\\\"\"} ],\n",
+        "  \"model\"  :  \"gpt-4o\" ,\t\"temperature\": 0.70,",
+        " \"x_vendor_extension\": {\"nested\": [1, 2.50, true, null, \"\\/\"]},",
+        "\"max_tokens\":16,\"user\":\"alice\"  }"
+    );
+    let want = sent.replace("\"gpt-4o\"", &format!("\"{GPT_4O_UPSTREAM}\""));
+    gw.upstream.clear();
+    let r = gw
+        .http
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .header("x-request-id", "e2e-request-42")
+        .body(sent)
+        .send()
+        .await
+        .unwrap();
+    let answer = Answer::read(r).await;
+    answer.assert_ok();
+    assert_eq!(
+        answer.json["choices"][0]["message"]["content"],
+        mock_upstream::CHAT_CONTENT
+    );
+    assert_eq!(
+        answer.json["usage"]["total_tokens"],
+        mock_upstream::PROMPT_TOKENS + mock_upstream::COMPLETION_TOKENS
+    );
+    assert_eq!(answer.header("x-request-id"), Some("e2e-request-42"));
+    let seen = gw.upstream.last_request().expect("the upstream was called");
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert_eq!(
+        seen.json(),
+        serde_json::from_str::<Value>(&want).unwrap(),
+        "the upstream got a different request"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&seen.body),
+        want,
+        "the body must be forwarded byte for byte, only the model rewritten"
+    );
+    assert_eq!(seen.header("x-request-id"), Some("e2e-request-42"));
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {UPSTREAM_KEY}").as_str())
+    );
+    assert!(
+        seen.headers.iter().all(|(_, v)| !v.contains(&key)),
+        "the client's Sluice key went upstream: {:?}",
+        seen.headers
+    );
+
+    // Without an x-request-id, one is made up, returned, and sent upstream;
+    // a key in x-api-key does not travel upstream either.
+    let r = gw
+        .http
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-api-key", &key)
+        .header("content-type", "application/json")
+        .body(chat_body("gpt-4o").to_string())
+        .send()
+        .await
+        .unwrap();
+    let answer = Answer::read(r).await;
+    answer.assert_ok();
+    let id = answer
+        .header("x-request-id")
+        .expect("an x-request-id is returned")
+        .to_string();
+    assert!(!id.is_empty());
+    let seen = gw.upstream.last_request().unwrap();
+    assert_eq!(seen.header("x-request-id"), Some(id.as_str()));
+    assert!(
+        seen.headers.iter().all(|(_, v)| !v.contains(&key)),
+        "the client's Sluice key went upstream: {:?}",
+        seen.headers
+    );
+
+    // Embeddings and completions, with and without /v1.
+    for (path, model, upstream_path, upstream_model) in [
+        (
+            "/v1/embeddings",
+            "embedder",
+            "/v1/embeddings",
+            "text-embedding-3-small",
+        ),
+        (
+            "/embeddings",
+            "embedder",
+            "/v1/embeddings",
+            "text-embedding-3-small",
+        ),
+        (
+            "/v1/completions",
+            "instruct",
+            "/v1/completions",
+            "gpt-3.5-turbo-instruct",
+        ),
+        (
+            "/completions",
+            "instruct",
+            "/v1/completions",
+            "gpt-3.5-turbo-instruct",
+        ),
+        (
+            "/chat/completions",
+            "gpt-4o",
+            "/v1/chat/completions",
+            GPT_4O_UPSTREAM,
+        ),
+    ] {
+        let body = json!({
+            "model": model,
+            "input": ["one", "two"],
+            "prompt": "Say hello",
+            "messages": [{"role": "user", "content": "hello"}]
+        });
+        let answer = gw.post(&key, path, &body).await;
+        answer.assert_ok();
+        assert!(
+            answer.json["usage"]["prompt_tokens"].is_u64(),
+            "{path}: usage is passed back: {}",
+            answer.text
+        );
+        let seen = gw.upstream.last_request().unwrap();
+        assert_eq!(seen.path, upstream_path, "{path}");
+        let mut want = body.clone();
+        want["model"] = json!(upstream_model);
+        assert_eq!(seen.json(), want, "{path}");
+    }
+    let embedded = gw
+        .post(
+            &key,
+            "/v1/embeddings",
+            &json!({"model": "embedder", "input": ["one", "two"]}),
+        )
+        .await;
+    assert_eq!(embedded.json["data"].as_array().map(Vec::len), Some(2));
+
+    // Azure: deployment URL, api-version, and the key in `api-key`.
+    let answer = gw.chat(&key, "azure-gpt").await;
+    answer.assert_ok();
+    let seen = gw.upstream.last_request().unwrap();
+    assert_eq!(
+        seen.path_only(),
+        "/openai/deployments/my-gpt4o-deployment/chat/completions"
+    );
+    assert_eq!(seen.query("api-version"), Some("2024-10-21"));
+    assert_eq!(seen.header("api-key"), Some(AZURE_KEY));
+    assert!(
+        seen.headers
+            .iter()
+            .all(|(_, v)| !v.contains(&key) && !v.contains(UPSTREAM_KEY)),
+        "only the Azure deployment's key goes to Azure: {:?}",
+        seen.headers
+    );
+
+    gw.assert_logs_hold_none_of(&[&key, UPSTREAM_KEY, AZURE_KEY]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_failures_come_back_in_openai_shape() {
+    let gw = Gateway::start(1).await;
+    let failing = MockUpstream::start().await.unwrap();
+    failing.fail_with(500, "server_error");
+    let refusing = MockUpstream::start().await.unwrap();
+    refusing.fail_with(400, "context_length_exceeded");
+    let slow = MockUpstream::start().await.unwrap();
+    slow.set_latency(Duration::from_secs(20));
+    let closed_port = sluice_tests::control_plane::free_port().unwrap();
+    gw.deploy(openai_deployment(&failing, "failing", "gpt-4o"))
+        .await;
+    gw.deploy(openai_deployment(&refusing, "refusing", "gpt-4o"))
+        .await;
+    gw.deploy(api::Deployment {
+        timeout: Some(sluice_proto::prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        ..openai_deployment(&slow, "slow", "gpt-4o")
+    })
+    .await;
+    gw.deploy(api::Deployment {
+        api_base: format!("http://127.0.0.1:{closed_port}/v1"),
+        ..openai_deployment(&gw.upstream, "unreachable", "gpt-4o")
+    })
+    .await;
+    let key = gw.key(None, &["*"]).await;
+    gw.sync().await;
+
+    let answer = gw.chat(&key, "failing").await;
+    assert!(
+        [500, 502].contains(&answer.status),
+        "upstream 500: the upstream's status or 502, got {}",
+        answer.text
+    );
+    assert_openai_error_shape(&answer.json, &answer.text);
+
+    let answer = gw.chat(&key, "refusing").await;
+    assert_eq!(
+        answer.status, 400,
+        "a 4xx upstream answer is passed on: {}",
+        answer.text
+    );
+    assert_openai_error_shape(&answer.json, &answer.text);
+
+    let started = Instant::now();
+    gw.chat(&key, "slow")
+        .await
+        .assert_error(504, "upstream_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the deployment's 1s timeout was not applied: {:?}",
+        started.elapsed()
+    );
+
+    gw.chat(&key, "unreachable")
+        .await
+        .assert_error(502, "upstream_error");
+
+    let (status, _) = get_status(&gw, "/health/liveness").await;
+    assert_eq!(status, 200);
+}
+
+async fn get_status(gw: &Gateway, path: &str) -> (u16, String) {
+    let r = gw.http.get(gw.url(path)).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+// ---------------------------------------------------------------------------
+// Streaming.
+// ---------------------------------------------------------------------------
+
+/// Reads from `stream` into `buffer` until it holds a whole SSE event; returns it.
+async fn next_event<S>(stream: &mut S, buffer: &mut Vec<u8>) -> Option<String>
+where
+    S: futures::Stream<Item = reqwest::Result<hyper::body::Bytes>> + Unpin,
+{
+    loop {
+        if let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = buffer.drain(..end + 2).collect();
+            return Some(String::from_utf8(event).expect("UTF-8 event"));
+        }
+        match stream.next().await {
+            Some(Ok(bytes)) => buffer.extend_from_slice(&bytes),
+            Some(Err(e)) => panic!("stream broke: {e}"),
+            None => return None,
+        }
+    }
+}
+
+fn event_data(event: &str) -> &str {
+    event
+        .lines()
+        .find_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no data in event {event:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_is_relayed_chunk_by_chunk() {
+    let gw = Gateway::start(1).await;
+    gw.deploy_openai("gpt-4o", GPT_4O_UPSTREAM).await;
+    let key = gw.key(None, &["gpt-4o"]).await;
+    gw.sync().await;
+
+    let gate = gw.upstream.hold_streams();
+    let mut body = chat_body("gpt-4o");
+    body["stream"] = json!(true);
+    let r = gw
+        .http
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    let mut stream = r.bytes_stream();
+    let mut buffer = Vec::new();
+
+    // The upstream holds everything after its first chunk: the client must
+    // have that chunk anyway, or the gateway is buffering.
+    let first = tokio::time::timeout(
+        Duration::from_secs(10),
+        next_event(&mut stream, &mut buffer),
+    )
+    .await
+    .expect("the first chunk did not arrive while the upstream held back the rest")
+    .expect("the stream ended early");
+    let chunk: Value = serde_json::from_str(event_data(&first)).unwrap();
+    assert_eq!(chunk["object"], "chat.completion.chunk");
+    assert_eq!(
+        chunk["choices"][0]["delta"]["content"],
+        mock_upstream::STREAM_PIECES[0]
+    );
+    assert!(
+        !String::from_utf8_lossy(&buffer).contains(mock_upstream::STREAM_PIECES[1]),
+        "the rest arrived before the upstream sent it?"
+    );
+
+    gate.release();
+    let mut text = String::new();
+    let mut events = vec![first];
+    while let Some(event) = tokio::time::timeout(
+        Duration::from_secs(10),
+        next_event(&mut stream, &mut buffer),
+    )
+    .await
+    .expect("the rest of the stream did not arrive after release")
+    {
+        events.push(event);
+    }
+    for event in &events {
+        let data = event_data(event);
+        if data == "[DONE]" {
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(data).unwrap();
+        if let Some(piece) = chunk["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(piece);
+        }
+    }
+    assert_eq!(text, mock_upstream::STREAM_PIECES.concat());
+    assert_eq!(
+        event_data(events.last().unwrap()),
+        "[DONE]",
+        "the stream ends with [DONE]: {events:?}"
+    );
+    assert_eq!(gw.upstream.last_request().unwrap().json()["stream"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_mock_provider_answers_locally() {
+    let gw = Gateway::start(1).await;
+    gw.deploy(api::Deployment {
+        model_name: "demo".into(),
+        model: "mock/gpt-4o".into(),
+        ..Default::default()
+    })
+    .await;
+    gw.deploy(api::Deployment {
+        model_name: "demo-embed".into(),
+        model: "mock/text-embedding-3-small".into(),
+        ..Default::default()
+    })
+    .await;
+    let key = gw.key(None, &["demo", "demo-embed"]).await;
+    gw.sync().await;
+
+    let answer = gw.chat(&key, "demo").await;
+    answer.assert_ok();
+    assert!(
+        answer.json["choices"][0]["message"]["content"].is_string(),
+        "{}",
+        answer.text
+    );
+    assert!(answer.json["usage"]["total_tokens"].as_u64() > Some(0));
+
+    let answer = gw
+        .post(
+            &key,
+            "/v1/embeddings",
+            &json!({"model": "demo-embed", "input": "hello"}),
+        )
+        .await;
+    answer.assert_ok();
+    assert!(
+        answer.json["data"][0]["embedding"]
+            .as_array()
+            .is_some_and(|v| !v.is_empty()),
+        "{}",
+        answer.text
+    );
+    assert!(answer.json["usage"]["prompt_tokens"].is_u64());
+
+    let mut body = chat_body("demo");
+    body["stream"] = json!(true);
+    let answer = gw.post(&key, "/v1/chat/completions", &body).await;
+    answer.assert_ok();
+    let events: Vec<&str> = answer
+        .text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .collect();
+    assert!(events.len() >= 2, "{}", answer.text);
+    assert_eq!(event_data(events.last().unwrap()), "[DONE]");
+    assert!(gw.upstream.requests().is_empty(), "mock answers locally");
+}
+
+// ---------------------------------------------------------------------------
+// Bad input: documented errors, and the gateway keeps serving.
+// ---------------------------------------------------------------------------
+
+/// What a malformed request must get.
+#[derive(Debug, Clone, Copy)]
+enum Want {
+    /// This status, OpenAI's error shape, this code, and `param` when given.
+    Error(u16, &'static str, Option<&'static str>),
+    /// One of these statuses, OpenAI's error shape when there is a body.
+    OneOf(&'static [u16]),
+    /// 400 `invalid_request_error`, or the connection closed with no answer
+    /// (the request never completed, so there may be nothing to answer).
+    BadOrClosed,
+    /// It is not malformed at all: 200.
+    Ok,
+}
+
+struct Case {
+    name: &'static str,
+    request: Vec<u8>,
+    /// Close our write half after sending (a body shorter than announced).
+    half_close: bool,
+    want: Want,
+}
+
+/// A raw HTTP/1.1 request with `Connection: close`.
+fn raw(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n");
+    for (n, v) in headers {
+        r.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        && !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
+    {
+        r.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    r.push_str("\r\n");
+    let mut bytes = r.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// The answer to a raw request: `None` when the connection closed without one.
+struct RawAnswer {
+    status: u16,
+    body: String,
+}
+
+async fn send_raw(port: u16, request: &[u8], half_close: bool) -> Option<RawAnswer> {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connects");
+    let (mut reader, mut writer) = stream.into_split();
+    let request = request.to_vec();
+    // Write while reading: the server may answer (413) before taking it all.
+    let writing = tokio::spawn(async move {
+        let _ = writer.write_all(&request).await;
+        if half_close {
+            let _ = writer.shutdown().await;
+        }
+        writer
+    });
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the data plane hung on this request");
+    writing.abort();
+    parse_response(&received)
+}
+
+fn parse_response(bytes: &[u8]) -> Option<RawAnswer> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&bytes[..end]).to_string();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let raw_body = &bytes[end + 4..];
+    let chunked = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.contains("chunked"));
+    let body = if chunked {
+        let mut out = Vec::new();
+        let mut rest = raw_body;
+        while let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size = usize::from_str_radix(
+                String::from_utf8_lossy(&rest[..line_end])
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim(),
+                16,
+            )
+            .unwrap_or(0);
+            rest = &rest[line_end + 2..];
+            if size == 0 || rest.len() < size {
+                break;
+            }
+            out.extend_from_slice(&rest[..size]);
+            rest = &rest[(size + 2).min(rest.len())..];
+        }
+        out
+    } else {
+        raw_body.to_vec()
+    };
+    Some(RawAnswer {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_requests_get_documented_errors_and_the_gateway_keeps_serving() {
+    let gw = Gateway::start(1).await;
+    gw.deploy_openai("gpt-4o", GPT_4O_UPSTREAM).await;
+    gw.deploy_openai("embedder", "text-embedding-3-small").await;
+    let key = gw.key(None, &["gpt-4o", "embedder"]).await;
+    gw.sync().await;
+    let bearer = format!("Bearer {key}");
+    let auth = ("authorization", bearer.as_str());
+    let json_type = ("content-type", "application/json");
+    let chat = "/v1/chat/completions";
+    let valid = chat_body("gpt-4o").to_string();
+    let post = |body: &[u8]| raw("POST", chat, &[auth, json_type], body);
+    let bad = |param: Option<&'static str>| Want::Error(400, "invalid_request_error", param);
+
+    let huge_bearer = format!("Bearer sk-{}", "A".repeat(100 * 1024));
+    let huge_header = "x".repeat(1024 * 1024);
+    let over_limit = {
+        let mut body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":""#.to_vec();
+        body.resize(LIMIT + 1024, b'a');
+        body.extend_from_slice(br#""}]}"#);
+        body
+    };
+    let chunked_over_limit = {
+        let mut r = format!(
+            "POST {chat} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\nauthorization: {bearer}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        .into_bytes();
+        let piece = vec![b' '; 1024 * 1024];
+        for _ in 0..11 {
+            r.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            r.extend_from_slice(&piece);
+            r.extend_from_slice(b"\r\n");
+        }
+        r.extend_from_slice(b"0\r\n\r\n");
+        r
+    };
+    let deeply_nested = format!(
+        r#"{{"model":"gpt-4o","messages":{}{}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let truncated_content_length = format!("{}", valid.len() + 100);
+
+    let cases = vec![
+        Case {
+            name: "invalid JSON",
+            request: post(br#"{"model": "gpt-4o", "messages": [}"#),
+            half_close: false,
+            want: bad(None),
+        },
+        Case {
+            name: "truncated JSON",
+            request: post(br#"{"model": "gpt-4o", "messages": [{"role": "user""#),
+            half_close: false,
+            want: bad(None),
+        },
+        Case {
+            name: "a JSON array",
+            request: post(br#"[{"model": "gpt-4o"}]"#),
+            half_close: false,
+            want: bad(None),
+        },
+        Case {
+            name: "a JSON string",
+            request: post(br#""gpt-4o""#),
+            half_close: false,
+            want: bad(None),
+        },
+        Case {
+            name: "model missing",
+            request: post(br#"{"messages": [{"role": "user", "content": "hi"}]}"#),
+            half_close: false,
+            want: bad(Some("model")),
+        },
+        Case {
+            name: "model a number",
+            request: post(br#"{"model": 4, "messages": []}"#),
+            half_close: false,
+            want: bad(Some("model")),
+        },
+        Case {
+            name: "model null",
+            request: post(br#"{"model": null, "messages": []}"#),
+            half_close: false,
+            want: bad(Some("model")),
+        },
+        Case {
+            name: "model an object",
+            request: post(br#"{"model": {"name": "gpt-4o"}, "messages": []}"#),
+            half_close: false,
+            want: bad(Some("model")),
+        },
+        Case {
+            name: "model a number, embeddings",
+            request: raw(
+                "POST",
+                "/v1/embeddings",
+                &[auth, json_type],
+                br#"{"model": 4, "input": "x"}"#,
+            ),
+            half_close: false,
+            want: bad(Some("model")),
+        },
+        Case {
+            name: "stream not a boolean",
+            request: post(br#"{"model": "gpt-4o", "messages": [], "stream": "yes"}"#),
+            half_close: false,
+            want: bad(Some("stream")),
+        },
+        Case {
+            name: "invalid UTF-8",
+            request: post(b"{\"model\": \"gpt-4o\", \"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\xc3\"}]}"),
+            half_close: false,
+            want: bad(None),
+        },
+        Case {
+            name: "empty body",
+            request: post(b""),
+            half_close: false,
+            want: bad(None),
+        },
+        Case {
+            name: "JSON nested 100000 deep",
+            request: post(deeply_nested.as_bytes()),
+            half_close: false,
+            want: bad(None),
+        },
+        Case {
+            name: "Content-Type text/plain",
+            request: raw(
+                "POST",
+                chat,
+                &[auth, ("content-type", "text/plain")],
+                valid.as_bytes(),
+            ),
+            half_close: false,
+            want: bad(None),
+        },
+        Case {
+            name: "Content-Type form",
+            request: raw(
+                "POST",
+                chat,
+                &[auth, ("content-type", "application/x-www-form-urlencoded")],
+                valid.as_bytes(),
+            ),
+            half_close: false,
+            want: bad(None),
+        },
+        Case {
+            name: "no Content-Type",
+            request: raw("POST", chat, &[auth], valid.as_bytes()),
+            half_close: false,
+            want: bad(None),
+        },
+        Case {
+            name: "Content-Type with charset (fine)",
+            request: raw(
+                "POST",
+                chat,
+                &[auth, ("content-type", "application/json; charset=utf-8")],
+                valid.as_bytes(),
+            ),
+            half_close: false,
+            want: Want::Ok,
+        },
+        Case {
+            name: "no key",
+            request: raw("POST", chat, &[json_type], valid.as_bytes()),
+            half_close: false,
+            want: Want::Error(401, "invalid_api_key", None),
+        },
+        Case {
+            name: "Authorization: Basic",
+            request: raw(
+                "POST",
+                chat,
+                &[("authorization", "Basic dXNlcjpwYXNz"), json_type],
+                valid.as_bytes(),
+            ),
+            half_close: false,
+            want: Want::Error(401, "invalid_api_key", None),
+        },
+        Case {
+            name: "Authorization: Bearer with no key",
+            request: raw(
+                "POST",
+                chat,
+                &[("authorization", "Bearer "), json_type],
+                valid.as_bytes(),
+            ),
+            half_close: false,
+            want: Want::Error(401, "invalid_api_key", None),
+        },
+        Case {
+            name: "Authorization: Bearer and a key twice",
+            request: raw(
+                "POST",
+                chat,
+                &[("authorization", &format!("Bearer {key} {key}")), json_type],
+                valid.as_bytes(),
+            ),
+            half_close: false,
+            want: Want::Error(401, "invalid_api_key", None),
+        },
+        Case {
+            name: "Authorization: 100 KiB bearer token",
+            request: raw(
+                "POST",
+                chat,
+                &[("authorization", &huge_bearer), json_type],
+                valid.as_bytes(),
+            ),
+            half_close: false,
+            want: Want::OneOf(&[400, 401, 431]),
+        },
+        Case {
+            name: "a 1 MiB header",
+            request: raw(
+                "POST",
+                chat,
+                &[auth, json_type, ("x-padding", &huge_header)],
+                valid.as_bytes(),
+            ),
+            half_close: false,
+            want: Want::OneOf(&[400, 431]),
+        },
+        Case {
+            name: "GET on chat completions",
+            request: raw("GET", chat, &[auth], b""),
+            half_close: false,
+            want: Want::OneOf(&[404, 405]),
+        },
+        Case {
+            name: "DELETE on chat completions",
+            request: raw("DELETE", chat, &[auth], b""),
+            half_close: false,
+            want: Want::OneOf(&[404, 405]),
+        },
+        Case {
+            name: "an unknown route",
+            request: raw("POST", "/v1/no-such-route", &[auth, json_type], valid.as_bytes()),
+            half_close: false,
+            want: Want::OneOf(&[404]),
+        },
+        Case {
+            name: "body over 10 MiB",
+            request: post(&over_limit),
+            half_close: false,
+            want: Want::Error(413, "request_too_large", None),
+        },
+        Case {
+            name: "chunked body over 10 MiB",
+            request: chunked_over_limit,
+            half_close: false,
+            want: Want::Error(413, "request_too_large", None),
+        },
+        Case {
+            name: "Content-Length larger than the body",
+            request: raw(
+                "POST",
+                chat,
+                &[
+                    auth,
+                    json_type,
+                    ("content-length", truncated_content_length.as_str()),
+                ],
+                valid.as_bytes(),
+            ),
+            half_close: true,
+            want: Want::BadOrClosed,
+        },
+        Case {
+            name: "a broken chunk size",
+            request: raw(
+                "POST",
+                chat,
+                &[auth, json_type, ("transfer-encoding", "chunked")],
+                b"zz\r\n{}\r\n0\r\n\r\n",
+            ),
+            half_close: false,
+            want: Want::BadOrClosed,
+        },
+    ];
+    assert!(cases.len() >= 20);
+
+    let port: u16 = gw
+        .url("")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("port");
+    let mut failures = Vec::new();
+    for case in &cases {
+        let answer = send_raw(port, &case.request, case.half_close).await;
+        if let Err(why) = check(case.want, answer.as_ref()) {
+            failures.push(format!("{}: {why}", case.name));
+        }
+    }
+
+    // Still alive, still serving.
+    let (status, body) = get_status(&gw, "/health/liveness").await;
+    assert_eq!(status, 200, "{body}");
+    gw.chat(&key, "gpt-4o").await.assert_ok();
+    assert!(
+        failures.is_empty(),
+        "{} of {} malformed requests got the wrong answer:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    gw.assert_logs_hold_none_of(&[&key, UPSTREAM_KEY]);
+}
+
+fn check(want: Want, answer: Option<&RawAnswer>) -> Result<(), String> {
+    let shape = |a: &RawAnswer| -> Result<Value, String> {
+        let body: Value = serde_json::from_str(&a.body)
+            .map_err(|_| format!("{} with a body that is not JSON: {:?}", a.status, a.body))?;
+        let error = body["error"]
+            .as_object()
+            .ok_or_else(|| format!("{} not in OpenAI's error shape: {}", a.status, a.body))?;
+        for field in ["message", "type", "param", "code"] {
+            if !error.contains_key(field) {
+                return Err(format!("{} error.{field} missing: {}", a.status, a.body));
+            }
+        }
+        Ok(body)
+    };
+    match (want, answer) {
+        (Want::BadOrClosed, None) => Ok(()),
+        (_, None) => Err("the connection closed with no answer".into()),
+        (Want::Ok, Some(a)) if a.status == 200 => Ok(()),
+        (Want::Ok, Some(a)) => Err(format!("expected 200, got {}: {}", a.status, a.body)),
+        (Want::OneOf(statuses), Some(a)) => {
+            if !statuses.contains(&a.status) {
+                return Err(format!(
+                    "expected one of {statuses:?}, got {}: {}",
+                    a.status, a.body
+                ));
+            }
+            // hyper answers 431 itself, before any handler, with no body.
+            if a.status != 431 || !a.body.is_empty() {
+                shape(a)?;
+            }
+            Ok(())
+        }
+        (Want::BadOrClosed, Some(a)) => {
+            check(Want::Error(400, "invalid_request_error", None), Some(a))
+        }
+        (Want::Error(status, code, param), Some(a)) => {
+            if a.status != status {
+                return Err(format!(
+                    "expected {status} {code}, got {}: {}",
+                    a.status, a.body
+                ));
+            }
+            let body = shape(a)?;
+            let error = &body["error"];
+            // `invalid_request_error` is a `type` in OpenAI's shape; accept it as either.
+            if error["code"] != code && !(code == "invalid_request_error" && error["type"] == code)
+            {
+                return Err(format!("expected code {code}: {}", a.body));
+            }
+            if let Some(param) = param
+                && error["param"] != param
+            {
+                return Err(format!("expected param {param:?}: {}", a.body));
+            }
+            Ok(())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The official OpenAI Python SDK.
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_official_openai_python_sdk_works_against_the_gateway() {
+    let gw = Gateway::start(1).await;
+    let failing = MockUpstream::start().await.unwrap();
+    failing.fail_with(500, "server_error");
+    let limited = MockUpstream::start().await.unwrap();
+    limited.fail_with(429, "rate_limit_exceeded");
+    gw.deploy_openai("gpt-4o", GPT_4O_UPSTREAM).await;
+    gw.deploy_openai("gpt-4o-mini", "gpt-4o-mini").await;
+    gw.deploy_openai("text-embedding-3-small", "text-embedding-3-small")
+        .await;
+    gw.deploy(openai_deployment(&failing, "failing", "gpt-4o"))
+        .await;
+    gw.deploy(openai_deployment(&limited, "limited", "gpt-4o"))
+        .await;
+    let key = gw
+        .key(
+            None,
+            &[
+                "gpt-4o",
+                "text-embedding-3-small",
+                "retired-model",
+                "failing",
+                "limited",
+            ],
+        )
+        .await;
+    gw.sync().await;
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/test_openai_sdk.py");
+    let out = tokio::process::Command::new("python3")
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", script])
+        .env("SLUICE_TEST_BASE_URL", gw.url("/v1"))
+        .env("SLUICE_TEST_KEY", &key)
+        .env("SLUICE_TEST_MODEL", "gpt-4o")
+        .env("SLUICE_TEST_EMBEDDING_MODEL", "text-embedding-3-small")
+        .env("SLUICE_TEST_DENIED_MODEL", "gpt-4o-mini")
+        .env("SLUICE_TEST_MISSING_MODEL", "retired-model")
+        .env("SLUICE_TEST_FAILING_MODEL", "failing")
+        .env("SLUICE_TEST_RATE_LIMITED_MODEL", "limited")
+        .env("SLUICE_TEST_EXPECTED_TEXT", mock_upstream::CHAT_CONTENT)
+        .env(
+            "SLUICE_TEST_EXPECTED_STREAM",
+            mock_upstream::STREAM_PIECES.concat(),
+        )
+        .env(
+            "SLUICE_TEST_EMBEDDING_DIMENSIONS",
+            mock_upstream::EMBEDDING.len().to_string(),
+        )
+        .output()
+        .await
+        .expect("python3 runs (scripts/test.sh installs openai and pytest)");
+    assert!(
+        out.status.success(),
+        "the OpenAI SDK tests failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !failing.requests().is_empty() && !limited.requests().is_empty(),
+        "the failure tests reached their upstreams"
+    );
+    gw.assert_logs_hold_none_of(&[&key, UPSTREAM_KEY]);
+}
