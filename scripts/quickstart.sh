@@ -69,13 +69,34 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
+APP_KEY=$(grpcurl -plaintext -H "authorization: Bearer $SLUICE_MASTER_KEY" \
+  -d '{"key": {"team_id": "quickstart", "key_alias": "quickstart-app"}}' \
+  "$LISTEN" sluice.admin.v1.KeyService/GenerateKey | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+# The data plane applies the new key within milliseconds; wait until it answers.
+for _ in $(seq 1 100); do
+  if curl -fsS "http://$DP_LISTEN/v1/models" -H "authorization: Bearer $APP_KEY" >/dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+
 cat <<MSG
 
 Sluice's control plane is running on $LISTEN (embedded store in .sluice/data, log in .sluice/control-plane.log).
 Master key: $SLUICE_MASTER_KEY   (also in .sluice/master-key)
 A data plane is running on $DP_LISTEN with the configuration streamed from it (log in .sluice/data-plane.log).
 
-Try, in another terminal:
+An application key for team "quickstart" (access group "standard": gpt-4o, gpt-4o-mini; shown once):
+  $APP_KEY
+
+Call the mock deployments through the data plane, with curl or the official OpenAI SDK:
+
+  curl http://$DP_LISTEN/v1/chat/completions -H "authorization: Bearer $APP_KEY" \\
+    -H "content-type: application/json" -d '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}'
+
+  python3 -c 'from openai import OpenAI; c = OpenAI(base_url="http://$DP_LISTEN/v1", api_key="$APP_KEY"); print(c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hello"}]).choices[0].message.content)'
+
+  (model "o1" is in access group "premium": that key gets 403 model_access_denied for it)
+
+Administer it, in another terminal:
 
   export SLUICE_MASTER_KEY=$SLUICE_MASTER_KEY
   grpcurl -plaintext -H "authorization: Bearer \$SLUICE_MASTER_KEY" $LISTEN sluice.admin.v1.AccessGroupService/ListAccessGroups

@@ -566,6 +566,13 @@ async fn bad_input_gets_the_documented_status_and_names_the_field() {
         ),
         (
             MODELS,
+            "CreateDeployment",
+            json!({"deployment": {"model_name": "x", "model": "mock/x", "api_base": "http://example.com"}}),
+            "InvalidArgument",
+            "deployment.api_base",
+        ),
+        (
+            MODELS,
             "GetDeployment",
             json!({"id": "missing"}),
             "NotFound",

@@ -57,6 +57,14 @@ pub fn check_deployment(d: &mut Deployment, field: &str) -> AdminResult<()> {
                 format!("is required for provider {:?}", d.provider),
             ));
         }
+    } else if provider.wire == providers::Wire::Mock {
+        // The mock provider reads its knobs from api_base: `mock://?latency_ms=200&fail=429`.
+        if !(d.api_base.starts_with("mock://") || d.api_base.starts_with('?')) {
+            return Err(AdminError::invalid(
+                f("api_base"),
+                "for a mock deployment must be mock://?knob=value&... (latency_ms, chunk_delay_ms, fail, content)",
+            ));
+        }
     } else if !(d.api_base.starts_with("http://")
         || d.api_base.starts_with("https://")
         || secret_is_reference(&d.api_base))
