@@ -158,7 +158,7 @@ impl ControlPlane {
     /// A Prometheus metric's value from `--metrics-listen`.
     pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
-        let text = reqwest::get(url).await?.text().await?;
+        let text = crate::http_client().get(url).send().await?.text().await?;
         crate::data_plane::sample(&text, name)
             .with_context(|| format!("metric {name} not found in:\n{text}"))
     }

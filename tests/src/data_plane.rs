@@ -44,7 +44,7 @@ impl DataPlane {
             cache: dir.join(format!("{node_id}.snapshot.pb")),
             log: dir.join(format!("{node_id}.log")),
             token: token.to_string(),
-            http: reqwest::Client::new(),
+            http: crate::http_client(),
         };
         dp.restart()?;
         Ok(dp)

@@ -27,3 +27,12 @@ pub mod grpcurl;
 pub mod mock_upstream;
 pub mod sim_data_plane;
 pub mod store_conformance;
+
+/// An HTTP client for tests. The workspace builds reqwest with rustls but no
+/// built-in crypto provider (the data plane installs ring, which tonic
+/// already builds), so the provider is installed here before any client.
+pub fn http_client() -> reqwest::Client {
+    // Err only means a provider is installed already, which is all we need.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sluice_tests::mock_upstream::{self, MockUpstream};
 
 async fn post(url: &str, headers: &[(&str, &str)], body: &Value) -> (u16, Value) {
-    let mut r = reqwest::Client::new().post(url).body(body.to_string());
+    let mut r = sluice_tests::http_client().post(url).body(body.to_string());
     for (n, v) in headers {
         r = r.header(*n, *v);
     }
@@ -118,7 +118,7 @@ async fn fails_and_waits_when_told() {
 async fn a_held_stream_sends_its_first_chunk_then_waits_for_release() {
     let upstream = MockUpstream::start().await.unwrap();
     let gate = upstream.hold_streams();
-    let r = reqwest::Client::new()
+    let r = sluice_tests::http_client()
         .post(upstream.url("/v1/chat/completions"))
         .body(
             json!({"model": "m", "stream": true, "stream_options": {"include_usage": true}})

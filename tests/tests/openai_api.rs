@@ -59,7 +59,7 @@ impl Gateway {
             admin,
             planes,
             upstream: MockUpstream::start().await.expect("mock upstream starts"),
-            http: reqwest::Client::new(),
+            http: sluice_tests::http_client(),
             revision: AtomicI64::new(0),
             cp,
             _etcd: etcd,
