@@ -25,7 +25,8 @@
 //!   functions of (config, key, model).
 //! - [`http`]: the HTTP server: the OpenAI API ([`http::openai`]), health,
 //!   readiness, metrics, `/debug/config`; errors in OpenAI's shape, one
-//!   constructor per row of DESIGN §4's table ([`http::error`]).
+//!   constructor per row of DESIGN §4's table ([`http::error`]); each
+//!   client connection's idle limit and shutdown ([`http::connection`]).
 //! - [`metrics`]: the Prometheus metrics, names listed in one table.
 //! - [`allocator`]: malloc settings for millions of small allocations.
 //!

@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use sluice_data_plane::applied::AppliedConfig;
 use sluice_data_plane::discovery::{DEFAULT_CONTROL_PLANE, Discovery, DiscoveryOptions, TOKEN_ENV};
-use sluice_data_plane::http::{self, HttpState};
+use sluice_data_plane::http::{self, HttpState, Limits};
 use sluice_data_plane::metrics::Metrics;
 use sluice_data_plane::request::DEFAULT_MAX_BODY_BYTES;
 use sluice_data_plane::secrets::Secret;
@@ -45,6 +46,19 @@ struct Args {
     /// Request bodies above this many bytes are refused with 413.
     #[arg(long, env = "SLUICE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: u64,
+    /// How long a client may take to send a request's headers, in
+    /// milliseconds; also how long an HTTP/1 keep-alive connection may wait
+    /// for its next request.
+    #[arg(long, env = "SLUICE_HEADER_READ_TIMEOUT_MS", default_value_t = millis(http::DEFAULT_HEADER_READ_TIMEOUT), value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout_ms: u64,
+    /// How long a client may take to send a request's body after its
+    /// headers, in milliseconds; slower ones get 408.
+    #[arg(long, env = "SLUICE_BODY_READ_TIMEOUT_MS", default_value_t = millis(http::DEFAULT_BODY_READ_TIMEOUT), value_parser = clap::value_parser!(u64).range(1..))]
+    body_read_timeout_ms: u64,
+    /// How long a connection may go without a request in flight before it is
+    /// closed, in milliseconds.
+    #[arg(long, env = "SLUICE_IDLE_TIMEOUT_MS", default_value_t = millis(http::DEFAULT_IDLE_TIMEOUT), value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_ms: u64,
     /// Log format.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -54,6 +68,10 @@ struct Args {
 enum LogFormat {
     Text,
     Json,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -201,7 +219,12 @@ async fn main() -> anyhow::Result<()> {
     let stream = tokio::spawn(discovery.run(Arc::clone(&applied), Arc::clone(&metrics)));
     let mut state = HttpState::new(Arc::clone(&applied), Arc::clone(&metrics), token)
         .context("building the upstream HTTP client")?;
-    state.max_body_bytes = args.max_body_bytes;
+    state.limits = Limits {
+        max_body_bytes: args.max_body_bytes,
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+        body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+    };
     let state = Arc::new(state);
     let server = tokio::spawn(http::serve(listener, state, until_stopped()));
 

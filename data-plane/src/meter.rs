@@ -2,9 +2,15 @@
 //!
 //! A [`Meter`] is created when an OpenAI API request arrives and filled in as
 //! the request passes the stages. When it is dropped (when the handler
-//! returns, or for a streamed answer when the last byte is sent or the client
-//! goes away) it records `sluice_requests_total`, the request duration and
-//! the in-flight gauge, and writes the request's one log line.
+//! returns, or, riding in the answer's body ([`Meter::relay`]), when the last
+//! byte is sent or the client goes away) it records `sluice_requests_total`,
+//! the request duration and the in-flight gauge, and writes the request's one
+//! log line.
+//!
+//! A client that leaves before its answer is complete is recorded with code
+//! `client_closed_request`, and with status 499 (nginx's convention) if it
+//! left before the status was known, so a cancelled request never counts as
+//! a success.
 //!
 //! The log line names the key by alias or prefix, never by the key.
 
@@ -13,7 +19,16 @@ use std::time::Instant;
 
 use hyper::StatusCode;
 
+use crate::http::{Body, Carried, carrying};
 use crate::metrics::{Metrics, RequestLabels};
+
+/// The code of a request whose client left before the whole answer was sent.
+pub const CLIENT_CLOSED: &str = "client_closed_request";
+
+/// The status of a request whose client left before it was answered.
+fn client_closed_status() -> StatusCode {
+    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+}
 
 /// What is known about one request so far.
 pub struct Meter {
@@ -25,9 +40,12 @@ pub struct Meter {
     pub model: String,
     pub model_group: String,
     pub deployment: String,
-    pub status: StatusCode,
+    /// The status answered; `None` until then.
+    status: Option<StatusCode>,
     /// The error code answered, empty on success.
-    pub code: String,
+    code: String,
+    /// Whether the whole answer has been sent.
+    finished: bool,
     pub stream: bool,
 }
 
@@ -43,9 +61,44 @@ impl Meter {
             model: String::new(),
             model_group: String::new(),
             deployment: String::new(),
-            status: StatusCode::OK,
+            status: None,
             code: String::new(),
+            finished: false,
             stream: false,
+        }
+    }
+
+    /// The request was answered whole (an error, typically) with `status`
+    /// and error `code` (empty for none).
+    pub fn answered(&mut self, status: StatusCode, code: &str) {
+        self.status = Some(status);
+        self.code = code.to_owned();
+        self.finished = true;
+    }
+
+    /// The request is answered with `status` and `body`: the meter rides in
+    /// the body and records the request when it ends or is dropped.
+    pub fn relay(mut self, status: StatusCode, body: Body) -> Body {
+        self.status = Some(status);
+        carrying(body, self)
+    }
+
+    /// Status and code as recorded: a client that left shows.
+    fn outcome(&self) -> (StatusCode, &str) {
+        match self.status {
+            None => (client_closed_status(), CLIENT_CLOSED),
+            Some(status) if !self.finished && self.code.is_empty() => (status, CLIENT_CLOSED),
+            Some(status) => (status, &self.code),
+        }
+    }
+}
+
+impl Carried for Meter {
+    fn ended(&mut self, outcome: Result<(), ()>) {
+        self.finished = true;
+        if outcome.is_err() {
+            // The upstream broke off mid-answer.
+            self.code = "upstream_error".to_owned();
         }
     }
 }
@@ -53,13 +106,14 @@ impl Meter {
 impl Drop for Meter {
     fn drop(&mut self) {
         let took = self.started.elapsed();
+        let (status, code) = self.outcome();
         self.metrics.request_ended();
         self.metrics.request_done(
             &RequestLabels {
                 model_group: self.model_group.clone(),
                 deployment: self.deployment.clone(),
-                status: self.status.as_u16(),
-                code: self.code.clone(),
+                status: status.as_u16(),
+                code: code.to_owned(),
             },
             took,
         );
@@ -70,11 +124,85 @@ impl Drop for Meter {
             model = %self.model,
             model_group = %self.model_group,
             deployment = %self.deployment,
-            status = self.status.as_u16(),
-            code = %self.code,
+            status = status.as_u16(),
+            code,
             stream = self.stream,
             latency_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
             "request"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::BoxError;
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use hyper::body::{Bytes, Frame};
+
+    fn requests(metrics: &Metrics, status: &str, code: &str) -> bool {
+        let want = format!("status=\"{status}\",code=\"{code}\"}} 1");
+        metrics
+            .encode()
+            .lines()
+            .any(|l| l.starts_with("sluice_requests_total{") && l.contains(&want))
+    }
+
+    #[test]
+    fn a_request_dropped_before_its_answer_counts_as_client_closed() {
+        let metrics = Arc::new(Metrics::new());
+        drop(Meter::start(metrics.clone(), "r1"));
+        assert!(
+            requests(&metrics, "499", CLIENT_CLOSED),
+            "{}",
+            metrics.encode()
+        );
+    }
+
+    #[test]
+    fn an_error_answer_counts_with_its_code() {
+        let metrics = Arc::new(Metrics::new());
+        let mut meter = Meter::start(metrics.clone(), "r1");
+        meter.answered(StatusCode::FORBIDDEN, "model_access_denied");
+        drop(meter);
+        assert!(
+            requests(&metrics, "403", "model_access_denied"),
+            "{}",
+            metrics.encode()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_relayed_answer_counts_once_sent_whole() {
+        let metrics = Arc::new(Metrics::new());
+        let meter = Meter::start(metrics.clone(), "r1");
+        let body = meter.relay(
+            StatusCode::OK,
+            Full::new(Bytes::from("{}"))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        );
+        assert!(!requests(&metrics, "200", ""), "counted before it was sent");
+        body.collect().await.expect("body");
+        assert!(requests(&metrics, "200", ""), "{}", metrics.encode());
+        assert!(metrics.encode().contains("sluice_requests_in_flight 0"));
+    }
+
+    #[tokio::test]
+    async fn a_stream_the_client_leaves_counts_as_client_closed() {
+        let metrics = Arc::new(Metrics::new());
+        let meter = Meter::start(metrics.clone(), "r1");
+        let chunks = futures::stream::iter([
+            Ok::<_, BoxError>(Frame::data(Bytes::from("data: 1\n\n"))),
+            Ok(Frame::data(Bytes::from("data: 2\n\n"))),
+        ]);
+        let mut body = meter.relay(StatusCode::OK, StreamBody::new(chunks).boxed_unsync());
+        body.frame().await.expect("a first chunk").expect("data");
+        drop(body);
+        assert!(
+            requests(&metrics, "200", CLIENT_CLOSED),
+            "{}",
+            metrics.encode()
         );
     }
 }

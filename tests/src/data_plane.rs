@@ -20,6 +20,8 @@ pub struct DataPlane {
     cache: PathBuf,
     log: PathBuf,
     token: String,
+    /// More command-line arguments, after the harness's own.
+    args: Vec<String>,
     http: reqwest::Client,
 }
 
@@ -36,6 +38,16 @@ impl DataPlane {
         dir: &Path,
         token: &str,
     ) -> anyhow::Result<Self> {
+        Self::launch(control_planes, node_id, dir, token, &[])
+    }
+
+    fn launch(
+        control_planes: &[String],
+        node_id: &str,
+        dir: &Path,
+        token: &str,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut dp = Self {
             child: None,
             port: 0,
@@ -44,10 +56,22 @@ impl DataPlane {
             cache: dir.join(format!("{node_id}.snapshot.pb")),
             log: dir.join(format!("{node_id}.log")),
             token: token.to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             http: crate::http_client(),
         };
         dp.restart()?;
         Ok(dp)
+    }
+
+    /// Like [`DataPlane::start`], with more command-line arguments
+    /// (`["--idle-timeout-ms", "500"]`).
+    pub fn start_with_args(
+        control_planes: &[String],
+        node_id: &str,
+        dir: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
+        Self::launch(control_planes, node_id, dir, DATA_PLANE_TOKEN, args)
     }
 
     /// Starts (again) with the same node id, cache file and port when free.
@@ -71,6 +95,7 @@ impl DataPlane {
             .arg(&self.cache)
             .arg("--label")
             .arg("env=test")
+            .args(&self.args)
             .env("SLUICE_DATA_PLANE_TOKEN", &self.token)
             .env("SLUICE_LOG", "info,sluice_data_plane=debug")
             .stdin(Stdio::null())
@@ -127,6 +152,10 @@ impl DataPlane {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `http://127.0.0.1:PORT` followed by `path`: where clients call it.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
@@ -154,14 +183,19 @@ impl DataPlane {
     }
 
     /// The value of a Prometheus metric (first sample whose line starts with `name`).
-    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        let text = self
+    /// `GET /metrics`: the Prometheus text exposition.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(self
             .http
             .get(self.url("/metrics"))
             .send()
             .await?
             .text()
-            .await?;
+            .await?)
+    }
+
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = self.metrics().await?;
         for line in text.lines() {
             if line.starts_with('#') {
                 continue;

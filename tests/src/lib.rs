@@ -11,6 +11,8 @@
 //!   metrics and applied configuration.
 //! - [`grpcurl`]: admin calls through the real `grpcurl` and server reflection.
 //! - [`admin_client`]: typed tonic clients, for concurrency and volume.
+//! - [`gateway`]: all of the above together for the OpenAI API tests, with
+//!   the admin writes and HTTP calls they make.
 //! - [`mock_upstream`]: an in-process OpenAI-compatible upstream that records
 //!   what the data plane forwards and can be slow, fail, or hold a stream.
 //! - [`sim_data_plane`]: a simulated data plane speaking the real
@@ -23,6 +25,7 @@ pub mod certs;
 pub mod control_plane;
 pub mod data_plane;
 pub mod etcd;
+pub mod gateway;
 pub mod grpcurl;
 pub mod mock_upstream;
 pub mod sim_data_plane;

@@ -20,6 +20,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -115,6 +116,26 @@ struct Shared {
     requests: Mutex<Vec<Recorded>>,
     behaviour: Mutex<Behaviour>,
     first_chunks_sent: Notify,
+    /// Requests whose caller went away before the whole answer was sent.
+    abandoned: AtomicUsize,
+}
+
+/// Counts a request as abandoned unless disarmed: dropped with the handler
+/// when hyper cancels it because the caller's connection closed.
+struct Abandoned<'a>(Option<&'a AtomicUsize>);
+
+impl Abandoned<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if let Some(count) = self.0 {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// The running mock upstream. Stops on drop.
@@ -200,6 +221,13 @@ impl MockUpstream {
         let notify = Arc::new(Notify::new());
         self.shared.behaviour.lock().unwrap().gate = Some(notify.clone());
         StreamGate { notify }
+    }
+
+    /// How many requests were abandoned by their caller: a handler cancelled
+    /// while it waited out its latency, or a streamed answer whose reader
+    /// went away before `[DONE]`.
+    pub fn abandoned(&self) -> usize {
+        self.shared.abandoned.load(Ordering::SeqCst)
     }
 
     /// Resolves once a held stream has sent its first chunk.
@@ -291,7 +319,9 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         (b.latency, b.failure.clone(), b.gate.clone())
     };
     if !latency.is_zero() {
+        let abandoned = Abandoned(Some(&state.abandoned));
         tokio::time::sleep(latency).await;
+        abandoned.disarm();
     }
     let Some(endpoint) = endpoint(&path) else {
         return Ok(error(
@@ -441,10 +471,17 @@ fn stream_chat(
         }
         if let Some(gate) = gate {
             state.first_chunks_sent.notify_one();
-            gate.notified().await;
+            tokio::select! {
+                () = gate.notified() => {}
+                () = tx.closed() => {
+                    state.abandoned.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+            }
         }
         for piece in &STREAM_PIECES[1..] {
             if !send(sse(&chunk(&model, json!({"content": piece}), Value::Null))).await {
+                state.abandoned.fetch_add(1, Ordering::SeqCst);
                 return;
             }
         }

@@ -153,6 +153,20 @@ impl ApiError {
         )
     }
 
+    /// 408: the body did not arrive in time (a slow or stalled client).
+    pub fn request_timeout(after: std::time::Duration) -> Self {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            Some("request_timeout"),
+            format!(
+                "The request body did not arrive within {}s of its headers; \
+                 send it at once (the operator sets the limit with --body-read-timeout-ms)",
+                after.as_secs_f64()
+            ),
+        )
+    }
+
     /// 503: the group exists but none of its deployments can be used here
     /// (each refers to an environment variable this data plane lacks).
     pub fn no_healthy_deployment(group: &str) -> Self {

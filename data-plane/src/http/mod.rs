@@ -17,15 +17,19 @@
 //! Every answer carries `x-request-id`: the client's, when it sent a usable
 //! one, else a fresh random id; the same id goes upstream and into the log.
 //!
-//! Robustness: HTTP/1 headers must arrive within [`HEADER_READ_TIMEOUT`]
-//! (slow-loris), which in hyper also bounds how long a keep-alive connection
-//! may sit idle before its next request; headers are capped at
-//! [`MAX_HEADER_BYTES`]; HTTP/2 connections are pinged every
-//! [`KEEP_ALIVE_INTERVAL`] and closed when a ping goes unanswered. A
-//! panicking handler is caught ([`catch_panics`]): the request gets a 500 in
-//! OpenAI's shape, `sluice_handler_panics_total` counts it, and the process
-//! keeps serving.
+//! Robustness ([`Limits`]): HTTP/1 headers must arrive within the header
+//! read timeout (slow-loris), which in hyper also bounds how long a
+//! keep-alive connection may wait for its next request; a request body must
+//! arrive within the body read timeout (else 408); a connection with no
+//! request in flight for the idle timeout is closed ([`connection`]), which
+//! covers clients that connect and send nothing and idle HTTP/2
+//! connections; headers are capped at [`MAX_HEADER_BYTES`]; HTTP/2
+//! connections are pinged every [`KEEP_ALIVE_INTERVAL`] and closed when a
+//! ping goes unanswered. A panicking handler is caught ([`catch_panics`]):
+//! the request gets a 500 in OpenAI's shape, `sluice_handler_panics_total`
+//! counts it, and the process keeps serving.
 
+pub mod connection;
 pub mod error;
 pub mod openai;
 
@@ -44,7 +48,6 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -66,9 +69,61 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every response. Not `Sync`: upstream bodies are not.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
+/// Something a response body carries until it is dropped (a meter, a
+/// connection's in-flight mark), told when the body has been sent whole.
+pub trait Carried: Send + Unpin + 'static {
+    /// The body ended: `Ok` when sent whole, `Err` when it broke off.
+    fn ended(&mut self, _outcome: Result<(), ()>) {}
+}
+
+/// `body` carrying `carried`, its size hint kept (so a known length is still
+/// sent as `content-length`, not chunked).
+pub fn carrying(body: Body, carried: impl Carried) -> Body {
+    Carrying { body, carried }.boxed_unsync()
+}
+
+struct Carrying<T> {
+    body: Body,
+    carried: T,
+}
+
+impl<T: Carried> hyper::body::Body for Carrying<T> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(None) => this.carried.ended(Ok(())),
+            std::task::Poll::Ready(Some(Err(_))) => this.carried.ended(Err(())),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// How long a client may take to send a request's headers (and how long an
 /// HTTP/1 keep-alive connection may wait for its next request).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a client may take to send a request's body once its headers are
+/// in: 10 MiB at a slow 1.5 Mbit/s.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a connection may go without a request in flight.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The most header bytes a request may carry.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -93,13 +148,36 @@ pub struct HttpState {
     pub token: Option<Secret>,
     /// The client upstream calls go through.
     pub upstream: Upstream,
+    pub limits: Limits,
+}
+
+/// What the server allows a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
     /// Request bodies above this many bytes get 413.
     pub max_body_bytes: u64,
+    /// Headers must be in within this long; an HTTP/1 keep-alive connection
+    /// is closed after this long without a new request.
+    pub header_read_timeout: Duration,
+    /// A body must be in within this long after its headers, else 408.
+    pub body_read_timeout: Duration,
+    /// A connection with no request in flight this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
 }
 
 impl HttpState {
-    /// State with the defaults: [`DEFAULT_MAX_BODY_BYTES`], a new upstream
-    /// client.
+    /// State with the default [`Limits`] and a new upstream client.
     pub fn new(
         applied: Arc<AppliedConfig>,
         metrics: Arc<Metrics>,
@@ -110,7 +188,7 @@ impl HttpState {
             metrics,
             token,
             upstream: Upstream::new()?,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            limits: Limits::default(),
         })
     }
 }
@@ -122,11 +200,12 @@ pub async fn serve(
     state: Arc<HttpState>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let limits = state.limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(MAX_HEADER_BYTES);
     builder
         .http2()
@@ -134,7 +213,9 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
         .keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .keep_alive_timeout(KEEP_ALIVE_INTERVAL);
-    let graceful = GracefulShutdown::new();
+    // Every connection task holds a receiver: the sender sees them all gone
+    // when the last connection has ended.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -151,28 +232,51 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        let service = service_fn(move |req| {
-            let state = Arc::clone(&state);
-            async move { Ok::<_, Infallible>(handle(&state, req).await) }
-        });
+        let activity = connection::Activity::new();
+        let service = {
+            let (state, activity) = (Arc::clone(&state), Arc::clone(&activity));
+            service_fn(move |req| {
+                let state = Arc::clone(&state);
+                let in_flight = activity.begin();
+                async move {
+                    Ok::<_, Infallible>(in_flight_until_sent(handle(&state, req).await, in_flight))
+                }
+            })
+        };
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
+        let closing = connection::closing(activity, limits.idle_timeout, stopping.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                why = closing => {
+                    tracing::trace!(%peer, why, "closing an HTTP connection");
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
             }
         });
     }
     drop(listener);
+    drop(stopping);
+    let _ = stop.send(true);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = stop.closed() => {}
         () = tokio::time::sleep(DRAIN_TIMEOUT) => {
             tracing::warn!("HTTP connections still open after {DRAIN_TIMEOUT:?}; closing them");
         }
     }
+}
+
+/// The answer, keeping its request counted as in flight on its connection
+/// until the body has been sent (or abandoned).
+fn in_flight_until_sent(resp: Response<Body>, in_flight: connection::InFlight) -> Response<Body> {
+    resp.map(|body| carrying(body, in_flight))
 }
 
 /// Binds `address` (`host:port`), for `serve`.

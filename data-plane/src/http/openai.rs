@@ -41,13 +41,11 @@ pub async fn completion(
     match complete(state, endpoint, req, request_id, &mut meter).await {
         Ok(answer) => relay(answer, meter),
         Err(Failure::Api(e)) => {
-            meter.status = e.status;
-            meter.code = e.code.unwrap_or_default().to_owned();
+            meter.answered(e.status, e.code.unwrap_or_default());
             super::error_response(&e)
         }
         Err(Failure::Relayed { status, body }) => {
-            meter.status = status;
-            meter.code = "upstream_error".to_owned();
+            meter.answered(status, "upstream_error");
             // The upstream's body, as it sent it.
             json_response(status, body)
         }
@@ -86,16 +84,20 @@ async fn complete(
     meter.key = auth::key_label(key);
     meter.team = key.team_id.clone();
 
-    let limit = state.max_body_bytes;
-    request::check_headers(req.headers(), limit).map_err(request_error)?;
-    let body = request::read_body(req.into_body(), limit)
-        .await
-        .map_err(|e| match e {
-            ReadError::Request(e) => request_error(e),
-            // The client's connection broke mid-body: nobody will read the
-            // answer, but it still gets one in the right shape.
-            ReadError::Io(detail) => ApiError::invalid_request(None, detail),
-        })?;
+    let limits = state.limits;
+    request::check_headers(req.headers(), limits.max_body_bytes).map_err(request_error)?;
+    let body = tokio::time::timeout(
+        limits.body_read_timeout,
+        request::read_body(req.into_body(), limits.max_body_bytes),
+    )
+    .await
+    .map_err(|_| ApiError::request_timeout(limits.body_read_timeout))?
+    .map_err(|e| match e {
+        ReadError::Request(e) => request_error(e),
+        // The client's connection broke mid-body: nobody will read the
+        // answer, but it still gets one in the right shape.
+        ReadError::Io(detail) => ApiError::invalid_request(None, detail),
+    })?;
     let parsed = request::parse(endpoint, body).map_err(request_error)?;
     meter.model = parsed.model.clone();
     meter.stream = parsed.stream;
@@ -226,16 +228,8 @@ fn upstream_failure(deployment: &str, e: UpstreamError) -> Failure {
 
 /// The answer with the meter riding along in its body, so the request counts
 /// as finished when the last byte is sent (or the client leaves).
-fn relay(answer: Answer, mut meter: Meter) -> Response<Body> {
-    use http_body_util::BodyExt;
-    meter.status = answer.status;
-    let body = answer
-        .body
-        .map_frame(move |frame| {
-            let _meter = &meter;
-            frame
-        })
-        .boxed_unsync();
+fn relay(answer: Answer, meter: Meter) -> Response<Body> {
+    let body = meter.relay(answer.status, answer.body);
     let mut resp = Response::new(body);
     *resp.status_mut() = answer.status;
     let headers = resp.headers_mut();

@@ -1,0 +1,380 @@
+//! The whole gateway on loopback for the OpenAI API tests: real etcd, the
+//! real control plane, real data-plane binaries and a [`MockUpstream`], with
+//! the admin writes tests make and the HTTP calls they send.
+//!
+//! ```ignore
+//! let gw = Gateway::start(1).await;
+//! gw.deploy_openai("gpt-4o", "gpt-4o-2024-08-06").await;
+//! gw.team("ml", &["gpt-4o"], &[]).await;
+//! let key = gw.key(Some("ml"), &[]).await;
+//! gw.sync().await;                       // WaitForRevision on every data plane
+//! gw.chat(&key, "gpt-4o").await.assert_ok();
+//! ```
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::admin_client::{Admin, api};
+use crate::control_plane::ControlPlane;
+use crate::data_plane::DataPlane;
+use crate::etcd::EtcdServer;
+use crate::mock_upstream::MockUpstream;
+
+/// How long tests wait for anything to start or propagate.
+pub const WAIT: Duration = Duration::from_secs(30);
+/// The provider key of [`openai_deployment`]s: distinctive, so a leak into
+/// any log is found by grep.
+pub const UPSTREAM_KEY: &str = "sk-upstream-secret-XYZ-7f3a9c1e";
+
+/// etcd + control plane + `n` data planes + a mock upstream, ready to serve.
+pub struct Gateway {
+    pub admin: Admin,
+    pub planes: Vec<DataPlane>,
+    pub upstream: MockUpstream,
+    pub http: reqwest::Client,
+    /// The newest revision any admin write returned.
+    pub revision: AtomicI64,
+    pub cp: ControlPlane,
+    _etcd: EtcdServer,
+    /// Logs and snapshot caches.
+    pub dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    pub async fn start(data_planes: usize) -> Gateway {
+        Self::start_with_args(data_planes, &[]).await
+    }
+
+    /// Like [`Gateway::start`], each data plane with more command-line
+    /// arguments.
+    pub async fn start_with_args(data_planes: usize, args: &[&str]) -> Gateway {
+        let etcd = EtcdServer::start().await.expect("etcd starts");
+        let cp = ControlPlane::start_etcd(&etcd.endpoint()).expect("control plane starts");
+        let admin = Admin::connect(&cp.url()).await.expect("admin connects");
+        let dir = tempfile::tempdir().unwrap();
+        let planes: Vec<DataPlane> = (0..data_planes)
+            .map(|i| {
+                DataPlane::start_with_args(&[cp.url()], &format!("dp-{i}"), dir.path(), args)
+                    .unwrap()
+            })
+            .collect();
+        for dp in &planes {
+            dp.wait_ready(WAIT).await.unwrap();
+        }
+        Gateway {
+            admin,
+            planes,
+            upstream: MockUpstream::start().await.expect("mock upstream starts"),
+            http: crate::http_client(),
+            revision: AtomicI64::new(0),
+            cp,
+            _etcd: etcd,
+            dir,
+        }
+    }
+
+    pub fn wrote(&self, revision: i64) {
+        self.revision.fetch_max(revision, Ordering::SeqCst);
+    }
+
+    /// Returns once every data plane has applied every write made so far.
+    pub async fn sync(&self) {
+        let revision = self.revision.load(Ordering::SeqCst);
+        let planes = self
+            .admin
+            .wait_for_revision(revision, WAIT)
+            .await
+            .expect("WaitForRevision");
+        assert_eq!(planes as usize, self.planes.len(), "connected data planes");
+    }
+
+    pub async fn deploy(&self, deployment: api::Deployment) {
+        let r = self
+            .admin
+            .models
+            .clone()
+            .create_deployment(api::CreateDeploymentRequest {
+                deployment: Some(deployment),
+            })
+            .await
+            .expect("CreateDeployment")
+            .into_inner();
+        self.wrote(r.revision);
+    }
+
+    /// `model_name` served by OpenAI's API at the mock upstream as `upstream_model`.
+    pub async fn deploy_openai(&self, model_name: &str, upstream_model: &str) {
+        self.deploy(openai_deployment(
+            &self.upstream,
+            model_name,
+            upstream_model,
+        ))
+        .await;
+    }
+
+    pub async fn alias(&self, alias: &str, target: &str) {
+        let r = self
+            .admin
+            .models
+            .clone()
+            .create_model_alias(api::CreateModelAliasRequest {
+                alias: alias.into(),
+                target: target.into(),
+                description: String::new(),
+            })
+            .await
+            .expect("CreateModelAlias")
+            .into_inner();
+        self.wrote(r.revision);
+    }
+
+    pub async fn group(&self, name: &str, models: &[&str]) {
+        let r = self
+            .admin
+            .groups
+            .clone()
+            .create_access_group(api::CreateAccessGroupRequest {
+                name: name.into(),
+                description: String::new(),
+                models: strings(models),
+            })
+            .await
+            .expect("CreateAccessGroup")
+            .into_inner();
+        self.wrote(r.revision);
+    }
+
+    pub async fn team(&self, team_id: &str, models: &[&str], access_groups: &[&str]) {
+        let r = self
+            .admin
+            .teams
+            .clone()
+            .create_team(api::CreateTeamRequest {
+                team: Some(api::Team {
+                    team_id: team_id.into(),
+                    models: strings(models),
+                    access_groups: strings(access_groups),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("CreateTeam")
+            .into_inner();
+        self.wrote(r.revision);
+    }
+
+    /// Sets a team's `access_groups` (to exactly this list, even empty).
+    pub async fn set_team_groups(&self, team_id: &str, access_groups: &[&str]) {
+        self.update_team(
+            team_id,
+            api::Team {
+                access_groups: strings(access_groups),
+                ..Default::default()
+            },
+            "access_groups",
+        )
+        .await;
+    }
+
+    pub async fn update_team(&self, team_id: &str, update: api::Team, field: &str) {
+        let r = self
+            .admin
+            .teams
+            .clone()
+            .update_team(api::UpdateTeamRequest {
+                team_id: team_id.into(),
+                update: Some(update),
+                update_mask: Some(mask(field)),
+                ..Default::default()
+            })
+            .await
+            .expect("UpdateTeam")
+            .into_inner();
+        self.wrote(r.revision);
+    }
+
+    /// A new key (plaintext) of `team` (or none) allowed `models` ([] = inherit).
+    pub async fn key(&self, team: Option<&str>, models: &[&str]) -> String {
+        self.key_from(api::Key {
+            team_id: team.unwrap_or_default().into(),
+            models: strings(models),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn key_from(&self, template: api::Key) -> String {
+        let r = self
+            .admin
+            .keys
+            .clone()
+            .generate_key(api::GenerateKeyRequest {
+                key: Some(template),
+            })
+            .await
+            .expect("GenerateKey")
+            .into_inner();
+        self.wrote(r.revision);
+        r.key
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        self.planes[0].url(path)
+    }
+
+    /// POSTs `body` as JSON to `path` of data plane `dp` with `key` as a Bearer token.
+    pub async fn post_to(&self, dp: usize, key: &str, path: &str, body: &Value) -> Answer {
+        let r = self
+            .http
+            .post(self.planes[dp].url(path))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("data plane answers");
+        Answer::read(r).await
+    }
+
+    pub async fn post(&self, key: &str, path: &str, body: &Value) -> Answer {
+        self.post_to(0, key, path, body).await
+    }
+
+    /// A one-message chat completion of `model` on data plane `dp`.
+    pub async fn chat_on(&self, dp: usize, key: &str, model: &str) -> Answer {
+        self.post_to(dp, key, "/v1/chat/completions", &chat_body(model))
+            .await
+    }
+
+    pub async fn chat(&self, key: &str, model: &str) -> Answer {
+        self.chat_on(0, key, model).await
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> Answer {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("data plane answers");
+        Answer::read(r).await
+    }
+
+    /// Neither log holds any of `secrets`.
+    pub fn assert_logs_hold_none_of(&self, secrets: &[&str]) {
+        let mut logs = vec![("control plane".to_string(), self.cp.log())];
+        for (i, dp) in self.planes.iter().enumerate() {
+            logs.push((format!("data plane {i}"), dp.log()));
+        }
+        for (who, log) in &logs {
+            assert!(!log.is_empty(), "the {who} logged nothing: wrong log file?");
+            for secret in secrets {
+                assert!(
+                    !log.contains(secret),
+                    "the {who}'s log holds the secret {secret:?}"
+                );
+            }
+        }
+    }
+}
+
+pub fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+pub fn mask(field: &str) -> sluice_proto::prost_types::FieldMask {
+    sluice_proto::prost_types::FieldMask {
+        paths: vec![field.to_string()],
+    }
+}
+
+pub fn openai_deployment(
+    upstream: &MockUpstream,
+    model_name: &str,
+    upstream_model: &str,
+) -> api::Deployment {
+    api::Deployment {
+        model_name: model_name.into(),
+        provider: "openai".into(),
+        model: upstream_model.into(),
+        api_base: upstream.url("/v1"),
+        api_key: UPSTREAM_KEY.into(),
+        ..Default::default()
+    }
+}
+
+pub fn chat_body(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]})
+}
+
+/// An HTTP answer: status, headers, and the body parsed as JSON when it is.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Answer {
+    pub async fn read(r: reqwest::Response) -> Answer {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a successful chat completion.
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Self {
+        assert_eq!(self.status, 200, "expected 200, got: {}", self.text);
+        self
+    }
+
+    /// Asserts an error in OpenAI's shape with this status and `code`.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) -> &Value {
+        assert_eq!(
+            self.status, status,
+            "expected {status} {code}, got: {}",
+            self.text
+        );
+        assert_openai_error_shape(&self.json, &self.text);
+        assert_eq!(
+            self.json["error"]["code"], code,
+            "expected code {code}, got: {}",
+            self.text
+        );
+        &self.json["error"]
+    }
+}
+
+/// `{"error": {"message": "...", "type": "...", "param": ..., "code": ...}}`
+#[track_caller]
+pub fn assert_openai_error_shape(body: &Value, text: &str) {
+    let error = body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("not OpenAI's error shape: {text:?}"));
+    for field in ["message", "type", "param", "code"] {
+        assert!(error.contains_key(field), "error.{field} missing: {text}");
+    }
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error.message must say what happened: {text}"
+    );
+    assert!(error["type"].is_string(), "error.type: {text}");
+}
