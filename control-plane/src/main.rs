@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice_control_plane::auth::MasterKey;
-use sluice_control_plane::server::{ServerConfig, serve};
+use sluice_control_plane::server::{ServerConfig, ServerTls, serve};
 use sluice_control_plane::store::Store;
 use sluice_control_plane::store::embedded::EmbeddedStore;
 use sluice_control_plane::store::etcd::{EtcdOptions, EtcdStore, EtcdTls};
@@ -47,6 +47,9 @@ enum Command {
         /// File holding the master key (else SLUICE_MASTER_KEY).
         #[arg(long, env = "SLUICE_MASTER_KEY_FILE")]
         master_key_file: Option<PathBuf>,
+        /// PEM CA of the control plane's certificate, for an https:// control plane.
+        #[arg(long, env = "SLUICE_CONTROL_PLANE_CA_FILE")]
+        control_plane_ca_file: Option<PathBuf>,
     },
 }
 
@@ -98,9 +101,46 @@ struct ServeArgs {
     /// How often the store is probed for grpc.health.v1, in milliseconds.
     #[arg(long, env = "SLUICE_HEALTH_INTERVAL_MS", default_value_t = 1000)]
     health_interval_ms: u64,
+    /// PEM certificate chain of the gRPC server: it serves TLS when this is set
+    /// (with --tls-key-file).
+    #[arg(long, env = "SLUICE_TLS_CERT_FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "SLUICE_TLS_KEY_FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// PEM CA of data planes' client certificates: the config stream then requires one
+    /// (mutual TLS). Admin calls still need only the master key.
+    #[arg(long, env = "SLUICE_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    tls_client_ca_file: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+/// Reads a PEM file named by a flag; the error names the flag and the file.
+fn read_pem(flag: &str, path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))?;
+    if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+        bail!("{flag} {} is not a PEM file", path.display());
+    }
+    Ok(pem)
+}
+
+impl ServeArgs {
+    fn server_tls(&self) -> anyhow::Result<Option<ServerTls>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) else {
+            return Ok(None);
+        };
+        Ok(Some(ServerTls {
+            cert_pem: read_pem("--tls-cert-file", cert)?,
+            key_pem: read_pem("--tls-key-file", key)?,
+            client_ca_pem: self
+                .tls_client_ca_file
+                .as_ref()
+                .map(|ca| read_pem("--tls-client-ca-file", ca))
+                .transpose()?,
+        }))
+    }
 }
 
 fn init_tracing(format: LogFormat) {
@@ -159,6 +199,7 @@ async fn shutdown_signal() {
 
 async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
     let key = master_key(args.master_key_file.as_ref())?;
+    let tls = args.server_tls()?;
     let timeout = Duration::from_millis(args.store_timeout_ms);
     let store: Arc<dyn Store> = if args.etcd.is_empty() {
         tracing::info!(data_dir = %args.data_dir.display(), "using the embedded store");
@@ -215,6 +256,7 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
         data_plane_token,
         master_key: MasterKey::new(key),
         health_interval: Duration::from_millis(args.health_interval_ms),
+        tls,
     };
     serve(store, config, shutdown_signal()).await?;
     Ok(())
@@ -224,12 +266,23 @@ async fn run_import(
     file: PathBuf,
     control_plane: String,
     key_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let key = master_key(key_file.as_ref())?;
     let yaml =
         std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-    let channel = tonic::transport::Endpoint::from_shared(control_plane.clone())
-        .with_context(|| format!("bad control-plane URL {control_plane:?}"))?
+    let mut endpoint = tonic::transport::Endpoint::from_shared(control_plane.clone())
+        .with_context(|| format!("bad control-plane URL {control_plane:?}"))?;
+    if let Some(ca) = &ca_file {
+        let ca = read_pem("--control-plane-ca-file", ca)?;
+        endpoint = endpoint
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+            )
+            .context("TLS settings for the control plane")?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("connecting to the control plane at {control_plane}"))?;
@@ -269,7 +322,8 @@ async fn main() -> anyhow::Result<()> {
             file,
             control_plane,
             master_key_file,
-        }) => run_import(file, control_plane, master_key_file).await,
+            control_plane_ca_file,
+        }) => run_import(file, control_plane, master_key_file, control_plane_ca_file).await,
         None => run_server(cli.serve).await,
     }
 }

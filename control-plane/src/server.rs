@@ -54,8 +54,48 @@ pub enum ServeError {
     },
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("TLS: {0}")]
+    Tls(tonic::transport::Error),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+}
+
+/// The gRPC server's TLS: its certificate, and optionally the CA of data
+/// planes' client certificates, which makes the config stream require one
+/// (mutual TLS). Admin calls need no client certificate: the master key
+/// authenticates them.
+pub struct ServerTls {
+    /// PEM certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// PEM private key.
+    pub key_pem: Vec<u8>,
+    /// PEM CA certificate(s) of data-plane client certificates.
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("mutual", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    fn config(&self) -> tonic::transport::ServerTlsConfig {
+        let mut tls = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem),
+        );
+        if let Some(ca) = &self.client_ca_pem {
+            // Optional at the handshake so admin clients (grpcurl with the
+            // master key) connect without one; the config stream refuses
+            // data planes that did not present one.
+            tls = tls
+                .client_ca_root(tonic::transport::Certificate::from_pem(ca))
+                .client_auth_optional(true);
+        }
+        tls
+    }
 }
 
 pub struct ServerConfig {
@@ -69,6 +109,7 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// How often the store is probed for `grpc.health.v1`.
     pub health_interval: Duration,
+    pub tls: Option<ServerTls>,
 }
 
 /// Serves until `shutdown` completes, then drains in-flight calls.
@@ -119,10 +160,15 @@ pub async fn serve(
             }
         });
     }
+    let mutual_tls = config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_ca_pem.is_some());
     let distribution = Distribution::start(
         store.clone(),
         config.replica_id.clone(),
         config.data_plane_token.clone(),
+        mutual_tls,
         metrics,
     );
     let discovery = ConfigDiscoveryServer::new(distribution.discovery());
@@ -136,7 +182,11 @@ pub async fn serve(
             )
         };
     }
-    let result = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        server = server.tls_config(tls.config()).map_err(ServeError::Tls)?;
+    }
+    let result = server
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

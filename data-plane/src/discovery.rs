@@ -28,6 +28,7 @@ use tonic_prost::ProstCodec;
 use crate::applied::{AppliedConfig, Outcome};
 use crate::metrics::Metrics;
 use crate::secrets::Secret;
+use crate::tls::{ControlPlaneTls, TlsError};
 use crate::wire::ControlPlaneMessageWire;
 
 /// `ConfigDiscovery/StreamConfig`, called with a codec that leaves keys encoded.
@@ -109,6 +110,8 @@ pub struct DiscoveryOptions {
     pub backoff: BackoffPolicy,
     /// Per address; a blackholed address must not hold up the others.
     pub connect_timeout: Duration,
+    /// For `https://` control planes; required by them.
+    pub tls: Option<ControlPlaneTls>,
 }
 
 impl DiscoveryOptions {
@@ -120,6 +123,7 @@ impl DiscoveryOptions {
             token: None,
             backoff: BackoffPolicy::default(),
             connect_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -131,8 +135,15 @@ pub enum DiscoveryError {
     NoEndpoints,
     #[error("control-plane URL {url:?} is not valid: {reason}")]
     InvalidUrl { url: String, reason: String },
-    #[error("control-plane URL {url:?}: only http:// is supported for now")]
+    #[error("control-plane URL {url:?}: the scheme must be http:// or https://")]
     UnsupportedScheme { url: String },
+    #[error(
+        "control-plane URL {url:?} is https:// but no CA is given: pass --control-plane-ca-file \
+         (no system trust roots are built in)"
+    )]
+    HttpsWithoutCa { url: String },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("{TOKEN_ENV} contains characters that cannot go in a gRPC header")]
     InvalidToken,
 }
@@ -145,6 +156,7 @@ struct ControlPlane {
     origin: Uri,
     host: String,
     port: u16,
+    https: bool,
 }
 
 impl ControlPlane {
@@ -154,15 +166,16 @@ impl ControlPlane {
             reason,
         };
         let uri: Uri = url.trim().parse().map_err(|e| invalid(format!("{e}")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             Some(_) => {
                 return Err(DiscoveryError::UnsupportedScheme {
                     url: url.to_owned(),
                 });
             }
             None => return Err(invalid("no scheme; write http://host:port".into())),
-        }
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| invalid("no host".into()))?
@@ -172,9 +185,9 @@ impl ControlPlane {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let origin = Uri::builder()
-            .scheme("http")
+            .scheme(if https { "https" } else { "http" })
             .authority(authority)
             .path_and_query("/")
             .build()
@@ -184,6 +197,7 @@ impl ControlPlane {
             origin,
             host,
             port,
+            https,
         })
     }
 }
@@ -197,6 +211,7 @@ pub struct Discovery {
     authorization: Option<MetadataValue<Ascii>>,
     backoff: BackoffPolicy,
     connect_timeout: Duration,
+    tls: Option<ControlPlaneTls>,
 }
 
 /// How one attempt ended.
@@ -220,6 +235,14 @@ impl Discovery {
         if control_planes.is_empty() {
             return Err(DiscoveryError::NoEndpoints);
         }
+        if let Some(tls) = &options.tls {
+            tls.check()?;
+        }
+        if let (Some(cp), None) = (control_planes.iter().find(|cp| cp.https), &options.tls) {
+            return Err(DiscoveryError::HttpsWithoutCa {
+                url: cp.url.clone(),
+            });
+        }
         let authorization = options
             .token
             .as_ref()
@@ -228,7 +251,7 @@ impl Discovery {
                     .parse()
                     .map_err(|_| DiscoveryError::InvalidToken)?;
                 value.set_sensitive(true);
-                Ok(value)
+                Ok::<_, DiscoveryError>(value)
             })
             .transpose()?;
         Ok(Discovery {
@@ -238,6 +261,7 @@ impl Discovery {
             authorization,
             backoff: options.backoff,
             connect_timeout: options.connect_timeout,
+            tls: options.tls,
         })
     }
 
@@ -312,8 +336,16 @@ impl Discovery {
     }
 
     async fn connect(&self, cp: &ControlPlane, address: SocketAddr) -> Result<Channel, String> {
-        Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| e.to_string())?
+        let scheme = if cp.https { "https" } else { "http" };
+        let mut endpoint =
+            Endpoint::from_shared(format!("{scheme}://{address}")).map_err(|e| e.to_string())?;
+        if let (true, Some(tls)) = (cp.https, &self.tls) {
+            // Dialled by address, checked against the URL's host name.
+            endpoint = endpoint
+                .tls_config(tls.client_config(&cp.host))
+                .map_err(|e| error_chain(&e))?;
+        }
+        endpoint
             .origin(cp.origin.clone())
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
@@ -516,9 +548,15 @@ mod tests {
         assert_eq!((cp.host.as_str(), cp.port), ("control-plane.sluice", 50051));
         let cp = ControlPlane::parse("http://[::1]:7").expect("valid");
         assert_eq!((cp.host.as_str(), cp.port), ("::1", 7));
+        let cp = ControlPlane::parse("https://cp").expect("valid");
+        assert_eq!((cp.host.as_str(), cp.port, cp.https), ("cp", 443, true));
         assert!(matches!(
-            ControlPlane::parse("https://cp:443"),
+            ControlPlane::parse("ftp://cp:21"),
             Err(DiscoveryError::UnsupportedScheme { .. })
+        ));
+        assert!(matches!(
+            Discovery::new(DiscoveryOptions::new(vec!["https://cp:443".into()], "n")),
+            Err(DiscoveryError::HttpsWithoutCa { .. })
         ));
         assert!(matches!(
             ControlPlane::parse("cp:50051"),

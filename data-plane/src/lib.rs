@@ -28,6 +28,8 @@
 //!   constructor per row of DESIGN §4's table ([`http::error`]); each
 //!   client connection's idle limit and shutdown ([`http::connection`]).
 //! - [`metrics`]: the Prometheus metrics, names listed in one table.
+//! - [`tls`]: the HTTPS server's certificate and the config stream's TLS,
+//!   read from PEM files at start.
 //! - [`allocator`]: malloc settings for millions of small allocations.
 //!
 //! The request path, one stage per module, in the order a request meets them
@@ -63,6 +65,7 @@ pub mod request;
 pub mod router;
 pub mod secrets;
 pub mod snapshot;
+pub mod tls;
 pub mod wire;
 
 pub use access::{Decision, KeyRejection, available_models, check, key_status};

@@ -14,6 +14,7 @@ use sluice_data_plane::http::{self, HttpState, Limits};
 use sluice_data_plane::metrics::Metrics;
 use sluice_data_plane::request::DEFAULT_MAX_BODY_BYTES;
 use sluice_data_plane::secrets::Secret;
+use sluice_data_plane::tls::{self, ControlPlaneTls, PemFile};
 use sluice_data_plane::{DEFAULT_LISTEN, cache};
 use tokio::sync::watch;
 
@@ -59,6 +60,35 @@ struct Args {
     /// closed, in milliseconds.
     #[arg(long, env = "SLUICE_IDLE_TIMEOUT_MS", default_value_t = millis(http::DEFAULT_IDLE_TIMEOUT), value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout_ms: u64,
+    /// PEM CA of the control plane's certificate; required by https://
+    /// control-plane URLs (no system trust roots are built in).
+    #[arg(long, env = "SLUICE_CONTROL_PLANE_CA_FILE")]
+    control_plane_ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to the control plane (mutual TLS).
+    #[arg(long, env = "SLUICE_CONTROL_PLANE_CERT_FILE", requires_all = ["control_plane_key_file", "control_plane_ca_file"])]
+    control_plane_cert_file: Option<PathBuf>,
+    /// PEM private key of --control-plane-cert-file.
+    #[arg(
+        long,
+        env = "SLUICE_CONTROL_PLANE_KEY_FILE",
+        requires = "control_plane_cert_file"
+    )]
+    control_plane_key_file: Option<PathBuf>,
+    /// Name the control plane's certificate is checked against, when not the
+    /// URL's host.
+    #[arg(
+        long,
+        env = "SLUICE_CONTROL_PLANE_TLS_DOMAIN",
+        requires = "control_plane_ca_file"
+    )]
+    control_plane_tls_domain: Option<String>,
+    /// PEM certificate chain of the HTTP server: it serves HTTPS when set
+    /// (with --tls-key-file).
+    #[arg(long, env = "SLUICE_TLS_CERT_FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "SLUICE_TLS_KEY_FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -126,6 +156,25 @@ async fn shutdown_signal() {
     }
 }
 
+/// The config stream's TLS settings, when a CA is given.
+fn control_plane_tls(args: &Args) -> anyhow::Result<Option<ControlPlaneTls>> {
+    let Some(ca) = &args.control_plane_ca_file else {
+        return Ok(None);
+    };
+    let identity = match (&args.control_plane_cert_file, &args.control_plane_key_file) {
+        (Some(cert), Some(key)) => Some((
+            PemFile::read("--control-plane-cert-file", cert)?,
+            PemFile::read("--control-plane-key-file", key)?,
+        )),
+        _ => None,
+    };
+    Ok(Some(ControlPlaneTls {
+        ca: PemFile::read("--control-plane-ca-file", ca)?,
+        identity,
+        domain: args.control_plane_tls_domain.clone(),
+    }))
+}
+
 /// Starts from the cache file if it holds a valid config; otherwise says
 /// why in the log, the metrics and readiness, and waits for the stream.
 fn restore_cache(path: &Path, applied: &AppliedConfig, metrics: &Metrics) {
@@ -156,6 +205,15 @@ async fn main() -> anyhow::Result<()> {
     sluice_data_plane::allocator::tune();
     let args = Args::parse();
     init_tracing(args.log_format);
+    let stream_tls = control_plane_tls(&args)?;
+    let https = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(
+            &PemFile::read("--tls-cert-file", cert)?,
+            &PemFile::read("--tls-key-file", key)?,
+        )?),
+        _ => None,
+    };
+    let state_tls_on = https.is_some();
 
     let token = std::env::var(TOKEN_ENV)
         .ok()
@@ -176,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
     let mut options = DiscoveryOptions::new(args.control_plane, node_id.clone());
     options.labels = labels;
     options.token = token.clone();
+    options.tls = stream_tls;
     let discovery = Discovery::new(options).context("checking --control-plane")?;
 
     let metrics = Arc::new(Metrics::new());
@@ -194,6 +253,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(
         listen = %local,
         node_id = %node_id,
+        https = state_tls_on,
         version = env!("CARGO_PKG_VERSION"),
         "sluice data plane listening"
     );
@@ -219,6 +279,7 @@ async fn main() -> anyhow::Result<()> {
     let stream = tokio::spawn(discovery.run(Arc::clone(&applied), Arc::clone(&metrics)));
     let mut state = HttpState::new(Arc::clone(&applied), Arc::clone(&metrics), token)
         .context("building the upstream HTTP client")?;
+    state.tls = https;
     state.limits = Limits {
         max_body_bytes: args.max_body_bytes,
         header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),

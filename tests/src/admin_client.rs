@@ -48,7 +48,22 @@ pub struct Admin {
 impl Admin {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let channel = Channel::from_shared(url.to_string())?.connect().await?;
-        Ok(Self {
+        Ok(Self::on(channel))
+    }
+
+    /// Over TLS (`https://` URL), trusting the PEM CA certificate `ca_pem`.
+    pub async fn connect_tls(url: &str, ca_pem: &[u8]) -> anyhow::Result<Self> {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem));
+        let channel = Channel::from_shared(url.to_string())?
+            .tls_config(tls)?
+            .connect()
+            .await?;
+        Ok(Self::on(channel))
+    }
+
+    fn on(channel: Channel) -> Self {
+        Self {
             groups: AccessGroupServiceClient::with_interceptor(channel.clone(), Auth),
             teams: TeamServiceClient::with_interceptor(channel.clone(), Auth),
             keys: KeyServiceClient::with_interceptor(channel.clone(), Auth),
@@ -57,7 +72,7 @@ impl Admin {
             config: ConfigServiceClient::with_interceptor(channel.clone(), Auth),
             data_planes: DataPlaneServiceClient::with_interceptor(channel.clone(), Auth),
             channel,
-        })
+        }
     }
 
     /// `DataPlaneService/WaitForRevision`: returns once every connected data

@@ -52,7 +52,31 @@ pub fn call_with_key(
     body: &Value,
 ) -> anyhow::Result<Reply> {
     let mut cmd = Command::new("grpcurl");
-    cmd.arg("-plaintext").arg("-max-time").arg("20");
+    cmd.arg("-plaintext");
+    run(cmd, addr, key, method, body)
+}
+
+/// Like [`call_with_key`], over TLS, trusting the CA certificate in `ca`.
+pub fn call_over_tls(
+    addr: &str,
+    ca: &std::path::Path,
+    key: Option<&str>,
+    method: &str,
+    body: &Value,
+) -> anyhow::Result<Reply> {
+    let mut cmd = Command::new("grpcurl");
+    cmd.arg("-cacert").arg(ca);
+    run(cmd, addr, key, method, body)
+}
+
+fn run(
+    mut cmd: Command,
+    addr: &str,
+    key: Option<&str>,
+    method: &str,
+    body: &Value,
+) -> anyhow::Result<Reply> {
+    cmd.arg("-max-time").arg("20");
     if let Some(key) = key {
         cmd.arg("-H").arg(format!("authorization: Bearer {key}"));
     }

@@ -39,6 +39,7 @@ impl Distribution {
         store: Arc<dyn Store>,
         replica_id: String,
         static_token: Option<String>,
+        require_client_certificate: bool,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -47,6 +48,7 @@ impl Distribution {
             store,
             tokens: Tokens {
                 static_token: static_token.map(Arc::from),
+                require_client_certificate,
             },
         }
     }

@@ -40,6 +40,9 @@ const CATCH_UP: Duration = Duration::from_secs(5);
 pub struct Tokens {
     /// `SLUICE_DATA_PLANE_TOKEN`, accepted besides the tokens in the store.
     pub static_token: Option<Arc<str>>,
+    /// Mutual TLS: a data plane must also present a client certificate
+    /// (which the TLS handshake has verified against the client CA).
+    pub require_client_certificate: bool,
 }
 
 impl Tokens {
@@ -90,6 +93,15 @@ impl ConfigDiscovery for Discovery {
         &self,
         request: Request<Streaming<DataPlaneMessage>>,
     ) -> Result<Response<Self::StreamConfigStream>, Status> {
+        if self.tokens.require_client_certificate
+            && request.peer_certs().is_none_or(|certs| certs.is_empty())
+        {
+            tracing::warn!(remote = ?request.remote_addr(), "refused a config stream: no client certificate");
+            return Err(Status::unauthenticated(
+                "this control plane requires a client certificate on the config stream (mutual TLS): \
+                 start the data plane with --control-plane-cert-file and --control-plane-key-file",
+            ));
+        }
         let Some(token) = bearer(&request) else {
             return Err(Status::unauthenticated(
                 "missing data-plane token: send 'authorization: Bearer <token>' (SLUICE_DATA_PLANE_TOKEN)",

@@ -1,5 +1,5 @@
-//! The data plane's HTTP server: HTTP/1.1 and cleartext HTTP/2 (h2c) on one
-//! port, with graceful shutdown.
+//! The data plane's HTTP server: HTTP/1.1 and HTTP/2 on one port, in clear
+//! text (h2c) or over TLS ([`HttpState::tls`]), with graceful shutdown.
 //!
 //! | route | answer |
 //! |---|---|
@@ -52,6 +52,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
+use tokio_util::either::Either;
 
 use crate::applied::{AppliedConfig, Readiness};
 use crate::forward::{self, REQUEST_ID, Upstream};
@@ -149,6 +150,8 @@ pub struct HttpState {
     /// The client upstream calls go through.
     pub upstream: Upstream,
     pub limits: Limits,
+    /// Serves HTTPS when set (HTTP/2 or HTTP/1.1 by ALPN).
+    pub tls: Option<crate::tls::Acceptor>,
 }
 
 /// What the server allows a client.
@@ -189,6 +192,7 @@ impl HttpState {
             token,
             upstream: Upstream::new()?,
             limits: Limits::default(),
+            tls: None,
         })
     }
 }
@@ -243,11 +247,30 @@ pub async fn serve(
                 }
             })
         };
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
         let closing = connection::closing(activity, limits.idle_timeout, stopping.clone());
+        let (builder, tls) = (builder.clone(), state.tls.clone());
         tokio::spawn(async move {
+            let io = match tls {
+                None => Either::Left(stream),
+                // Bounded like headers: a handshake is the first thing a
+                // slow-loris client can drag out.
+                Some(tls) => {
+                    match tokio::time::timeout(limits.header_read_timeout, tls.0.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => Either::Right(stream),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            let connection = builder.serve_connection(TokioIo::new(io), service);
             let mut connection = std::pin::pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
