@@ -16,7 +16,6 @@ use sluice_proto::admin::v1::model_service_server::ModelServiceServer;
 use sluice_proto::admin::v1::organization_service_server::OrganizationServiceServer;
 use sluice_proto::admin::v1::router_service_server::RouterServiceServer;
 use sluice_proto::admin::v1::team_service_server::TeamServiceServer;
-use sluice_proto::config::v1::config_discovery_server::ConfigDiscoveryServer;
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
@@ -25,7 +24,7 @@ use tonic_health::server::HealthReporter;
 use crate::admin::Admin;
 use crate::auth::MasterKey;
 use crate::catalog::Catalog;
-use crate::distribution::Distribution;
+use crate::distribution::{ConfigDiscoveryService, Distribution};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -171,7 +170,7 @@ pub async fn serve(
         mutual_tls,
         metrics,
     );
-    let discovery = ConfigDiscoveryServer::new(distribution.discovery());
+    let discovery = ConfigDiscoveryService::new(distribution.discovery());
     let admin = Admin::new(Catalog::new(store), distribution);
     let auth = config.master_key;
     macro_rules! guarded {

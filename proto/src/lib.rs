@@ -5,10 +5,13 @@
 //!   data-plane tokens) and the stored resources themselves: what the control
 //!   plane writes to etcd is exactly these messages, protobuf-encoded.
 //! - [`config::v1`]: what the control plane distributes to data planes.
+//! - [`wire`]: `config::v1`'s messages with keys left encoded, as the control
+//!   plane encodes and the data plane decodes them.
 //! - [`providers`]: the provider prefixes Sluice knows and how each is spoken to.
 //! - [`FILE_DESCRIPTOR_SET`]: every file above, for gRPC server reflection.
 
 pub mod providers;
+pub mod wire;
 
 pub mod admin {
     pub mod v1 {

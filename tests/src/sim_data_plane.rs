@@ -245,7 +245,7 @@ pub async fn expected(store: &dyn sluice_control_plane::store::Store) -> (Object
             Object::Group(g) => g.encode_to_vec(),
             Object::Team(t) => t.encode_to_vec(),
             Object::Organization(o) => o.encode_to_vec(),
-            Object::Key(k) => k.encode_to_vec(),
+            Object::Key(k) => k.to_vec(),
             Object::Router(r) => r.encode_to_vec(),
             Object::Token(_) => continue,
         };

@@ -17,8 +17,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
+use prost::Message;
+use prost::bytes::Bytes;
 use sluice_proto::admin::v1::InvalidObject;
-use sluice_proto::config::v1::{Delta, Snapshot};
+use sluice_proto::wire::{DeltaWire, SnapshotWire};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -61,8 +63,10 @@ pub struct Published {
     history_base: i64,
     /// Stored values refused for distribution, by store key.
     pub invalid: Arc<BTreeMap<String, InvalidObject>>,
-    snapshot: OnceLock<Arc<Snapshot>>,
-    previous_delta: OnceLock<Option<Arc<Delta>>>,
+    /// The encoded `Snapshot`, built once per published value.
+    snapshot: OnceLock<Bytes>,
+    /// The encoded `Delta` from `previous_revision`, which most streams need.
+    previous_delta: OnceLock<Option<Bytes>>,
 }
 
 impl std::fmt::Debug for Published {
@@ -104,28 +108,32 @@ impl Published {
             .contains_key(&Address::Token(sha256_hex.to_string()))
     }
 
-    /// The full configuration, built once per published value.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    /// The full configuration as an encoded `Snapshot`, built once per
+    /// published value and shared by every stream that needs it.
+    pub fn snapshot(&self) -> Bytes {
         self.snapshot
-            .get_or_init(|| Arc::new(objects::snapshot(self.revision, self.objects.values())))
+            .get_or_init(|| {
+                Bytes::from(objects::snapshot(self.revision, self.objects.values()).encode_to_vec())
+            })
             .clone()
     }
 
-    /// The changes from `from` to this revision, if the history covers them.
-    pub fn delta_since(&self, from: i64) -> Option<Arc<Delta>> {
+    /// The changes from `from` to this revision as an encoded `Delta`, if the
+    /// history covers them.
+    pub fn delta_since(&self, from: i64) -> Option<Bytes> {
         if from < self.history_base || from > self.revision {
             return None;
         }
         if Some(from) == self.previous_revision {
             return self
                 .previous_delta
-                .get_or_init(|| Some(Arc::new(self.merge(from))))
+                .get_or_init(|| Some(Bytes::from(self.merge(from).encode_to_vec())))
                 .clone();
         }
-        Some(Arc::new(self.merge(from)))
+        Some(Bytes::from(self.merge(from).encode_to_vec()))
     }
 
-    fn merge(&self, from: i64) -> Delta {
+    fn merge(&self, from: i64) -> DeltaWire {
         let mut last: HashMap<&Address, &Option<Arc<Object>>> = HashMap::new();
         // History is in revision order; later changes of an address win.
         for entry in self.history.iter().filter(|e| e.revision > from) {
@@ -133,7 +141,7 @@ impl Published {
                 last.insert(address, change);
             }
         }
-        let mut upserts = Snapshot {
+        let mut upserts = SnapshotWire {
             revision: self.revision,
             ..Default::default()
         };
@@ -146,7 +154,7 @@ impl Published {
                 None => removals.extend(address.object_ref()),
             }
         }
-        Delta {
+        DeltaWire {
             from_revision: from,
             to_revision: self.revision,
             upserts: Some(upserts),

@@ -7,17 +7,21 @@
 //!   invalid ones are refused and reported.
 //! - [`stream`]: the per-data-plane session (token, hello, snapshot/deltas,
 //!   ACK/NACK).
+//! - [`service`]: the gRPC service around it, sending snapshots and deltas
+//!   the hub encoded once.
 //! - [`status`]: which data planes are connected and what they applied,
 //!   kept in the store so every replica can answer for all.
 
 pub mod hub;
 pub mod objects;
+pub mod service;
 pub mod status;
 pub mod stream;
 
 use std::sync::Arc;
 
 pub use hub::Hub;
+pub use service::ConfigDiscoveryService;
 pub use status::Registry;
 pub use stream::{Discovery, Tokens};
 

@@ -14,10 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use sluice_proto::config::v1::config_discovery_server::ConfigDiscovery;
-use sluice_proto::config::v1::control_plane_message::Message as Outbound;
+use prost::bytes::Bytes;
 use sluice_proto::config::v1::data_plane_message::Message as Inbound;
-use sluice_proto::config::v1::{ControlPlaneMessage, DataPlaneMessage, Hello};
+use sluice_proto::config::v1::{DataPlaneMessage, Hello};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -83,16 +82,30 @@ fn bearer(request: &Request<Streaming<DataPlaneMessage>>) -> Option<String> {
     Some(token.trim().to_string())
 }
 
-type Outgoing = Pin<Box<dyn Stream<Item = Result<ControlPlaneMessage, Status>> + Send>>;
+/// `sluice.config.v1.ControlPlaneMessage` with its snapshot or delta already
+/// encoded: encoded once per hub publication and shared by every stream that
+/// sends it (an embedded message and a `bytes` field are the same on the
+/// wire), instead of cloned and encoded again per stream.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EncodedMessage {
+    /// An encoded `Snapshot`.
+    #[prost(bytes = "bytes", optional, tag = "1")]
+    pub snapshot: Option<Bytes>,
+    /// An encoded `Delta`.
+    #[prost(bytes = "bytes", optional, tag = "2")]
+    pub delta: Option<Bytes>,
+    #[prost(string, tag = "3")]
+    pub control_plane_id: String,
+}
 
-#[tonic::async_trait]
-impl ConfigDiscovery for Discovery {
-    type StreamConfigStream = Outgoing;
+pub type Outgoing = Pin<Box<dyn Stream<Item = Result<EncodedMessage, Status>> + Send>>;
 
-    async fn stream_config(
+impl Discovery {
+    /// Opens a session for one data plane's stream.
+    pub async fn stream_config(
         &self,
         request: Request<Streaming<DataPlaneMessage>>,
-    ) -> Result<Response<Self::StreamConfigStream>, Status> {
+    ) -> Result<Response<Outgoing>, Status> {
         if self.tokens.require_client_certificate
             && request.peer_certs().is_none_or(|certs| certs.is_empty())
         {
@@ -151,7 +164,7 @@ async fn session(
     token: String,
     hello: Hello,
     mut inbound: Streaming<DataPlaneMessage>,
-    tx: mpsc::Sender<Result<ControlPlaneMessage, Status>>,
+    tx: mpsc::Sender<Result<EncodedMessage, Status>>,
     status: StreamStatus,
 ) {
     let node_id = hello.node_id.clone();
@@ -181,19 +194,19 @@ async fn session(
                 } else {
                     published.delta_since(held)
                 };
-                let message = match delta {
-                    Some(d) => Outbound::Delta((*d).clone()),
-                    None => Outbound::Snapshot((*published.snapshot()).clone()),
-                };
-                let kind = if matches!(message, Outbound::Delta(_)) {
-                    "delta"
-                } else {
-                    "snapshot"
-                };
+                let kind = if delta.is_some() { "delta" } else { "snapshot" };
                 tracing::debug!(%node_id, from = held, to = published.revision, kind, "sending config");
-                let out = ControlPlaneMessage {
-                    message: Some(message),
-                    control_plane_id: replica.clone(),
+                let out = match delta {
+                    Some(delta) => EncodedMessage {
+                        delta: Some(delta),
+                        snapshot: None,
+                        control_plane_id: replica.clone(),
+                    },
+                    None => EncodedMessage {
+                        snapshot: Some(published.snapshot()),
+                        delta: None,
+                        control_plane_id: replica.clone(),
+                    },
                 };
                 if tx.send(Ok(out)).await.is_err() {
                     return;
