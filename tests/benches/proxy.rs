@@ -24,7 +24,7 @@
 //! over the rounds.
 //!
 //! Run: `cargo build --release --bins && cargo bench -p sluice-tests --bench proxy`
-//! (~8 minutes). `SLUICE_PROXY_BENCH_KEYS` overrides the key count of (c'),
+//! (~5 minutes). `SLUICE_PROXY_BENCH_KEYS` overrides the key count of (c'),
 //! `SLUICE_PROXY_BENCH_SECS` the seconds per run (10), and
 //! `SLUICE_PROXY_BENCH_ROUNDS` the rounds (3). With `SLUICE_PROXY_BENCH_SERVE`
 //! set it sets everything up, prints the targets, their pids and the key, and
