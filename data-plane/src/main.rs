@@ -2,6 +2,7 @@
 //! to it, starting from the snapshot cache when there is one.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,16 +112,26 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs go to stderr from a background thread, so a request's log line
+/// costs its worker a queue push, not a `write(2)`; colours only on a
+/// terminal. The returned guard flushes what is queued when dropped: hold it
+/// until the process ends.
+fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Not lossy: when the queue is full, logging waits rather than drops.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    guard
 }
 
 /// The host name: `HOSTNAME` (set in every Kubernetes pod), else the kernel's.
@@ -204,7 +215,7 @@ fn restore_cache(path: &Path, applied: &AppliedConfig, metrics: &Metrics) {
 async fn main() -> anyhow::Result<()> {
     sluice_data_plane::allocator::tune();
     let args = Args::parse();
-    init_tracing(args.log_format);
+    let _log_writer = init_tracing(args.log_format);
     let stream_tls = control_plane_tls(&args)?;
     let https = match (&args.tls_cert_file, &args.tls_key_file) {
         (Some(cert), Some(key)) => Some(tls::acceptor(

@@ -447,7 +447,13 @@ async fn every_request_is_counted_and_logged_once_without_its_key() {
         0.0
     );
 
-    // One JSON log line per request, with what an operator needs to find it.
+    // One JSON log line per request, with what an operator needs to find it
+    // (written by a background thread: wait for the last one).
+    eventually(Duration::from_secs(10), "the request log lines", || {
+        let log = gw.planes[0].log();
+        sent.iter().all(|(id, ..)| log.contains(id))
+    })
+    .await;
     let log = gw.planes[0].log();
     let lines: Vec<Value> = log
         .lines()

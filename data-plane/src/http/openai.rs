@@ -77,7 +77,7 @@ async fn complete(
 ) -> Result<Answer, Failure> {
     let config = current_config(state)?;
     let key = {
-        let _span = tracing::info_span!("auth", request_id).entered();
+        let _span = tracing::debug_span!("auth", request_id).entered();
         authenticate(&config, req.headers())?
     };
     let key = &key;
@@ -103,7 +103,7 @@ async fn complete(
     meter.stream = parsed.stream;
 
     let group = {
-        let _span = tracing::info_span!("access", request_id, model = %parsed.model).entered();
+        let _span = tracing::debug_span!("access", request_id, model = %parsed.model).entered();
         match access::check(&config, key, &parsed.model) {
             Decision::Allowed { group, .. } => group,
             Decision::Denied {
@@ -139,7 +139,7 @@ async fn complete(
         request_id,
         timeout,
     };
-    let span = tracing::info_span!("upstream", request_id, deployment = %id);
+    let span = tracing::debug_span!("upstream", request_id, deployment = %id);
     forward::forward(&state.upstream, &state.metrics, call)
         .instrument(span)
         .await
