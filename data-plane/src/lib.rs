@@ -30,6 +30,8 @@
 //! - [`metrics`]: the Prometheus metrics, names listed in one table.
 //! - [`tls`]: the HTTPS server's certificate and the config stream's TLS,
 //!   read from PEM files at start.
+//! - [`log_writer`]: stderr through one buffer; request lines flushed in
+//!   batches, everything else at once.
 //! - [`allocator`]: malloc settings for millions of small allocations.
 //!
 //! The request path, one stage per module, in the order a request meets them
@@ -58,6 +60,7 @@ pub mod discovery;
 pub mod forward;
 pub mod http;
 pub mod keys;
+pub mod log_writer;
 pub mod meter;
 pub mod metrics;
 pub mod providers;

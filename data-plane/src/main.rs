@@ -12,6 +12,7 @@ use clap::{Parser, ValueEnum};
 use sluice_data_plane::applied::AppliedConfig;
 use sluice_data_plane::discovery::{DEFAULT_CONTROL_PLANE, Discovery, DiscoveryOptions, TOKEN_ENV};
 use sluice_data_plane::http::{self, HttpState, Limits};
+use sluice_data_plane::log_writer::LogWriter;
 use sluice_data_plane::metrics::Metrics;
 use sluice_data_plane::request::DEFAULT_MAX_BODY_BYTES;
 use sluice_data_plane::secrets::Secret;
@@ -112,26 +113,29 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Logs go to stderr from a background thread, so a request's log line
-/// costs its worker a queue push, not a `write(2)`; colours only on a
-/// terminal. The returned guard flushes what is queued when dropped: hold it
-/// until the process ends.
-fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr through [`LogWriter`]: request lines in batches,
+/// everything else at once; colours only on a terminal. The writer is
+/// returned to be flushed periodically and at exit, and is flushed before a
+/// panic message.
+fn init_tracing(format: LogFormat) -> LogWriter {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Not lossy: when the queue is full, logging waits rather than drops.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::stderr());
+    let writer = LogWriter::stderr();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(writer);
+        .with_writer(writer.clone());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-    guard
+    let on_panic = writer.clone();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        on_panic.flush();
+        default_hook(info);
+    }));
+    writer
 }
 
 /// The host name: `HOSTNAME` (set in every Kubernetes pod), else the kernel's.
@@ -215,7 +219,8 @@ fn restore_cache(path: &Path, applied: &AppliedConfig, metrics: &Metrics) {
 async fn main() -> anyhow::Result<()> {
     sluice_data_plane::allocator::tune();
     let args = Args::parse();
-    let _log_writer = init_tracing(args.log_format);
+    let log_writer = init_tracing(args.log_format);
+    let flusher = tokio::spawn(log_writer.clone().flush_periodically());
     let stream_tls = control_plane_tls(&args)?;
     let https = match (&args.tls_cert_file, &args.tls_key_file) {
         (Some(cert), Some(key)) => Some(tls::acceptor(
@@ -309,5 +314,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = writer.await;
     }
     tracing::info!("stopped");
+    flusher.abort();
+    log_writer.flush();
     Ok(())
 }

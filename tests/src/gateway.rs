@@ -266,6 +266,8 @@ impl Gateway {
 
     /// Neither log holds any of `secrets`.
     pub fn assert_logs_hold_none_of(&self, secrets: &[&str]) {
+        // Data planes flush request log lines every 100 ms: let the last out.
+        std::thread::sleep(std::time::Duration::from_millis(300));
         let mut logs = vec![("control plane".to_string(), self.cp.log())];
         for (i, dp) in self.planes.iter().enumerate() {
             logs.push((format!("data plane {i}"), dp.log()));
