@@ -37,7 +37,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
@@ -49,12 +48,11 @@ use hyper_util::server::conn::auto;
 use serde_json::Value;
 use sluice_control_plane::resources::{encode, key_of};
 use sluice_control_plane::store::etcd::{EtcdOptions, EtcdStore};
-use sluice_control_plane::store::{Store, Txn};
 use sluice_proto::admin::v1::{Key, Team};
 use sluice_tests::admin_client::{Admin, api};
 use sluice_tests::control_plane::ControlPlane;
 use sluice_tests::data_plane::DataPlane;
-use sluice_tests::etcd::EtcdServer;
+use sluice_tests::etcd::{EtcdServer, put_all};
 use tokio::net::TcpListener;
 
 /// Set (to the upstream's address) when this executable runs as the bare proxy.
@@ -67,7 +65,6 @@ const RATE: u32 = 1_000;
 const RATE_CONNECTIONS: u32 = 10;
 const FULL_CONNECTIONS: u32 = 50;
 const TEAMS: usize = 1_000;
-const BATCH: usize = 100;
 
 const GOAL_ADDED_P50_US: f64 = 100.0;
 const GOAL_ADDED_P99_US: f64 = 500.0;
@@ -327,23 +324,6 @@ fn verdict(met: bool) -> &'static str {
 // ---------------------------------------------------------------------------
 // The gateway's configuration.
 // ---------------------------------------------------------------------------
-
-async fn put_all(store: &EtcdStore, items: Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
-    let batches: Vec<Vec<(String, Vec<u8>)>> = items.chunks(BATCH).map(|c| c.to_vec()).collect();
-    let results: Vec<anyhow::Result<()>> = futures::stream::iter(batches)
-        .map(|batch| async move {
-            let mut txn = Txn::new();
-            for (k, v) in batch {
-                txn = txn.put(k, v);
-            }
-            store.txn(txn).await?;
-            Ok(())
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    results.into_iter().collect()
-}
 
 /// Writes `keys` keys in [`TEAMS`] teams straight into etcd (as
 /// `benches/scale.rs` does), for a control plane started afterwards to list.

@@ -13,40 +13,21 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use sluice_control_plane::resources::{encode, key_of};
+use sluice_control_plane::store::Store;
 use sluice_control_plane::store::etcd::{EtcdOptions, EtcdStore};
-use sluice_control_plane::store::{Store, Txn};
 use sluice_proto::admin::v1::{AccessGroup, Deployment, Key, Team};
 use sluice_tests::admin_client::{Admin, Auth, api};
 use sluice_tests::control_plane::ControlPlane;
 use sluice_tests::data_plane::DataPlane;
-use sluice_tests::etcd::EtcdServer;
+use sluice_tests::etcd::{EtcdServer, put_all};
 
 const TEAMS: usize = 10_000;
 const DEPLOYMENTS: usize = 1_000;
 const GROUPS: usize = 500;
-const BATCH: usize = 100;
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
-}
-
-async fn put_all(store: &EtcdStore, items: Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
-    let batches: Vec<Vec<(String, Vec<u8>)>> = items.chunks(BATCH).map(|c| c.to_vec()).collect();
-    let results: Vec<anyhow::Result<()>> = futures::stream::iter(batches)
-        .map(|batch| async move {
-            let mut txn = Txn::new();
-            for (k, v) in batch {
-                txn = txn.put(k, v);
-            }
-            store.txn(txn).await?;
-            Ok(())
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    results.into_iter().collect()
 }
 
 #[tokio::main]

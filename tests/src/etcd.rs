@@ -426,3 +426,28 @@ fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
+
+/// Writes `items` (store key, encoded value) into etcd in transactions of
+/// 100 puts, eight at a time: how the benchmarks fill a store with a million
+/// objects before a control plane lists it.
+pub async fn put_all(
+    store: &sluice_control_plane::store::etcd::EtcdStore,
+    items: Vec<(String, Vec<u8>)>,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use sluice_control_plane::store::{Store, Txn};
+    let batches: Vec<Vec<(String, Vec<u8>)>> = items.chunks(100).map(|c| c.to_vec()).collect();
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(batches)
+        .map(|batch| async move {
+            let mut txn = Txn::new();
+            for (k, v) in batch {
+                txn = txn.put(k, v);
+            }
+            store.txn(txn).await?;
+            Ok(())
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}

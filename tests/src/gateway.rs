@@ -253,6 +253,24 @@ impl Gateway {
         self.chat_on(0, key, model).await
     }
 
+    /// Starts a streamed (`stream: true`) chat completion of `model` on data
+    /// plane 0 and asserts it began with 200; the body is the caller's to read.
+    pub async fn start_stream(&self, key: &str, model: &str) -> reqwest::Response {
+        let mut body = chat_body(model);
+        body["stream"] = json!(true);
+        let r = self
+            .http
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("the stream starts");
+        assert_eq!(r.status().as_u16(), 200, "a stream of {model}");
+        r
+    }
+
     pub async fn get(&self, key: &str, path: &str) -> Answer {
         let r = self
             .http

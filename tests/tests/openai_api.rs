@@ -679,18 +679,7 @@ async fn a_stream_is_relayed_chunk_by_chunk() {
     gw.sync().await;
 
     let gate = gw.upstream.hold_streams();
-    let mut body = chat_body("gpt-4o");
-    body["stream"] = json!(true);
-    let r = gw
-        .http
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    let r = gw.start_stream(&key, "gpt-4o").await;
     let content_type = r
         .headers()
         .get("content-type")

@@ -86,18 +86,7 @@ async fn a_client_that_leaves_cancels_its_upstream_request() {
     // upstream holds the rest back.
     gw.upstream.succeed();
     let _gate = gw.upstream.hold_streams();
-    let mut body = chat_body("gpt-4o");
-    body["stream"] = json!(true);
-    let r = gw
-        .http
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("the stream starts");
-    assert_eq!(r.status().as_u16(), 200);
+    let r = gw.start_stream(&key, "gpt-4o").await;
     let mut stream = r.bytes_stream();
     let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
         .await
