@@ -56,6 +56,8 @@ pub struct ControlPlane {
     port: u16,
     metrics_port: u16,
     args: Vec<String>,
+    /// More environment variables (`SLUICE_ETCD_PASSWORD`).
+    env: Vec<(String, String)>,
     dir: TempDir,
 }
 
@@ -87,7 +89,33 @@ impl ControlPlane {
         Self::start(args)
     }
 
+    /// Like [`ControlPlane::start_etcd_with`], with more environment
+    /// variables.
+    pub fn start_etcd_with_env(
+        endpoint: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut args: Vec<String> = vec![
+            "--etcd".into(),
+            endpoint.into(),
+            "--store-timeout-ms".into(),
+            "2000".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Self::launch(
+            args,
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
     fn start(extra: Vec<String>) -> anyhow::Result<Self> {
+        Self::launch(extra, Vec::new())
+    }
+
+    fn launch(extra: Vec<String>, env: Vec<(String, String)>) -> anyhow::Result<Self> {
         // A free port can be taken by someone else before we bind it: retry.
         let mut last_err = None;
         for _ in 0..5 {
@@ -96,6 +124,7 @@ impl ControlPlane {
                 port: free_port()?,
                 metrics_port: free_port()?,
                 args: extra.clone(),
+                env: env.clone(),
                 dir: tempfile::tempdir()?,
             };
             match cp.spawn() {
@@ -116,6 +145,7 @@ impl ControlPlane {
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("SLUICE_MASTER_KEY", MASTER_KEY)
             .env("SLUICE_DATA_PLANE_TOKEN", DATA_PLANE_TOKEN)
             .env("SLUICE_LOG", "info")

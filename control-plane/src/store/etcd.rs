@@ -60,6 +60,9 @@ const RANGE_ATTEMPTS: usize = 3;
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The key read to learn the store's revision; never written.
+const REVISION_PROBE: &str = "/sluice/";
+
 /// How to reach etcd.
 #[derive(Clone)]
 pub struct EtcdOptions {
@@ -579,10 +582,11 @@ impl Store for EtcdStore {
     async fn revision(&self) -> Result<i64, StoreError> {
         let mut kv = self.client.kv_client();
         // A count of one key Sluice never writes: the cheapest request that
-        // carries the revision in its header.
+        // carries the revision in its header. Inside `/sluice/`, so an etcd
+        // user whose role covers only Sluice's prefix may make it.
         let options = GetOptions::new().with_count_only();
         let response = self
-            .call("revision", kv.get(vec![0], Some(options)))
+            .call("revision", kv.get(REVISION_PROBE, Some(options)))
             .await?;
         header_revision(response.header())
     }
