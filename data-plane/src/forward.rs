@@ -21,7 +21,7 @@
 //! be tried ([`UpstreamError::is_retryable`]): the router's retry loop (a
 //! later issue) decides on that.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -67,6 +67,32 @@ impl Upstream {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Upstream { client })
+    }
+}
+
+/// A deployment's upstream URLs, parsed once per endpoint: parsing (with
+/// IDNA processing of the host) costs more than the rest of building the
+/// request. Kept with the deployment in the config, so a config change
+/// starts afresh; the URL string is compared on every use, so a URL that
+/// depends on the request (Azure's for a wildcard deployment) is parsed
+/// anew rather than mixed up.
+#[derive(Debug, Default)]
+pub struct ParsedUrls([OnceLock<(String, reqwest::Url)>; 3]);
+
+impl ParsedUrls {
+    fn get(&self, endpoint: Endpoint, url: &str) -> Result<reqwest::Url, UpstreamError> {
+        let slot = &self.0[endpoint as usize];
+        if let Some((cached, parsed)) = slot.get()
+            && cached == url
+        {
+            return Ok(parsed.clone());
+        }
+        // The message leaves the URL out: an `api_base` may carry a token.
+        let parsed = reqwest::Url::parse(url).map_err(|e| {
+            UpstreamError::Connection(format!("the deployment's upstream URL is not valid: {e}"))
+        })?;
+        let _ = slot.set((url.to_owned(), parsed.clone()));
+        Ok(parsed)
     }
 }
 
@@ -137,9 +163,10 @@ pub async fn forward(
         Backend::Mock => Ok(answer_mock(call).await),
         Backend::Http(provider) => {
             let target = provider.target(call.deployment, call.upstream_model, call.endpoint)?;
+            let url = call.deployment.urls().get(call.endpoint, &target.url)?;
             let mut builder = upstream
                 .client
-                .post(&target.url)
+                .post(url)
                 .timeout(call.timeout)
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(call.request.with_model(call.upstream_model));
@@ -286,8 +313,14 @@ async fn answer_mock(call: Call<'_>) -> Answer {
 
 /// `n` random bytes as lowercase hex: request ids, mock completion ids.
 pub fn random_hex(n: usize) -> String {
-    let bytes: Vec<u8> = (0..n).map(|_| rand::random::<u8>()).collect();
-    hex::encode(bytes)
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * n);
+    for _ in 0..n {
+        let b = rand::random::<u8>();
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -305,6 +338,37 @@ mod tests {
         assert!(status(503).is_retryable());
         assert!(!status(400).is_retryable());
         assert!(UpstreamError::Timeout(DEFAULT_TIMEOUT).is_retryable());
+    }
+
+    #[test]
+    fn parsed_urls_are_reused_only_for_the_same_string() {
+        let urls = ParsedUrls::default();
+        let chat = Endpoint::ChatCompletions;
+        let a = "http://upstream.local:8000/v1/chat/completions";
+        let b = "http://other.local/openai/deployments/m2/chat/completions?api-version=1";
+        assert_eq!(urls.get(chat, a).unwrap().as_str(), a);
+        assert_eq!(urls.get(chat, a).unwrap().as_str(), a);
+        assert_eq!(
+            urls.get(chat, b).unwrap().as_str(),
+            b,
+            "another URL is parsed anew"
+        );
+        let e = urls
+            .get(Endpoint::Embeddings, "http://sk-secret@[bad/embeddings")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("sk-secret"), "{e}");
+    }
+
+    #[test]
+    fn request_ids_are_hex_of_the_asked_length() {
+        let id = random_hex(16);
+        assert_eq!(id.len(), 32);
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_ne!(id, random_hex(16));
     }
 
     #[test]

@@ -137,6 +137,8 @@ impl fmt::Display for Skipped {
 pub struct ResolvedDeployment {
     deployment: Deployment,
     secrets: ProviderSecrets,
+    /// Its upstream URLs once parsed, for [`crate::forward`].
+    urls: Arc<crate::forward::ParsedUrls>,
 }
 
 impl ResolvedDeployment {
@@ -148,6 +150,10 @@ impl ResolvedDeployment {
     /// `api_key`, `api_base`, `api_version` with references resolved.
     pub fn secrets(&self) -> &ProviderSecrets {
         &self.secrets
+    }
+
+    pub fn urls(&self) -> &crate::forward::ParsedUrls {
+        &self.urls
     }
 }
 
@@ -354,6 +360,7 @@ impl ModelIndex {
                 Ok(secrets) => members.push(ResolvedDeployment {
                     deployment: deployment.clone(),
                     secrets,
+                    urls: Arc::default(),
                 }),
                 Err(missing) => unusable.push(missing),
             }
