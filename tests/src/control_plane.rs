@@ -77,16 +77,7 @@ impl ControlPlane {
         endpoint: &str,
         extra: impl IntoIterator<Item = impl Into<String>>,
     ) -> anyhow::Result<Self> {
-        let mut args: Vec<String> = vec![
-            "--etcd".into(),
-            endpoint.into(),
-            "--store-timeout-ms".into(),
-            "2000".into(),
-            "--health-interval-ms".into(),
-            "200".into(),
-        ];
-        args.extend(extra.into_iter().map(Into::into));
-        Self::start(args)
+        Self::start(etcd_args(endpoint, extra))
     }
 
     /// Like [`ControlPlane::start_etcd_with`], with more environment
@@ -96,15 +87,8 @@ impl ControlPlane {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let mut args: Vec<String> = vec![
-            "--etcd".into(),
-            endpoint.into(),
-            "--store-timeout-ms".into(),
-            "2000".into(),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
         Self::launch(
-            args,
+            etcd_args(endpoint, extra.iter().copied()),
             env.iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
@@ -215,6 +199,21 @@ impl ControlPlane {
             let _ = c.wait();
         }
     }
+}
+
+/// The flags of a control plane on the etcd at `endpoint`: short store
+/// deadlines and health probes, so tests see outages quickly; then `extra`.
+fn etcd_args(endpoint: &str, extra: impl IntoIterator<Item = impl Into<String>>) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--etcd".into(),
+        endpoint.into(),
+        "--store-timeout-ms".into(),
+        "2000".into(),
+        "--health-interval-ms".into(),
+        "200".into(),
+    ];
+    args.extend(extra.into_iter().map(Into::into));
+    args
 }
 
 impl Drop for ControlPlane {

@@ -138,6 +138,19 @@ impl Drop for Abandoned<'_> {
     }
 }
 
+/// What `tests/python/test_openai_sdk.py` should expect of this mock's
+/// answers, as the environment variables it reads.
+pub fn sdk_expectations() -> [(&'static str, String); 3] {
+    [
+        ("SLUICE_TEST_EXPECTED_TEXT", CHAT_CONTENT.to_string()),
+        ("SLUICE_TEST_EXPECTED_STREAM", STREAM_PIECES.concat()),
+        (
+            "SLUICE_TEST_EMBEDDING_DIMENSIONS",
+            EMBEDDING.len().to_string(),
+        ),
+    ]
+}
+
 /// The running mock upstream. Stops on drop.
 pub struct MockUpstream {
     addr: SocketAddr,

@@ -183,15 +183,7 @@ async fn the_official_openai_sdk_accepts_the_mocks_answers() {
         .env("SLUICE_TEST_KEY", "sk-anything")
         .env("SLUICE_TEST_MODEL", "gpt-4o")
         .env("SLUICE_TEST_EMBEDDING_MODEL", "text-embedding-3-small")
-        .env("SLUICE_TEST_EXPECTED_TEXT", mock_upstream::CHAT_CONTENT)
-        .env(
-            "SLUICE_TEST_EXPECTED_STREAM",
-            mock_upstream::STREAM_PIECES.concat(),
-        )
-        .env(
-            "SLUICE_TEST_EMBEDDING_DIMENSIONS",
-            mock_upstream::EMBEDDING.len().to_string(),
-        )
+        .envs(mock_upstream::sdk_expectations())
         .output()
         .await
         .expect("python3 runs (scripts/test.sh installs openai and pytest)");

@@ -1342,15 +1342,7 @@ async fn the_official_openai_python_sdk_works_against_the_gateway() {
         .env("SLUICE_TEST_MISSING_MODEL", "retired-model")
         .env("SLUICE_TEST_FAILING_MODEL", "failing")
         .env("SLUICE_TEST_RATE_LIMITED_MODEL", "limited")
-        .env("SLUICE_TEST_EXPECTED_TEXT", mock_upstream::CHAT_CONTENT)
-        .env(
-            "SLUICE_TEST_EXPECTED_STREAM",
-            mock_upstream::STREAM_PIECES.concat(),
-        )
-        .env(
-            "SLUICE_TEST_EMBEDDING_DIMENSIONS",
-            mock_upstream::EMBEDDING.len().to_string(),
-        )
+        .envs(mock_upstream::sdk_expectations())
         .output()
         .await
         .expect("python3 runs (scripts/test.sh installs openai and pytest)");
