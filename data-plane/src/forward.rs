@@ -1,15 +1,14 @@
 //! Stage 4 of the request path: send the request to the picked deployment and
 //! relay its answer.
 //!
-//! - One pooled keep-alive [`reqwest::Client`] for every upstream
-//!   ([`Upstream`]), HTTP/1.1 or HTTP/2 as the upstream offers, TLS by rustls
-//!   with the platform's roots.
+//! - Sent through [`Upstream`], the one pooled client (direct, or through
+//!   the environment's proxy), to the deployment's parsed URL.
 //! - The body is the client's, byte for byte, with only `model` rewritten
 //!   ([`crate::request::Parsed::with_model`]).
 //! - `x-request-id` goes upstream with the request.
 //! - Timeout per deployment (`timeout`), else the router settings' `timeout`,
 //!   else [`DEFAULT_TIMEOUT`]; it covers the whole exchange, streamed body
-//!   included, as reqwest applies it.
+//!   included.
 //! - The answer's body is streamed to the client as it arrives (SSE chunk by
 //!   chunk), with back-pressure: nothing reads the upstream faster than the
 //!   client takes it, and nothing is buffered whole.
@@ -21,20 +20,21 @@
 //! be tried ([`UpstreamError::is_retryable`]): the router's retry loop (a
 //! later issue) decides on that.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
-use hyper::StatusCode;
 use hyper::body::{Bytes, Frame};
 use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, StatusCode};
 
-use crate::http::{Body, BoxError};
+use crate::http::{Body, BoxError, Carried, carrying};
 use crate::metrics::Metrics;
 use crate::providers::{self, Backend, ProviderError, mock};
 use crate::request::{Endpoint, Parsed};
 use crate::snapshot::ResolvedDeployment;
+use crate::upstream::Upstream;
 
 /// How long an upstream exchange may take when neither the deployment nor
 /// the router settings set a timeout: long generations with large outputs
@@ -47,54 +47,6 @@ const MAX_ERROR_BODY: usize = 1024 * 1024;
 /// The request id header, read from clients, sent upstream, returned on every
 /// answer.
 pub const REQUEST_ID: &str = "x-request-id";
-
-/// The HTTP client every upstream call goes through.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    client: reqwest::Client,
-}
-
-impl Upstream {
-    pub fn new() -> Result<Upstream, reqwest::Error> {
-        // reqwest is built without a crypto provider of its own; ring is the
-        // one the rest of the process (tonic) uses. Already installed is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            // Upstream redirects are not followed: a provider that redirects a
-            // POST is misconfigured, and following could leak the key.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(Upstream { client })
-    }
-}
-
-/// A deployment's upstream URLs, parsed once per endpoint: parsing (with
-/// IDNA processing of the host) costs more than the rest of building the
-/// request. Kept with the deployment in the config, so a config change
-/// starts afresh; the URL string is compared on every use, so a URL that
-/// depends on the request (Azure's for a wildcard deployment) is parsed
-/// anew rather than mixed up.
-#[derive(Debug, Default)]
-pub struct ParsedUrls([OnceLock<(String, reqwest::Url)>; 3]);
-
-impl ParsedUrls {
-    fn get(&self, endpoint: Endpoint, url: &str) -> Result<reqwest::Url, UpstreamError> {
-        let slot = &self.0[endpoint as usize];
-        if let Some((cached, parsed)) = slot.get()
-            && cached == url
-        {
-            return Ok(parsed.clone());
-        }
-        // The message leaves the URL out: an `api_base` may carry a token.
-        let parsed = reqwest::Url::parse(url).map_err(|e| {
-            UpstreamError::Connection(format!("the deployment's upstream URL is not valid: {e}"))
-        })?;
-        let _ = slot.set((url.to_owned(), parsed.clone()));
-        Ok(parsed)
-    }
-}
 
 /// An upstream's answer, ready to relay.
 pub struct Answer {
@@ -163,32 +115,34 @@ pub async fn forward(
         Backend::Mock => Ok(answer_mock(call).await),
         Backend::Http(provider) => {
             let target = provider.target(call.deployment, call.upstream_model, call.endpoint)?;
-            let url = call.deployment.urls().get(call.endpoint, &target.url)?;
-            let mut builder = upstream
-                .client
-                .post(url)
-                .timeout(call.timeout)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(call.request.with_model(call.upstream_model));
+            let route = upstream.route(call.deployment.urls(), call.endpoint, &target.url)?;
+            let mut request = Request::new(call.request.with_model(call.upstream_model));
+            *request.method_mut() = Method::POST;
+            let headers = request.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             if let Ok(id) = HeaderValue::from_str(call.request_id) {
-                builder = builder.header(REQUEST_ID, id);
+                headers.insert(REQUEST_ID, id);
             }
             if call.request.stream {
-                builder = builder.header(header::ACCEPT, "text/event-stream");
+                headers.insert(
+                    header::ACCEPT,
+                    HeaderValue::from_static("text/event-stream"),
+                );
             }
             for (name, value) in target.headers {
-                builder = builder.header(name, value);
+                headers.insert(name, value);
             }
             let started = Instant::now();
-            let response = builder
-                .send()
-                .await
-                .map_err(|e| classify(e, call.timeout))?;
+            let response = upstream.send(&route, request, call.timeout).await?;
             let deployment_id = call.deployment.deployment().id.clone();
             metrics.upstream_first_byte(&deployment_id, started.elapsed());
-            let status = response.status();
+            let (parts, body) = response.into_parts();
+            let status = parts.status;
             if !status.is_success() {
-                let body = read_error_body(response).await;
+                let body = read_error_body(body).await;
                 metrics.upstream_done(&deployment_id, started.elapsed());
                 let openai_error = is_openai_error(&body);
                 return Err(UpstreamError::Status {
@@ -197,8 +151,8 @@ pub async fn forward(
                     openai_error,
                 });
             }
-            let content_type = response
-                .headers()
+            let content_type = parts
+                .headers
                 .get(header::CONTENT_TYPE)
                 .cloned()
                 .unwrap_or_else(|| HeaderValue::from_static("application/json"));
@@ -206,23 +160,17 @@ pub async fn forward(
                 .to_str()
                 .is_ok_and(|ct| ct.trim_start().starts_with("text/event-stream"));
             // Recorded when the body ends or is dropped, whichever comes
-            // first: the guard travels with the stream.
+            // first: the timer travels with the body.
             let timer = UpstreamTimer {
                 metrics: Arc::clone(metrics),
                 deployment: deployment_id,
                 started,
             };
-            let chunks = response.bytes_stream().map(move |chunk| {
-                let _timer = &timer;
-                chunk
-                    .map(Frame::data)
-                    .map_err(|e| BoxError::from(e.without_url()))
-            });
             Ok(Answer {
                 status,
                 content_type,
                 event_stream,
-                body: StreamBody::new(chunks).boxed_unsync(),
+                body: carrying(body, timer),
             })
         }
     }
@@ -235,6 +183,8 @@ struct UpstreamTimer {
     started: Instant,
 }
 
+impl Carried for UpstreamTimer {}
+
 impl Drop for UpstreamTimer {
     fn drop(&mut self) {
         self.metrics
@@ -242,34 +192,20 @@ impl Drop for UpstreamTimer {
     }
 }
 
-/// A reqwest failure as an [`UpstreamError`]. The URL is left out of the
-/// message: an `api_base` may carry a token.
-fn classify(e: reqwest::Error, timeout: Duration) -> UpstreamError {
-    if e.is_timeout() {
-        return UpstreamError::Timeout(timeout);
-    }
-    let e = e.without_url();
-    let mut detail = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        source = s.source();
-    }
-    UpstreamError::Connection(detail)
-}
-
-async fn read_error_body(response: reqwest::Response) -> Bytes {
-    let mut body = Vec::new();
-    let mut chunks = response.bytes_stream();
-    while let Some(Ok(chunk)) = chunks.next().await {
-        let room = MAX_ERROR_BODY.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= MAX_ERROR_BODY {
+/// The start of an upstream's error answer, at most [`MAX_ERROR_BODY`].
+async fn read_error_body(mut body: Body) -> Bytes {
+    let mut read = Vec::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        let room = MAX_ERROR_BODY.saturating_sub(read.len());
+        read.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if read.len() >= MAX_ERROR_BODY {
             break;
         }
     }
-    Bytes::from(body)
+    Bytes::from(read)
 }
 
 /// Whether `body` is `{"error": {...}}`, OpenAI's error shape.
@@ -338,26 +274,6 @@ mod tests {
         assert!(status(503).is_retryable());
         assert!(!status(400).is_retryable());
         assert!(UpstreamError::Timeout(DEFAULT_TIMEOUT).is_retryable());
-    }
-
-    #[test]
-    fn parsed_urls_are_reused_only_for_the_same_string() {
-        let urls = ParsedUrls::default();
-        let chat = Endpoint::ChatCompletions;
-        let a = "http://upstream.local:8000/v1/chat/completions";
-        let b = "http://other.local/openai/deployments/m2/chat/completions?api-version=1";
-        assert_eq!(urls.get(chat, a).unwrap().as_str(), a);
-        assert_eq!(urls.get(chat, a).unwrap().as_str(), a);
-        assert_eq!(
-            urls.get(chat, b).unwrap().as_str(),
-            b,
-            "another URL is parsed anew"
-        );
-        let e = urls
-            .get(Endpoint::Embeddings, "http://sk-secret@[bad/embeddings")
-            .unwrap_err()
-            .to_string();
-        assert!(!e.contains("sk-secret"), "{e}");
     }
 
     #[test]

@@ -45,7 +45,8 @@
 //! 4. [`router`]: a weighted random deployment of the resolved group (the
 //!    seam for retries, cooldowns and fallbacks).
 //! 5. [`forward`] with [`providers`] (`openai` and compatibles, `azure`,
-//!    `mock`): the upstream call, streamed back with back-pressure.
+//!    `mock`): the upstream call, streamed back with back-pressure, through
+//!    [`upstream`]'s pooled client (direct, or via the environment's proxy).
 //! 6. [`meter`]: metrics and one log line when the answer is over.
 //!
 //! Still to come: usage reporting, budgets and rate limits, retries and
@@ -69,6 +70,7 @@ pub mod router;
 pub mod secrets;
 pub mod snapshot;
 pub mod tls;
+pub mod upstream;
 pub mod wire;
 
 pub use access::{Decision, KeyRejection, available_models, check, key_status};

@@ -189,6 +189,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_answer_of_known_length_counts_once_its_last_frame_is_taken() {
+        // As hyper sends it: it stops at `is_end_stream`, never asking for
+        // the end.
+        let metrics = Arc::new(Metrics::new());
+        let meter = Meter::start(metrics.clone(), "r1");
+        let mut body = meter.relay(
+            StatusCode::OK,
+            Full::new(Bytes::from("{}"))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        );
+        body.frame().await.expect("a frame").expect("data");
+        assert!(hyper::body::Body::is_end_stream(&body));
+        drop(body);
+        assert!(requests(&metrics, "200", ""), "{}", metrics.encode());
+    }
+
+    #[tokio::test]
     async fn a_stream_the_client_leaves_counts_as_client_closed() {
         let metrics = Arc::new(Metrics::new());
         let meter = Meter::start(metrics.clone(), "r1");

@@ -138,7 +138,7 @@ pub struct ResolvedDeployment {
     deployment: Deployment,
     secrets: ProviderSecrets,
     /// Its upstream URLs once parsed, for [`crate::forward`].
-    urls: Arc<crate::forward::ParsedUrls>,
+    urls: Arc<crate::upstream::ParsedUrls>,
 }
 
 impl ResolvedDeployment {
@@ -152,7 +152,7 @@ impl ResolvedDeployment {
         &self.secrets
     }
 
-    pub fn urls(&self) -> &crate::forward::ParsedUrls {
+    pub fn urls(&self) -> &crate::upstream::ParsedUrls {
         &self.urls
     }
 }

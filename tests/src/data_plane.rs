@@ -22,6 +22,8 @@ pub struct DataPlane {
     token: String,
     /// More command-line arguments, after the harness's own.
     args: Vec<String>,
+    /// More environment variables.
+    env: Vec<(String, String)>,
     http: reqwest::Client,
 }
 
@@ -38,7 +40,7 @@ impl DataPlane {
         dir: &Path,
         token: &str,
     ) -> anyhow::Result<Self> {
-        Self::launch(control_planes, node_id, dir, token, &[])
+        Self::launch(control_planes, node_id, dir, token, &[], &[])
     }
 
     fn launch(
@@ -47,6 +49,7 @@ impl DataPlane {
         dir: &Path,
         token: &str,
         args: &[&str],
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let mut dp = Self {
             child: None,
@@ -57,6 +60,10 @@ impl DataPlane {
             log: dir.join(format!("{node_id}.log")),
             token: token.to_string(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             http: crate::http_client(),
         };
         dp.restart()?;
@@ -71,7 +78,19 @@ impl DataPlane {
         dir: &Path,
         args: &[&str],
     ) -> anyhow::Result<Self> {
-        Self::launch(control_planes, node_id, dir, DATA_PLANE_TOKEN, args)
+        Self::launch(control_planes, node_id, dir, DATA_PLANE_TOKEN, args, &[])
+    }
+
+    /// Like [`DataPlane::start_with_args`], with more environment variables
+    /// (`[("HTTPS_PROXY", "http://proxy:3128")]`).
+    pub fn start_with_env(
+        control_planes: &[String],
+        node_id: &str,
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::launch(control_planes, node_id, dir, DATA_PLANE_TOKEN, args, env)
     }
 
     /// Starts (again) with the same node id, cache file and port when free.
@@ -98,6 +117,7 @@ impl DataPlane {
             .args(&self.args)
             .env("SLUICE_DATA_PLANE_TOKEN", &self.token)
             .env("SLUICE_LOG", "info,sluice_data_plane=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

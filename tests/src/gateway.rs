@@ -50,13 +50,23 @@ impl Gateway {
     /// Like [`Gateway::start`], each data plane with more command-line
     /// arguments.
     pub async fn start_with_args(data_planes: usize, args: &[&str]) -> Gateway {
+        Self::start_with_env(data_planes, args, &[]).await
+    }
+
+    /// Like [`Gateway::start_with_args`], each data plane with more
+    /// environment variables too.
+    pub async fn start_with_env(
+        data_planes: usize,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let etcd = EtcdServer::start().await.expect("etcd starts");
         let cp = ControlPlane::start_etcd(&etcd.endpoint()).expect("control plane starts");
         let admin = Admin::connect(&cp.url()).await.expect("admin connects");
         let dir = tempfile::tempdir().unwrap();
         let planes: Vec<DataPlane> = (0..data_planes)
             .map(|i| {
-                DataPlane::start_with_args(&[cp.url()], &format!("dp-{i}"), dir.path(), args)
+                DataPlane::start_with_env(&[cp.url()], &format!("dp-{i}"), dir.path(), args, env)
                     .unwrap()
             })
             .collect();

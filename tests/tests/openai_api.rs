@@ -636,6 +636,49 @@ async fn upstream_failures_come_back_in_openai_shape() {
     assert_eq!(status, 200);
 }
 
+/// A data plane whose environment names an HTTP proxy sends its upstream
+/// calls through it, except to the hosts `NO_PROXY` lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_calls_go_through_the_proxy_the_environment_names() {
+    // A second mock upstream stands in for the proxy: a proxied request
+    // reaches it in absolute form, for a host that does not resolve.
+    let proxy = MockUpstream::start().await.unwrap();
+    let proxy_url = proxy.url("");
+    let gw = Gateway::start_with_env(
+        1,
+        &[],
+        &[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "127.0.0.1")],
+    )
+    .await;
+    gw.deploy(api::Deployment {
+        api_base: "http://models.example.invalid/v1".into(),
+        ..openai_deployment(&gw.upstream, "behind-proxy", "gpt-4o")
+    })
+    .await;
+    gw.deploy(openai_deployment(&gw.upstream, "direct", "gpt-4o"))
+        .await;
+    let key = gw.key(None, &["*"]).await;
+    gw.sync().await;
+
+    gw.chat(&key, "behind-proxy").await.assert_ok();
+    let via = proxy.last_request().expect("the request went to the proxy");
+    assert_eq!(via.header("host"), Some("models.example.invalid"));
+    assert_eq!(via.path_only(), "/v1/chat/completions");
+    assert_eq!(
+        via.header("authorization"),
+        Some(format!("Bearer {UPSTREAM_KEY}").as_str())
+    );
+    assert!(gw.upstream.requests().is_empty());
+
+    gw.chat(&key, "direct").await.assert_ok();
+    assert_eq!(
+        proxy.requests().len(),
+        1,
+        "a NO_PROXY host is reached directly"
+    );
+    assert_eq!(gw.upstream.requests().len(), 1);
+}
+
 async fn get_status(gw: &Gateway, path: &str) -> (u16, String) {
     let r = gw.http.get(gw.url(path)).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap_or_default())

@@ -2,6 +2,7 @@
 //! etcd, control plane, data-plane binary, mock upstream):
 //!
 //! - a client that goes away cancels its upstream request, streamed or not;
+//! - an upstream stream that stalls past the deployment's timeout is cut;
 //! - slow and idle clients are cut by the header, body and idle timeouts,
 //!   while a request waiting on a slow upstream is not;
 //! - every request is counted in the metrics and logged once, with its key's
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use sluice_tests::admin_client::api;
-use sluice_tests::gateway::{Gateway, UPSTREAM_KEY, chat_body};
+use sluice_tests::gateway::{Gateway, UPSTREAM_KEY, chat_body, openai_deployment};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -318,6 +319,67 @@ async fn idle_http2_client(mut stream: TcpStream) -> Vec<u8> {
         "an idle HTTP/2 connection stayed open: frames {types:?}"
     );
     types
+}
+
+/// The deployment's timeout covers the whole exchange: a stream whose
+/// upstream stops sending is cut when it runs out, the client sees a
+/// truncated answer (not a clean end), and the upstream request is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_stalling_past_the_deployment_timeout_is_cut() {
+    let gw = gateway_with_short_timeouts().await;
+    gw.deploy(api::Deployment {
+        timeout: Some(sluice_proto::prost_types::Duration {
+            seconds: 2,
+            nanos: 0,
+        }),
+        ..openai_deployment(&gw.upstream, "stalling", "gpt-4o")
+    })
+    .await;
+    let key = gw.key(None, &["stalling"]).await;
+    gw.sync().await;
+
+    let _gate = gw.upstream.hold_streams();
+    let started = Instant::now();
+    let mut stream = gw.start_stream(&key, "stalling").await.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the first chunk arrives")
+        .expect("a chunk")
+        .expect("no error");
+    assert!(String::from_utf8_lossy(&first).starts_with("data: "));
+    let rest = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut rest = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => rest.extend_from_slice(&chunk),
+                Err(_) => return Err(rest),
+            }
+        }
+        Ok(rest)
+    })
+    .await
+    .expect("the stream is cut, not left hanging");
+    let cut_after = started.elapsed();
+    assert!(
+        rest.is_err(),
+        "the answer ends truncated, not cleanly: {rest:?}"
+    );
+    assert!(
+        cut_after >= Duration::from_secs(2) && cut_after < Duration::from_secs(15),
+        "cut after {cut_after:?}, the timeout being 2 s"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the upstream sees the stream abandoned",
+        || gw.upstream.abandoned() == 1,
+    )
+    .await;
+    let metrics = gw.planes[0].metrics().await.unwrap();
+    assert_eq!(requests(&metrics, "200", "upstream_error"), 1, "{metrics}");
+    assert_eq!(
+        sluice_tests::data_plane::sample(&metrics, "sluice_requests_in_flight"),
+        Some(0.0)
+    );
 }
 
 // ---------------------------------------------------------------------------

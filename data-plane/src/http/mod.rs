@@ -55,11 +55,12 @@ use tokio::net::TcpListener;
 use tokio_util::either::Either;
 
 use crate::applied::{AppliedConfig, Readiness};
-use crate::forward::{self, REQUEST_ID, Upstream};
+use crate::forward::{self, REQUEST_ID};
 use crate::metrics::{self, Metrics};
 use crate::request::{DEFAULT_MAX_BODY_BYTES, Endpoint};
 use crate::secrets::Secret;
 use crate::snapshot::ApiKeys;
+use crate::upstream::Upstream;
 pub use error::ApiError;
 
 /// An error ending a response body early (an upstream stream that broke):
@@ -80,12 +81,27 @@ pub trait Carried: Send + Unpin + 'static {
 /// `body` carrying `carried`, its size hint kept (so a known length is still
 /// sent as `content-length`, not chunked).
 pub fn carrying(body: Body, carried: impl Carried) -> Body {
-    Carrying { body, carried }.boxed_unsync()
+    Carrying {
+        body,
+        carried,
+        ended: false,
+    }
+    .boxed_unsync()
 }
 
-struct Carrying<T> {
+struct Carrying<T: Carried> {
     body: Body,
     carried: T,
+    ended: bool,
+}
+
+impl<T: Carried> Carrying<T> {
+    fn end(&mut self, outcome: Result<(), ()>) {
+        if !self.ended {
+            self.ended = true;
+            self.carried.ended(outcome);
+        }
+    }
 }
 
 impl<T: Carried> hyper::body::Body for Carrying<T> {
@@ -99,8 +115,8 @@ impl<T: Carried> hyper::body::Body for Carrying<T> {
         let this = &mut *self;
         let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
         match &polled {
-            std::task::Poll::Ready(None) => this.carried.ended(Ok(())),
-            std::task::Poll::Ready(Some(Err(_))) => this.carried.ended(Err(())),
+            std::task::Poll::Ready(None) => this.end(Ok(())),
+            std::task::Poll::Ready(Some(Err(_))) => this.end(Err(())),
             _ => {}
         }
         polled
@@ -112,6 +128,16 @@ impl<T: Carried> hyper::body::Body for Carrying<T> {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+impl<T: Carried> Drop for Carrying<T> {
+    fn drop(&mut self) {
+        // hyper stops polling a body of known length once it says it is at
+        // its end, without asking for the `None` after the last frame.
+        if hyper::body::Body::is_end_stream(&self.body) {
+            self.end(Ok(()));
+        }
     }
 }
 
@@ -185,7 +211,7 @@ impl HttpState {
         applied: Arc<AppliedConfig>,
         metrics: Arc<Metrics>,
         token: Option<Secret>,
-    ) -> Result<HttpState, reqwest::Error> {
+    ) -> Result<HttpState, crate::upstream::InitError> {
         Ok(HttpState {
             applied,
             metrics,

@@ -1,0 +1,389 @@
+//! The HTTP client every upstream call goes through.
+//!
+//! - **Direct** calls (the usual case: the provider, or a model server next
+//!   to the sidecar) go through hyper-util's pooled client: keep-alive
+//!   connections, HTTP/2 when the upstream offers it by ALPN, TLS by rustls
+//!   with ring and the platform's verifier (the system's roots). It is the
+//!   client a bare hyper proxy uses, without per-request layers this path
+//!   does not need.
+//! - **Proxied** calls: when the environment names a proxy for the URL
+//!   (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, read as curl
+//!   does), the call goes through reqwest, which speaks to proxies (CONNECT
+//!   tunnels for HTTPS, proxy credentials). Which way a URL goes is decided
+//!   once, with its parse ([`ParsedUrls`]).
+//! - Every call has a **deadline** for the whole exchange, the answer's body
+//!   included: a stream that stalls past it ends with an error, which closes
+//!   the client's connection (a truncated answer, never a clean end).
+//!
+//! Upstream redirects are never followed: a provider that redirects a POST
+//! is misconfigured, and following could send the key elsewhere.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Frame, SizeHint};
+use hyper::{Request, Response, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls_platform_verifier::BuilderVerifierExt;
+use tokio::time::Sleep;
+
+use crate::forward::UpstreamError;
+use crate::http::{Body, BoxError};
+use crate::request::Endpoint;
+
+/// How long an unused upstream connection is kept for the next request.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Why the upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("setting up TLS with the platform's certificate verifier: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("building the client for proxied upstreams: {0}")]
+    Proxied(#[from] reqwest::Error),
+}
+
+/// The upstream client; cheap to clone.
+#[derive(Clone)]
+pub struct Upstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    direct: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    proxied: reqwest::Client,
+    proxies: Matcher,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The matcher's debug output would show proxy credentials.
+        f.debug_struct("Upstream").finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// A client whose proxies are the ones this process's environment names.
+    pub fn new() -> Result<Upstream, InitError> {
+        Self::with_proxies(Matcher::from_env())
+    }
+
+    fn with_proxies(proxies: Matcher) -> Result<Upstream, InitError> {
+        // ring is the process's provider (tonic's too); reqwest, built
+        // without one of its own, needs it installed. Already installed is
+        // fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_platform_verifier()?
+        .with_no_client_auth();
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(tcp);
+        let direct = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        let proxied = reqwest::Client::builder()
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Upstream {
+            inner: Arc::new(Inner {
+                direct,
+                proxied,
+                proxies,
+            }),
+        })
+    }
+
+    /// Where a request for `url` goes: parsed, and checked against the
+    /// proxy settings, once per deployment and endpoint (`urls`).
+    pub fn route(
+        &self,
+        urls: &ParsedUrls,
+        endpoint: Endpoint,
+        url: &str,
+    ) -> Result<Route, UpstreamError> {
+        let slot = &urls.0[endpoint as usize];
+        if let Some((cached, route)) = slot.get()
+            && cached == url
+        {
+            return Ok(route.clone());
+        }
+        let uri = parse(url)?;
+        let route = Route {
+            proxied: self.inner.proxies.intercept(&uri).is_some(),
+            uri,
+        };
+        let _ = slot.set((url.to_owned(), route.clone()));
+        Ok(route)
+    }
+
+    /// Sends `request` (its URI is `route`'s) and returns the answer, whose
+    /// body must arrive whole within `timeout` of now as well.
+    pub async fn send(
+        &self,
+        route: &Route,
+        mut request: Request<Bytes>,
+        timeout: Duration,
+    ) -> Result<Response<Body>, UpstreamError> {
+        *request.uri_mut() = route.uri.clone();
+        let mut deadline = Box::pin(tokio::time::sleep(timeout));
+        if route.proxied {
+            let request = reqwest::Request::try_from(request).map_err(|e| failed(&e))?;
+            let response = tokio::select! {
+                sent = self.inner.proxied.execute(request) => sent.map_err(|e| failed(&e.without_url()))?,
+                () = deadline.as_mut() => return Err(UpstreamError::Timeout(timeout)),
+            };
+            let response = Response::from(response);
+            Ok(response.map(|body| Deadline::new(body, deadline, timeout).boxed_unsync()))
+        } else {
+            let response = tokio::select! {
+                sent = self.inner.direct.request(request.map(Full::new)) => sent.map_err(|e| failed(&e))?,
+                () = deadline.as_mut() => return Err(UpstreamError::Timeout(timeout)),
+            };
+            Ok(response.map(|body| Deadline::new(body, deadline, timeout).boxed_unsync()))
+        }
+    }
+}
+
+/// An upstream URL, parsed, and whether it goes through a proxy.
+#[derive(Debug, Clone)]
+pub struct Route {
+    uri: Uri,
+    proxied: bool,
+}
+
+impl Route {
+    pub fn proxied(&self) -> bool {
+        self.proxied
+    }
+}
+
+/// A deployment's upstream routes, one per endpoint, made on first use:
+/// parsing a URL (with IDNA processing of the host) costs more than the rest
+/// of building the request. Kept with the deployment in the config, so a
+/// config change starts afresh; the URL string is compared on every use, so
+/// a URL that depends on the request (Azure's for a wildcard deployment) is
+/// parsed anew rather than mixed up.
+#[derive(Debug, Default)]
+pub struct ParsedUrls([OnceLock<(String, Route)>; 3]);
+
+/// `url` as a request URI. Parsed as a URL first, as a browser or curl
+/// would: an international host becomes punycode, stray characters are
+/// percent-encoded. The message leaves the URL out: an `api_base` may carry
+/// a token.
+fn parse(url: &str) -> Result<Uri, UpstreamError> {
+    let invalid = |e: &dyn fmt::Display| {
+        UpstreamError::Connection(format!("the deployment's upstream URL is not valid: {e}"))
+    };
+    let url = reqwest::Url::parse(url).map_err(|e| invalid(&e))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(&"its scheme is neither http nor https"));
+    }
+    url.as_str().parse::<Uri>().map_err(|e| invalid(&e))
+}
+
+/// A failed exchange as an [`UpstreamError`], with every cause in the chain
+/// ("client error (Connect): tcp connect error: Connection refused").
+fn failed(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
+    let mut detail = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    UpstreamError::Connection(detail)
+}
+
+/// An upstream body that fails once its exchange's deadline passes.
+struct Deadline<B> {
+    body: B,
+    deadline: Pin<Box<Sleep>>,
+    timeout: Duration,
+    expired: bool,
+}
+
+impl<B> Deadline<B> {
+    fn new(body: B, deadline: Pin<Box<Sleep>>, timeout: Duration) -> Self {
+        Deadline {
+            body,
+            deadline,
+            timeout,
+            expired: false,
+        }
+    }
+}
+
+impl<B> hyper::body::Body for Deadline<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.expired {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.expired = true;
+            return Poll::Ready(Some(Err(UpstreamError::Timeout(this.timeout).into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.expired || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use http_body_util::StreamBody;
+
+    fn upstream(proxies: Matcher) -> Upstream {
+        Upstream::with_proxies(proxies).expect("client")
+    }
+
+    #[test]
+    fn routes_are_reused_only_for_the_same_string() {
+        let upstream = upstream(Matcher::builder().build());
+        let urls = ParsedUrls::default();
+        let chat = Endpoint::ChatCompletions;
+        let a = "http://upstream.local:8000/v1/chat/completions";
+        let b = "http://other.local/openai/deployments/m2/chat/completions?api-version=1";
+        let route = |url| upstream.route(&urls, chat, url).unwrap().uri.to_string();
+        assert_eq!(route(a), a);
+        assert_eq!(route(a), a);
+        assert_eq!(route(b), b, "another URL is parsed anew");
+        let e = upstream
+            .route(
+                &urls,
+                Endpoint::Embeddings,
+                "http://sk-secret@[bad/embeddings",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("sk-secret"), "{e}");
+    }
+
+    #[test]
+    fn urls_are_normalised_as_a_browser_would() {
+        let upstream = upstream(Matcher::builder().build());
+        let urls = ParsedUrls::default();
+        let route = upstream
+            .route(
+                &urls,
+                Endpoint::Completions,
+                "https://bücher.example/v1/completions",
+            )
+            .unwrap();
+        assert_eq!(
+            route.uri.to_string(),
+            "https://xn--bcher-kva.example/v1/completions"
+        );
+        let e = upstream
+            .route(
+                &urls,
+                Endpoint::Embeddings,
+                "ftp://files.example/v1/embeddings",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("neither http nor https"), "{e}");
+    }
+
+    #[test]
+    fn proxies_apply_as_the_environment_says() {
+        let upstream = upstream(
+            Matcher::builder()
+                .https("http://proxy.internal:3128")
+                .no("localhost,.cluster.local")
+                .build(),
+        );
+        let route = |url| {
+            upstream
+                .route(&ParsedUrls::default(), Endpoint::ChatCompletions, url)
+                .unwrap()
+                .proxied()
+        };
+        assert!(route("https://api.openai.com/v1/chat/completions"));
+        assert!(!route(
+            "https://vllm.ml.svc.cluster.local/v1/chat/completions"
+        ));
+        assert!(
+            !route("http://api.openai.com/v1/chat/completions"),
+            "no HTTP proxy is set"
+        );
+        assert!(!route("https://localhost:8000/v1/chat/completions"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_stalling_past_the_deadline_ends_with_a_timeout() {
+        let timeout = Duration::from_secs(5);
+        let chunks =
+            futures::stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from("data: 1")))])
+                .chain(futures::stream::pending());
+        let mut body = Deadline::new(
+            StreamBody::new(chunks.boxed()),
+            Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+        );
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(first.into_data().unwrap(), "data: 1");
+        let started = tokio::time::Instant::now();
+        let e = body.frame().await.expect("an error").unwrap_err();
+        assert_eq!(started.elapsed(), timeout);
+        assert!(e.to_string().contains("no answer within 5s"), "{e}");
+        assert!(body.frame().await.is_none(), "nothing after the error");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_in_time_is_passed_whole_with_its_length() {
+        let timeout = Duration::from_secs(5);
+        let body = Deadline::new(
+            Full::new(Bytes::from("{}")),
+            Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+        );
+        assert_eq!(hyper::body::Body::size_hint(&body).exact(), Some(2));
+        let all = body.collect().await.expect("body").to_bytes();
+        assert_eq!(all, "{}");
+    }
+}
