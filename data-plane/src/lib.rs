@@ -31,7 +31,8 @@
 //! - [`tls`]: the HTTPS server's certificate and the config stream's TLS,
 //!   read from PEM files at start.
 //! - [`log_writer`]: stderr through one buffer; request lines flushed in
-//!   batches, everything else at once.
+//!   batches, everything else at once. [`log_format`]: the request line
+//!   written directly, in the shape of the standard text or JSON format.
 //! - [`allocator`]: malloc settings for millions of small allocations.
 //!
 //! The request path, one stage per module, in the order a request meets them
@@ -61,6 +62,7 @@ pub mod discovery;
 pub mod forward;
 pub mod http;
 pub mod keys;
+pub mod log_format;
 pub mod log_writer;
 pub mod meter;
 pub mod metrics;

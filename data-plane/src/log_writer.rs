@@ -18,9 +18,6 @@ use tracing_subscriber::fmt::MakeWriter;
 /// The longest a request's log line waits in the buffer.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
-/// The target of the per-request lines, which may wait.
-const REQUEST_LINES: &str = "sluice_data_plane::meter";
-
 const BUFFER_BYTES: usize = 64 * 1024;
 
 type Shared = Arc<Mutex<BufWriter<Box<dyn Write + Send>>>>;
@@ -107,7 +104,7 @@ impl<'a> MakeWriter<'a> for LogWriter {
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Line<'a> {
         Line {
             out: &self.out,
-            flush: meta.target() != REQUEST_LINES,
+            flush: meta.target() != crate::meter::LOG_TARGET,
         }
     }
 }

@@ -12,6 +12,7 @@ use clap::{Parser, ValueEnum};
 use sluice_data_plane::applied::AppliedConfig;
 use sluice_data_plane::discovery::{DEFAULT_CONTROL_PLANE, Discovery, DiscoveryOptions, TOKEN_ENV};
 use sluice_data_plane::http::{self, HttpState, Limits};
+use sluice_data_plane::log_format::Lines;
 use sluice_data_plane::log_writer::LogWriter;
 use sluice_data_plane::metrics::Metrics;
 use sluice_data_plane::request::DEFAULT_MAX_BODY_BYTES;
@@ -126,8 +127,8 @@ fn init_tracing(format: LogFormat) -> LogWriter {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer.clone());
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.map_event_format(Lines::text).init(),
+        LogFormat::Json => builder.json().map_event_format(Lines::json).init(),
     }
     let on_panic = writer.clone();
     let default_hook = std::panic::take_hook();

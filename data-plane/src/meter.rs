@@ -22,6 +22,10 @@ use hyper::StatusCode;
 use crate::http::{Body, Carried, carrying};
 use crate::metrics::{Metrics, RequestLabels};
 
+/// The target of the request's log line, which [`crate::log_writer`] batches
+/// and [`crate::log_format`] writes directly.
+pub const LOG_TARGET: &str = module_path!();
+
 /// The code of a request whose client left before the whole answer was sent.
 pub const CLIENT_CLOSED: &str = "client_closed_request";
 
@@ -118,12 +122,12 @@ impl Drop for Meter {
             took,
         );
         tracing::info!(
-            request_id = %self.request_id,
-            key = %self.key,
-            team = %self.team,
-            model = %self.model,
-            model_group = %self.model_group,
-            deployment = %self.deployment,
+            request_id = self.request_id.as_str(),
+            key = self.key.as_str(),
+            team = self.team.as_str(),
+            model = self.model.as_str(),
+            model_group = self.model_group.as_str(),
+            deployment = self.deployment.as_str(),
             status = status.as_u16(),
             code,
             stream = self.stream,
