@@ -2,7 +2,8 @@
 //! relay its answer.
 //!
 //! - Sent through [`Upstream`], the one pooled client (direct, or through
-//!   the environment's proxy), to the deployment's parsed URL.
+//!   the environment's proxy), to the deployment's target (URL and provider
+//!   headers), made once and kept with the deployment.
 //! - The body is the client's, byte for byte, with only `model` rewritten
 //!   ([`crate::request::Parsed::with_model`]).
 //! - `x-request-id` goes upstream with the request.
@@ -34,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::providers::{self, Backend, ProviderError, mock};
 use crate::request::{Endpoint, Parsed};
 use crate::snapshot::ResolvedDeployment;
-use crate::upstream::Upstream;
+use crate::upstream::{Prepared, Upstream};
 
 /// How long an upstream exchange may take when neither the deployment nor
 /// the router settings set a timeout: long generations with large outputs
@@ -114,8 +115,18 @@ pub async fn forward(
     match providers::backend(call.deployment.deployment())? {
         Backend::Mock => Ok(answer_mock(call).await),
         Backend::Http(provider) => {
-            let target = provider.target(call.deployment, call.upstream_model, call.endpoint)?;
-            let route = upstream.route(call.deployment.urls(), call.endpoint, &target.url)?;
+            let prepared = call.deployment.targets().get_or_make(
+                call.endpoint,
+                call.upstream_model,
+                || {
+                    let target =
+                        provider.target(call.deployment, call.upstream_model, call.endpoint)?;
+                    Ok::<_, UpstreamError>(Prepared {
+                        route: upstream.route(&target.url)?,
+                        headers: target.headers,
+                    })
+                },
+            )?;
             let mut request = Request::new(call.request.with_model(call.upstream_model));
             *request.method_mut() = Method::POST;
             let headers = request.headers_mut();
@@ -132,11 +143,13 @@ pub async fn forward(
                     HeaderValue::from_static("text/event-stream"),
                 );
             }
-            for (name, value) in target.headers {
-                headers.insert(name, value);
+            for (name, value) in &prepared.headers {
+                headers.insert(name.clone(), value.clone());
             }
             let started = Instant::now();
-            let response = upstream.send(&route, request, call.timeout).await?;
+            let response = upstream
+                .send(&prepared.route, request, call.timeout)
+                .await?;
             let deployment_id = call.deployment.deployment().id.clone();
             metrics.upstream_first_byte(&deployment_id, started.elapsed());
             let (parts, body) = response.into_parts();

@@ -184,7 +184,10 @@ impl StoredKey {
         // Only ever made from a key that decoded, so this cannot fail in
         // practice; a failure reads as "no such key", which denies.
         let mut key = Key::decode(&*self.0).ok()?;
-        key.key_id = hex::encode(digest);
+        let mut hex = [0u8; 64];
+        // 64 bytes for 32: cannot fail; hex digits are ASCII.
+        hex::encode_to_slice(digest, &mut hex).ok()?;
+        key.key_id = String::from_utf8(hex.to_vec()).ok()?;
         Some(key)
     }
 

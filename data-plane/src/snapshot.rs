@@ -137,8 +137,8 @@ impl fmt::Display for Skipped {
 pub struct ResolvedDeployment {
     deployment: Deployment,
     secrets: ProviderSecrets,
-    /// Its upstream URLs once parsed, for [`crate::forward`].
-    urls: Arc<crate::upstream::ParsedUrls>,
+    /// Its upstream targets once made, for [`crate::forward`].
+    targets: Arc<crate::upstream::Targets>,
 }
 
 impl ResolvedDeployment {
@@ -152,8 +152,8 @@ impl ResolvedDeployment {
         &self.secrets
     }
 
-    pub fn urls(&self) -> &crate::upstream::ParsedUrls {
-        &self.urls
+    pub fn targets(&self) -> &crate::upstream::Targets {
+        &self.targets
     }
 }
 
@@ -360,7 +360,7 @@ impl ModelIndex {
                 Ok(secrets) => members.push(ResolvedDeployment {
                     deployment: deployment.clone(),
                     secrets,
-                    urls: Arc::default(),
+                    targets: Arc::default(),
                 }),
                 Err(missing) => unusable.push(missing),
             }

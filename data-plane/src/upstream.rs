@@ -10,7 +10,10 @@
 //!   (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, read as curl
 //!   does), the call goes through reqwest, which speaks to proxies (CONNECT
 //!   tunnels for HTTPS, proxy credentials). Which way a URL goes is decided
-//!   once, with its parse ([`ParsedUrls`]).
+//!   once, with its parse.
+//! - What a deployment's requests need (URL parsed and routed, provider
+//!   headers) is made once per endpoint and kept with the deployment
+//!   ([`Targets`]).
 //! - Every call has a **deadline** for the whole exchange, the answer's body
 //!   included: a stream that stalls past it ends with an error, which closes
 //!   the client's connection (a truncated answer, never a clean end).
@@ -27,6 +30,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Frame, SizeHint};
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -117,26 +121,13 @@ impl Upstream {
     }
 
     /// Where a request for `url` goes: parsed, and checked against the
-    /// proxy settings, once per deployment and endpoint (`urls`).
-    pub fn route(
-        &self,
-        urls: &ParsedUrls,
-        endpoint: Endpoint,
-        url: &str,
-    ) -> Result<Route, UpstreamError> {
-        let slot = &urls.0[endpoint as usize];
-        if let Some((cached, route)) = slot.get()
-            && cached == url
-        {
-            return Ok(route.clone());
-        }
+    /// proxy settings.
+    pub fn route(&self, url: &str) -> Result<Route, UpstreamError> {
         let uri = parse(url)?;
-        let route = Route {
+        Ok(Route {
             proxied: self.inner.proxies.intercept(&uri).is_some(),
             uri,
-        };
-        let _ = slot.set((url.to_owned(), route.clone()));
-        Ok(route)
+        })
     }
 
     /// Sends `request` (its URI is `route`'s) and returns the answer, whose
@@ -180,14 +171,45 @@ impl Route {
     }
 }
 
-/// A deployment's upstream routes, one per endpoint, made on first use:
-/// parsing a URL (with IDNA processing of the host) costs more than the rest
-/// of building the request. Kept with the deployment in the config, so a
-/// config change starts afresh; the URL string is compared on every use, so
-/// a URL that depends on the request (Azure's for a wildcard deployment) is
-/// parsed anew rather than mixed up.
+/// What requests to a deployment's endpoint need: where they go and the
+/// provider's headers (secret values marked sensitive, so `Debug` hides
+/// them).
+#[derive(Debug)]
+pub struct Prepared {
+    pub route: Route,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// A deployment's [`Prepared`] targets, one per endpoint, made on first use:
+/// parsing the URL (with IDNA processing of the host) and building the
+/// headers cost more than the rest of building a request. A provider's
+/// target is a function of (deployment, endpoint, upstream model), so each
+/// is kept with the upstream model it was made for and made anew for
+/// another (a wildcard deployment's other models on Azure). Kept with the
+/// deployment in the config, so a config change starts afresh.
 #[derive(Debug, Default)]
-pub struct ParsedUrls([OnceLock<(String, Route)>; 3]);
+pub struct Targets([OnceLock<(String, Arc<Prepared>)>; 3]);
+
+impl Targets {
+    /// The target for `endpoint` and `upstream_model`, made by `make` unless
+    /// kept.
+    pub fn get_or_make<E>(
+        &self,
+        endpoint: Endpoint,
+        upstream_model: &str,
+        make: impl FnOnce() -> Result<Prepared, E>,
+    ) -> Result<Arc<Prepared>, E> {
+        let slot = &self.0[endpoint as usize];
+        if let Some((model, prepared)) = slot.get()
+            && model == upstream_model
+        {
+            return Ok(Arc::clone(prepared));
+        }
+        let prepared = Arc::new(make()?);
+        let _ = slot.set((upstream_model.to_owned(), Arc::clone(&prepared)));
+        Ok(prepared)
+    }
+}
 
 /// `url` as a request URI. Parsed as a URL first, as a browser or curl
 /// would: an international host becomes punycode, stray characters are
@@ -282,22 +304,36 @@ mod tests {
     }
 
     #[test]
-    fn routes_are_reused_only_for_the_same_string() {
-        let upstream = upstream(Matcher::builder().build());
-        let urls = ParsedUrls::default();
+    fn targets_are_kept_per_endpoint_and_upstream_model() {
+        let targets = Targets::default();
+        let made = std::cell::Cell::new(0);
+        let get = |endpoint, model: &str| {
+            targets
+                .get_or_make(endpoint, model, || {
+                    made.set(made.get() + 1);
+                    let url = format!("http://upstream.local/{model}/{endpoint:?}");
+                    Ok::<_, UpstreamError>(Prepared {
+                        route: upstream(Matcher::builder().build()).route(&url)?,
+                        headers: Vec::new(),
+                    })
+                })
+                .unwrap()
+                .route
+                .uri
+                .to_string()
+        };
         let chat = Endpoint::ChatCompletions;
-        let a = "http://upstream.local:8000/v1/chat/completions";
-        let b = "http://other.local/openai/deployments/m2/chat/completions?api-version=1";
-        let route = |url| upstream.route(&urls, chat, url).unwrap().uri.to_string();
-        assert_eq!(route(a), a);
-        assert_eq!(route(a), a);
-        assert_eq!(route(b), b, "another URL is parsed anew");
-        let e = upstream
-            .route(
-                &urls,
-                Endpoint::Embeddings,
-                "http://sk-secret@[bad/embeddings",
-            )
+        assert_eq!(get(chat, "m1"), "http://upstream.local/m1/ChatCompletions");
+        assert_eq!(get(chat, "m1"), "http://upstream.local/m1/ChatCompletions");
+        assert_eq!(made.get(), 1, "kept");
+        assert_eq!(get(chat, "m2"), "http://upstream.local/m2/ChatCompletions");
+        assert_eq!(
+            get(Endpoint::Embeddings, "m1"),
+            "http://upstream.local/m1/Embeddings"
+        );
+        assert_eq!(made.get(), 3, "another model or endpoint is made anew");
+        let e = upstream(Matcher::builder().build())
+            .route("http://sk-secret@[bad/embeddings")
             .unwrap_err()
             .to_string();
         assert!(!e.contains("sk-secret"), "{e}");
@@ -306,24 +342,15 @@ mod tests {
     #[test]
     fn urls_are_normalised_as_a_browser_would() {
         let upstream = upstream(Matcher::builder().build());
-        let urls = ParsedUrls::default();
         let route = upstream
-            .route(
-                &urls,
-                Endpoint::Completions,
-                "https://bücher.example/v1/completions",
-            )
+            .route("https://bücher.example/v1/completions")
             .unwrap();
         assert_eq!(
             route.uri.to_string(),
             "https://xn--bcher-kva.example/v1/completions"
         );
         let e = upstream
-            .route(
-                &urls,
-                Endpoint::Embeddings,
-                "ftp://files.example/v1/embeddings",
-            )
+            .route("ftp://files.example/v1/embeddings")
             .unwrap_err()
             .to_string();
         assert!(e.contains("neither http nor https"), "{e}");
@@ -337,12 +364,7 @@ mod tests {
                 .no("localhost,.cluster.local")
                 .build(),
         );
-        let route = |url| {
-            upstream
-                .route(&ParsedUrls::default(), Endpoint::ChatCompletions, url)
-                .unwrap()
-                .proxied()
-        };
+        let route = |url| upstream.route(url).unwrap().proxied();
         assert!(route("https://api.openai.com/v1/chat/completions"));
         assert!(!route(
             "https://vllm.ml.svc.cluster.local/v1/chat/completions"
