@@ -15,7 +15,7 @@ use std::ops::Range;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Bytes};
 use hyper::header::{self, HeaderMap};
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// Request bodies above this many bytes get 413 unless `--max-body-bytes`
@@ -94,12 +94,17 @@ impl Parsed {
     /// The body with `model`'s value replaced by `model`, every other byte
     /// unchanged.
     pub fn with_model(&self, model: &str) -> Bytes {
-        // A JSON string with its quotes and escapes; serialising a &str
-        // cannot fail.
-        let value = serde_json::to_string(model).unwrap_or_default();
-        let mut out = Vec::with_capacity(self.body.len() + value.len());
+        let raw = &self.body[self.model_span.clone()];
+        let plain = !model.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+        if plain && raw.len() == model.len() + 2 && &raw[1..raw.len() - 1] == model.as_bytes() {
+            // Already this model, written without escapes: the body as is.
+            return self.body.clone();
+        }
+        let mut out = Vec::with_capacity(self.body.len() + model.len() + 2);
         out.extend_from_slice(&self.body[..self.model_span.start]);
-        out.extend_from_slice(value.as_bytes());
+        // A JSON string with its quotes and escapes; writing a &str to a
+        // Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, model);
         out.extend_from_slice(&self.body[self.model_span.end..]);
         Bytes::from(out)
     }
@@ -349,7 +354,7 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
         // Keys are decoded (so `"mo\u0064el"` counts as `model`); a
         // duplicate `model` is refused, since the provider might read the
         // other one than we rewrote.
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(FieldName(key)) = map.next_key()? {
             let value: &'de RawValue = map.next_value()?;
             let slot = match &*key {
                 "model" => &mut out.model,
@@ -364,6 +369,34 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
             }
         }
         Ok(out)
+    }
+}
+
+/// A top-level field name, borrowed from the body unless it has escapes
+/// (serde's own `Cow<str>` always copies).
+struct FieldName<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = FieldName<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(FieldName(std::borrow::Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(FieldName(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+
+        de.deserialize_str(NameVisitor)
     }
 }
 
@@ -393,6 +426,29 @@ mod tests {
         assert_eq!(
             std::str::from_utf8(&rewritten).expect("utf-8"),
             r#"{"temperature":1.0e0, "model" :"gpt-4o-2024-08-06\"x","messages":[{"role":"user","content":"hi \u00e9"}],"z":-0.0,"a":1}"#
+        );
+    }
+
+    #[test]
+    fn a_model_already_right_keeps_the_body_and_an_escaped_one_is_rewritten() {
+        let body = r#"{"model":"gpt-4o","input":"x"}"#;
+        let parsed = parse_str(Endpoint::Embeddings, body).expect("valid");
+        let same = parsed.with_model("gpt-4o");
+        assert_eq!(&same[..], body.as_bytes());
+        assert_eq!(same.as_ptr(), parsed.body().as_ptr(), "not copied");
+        // Same bytes inside the quotes, other meaning: rewritten.
+        let parsed =
+            parse_str(Endpoint::Embeddings, r#"{"model":"a\nb","input":"x"}"#).expect("valid");
+        assert_eq!(parsed.model, "a\nb");
+        assert_eq!(
+            &parsed.with_model("a\\nb")[..],
+            br#"{"model":"a\\nb","input":"x"}"#
+        );
+        let parsed =
+            parse_str(Endpoint::Embeddings, r#"{"model":"g\u0070t","input":"x"}"#).expect("valid");
+        assert_eq!(
+            &parsed.with_model("gpt")[..],
+            br#"{"model":"gpt","input":"x"}"#
         );
     }
 
