@@ -23,6 +23,8 @@
 //!   atomically in the background), to start without a control plane.
 //! - [`access`]: the access rule (DESIGN §3) and key status, as pure
 //!   functions of (config, key, model).
+//! - [`workers`]: one thread and single-threaded runtime per core, each
+//!   accepting and serving its own connections with its own upstream pool.
 //! - [`http`]: the HTTP server: the OpenAI API ([`http::openai`]), health,
 //!   readiness, metrics, `/debug/config`; errors in OpenAI's shape, one
 //!   constructor per row of DESIGN §4's table ([`http::error`]); each
@@ -74,6 +76,7 @@ pub mod snapshot;
 pub mod tls;
 pub mod upstream;
 pub mod wire;
+pub mod workers;
 
 pub use access::{Decision, KeyRejection, available_models, check, key_status};
 pub use applied::{AppliedConfig, Outcome, Readiness};

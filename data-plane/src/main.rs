@@ -18,6 +18,7 @@ use sluice_data_plane::metrics::Metrics;
 use sluice_data_plane::request::DEFAULT_MAX_BODY_BYTES;
 use sluice_data_plane::secrets::Secret;
 use sluice_data_plane::tls::{self, ControlPlaneTls, PemFile};
+use sluice_data_plane::workers::{self, Workers};
 use sluice_data_plane::{DEFAULT_LISTEN, cache};
 use tokio::sync::watch;
 
@@ -95,6 +96,10 @@ struct Args {
     /// Log format.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Request worker threads, each serving its own connections (default:
+    /// the cores this process may use).
+    #[arg(long, env = "SLUICE_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -148,27 +153,38 @@ fn hostname() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is
+/// called, not when it is first awaited: a signal arriving while the server
+/// starts must stop it cleanly, not kill it.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for SIGTERM"))
+        .ok();
+    #[cfg(unix)]
+    let interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for Ctrl-C"))
+        .ok();
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = wait(term) => {},
+                () = wait(interrupt) => {},
             }
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -216,11 +232,15 @@ fn restore_cache(path: &Path, applied: &AppliedConfig, metrics: &Metrics) {
     }
 }
 
-#[tokio::main]
+// Requests are served by `workers`, each on its own runtime; this one runs
+// the config stream, the snapshot cache and signals, on a thread of its own
+// so the stream starts at once, in parallel with the rest of the start-up.
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
     sluice_data_plane::allocator::tune();
     let args = Args::parse();
     let log_writer = init_tracing(args.log_format);
+    let stop_requested = shutdown_signal();
     let flusher = tokio::spawn(log_writer.clone().flush_periodically());
     let stream_tls = control_plane_tls(&args)?;
     let https = match (&args.tls_cert_file, &args.tls_key_file) {
@@ -294,28 +314,50 @@ async fn main() -> anyhow::Result<()> {
         ))
     });
     let stream = tokio::spawn(discovery.run(Arc::clone(&applied), Arc::clone(&metrics)));
-    let mut state = HttpState::new(Arc::clone(&applied), Arc::clone(&metrics), token)
-        .context("building the upstream HTTP client")?;
-    state.tls = https;
-    state.limits = Limits {
+    let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
         body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
     };
-    let state = Arc::new(state);
-    let server = tokio::spawn(http::serve(listener, state, until_stopped()));
+    let count = args
+        .workers
+        .map_or_else(workers::default_count, usize::from);
+    let states = (0..count).map(|_| {
+        let mut state = HttpState::new(Arc::clone(&applied), Arc::clone(&metrics), token.clone())?;
+        state.tls = https.clone();
+        state.limits = limits;
+        Ok(state)
+    });
+    let listener = listener
+        .into_std()
+        .context("handing the listening socket to the workers")?;
+    let mut workers = Workers::start(listener, states, stop.subscribe())
+        .context("starting the request workers")?;
+    tracing::debug!(workers = workers.count(), "request workers started");
 
-    shutdown_signal().await;
+    let failed = tokio::select! {
+        () = stop_requested => None,
+        worker = workers.one_ended() => worker,
+    };
+    if let Some(worker) = failed {
+        tracing::error!(
+            worker,
+            "a request worker stopped unexpectedly; shutting down"
+        );
+    }
     tracing::info!("shutting down: draining HTTP requests, saving the snapshot cache");
     let _ = stop.send(true);
     stream.abort();
-    let _ = server.await;
+    workers.join().await;
     if let Some(writer) = cache_writer {
         let _ = writer.await;
     }
     tracing::info!("stopped");
     flusher.abort();
     log_writer.flush();
-    Ok(())
+    match failed {
+        Some(worker) => bail!("request worker {worker} stopped unexpectedly"),
+        None => Ok(()),
+    }
 }
