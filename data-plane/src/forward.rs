@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Bytes, Frame};
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 
 use crate::http::{Body, BoxError, Carried, carrying};
@@ -47,7 +47,7 @@ const MAX_ERROR_BODY: usize = 1024 * 1024;
 
 /// The request id header, read from clients, sent upstream, returned on every
 /// answer.
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// An upstream's answer, ready to relay.
 pub struct Answer {
@@ -101,7 +101,8 @@ pub struct Call<'a> {
     pub endpoint: Endpoint,
     pub request: &'a Parsed,
     pub upstream_model: &'a str,
-    pub request_id: &'a str,
+    /// Checked to be printable ASCII ([`crate::http`]).
+    pub request_id: &'a HeaderValue,
     pub timeout: Duration,
 }
 
@@ -134,9 +135,7 @@ pub async fn forward(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            if let Ok(id) = HeaderValue::from_str(call.request_id) {
-                headers.insert(REQUEST_ID, id);
-            }
+            headers.insert(REQUEST_ID, call.request_id.clone());
             if call.request.stream {
                 headers.insert(
                     header::ACCEPT,

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hyper::StatusCode;
+use hyper::header::HeaderValue;
 
 use crate::http::{Body, Carried, carrying};
 use crate::metrics::{Metrics, RequestLabels};
@@ -38,7 +39,7 @@ fn client_closed_status() -> StatusCode {
 pub struct Meter {
     metrics: Arc<Metrics>,
     started: Instant,
-    pub request_id: String,
+    request_id: HeaderValue,
     pub key: String,
     pub team: String,
     pub model: String,
@@ -54,12 +55,12 @@ pub struct Meter {
 }
 
 impl Meter {
-    pub fn start(metrics: Arc<Metrics>, request_id: &str) -> Meter {
+    pub fn start(metrics: Arc<Metrics>, request_id: &HeaderValue) -> Meter {
         metrics.request_started();
         Meter {
             metrics,
             started: Instant::now(),
-            request_id: request_id.to_owned(),
+            request_id: request_id.clone(),
             key: String::new(),
             team: String::new(),
             model: String::new(),
@@ -87,12 +88,13 @@ impl Meter {
         carrying(body, self)
     }
 
-    /// Status and code as recorded: a client that left shows.
-    fn outcome(&self) -> (StatusCode, &str) {
+    /// The status, and the code when it is not the one recorded: a client
+    /// that left shows.
+    fn outcome(&self) -> (StatusCode, Option<&'static str>) {
         match self.status {
-            None => (client_closed_status(), CLIENT_CLOSED),
-            Some(status) if !self.finished && self.code.is_empty() => (status, CLIENT_CLOSED),
-            Some(status) => (status, &self.code),
+            None => (client_closed_status(), Some(CLIENT_CLOSED)),
+            Some(status) if !self.finished && self.code.is_empty() => (status, Some(CLIENT_CLOSED)),
+            Some(status) => (status, None),
         }
     }
 }
@@ -110,19 +112,11 @@ impl Carried for Meter {
 impl Drop for Meter {
     fn drop(&mut self) {
         let took = self.started.elapsed();
-        let (status, code) = self.outcome();
+        let (status, left) = self.outcome();
+        let code = left.unwrap_or(&self.code);
         self.metrics.request_ended();
-        self.metrics.request_done(
-            &RequestLabels {
-                model_group: self.model_group.clone(),
-                deployment: self.deployment.clone(),
-                status: status.as_u16(),
-                code: code.to_owned(),
-            },
-            took,
-        );
         tracing::info!(
-            request_id = self.request_id.as_str(),
+            request_id = self.request_id.to_str().unwrap_or_default(),
             key = self.key.as_str(),
             team = self.team.as_str(),
             model = self.model.as_str(),
@@ -133,6 +127,17 @@ impl Drop for Meter {
             stream = self.stream,
             latency_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
             "request"
+        );
+        // Last, so the labels can take the strings rather than copy them.
+        let code = left.map_or_else(|| std::mem::take(&mut self.code), str::to_owned);
+        self.metrics.request_done(
+            &RequestLabels {
+                model_group: std::mem::take(&mut self.model_group),
+                deployment: std::mem::take(&mut self.deployment),
+                status: status.as_u16(),
+                code,
+            },
+            took,
         );
     }
 }
@@ -155,7 +160,10 @@ mod tests {
     #[test]
     fn a_request_dropped_before_its_answer_counts_as_client_closed() {
         let metrics = Arc::new(Metrics::new());
-        drop(Meter::start(metrics.clone(), "r1"));
+        drop(Meter::start(
+            metrics.clone(),
+            &HeaderValue::from_static("r1"),
+        ));
         assert!(
             requests(&metrics, "499", CLIENT_CLOSED),
             "{}",
@@ -166,7 +174,7 @@ mod tests {
     #[test]
     fn an_error_answer_counts_with_its_code() {
         let metrics = Arc::new(Metrics::new());
-        let mut meter = Meter::start(metrics.clone(), "r1");
+        let mut meter = Meter::start(metrics.clone(), &HeaderValue::from_static("r1"));
         meter.answered(StatusCode::FORBIDDEN, "model_access_denied");
         drop(meter);
         assert!(
@@ -179,7 +187,7 @@ mod tests {
     #[tokio::test]
     async fn a_relayed_answer_counts_once_sent_whole() {
         let metrics = Arc::new(Metrics::new());
-        let meter = Meter::start(metrics.clone(), "r1");
+        let meter = Meter::start(metrics.clone(), &HeaderValue::from_static("r1"));
         let body = meter.relay(
             StatusCode::OK,
             Full::new(Bytes::from("{}"))
@@ -197,7 +205,7 @@ mod tests {
         // As hyper sends it: it stops at `is_end_stream`, never asking for
         // the end.
         let metrics = Arc::new(Metrics::new());
-        let meter = Meter::start(metrics.clone(), "r1");
+        let meter = Meter::start(metrics.clone(), &HeaderValue::from_static("r1"));
         let mut body = meter.relay(
             StatusCode::OK,
             Full::new(Bytes::from("{}"))
@@ -213,7 +221,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_the_client_leaves_counts_as_client_closed() {
         let metrics = Arc::new(Metrics::new());
-        let meter = Meter::start(metrics.clone(), "r1");
+        let meter = Meter::start(metrics.clone(), &HeaderValue::from_static("r1"));
         let chunks = futures::stream::iter([
             Ok::<_, BoxError>(Frame::data(Bytes::from("data: 1\n\n"))),
             Ok(Frame::data(Bytes::from("data: 2\n\n"))),

@@ -340,9 +340,7 @@ pub async fn bind(address: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
 pub async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Body> {
     let request_id = request_id(req.headers());
     let mut resp = catch_panics(&state.metrics, route(state, req, &request_id)).await;
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert(REQUEST_ID, value);
-    }
+    resp.headers_mut().insert(REQUEST_ID, request_id);
     resp
 }
 
@@ -371,13 +369,20 @@ pub async fn catch_panics(
 
 /// The client's `x-request-id` when it is short printable ASCII (it goes
 /// into logs and upstream headers), else a new random one.
-fn request_id(headers: &HeaderMap) -> String {
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    // The client's value itself, shared rather than copied, when it is a
+    // usable id; whitespace around it makes it unusable.
     headers
         .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| forward::random_hex(16), str::to_owned)
+        .filter(|v| {
+            let id = v.as_bytes();
+            !id.is_empty() && id.len() <= 128 && id.iter().all(u8::is_ascii_graphic)
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_maybe_shared(Bytes::from(forward::random_hex(16)))
+                .unwrap_or_else(|_| HeaderValue::from_static("unset"))
+        })
 }
 
 /// The OpenAI endpoint a path names, with or without `/v1`.
@@ -403,7 +408,11 @@ fn models_path(path: &str) -> Option<Option<&str>> {
 }
 
 /// Answers one request.
-pub async fn route(state: &HttpState, req: Request<Incoming>, request_id: &str) -> Response<Body> {
+pub async fn route(
+    state: &HttpState,
+    req: Request<Incoming>,
+    request_id: &HeaderValue,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let path = path.as_str();
     let method = req.method().clone();

@@ -35,7 +35,7 @@ pub async fn completion(
     state: &HttpState,
     endpoint: Endpoint,
     req: Request<Incoming>,
-    request_id: &str,
+    request_id: &HeaderValue,
 ) -> Response<Body> {
     let mut meter = Meter::start(state.metrics.clone(), request_id);
     match complete(state, endpoint, req, request_id, &mut meter).await {
@@ -72,12 +72,14 @@ async fn complete(
     state: &HttpState,
     endpoint: Endpoint,
     req: Request<Incoming>,
-    request_id: &str,
+    request_id: &HeaderValue,
     meter: &mut Meter,
 ) -> Result<Answer, Failure> {
     let config = current_config(state)?;
+    // Checked to be printable ASCII.
+    let id = request_id.to_str().unwrap_or_default();
     let key = {
-        let _span = tracing::debug_span!("auth", request_id).entered();
+        let _span = tracing::debug_span!("auth", request_id = id).entered();
         authenticate(&config, req.headers())?
     };
     let key = &key;
@@ -103,7 +105,8 @@ async fn complete(
     meter.stream = parsed.stream;
 
     let group = {
-        let _span = tracing::debug_span!("access", request_id, model = %parsed.model).entered();
+        let _span =
+            tracing::debug_span!("access", request_id = id, model = %parsed.model).entered();
         match access::check(&config, key, &parsed.model) {
             Decision::Allowed { group, .. } => group,
             Decision::Denied {
@@ -127,8 +130,8 @@ async fn complete(
     let Some(deployment) = router::pick(group, &[]) else {
         return Err(ApiError::no_healthy_deployment(group.name()).into());
     };
-    let id = deployment.deployment().id.clone();
-    meter.deployment.clone_from(&id);
+    let deployment_id = &deployment.deployment().id;
+    meter.deployment.clone_from(deployment_id);
     let upstream_model = providers::upstream_model(deployment.deployment(), &parsed.model);
     let timeout = timeout_for(&config, deployment);
     let call = Call {
@@ -139,11 +142,11 @@ async fn complete(
         request_id,
         timeout,
     };
-    let span = tracing::debug_span!("upstream", request_id, deployment = %id);
+    let span = tracing::debug_span!("upstream", request_id = id, deployment = %deployment_id);
     forward::forward(&state.upstream, &state.metrics, call)
         .instrument(span)
         .await
-        .map_err(|e| upstream_failure(&id, e))
+        .map_err(|e| upstream_failure(deployment_id, e))
 }
 
 fn current_config(state: &HttpState) -> Result<std::sync::Arc<Config>, ApiError> {
