@@ -9,7 +9,7 @@
 
 use std::time::SystemTime;
 
-use hyper::header::{self, HeaderMap};
+use hyper::header::{self, HeaderMap, HeaderName};
 use sluice_proto::admin::v1::Key;
 
 use crate::access::{self, KeyRejection};
@@ -37,13 +37,19 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
             let (scheme, rest) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then_some(rest)
         });
-    let plain = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    [bearer, plain("x-api-key"), plain("api-key")]
-        .into_iter()
-        .flatten()
-        .map(str::trim)
-        .find(|k| !k.is_empty())
+    let plain = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    // Looked up only as far as needed: most requests carry a Bearer token.
+    usable(bearer)
+        .or_else(|| usable(plain(&X_API_KEY)))
+        .or_else(|| usable(plain(&API_KEY)))
 }
+
+fn usable(key: Option<&str>) -> Option<&str> {
+    key.map(str::trim).filter(|k| !k.is_empty())
+}
+
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const API_KEY: HeaderName = HeaderName::from_static("api-key");
 
 /// The stored key for the request's headers, if it may be used at `now`.
 /// Keys are stored encoded (see [`crate::keys`]), so the key comes back

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Frame, SizeHint};
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::{HOST, HeaderName, HeaderValue};
 use hyper::{Request, Response, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -126,6 +126,7 @@ impl Upstream {
         let uri = parse(url)?;
         Ok(Route {
             proxied: self.inner.proxies.intercept(&uri).is_some(),
+            host: host_header(&uri)?,
             uri,
         })
     }
@@ -139,6 +140,9 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Response<Body>, UpstreamError> {
         *request.uri_mut() = route.uri.clone();
+        // Set here, once per route, rather than formatted by the client on
+        // every request.
+        request.headers_mut().insert(HOST, route.host.clone());
         let mut deadline = Box::pin(tokio::time::sleep(timeout));
         if route.proxied {
             let request = reqwest::Request::try_from(request).map_err(|e| failed(&e))?;
@@ -162,6 +166,8 @@ impl Upstream {
 #[derive(Debug, Clone)]
 pub struct Route {
     uri: Uri,
+    /// `Host`: the URI's host, and its port unless the scheme's default.
+    host: HeaderValue,
     proxied: bool,
 }
 
@@ -224,6 +230,21 @@ fn parse(url: &str) -> Result<Uri, UpstreamError> {
         return Err(invalid(&"its scheme is neither http nor https"));
     }
     url.as_str().parse::<Uri>().map_err(|e| invalid(&e))
+}
+
+/// The `Host` header for `uri`, as hyper's client would write it.
+fn host_header(uri: &Uri) -> Result<HeaderValue, UpstreamError> {
+    let invalid = || UpstreamError::Connection("the deployment's upstream URL has no host".into());
+    let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(invalid)?;
+    let default_port = match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    let value = match uri.port_u16() {
+        Some(port) if port != default_port => format!("{host}:{port}"),
+        _ => host.to_owned(),
+    };
+    HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| invalid())
 }
 
 /// A failed exchange as an [`UpstreamError`], with every cause in the chain
@@ -354,6 +375,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("neither http nor https"), "{e}");
+    }
+
+    #[test]
+    fn host_headers_name_the_port_unless_it_is_the_schemes() {
+        let upstream = upstream(Matcher::builder().build());
+        let host = |url| upstream.route(url).unwrap().host;
+        assert_eq!(host("https://api.openai.com/v1/x"), "api.openai.com");
+        assert_eq!(host("https://api.openai.com:443/v1/x"), "api.openai.com");
+        assert_eq!(host("http://vllm.local:8000/v1/x"), "vllm.local:8000");
+        assert_eq!(host("http://user:pw@[::1]:80/v1"), "[::1]");
+        assert_eq!(host("https://10.0.0.1:8443/"), "10.0.0.1:8443");
     }
 
     #[test]
