@@ -7,12 +7,19 @@
 //! The plaintext key never leaves this module: callers get the stored
 //! [`Key`], whose alias or prefix is what logs and messages show.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use hyper::header::{self, HeaderMap, HeaderName};
 use sluice_proto::admin::v1::Key;
 
+use sha2::{Digest, Sha256};
+
 use crate::access::{self, KeyRejection};
+use crate::keys::{DigestHasher, KeyDigest};
 use crate::snapshot::Config;
 
 /// Why a request was not authenticated (401).
@@ -52,19 +59,54 @@ const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 const API_KEY: HeaderName = HeaderName::from_static("api-key");
 
 /// The stored key for the request's headers, if it may be used at `now`.
-/// Keys are stored encoded (see [`crate::keys`]), so the key comes back
-/// owned: one small decode per request.
 pub fn authenticate(
     config: &Config,
     headers: &HeaderMap,
     now: SystemTime,
-) -> Result<Key, AuthError> {
+) -> Result<Arc<Key>, AuthError> {
     let plaintext = presented_key(headers).ok_or(AuthError::Missing)?;
-    let key = config
-        .key_by_plaintext(plaintext)
-        .ok_or(AuthError::Unknown)?;
+    let digest: KeyDigest = Sha256::digest(plaintext.as_bytes()).into();
+    let key = decoded(config, &digest).ok_or(AuthError::Unknown)?;
     access::key_status(config, &key, now)?;
     Ok(key)
+}
+
+/// Decoded keys kept per thread (each request worker has its own, so no
+/// lock): keys are stored encoded ([`crate::keys`]), and a key is decoded
+/// on its first request under a config, then shared. Emptied when the
+/// config changes (any load or delta) and when full. Unknown digests are
+/// not kept, so keys sprayed at random cannot fill it.
+struct DecodedKeys {
+    generation: u64,
+    keys: HashMap<KeyDigest, Arc<Key>, BuildHasherDefault<DigestHasher>>,
+}
+
+/// The most keys a thread keeps decoded: a few MiB at most.
+const DECODED_KEYS_PER_THREAD: usize = 4096;
+
+thread_local! {
+    static DECODED: RefCell<DecodedKeys> = RefCell::new(DecodedKeys {
+        generation: 0,
+        keys: HashMap::default(),
+    });
+}
+
+fn decoded(config: &Config, digest: &KeyDigest) -> Option<Arc<Key>> {
+    DECODED.with_borrow_mut(|cache| {
+        if cache.generation != config.generation() {
+            cache.keys.clear();
+            cache.generation = config.generation();
+        }
+        if let Some(key) = cache.keys.get(digest) {
+            return Some(Arc::clone(key));
+        }
+        let key = Arc::new(config.key_by_digest(digest)?);
+        if cache.keys.len() >= DECODED_KEYS_PER_THREAD {
+            cache.keys.clear();
+        }
+        cache.keys.insert(*digest, Arc::clone(&key));
+        Some(key)
+    })
 }
 
 /// How a key is named to people: its alias, else its prefix, else its
@@ -83,6 +125,45 @@ pub fn key_label(key: &Key) -> String {
 mod tests {
     use super::*;
     use hyper::header::HeaderValue;
+
+    fn config(revision: i64, blocked: bool) -> Config {
+        let key = Key {
+            key_id: hex::encode(Sha256::digest(b"sk-cached")),
+            key_alias: "ci".into(),
+            blocked,
+            ..Default::default()
+        };
+        Config::from_snapshot(sluice_proto::config::v1::Snapshot {
+            revision,
+            keys: vec![key],
+            ..Default::default()
+        })
+        .expect("valid")
+    }
+
+    #[test]
+    fn keys_are_decoded_once_per_config_and_never_served_stale() {
+        let bearer = headers(&[("authorization", "Bearer sk-cached")]);
+        let now = SystemTime::now();
+        let first = config(1, false);
+        let a = authenticate(&first, &bearer, now).expect("valid key");
+        let b = authenticate(&first, &bearer, now).expect("valid key");
+        assert!(Arc::ptr_eq(&a, &b), "decoded once, then shared");
+        // The next config blocks it: the kept decode is not used.
+        let second = config(2, true);
+        assert_ne!(first.generation(), second.generation());
+        assert_eq!(
+            authenticate(&second, &bearer, now).unwrap_err(),
+            AuthError::Rejected(KeyRejection::Blocked)
+        );
+        // Unknown keys are refused and not kept.
+        let unknown = headers(&[("authorization", "Bearer sk-nope")]);
+        assert_eq!(
+            authenticate(&second, &unknown, now).unwrap_err(),
+            AuthError::Unknown
+        );
+        DECODED.with_borrow(|cache| assert_eq!(cache.keys.len(), 1));
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

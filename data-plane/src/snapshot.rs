@@ -413,6 +413,8 @@ impl ModelIndex {
 #[derive(Clone)]
 pub struct Config {
     revision: i64,
+    /// Unique to this content in this process ([`Config::generation`]).
+    generation: u64,
     keys: KeyIndex,
     teams: imbl::HashMap<String, Team>,
     organizations: imbl::HashMap<String, Organization>,
@@ -426,6 +428,12 @@ pub struct Config {
 }
 
 static DEFAULT_ROUTER_SETTINGS: LazyLock<RouterSettings> = LazyLock::new(RouterSettings::default);
+
+/// Generations start at 1: 0 is "none yet" to caches.
+fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 impl Config {
     /// Builds a config from a whole snapshot, resolving provider secrets from
@@ -489,6 +497,7 @@ impl Config {
         skipped.extend(models.skipped.iter().cloned());
         Ok(Config {
             revision,
+            generation: next_generation(),
             keys,
             teams,
             organizations,
@@ -526,6 +535,7 @@ impl Config {
         }
         let mut next = self.clone();
         next.revision = delta.to_revision;
+        next.generation = next_generation();
         next.skipped.clear();
         // Copied from the shared index on first touch only.
         let mut touched: Option<ModelObjects> = None;
@@ -650,6 +660,13 @@ impl Config {
     /// encoded; see [`crate::keys`]).
     pub fn key_by_digest(&self, digest: &KeyDigest) -> Option<Key> {
         self.keys.key(digest)
+    }
+
+    /// A number unique to this config in this process: every load and delta
+    /// makes a new one (a clone, the same content, keeps it). What is
+    /// derived from a config may be cached under it.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn key_count(&self) -> usize {

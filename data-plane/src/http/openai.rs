@@ -159,7 +159,7 @@ fn current_config(state: &HttpState) -> Result<std::sync::Arc<Config>, ApiError>
     })
 }
 
-fn authenticate(config: &Config, headers: &HeaderMap) -> Result<Key, ApiError> {
+fn authenticate(config: &Config, headers: &HeaderMap) -> Result<std::sync::Arc<Key>, ApiError> {
     auth::authenticate(config, headers, SystemTime::now()).map_err(|e| match e {
         AuthError::Missing => ApiError::invalid_api_key(false),
         AuthError::Unknown => ApiError::invalid_api_key(true),
