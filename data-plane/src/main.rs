@@ -329,9 +329,6 @@ async fn main() -> anyhow::Result<()> {
         state.limits = limits;
         Ok(state)
     });
-    let listener = listener
-        .into_std()
-        .context("handing the listening socket to the workers")?;
     let mut workers = Workers::start(listener, states, stop.subscribe())
         .context("starting the request workers")?;
     tracing::debug!(workers = workers.count(), "request workers started");

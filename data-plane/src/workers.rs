@@ -1,7 +1,9 @@
 //! The request workers: one thread per core, each running its own
-//! single-threaded runtime, its own accept loop on the shared listening
-//! socket, and its own upstream connection pool. A client connection stays
-//! on the worker that accepted it, as in Envoy.
+//! single-threaded runtime and its own upstream connection pool, as in
+//! Envoy. One acceptor hands new client connections to the workers in turn,
+//! so connections are spread evenly however they arrive (a burst of a pool's
+//! connections at start-up included); a connection then stays on its
+//! worker.
 //!
 //! Why not one work-stealing runtime: reading a request's body in the
 //! handler wakes the connection's own task (hyper hands the body over from
@@ -11,18 +13,22 @@
 //! median latency. Here nothing on the request path crosses threads but the
 //! shared, lock-free config and the metrics' atomics.
 //!
-//! Everything else (the config stream, the snapshot cache, signals) runs on
+//! The acceptor, the config stream, the snapshot cache and signals run on
 //! the binary's main runtime.
 
 use std::future::Future;
-use std::net::TcpListener as StdListener;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::http::{self, HttpState};
+use crate::http::{self, Accepting, HttpState};
+
+/// A connection on its way to a worker.
+type Handed = (std::net::TcpStream, SocketAddr);
 
 /// How many workers to run when not told: the cores this process may use
 /// (its CPU affinity and cgroup quota included).
@@ -33,17 +39,13 @@ pub fn default_count() -> usize {
 /// Running workers.
 pub struct Workers {
     threads: Vec<JoinHandle<()>>,
+    acceptor: tokio::task::JoinHandle<()>,
     ended: mpsc::UnboundedReceiver<usize>,
 }
 
 /// Why workers could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("sharing the listening socket with worker {worker}: {source}")]
-    Listener {
-        worker: usize,
-        source: std::io::Error,
-    },
     #[error("starting worker {worker}: {source}")]
     Thread {
         worker: usize,
@@ -58,31 +60,34 @@ pub enum StartError {
 
 impl Workers {
     /// Starts one worker per state from `states` (each with its own
-    /// upstream client), serving `listener` until `stopped` turns true; each
+    /// upstream client) and an acceptor on `listener`, on the current
+    /// runtime, handing them connections until `stopped` turns true; each
     /// then drains its requests as [`http::serve`] does.
     pub fn start(
-        listener: StdListener,
+        listener: TcpListener,
         states: impl IntoIterator<Item = Result<HttpState, crate::upstream::InitError>>,
         stopped: watch::Receiver<bool>,
     ) -> Result<Workers, StartError> {
-        listener
-            .set_nonblocking(true)
-            .map_err(|source| StartError::Listener { worker: 0, source })?;
         let (ended_tx, ended) = mpsc::unbounded_channel();
         let mut threads = Vec::new();
+        let mut inboxes = Vec::new();
         for (worker, state) in states.into_iter().enumerate() {
             let state = state.map_err(|source| StartError::State { worker, source })?;
-            let listener = listener
-                .try_clone()
-                .map_err(|source| StartError::Listener { worker, source })?;
+            let (inbox, handed) = mpsc::unbounded_channel::<Handed>();
             let stop = until(stopped.clone());
             let thread = spawn(worker, &ended_tx, move || {
-                run(worker, listener, state, stop)
+                run(worker, Accepting::Handed(handed), state, stop)
             })
             .map_err(|source| StartError::Thread { worker, source })?;
             threads.push(thread);
+            inboxes.push(inbox);
         }
-        Ok(Workers { threads, ended })
+        let acceptor = tokio::spawn(accept(listener, inboxes, until(stopped)));
+        Ok(Workers {
+            threads,
+            acceptor,
+            ended,
+        })
     }
 
     /// How many are running.
@@ -98,6 +103,7 @@ impl Workers {
 
     /// Waits for every worker to finish draining.
     pub async fn join(self) {
+        let _ = self.acceptor.await;
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || {
             for thread in threads {
@@ -105,6 +111,46 @@ impl Workers {
             }
         })
         .await;
+    }
+}
+
+/// Accepts connections and hands them to the workers in turn until `stop`;
+/// dropping the inboxes then tells every worker no more will come.
+async fn accept(
+    listener: TcpListener,
+    inboxes: Vec<mpsc::UnboundedSender<Handed>>,
+    stop: impl Future<Output = ()>,
+) {
+    let mut stop = std::pin::pin!(stop);
+    let mut next = 0;
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, typically: accepting again at
+                    // once would spin.
+                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => return,
+        };
+        let Ok(mut stream) = stream.into_std() else {
+            continue;
+        };
+        // The next worker still running takes it.
+        let mut tries = 0;
+        while let Err(mpsc::error::SendError(back)) = inboxes[next].send((stream, peer)) {
+            (stream, _) = back;
+            next = (next + 1) % inboxes.len();
+            tries += 1;
+            if tries == inboxes.len() {
+                return;
+            }
+        }
+        next = (next + 1) % inboxes.len();
     }
 }
 
@@ -128,23 +174,14 @@ fn spawn(
 }
 
 /// One worker's thread: its runtime, serving until stopped.
-fn run(worker: usize, listener: StdListener, state: HttpState, stop: impl Future<Output = ()>) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+fn run(worker: usize, accepting: Accepting, state: HttpState, stop: impl Future<Output = ()>) {
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!(worker, error = %e, "cannot start a worker's runtime");
-            return;
-        }
-    };
-    runtime.block_on(async move {
-        match TcpListener::from_std(listener) {
-            Ok(listener) => http::serve(listener, Arc::new(state), stop).await,
-            Err(e) => tracing::error!(worker, error = %e, "a worker cannot accept connections"),
-        }
-    });
+        Ok(runtime) => runtime.block_on(http::serve(accepting, Arc::new(state), stop)),
+        Err(e) => tracing::error!(worker, error = %e, "cannot start a worker's runtime"),
+    }
 }
 
 /// Tells the main thread a worker ended: sent on drop, so a panic sends it
@@ -170,7 +207,6 @@ mod tests {
     use crate::applied::AppliedConfig;
     use crate::metrics::Metrics;
     use std::io::{Read, Write};
-    use std::time::Duration;
 
     fn states(n: usize) -> Vec<Result<HttpState, crate::upstream::InitError>> {
         let metrics = Arc::new(Metrics::new());
@@ -194,9 +230,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn workers_share_the_listener_and_stop_when_told() {
-        let listener = StdListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
+    async fn workers_serve_connections_and_stop_when_told() {
+        let (listener, address) = http::bind("127.0.0.1:0").await.unwrap();
+        let port = address.port();
         let (stop, stopped) = watch::channel(false);
         let mut workers = Workers::start(listener, states(3), stopped).expect("start");
         assert_eq!(workers.count(), 3);
@@ -222,11 +258,50 @@ mod tests {
         );
     }
 
+    async fn received(inbox: &mut mpsc::UnboundedReceiver<Handed>, n: usize) {
+        for _ in 0..n {
+            tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+                .await
+                .expect("handed a connection")
+                .expect("open");
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_are_handed_out_in_turn_skipping_stopped_workers() {
+        let (listener, address) = http::bind("127.0.0.1:0").await.unwrap();
+        let (tx, mut rx): (Vec<_>, Vec<_>) = (0..3).map(|_| mpsc::unbounded_channel()).unzip();
+        let (stop, stopped) = watch::channel(false);
+        let acceptor = tokio::spawn(accept(listener, tx, until(stopped)));
+        let mut clients = Vec::new();
+        for _ in 0..6 {
+            clients.push(tokio::net::TcpStream::connect(address).await.unwrap());
+        }
+        for inbox in &mut rx {
+            received(inbox, 2).await;
+        }
+        // Worker 1 stops: its turns go to the others.
+        drop(rx.remove(1));
+        for _ in 0..4 {
+            clients.push(tokio::net::TcpStream::connect(address).await.unwrap());
+        }
+        for inbox in &mut rx {
+            received(inbox, 2).await;
+        }
+        stop.send(true).unwrap();
+        acceptor.await.unwrap();
+        assert!(
+            rx[0].recv().await.is_none(),
+            "the inboxes close with the acceptor"
+        );
+    }
+
     #[tokio::test]
     async fn a_worker_that_panics_is_reported() {
         let (tx, ended) = mpsc::unbounded_channel();
         let mut workers = Workers {
             threads: Vec::new(),
+            acceptor: tokio::spawn(async {}),
             ended,
         };
         // Its panic message shows in the test's output.

@@ -223,13 +223,46 @@ impl HttpState {
     }
 }
 
-/// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting
-/// and gives open requests [`DRAIN_TIMEOUT`] to finish.
+/// Where a server's connections come from.
+pub enum Accepting {
+    /// Its own listening socket.
+    Listener(TcpListener),
+    /// Connections accepted elsewhere and handed over ([`crate::workers`]);
+    /// the sender closing ends the server as a shutdown does.
+    Handed(tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>),
+}
+
+impl From<TcpListener> for Accepting {
+    fn from(listener: TcpListener) -> Self {
+        Accepting::Listener(listener)
+    }
+}
+
+impl Accepting {
+    /// The next connection; `None` when no more will come.
+    async fn next(&mut self) -> Option<std::io::Result<(tokio::net::TcpStream, SocketAddr)>> {
+        match self {
+            Accepting::Listener(listener) => Some(listener.accept().await),
+            Accepting::Handed(handed) => {
+                let (stream, peer) = handed.recv().await?;
+                let adopted = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpStream::from_std(stream));
+                Some(adopted.map(|stream| (stream, peer)))
+            }
+        }
+    }
+}
+
+/// Serves HTTP on the connections `accepting` yields until `shutdown`
+/// resolves (or no more come), then stops accepting and gives open requests
+/// [`DRAIN_TIMEOUT`] to finish.
 pub async fn serve(
-    listener: TcpListener,
+    accepting: impl Into<Accepting>,
     state: Arc<HttpState>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let mut accepting = accepting.into();
     let limits = state.limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -249,9 +282,10 @@ pub async fn serve(
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
+            accepted = accepting.next() => match accepted {
+                Some(Ok(accepted)) => accepted,
+                None => break,
+                Some(Err(e)) => {
                     // Out of file descriptors, typically: accepting again at
                     // once would spin.
                     tracing::warn!(error = %e, "cannot accept an HTTP connection");
@@ -311,7 +345,7 @@ pub async fn serve(
             }
         });
     }
-    drop(listener);
+    drop(accepting);
     drop(stopping);
     let _ = stop.send(true);
     tokio::select! {
