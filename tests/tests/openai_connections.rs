@@ -53,6 +53,31 @@ async fn eventually(within: Duration, what: &str, condition: impl Fn() -> bool) 
     }
 }
 
+/// Reads a stream's first chunk, which must come within 10 s and be an SSE
+/// event.
+async fn first_event<S, E>(stream: &mut S)
+where
+    S: futures::Stream<Item = Result<hyper::body::Bytes, E>> + Unpin,
+    E: std::fmt::Debug,
+{
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the first chunk arrives")
+        .expect("a chunk")
+        .expect("no error");
+    assert!(String::from_utf8_lossy(&first).starts_with("data: "));
+}
+
+/// Waits until the mock upstream has seen `n` requests abandoned by their
+/// caller (the data plane).
+async fn upstream_abandoned(gw: &Gateway, n: usize) {
+    let what = format!("the upstream to see {n} requests abandoned");
+    eventually(Duration::from_secs(10), &what, || {
+        gw.upstream.abandoned() == n
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // A client that leaves cancels the upstream request.
 // ---------------------------------------------------------------------------
@@ -76,12 +101,7 @@ async fn a_client_that_leaves_cancels_its_upstream_request() {
         .await;
     assert!(gave_up.is_err(), "the client was to time out");
     assert_eq!(gw.upstream.requests().len(), 1, "the request went upstream");
-    eventually(
-        Duration::from_secs(10),
-        "the upstream sees the request cancelled",
-        || gw.upstream.abandoned() == 1,
-    )
-    .await;
+    upstream_abandoned(&gw, 1).await;
 
     // Streamed: the client reads the first chunk, then leaves while the
     // upstream holds the rest back.
@@ -89,19 +109,9 @@ async fn a_client_that_leaves_cancels_its_upstream_request() {
     let _gate = gw.upstream.hold_streams();
     let r = gw.start_stream(&key, "gpt-4o").await;
     let mut stream = r.bytes_stream();
-    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .expect("the first chunk arrives")
-        .expect("a chunk")
-        .expect("no error");
-    assert!(String::from_utf8_lossy(&first).starts_with("data: "));
+    first_event(&mut stream).await;
     drop(stream);
-    eventually(
-        Duration::from_secs(10),
-        "the upstream sees the stream abandoned",
-        || gw.upstream.abandoned() == 2,
-    )
-    .await;
+    upstream_abandoned(&gw, 2).await;
 
     // Both count as the client's doing, not as successes, and nothing is
     // left in flight.
@@ -341,12 +351,7 @@ async fn a_stream_stalling_past_the_deployment_timeout_is_cut() {
     let _gate = gw.upstream.hold_streams();
     let started = Instant::now();
     let mut stream = gw.start_stream(&key, "stalling").await.bytes_stream();
-    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .expect("the first chunk arrives")
-        .expect("a chunk")
-        .expect("no error");
-    assert!(String::from_utf8_lossy(&first).starts_with("data: "));
+    first_event(&mut stream).await;
     let rest = tokio::time::timeout(Duration::from_secs(20), async {
         let mut rest = Vec::new();
         while let Some(chunk) = stream.next().await {
@@ -368,12 +373,7 @@ async fn a_stream_stalling_past_the_deployment_timeout_is_cut() {
         cut_after >= Duration::from_secs(2) && cut_after < Duration::from_secs(15),
         "cut after {cut_after:?}, the timeout being 2 s"
     );
-    eventually(
-        Duration::from_secs(10),
-        "the upstream sees the stream abandoned",
-        || gw.upstream.abandoned() == 1,
-    )
-    .await;
+    upstream_abandoned(&gw, 1).await;
     let metrics = gw.planes[0].metrics().await.unwrap();
     assert_eq!(requests(&metrics, "200", "upstream_error"), 1, "{metrics}");
     assert_eq!(
