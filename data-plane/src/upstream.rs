@@ -145,7 +145,9 @@ impl Upstream {
         request.headers_mut().insert(HOST, route.host.clone());
         let mut deadline = Box::pin(tokio::time::sleep(timeout));
         if route.proxied {
-            let request = reqwest::Request::try_from(request).map_err(|e| failed(&e))?;
+            // Errors without the URL: an `api_base` may carry a token.
+            let request =
+                reqwest::Request::try_from(request).map_err(|e| failed(&e.without_url()))?;
             let response = tokio::select! {
                 sent = self.inner.proxied.execute(request) => sent.map_err(|e| failed(&e.without_url()))?,
                 () = deadline.as_mut() => return Err(UpstreamError::Timeout(timeout)),
