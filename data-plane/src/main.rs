@@ -18,6 +18,7 @@ use sluice_data_plane::metrics::Metrics;
 use sluice_data_plane::request::DEFAULT_MAX_BODY_BYTES;
 use sluice_data_plane::secrets::Secret;
 use sluice_data_plane::tls::{self, ControlPlaneTls, PemFile};
+use sluice_data_plane::upstream::Upstream;
 use sluice_data_plane::workers::{self, Workers};
 use sluice_data_plane::{DEFAULT_LISTEN, cache};
 use tokio::sync::watch;
@@ -93,6 +94,10 @@ struct Args {
     /// PEM private key of --tls-cert-file.
     #[arg(long, env = "SLUICE_TLS_KEY_FILE", requires = "tls_cert_file")]
     tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates trusted for HTTPS upstreams besides the system's
+    /// (model servers behind a private CA).
+    #[arg(long, env = "SLUICE_UPSTREAM_CA_FILE")]
+    upstream_ca_file: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -323,11 +328,19 @@ async fn main() -> anyhow::Result<()> {
     let count = args
         .workers
         .map_or_else(workers::default_count, usize::from);
+    let upstream_roots = match &args.upstream_ca_file {
+        Some(path) => PemFile::read("--upstream-ca-file", path)?.certificates()?,
+        None => Vec::new(),
+    };
     let states = (0..count).map(|_| {
-        let mut state = HttpState::new(Arc::clone(&applied), Arc::clone(&metrics), token.clone())?;
-        state.tls = https.clone();
-        state.limits = limits;
-        Ok(state)
+        Ok(HttpState {
+            applied: Arc::clone(&applied),
+            metrics: Arc::clone(&metrics),
+            token: token.clone(),
+            upstream: Upstream::new(&upstream_roots)?,
+            limits,
+            tls: https.clone(),
+        })
     });
     let mut workers = Workers::start(listener, states, stop.subscribe())
         .context("starting the request workers")?;

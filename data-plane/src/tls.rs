@@ -63,7 +63,7 @@ impl PemFile {
     }
 
     /// The certificates in the file; at least one.
-    fn certificates(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    pub fn certificates(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         let certs: Vec<_> = CertificateDer::pem_slice_iter(&self.pem)
             .filter_map(Result::ok)
             .collect();

@@ -3,7 +3,8 @@
 //! - **Direct** calls (the usual case: the provider, or a model server next
 //!   to the sidecar) go through hyper-util's pooled client: keep-alive
 //!   connections, HTTP/2 when the upstream offers it by ALPN, TLS by rustls
-//!   with ring and the platform's verifier (the system's roots). It is the
+//!   with ring and the platform's verifier (the system's roots, plus any
+//!   private CA given with `--upstream-ca-file`). It is the
 //!   client a bare hyper proxy uses, without per-request layers this path
 //!   does not need.
 //! - **Proxied** calls: when the environment names a proxy for the URL
@@ -37,7 +38,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls_platform_verifier::BuilderVerifierExt;
+use rustls_pki_types::CertificateDer;
 use tokio::time::Sleep;
 
 use crate::forward::UpstreamError;
@@ -76,22 +77,33 @@ impl fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// A client whose proxies are the ones this process's environment names.
-    pub fn new() -> Result<Upstream, InitError> {
-        Self::with_proxies(Matcher::from_env())
+    /// A client trusting the system's roots and `extra_roots` (a private
+    /// CA's, for model servers inside the network), with the proxies this
+    /// process's environment names.
+    pub fn new(extra_roots: &[CertificateDer<'static>]) -> Result<Upstream, InitError> {
+        Self::with_proxies(Matcher::from_env(), extra_roots)
     }
 
-    fn with_proxies(proxies: Matcher) -> Result<Upstream, InitError> {
+    fn with_proxies(
+        proxies: Matcher,
+        extra_roots: &[CertificateDer<'static>],
+    ) -> Result<Upstream, InitError> {
         // ring is the process's provider (tonic's too); reqwest, built
         // without one of its own, needs it installed. Already installed is
         // fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_platform_verifier()?
-        .with_no_client_auth();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
+            extra_roots.iter().cloned(),
+            Arc::clone(&provider),
+        )?;
+        // "dangerous" is rustls's name for any verifier of one's own; this
+        // one is the platform's, as `with_platform_verifier` would set.
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
@@ -106,7 +118,12 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(connector);
+        let extra = extra_roots
+            .iter()
+            .map(|der| reqwest::Certificate::from_der(der))
+            .collect::<Result<Vec<_>, _>>()?;
         let proxied = reqwest::Client::builder()
+            .tls_certs_merge(extra)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
@@ -323,7 +340,7 @@ mod tests {
     use http_body_util::StreamBody;
 
     fn upstream(proxies: Matcher) -> Upstream {
-        Upstream::with_proxies(proxies).expect("client")
+        Upstream::with_proxies(proxies, &[]).expect("client")
     }
 
     #[test]

@@ -20,6 +20,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,10 +32,13 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
 /// The content of every non-streamed chat answer.
@@ -53,6 +57,8 @@ type Body = BoxBody<Bytes, Infallible>;
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub method: String,
+    /// HTTP/1.1 or HTTP/2, as the request arrived.
+    pub version: hyper::Version,
     /// Path and query, as sent (`/v1/chat/completions`, `/openai/...?api-version=...`).
     pub path: String,
     /// Header names lowercased, in the order received.
@@ -154,36 +160,75 @@ pub fn sdk_expectations() -> [(&'static str, String); 3] {
 /// The running mock upstream. Stops on drop.
 pub struct MockUpstream {
     addr: SocketAddr,
+    /// `https` when started with [`MockUpstream::start_tls`].
+    scheme: &'static str,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
 }
 
 impl MockUpstream {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::serve(None).await
+    }
+
+    /// Like [`MockUpstream::start`], serving HTTPS with this PEM certificate
+    /// chain and key, HTTP/2 or HTTP/1.1 as the client's ALPN asks.
+    pub async fn start_tls(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+        let key = PrivateKeyDer::from_pem_file(key)?;
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self::serve(Some(TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn serve(tls: Option<TlsAcceptor>) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         let state = shared.clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let state = state.clone();
+                let (state, tls) = (state.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req| answer(state.clone(), req));
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let server = auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        None => server.serve_connection(TokioIo::new(stream), service).await,
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                server.serve_connection(TokioIo::new(stream), service).await
+                            }
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });
-        Ok(Self { addr, shared, task })
+        Ok(Self {
+            addr,
+            scheme,
+            shared,
+            task,
+        })
     }
 
-    /// `http://127.0.0.1:PORT` followed by `path` (e.g. `"/v1"` for an `api_base`).
+    /// `http://127.0.0.1:PORT` (`https://localhost:PORT` when serving TLS,
+    /// the name its certificate has) followed by `path` (e.g. `"/v1"` for an
+    /// `api_base`).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        match self.scheme {
+            "https" => format!("https://localhost:{}{path}", self.addr.port()),
+            _ => format!("http://{}{path}", self.addr),
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -314,6 +359,7 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         .unwrap_or_else(|| parts.uri.path().to_string());
     state.requests.lock().unwrap().push(Recorded {
         method: parts.method.to_string(),
+        version: parts.version,
         path: path.clone(),
         headers: parts
             .headers

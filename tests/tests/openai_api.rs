@@ -11,6 +11,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use sluice_tests::admin_client::api;
+use sluice_tests::certs::TestCerts;
+use sluice_tests::data_plane::DataPlane;
+use sluice_tests::gateway::WAIT;
 use sluice_tests::gateway::{
     Answer, Gateway, UPSTREAM_KEY, assert_openai_error_shape, chat_body, mask, openai_deployment,
     strings,
@@ -677,6 +680,48 @@ async fn upstream_calls_go_through_the_proxy_the_environment_names() {
         "a NO_PROXY host is reached directly"
     );
     assert_eq!(gw.upstream.requests().len(), 1);
+}
+
+/// HTTPS upstreams are verified: one signed by a private CA is reached by
+/// a data plane given that CA (`--upstream-ca-file`), over HTTP/2 as the
+/// upstream offers it, and refused by one that trusts only the system's
+/// roots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn https_upstreams_are_verified_and_spoken_to_over_http2() {
+    let certs = TestCerts::generate().expect("openssl makes certificates");
+    let ca = certs.ca_file();
+    let ca = ca.to_str().unwrap();
+    let mut gw = Gateway::start_with_args(1, &["--upstream-ca-file", ca]).await;
+    let untrusting = DataPlane::start(&[gw.cp.url()], "dp-system-roots", gw.dir.path()).unwrap();
+    untrusting.wait_ready(WAIT).await.unwrap();
+    gw.planes.push(untrusting);
+    let tls = MockUpstream::start_tls(&certs.server_cert_file(), &certs.server_key_file())
+        .await
+        .unwrap();
+    gw.deploy(openai_deployment(&tls, "private", "gpt-4o"))
+        .await;
+    let key = gw.key(None, &["private"]).await;
+    gw.sync().await;
+
+    gw.chat_on(0, &key, "private").await.assert_ok();
+    let seen = tls
+        .last_request()
+        .expect("the request reached the upstream");
+    assert_eq!(seen.version, hyper::Version::HTTP_2, "h2 by ALPN");
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {UPSTREAM_KEY}").as_str())
+    );
+
+    let refused = gw.chat_on(1, &key, "private").await;
+    let error = refused.assert_error(502, "upstream_error");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("certificate")),
+        "{error}"
+    );
+    assert_eq!(tls.requests().len(), 1, "nothing sent before the handshake");
 }
 
 async fn get_status(gw: &Gateway, path: &str) -> (u16, String) {
