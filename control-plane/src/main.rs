@@ -172,32 +172,44 @@ fn master_key(file: Option<&PathBuf>) -> anyhow::Result<String> {
     Ok(key)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is
+/// called, not when it is first awaited: a signal arriving while the server
+/// starts (connecting to etcd, say) must stop it cleanly, not kill it.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for SIGTERM"))
+        .ok();
+    #[cfg(unix)]
+    let interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for Ctrl-C"))
+        .ok();
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = wait(term) => {},
+                () = wait(interrupt) => {},
             }
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down: draining in-flight calls");
     }
-    tracing::info!("shutting down: draining in-flight calls");
 }
 
 async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
+    let stop_requested = shutdown_signal();
     let key = master_key(args.master_key_file.as_ref())?;
     let tls = args.server_tls()?;
     let timeout = Duration::from_millis(args.store_timeout_ms);
@@ -258,7 +270,7 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
         health_interval: Duration::from_millis(args.health_interval_ms),
         tls,
     };
-    serve(store, config, shutdown_signal()).await?;
+    serve(store, config, stop_requested).await?;
     Ok(())
 }
 
