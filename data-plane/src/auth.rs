@@ -7,6 +7,7 @@
 //! The plaintext key never leaves this module: callers get the stored
 //! [`Key`], whose alias or prefix is what logs and messages show.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -111,13 +112,16 @@ fn decoded(config: &Config, digest: &KeyDigest) -> Option<Arc<Key>> {
 
 /// How a key is named to people: its alias, else its prefix, else its
 /// digest's first characters. Never the key.
-pub fn key_label(key: &Key) -> String {
+pub fn key_label(key: &Key) -> Cow<'_, str> {
     if !key.key_alias.is_empty() {
-        key.key_alias.clone()
+        Cow::Borrowed(&key.key_alias)
     } else if !key.key_prefix.is_empty() {
-        format!("{}…", key.key_prefix)
+        Cow::Owned(format!("{}…", key.key_prefix))
     } else {
-        format!("key_id {}…", key.key_id.get(..12).unwrap_or(&key.key_id))
+        Cow::Owned(format!(
+            "key_id {}…",
+            key.key_id.get(..12).unwrap_or(&key.key_id)
+        ))
     }
 }
 

@@ -31,7 +31,7 @@ use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 
 use crate::http::{Body, BoxError, Carried, carrying};
-use crate::metrics::Metrics;
+use crate::metrics::{DeploymentLabel, Metrics};
 use crate::providers::{self, Backend, ProviderError, mock};
 use crate::request::{Endpoint, Parsed};
 use crate::snapshot::ResolvedDeployment;
@@ -149,13 +149,13 @@ pub async fn forward(
             let response = upstream
                 .send(&prepared.route, request, call.timeout)
                 .await?;
-            let deployment_id = call.deployment.deployment().id.clone();
-            metrics.upstream_first_byte(&deployment_id, started.elapsed());
+            let deployment = DeploymentLabel::new(&call.deployment.deployment().id);
+            metrics.upstream_first_byte(&deployment, started.elapsed());
             let (parts, body) = response.into_parts();
             let status = parts.status;
             if !status.is_success() {
                 let body = read_error_body(body).await;
-                metrics.upstream_done(&deployment_id, started.elapsed());
+                metrics.upstream_done(&deployment, started.elapsed());
                 let openai_error = is_openai_error(&body);
                 return Err(UpstreamError::Status {
                     status,
@@ -175,7 +175,7 @@ pub async fn forward(
             // first: the timer travels with the body.
             let timer = UpstreamTimer {
                 metrics: Arc::clone(metrics),
-                deployment: deployment_id,
+                deployment,
                 started,
             };
             Ok(Answer {
@@ -191,7 +191,7 @@ pub async fn forward(
 /// Records the upstream leg's duration when dropped.
 struct UpstreamTimer {
     metrics: Arc<Metrics>,
-    deployment: String,
+    deployment: DeploymentLabel,
     started: Instant,
 }
 

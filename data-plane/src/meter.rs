@@ -19,6 +19,9 @@ use std::time::Instant;
 
 use hyper::StatusCode;
 use hyper::header::HeaderValue;
+use sluice_proto::admin::v1::Key;
+
+use crate::auth;
 
 use crate::http::{Body, Carried, carrying};
 use crate::metrics::{Metrics, RequestLabels};
@@ -40,8 +43,8 @@ pub struct Meter {
     metrics: Arc<Metrics>,
     started: Instant,
     request_id: HeaderValue,
-    pub key: String,
-    pub team: String,
+    /// The key, once known: its label and team are logged.
+    pub key: Option<Arc<Key>>,
     pub model: String,
     pub model_group: String,
     pub deployment: String,
@@ -61,8 +64,7 @@ impl Meter {
             metrics,
             started: Instant::now(),
             request_id: request_id.clone(),
-            key: String::new(),
-            team: String::new(),
+            key: None,
             model: String::new(),
             model_group: String::new(),
             deployment: String::new(),
@@ -117,8 +119,13 @@ impl Drop for Meter {
         self.metrics.request_ended();
         tracing::info!(
             request_id = self.request_id.to_str().unwrap_or_default(),
-            key = self.key.as_str(),
-            team = self.team.as_str(),
+            key = self
+                .key
+                .as_deref()
+                .map(auth::key_label)
+                .unwrap_or_default()
+                .as_ref(),
+            team = self.key.as_deref().map_or("", |k| k.team_id.as_str()),
             model = self.model.as_str(),
             model_group = self.model_group.as_str(),
             deployment = self.deployment.as_str(),

@@ -78,9 +78,18 @@ struct GroupLabel {
     model_group: String,
 }
 
+/// The label of the upstream metrics: made once per request, used twice.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct DeploymentLabel {
+pub struct DeploymentLabel {
     deployment: String,
+}
+
+impl DeploymentLabel {
+    pub fn new(deployment: &str) -> Self {
+        DeploymentLabel {
+            deployment: deployment.to_owned(),
+        }
+    }
 }
 
 /// 5 ms to about 160 s, doubling: LLM calls span that range.
@@ -278,19 +287,15 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn upstream_first_byte(&self, deployment: &str, took: Duration) {
+    pub fn upstream_first_byte(&self, deployment: &DeploymentLabel, took: Duration) {
         self.upstream_first_byte
-            .get_or_create(&DeploymentLabel {
-                deployment: deployment.to_owned(),
-            })
+            .get_or_create(deployment)
             .observe(took.as_secs_f64());
     }
 
-    pub fn upstream_done(&self, deployment: &str, took: Duration) {
+    pub fn upstream_done(&self, deployment: &DeploymentLabel, took: Duration) {
         self.upstream_duration
-            .get_or_create(&DeploymentLabel {
-                deployment: deployment.to_owned(),
-            })
+            .get_or_create(deployment)
             .observe(took.as_secs_f64());
     }
 

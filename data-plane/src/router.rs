@@ -24,27 +24,31 @@ fn pick_with<'g>(
     exclude: &[&str],
     rng: &mut impl Rng,
 ) -> Option<&'g ResolvedDeployment> {
-    let candidates: Vec<&ResolvedDeployment> = deployments
-        .iter()
-        .filter(|d| !exclude.contains(&d.deployment().id.as_str()))
-        .collect();
-    let weights: Vec<u64> = candidates.iter().map(|d| weight_of(d)).collect();
-    let total: u64 = weights.iter().fold(0u64, |a, w| a.saturating_add(*w));
+    // Walked twice rather than collected: no allocation per request.
+    let candidates = || {
+        deployments
+            .iter()
+            .filter(|d| !exclude.contains(&d.deployment().id.as_str()))
+    };
+    let total: u64 = candidates()
+        .map(weight_of)
+        .fold(0u64, |a, w| a.saturating_add(w));
     if total == 0 {
         // No deployment says anything about its size: evenly.
-        return match candidates.len() {
+        return match candidates().count() {
             0 => None,
-            n => candidates.get(rng.random_range(0..n)).copied(),
+            n => candidates().nth(rng.random_range(0..n)),
         };
     }
     let mut ticket = rng.random_range(0..total);
-    for (d, w) in candidates.iter().zip(&weights) {
-        if ticket < *w {
+    for d in candidates() {
+        let w = weight_of(d);
+        if ticket < w {
             return Some(d);
         }
         ticket -= w;
     }
-    candidates.last().copied()
+    candidates().next_back()
 }
 
 /// LiteLLM's simple-shuffle: `weight` if any deployment sets one, else

@@ -11,6 +11,7 @@
 //! table) here, except an upstream error in OpenAI's shape, which is relayed
 //! as the upstream sent it.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::body::{Bytes, Incoming};
@@ -83,8 +84,7 @@ async fn complete(
         authenticate(&config, req.headers())?
     };
     let key = &key;
-    meter.key = auth::key_label(key);
-    meter.team = key.team_id.clone();
+    meter.key = Some(Arc::clone(key));
 
     let limits = state.limits;
     request::check_headers(req.headers(), limits.max_body_bytes).map_err(request_error)?;
@@ -149,7 +149,7 @@ async fn complete(
         .map_err(|e| upstream_failure(deployment_id, e))
 }
 
-fn current_config(state: &HttpState) -> Result<std::sync::Arc<Config>, ApiError> {
+fn current_config(state: &HttpState) -> Result<Arc<Config>, ApiError> {
     state.applied.current().ok_or_else(|| {
         let reason = match state.applied.readiness() {
             crate::applied::Readiness::NotReady { reason } => reason,
@@ -159,7 +159,7 @@ fn current_config(state: &HttpState) -> Result<std::sync::Arc<Config>, ApiError>
     })
 }
 
-fn authenticate(config: &Config, headers: &HeaderMap) -> Result<std::sync::Arc<Key>, ApiError> {
+fn authenticate(config: &Config, headers: &HeaderMap) -> Result<Arc<Key>, ApiError> {
     auth::authenticate(config, headers, SystemTime::now()).map_err(|e| match e {
         AuthError::Missing => ApiError::invalid_api_key(false),
         AuthError::Unknown => ApiError::invalid_api_key(true),
