@@ -224,10 +224,10 @@ impl fmt::Debug for RedactedDeployment<'_> {
 #[derive(Debug)]
 pub struct AccessGroupEntry {
     group: AccessGroup,
-    members: HashSet<String>,
+    members: HashSet<String, Names>,
     /// Model groups with a deployment that lists this group in its
     /// `access_groups` (the config.yaml way of granting).
-    deployment_groups: HashSet<String>,
+    deployment_groups: HashSet<String, Names>,
 }
 
 impl AccessGroupEntry {
@@ -296,10 +296,10 @@ struct ModelIndex {
     objects: ModelObjects,
     groups: Vec<ModelGroup>,
     /// Exact and wildcard groups by `model_name`.
-    group_by_name: HashMap<String, usize>,
+    group_by_name: HashMap<String, usize, Names>,
     /// Wildcard groups, most specific first.
     wildcard_order: Vec<usize>,
-    access_groups: HashMap<String, AccessGroupEntry>,
+    access_groups: HashMap<String, AccessGroupEntry, Names>,
     skipped: Vec<Skipped>,
     unusable: Vec<MissingVariable>,
 }
@@ -309,7 +309,8 @@ impl ModelIndex {
         let mut skipped = Vec::new();
         let mut unusable = Vec::new();
 
-        let mut access_groups = HashMap::with_capacity(objects.access_groups.len());
+        let mut access_groups =
+            HashMap::with_capacity_and_hasher(objects.access_groups.len(), Names::default());
         for group in objects.access_groups.values() {
             if group.uid.is_empty() {
                 skipped.push(skip(
@@ -324,7 +325,7 @@ impl ModelIndex {
                 AccessGroupEntry {
                     group: group.clone(),
                     members: group.models.iter().cloned().collect(),
-                    deployment_groups: HashSet::new(),
+                    deployment_groups: HashSet::default(),
                 },
             );
         }
@@ -416,8 +417,8 @@ pub struct Config {
     /// Unique to this content in this process ([`Config::generation`]).
     generation: u64,
     keys: KeyIndex,
-    teams: imbl::HashMap<String, Team>,
-    organizations: imbl::HashMap<String, Organization>,
+    teams: NameIndex<Team>,
+    organizations: NameIndex<Organization>,
     models: Arc<ModelIndex>,
     /// `None` when the control plane sent none: the defaults apply, and the
     /// snapshot written back says so too.
@@ -428,6 +429,16 @@ pub struct Config {
 }
 
 static DEFAULT_ROUTER_SETTINGS: LazyLock<RouterSettings> = LazyLock::new(RouterSettings::default);
+
+/// The hasher of the config's maps by name: several are read per request,
+/// and SipHash was a visible share of it. Seeded per process; the names are
+/// operators', and a request's model name only looks them up, so it cannot
+/// flood them.
+type Names = foldhash::fast::RandomState;
+
+/// Teams and organizations by id: persistent, so a delta copies only what
+/// it touches.
+type NameIndex<T> = imbl::GenericHashMap<String, T, Names, imbl::shared_ptr::DefaultSharedPtr>;
 
 /// Generations start at 1: 0 is "none yet" to caches.
 fn next_generation() -> u64 {
@@ -466,11 +477,11 @@ impl Config {
             }
         }
 
-        let mut teams = imbl::HashMap::new();
+        let mut teams = NameIndex::default();
         for team in team_list {
             insert_unique(&mut teams, team, &mut skipped, WITHIN)?;
         }
-        let mut organizations = imbl::HashMap::new();
+        let mut organizations = NameIndex::default();
         for org in org_list {
             insert_unique(&mut organizations, org, &mut skipped, WITHIN)?;
         }
@@ -932,7 +943,7 @@ trait NameMap<T> {
     fn put(&mut self, name: String, item: T);
 }
 
-impl<T: Clone> NameMap<T> for imbl::HashMap<String, T> {
+impl<T: Clone> NameMap<T> for NameIndex<T> {
     fn contains(&self, name: &str) -> bool {
         self.contains_key(name)
     }
