@@ -244,26 +244,27 @@ fn parse(url: &str) -> Result<Uri, UpstreamError> {
     let invalid = |e: &dyn fmt::Display| {
         UpstreamError::Connection(format!("the deployment's upstream URL is not valid: {e}"))
     };
-    let url = reqwest::Url::parse(url).map_err(|e| invalid(&e))?;
+    let mut url = reqwest::Url::parse(url).map_err(|e| invalid(&e))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid(&"its scheme is neither http nor https"));
     }
+    // Credentials in the URL are never sent: they would travel in the
+    // clear as HTTP/2's `:authority`. Providers authenticate with `api_key`.
+    let _ = url.set_password(None);
+    let _ = url.set_username("");
     url.as_str().parse::<Uri>().map_err(|e| invalid(&e))
 }
 
-/// The `Host` header for `uri`, as hyper's client would write it.
+/// The `Host` header for `uri`: its authority, which [`parse`] leaves
+/// without credentials or a default port, so it is also exactly what
+/// HTTP/2 sends as `:authority`.
 fn host_header(uri: &Uri) -> Result<HeaderValue, UpstreamError> {
     let invalid = || UpstreamError::Connection("the deployment's upstream URL has no host".into());
-    let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(invalid)?;
-    let default_port = match uri.scheme_str() {
-        Some("https") => 443,
-        _ => 80,
-    };
-    let value = match uri.port_u16() {
-        Some(port) if port != default_port => format!("{host}:{port}"),
-        _ => host.to_owned(),
-    };
-    HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| invalid())
+    let authority = uri
+        .authority()
+        .filter(|a| !a.host().is_empty())
+        .ok_or_else(invalid)?;
+    HeaderValue::from_str(authority.as_str()).map_err(|_| invalid())
 }
 
 /// A failed exchange as an [`UpstreamError`], with every cause in the chain
@@ -405,6 +406,12 @@ mod tests {
         assert_eq!(host("http://vllm.local:8000/v1/x"), "vllm.local:8000");
         assert_eq!(host("http://user:pw@[::1]:80/v1"), "[::1]");
         assert_eq!(host("https://10.0.0.1:8443/"), "10.0.0.1:8443");
+        let route = upstream.route("https://user:pw@api.example/v1").unwrap();
+        assert_eq!(
+            route.uri.to_string(),
+            "https://api.example/v1",
+            "credentials are not sent"
+        );
     }
 
     #[test]
