@@ -10,8 +10,10 @@
 //! the same task), and a multi-threaded tokio runtime answers every such
 //! wake by waking another worker to steal it. At moderate load that was
 //! ~1.8 futex calls and a cross-core hop per request, and ~40 µs of added
-//! median latency. Here nothing on the request path crosses threads but the
-//! shared, lock-free config and the metrics' atomics.
+//! median latency. Here the request path shares with other threads only the
+//! config (lock-free), the metrics (atomics behind read-locked label maps)
+//! and the log buffer (one short lock per line); no task moves and no other
+//! thread is woken.
 //!
 //! The acceptor, the config stream, the snapshot cache and signals run on
 //! the binary's main runtime.
