@@ -22,7 +22,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -127,16 +126,7 @@ async fn accept(
     let mut next = 0;
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, typically: accepting again at
-                    // once would spin.
-                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = http::accept(&listener) => accepted,
             () = &mut stop => return,
         };
         let Ok(mut stream) = stream.into_std() else {
@@ -209,6 +199,7 @@ mod tests {
     use crate::applied::AppliedConfig;
     use crate::metrics::Metrics;
     use std::io::{Read, Write};
+    use std::time::Duration;
 
     fn states(n: usize) -> Vec<Result<HttpState, crate::upstream::InitError>> {
         let metrics = Arc::new(Metrics::new());

@@ -240,15 +240,33 @@ impl From<TcpListener> for Accepting {
 
 impl Accepting {
     /// The next connection; `None` when no more will come.
-    async fn next(&mut self) -> Option<std::io::Result<(tokio::net::TcpStream, SocketAddr)>> {
+    async fn next(&mut self) -> Option<(tokio::net::TcpStream, SocketAddr)> {
         match self {
-            Accepting::Listener(listener) => Some(listener.accept().await),
-            Accepting::Handed(handed) => {
+            Accepting::Listener(listener) => Some(accept(listener).await),
+            Accepting::Handed(handed) => loop {
                 let (stream, peer) = handed.recv().await?;
-                let adopted = stream
+                match stream
                     .set_nonblocking(true)
-                    .and_then(|()| tokio::net::TcpStream::from_std(stream));
-                Some(adopted.map(|stream| (stream, peer)))
+                    .and_then(|()| tokio::net::TcpStream::from_std(stream))
+                {
+                    Ok(stream) => return Some((stream, peer)),
+                    Err(e) => tracing::warn!(%peer, error = %e, "cannot take over a connection"),
+                }
+            },
+        }
+    }
+}
+
+/// The next connection `listener` accepts. A failure is logged and waited
+/// out: it is running out of file descriptors, typically, and accepting
+/// again at once would spin.
+pub async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
@@ -283,15 +301,8 @@ pub async fn serve(
     loop {
         let (stream, peer) = tokio::select! {
             accepted = accepting.next() => match accepted {
-                Some(Ok(accepted)) => accepted,
+                Some(accepted) => accepted,
                 None => break,
-                Some(Err(e)) => {
-                    // Out of file descriptors, typically: accepting again at
-                    // once would spin.
-                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
             },
             () = &mut shutdown => break,
         };
