@@ -190,12 +190,6 @@ pub struct Route {
     proxied: bool,
 }
 
-impl Route {
-    pub fn proxied(&self) -> bool {
-        self.proxied
-    }
-}
-
 /// What requests to a deployment's endpoint need: where they go and the
 /// provider's headers (secret values marked sensitive, so `Debug` hides
 /// them).
@@ -422,7 +416,7 @@ mod tests {
                 .no("localhost,.cluster.local")
                 .build(),
         );
-        let route = |url| upstream.route(url).unwrap().proxied();
+        let route = |url| upstream.route(url).unwrap().proxied;
         assert!(route("https://api.openai.com/v1/chat/completions"));
         assert!(!route(
             "https://vllm.ml.svc.cluster.local/v1/chat/completions"
