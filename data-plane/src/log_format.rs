@@ -234,11 +234,13 @@ fn json_string(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
     out.write_char('"')
 }
 
-/// `s` quoted as `Debug` writes it; printable ASCII without quotes or
-/// backslashes (nearly every value) is written as is.
+/// `s` quoted as `Debug` writes it. Printable ASCII without quotes or
+/// backslashes, and the ellipsis that ends a key label without an alias
+/// (`auth::key_label`), are written as they are: that is nearly every value,
+/// and `Debug` would look each non-ASCII character up in Unicode's tables.
 fn quoted(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
-    if s.bytes()
-        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    if s.chars()
+        .all(|c| matches!(c, ' '..='~' | '…') && c != '"' && c != '\\')
     {
         out.write_char('"')?;
         out.write_str(s)?;
@@ -384,7 +386,16 @@ mod tests {
 
     #[test]
     fn text_strings_quote_as_debug_does() {
-        for s in ["", "plain words", "q\"b\\s", "\u{0}\u{7f}\n", "é✓", "~ !"] {
+        for s in [
+            "",
+            "plain words",
+            "q\"b\\s",
+            "\u{0}\u{7f}\n",
+            "é✓",
+            "~ !",
+            "sk-AbCd…",
+            "…\u{301}",
+        ] {
             let mut ours = String::new();
             quoted(&mut ours, s).unwrap();
             assert_eq!(ours, format!("{s:?}"));

@@ -18,7 +18,7 @@ use sluice_data_plane::metrics::Metrics;
 use sluice_data_plane::request::DEFAULT_MAX_BODY_BYTES;
 use sluice_data_plane::secrets::Secret;
 use sluice_data_plane::tls::{self, ControlPlaneTls, PemFile};
-use sluice_data_plane::upstream::Upstream;
+use sluice_data_plane::upstream::{self, Upstream};
 use sluice_data_plane::workers::{self, Workers};
 use sluice_data_plane::{DEFAULT_LISTEN, cache};
 use tokio::sync::watch;
@@ -332,12 +332,13 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => PemFile::read("--upstream-ca-file", path)?.certificates()?,
         None => Vec::new(),
     };
+    let upstream_tls = upstream::Tls::new(&upstream_roots)?;
     let states = (0..count).map(|_| {
         Ok(HttpState {
             applied: Arc::clone(&applied),
             metrics: Arc::clone(&metrics),
             token: token.clone(),
-            upstream: Upstream::new(&upstream_roots)?,
+            upstream: Upstream::new(&upstream_tls)?,
             limits,
             tls: https.clone(),
         })

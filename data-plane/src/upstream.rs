@@ -76,20 +76,26 @@ impl fmt::Debug for Upstream {
     }
 }
 
-impl Upstream {
-    /// A client trusting the system's roots and `extra_roots` (a private
-    /// CA's, for model servers inside the network), with the proxies this
-    /// process's environment names.
-    pub fn new(extra_roots: &[CertificateDer<'static>]) -> Result<Upstream, InitError> {
-        Self::with_proxies(Matcher::from_env(), extra_roots)
-    }
+/// The TLS settings of upstream calls: rustls with ring and the platform's
+/// verifier, trusting the system's roots and any extra ones. Built once and
+/// shared by every worker's client, direct and proxied alike, so the roots
+/// are loaded once and both paths verify the same way.
+#[derive(Clone)]
+pub struct Tls {
+    config: rustls::ClientConfig,
+}
 
-    fn with_proxies(
-        proxies: Matcher,
-        extra_roots: &[CertificateDer<'static>],
-    ) -> Result<Upstream, InitError> {
-        // ring is the process's provider (tonic's too); reqwest, built
-        // without one of its own, needs it installed. Already installed is
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls").finish_non_exhaustive()
+    }
+}
+
+impl Tls {
+    /// Trusting the system's roots and `extra_roots` (a private CA's, for
+    /// model servers inside the network).
+    pub fn new(extra_roots: &[CertificateDer<'static>]) -> Result<Tls, InitError> {
+        // ring is the process's provider (tonic's too). Already installed is
         // fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -99,16 +105,29 @@ impl Upstream {
         )?;
         // "dangerous" is rustls's name for any verifier of one's own; this
         // one is the platform's, as `with_platform_verifier` would set.
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
+        let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
+        Ok(Tls { config })
+    }
+}
+
+impl Upstream {
+    /// A client with `tls`, and the proxies this process's environment
+    /// names. One per worker: its pooled connections live on the runtime
+    /// that opened them.
+    pub fn new(tls: &Tls) -> Result<Upstream, InitError> {
+        Self::with_proxies(Matcher::from_env(), tls)
+    }
+
+    fn with_proxies(proxies: Matcher, tls: &Tls) -> Result<Upstream, InitError> {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config(tls.config.clone())
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -118,12 +137,13 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(connector);
-        let extra = extra_roots
-            .iter()
-            .map(|der| reqwest::Certificate::from_der(der))
-            .collect::<Result<Vec<_>, _>>()?;
+        // reqwest takes a rustls `ClientConfig` of the rustls version it
+        // was built with (one in this build; anything else fails here, at
+        // start) as it is: it offers what hyper-rustls offers above.
+        let mut proxied_tls = tls.config.clone();
+        proxied_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let proxied = reqwest::Client::builder()
-            .tls_certs_merge(extra)
+            .tls_backend_preconfigured(proxied_tls)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
@@ -335,7 +355,7 @@ mod tests {
     use http_body_util::StreamBody;
 
     fn upstream(proxies: Matcher) -> Upstream {
-        Upstream::with_proxies(proxies, &[]).expect("client")
+        Upstream::with_proxies(proxies, &Tls::new(&[]).expect("TLS")).expect("client")
     }
 
     #[test]

@@ -58,6 +58,10 @@ use tokio::net::TcpListener;
 /// Set (to the upstream's address) when this executable runs as the bare proxy.
 const BARE_PROXY: &str = "SLUICE_PROXY_BENCH_BARE_PROXY";
 const MODEL: &str = "bench-model";
+/// The data planes log at the binary's default level, as deployed: the test
+/// harness's `sluice_data_plane=debug` would add the auth, access and
+/// upstream spans to every request.
+const PRODUCTION_LOG: &[(&str, &str)] = &[("SLUICE_LOG", "info")];
 const BODY: &str = r#"{"model":"bench-model","messages":[{"role":"user","content":"Say hello"}]}"#;
 /// The upstream's answer to every request: a small, complete chat completion.
 const ANSWER: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the bench upstream."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}"#;
@@ -465,7 +469,8 @@ async fn bench() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cp = ControlPlane::start_etcd(&etcd.endpoint())?;
     let admin = Admin::connect(&cp.url()).await?;
-    let small = DataPlane::start(&[cp.url()], "bench-small", dir.path())?;
+    let small =
+        DataPlane::start_with_env(&[cp.url()], "bench-small", dir.path(), &[], PRODUCTION_LOG)?;
     small.wait_ready(Duration::from_secs(30)).await?;
     let key = configure(&admin, upstream).await?;
     drop(admin);
@@ -481,7 +486,8 @@ async fn bench() -> anyhow::Result<()> {
     );
     let cp = ControlPlane::start_etcd(&etcd.endpoint())?;
     let started = Instant::now();
-    let large = DataPlane::start(&[cp.url()], "bench-large", dir.path())?;
+    let large =
+        DataPlane::start_with_env(&[cp.url()], "bench-large", dir.path(), &[], PRODUCTION_LOG)?;
     large.wait_ready(Duration::from_secs(600)).await?;
     eprintln!(
         "large data plane ready in {:.1} s (RSS {} MiB)",

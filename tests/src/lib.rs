@@ -15,6 +15,7 @@
 //!   the admin writes and HTTP calls they make.
 //! - [`mock_upstream`]: an in-process OpenAI-compatible upstream that records
 //!   what the data plane forwards and can be slow, fail, or hold a stream.
+//! - [`connect_proxy`]: an egress proxy that tunnels HTTPS (`CONNECT`).
 //! - [`sim_data_plane`]: a simulated data plane speaking the real
 //!   `ConfigDiscovery` protocol (protocol tests, benchmarks with many streams).
 //! - [`store_conformance`]: the behaviour every `Store` must show, run against
@@ -22,6 +23,7 @@
 
 pub mod admin_client;
 pub mod certs;
+pub mod connect_proxy;
 pub mod control_plane;
 pub mod data_plane;
 pub mod etcd;

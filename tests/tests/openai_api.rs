@@ -12,6 +12,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use sluice_tests::admin_client::api;
 use sluice_tests::certs::TestCerts;
+use sluice_tests::connect_proxy::ConnectProxy;
 use sluice_tests::data_plane::DataPlane;
 use sluice_tests::gateway::WAIT;
 use sluice_tests::gateway::{
@@ -722,6 +723,45 @@ async fn https_upstreams_are_verified_and_spoken_to_over_http2() {
         "{error}"
     );
     assert_eq!(tls.requests().len(), 1, "nothing sent before the handshake");
+}
+
+/// An HTTPS upstream behind an egress proxy (`HTTPS_PROXY`) is reached
+/// through a `CONNECT` tunnel, verified with the same roots as a direct one
+/// (here a private CA), and offered HTTP/2 the same way. The proxy sees the
+/// tunnel's target and nothing of what goes through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn https_upstreams_behind_an_egress_proxy_are_reached_through_a_tunnel() {
+    let certs = TestCerts::generate().expect("openssl makes certificates");
+    let ca = certs.ca_file();
+    let proxy = ConnectProxy::start().await.unwrap();
+    let gw = Gateway::start_with_env(
+        1,
+        &["--upstream-ca-file", ca.to_str().unwrap()],
+        &[("HTTPS_PROXY", &proxy.url())],
+    )
+    .await;
+    let tls = MockUpstream::start_tls(&certs.server_cert_file(), &certs.server_key_file())
+        .await
+        .unwrap();
+    gw.deploy(openai_deployment(&tls, "tunnelled", "gpt-4o"))
+        .await;
+    let key = gw.key(None, &["tunnelled"]).await;
+    gw.sync().await;
+
+    gw.chat(&key, "tunnelled").await.assert_ok();
+    assert_eq!(proxy.tunnels(), [format!("localhost:{}", tls.port())]);
+    let seen = tls
+        .last_request()
+        .expect("the request reached the upstream");
+    assert_eq!(seen.version, hyper::Version::HTTP_2, "h2 by ALPN");
+    assert_eq!(seen.json()["model"], "gpt-4o");
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {UPSTREAM_KEY}").as_str())
+    );
+
+    gw.chat(&key, "tunnelled").await.assert_ok();
+    assert_eq!(proxy.tunnels().len(), 1, "the tunnel is kept and reused");
 }
 
 async fn get_status(gw: &Gateway, path: &str) -> (u16, String) {

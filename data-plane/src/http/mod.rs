@@ -216,7 +216,7 @@ impl HttpState {
             applied,
             metrics,
             token,
-            upstream: Upstream::new(&[])?,
+            upstream: Upstream::new(&crate::upstream::Tls::new(&[])?)?,
             limits: Limits::default(),
             tls: None,
         })
