@@ -16,6 +16,7 @@
 //! - [`mock_upstream`]: an in-process OpenAI-compatible upstream that records
 //!   what the data plane forwards and can be slow, fail, or hold a stream.
 //! - [`connect_proxy`]: an egress proxy that tunnels HTTPS (`CONNECT`).
+//! - [`relay`]: a TCP relay a test can cut, to partition two processes.
 //! - [`sim_data_plane`]: a simulated data plane speaking the real
 //!   `ConfigDiscovery` protocol (protocol tests, benchmarks with many streams).
 //! - [`store_conformance`]: the behaviour every `Store` must show, run against
@@ -30,6 +31,7 @@ pub mod etcd;
 pub mod gateway;
 pub mod grpcurl;
 pub mod mock_upstream;
+pub mod relay;
 pub mod sim_data_plane;
 pub mod store_conformance;
 

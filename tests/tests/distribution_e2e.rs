@@ -4,12 +4,15 @@
 
 use std::time::Duration;
 
+use sluice_control_plane::resources::{encode, key_of};
 use sluice_control_plane::store::etcd::{EtcdOptions, EtcdStore};
 use sluice_control_plane::store::{Store, Txn};
+use sluice_proto::admin::v1::Team;
 use sluice_tests::admin_client::{Admin, api};
 use sluice_tests::control_plane::ControlPlane;
 use sluice_tests::data_plane::DataPlane;
 use sluice_tests::etcd::EtcdServer;
+use sluice_tests::relay::Relay;
 use sluice_tests::sim_data_plane::{expected, objects_of};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -202,6 +205,47 @@ async fn compaction_past_a_data_plane_gets_it_a_fresh_snapshot_and_loses_nothing
         1.0
     );
     assert_matches_etcd(&away, &store).await;
+}
+
+/// A control plane cut off from etcd while others write and etcd compacts
+/// past its revision cannot resume its watch: it lists the store again
+/// (`sluice_hub_lists_total`), and its data plane ends with exactly what
+/// etcd holds, the deletion made meanwhile included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_control_plane_cut_off_past_a_compaction_lists_again_and_loses_nothing() {
+    let etcd = EtcdServer::start().await.unwrap();
+    let link = Relay::start(etcd.endpoint().trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let cp = ControlPlane::start_etcd(&link.endpoint()).unwrap();
+    let admin = Admin::connect(&cp.url()).await.unwrap();
+    let store = etcd_store(&etcd).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dp = DataPlane::start(&[cp.url()], "dp", dir.path()).unwrap();
+    create_team(&admin, "gone").await.unwrap();
+    let before = create_team(&admin, "kept").await.unwrap();
+    dp.wait_for_revision(before, WAIT).await.unwrap();
+    assert_eq!(cp.metric("sluice_hub_lists_total").await.unwrap(), 1.0);
+
+    link.cut();
+    let mut txn = Txn::new().delete(key_of::<Team>("gone"));
+    for i in 0..5 {
+        let team = Team {
+            team_id: format!("while-cut-{i}"),
+            ..Default::default()
+        };
+        txn = txn.put(key_of::<Team>(&team.team_id), encode(&team));
+    }
+    let written = store.txn(txn).await.unwrap().revision;
+    store.compact(written).await.unwrap();
+    link.restore();
+
+    dp.wait_for_revision(written, WAIT).await.unwrap();
+    assert_matches_etcd(&dp, &store).await;
+    assert_eq!(cp.metric("sluice_hub_lists_total").await.unwrap(), 2.0);
+    let after = create_team(&admin, "after").await.unwrap();
+    dp.wait_for_revision(after, WAIT).await.unwrap();
+    assert_matches_etcd(&dp, &store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
