@@ -5,7 +5,9 @@
 //! returns, or, riding in the answer's body ([`Meter::relay`]), when the last
 //! byte is sent or the client goes away) it records `sluice_requests_total`,
 //! the request duration and the in-flight gauge, and writes the request's one
-//! log line.
+//! log line: in a task of its own, so that this happens after the answer's
+//! last bytes are written rather than before. The in-flight gauge goes down
+//! last: none in flight means every request is recorded.
 //!
 //! A client that leaves before its answer is complete is recorded with code
 //! `client_closed_request`, and with status 499 (nginx's convention) if it
@@ -15,7 +17,7 @@
 //! The log line names the key by alias or prefix, never by the key.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
 use hyper::header::HeaderValue;
@@ -115,8 +117,48 @@ impl Drop for Meter {
     fn drop(&mut self) {
         let took = self.started.elapsed();
         let (status, left) = self.outcome();
-        let code = left.unwrap_or(&self.code);
-        self.metrics.request_ended();
+        let over = Over {
+            metrics: Arc::clone(&self.metrics),
+            took,
+            request_id: std::mem::replace(&mut self.request_id, HeaderValue::from_static("")),
+            key: self.key.take(),
+            model: std::mem::take(&mut self.model),
+            model_group: std::mem::take(&mut self.model_group),
+            deployment: std::mem::take(&mut self.deployment),
+            status,
+            code: left.map_or_else(|| std::mem::take(&mut self.code), str::to_owned),
+            stream: self.stream,
+        };
+        // hyper drops a body as soon as it has buffered the last bytes,
+        // before it writes them out: recording here would put the log line
+        // and the metrics between the answer and the client. A task of its
+        // own runs once the connection's task has written and yielded. A
+        // task dropped unrun (its runtime shutting down) records as it
+        // drops, so no request goes unrecorded either way.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(async move { drop(over) })),
+            Err(_) => drop(over),
+        }
+    }
+}
+
+/// A request that is over, recorded (metrics and log line) when dropped.
+struct Over {
+    metrics: Arc<Metrics>,
+    took: Duration,
+    request_id: HeaderValue,
+    key: Option<Arc<Key>>,
+    model: String,
+    model_group: String,
+    deployment: String,
+    status: StatusCode,
+    code: String,
+    stream: bool,
+}
+
+impl Drop for Over {
+    fn drop(&mut self) {
+        let status = self.status.as_u16();
         tracing::info!(
             request_id = self.request_id.to_str().unwrap_or_default(),
             key = self
@@ -129,23 +171,24 @@ impl Drop for Meter {
             model = self.model.as_str(),
             model_group = self.model_group.as_str(),
             deployment = self.deployment.as_str(),
-            status = status.as_u16(),
-            code,
+            status,
+            code = self.code.as_str(),
             stream = self.stream,
-            latency_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            latency_ms = u64::try_from(self.took.as_millis()).unwrap_or(u64::MAX),
             "request"
         );
-        // Last, so the labels can take the strings rather than copy them.
-        let code = left.map_or_else(|| std::mem::take(&mut self.code), str::to_owned);
+        // The labels take the strings rather than copy them.
         self.metrics.request_done(
             &RequestLabels {
                 model_group: std::mem::take(&mut self.model_group),
                 deployment: std::mem::take(&mut self.deployment),
-                status: status.as_u16(),
-                code,
+                status,
+                code: std::mem::take(&mut self.code),
             },
-            took,
+            self.took,
         );
+        // Last: no request in flight means every one is recorded.
+        self.metrics.request_ended();
     }
 }
 
@@ -192,6 +235,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_is_recorded_once_the_task_that_answered_it_yields() {
+        // That task writes the answer out before it yields.
+        let metrics = Arc::new(Metrics::new());
+        let mut meter = Meter::start(metrics.clone(), &HeaderValue::from_static("r1"));
+        meter.answered(StatusCode::OK, "");
+        drop(meter);
+        assert!(!requests(&metrics, "200", ""), "recorded before the yield");
+        assert!(metrics.encode().contains("sluice_requests_in_flight 1"));
+        tokio::task::yield_now().await;
+        assert!(requests(&metrics, "200", ""), "{}", metrics.encode());
+        assert!(metrics.encode().contains("sluice_requests_in_flight 0"));
+    }
+
+    #[test]
+    fn a_request_over_as_its_runtime_stops_is_still_recorded() {
+        let metrics = Arc::new(Metrics::new());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let mut meter = Meter::start(metrics.clone(), &HeaderValue::from_static("r1"));
+            meter.answered(StatusCode::OK, "");
+        });
+        drop(runtime);
+        assert!(requests(&metrics, "200", ""), "{}", metrics.encode());
+        assert!(metrics.encode().contains("sluice_requests_in_flight 0"));
+    }
+
+    #[tokio::test]
     async fn a_relayed_answer_counts_once_sent_whole() {
         let metrics = Arc::new(Metrics::new());
         let meter = Meter::start(metrics.clone(), &HeaderValue::from_static("r1"));
@@ -203,6 +275,7 @@ mod tests {
         );
         assert!(!requests(&metrics, "200", ""), "counted before it was sent");
         body.collect().await.expect("body");
+        tokio::task::yield_now().await;
         assert!(requests(&metrics, "200", ""), "{}", metrics.encode());
         assert!(metrics.encode().contains("sluice_requests_in_flight 0"));
     }
@@ -222,6 +295,7 @@ mod tests {
         body.frame().await.expect("a frame").expect("data");
         assert!(hyper::body::Body::is_end_stream(&body));
         drop(body);
+        tokio::task::yield_now().await;
         assert!(requests(&metrics, "200", ""), "{}", metrics.encode());
     }
 
@@ -236,6 +310,7 @@ mod tests {
         let mut body = meter.relay(StatusCode::OK, StreamBody::new(chunks).boxed_unsync());
         body.frame().await.expect("a first chunk").expect("data");
         drop(body);
+        tokio::task::yield_now().await;
         assert!(
             requests(&metrics, "200", CLIENT_CLOSED),
             "{}",

@@ -214,6 +214,23 @@ impl DataPlane {
             .await?)
     }
 
+    /// The metrics once no API request is in flight: every request is
+    /// recorded just after its answer is written, and the in-flight gauge
+    /// goes down last, so a test reads its requests' counts here.
+    pub async fn metrics_once_idle(&self) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.metrics().await?;
+            if sample(&text, "sluice_requests_in_flight") == Some(0.0) {
+                return Ok(text);
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("requests still in flight after 10 s:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
         let text = self.metrics().await?;
         for line in text.lines() {

@@ -115,7 +115,7 @@ async fn a_client_that_leaves_cancels_its_upstream_request() {
 
     // Both count as the client's doing, not as successes, and nothing is
     // left in flight.
-    let metrics = gw.planes[0].metrics().await.unwrap();
+    let metrics = gw.planes[0].metrics_once_idle().await.unwrap();
     assert_eq!(
         requests(&metrics, "499", "client_closed_request"),
         1,
@@ -374,7 +374,7 @@ async fn a_stream_stalling_past_the_deployment_timeout_is_cut() {
         "cut after {cut_after:?}, the timeout being 2 s"
     );
     upstream_abandoned(&gw, 1).await;
-    let metrics = gw.planes[0].metrics().await.unwrap();
+    let metrics = gw.planes[0].metrics_once_idle().await.unwrap();
     assert_eq!(requests(&metrics, "200", "upstream_error"), 1, "{metrics}");
     assert_eq!(
         sluice_tests::data_plane::sample(&metrics, "sluice_requests_in_flight"),
@@ -453,7 +453,7 @@ async fn every_request_is_counted_and_logged_once_without_its_key() {
         assert_eq!(send(id, bearer, body).await, status, "{id}");
     }
 
-    let metrics = gw.planes[0].metrics().await.unwrap();
+    let metrics = gw.planes[0].metrics_once_idle().await.unwrap();
     assert_eq!(requests(&metrics, "200", ""), 2, "{metrics}");
     assert_eq!(requests(&metrics, "401", "invalid_api_key"), 1, "{metrics}");
     assert_eq!(
