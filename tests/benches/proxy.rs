@@ -30,10 +30,12 @@
 //! of 0 µs through `/dev/cpu_dma_latency`, held for those runs only, which
 //! is what tuned's `latency-performance` profile does; it needs root, and is
 //! skipped without). The second isolates what the software adds from what
-//! the hypervisor charges for each wake-up.
+//! the hypervisor charges for each wake-up. The same way, the time (b) and
+//! (c) spend on a request themselves is read from their syscalls with
+//! `perf` ([`Legs`]; root and `perf` needed, skipped without).
 //!
 //! Run: `cargo build --release --bins && cargo bench -p sluice-tests --bench proxy`
-//! (~5 minutes). `SLUICE_PROXY_BENCH_KEYS` overrides the key count of (c'),
+//! (~9 minutes). `SLUICE_PROXY_BENCH_KEYS` overrides the key count of (c'),
 //! `SLUICE_PROXY_BENCH_SECS` the seconds per run (10), and
 //! `SLUICE_PROXY_BENCH_ROUNDS` the rounds (3). With `SLUICE_PROXY_BENCH_SERVE`
 //! set it sets everything up, prints the targets, their pids and the key, and
@@ -311,6 +313,104 @@ async fn oha(oha: &str, url: &str, key: &str, secs: u64, fixed: bool) -> anyhow:
             .as_f64()
             .unwrap_or(f64::NAN),
         requests: all,
+    })
+}
+
+/// The time a proxy spends on one request, on each leg, from its own
+/// syscalls: the request leg from its last read of the client's socket to
+/// its write to the upstream, the answer leg from its last read of the
+/// upstream's socket to its write to the client. Unlike latency seen by
+/// the client, this leaves out the wake-ups between processes, which on a
+/// VM cost more than the proxy's work.
+#[derive(Debug, Clone, Copy)]
+struct Legs {
+    request_us: f64,
+    answer_us: f64,
+}
+
+/// [`Legs`] of process `pid` (medians over a run of `secs` at [`RATE`]),
+/// traced with `perf` (`syscalls:sys_enter_*` tracepoints, which need root
+/// or `perf_event_paranoid` <= -1). `None` without `perf`.
+async fn legs(
+    pid: u32,
+    oha_bin: &str,
+    url: &str,
+    key: &str,
+    secs: u64,
+) -> anyhow::Result<Option<Legs>> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("perf.data");
+    let Ok(mut perf) = tokio::process::Command::new("perf")
+        .args(["record", "-q", "-e"])
+        .arg("syscalls:sys_enter_recvfrom,syscalls:sys_enter_writev")
+        .arg("-p")
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(&data)
+        .args(["--", "sleep"])
+        .arg((secs + 1).to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return Ok(None);
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    oha(oha_bin, url, key, secs, true).await?;
+    if !perf.wait().await?.success() {
+        return Ok(None);
+    }
+    let script = tokio::process::Command::new("perf")
+        .args(["script", "-F", "time,event,trace", "-i"])
+        .arg(&data)
+        .output()
+        .await?;
+    if !script.status.success() {
+        return Ok(None);
+    }
+    Ok(legs_of(&String::from_utf8_lossy(&script.stdout)))
+}
+
+/// [`Legs`] from `perf script` lines (`TIME: syscalls:sys_enter_NAME: fd:
+/// 0x.., ...`). A socket whose first traced call is a read is a client's,
+/// one whose first is a write an upstream's (the proxy speaks first there).
+fn legs_of(script: &str) -> Option<Legs> {
+    let mut upstream_side = std::collections::HashMap::new();
+    let (mut request, mut answer) = (Vec::new(), Vec::new());
+    let (mut client_read, mut upstream_read) = (None, None);
+    for line in script.lines() {
+        let mut words = line.split_whitespace();
+        let (Some(time), Some(event), Some("fd:"), Some(fd)) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            continue;
+        };
+        let Ok(time) = time.trim_end_matches(':').parse::<f64>() else {
+            continue;
+        };
+        let write = event.contains("writev");
+        let upstream = *upstream_side.entry(fd.to_owned()).or_insert(write);
+        match (upstream, write) {
+            (false, false) => client_read = Some(time),
+            (true, true) => {
+                if let Some(read) = client_read.take() {
+                    request.push((time - read) * 1e6);
+                }
+            }
+            (true, false) => upstream_read = Some(time),
+            (false, true) => {
+                if let Some(read) = upstream_read.take() {
+                    answer.push((time - read) * 1e6);
+                }
+            }
+        }
+    }
+    if request.is_empty() || answer.is_empty() {
+        return None;
+    }
+    Some(Legs {
+        request_us: median(request),
+        answer_us: median(answer),
     })
 }
 
@@ -592,6 +692,7 @@ async fn bench() -> anyhow::Result<()> {
     let mut halting: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
     let mut polling: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
     let mut full: Vec<Vec<(Run, f64)>> = vec![Vec::new(); targets.len()];
+    let mut traced: Vec<Vec<Legs>> = vec![Vec::new(); targets.len()];
     for round in 0..rounds {
         // Rotate the order, so no target always runs first or last.
         let order: Vec<usize> = (0..targets.len())
@@ -614,6 +715,15 @@ async fn bench() -> anyhow::Result<()> {
                     targets[i].name, run.p50_us, run.p99_us
                 );
                 polling[i].push(run);
+            }
+        }
+        for i in [1, 2] {
+            if let Some(l) = legs(targets[i].pid, &oha_bin, &targets[i].url, &key, 3).await? {
+                eprintln!(
+                    "round {round} {:<32} {RATE} req/s, traced: request leg {:>4.0} µs, answer leg {:>4.0} µs",
+                    targets[i].name, l.request_us, l.answer_us
+                );
+                traced[i].push(l);
             }
         }
         for &i in &order {
@@ -668,6 +778,38 @@ async fn bench() -> anyhow::Result<()> {
     };
     report("halting idle (the machine's default)", &|f| Some(f.halting));
     report("polling idle (PM QoS 0 µs)", &|f| f.polling);
+    let leg = |i: usize| {
+        let l = &traced[i];
+        (!l.is_empty()).then(|| {
+            (
+                median(l.iter().map(|l| l.request_us).collect()),
+                median(l.iter().map(|l| l.answer_us).collect()),
+            )
+        })
+    };
+    match (leg(1), leg(2)) {
+        (Some((b_req, b_ans)), Some((c_req, c_ans))) => {
+            println!("inside the proxy per request at {RATE} req/s, between its syscalls (perf):");
+            println!(
+                "  {:<34} {:>12} {:>11} {:>8}",
+                "target", "request leg", "answer leg", "total"
+            );
+            for (i, (req, ans)) in [(1, (b_req, b_ans)), (2, (c_req, c_ans))] {
+                println!(
+                    "  {:<34} {:>9.0} µs {:>8.0} µs {:>5.0} µs",
+                    targets[i].name,
+                    req,
+                    ans,
+                    req + ans
+                );
+            }
+            println!(
+                "  (c) spends {:+.0} µs per request more than (b)",
+                c_req + c_ans - b_req - b_ans
+            );
+        }
+        _ => println!("inside the proxy: not measured (needs perf and root)"),
+    }
     println!("at full load:");
     println!("  {:<34} {:>10} {:>12}", "target", "req/s", "CPU µs/req");
     for (t, fig) in targets.iter().zip(&f) {
