@@ -97,6 +97,7 @@ pub async fn closing(
     mut shutdown: watch::Receiver<bool>,
 ) -> &'static str {
     tokio::select! {
+        biased;
         () = activity.idle(idle_timeout) => "idle",
         _ = shutdown.wait_for(|stop| *stop) => "shutdown",
     }

@@ -343,7 +343,10 @@ pub async fn serve(
             };
             let connection = builder.serve_connection(TokioIo::new(io), service);
             let mut connection = std::pin::pin!(connection);
+            // `biased`: polled in order, without drawing a random number
+            // at each of the several wake-ups a request makes here.
             let ended = tokio::select! {
+                biased;
                 ended = connection.as_mut() => ended,
                 why = closing => {
                     tracing::trace!(%peer, why, "closing an HTTP connection");
