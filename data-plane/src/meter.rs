@@ -40,23 +40,42 @@ fn client_closed_status() -> StatusCode {
     StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
 }
 
-/// What is known about one request so far.
-pub struct Meter {
-    metrics: Arc<Metrics>,
-    started: Instant,
+/// What the request's log line and metrics name, filled in as the request
+/// passes the stages.
+pub struct Known {
     request_id: HeaderValue,
     /// The key, once known: its label and team are logged.
     pub key: Option<Arc<Key>>,
     pub model: String,
     pub model_group: String,
     pub deployment: String,
+    pub stream: bool,
+}
+
+impl Known {
+    fn new(request_id: HeaderValue) -> Known {
+        Known {
+            request_id,
+            key: None,
+            model: String::new(),
+            model_group: String::new(),
+            deployment: String::new(),
+            stream: false,
+        }
+    }
+}
+
+/// What is known about one request so far.
+pub struct Meter {
+    metrics: Arc<Metrics>,
+    started: Instant,
+    pub known: Known,
     /// The status answered; `None` until then.
     status: Option<StatusCode>,
     /// The error code answered, empty on success.
     code: String,
     /// Whether the whole answer has been sent.
     finished: bool,
-    pub stream: bool,
 }
 
 impl Meter {
@@ -65,15 +84,10 @@ impl Meter {
         Meter {
             metrics,
             started: Instant::now(),
-            request_id: request_id.clone(),
-            key: None,
-            model: String::new(),
-            model_group: String::new(),
-            deployment: String::new(),
+            known: Known::new(request_id.clone()),
             status: None,
             code: String::new(),
             finished: false,
-            stream: false,
         }
     }
 
@@ -120,14 +134,9 @@ impl Drop for Meter {
         let over = Over {
             metrics: Arc::clone(&self.metrics),
             took,
-            request_id: std::mem::replace(&mut self.request_id, HeaderValue::from_static("")),
-            key: self.key.take(),
-            model: std::mem::take(&mut self.model),
-            model_group: std::mem::take(&mut self.model_group),
-            deployment: std::mem::take(&mut self.deployment),
             status,
             code: left.map_or_else(|| std::mem::take(&mut self.code), str::to_owned),
-            stream: self.stream,
+            known: std::mem::replace(&mut self.known, Known::new(HeaderValue::from_static(""))),
         };
         // hyper drops a body as soon as it has buffered the last bytes,
         // before it writes them out: recording here would put the log line
@@ -146,42 +155,38 @@ impl Drop for Meter {
 struct Over {
     metrics: Arc<Metrics>,
     took: Duration,
-    request_id: HeaderValue,
-    key: Option<Arc<Key>>,
-    model: String,
-    model_group: String,
-    deployment: String,
     status: StatusCode,
     code: String,
-    stream: bool,
+    known: Known,
 }
 
 impl Drop for Over {
     fn drop(&mut self) {
         let status = self.status.as_u16();
+        let known = &mut self.known;
         tracing::info!(
-            request_id = self.request_id.to_str().unwrap_or_default(),
-            key = self
+            request_id = known.request_id.to_str().unwrap_or_default(),
+            key = known
                 .key
                 .as_deref()
                 .map(auth::key_label)
                 .unwrap_or_default()
                 .as_ref(),
-            team = self.key.as_deref().map_or("", |k| k.team_id.as_str()),
-            model = self.model.as_str(),
-            model_group = self.model_group.as_str(),
-            deployment = self.deployment.as_str(),
+            team = known.key.as_deref().map_or("", |k| k.team_id.as_str()),
+            model = known.model.as_str(),
+            model_group = known.model_group.as_str(),
+            deployment = known.deployment.as_str(),
             status,
             code = self.code.as_str(),
-            stream = self.stream,
+            stream = known.stream,
             latency_ms = u64::try_from(self.took.as_millis()).unwrap_or(u64::MAX),
             "request"
         );
         // The labels take the strings rather than copy them.
         self.metrics.request_done(
             &RequestLabels {
-                model_group: std::mem::take(&mut self.model_group),
-                deployment: std::mem::take(&mut self.deployment),
+                model_group: std::mem::take(&mut known.model_group),
+                deployment: std::mem::take(&mut known.deployment),
                 status,
                 code: std::mem::take(&mut self.code),
             },

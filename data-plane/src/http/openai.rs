@@ -84,7 +84,7 @@ async fn complete(
         authenticate(&config, req.headers())?
     };
     let key = &key;
-    meter.key = Some(Arc::clone(key));
+    meter.known.key = Some(Arc::clone(key));
 
     let limits = state.limits;
     request::check_headers(req.headers(), limits.max_body_bytes).map_err(request_error)?;
@@ -101,8 +101,8 @@ async fn complete(
         ReadError::Io(detail) => ApiError::invalid_request(None, detail),
     })?;
     let parsed = request::parse(endpoint, body).map_err(request_error)?;
-    meter.model = parsed.model.clone();
-    meter.stream = parsed.stream;
+    meter.known.model = parsed.model.clone();
+    meter.known.stream = parsed.stream;
 
     let group = {
         let _span =
@@ -123,7 +123,7 @@ async fn complete(
             Decision::NotFound { model } => return Err(ApiError::model_not_found(&model).into()),
         }
     };
-    meter.model_group = group.name().to_owned();
+    meter.known.model_group = group.name().to_owned();
 
     // Retries, cooldowns and fallbacks will loop here, excluding what failed
     // (see `router`).
@@ -131,7 +131,7 @@ async fn complete(
         return Err(ApiError::no_healthy_deployment(group.name()).into());
     };
     let deployment_id = &deployment.deployment().id;
-    meter.deployment.clone_from(deployment_id);
+    meter.known.deployment.clone_from(deployment_id);
     let upstream_model = providers::upstream_model(deployment.deployment(), &parsed.model);
     let timeout = timeout_for(&config, deployment);
     let call = Call {
