@@ -263,19 +263,13 @@ async fn answer_mock(call: Call<'_>) -> Answer {
 pub fn random_hex(n: usize) -> String {
     use rand::RngCore;
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    // Drawn at once: the thread's generator is looked up once, not per byte.
+    let mut bytes = vec![0u8; n];
+    rand::rng().fill_bytes(&mut bytes);
     let mut out = String::with_capacity(2 * n);
-    let mut rng = rand::rng();
-    let mut bytes = [0u8; 32];
-    let mut left = n;
-    while left > 0 {
-        // One draw per 32 bytes: the thread's generator is found once.
-        let chunk = &mut bytes[..left.min(32)];
-        rng.fill_bytes(chunk);
-        for &b in chunk.iter() {
-            out.push(char::from(DIGITS[usize::from(b >> 4)]));
-            out.push(char::from(DIGITS[usize::from(b & 15)]));
-        }
-        left -= chunk.len();
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
     }
     out
 }
