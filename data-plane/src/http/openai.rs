@@ -11,7 +11,9 @@
 //! table) here, except an upstream error in OpenAI's shape, which is relayed
 //! as the upstream sent it.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::body::{Bytes, Incoming};
@@ -88,13 +90,16 @@ async fn complete(
 
     let limits = state.limits;
     request::check_headers(req.headers(), limits.max_body_bytes).map_err(request_error)?;
-    let body = tokio::time::timeout(
-        limits.body_read_timeout,
-        request::read_body(req.into_body(), limits.max_body_bytes),
-    )
-    .await
-    .map_err(|_| ApiError::request_timeout(limits.body_read_timeout))?
-    .map_err(|e| match e {
+    let mut reading = std::pin::pin!(request::read_body(req.into_body(), limits.max_body_bytes));
+    // A small body comes in the same packets as its headers: read it without
+    // arming a timer; only a body still on its way is timed.
+    let read = match std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await {
+        Poll::Ready(read) => read,
+        Poll::Pending => tokio::time::timeout(limits.body_read_timeout, reading)
+            .await
+            .map_err(|_| ApiError::request_timeout(limits.body_read_timeout))?,
+    };
+    let body = read.map_err(|e| match e {
         ReadError::Request(e) => request_error(e),
         // The client's connection broke mid-body: nobody will read the
         // answer, but it still gets one in the right shape.
