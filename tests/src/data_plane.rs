@@ -279,6 +279,25 @@ impl DataPlane {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
+
+    /// Waits until the snapshot cache on disk (written in the background)
+    /// holds at least `revision`.
+    pub async fn wait_for_cache(&self, revision: i64, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let at = self
+                .metric("sluice_config_cache_revision")
+                .await
+                .unwrap_or(0.0) as i64;
+            if at >= revision {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the cache holds revision {at}, not {revision}, after {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// The first sample of metric `name` in a Prometheus text exposition.

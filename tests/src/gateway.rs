@@ -37,7 +37,7 @@ pub struct Gateway {
     /// The newest revision any admin write returned.
     pub revision: AtomicI64,
     pub cp: ControlPlane,
-    _etcd: EtcdServer,
+    pub etcd: EtcdServer,
     /// Logs and snapshot caches.
     pub dir: tempfile::TempDir,
 }
@@ -80,7 +80,7 @@ impl Gateway {
             http: crate::http_client(),
             revision: AtomicI64::new(0),
             cp,
-            _etcd: etcd,
+            etcd,
             dir,
         }
     }

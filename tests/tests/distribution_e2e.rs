@@ -71,23 +71,6 @@ fn prost_types_duration(d: Duration) -> sluice_proto::prost_types::Duration {
     }
 }
 
-/// The cache is written in the background: wait until it holds `revision`.
-async fn wait_for_cache(dp: &DataPlane, revision: i64) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while (dp
-        .metric("sluice_config_cache_revision")
-        .await
-        .unwrap_or(0.0) as i64)
-        < revision
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "cache never reached {revision}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn assert_matches_etcd(dp: &DataPlane, store: &EtcdStore) {
     let (want, _) = expected(store).await;
     let got = objects_of(&dp.config().await.unwrap());
@@ -324,7 +307,7 @@ async fn cold_start_without_a_control_plane_serves_from_the_cache_unless_corrupt
     let r = create_team(&admin, "cached").await.unwrap();
     wait_all(&admin, r, 1).await;
     let applied = dp.config().await.unwrap();
-    wait_for_cache(&dp, r).await;
+    dp.wait_for_cache(r, WAIT).await.unwrap();
     dp.kill();
     cp.kill();
 

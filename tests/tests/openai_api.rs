@@ -391,6 +391,58 @@ fn in_seconds(s: u64) -> sluice_proto::prost_types::Timestamp {
     }
 }
 
+/// Answers as with everything up: a call reaches the upstream, a model the
+/// key may not use is refused, an unknown key is refused.
+async fn answers_from_memory(gw: &Gateway, key: &str, when: &str) {
+    let calls = gw.upstream.requests().len();
+    let answer = gw.chat(key, "gpt-4o").await;
+    assert_eq!(answer.status, 200, "{when}: {}", answer.text);
+    assert_eq!(
+        gw.upstream.requests().len(),
+        calls + 1,
+        "{when}: the call reached the upstream"
+    );
+    gw.chat(key, "o1")
+        .await
+        .assert_error(403, "model_access_denied");
+    gw.chat("sk-never-issued", "gpt-4o")
+        .await
+        .assert_error(401, "invalid_api_key");
+}
+
+/// Static stability (DESIGN §6) where users see it: requests are decided
+/// from the data plane's memory, so losing etcd, then the control plane, then
+/// restarting the data plane itself (from its snapshot cache) changes no
+/// answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_are_answered_with_etcd_and_the_control_plane_gone() {
+    let mut gw = Gateway::start(1).await;
+    gw.deploy_openai("gpt-4o", GPT_4O_UPSTREAM).await;
+    gw.deploy_openai("o1", "o1").await;
+    let key = gw.key(None, &["gpt-4o"]).await;
+    gw.sync().await;
+    let revision = gw.revision.load(std::sync::atomic::Ordering::SeqCst);
+    gw.planes[0].wait_for_cache(revision, WAIT).await.unwrap();
+    answers_from_memory(&gw, &key, "everything up").await;
+
+    gw.etcd.stop();
+    answers_from_memory(&gw, &key, "etcd down").await;
+
+    gw.cp.kill();
+    answers_from_memory(&gw, &key, "etcd and the control plane down").await;
+
+    gw.planes[0].restart().unwrap();
+    gw.planes[0].wait_ready(WAIT).await.unwrap();
+    answers_from_memory(&gw, &key, "the data plane restarted with nothing to reach").await;
+    assert!(
+        gw.planes[0]
+            .log()
+            .contains("serving from the snapshot cache until the control plane answers"),
+        "it started from its cache:\n{}",
+        gw.planes[0].log()
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Forwarding: what the upstream sees.
 // ---------------------------------------------------------------------------
