@@ -1,13 +1,14 @@
 //! Stage 5 of the request path: account for the request once it is over.
 //!
 //! A [`Meter`] is created when an OpenAI API request arrives and filled in as
-//! the request passes the stages. When it is dropped (when the handler
-//! returns, or, riding in the answer's body ([`Meter::relay`]), when the last
-//! byte is sent or the client goes away) it records `sluice_requests_total`,
-//! the request duration and the in-flight gauge, and writes the request's one
-//! log line: in a task of its own, so that this happens after the answer's
-//! last bytes are written rather than before. The in-flight gauge goes down
-//! last: none in flight means every request is recorded.
+//! the request passes the stages. It rides in the answer's body
+//! ([`Meter::relay`], [`Meter::ride`]); when it is dropped (after the last
+//! byte is written or the client went away: the connection lets an answer's
+//! body go after the write, [`crate::http::carrying_released_after_write`];
+//! or when the handler is dropped unanswered) it records
+//! `sluice_requests_total`, the request duration and the in-flight gauge, and
+//! writes the request's one log line. The in-flight gauge goes down last: none
+//! in flight means every request is recorded.
 //!
 //! A client that leaves before its answer is complete is recorded with code
 //! `client_closed_request`, and with status 499 (nginx's convention) if it
@@ -17,10 +18,10 @@
 //! The log line names the key by alias or prefix, never by the key.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use hyper::StatusCode;
 use hyper::header::HeaderValue;
+use hyper::{Response, StatusCode};
 use sluice_proto::admin::v1::Key;
 
 use crate::auth;
@@ -106,6 +107,12 @@ impl Meter {
         carrying(body, self)
     }
 
+    /// An answer made whole (after [`Meter::answered`]), with the meter
+    /// riding in its body.
+    pub fn ride(self, resp: Response<Body>) -> Response<Body> {
+        resp.map(|body| carrying(body, self))
+    }
+
     /// The status, and the code when it is not the one recorded: a client
     /// that left shows.
     fn outcome(&self) -> (StatusCode, Option<&'static str>) {
@@ -131,38 +138,10 @@ impl Drop for Meter {
     fn drop(&mut self) {
         let took = self.started.elapsed();
         let (status, left) = self.outcome();
-        let over = Over {
-            metrics: Arc::clone(&self.metrics),
-            took,
-            status,
-            code: left.map_or_else(|| std::mem::take(&mut self.code), str::to_owned),
-            known: std::mem::replace(&mut self.known, Known::new(HeaderValue::from_static(""))),
-        };
-        // hyper drops a body as soon as it has buffered the last bytes,
-        // before it writes them out: recording here would put the log line
-        // and the metrics between the answer and the client. A task of its
-        // own runs once the connection's task has written and yielded. A
-        // task dropped unrun (its runtime shutting down) records as it
-        // drops, so no request goes unrecorded either way.
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(async move { drop(over) })),
-            Err(_) => drop(over),
+        let status = status.as_u16();
+        if let Some(left) = left {
+            left.clone_into(&mut self.code);
         }
-    }
-}
-
-/// A request that is over, recorded (metrics and log line) when dropped.
-struct Over {
-    metrics: Arc<Metrics>,
-    took: Duration,
-    status: StatusCode,
-    code: String,
-    known: Known,
-}
-
-impl Drop for Over {
-    fn drop(&mut self) {
-        let status = self.status.as_u16();
         let known = &mut self.known;
         tracing::info!(
             request_id = known.request_id.to_str().unwrap_or_default(),
@@ -179,7 +158,7 @@ impl Drop for Over {
             status,
             code = self.code.as_str(),
             stream = known.stream,
-            latency_ms = u64::try_from(self.took.as_millis()).unwrap_or(u64::MAX),
+            latency_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
             "request"
         );
         // The labels take the strings rather than copy them.
@@ -190,7 +169,7 @@ impl Drop for Over {
                 status,
                 code: std::mem::take(&mut self.code),
             },
-            self.took,
+            took,
         );
         // Last: no request in flight means every one is recorded.
         self.metrics.request_ended();
@@ -239,32 +218,23 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_request_is_recorded_once_the_task_that_answered_it_yields() {
-        // That task writes the answer out before it yields.
+    #[test]
+    fn an_answer_made_whole_counts_once_its_body_is_let_go() {
         let metrics = Arc::new(Metrics::new());
         let mut meter = Meter::start(metrics.clone(), &HeaderValue::from_static("r1"));
-        meter.answered(StatusCode::OK, "");
-        drop(meter);
-        assert!(!requests(&metrics, "200", ""), "recorded before the yield");
+        meter.answered(StatusCode::NOT_FOUND, "model_not_found");
+        let resp = meter.ride(Response::new(
+            Full::new(Bytes::from("{}"))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        ));
         assert!(metrics.encode().contains("sluice_requests_in_flight 1"));
-        tokio::task::yield_now().await;
-        assert!(requests(&metrics, "200", ""), "{}", metrics.encode());
-        assert!(metrics.encode().contains("sluice_requests_in_flight 0"));
-    }
-
-    #[test]
-    fn a_request_over_as_its_runtime_stops_is_still_recorded() {
-        let metrics = Arc::new(Metrics::new());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async {
-            let mut meter = Meter::start(metrics.clone(), &HeaderValue::from_static("r1"));
-            meter.answered(StatusCode::OK, "");
-        });
-        drop(runtime);
-        assert!(requests(&metrics, "200", ""), "{}", metrics.encode());
+        drop(resp);
+        assert!(
+            requests(&metrics, "404", "model_not_found"),
+            "{}",
+            metrics.encode()
+        );
         assert!(metrics.encode().contains("sluice_requests_in_flight 0"));
     }
 
@@ -280,7 +250,6 @@ mod tests {
         );
         assert!(!requests(&metrics, "200", ""), "counted before it was sent");
         body.collect().await.expect("body");
-        tokio::task::yield_now().await;
         assert!(requests(&metrics, "200", ""), "{}", metrics.encode());
         assert!(metrics.encode().contains("sluice_requests_in_flight 0"));
     }
@@ -300,7 +269,6 @@ mod tests {
         body.frame().await.expect("a frame").expect("data");
         assert!(hyper::body::Body::is_end_stream(&body));
         drop(body);
-        tokio::task::yield_now().await;
         assert!(requests(&metrics, "200", ""), "{}", metrics.encode());
     }
 
@@ -315,7 +283,6 @@ mod tests {
         let mut body = meter.relay(StatusCode::OK, StreamBody::new(chunks).boxed_unsync());
         body.frame().await.expect("a first chunk").expect("data");
         drop(body);
-        tokio::task::yield_now().await;
         assert!(
             requests(&metrics, "200", CLIENT_CLOSED),
             "{}",

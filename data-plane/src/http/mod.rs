@@ -83,23 +83,47 @@ pub trait Carried: Send + Unpin + 'static {
 pub fn carrying(body: Body, carried: impl Carried) -> Body {
     Carrying {
         body,
-        carried,
+        carried: Some(carried),
         ended: false,
+        release_after_write: false,
+    }
+    .boxed_unsync()
+}
+
+/// [`carrying`], for the outermost layer of an answer's body: once hyper is
+/// done with the body, everything in it (this layer and the ones inside: the
+/// request's meter, the upstream's timer and deadline) is let go in a task
+/// of its own rather than at once. hyper drops a body as soon as it has
+/// buffered the last bytes, before it writes them out, so letting go there
+/// (metrics, the log line, timers) would stand between the answer and the
+/// client; the task runs once the connection's task has written them and
+/// yielded. A task dropped unrun (its runtime shutting down) lets go as it
+/// is dropped, so nothing goes unrecorded either way.
+pub fn carrying_released_after_write(body: Body, carried: impl Carried) -> Body {
+    Carrying {
+        body,
+        carried: Some(carried),
+        ended: false,
+        release_after_write: true,
     }
     .boxed_unsync()
 }
 
 struct Carrying<T: Carried> {
     body: Body,
-    carried: T,
+    /// Taken only when let go after the write.
+    carried: Option<T>,
     ended: bool,
+    release_after_write: bool,
 }
 
 impl<T: Carried> Carrying<T> {
     fn end(&mut self, outcome: Result<(), ()>) {
         if !self.ended {
             self.ended = true;
-            self.carried.ended(outcome);
+            if let Some(carried) = &mut self.carried {
+                carried.ended(outcome);
+            }
         }
     }
 }
@@ -138,7 +162,24 @@ impl<T: Carried> Drop for Carrying<T> {
         if hyper::body::Body::is_end_stream(&self.body) {
             self.end(Ok(()));
         }
+        if self.release_after_write
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let body = std::mem::replace(&mut self.body, empty_body());
+            let carried = self.carried.take();
+            // The body first, the carried value last, as fields drop.
+            drop(runtime.spawn(async move {
+                drop(body);
+                drop(carried);
+            }));
+        }
     }
+}
+
+fn empty_body() -> Body {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// How long a client may take to send a request's headers (and how long an
@@ -373,7 +414,7 @@ pub async fn serve(
 /// The answer, keeping its request counted as in flight on its connection
 /// until the body has been sent (or abandoned).
 fn in_flight_until_sent(resp: Response<Body>, in_flight: connection::InFlight) -> Response<Body> {
-    resp.map(|body| carrying(body, in_flight))
+    resp.map(|body| carrying_released_after_write(body, in_flight))
 }
 
 /// Binds `address` (`host:port`), for `serve`.
@@ -601,6 +642,7 @@ fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     #[test]
     fn token_check() {
@@ -621,5 +663,83 @@ mod tests {
         assert!(!token_matches(Some(&token), &headers));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("dp-token"));
         assert!(!token_matches(Some(&token), &headers));
+    }
+
+    /// Counts its own release, and whether it was told the body ended.
+    struct Probe {
+        released: Arc<AtomicUsize>,
+        ended: Arc<AtomicBool>,
+    }
+
+    impl Carried for Probe {
+        fn ended(&mut self, outcome: Result<(), ()>) {
+            self.ended.store(outcome.is_ok(), Ordering::SeqCst);
+        }
+    }
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            self.released.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A two-layer answer body, as a relayed answer is: a probe inside (where
+    /// the meter rides) and one in the outer layer (the in-flight mark), and
+    /// the counts of their releases and ends.
+    fn answer_body() -> (Body, [Arc<AtomicUsize>; 2], Arc<AtomicBool>) {
+        let released = [Arc::default(), Arc::default()];
+        let ended = Arc::new(AtomicBool::new(false));
+        let probe = |i: usize| Probe {
+            released: Arc::clone(&released[i]),
+            ended: Arc::clone(&ended),
+        };
+        let inner = carrying(
+            Full::new(Bytes::from("{}"))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+            probe(0),
+        );
+        (
+            carrying_released_after_write(inner, probe(1)),
+            released,
+            ended,
+        )
+    }
+
+    fn count(released: &[Arc<AtomicUsize>; 2]) -> [usize; 2] {
+        released.each_ref().map(|r| r.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn an_answer_body_is_let_go_once_the_task_that_sent_it_yields() {
+        // As hyper sends a body of known length: it takes the last frame,
+        // sees the end, drops the body, then writes and yields.
+        let (mut body, released, ended) = answer_body();
+        body.frame().await.expect("a frame").expect("data");
+        assert!(hyper::body::Body::is_end_stream(&body));
+        drop(body);
+        assert_eq!(count(&released), [0, 0], "let go before the write");
+        tokio::task::yield_now().await;
+        assert_eq!(count(&released), [1, 1]);
+        assert!(ended.load(Ordering::SeqCst), "told it was sent whole");
+    }
+
+    #[test]
+    fn an_answer_body_is_let_go_even_if_its_runtime_stops_first() {
+        let (body, released, _) = answer_body();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async { drop(body) });
+        assert_eq!(count(&released), [0, 0], "the task has not run");
+        drop(runtime);
+        assert_eq!(count(&released), [1, 1]);
+    }
+
+    #[test]
+    fn without_a_runtime_an_answer_body_is_let_go_at_once() {
+        let (body, released, _) = answer_body();
+        drop(body);
+        assert_eq!(count(&released), [1, 1]);
     }
 }

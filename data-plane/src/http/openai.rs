@@ -45,12 +45,12 @@ pub async fn completion(
         Ok(answer) => relay(answer, meter),
         Err(Failure::Api(e)) => {
             meter.answered(e.status, e.code.unwrap_or_default());
-            super::error_response(&e)
+            meter.ride(super::error_response(&e))
         }
         Err(Failure::Relayed { status, body }) => {
             meter.answered(status, "upstream_error");
             // The upstream's body, as it sent it.
-            json_response(status, body)
+            meter.ride(json_response(status, body))
         }
     }
 }
