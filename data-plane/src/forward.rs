@@ -149,11 +149,12 @@ pub async fn forward(
             let response = upstream
                 .send(&prepared.route, request, call.timeout)
                 .await?;
+            let first_byte = started.elapsed();
             let deployment = DeploymentLabel::new(&call.deployment.deployment().id);
-            metrics.upstream_first_byte(&deployment, started.elapsed());
             let (parts, body) = response.into_parts();
             let status = parts.status;
             if !status.is_success() {
+                metrics.upstream_first_byte(&deployment, first_byte);
                 let body = read_error_body(body).await;
                 metrics.upstream_done(&deployment, started.elapsed());
                 let openai_error = is_openai_error(&body);
@@ -171,12 +172,18 @@ pub async fn forward(
             let event_stream = content_type
                 .to_str()
                 .is_ok_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+            // A stream's time to first byte is news while it lasts; a whole
+            // answer's is recorded with its end, after the answer is written.
+            if event_stream {
+                metrics.upstream_first_byte(&deployment, first_byte);
+            }
             // Recorded when the body ends or is dropped, whichever comes
             // first: the timer travels with the body.
             let timer = UpstreamTimer {
                 metrics: Arc::clone(metrics),
                 deployment,
                 started,
+                first_byte: (!event_stream).then_some(first_byte),
             };
             Ok(Answer {
                 status,
@@ -188,17 +195,23 @@ pub async fn forward(
     }
 }
 
-/// Records the upstream leg's duration when dropped.
+/// Records the upstream leg's duration when dropped (and its time to first
+/// byte, when not recorded already).
 struct UpstreamTimer {
     metrics: Arc<Metrics>,
     deployment: DeploymentLabel,
     started: Instant,
+    first_byte: Option<Duration>,
 }
 
 impl Carried for UpstreamTimer {}
 
 impl Drop for UpstreamTimer {
     fn drop(&mut self) {
+        if let Some(first_byte) = self.first_byte {
+            self.metrics
+                .upstream_first_byte(&self.deployment, first_byte);
+        }
         self.metrics
             .upstream_done(&self.deployment, self.started.elapsed());
     }
