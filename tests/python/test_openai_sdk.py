@@ -7,6 +7,7 @@ and a mock upstream, creates the deployments and a key, and passes them here:
     SLUICE_TEST_BASE_URL            http://127.0.0.1:PORT/v1
     SLUICE_TEST_KEY                 a Sluice key allowed the models below
     SLUICE_TEST_MODEL               a chat model the key may use
+    SLUICE_TEST_SLASHED_MODEL       a chat model the key may use, named `vendor/model`
     SLUICE_TEST_EMBEDDING_MODEL     an embedding model the key may use
     SLUICE_TEST_DENIED_MODEL        a deployed model the key may not use
     SLUICE_TEST_MISSING_MODEL       a model the key may use that nothing serves
@@ -94,6 +95,15 @@ def test_models_list_shows_only_what_the_key_may_use(client):
 def test_models_retrieve(client):
     model = client.models.retrieve(env("SLUICE_TEST_MODEL"))
     assert model.id == env("SLUICE_TEST_MODEL")
+
+
+def test_a_model_named_with_a_slash(client):
+    # The SDK percent-encodes the name in the path: /models/vendor%2Fmodel.
+    slashed = env("SLUICE_TEST_SLASHED_MODEL")
+    assert client.models.retrieve(slashed).id == slashed
+    assert slashed in {model.id for model in client.models.list()}
+    completion = client.chat.completions.create(model=slashed, messages=MESSAGES)
+    assert completion.choices[0].message.content == env("SLUICE_TEST_EXPECTED_TEXT")
 
 
 def test_an_unknown_key_raises_authentication_error():

@@ -1344,6 +1344,12 @@ async fn malformed_requests_get_documented_errors_and_the_gateway_keeps_serving(
             want: Want::OneOf(&[404, 405]),
         },
         Case {
+            name: "a model path that is not UTF-8 once percent-decoded",
+            request: raw("GET", "/v1/models/gpt-4o%FF", &[auth], b""),
+            half_close: false,
+            want: bad(Some("model")),
+        },
+        Case {
             name: "an unknown route",
             request: raw("POST", "/v1/no-such-route", &[auth, json_type], valid.as_bytes()),
             half_close: false,
@@ -1491,6 +1497,7 @@ async fn the_official_openai_python_sdk_works_against_the_gateway() {
     limited.fail_with(429, "rate_limit_exceeded");
     gw.deploy_openai("gpt-4o", GPT_4O_UPSTREAM).await;
     gw.deploy_openai("gpt-4o-mini", "gpt-4o-mini").await;
+    gw.deploy_openai("vendor/chat-model", "gpt-4o").await;
     gw.deploy_openai("text-embedding-3-small", "text-embedding-3-small")
         .await;
     gw.deploy(openai_deployment(&failing, "failing", "gpt-4o"))
@@ -1502,6 +1509,7 @@ async fn the_official_openai_python_sdk_works_against_the_gateway() {
             None,
             &[
                 "gpt-4o",
+                "vendor/chat-model",
                 "text-embedding-3-small",
                 "retired-model",
                 "failing",
@@ -1517,6 +1525,7 @@ async fn the_official_openai_python_sdk_works_against_the_gateway() {
         .env("SLUICE_TEST_BASE_URL", gw.url("/v1"))
         .env("SLUICE_TEST_KEY", &key)
         .env("SLUICE_TEST_MODEL", "gpt-4o")
+        .env("SLUICE_TEST_SLASHED_MODEL", "vendor/chat-model")
         .env("SLUICE_TEST_EMBEDDING_MODEL", "text-embedding-3-small")
         .env("SLUICE_TEST_DENIED_MODEL", "gpt-4o-mini")
         .env("SLUICE_TEST_MISSING_MODEL", "retired-model")

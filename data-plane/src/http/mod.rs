@@ -8,7 +8,7 @@
 //! | `GET /metrics` | Prometheus metrics ([`crate::metrics`]) |
 //! | `GET /debug/config` | the applied config as a protobuf `sluice.config.v1.Snapshot`, literal provider `api_key`s redacted; needs the data-plane token |
 //! | `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings` (and without `/v1`) | the OpenAI API ([`openai`]) |
-//! | `GET /v1/models`, `GET /v1/models/{model}` (and without `/v1`) | the models the key may use, OpenAI's list / model objects |
+//! | `GET /v1/models`, `GET /v1/models/{model}` (and without `/v1`; `{model}` percent-decoded, as SDKs encode `vendor/model`) | the models the key may use, OpenAI's list / model objects |
 //! | a known path, another method | 405, OpenAI's error shape |
 //! | anything else | 404, OpenAI's error shape |
 //!
@@ -33,6 +33,7 @@ pub mod connection;
 pub mod error;
 pub mod openai;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -485,6 +486,19 @@ fn endpoint(path: &str) -> Option<Endpoint> {
 }
 
 /// `Some(None)` for the models list, `Some(Some(id))` for one model.
+/// The model a `/v1/models/{model}` path names, percent-decoded: SDKs encode
+/// the name (`vendor%2Fmodel`), and `vendor/model` sent as is works too.
+fn path_model(segment: &str) -> Result<Cow<'_, str>, ApiError> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| {
+            ApiError::invalid_request(
+                Some("model"),
+                "the model in the path is not UTF-8 once percent-decoded".into(),
+            )
+        })
+}
+
 fn models_path(path: &str) -> Option<Option<&str>> {
     let rest = path
         .strip_prefix("/v1")
@@ -515,7 +529,9 @@ pub async fn route(
     if let Some(model) = models_path(path) {
         let answer = match (method == Method::GET, model) {
             (true, None) => openai::list_models(state, req.headers()),
-            (true, Some(model)) => openai::get_model(state, req.headers(), model),
+            (true, Some(model)) => {
+                path_model(model).and_then(|model| openai::get_model(state, req.headers(), &model))
+            }
             (false, _) => Err(ApiError::method_not_allowed(method.as_str(), path, "GET")),
         };
         return answer.unwrap_or_else(|e| error_response(&e));
@@ -663,6 +679,26 @@ mod tests {
         assert!(!token_matches(Some(&token), &headers));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("dp-token"));
         assert!(!token_matches(Some(&token), &headers));
+    }
+
+    #[test]
+    fn the_models_paths_name_their_model_percent_decoded() {
+        assert_eq!(models_path("/v1/models"), Some(None));
+        assert_eq!(models_path("/models/"), Some(None));
+        assert_eq!(models_path("/v1/models/gpt-4o"), Some(Some("gpt-4o")));
+        assert_eq!(models_path("/v1/modelsx"), None);
+        assert_eq!(models_path("/v1/chat/completions"), None);
+        let model = |segment| path_model(segment).map(Cow::into_owned);
+        assert_eq!(model("vendor%2Fmodel").unwrap(), "vendor/model");
+        assert_eq!(model("vendor/model").unwrap(), "vendor/model");
+        assert_eq!(model("a%20b").unwrap(), "a b");
+        assert_eq!(model("ft:gpt-4o:org:x:1").unwrap(), "ft:gpt-4o:org:x:1");
+        // A lone or broken escape is kept as written, as browsers do.
+        assert_eq!(model("100%").unwrap(), "100%");
+        assert_eq!(model("%zz").unwrap(), "%zz");
+        let refused = path_model("%FF").expect_err("not UTF-8");
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert_eq!(refused.param.as_deref(), Some("model"));
     }
 
     /// Counts its own release, and whether it was told the body ended.
