@@ -6,7 +6,9 @@
 //! - slow and idle clients are cut by the header, body and idle timeouts,
 //!   while a request waiting on a slow upstream is not;
 //! - every request is counted in the metrics and logged once, with its key's
-//!   alias but never the key.
+//!   alias but never the key;
+//! - an HTTP/2 client (cleartext, prior knowledge) gets many answers at once
+//!   on one connection, streamed ones included.
 
 use std::time::{Duration, Instant};
 
@@ -543,4 +545,70 @@ async fn every_request_is_counted_and_logged_once_without_its_key() {
         true
     );
     gw.assert_logs_hold_none_of(&[&key, UPSTREAM_KEY]);
+}
+
+// ---------------------------------------------------------------------------
+// HTTP/2 without TLS.
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_http2_client_gets_many_answers_at_once_on_one_connection() {
+    let gw = Gateway::start(1).await;
+    gw.deploy_openai("gpt-4o", "gpt-4o-2024-08-06").await;
+    let key = gw.key(None, &["gpt-4o"]).await;
+    gw.sync().await;
+    // Prior knowledge: HTTP/2 from the first byte, one connection for all.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let url = gw.url("/v1/chat/completions");
+    let post = |body: Value| {
+        h2.post(&url)
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+
+    let mut streamed = chat_body("gpt-4o");
+    streamed["stream"] = json!(true);
+    let stream = post(streamed);
+    let whole = futures::future::join_all((0..20).map(|_| post(chat_body("gpt-4o"))));
+    let (stream, whole) = tokio::join!(stream, whole);
+    for answer in whole {
+        let answer = answer.expect("answered");
+        assert_eq!(answer.version(), reqwest::Version::HTTP_2);
+        assert_eq!(answer.status(), 200);
+        let body: Value = serde_json::from_str(&answer.text().await.expect("body")).expect("JSON");
+        assert!(
+            body["choices"][0]["message"]["content"].is_string(),
+            "{body}"
+        );
+    }
+    let stream = stream.expect("stream answered");
+    assert_eq!(stream.version(), reqwest::Version::HTTP_2);
+    assert_eq!(stream.status(), 200);
+    assert_eq!(
+        stream.headers()["content-type"],
+        "text/event-stream",
+        "relayed as Server-Sent Events"
+    );
+    let events = stream.text().await.expect("the whole stream");
+    assert!(
+        events.matches("data: ").count() > 2 && events.contains("data: [DONE]"),
+        "{events}"
+    );
+
+    assert_eq!(
+        gw.upstream.requests().len(),
+        21,
+        "each reached the upstream once"
+    );
+    let metrics = gw.planes[0].metrics_once_idle().await.unwrap();
+    assert_eq!(
+        requests(&metrics, "200", ""),
+        21,
+        "each counted once: {metrics}"
+    );
 }
