@@ -553,48 +553,58 @@ async fn every_request_is_counted_and_logged_once_without_its_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_http2_client_gets_many_answers_at_once_on_one_connection() {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+
     let gw = Gateway::start(1).await;
     gw.deploy_openai("gpt-4o", "gpt-4o-2024-08-06").await;
     let key = gw.key(None, &["gpt-4o"]).await;
     gw.sync().await;
-    // Prior knowledge: HTTP/2 from the first byte, one connection for all.
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .expect("client");
+    // One TCP connection, HTTP/2 from its first byte (prior knowledge).
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(connect_to(&gw).await),
+    )
+    .await
+    .expect("h2c handshake");
+    tokio::spawn(connection);
     let url = gw.url("/v1/chat/completions");
     let post = |body: Value| {
-        h2.post(&url)
-            .bearer_auth(&key)
+        let mut sender = sender.clone();
+        let request = hyper::Request::post(&url)
+            .header("authorization", format!("Bearer {key}"))
             .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("request");
+        async move {
+            let answer = sender.send_request(request).await.expect("answered");
+            let (parts, body) = answer.into_parts();
+            let body = body.collect().await.expect("the whole body").to_bytes();
+            (parts, String::from_utf8(body.to_vec()).expect("UTF-8"))
+        }
     };
 
     let mut streamed = chat_body("gpt-4o");
     streamed["stream"] = json!(true);
-    let stream = post(streamed);
-    let whole = futures::future::join_all((0..20).map(|_| post(chat_body("gpt-4o"))));
-    let (stream, whole) = tokio::join!(stream, whole);
-    for answer in whole {
-        let answer = answer.expect("answered");
-        assert_eq!(answer.version(), reqwest::Version::HTTP_2);
-        assert_eq!(answer.status(), 200);
-        let body: Value = serde_json::from_str(&answer.text().await.expect("body")).expect("JSON");
+    let (stream, whole) = tokio::join!(
+        post(streamed),
+        futures::future::join_all((0..20).map(|_| post(chat_body("gpt-4o"))))
+    );
+    for (parts, body) in whole {
+        assert_eq!(parts.version, hyper::Version::HTTP_2);
+        assert_eq!(parts.status, 200, "{body}");
+        let body: Value = serde_json::from_str(&body).expect("JSON");
         assert!(
             body["choices"][0]["message"]["content"].is_string(),
             "{body}"
         );
     }
-    let stream = stream.expect("stream answered");
-    assert_eq!(stream.version(), reqwest::Version::HTTP_2);
-    assert_eq!(stream.status(), 200);
+    let (parts, events) = stream;
+    assert_eq!(parts.status, 200, "{events}");
     assert_eq!(
-        stream.headers()["content-type"],
-        "text/event-stream",
+        parts.headers["content-type"], "text/event-stream",
         "relayed as Server-Sent Events"
     );
-    let events = stream.text().await.expect("the whole stream");
     assert!(
         events.matches("data: ").count() > 2 && events.contains("data: [DONE]"),
         "{events}"
