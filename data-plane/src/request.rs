@@ -73,6 +73,21 @@ impl RequestError {
     }
 }
 
+/// A body [`parse`] refused, with the model it names when that much of it
+/// was sound (a bad `stream` or `messages`): the request's log line and
+/// metrics name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub error: RequestError,
+    pub model: Option<String>,
+}
+
+impl From<RequestError> for Refused {
+    fn from(error: RequestError) -> Self {
+        Refused { error, model: None }
+    }
+}
+
 /// A checked request: what routing and forwarding need, and the original
 /// bytes.
 #[derive(Debug, Clone)]
@@ -177,7 +192,7 @@ pub enum ReadError {
 }
 
 /// Checks `body` for `endpoint` and locates its `model`.
-pub fn parse(endpoint: Endpoint, body: Bytes) -> Result<Parsed, RequestError> {
+pub fn parse(endpoint: Endpoint, body: Bytes) -> Result<Parsed, Refused> {
     let fields = {
         let mut de = serde_json::Deserializer::from_slice(&body);
         let fields = TopLevel::deserialize(&mut de).map_err(|e| {
@@ -198,7 +213,8 @@ pub fn parse(endpoint: Endpoint, body: Bytes) -> Result<Parsed, RequestError> {
         return Err(RequestError::invalid(
             Some("model"),
             "Missing `model`: name the model to call, e.g. \"model\": \"gpt-4o\"",
-        ));
+        )
+        .into());
     };
     let model = match serde_json::from_str::<String>(raw_model.get()) {
         Ok(m) if !m.trim().is_empty() => m,
@@ -206,7 +222,8 @@ pub fn parse(endpoint: Endpoint, body: Bytes) -> Result<Parsed, RequestError> {
             return Err(RequestError::invalid(
                 Some("model"),
                 "`model` is empty: name the model to call",
-            ));
+            )
+            .into());
         }
         Err(_) => {
             return Err(RequestError::invalid(
@@ -215,17 +232,22 @@ pub fn parse(endpoint: Endpoint, body: Bytes) -> Result<Parsed, RequestError> {
                     "`model` must be a string, got {}",
                     JsonType::of(raw_model).describe()
                 ),
-            ));
+            )
+            .into());
         }
+    };
+    let refused = |error: RequestError| Refused {
+        error,
+        model: Some(model.clone()),
     };
     let stream = match fields.stream.map(JsonType::of) {
         None | Some(JsonType::Null) => false,
         Some(JsonType::Bool) => raw_is_true(fields.stream),
         Some(other) => {
-            return Err(RequestError::invalid(
+            return Err(refused(RequestError::invalid(
                 Some("stream"),
                 format!("`stream` must be true or false, got {}", other.describe()),
-            ));
+            )));
         }
     };
     let (name, allowed) = endpoint.required_input();
@@ -235,21 +257,21 @@ pub fn parse(endpoint: Endpoint, body: Bytes) -> Result<Parsed, RequestError> {
         .and_then(|i| fields.inputs[i]);
     match input.map(JsonType::of) {
         None => {
-            return Err(RequestError::invalid(
+            return Err(refused(RequestError::invalid(
                 Some(name),
                 format!("Missing `{name}`: this endpoint needs it"),
-            ));
+            )));
         }
         Some(found) if !allowed.contains(&found) => {
             let want: Vec<_> = allowed.iter().map(|t| t.describe()).collect();
-            return Err(RequestError::invalid(
+            return Err(refused(RequestError::invalid(
                 Some(name),
                 format!(
                     "`{name}` must be {}, got {}",
                     want.join(" or "),
                     found.describe()
                 ),
-            ));
+            )));
         }
         Some(_) => {}
     }
@@ -262,10 +284,10 @@ pub fn parse(endpoint: Endpoint, body: Bytes) -> Result<Parsed, RequestError> {
         != Some(true)
     {
         // Cannot happen with a borrowed RawValue; refusing beats corrupting.
-        return Err(RequestError::invalid(
+        return Err(refused(RequestError::invalid(
             Some("model"),
             "`model` could not be located in the body",
-        ));
+        )));
     }
     Ok(Parsed {
         model,
@@ -405,14 +427,48 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn parse_str(endpoint: Endpoint, body: &str) -> Result<Parsed, RequestError> {
+    fn parse_str(endpoint: Endpoint, body: &str) -> Result<Parsed, Refused> {
         parse(endpoint, Bytes::copy_from_slice(body.as_bytes()))
     }
 
-    fn param_of(r: Result<Parsed, RequestError>) -> Option<&'static str> {
+    fn param_of(r: Result<Parsed, Refused>) -> Option<&'static str> {
         match r {
-            Err(RequestError::Invalid { param, .. }) => param,
+            Err(Refused {
+                error: RequestError::Invalid { param, .. },
+                ..
+            }) => param,
             other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    fn model_of_refused(endpoint: Endpoint, body: &str) -> Option<String> {
+        parse_str(endpoint, body).expect_err("refused").model
+    }
+
+    #[test]
+    fn a_refused_body_names_its_model_once_the_model_is_sound() {
+        let chat = Endpoint::ChatCompletions;
+        // Refused for another field: the model is known, for the log line.
+        for body in [
+            r#"{"model":"gpt-4o","messages":"hi"}"#,
+            r#"{"model":"gpt-4o","messages":[],"stream":"yes"}"#,
+            r#"{"model":"gpt-4o"}"#,
+        ] {
+            assert_eq!(
+                model_of_refused(chat, body).as_deref(),
+                Some("gpt-4o"),
+                "{body}"
+            );
+        }
+        // Refused before a model could be read: none.
+        for body in [
+            r#"{"model":"gpt-4o","messages":[]"#,
+            r#"{"model":42,"messages":[]}"#,
+            r#"{"model":" ","messages":[]}"#,
+            r#"{"messages":[]}"#,
+            r#"{"model":"a","model":"b","messages":[]}"#,
+        ] {
+            assert_eq!(model_of_refused(chat, body), None, "{body}");
         }
     }
 

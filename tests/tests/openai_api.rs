@@ -786,9 +786,12 @@ async fn https_upstreams_behind_an_egress_proxy_are_reached_through_a_tunnel() {
     let certs = TestCerts::generate().expect("openssl makes certificates");
     let ca = certs.ca_file();
     let proxy = ConnectProxy::start().await.unwrap();
+    // One worker: each worker has its own upstream client, so a second
+    // request arriving on a new client connection (handed to the next
+    // worker) would rightly open a second tunnel.
     let gw = Gateway::start_with_env(
         1,
-        &["--upstream-ca-file", ca.to_str().unwrap()],
+        &["--upstream-ca-file", ca.to_str().unwrap(), "--workers", "1"],
         &[("HTTPS_PROXY", &proxy.url())],
     )
     .await;

@@ -450,6 +450,12 @@ async fn every_request_is_counted_and_logged_once_without_its_key() {
         ),
         ("req-denied", key.clone(), chat_body("gpt-4o-mini"), 403),
         ("req-no-model", key.clone(), json!({"messages": []}), 400),
+        (
+            "req-bad-messages",
+            key.clone(),
+            json!({"model": "gpt-4o", "messages": "hi"}),
+            400,
+        ),
     ];
     for (id, bearer, body, status) in sent.clone() {
         assert_eq!(send(id, bearer, body).await, status, "{id}");
@@ -465,7 +471,7 @@ async fn every_request_is_counted_and_logged_once_without_its_key() {
     );
     assert_eq!(
         requests(&metrics, "400", "invalid_request_error"),
-        1,
+        2,
         "{metrics}"
     );
     assert!(
@@ -479,7 +485,7 @@ async fn every_request_is_counted_and_logged_once_without_its_key() {
     );
     assert_eq!(
         histogram_count(&metrics, "sluice_request_duration_seconds"),
-        5,
+        6,
         "{metrics}"
     );
     assert_eq!(
@@ -543,6 +549,14 @@ async fn every_request_is_counted_and_logged_once_without_its_key() {
             .find(|l| l["fields"]["request_id"] == "req-stream")
             .unwrap()["fields"]["stream"],
         true
+    );
+    // Refused for its messages, not its model: the line names the model.
+    assert_eq!(
+        lines
+            .iter()
+            .find(|l| l["fields"]["request_id"] == "req-bad-messages")
+            .unwrap()["fields"]["model"],
+        "gpt-4o"
     );
     gw.assert_logs_hold_none_of(&[&key, UPSTREAM_KEY]);
 }

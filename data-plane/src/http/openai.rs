@@ -105,7 +105,14 @@ async fn complete(
         // answer, but it still gets one in the right shape.
         ReadError::Io(detail) => ApiError::invalid_request(None, detail),
     })?;
-    let parsed = request::parse(endpoint, body).map_err(request_error)?;
+    let parsed = request::parse(endpoint, body).map_err(|refused| {
+        // A body refused for another field still names its model in the
+        // request's log line.
+        if let Some(model) = refused.model {
+            meter.known.model = model;
+        }
+        request_error(refused.error)
+    })?;
     meter.known.model = parsed.model.clone();
     meter.known.stream = parsed.stream;
 
