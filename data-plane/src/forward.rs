@@ -276,13 +276,19 @@ async fn answer_mock(call: Call<'_>) -> Answer {
 pub fn random_hex(n: usize) -> String {
     use rand::RngCore;
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    // Drawn at once: the thread's generator is looked up once, not per byte.
-    let mut bytes = vec![0u8; n];
-    rand::rng().fill_bytes(&mut bytes);
     let mut out = String::with_capacity(2 * n);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    // The thread's generator is looked up once, and drawn from once per 32
+    // bytes into the stack: a request id is one draw and no allocation but
+    // the string's.
+    let mut rng = rand::rng();
+    let mut bytes = [0u8; 32];
+    for start in (0..n).step_by(bytes.len()) {
+        let chunk = &mut bytes[..(n - start).min(32)];
+        rng.fill_bytes(chunk);
+        for &b in chunk.iter() {
+            out.push(char::from(DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(DIGITS[usize::from(b & 15)]));
+        }
     }
     out
 }

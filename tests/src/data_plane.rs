@@ -264,36 +264,42 @@ impl DataPlane {
 
     /// Waits until the applied revision is at least `revision`.
     pub async fn wait_for_revision(&self, revision: i64, within: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + within;
-        loop {
-            let at = self.metric("sluice_config_revision").await.unwrap_or(0.0) as i64;
-            if at >= revision {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
+        self.wait_for_metric("sluice_config_revision", revision, within)
+            .await
+            .map_err(|at| {
+                anyhow::anyhow!(
                     "at revision {at}, not {revision}, after {within:?}:\n{}",
                     self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+                )
+            })
     }
 
     /// Waits until the snapshot cache on disk (written in the background)
     /// holds at least `revision`.
     pub async fn wait_for_cache(&self, revision: i64, within: Duration) -> anyhow::Result<()> {
+        self.wait_for_metric("sluice_config_cache_revision", revision, within)
+            .await
+            .map_err(|at| {
+                anyhow::anyhow!("the cache holds revision {at}, not {revision}, after {within:?}")
+            })
+    }
+
+    /// Polls the revision gauge `metric` until it reaches `revision`; on
+    /// timeout, the revision it held.
+    async fn wait_for_metric(
+        &self,
+        metric: &str,
+        revision: i64,
+        within: Duration,
+    ) -> Result<(), i64> {
         let deadline = Instant::now() + within;
         loop {
-            let at = self
-                .metric("sluice_config_cache_revision")
-                .await
-                .unwrap_or(0.0) as i64;
+            let at = self.metric(metric).await.unwrap_or(0.0) as i64;
             if at >= revision {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the cache holds revision {at}, not {revision}, after {within:?}");
+                return Err(at);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

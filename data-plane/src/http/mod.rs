@@ -82,13 +82,7 @@ pub trait Carried: Send + Unpin + 'static {
 /// `body` carrying `carried`, its size hint kept (so a known length is still
 /// sent as `content-length`, not chunked).
 pub fn carrying(body: Body, carried: impl Carried) -> Body {
-    Carrying {
-        body,
-        carried: Some(carried),
-        ended: false,
-        release_after_write: false,
-    }
-    .boxed_unsync()
+    Carrying::boxed(body, carried, false)
 }
 
 /// [`carrying`], for the outermost layer of an answer's body: once hyper is
@@ -101,13 +95,7 @@ pub fn carrying(body: Body, carried: impl Carried) -> Body {
 /// yielded. A task dropped unrun (its runtime shutting down) lets go as it
 /// is dropped, so nothing goes unrecorded either way.
 pub fn carrying_released_after_write(body: Body, carried: impl Carried) -> Body {
-    Carrying {
-        body,
-        carried: Some(carried),
-        ended: false,
-        release_after_write: true,
-    }
-    .boxed_unsync()
+    Carrying::boxed(body, carried, true)
 }
 
 struct Carrying<T: Carried> {
@@ -119,6 +107,16 @@ struct Carrying<T: Carried> {
 }
 
 impl<T: Carried> Carrying<T> {
+    fn boxed(body: Body, carried: T, release_after_write: bool) -> Body {
+        Carrying {
+            body,
+            carried: Some(carried),
+            ended: false,
+            release_after_write,
+        }
+        .boxed_unsync()
+    }
+
     fn end(&mut self, outcome: Result<(), ()>) {
         if !self.ended {
             self.ended = true;
@@ -485,7 +483,6 @@ fn endpoint(path: &str) -> Option<Endpoint> {
     }
 }
 
-/// `Some(None)` for the models list, `Some(Some(id))` for one model.
 /// The model a `/v1/models/{model}` path names, percent-decoded: SDKs encode
 /// the name (`vendor%2Fmodel`), and `vendor/model` sent as is works too.
 fn path_model(segment: &str) -> Result<Cow<'_, str>, ApiError> {
@@ -499,6 +496,7 @@ fn path_model(segment: &str) -> Result<Cow<'_, str>, ApiError> {
         })
 }
 
+/// `Some(None)` for the models list, `Some(Some(id))` for one model.
 fn models_path(path: &str) -> Option<Option<&str>> {
     let rest = path
         .strip_prefix("/v1")
