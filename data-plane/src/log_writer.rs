@@ -3,16 +3,21 @@
 //! Every API request writes one log line ([`crate::meter`]). Writing each
 //! with its own `write(2)`, or handing it to a writer thread that must be
 //! woken, costs more CPU than most of the request path. So request lines
-//! wait in the buffer until it fills or the next flush tick
-//! ([`FLUSH_EVERY`], run by [`LogWriter::flush_periodically`]); any other
-//! line (lifecycle, warnings, errors) flushes the buffer at once, so those
-//! are visible immediately and lines stay in order. The binary flushes on
-//! shutdown and before a panic message.
+//! wait in the buffer until it fills or [`FLUSH_EVERY`] after the first of
+//! them ([`LogWriter::flush_periodically`]); any other line (lifecycle,
+//! warnings, errors) flushes the buffer at once, so those are visible
+//! immediately and lines stay in order. The binary flushes on shutdown and
+//! before a panic message.
+//!
+//! The flusher sleeps until a request line lands in an empty buffer: an idle
+//! data plane (a sidecar next to a quiet application) does not wake up ten
+//! times a second to flush nothing.
 
 use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// The longest a request's log line waits in the buffer.
@@ -26,6 +31,8 @@ type Shared = Arc<Mutex<BufWriter<Box<dyn Write + Send>>>>;
 #[derive(Clone)]
 pub struct LogWriter {
     out: Shared,
+    /// Told when a line waits in a buffer that was empty.
+    waiting: Arc<Notify>,
 }
 
 impl LogWriter {
@@ -37,6 +44,7 @@ impl LogWriter {
         let out: Box<dyn Write + Send> = Box::new(out);
         LogWriter {
             out: Arc::new(Mutex::new(BufWriter::with_capacity(BUFFER_BYTES, out))),
+            waiting: Arc::new(Notify::new()),
         }
     }
 
@@ -45,12 +53,14 @@ impl LogWriter {
         let _ = lock(&self.out).flush();
     }
 
-    /// Flushes every [`FLUSH_EVERY`], forever.
+    /// Flushes [`FLUSH_EVERY`] after a request line lands in an empty
+    /// buffer, forever.
     pub async fn flush_periodically(self) {
-        let mut tick = tokio::time::interval(FLUSH_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            // A notification while this sleeps or flushes is kept (one
+            // permit): at worst one flush finds the buffer already empty.
+            self.waiting.notified().await;
+            tokio::time::sleep(FLUSH_EVERY).await;
             self.flush();
         }
     }
@@ -66,16 +76,28 @@ fn lock(out: &Shared) -> MutexGuard<'_, BufWriter<Box<dyn Write + Send>>> {
 /// drops it.
 pub struct Line<'a> {
     out: &'a Shared,
+    waiting: &'a Notify,
     flush: bool,
+    /// Some of this line went into an empty buffer: nothing else will flush
+    /// it unless the flusher is told.
+    into_empty: bool,
+}
+
+impl Line<'_> {
+    fn buffered(&mut self) -> MutexGuard<'_, BufWriter<Box<dyn Write + Send>>> {
+        let out = lock(self.out);
+        self.into_empty |= out.buffer().is_empty();
+        out
+    }
 }
 
 impl Write for Line<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        lock(self.out).write(buf)
+        self.buffered().write(buf)
     }
 
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        lock(self.out).write_all(buf)
+        self.buffered().write_all(buf)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -87,6 +109,8 @@ impl Drop for Line<'_> {
     fn drop(&mut self) {
         if self.flush {
             let _ = lock(self.out).flush();
+        } else if self.into_empty {
+            self.waiting.notify_one();
         }
     }
 }
@@ -97,14 +121,18 @@ impl<'a> MakeWriter<'a> for LogWriter {
     fn make_writer(&'a self) -> Line<'a> {
         Line {
             out: &self.out,
+            waiting: &self.waiting,
             flush: true,
+            into_empty: false,
         }
     }
 
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Line<'a> {
         Line {
             out: &self.out,
+            waiting: &self.waiting,
             flush: meta.target() != crate::meter::LOG_TARGET,
+            into_empty: false,
         }
     }
 }
@@ -112,7 +140,7 @@ impl<'a> MakeWriter<'a> for LogWriter {
 /// A sink tests can read what was written to.
 #[cfg(test)]
 #[derive(Clone, Default)]
-pub(crate) struct Sink(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Sink(Arc<Mutex<Vec<u8>>>, Arc<std::sync::atomic::AtomicUsize>);
 
 #[cfg(test)]
 impl Write for Sink {
@@ -121,6 +149,7 @@ impl Write for Sink {
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }
@@ -129,6 +158,11 @@ impl Write for Sink {
 impl Sink {
     pub(crate) fn text(&self) -> String {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// How many times the writer was flushed.
+    pub(crate) fn flushes(&self) -> usize {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -175,8 +209,37 @@ mod tests {
         tracing::subscriber::with_default(subscriber(writer.clone()), || {
             tracing::info!(target: "sluice_data_plane::meter", request_id = "r3", "request");
         });
-        tokio::spawn(writer.flush_periodically());
+        tokio::spawn(writer.clone().flush_periodically());
         tokio::time::sleep(FLUSH_EVERY * 2).await;
         assert!(sink.text().contains("r3"), "{}", sink.text());
+
+        // Lines that come later, into an empty buffer, are flushed too.
+        tracing::subscriber::with_default(subscriber(writer.clone()), || {
+            tracing::info!(target: "sluice_data_plane::meter", request_id = "r4", "request");
+        });
+        tokio::time::sleep(FLUSH_EVERY / 2).await;
+        tracing::subscriber::with_default(subscriber(writer.clone()), || {
+            tracing::info!(target: "sluice_data_plane::meter", request_id = "r5", "request");
+        });
+        assert!(!sink.text().contains("r4"), "flushed before its time");
+        tokio::time::sleep(FLUSH_EVERY).await;
+        let text = sink.text();
+        assert!(text.contains("r4") && text.contains("r5"), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_writer_does_not_wake_to_flush_nothing() {
+        let sink = Sink::default();
+        let writer = LogWriter::new(sink.clone());
+        tokio::spawn(writer.clone().flush_periodically());
+        tokio::time::sleep(FLUSH_EVERY * 100).await;
+        assert_eq!(sink.flushes(), 0);
+
+        tracing::subscriber::with_default(subscriber(writer.clone()), || {
+            tracing::info!(target: "sluice_data_plane::meter", request_id = "r6", "request");
+        });
+        tokio::time::sleep(FLUSH_EVERY * 100).await;
+        assert!(sink.text().contains("r6"));
+        assert_eq!(sink.flushes(), 1, "one line, one flush");
     }
 }

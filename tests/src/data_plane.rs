@@ -151,6 +151,25 @@ impl DataPlane {
         crate::control_plane::rss_of(self.pid()?)
     }
 
+    /// How many times the process's threads have been switched in so far
+    /// (voluntary and not), from /proc: each wake-up is one.
+    pub fn context_switches(&self) -> Option<u64> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid()?)).ok()?;
+        let mut switches = 0;
+        for task in tasks.flatten() {
+            // A thread that ended since the listing counts no more.
+            let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+                continue;
+            };
+            switches += status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        Some(switches)
+    }
+
     /// Restarts pointed at other control planes (same node id and cache).
     pub fn restart_with(&mut self, control_planes: &[String]) -> anyhow::Result<()> {
         self.control_planes = control_planes.to_vec();

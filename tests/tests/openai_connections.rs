@@ -8,7 +8,9 @@
 //! - every request is counted in the metrics and logged once, with its key's
 //!   alias but never the key;
 //! - an HTTP/2 client (cleartext, prior knowledge) gets many answers at once
-//!   on one connection, streamed ones included.
+//!   on one connection, streamed ones included;
+//! - an idle data plane sleeps: no timer wakes it to flush an empty log
+//!   buffer.
 
 use std::time::{Duration, Instant};
 
@@ -635,4 +637,33 @@ async fn an_http2_client_gets_many_answers_at_once_on_one_connection() {
         21,
         "each counted once: {metrics}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Idle.
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_data_plane_sleeps() {
+    let gw = Gateway::start(1).await;
+    gw.deploy_openai("gpt-4o", "gpt-4o-2024-08-06").await;
+    let key = gw.key(None, &["gpt-4o"]).await;
+    gw.sync().await;
+    // A request leaves a log line to flush and a keep-alive connection open.
+    let answer = gw.chat(&key, "gpt-4o").await;
+    assert_eq!(answer.status, 200);
+    let id = answer.headers["x-request-id"].to_str().expect("ASCII");
+    let dp = &gw.planes[0];
+    eventually(Duration::from_secs(5), "the request's log line", || {
+        dp.log().contains(id)
+    })
+    .await;
+
+    let before = dp.context_switches().expect("running");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let woken = dp.context_switches().expect("running") - before;
+    // A log flush every 100 ms alone was 20 or more. What may rightly fall
+    // in the window: a keep-alive ping on the config stream, a far timer
+    // moving down the timer wheel.
+    assert!(woken <= 8, "woken {woken} times in 2 s of idleness");
 }
