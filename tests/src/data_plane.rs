@@ -2,6 +2,7 @@
 //! pointed at one or more control planes, and reads its health, metrics and
 //! applied configuration over HTTP. Killed on drop.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -151,21 +152,26 @@ impl DataPlane {
         crate::control_plane::rss_of(self.pid()?)
     }
 
-    /// How many times the process's threads have been switched in so far
-    /// (voluntary and not), from /proc: each wake-up is one.
-    pub fn context_switches(&self) -> Option<u64> {
+    /// How many times each of the process's threads (by id) has been
+    /// switched in so far, voluntarily or not, from /proc: each wake-up is
+    /// one.
+    pub fn context_switches(&self) -> Option<BTreeMap<u32, u64>> {
         let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid()?)).ok()?;
-        let mut switches = 0;
+        let mut switches = BTreeMap::new();
         for task in tasks.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
             // A thread that ended since the listing counts no more.
             let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
                 continue;
             };
-            switches += status
+            let count = status
                 .lines()
                 .filter(|l| l.contains("ctxt_switches:"))
                 .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
-                .sum::<u64>();
+                .sum();
+            switches.insert(tid, count);
         }
         Some(switches)
     }
