@@ -209,6 +209,13 @@ fn shutdown_signal() -> impl Future<Output = ()> {
 }
 
 async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
+    // One stream per data plane, and a fleet has thousands: the soft limit a
+    // container often starts with (1,024) would refuse them long before the
+    // hard one.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
     let stop_requested = shutdown_signal();
     let key = master_key(args.master_key_file.as_ref())?;
     let tls = args.server_tls()?;

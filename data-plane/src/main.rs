@@ -245,6 +245,14 @@ async fn main() -> anyhow::Result<()> {
     sluice_data_plane::allocator::tune();
     let args = Args::parse();
     let log_writer = init_tracing(args.log_format);
+    // Each client connection and each upstream one is a file, and a
+    // container's soft limit is often 1,024 (containerd 2 keeps systemd's
+    // 1024:524288, expecting servers to raise their own): connections would
+    // be refused long before the machine runs short.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
     let stop_requested = shutdown_signal();
     let flusher = tokio::spawn(log_writer.clone().flush_periodically());
     let stream_tls = control_plane_tls(&args)?;
