@@ -47,6 +47,16 @@ impl Gateway {
         Self::start_with_args(data_planes, &[]).await
     }
 
+    /// One data plane serving `model` (from the mock upstream, as
+    /// `upstream_model`), and a key allowed it, in force everywhere.
+    pub async fn serving(model: &str, upstream_model: &str) -> (Gateway, String) {
+        let gw = Self::start(1).await;
+        gw.deploy_openai(model, upstream_model).await;
+        let key = gw.key(None, &[model]).await;
+        gw.sync().await;
+        (gw, key)
+    }
+
     /// Like [`Gateway::start`], each data plane with more command-line
     /// arguments.
     pub async fn start_with_args(data_planes: usize, args: &[&str]) -> Gateway {

@@ -40,7 +40,7 @@ async fn a_low_open_files_limit_is_raised_so_connections_are_not_refused() {
     Resource::NOFILE
         .set(LOW_SOFT_LIMIT, hard)
         .expect("lowering the soft limit");
-    let gw = Gateway::start(1).await;
+    let (gw, key) = Gateway::serving("gpt-4o", "gpt-4o-2024-08-06").await;
     // The test itself needs more than the low limit for its own clients.
     Resource::NOFILE
         .set(soft, hard)
@@ -54,9 +54,6 @@ async fn a_low_open_files_limit_is_raised_so_connections_are_not_refused() {
         assert_eq!(soft, hard, "the {what}'s soft limit was not raised");
     }
 
-    gw.deploy_openai("gpt-4o", "gpt-4o-2024-08-06").await;
-    let key = gw.key(None, &["gpt-4o"]).await;
-    gw.sync().await;
     // Every connection is opened, and kept, before any request is sent: the
     // data plane holds them all at once.
     let mut senders = Vec::new();

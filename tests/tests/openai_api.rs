@@ -856,10 +856,7 @@ fn event_data(event: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stream_is_relayed_chunk_by_chunk() {
-    let gw = Gateway::start(1).await;
-    gw.deploy_openai("gpt-4o", GPT_4O_UPSTREAM).await;
-    let key = gw.key(None, &["gpt-4o"]).await;
-    gw.sync().await;
+    let (gw, key) = Gateway::serving("gpt-4o", GPT_4O_UPSTREAM).await;
 
     let gate = gw.upstream.hold_streams();
     let r = gw.start_stream(&key, "gpt-4o").await;

@@ -572,10 +572,7 @@ async fn an_http2_client_gets_many_answers_at_once_on_one_connection() {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
 
-    let gw = Gateway::start(1).await;
-    gw.deploy_openai("gpt-4o", "gpt-4o-2024-08-06").await;
-    let key = gw.key(None, &["gpt-4o"]).await;
-    gw.sync().await;
+    let (gw, key) = Gateway::serving("gpt-4o", "gpt-4o-2024-08-06").await;
     // One TCP connection, HTTP/2 from its first byte (prior knowledge).
     let (sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -645,10 +642,7 @@ async fn an_http2_client_gets_many_answers_at_once_on_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idle_data_plane_sleeps() {
-    let gw = Gateway::start(1).await;
-    gw.deploy_openai("gpt-4o", "gpt-4o-2024-08-06").await;
-    let key = gw.key(None, &["gpt-4o"]).await;
-    gw.sync().await;
+    let (gw, key) = Gateway::serving("gpt-4o", "gpt-4o-2024-08-06").await;
     // A request leaves a log line to flush and a keep-alive connection open.
     let answer = gw.chat(&key, "gpt-4o").await;
     assert_eq!(answer.status, 200);
