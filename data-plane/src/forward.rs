@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Bytes, Frame};
-use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 
 use crate::http::{Body, BoxError, Carried, carrying};
@@ -48,6 +48,15 @@ const MAX_ERROR_BODY: usize = 1024 * 1024;
 /// The request id header, read from clients, sent upstream, returned on every
 /// answer.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The headers of an upstream's error answer that are relayed with it: they
+/// tell the client when to try again (OpenAI's SDKs wait that long before
+/// retrying a 429 or 5xx). The upstream's other headers describe its account
+/// (rate-limit counters) or connection, and stay here.
+pub const RELAYED_ERROR_HEADERS: [HeaderName; 2] = [
+    header::RETRY_AFTER,
+    HeaderName::from_static("retry-after-ms"),
+];
 
 /// An upstream's answer, ready to relay.
 pub struct Answer {
@@ -71,12 +80,16 @@ pub enum UpstreamError {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     /// The upstream answered an error status. `openai_error` tells whether
-    /// `body` is OpenAI's error shape, which is then relayed as is.
+    /// `body` is OpenAI's error shape, which is then relayed as is;
+    /// `relayed` holds its [`RELAYED_ERROR_HEADERS`].
     #[error("the upstream answered {status}")]
     Status {
         status: StatusCode,
         body: Bytes,
         openai_error: bool,
+        /// Boxed: an error path's, and it would double the size of every
+        /// `Result` that carries an `UpstreamError`.
+        relayed: Box<HeaderMap>,
     },
 }
 
@@ -158,10 +171,17 @@ pub async fn forward(
                 let body = read_error_body(body).await;
                 metrics.upstream_done(&deployment, started.elapsed());
                 let openai_error = is_openai_error(&body);
+                let mut relayed = Box::new(HeaderMap::new());
+                for name in RELAYED_ERROR_HEADERS {
+                    if let Some(value) = parts.headers.get(&name) {
+                        relayed.insert(name, value.clone());
+                    }
+                }
                 return Err(UpstreamError::Status {
                     status,
                     body,
                     openai_error,
+                    relayed,
                 });
             }
             let content_type = parts
@@ -303,6 +323,7 @@ mod tests {
             status: StatusCode::from_u16(s).expect("status"),
             body: Bytes::new(),
             openai_error: false,
+            relayed: Box::default(),
         };
         assert!(status(429).is_retryable());
         assert!(status(503).is_retryable());

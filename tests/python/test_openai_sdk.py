@@ -163,3 +163,7 @@ def test_an_upstream_429_raises_rate_limit_error(client):
             model=env("SLUICE_TEST_RATE_LIMITED_MODEL"), messages=MESSAGES
         )
     assert caught.value.status_code == 429
+    # The upstream's advice on when to retry reaches the SDK, whose own
+    # retries (max_retries > 0) wait that long.
+    assert caught.value.response.headers["retry-after-ms"] == "2000"
+    assert caught.value.response.headers["retry-after"] == "2"

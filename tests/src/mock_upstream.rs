@@ -28,6 +28,7 @@ use std::time::Duration;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
+use hyper::header::HeaderValue;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -50,6 +51,11 @@ pub const PROMPT_TOKENS: u64 = 11;
 pub const COMPLETION_TOKENS: u64 = 7;
 /// The vector every embedding answer carries, once per input.
 pub const EMBEDDING: [f32; 4] = [0.25, -0.5, 0.75, 1.0];
+/// What a forced 429 or 503 says about retrying, as OpenAI's and Azure's
+/// do: `retry-after` (seconds) and `retry-after-ms`. It also reports its
+/// account's rate-limit counters (`x-ratelimit-remaining-requests: 0`).
+pub const RETRY_AFTER: &str = "2";
+pub const RETRY_AFTER_MS: &str = "2000";
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -113,6 +119,7 @@ impl StreamGate {
 #[derive(Default)]
 struct Behaviour {
     latency: Duration,
+    /// Status and body (JSON, or text when a string).
     failure: Option<(u16, Value)>,
     gate: Option<Arc<Notify>>,
 }
@@ -266,6 +273,12 @@ impl MockUpstream {
         self.shared.behaviour.lock().unwrap().failure = Some((status, body));
     }
 
+    /// Answers every request with `status` and `text` as a plain-text body
+    /// (a load balancer's error page, say) until [`MockUpstream::succeed`].
+    pub fn fail_with_text(&self, status: u16, text: &str) {
+        self.shared.behaviour.lock().unwrap().failure = Some((status, Value::from(text)));
+    }
+
     /// Answers normally again, with no latency.
     pub fn succeed(&self) {
         let mut b = self.shared.behaviour.lock().unwrap();
@@ -396,7 +409,26 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
     }
     if let Some((status, body)) = failure {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return Ok(json_response(status, &body));
+        let mut response = match body.as_str() {
+            Some(text) => full(status, "text/plain", text.to_owned()),
+            None => json_response(status, &body),
+        };
+        if [
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ]
+        .contains(&status)
+        {
+            let headers = response.headers_mut();
+            for (name, value) in [
+                ("retry-after", RETRY_AFTER),
+                ("retry-after-ms", RETRY_AFTER_MS),
+                ("x-ratelimit-remaining-requests", "0"),
+            ] {
+                headers.insert(name, HeaderValue::from_static(value));
+            }
+        }
+        return Ok(response);
     }
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return Ok(error(

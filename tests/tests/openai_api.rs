@@ -635,12 +635,20 @@ async fn upstream_failures_come_back_in_openai_shape() {
     failing.fail_with(500, "server_error");
     let refusing = MockUpstream::start().await.unwrap();
     refusing.fail_with(400, "context_length_exceeded");
+    let limited = MockUpstream::start().await.unwrap();
+    limited.fail_with(429, "rate_limit_exceeded");
+    let unavailable = MockUpstream::start().await.unwrap();
+    unavailable.fail_with_text(503, "<html>503 Service Temporarily Unavailable</html>");
     let slow = MockUpstream::start().await.unwrap();
     slow.set_latency(Duration::from_secs(20));
     let closed_port = sluice_tests::control_plane::free_port().unwrap();
     gw.deploy(openai_deployment(&failing, "failing", "gpt-4o"))
         .await;
     gw.deploy(openai_deployment(&refusing, "refusing", "gpt-4o"))
+        .await;
+    gw.deploy(openai_deployment(&limited, "limited", "gpt-4o"))
+        .await;
+    gw.deploy(openai_deployment(&unavailable, "unavailable", "gpt-4o"))
         .await;
     gw.deploy(api::Deployment {
         timeout: Some(sluice_proto::prost_types::Duration {
@@ -673,6 +681,30 @@ async fn upstream_failures_come_back_in_openai_shape() {
         answer.text
     );
     assert_openai_error_shape(&answer.json, &answer.text);
+
+    // When to come back is relayed, in OpenAI's shape or not; the upstream
+    // account's rate-limit counters are not.
+    let answer = gw.chat(&key, "limited").await;
+    assert_eq!(answer.status, 429, "{}", answer.text);
+    assert_openai_error_shape(&answer.json, &answer.text);
+    let answer_503 = gw.chat(&key, "unavailable").await;
+    answer_503.assert_error(503, "upstream_error");
+    for answer in [&answer, &answer_503] {
+        assert_eq!(answer.headers["retry-after"], mock_upstream::RETRY_AFTER);
+        assert_eq!(
+            answer.headers["retry-after-ms"],
+            mock_upstream::RETRY_AFTER_MS
+        );
+        assert!(
+            !answer
+                .headers
+                .contains_key("x-ratelimit-remaining-requests"),
+            "{:?}",
+            answer.headers
+        );
+    }
+    let answer = gw.chat(&key, "failing").await;
+    assert!(!answer.headers.contains_key("retry-after"));
 
     let started = Instant::now();
     gw.chat(&key, "slow")

@@ -9,7 +9,8 @@
 //!
 //! Each failure becomes exactly one [`ApiError`] (one row of DESIGN §4's
 //! table) here, except an upstream error in OpenAI's shape, which is relayed
-//! as the upstream sent it.
+//! as the upstream sent it. An upstream error, relayed or not, keeps the
+//! upstream's advice on when to retry (`retry-after`, `retry-after-ms`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,10 +48,18 @@ pub async fn completion(
             meter.answered(e.status, e.code.unwrap_or_default());
             meter.ride(super::error_response(&e))
         }
-        Err(Failure::Relayed { status, body }) => {
+        Err(Failure::Summarised { error, relayed }) => {
+            meter.answered(error.status, error.code.unwrap_or_default());
+            with_headers(meter.ride(super::error_response(&error)), *relayed)
+        }
+        Err(Failure::Relayed {
+            status,
+            body,
+            relayed,
+        }) => {
             meter.answered(status, "upstream_error");
             // The upstream's body, as it sent it.
-            meter.ride(json_response(status, body))
+            with_headers(meter.ride(json_response(status, body)), *relayed)
         }
     }
 }
@@ -58,11 +67,25 @@ pub async fn completion(
 /// Why a request got no upstream answer to relay.
 enum Failure {
     Api(ApiError),
-    /// An upstream error in OpenAI's shape: relayed with its status.
+    /// An upstream error not in OpenAI's shape: answered as ours, with the
+    /// upstream's status and advice on when to retry (`relayed`, from
+    /// [`forward::RELAYED_ERROR_HEADERS`]).
+    Summarised {
+        error: ApiError,
+        relayed: Box<HeaderMap>,
+    },
+    /// An upstream error in OpenAI's shape: relayed with its status and
+    /// advice on when to retry.
     Relayed {
         status: StatusCode,
         body: Bytes,
+        relayed: Box<HeaderMap>,
     },
+}
+
+fn with_headers(mut resp: Response<Body>, headers: HeaderMap) -> Response<Body> {
+    resp.headers_mut().extend(headers);
+    resp
 }
 
 impl From<ApiError> for Failure {
@@ -224,8 +247,18 @@ fn upstream_failure(deployment: &str, e: UpstreamError) -> Failure {
             status,
             body,
             openai_error: true,
-        } => Failure::Relayed { status, body },
-        UpstreamError::Status { status, body, .. } => {
+            relayed,
+        } => Failure::Relayed {
+            status,
+            body,
+            relayed,
+        },
+        UpstreamError::Status {
+            status,
+            body,
+            relayed,
+            ..
+        } => {
             let text = String::from_utf8_lossy(&body);
             let snippet: String = text.chars().take(300).collect();
             let snippet = if snippet.trim().is_empty() {
@@ -233,7 +266,10 @@ fn upstream_failure(deployment: &str, e: UpstreamError) -> Failure {
             } else {
                 snippet
             };
-            ApiError::upstream_status(deployment, status, &snippet).into()
+            Failure::Summarised {
+                error: ApiError::upstream_status(deployment, status, &snippet),
+                relayed,
+            }
         }
         UpstreamError::Timeout(after) => ApiError::upstream_timeout(deployment, after).into(),
         UpstreamError::Connection(detail) => ApiError::upstream_error(deployment, &detail).into(),
