@@ -87,8 +87,8 @@ pub enum UpstreamError {
         status: StatusCode,
         body: Bytes,
         openai_error: bool,
-        /// Boxed: an error path's, and it would double the size of every
-        /// `Result` that carries an `UpstreamError`.
+        /// Boxed: only error answers carry it, and inline it would make
+        /// every `Result` holding an `UpstreamError` twice as large.
         relayed: Box<HeaderMap>,
     },
 }
