@@ -16,18 +16,12 @@ use tokio::net::TcpStream;
 const LOW_SOFT_LIMIT: u64 = 256;
 const CONNECTIONS: usize = 400;
 
-/// `(soft, hard)` from the "Max open files" line of `/proc/<pid>/limits`.
+/// `(soft, hard)` of process `pid`.
 fn open_files_limit(pid: u32) -> (u64, u64) {
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .expect("a Max open files line");
-    let numbers: Vec<u64> = line
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    (numbers[0], numbers[1])
+    let (mut soft, mut hard) = (0, 0);
+    let pid = i32::try_from(pid).expect("a pid");
+    rlimit::prlimit(pid, Resource::NOFILE, None, Some((&mut soft, &mut hard))).expect("prlimit");
+    (soft, hard)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
