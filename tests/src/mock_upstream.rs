@@ -204,6 +204,9 @@ impl MockUpstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                // As servers do: a streamed answer's small chunks must not
+                // wait for the previous one's ACK (Nagle).
+                let _ = stream.set_nodelay(true);
                 let (state, tls) = (state.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req| answer(state.clone(), req));
