@@ -15,6 +15,12 @@
 //!   control plane and etcd; and (c') a second data plane whose config also
 //!   holds 1,000,000 more keys.
 //!
+//! The data plane measured as (c) and (c') is the release build as shipped:
+//! the profile-guided one `scripts/build-release.sh` leaves in
+//! `target/dist/` when there is one (or the build [`DATA_PLANE_BUILD`] names),
+//! and then the plain `cargo build --release` one is measured next to it as
+//! (c°), for what the profile-guided build changes.
+//!
 //! Both proxies are separate processes (the bare proxy is this executable
 //! re-run with [`BARE_PROXY`] set), on tokio's default runtime. Load comes
 //! from `oha` (`cargo install oha --locked`): at a fixed 1,000 req/s with
@@ -34,8 +40,9 @@
 //! (c) spend on a request themselves is read from their syscalls with
 //! `perf` ([`Legs`]; root and `perf` needed, skipped without).
 //!
-//! Run: `cargo build --release --bins && cargo bench -p sluice-tests --bench proxy`
-//! (~9 minutes). `SLUICE_PROXY_BENCH_KEYS` overrides the key count of (c'),
+//! Run: `cargo build --release --bins && scripts/build-release.sh && cargo
+//! bench -p sluice-tests --bench proxy` (~12 minutes; ~9 without the
+//! profile-guided build). `SLUICE_PROXY_BENCH_KEYS` overrides the key count of (c'),
 //! `SLUICE_PROXY_BENCH_SECS` the seconds per run (10), and
 //! `SLUICE_PROXY_BENCH_ROUNDS` the rounds (3). With `SLUICE_PROXY_BENCH_SERVE`
 //! set it sets everything up, prints the targets, their pids and the key, and
@@ -61,13 +68,15 @@ use sluice_control_plane::resources::{encode, key_of};
 use sluice_control_plane::store::etcd::{EtcdOptions, EtcdStore};
 use sluice_proto::admin::v1::{Key, Team};
 use sluice_tests::admin_client::{Admin, api};
-use sluice_tests::control_plane::ControlPlane;
+use sluice_tests::control_plane::{ControlPlane, binary};
 use sluice_tests::data_plane::DataPlane;
 use sluice_tests::etcd::{EtcdServer, put_all};
 use tokio::net::TcpListener;
 
 /// Set (to the upstream's address) when this executable runs as the bare proxy.
 const BARE_PROXY: &str = "SLUICE_PROXY_BENCH_BARE_PROXY";
+/// The data-plane executable of (c) and (c'), when not `target/dist/`'s.
+const DATA_PLANE_BUILD: &str = "SLUICE_PROXY_BENCH_DATA_PLANE";
 const MODEL: &str = "bench-model";
 /// The data planes log at the binary's default level, as deployed: the test
 /// harness's `sluice_data_plane=debug` would add the auth, access and
@@ -600,6 +609,21 @@ async fn bench() -> anyhow::Result<()> {
 
     let upstream = fast_upstream().await?;
     let proxy = BareProxy::start(upstream)?;
+    let plain_build = binary("sluice-data-plane")?;
+    let shipped = shipped_build(&plain_build)?;
+    match &shipped {
+        Some(path) => eprintln!("(c) and (c'): {}", path.display()),
+        None => eprintln!(
+            "(c) and (c'): {} (no profile-guided build: scripts/build-release.sh makes one)",
+            plain_build.display()
+        ),
+    }
+    let start = |node_id: &str, cp: &ControlPlane, dir: &std::path::Path| match &shipped {
+        Some(program) => {
+            DataPlane::start_program(program, &[cp.url()], node_id, dir, PRODUCTION_LOG)
+        }
+        None => DataPlane::start_with_env(&[cp.url()], node_id, dir, &[], PRODUCTION_LOG),
+    };
 
     // The small gateway: one key. Its control plane is then stopped, so the
     // data plane keeps serving that config while etcd fills up.
@@ -607,9 +631,23 @@ async fn bench() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cp = ControlPlane::start_etcd(&etcd.endpoint())?;
     let admin = Admin::connect(&cp.url()).await?;
-    let small =
-        DataPlane::start_with_env(&[cp.url()], "bench-small", dir.path(), &[], PRODUCTION_LOG)?;
+    let small = start("bench-small", &cp, dir.path())?;
     small.wait_ready(Duration::from_secs(30)).await?;
+    // The plain release build, beside a profile-guided one.
+    let plain = match shipped {
+        Some(_) => {
+            let dp = DataPlane::start_with_env(
+                &[cp.url()],
+                "bench-plain",
+                dir.path(),
+                &[],
+                PRODUCTION_LOG,
+            )?;
+            dp.wait_ready(Duration::from_secs(30)).await?;
+            Some(dp)
+        }
+        None => None,
+    };
     let key = configure(&admin, upstream).await?;
     drop(admin);
     drop(cp);
@@ -624,8 +662,7 @@ async fn bench() -> anyhow::Result<()> {
     );
     let cp = ControlPlane::start_etcd(&etcd.endpoint())?;
     let started = Instant::now();
-    let large =
-        DataPlane::start_with_env(&[cp.url()], "bench-large", dir.path(), &[], PRODUCTION_LOG)?;
+    let large = start("bench-large", &cp, dir.path())?;
     large.wait_ready(Duration::from_secs(600)).await?;
     eprintln!(
         "large data plane ready in {:.1} s (RSS {} MiB)",
@@ -636,7 +673,7 @@ async fn bench() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let path = "/v1/chat/completions";
-    let targets = [
+    let mut targets = vec![
         Target {
             name: "(a) upstream direct".into(),
             url: format!("http://{upstream}{path}"),
@@ -658,6 +695,18 @@ async fn bench() -> anyhow::Result<()> {
             pid: large.pid().context("large data plane pid")?,
         },
     ];
+    if let Some(plain) = &plain {
+        targets.push(Target {
+            name: "(c°) plain release build, 1 key".into(),
+            url: plain.url(path),
+            pid: plain.pid().context("plain data plane pid")?,
+        });
+    }
+    // Traced for the time inside the process: the proxies with one key.
+    let proxies: Vec<usize> = [1, 2, 4]
+        .into_iter()
+        .filter(|&i| i < targets.len())
+        .collect();
     for t in &targets {
         check(&http, &t.url, &key).await?;
     }
@@ -717,7 +766,7 @@ async fn bench() -> anyhow::Result<()> {
                 polling[i].push(run);
             }
         }
-        for i in [1, 2] {
+        for &i in &proxies {
             if let Some(l) = legs(targets[i].pid, &oha_bin, &targets[i].url, &key, 3).await? {
                 eprintln!(
                     "round {round} {:<32} {RATE} req/s, traced: request leg {:>4.0} µs, answer leg {:>4.0} µs",
@@ -794,7 +843,8 @@ async fn bench() -> anyhow::Result<()> {
                 "  {:<34} {:>12} {:>11} {:>8}",
                 "target", "request leg", "answer leg", "total"
             );
-            for (i, (req, ans)) in [(1, (b_req, b_ans)), (2, (c_req, c_ans))] {
+            for &i in &proxies {
+                let Some((req, ans)) = leg(i) else { continue };
                 println!(
                     "  {:<34} {:>9.0} µs {:>8.0} µs {:>5.0} µs",
                     targets[i].name,
@@ -859,5 +909,47 @@ async fn bench() -> anyhow::Result<()> {
         verdict(large_ok)
     );
     println!("for reference: (c') / (b) req/s {:.2}", l.rps / b.rps);
+    if let Some(plain) = f.get(4) {
+        let polling = match (c.polling, plain.polling) {
+            (Some(c), Some(plain)) => format!(", polling idle p50 {:.2}", c.p50_us / plain.p50_us),
+            _ => String::new(),
+        };
+        println!(
+            "profile-guided (c) / plain (c°): halting idle p50 {:.2}{polling}, req/s {:.2}, CPU/req {:.2}",
+            c.halting.p50_us / plain.halting.p50_us,
+            c.rps / plain.rps,
+            c.cpu_us / plain.cpu_us,
+        );
+    }
     Ok(())
+}
+
+/// The profile-guided data plane to measure as (c): [`DATA_PLANE_BUILD`],
+/// else `scripts/build-release.sh`'s `target/dist/sluice-data-plane` when
+/// it is there; `None` for the plain release build `plain`.
+fn shipped_build(plain: &std::path::Path) -> anyhow::Result<Option<std::path::PathBuf>> {
+    if let Ok(path) = std::env::var(DATA_PLANE_BUILD) {
+        let path = std::path::PathBuf::from(path);
+        if !path.exists() {
+            bail!("{DATA_PLANE_BUILD}={} does not exist", path.display());
+        }
+        return Ok(Some(path));
+    }
+    // target/release/sluice-data-plane -> target/dist/sluice-data-plane
+    let dist = plain
+        .parent()
+        .and_then(|release| release.parent())
+        .map(|target| target.join("dist").join("sluice-data-plane"));
+    let dist = dist.filter(|d| d.exists());
+    if let Some(dist) = &dist {
+        let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        if modified(dist) < modified(plain) {
+            eprintln!(
+                "warning: {} is older than {}: scripts/build-release.sh rebuilds it",
+                dist.display(),
+                plain.display()
+            );
+        }
+    }
+    Ok(dist)
 }

@@ -1,7 +1,7 @@
 //! Starts the real `sluice-control-plane` binary on a free loopback port,
 //! waits until it serves, and kills it on drop (even when a test panics).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,10 +17,14 @@ pub const DATA_PLANE_TOKEN: &str = "sdp-test-data-plane-token-0123456789";
 /// A built binary of this workspace, next to the test executable.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    // target/<profile>/deps/<test> -> target/<profile>/<name>, and from one
+    // of this crate's own binaries, target/<profile>/<bin> -> the same.
     let dir = exe
         .parent()
-        .and_then(Path::parent)
+        .map(|dir| match dir.file_name() {
+            Some(deps) if deps == "deps" => dir.parent().unwrap_or(dir),
+            _ => dir,
+        })
         .context("test executable has no target directory")?;
     let path = dir.join(name);
     if !path.exists() {

@@ -14,6 +14,8 @@ use sluice_proto::config::v1::Snapshot;
 use crate::control_plane::{DATA_PLANE_TOKEN, binary, free_port};
 
 pub struct DataPlane {
+    /// The executable: the workspace's build, or another build of it.
+    program: PathBuf,
     child: Option<Child>,
     port: u16,
     node_id: String,
@@ -44,6 +46,26 @@ impl DataPlane {
         Self::launch(control_planes, node_id, dir, token, &[], &[])
     }
 
+    /// Like [`DataPlane::start_with_env`], running `program` instead of the
+    /// workspace's build (an instrumented one, for profile-guided builds).
+    pub fn start_program(
+        program: &Path,
+        control_planes: &[String],
+        node_id: &str,
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::launch_program(
+            program.to_path_buf(),
+            control_planes,
+            node_id,
+            dir,
+            DATA_PLANE_TOKEN,
+            &[],
+            env,
+        )
+    }
+
     fn launch(
         control_planes: &[String],
         node_id: &str,
@@ -52,7 +74,21 @@ impl DataPlane {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        let program = binary("sluice-data-plane")?;
+        Self::launch_program(program, control_planes, node_id, dir, token, args, env)
+    }
+
+    fn launch_program(
+        program: PathBuf,
+        control_planes: &[String],
+        node_id: &str,
+        dir: &Path,
+        token: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut dp = Self {
+            program,
             child: None,
             port: 0,
             node_id: node_id.to_string(),
@@ -104,7 +140,7 @@ impl DataPlane {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(binary("sluice-data-plane")?)
+        let child = Command::new(&self.program)
             .arg("--control-plane")
             .arg(self.control_planes.join(","))
             .arg("--listen")
@@ -180,6 +216,36 @@ impl DataPlane {
     pub fn restart_with(&mut self, control_planes: &[String]) -> anyhow::Result<()> {
         self.control_planes = control_planes.to_vec();
         self.restart()
+    }
+
+    /// Stops the process as Kubernetes does (SIGTERM) and waits for it to
+    /// exit: how it ended, or an error if it was still running after 10 s
+    /// (then it is killed).
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("the data plane is not running")?;
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .context("running kill -TERM")?;
+        if !sent.success() {
+            bail!("kill -TERM {} failed: {sent}", child.id());
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "the data plane was still running 10 s after SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn kill(&mut self) {

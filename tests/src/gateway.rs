@@ -37,7 +37,8 @@ pub struct Gateway {
     /// The newest revision any admin write returned.
     pub revision: AtomicI64,
     pub cp: ControlPlane,
-    pub etcd: EtcdServer,
+    /// None when the control plane runs on its embedded store.
+    pub etcd: Option<EtcdServer>,
     /// Logs and snapshot caches.
     pub dir: tempfile::TempDir,
 }
@@ -80,6 +81,30 @@ impl Gateway {
                     .unwrap()
             })
             .collect();
+        Self::assemble(Some(etcd), cp, admin, planes, dir).await
+    }
+
+    /// The control plane on its embedded store (no etcd) and one data plane
+    /// run from `program` with more environment variables: for tools that
+    /// drive a build of the data plane (profile-guided builds).
+    pub async fn start_program(
+        program: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Gateway> {
+        let cp = ControlPlane::start_embedded()?;
+        let admin = Admin::connect(&cp.url()).await?;
+        let dir = tempfile::tempdir()?;
+        let dp = DataPlane::start_program(program, &[cp.url()], "dp-0", dir.path(), env)?;
+        Ok(Self::assemble(None, cp, admin, vec![dp], dir).await)
+    }
+
+    async fn assemble(
+        etcd: Option<EtcdServer>,
+        cp: ControlPlane,
+        admin: Admin,
+        planes: Vec<DataPlane>,
+        dir: tempfile::TempDir,
+    ) -> Gateway {
         for dp in &planes {
             dp.wait_ready(WAIT).await.unwrap();
         }

@@ -21,6 +21,8 @@
 //!   `ConfigDiscovery` protocol (protocol tests, benchmarks with many streams).
 //! - [`store_conformance`]: the behaviour every `Store` must show, run against
 //!   both the embedded store and real etcd by `tests/store.rs`.
+//! - [`training`]: the workload profile-guided release builds of the data
+//!   plane are trained on (`sluice-pgo-train`, `scripts/build-release.sh`).
 
 pub mod admin_client;
 pub mod certs;
@@ -34,6 +36,7 @@ pub mod mock_upstream;
 pub mod relay;
 pub mod sim_data_plane;
 pub mod store_conformance;
+pub mod training;
 
 /// An HTTP client for tests. The workspace builds reqwest with rustls but no
 /// built-in crypto provider (the data plane installs ring, which tonic

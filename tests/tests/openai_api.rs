@@ -425,7 +425,7 @@ async fn requests_are_answered_with_etcd_and_the_control_plane_gone() {
     gw.planes[0].wait_for_cache(revision, WAIT).await.unwrap();
     answers_from_memory(&gw, &key, "everything up").await;
 
-    gw.etcd.stop();
+    gw.etcd.as_mut().expect("on etcd").stop();
     answers_from_memory(&gw, &key, "etcd down").await;
 
     gw.cp.kill();
