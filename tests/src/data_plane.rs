@@ -13,6 +13,11 @@ use sluice_proto::config::v1::Snapshot;
 
 use crate::control_plane::{DATA_PLANE_TOKEN, binary, free_port};
 
+/// The workspace's own build of the data plane, next to the tests.
+fn workspace_build() -> anyhow::Result<PathBuf> {
+    binary("sluice-data-plane")
+}
+
 pub struct DataPlane {
     /// The executable: the workspace's build, or another build of it.
     program: PathBuf,
@@ -43,7 +48,15 @@ impl DataPlane {
         dir: &Path,
         token: &str,
     ) -> anyhow::Result<Self> {
-        Self::launch(control_planes, node_id, dir, token, &[], &[])
+        Self::launch(
+            workspace_build()?,
+            control_planes,
+            node_id,
+            dir,
+            token,
+            &[],
+            &[],
+        )
     }
 
     /// Like [`DataPlane::start_with_env`], running `program` instead of the
@@ -55,7 +68,7 @@ impl DataPlane {
         dir: &Path,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        Self::launch_program(
+        Self::launch(
             program.to_path_buf(),
             control_planes,
             node_id,
@@ -67,18 +80,6 @@ impl DataPlane {
     }
 
     fn launch(
-        control_planes: &[String],
-        node_id: &str,
-        dir: &Path,
-        token: &str,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> anyhow::Result<Self> {
-        let program = binary("sluice-data-plane")?;
-        Self::launch_program(program, control_planes, node_id, dir, token, args, env)
-    }
-
-    fn launch_program(
         program: PathBuf,
         control_planes: &[String],
         node_id: &str,
@@ -115,7 +116,15 @@ impl DataPlane {
         dir: &Path,
         args: &[&str],
     ) -> anyhow::Result<Self> {
-        Self::launch(control_planes, node_id, dir, DATA_PLANE_TOKEN, args, &[])
+        Self::launch(
+            workspace_build()?,
+            control_planes,
+            node_id,
+            dir,
+            DATA_PLANE_TOKEN,
+            args,
+            &[],
+        )
     }
 
     /// Like [`DataPlane::start_with_args`], with more environment variables
@@ -127,7 +136,15 @@ impl DataPlane {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        Self::launch(control_planes, node_id, dir, DATA_PLANE_TOKEN, args, env)
+        Self::launch(
+            workspace_build()?,
+            control_planes,
+            node_id,
+            dir,
+            DATA_PLANE_TOKEN,
+            args,
+            env,
+        )
     }
 
     /// Starts (again) with the same node id, cache file and port when free.
