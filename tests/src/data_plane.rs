@@ -116,15 +116,7 @@ impl DataPlane {
         dir: &Path,
         args: &[&str],
     ) -> anyhow::Result<Self> {
-        Self::launch(
-            workspace_build()?,
-            control_planes,
-            node_id,
-            dir,
-            DATA_PLANE_TOKEN,
-            args,
-            &[],
-        )
+        Self::start_with_env(control_planes, node_id, dir, args, &[])
     }
 
     /// Like [`DataPlane::start_with_args`], with more environment variables
