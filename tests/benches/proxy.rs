@@ -41,8 +41,8 @@
 //! `perf` ([`Legs`]; root and `perf` needed, skipped without).
 //!
 //! Run: `cargo build --release --bins && scripts/build-release.sh && cargo
-//! bench -p sluice-tests --bench proxy` (~12 minutes; ~9 without the
-//! profile-guided build). `SLUICE_PROXY_BENCH_KEYS` overrides the key count of (c'),
+//! bench -p sluice-tests --bench proxy` (~13 minutes; ~10 without a
+//! profile-guided build to measure beside the plain one). `SLUICE_PROXY_BENCH_KEYS` overrides the key count of (c'),
 //! `SLUICE_PROXY_BENCH_SECS` the seconds per run (10), and
 //! `SLUICE_PROXY_BENCH_ROUNDS` the rounds (3). With `SLUICE_PROXY_BENCH_SERVE`
 //! set it sets everything up, prints the targets, their pids and the key, and
