@@ -28,6 +28,10 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// any log is found by grep.
 pub const UPSTREAM_KEY: &str = "sk-upstream-secret-XYZ-7f3a9c1e";
 
+/// The sending half of an HTTP/2 client connection, bodies sent whole.
+pub type Http2Sender =
+    hyper::client::conn::http2::SendRequest<http_body_util::Full<hyper::body::Bytes>>;
+
 /// etcd + control plane + `n` data planes + a mock upstream, ready to serve.
 pub struct Gateway {
     pub admin: Admin,
@@ -268,6 +272,21 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         self.planes[0].url(path)
+    }
+
+    /// A connection to data plane 0 speaking HTTP/2 from its first byte
+    /// (prior knowledge, h2c), as gRPC-style and h2c-configured clients open one.
+    pub async fn http2_connection(&self) -> anyhow::Result<Http2Sender> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.planes[0].port())).await?;
+        tcp.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("h2c handshake: {e}"))?;
+        tokio::spawn(connection);
+        Ok(sender)
     }
 
     /// POSTs `body` as JSON to `path` of data plane `dp` with `key` as a Bearer token.

@@ -26,7 +26,7 @@ use hyper::body::Bytes;
 use serde_json::json;
 
 use crate::admin_client::api;
-use crate::gateway::{Gateway, chat_body, openai_deployment};
+use crate::gateway::{Gateway, Http2Sender, chat_body, openai_deployment};
 
 /// One kind of request of the workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -211,7 +211,7 @@ fn round() -> Vec<Call> {
 }
 
 async fn run(gw: &Gateway, key: &str, rounds: usize) -> anyhow::Result<Tally> {
-    let h2 = http2_connection(gw).await?;
+    let h2 = gw.http2_connection().await?;
     let mut tasks = tokio::task::JoinSet::new();
     for client in 0..=CONNECTIONS {
         // Client CONNECTIONS is the HTTP/2 one; each takes every
@@ -259,23 +259,6 @@ async fn run(gw: &Gateway, key: &str, rounds: usize) -> anyhow::Result<Tally> {
     Ok(tally)
 }
 
-type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
-
-/// An HTTP/2 connection from its first byte (prior knowledge), as gRPC-style
-/// and h2c-configured clients open one.
-async fn http2_connection(gw: &Gateway) -> anyhow::Result<H2Sender> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.planes[0].port())).await?;
-    tcp.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .context("h2c handshake")?;
-    tokio::spawn(connection);
-    Ok(sender)
-}
-
 /// A POST of `body`, or a GET without one.
 async fn send_h1(
     http: &reqwest::Client,
@@ -296,7 +279,7 @@ async fn send_h1(
 }
 
 async fn send_h2(
-    mut sender: H2Sender,
+    mut sender: Http2Sender,
     method: &str,
     url: &str,
     key: &str,

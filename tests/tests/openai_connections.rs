@@ -574,13 +574,7 @@ async fn an_http2_client_gets_many_answers_at_once_on_one_connection() {
 
     let (gw, key) = Gateway::serving("gpt-4o", "gpt-4o-2024-08-06").await;
     // One TCP connection, HTTP/2 from its first byte (prior knowledge).
-    let (sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(connect_to(&gw).await),
-    )
-    .await
-    .expect("h2c handshake");
-    tokio::spawn(connection);
+    let sender = gw.http2_connection().await.expect("h2c handshake");
     let url = gw.url("/v1/chat/completions");
     let post = |body: Value| {
         let mut sender = sender.clone();
