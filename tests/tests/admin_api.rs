@@ -298,6 +298,14 @@ async fn onboard_a_client_with_grpcurl() {
         !cp.log().contains(&plaintext),
         "a virtual key must never be logged"
     );
+    // Written to a file, as under systemd or Kubernetes: plain text, no
+    // terminal colours for a log collector to store.
+    let log = cp.log();
+    assert!(log.contains("generated key"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
