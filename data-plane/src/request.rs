@@ -132,6 +132,7 @@ pub fn check_headers(headers: &HeaderMap, limit: u64) -> Result<(), RequestError
         .get(header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap_or("<not text>"));
     check_content_type(content_type)?;
+    check_content_encoding(headers)?;
     let length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -162,6 +163,28 @@ pub fn check_content_type(content_type: Option<&str>) -> Result<(), RequestError
             ),
         ))
     }
+}
+
+/// Refuses a compressed body: it would otherwise be refused as "not JSON",
+/// which sends its sender looking in the wrong place. `identity` is no
+/// compression.
+fn check_content_encoding(headers: &HeaderMap) -> Result<(), RequestError> {
+    for value in headers.get_all(header::CONTENT_ENCODING) {
+        let value = value.to_str().unwrap_or("<not text>");
+        if value
+            .split(',')
+            .any(|coding| !coding.trim().eq_ignore_ascii_case("identity"))
+        {
+            return Err(RequestError::invalid(
+                None,
+                format!(
+                    "Unsupported Content-Encoding {value:?}: send the body uncompressed \
+                     (without Content-Encoding)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the whole body, refusing it with [`RequestError::TooLarge`] as soon
@@ -595,6 +618,25 @@ mod tests {
         )
         .expect("ok");
         assert!(!p.stream);
+    }
+
+    #[test]
+    fn compressed_bodies_are_refused_by_their_header() {
+        let with = |encoding: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+            headers.insert(header::CONTENT_ENCODING, encoding.parse().unwrap());
+            check_headers(&headers, 100)
+        };
+        assert!(with("identity").is_ok());
+        assert!(with("Identity").is_ok());
+        for encoding in ["gzip", "br", "deflate, identity", "zstd"] {
+            let Err(RequestError::Invalid { param, message }) = with(encoding) else {
+                panic!("{encoding} accepted");
+            };
+            assert_eq!(param, None);
+            assert!(message.contains("Content-Encoding"), "{message}");
+        }
     }
 
     #[test]

@@ -1286,6 +1286,17 @@ async fn malformed_requests_get_documented_errors_and_the_gateway_keeps_serving(
             want: bad(None),
         },
         Case {
+            name: "a gzip-compressed body",
+            request: raw(
+                "POST",
+                chat,
+                &[auth, json_type, ("content-encoding", "gzip")],
+                valid.as_bytes(),
+            ),
+            half_close: false,
+            want: bad(None),
+        },
+        Case {
             name: "no Content-Type",
             request: raw("POST", chat, &[auth], valid.as_bytes()),
             half_close: false,
