@@ -9,12 +9,15 @@
 //! slices it rather than copying.
 //!
 //! The generated types convert into these ([`From`]), so tests and callers
-//! holding a `Snapshot` or `Delta` use the same code path.
+//! holding a `Snapshot` or `Delta` use the same code path. A large snapshot
+//! is written with [`SnapshotWriter`], object by object, without building a
+//! [`SnapshotWire`] first.
 
 use crate::admin::v1::{AccessGroup, Deployment, ModelAlias, Organization, RouterSettings, Team};
 use crate::config::v1::{ControlPlaneMessage, Delta, ObjectRef, Snapshot, control_plane_message};
 use prost::Message;
-use prost::bytes::Bytes;
+use prost::bytes::{BufMut, Bytes};
+use prost::encoding::{self, WireType};
 
 /// `sluice.config.v1.Snapshot`, keys left encoded.
 #[derive(Clone, PartialEq, Message)]
@@ -36,6 +39,64 @@ pub struct SnapshotWire {
     pub keys: Vec<Bytes>,
     #[prost(message, optional, tag = "8")]
     pub router_settings: Option<RouterSettings>,
+}
+
+/// Writes an encoded `Snapshot` one object at a time, straight from where
+/// the objects are kept: a million keys are then one pass of copies into
+/// one buffer, rather than a [`SnapshotWire`] of a million `Bytes` handles
+/// built, measured and encoded in three passes. The output is what
+/// [`SnapshotWire`] decodes (protobuf lets a repeated field's elements come
+/// interleaved with other fields').
+#[derive(Debug)]
+pub struct SnapshotWriter {
+    buf: Vec<u8>,
+}
+
+impl SnapshotWriter {
+    /// A snapshot at `revision`; `capacity` is a guess of its size in bytes.
+    pub fn new(revision: i64, capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(capacity);
+        if revision != 0 {
+            encoding::int64::encode(1, &revision, &mut buf);
+        }
+        SnapshotWriter { buf }
+    }
+
+    pub fn deployment(&mut self, d: &Deployment) {
+        encoding::message::encode(2, d, &mut self.buf);
+    }
+
+    pub fn alias(&mut self, a: &ModelAlias) {
+        encoding::message::encode(3, a, &mut self.buf);
+    }
+
+    pub fn access_group(&mut self, g: &AccessGroup) {
+        encoding::message::encode(4, g, &mut self.buf);
+    }
+
+    pub fn team(&mut self, t: &Team) {
+        encoding::message::encode(5, t, &mut self.buf);
+    }
+
+    pub fn organization(&mut self, o: &Organization) {
+        encoding::message::encode(6, o, &mut self.buf);
+    }
+
+    /// An encoded `sluice.admin.v1.Key`.
+    pub fn key(&mut self, encoded: &[u8]) {
+        encoding::encode_key(7, WireType::LengthDelimited, &mut self.buf);
+        encoding::encode_varint(encoded.len() as u64, &mut self.buf);
+        self.buf.put_slice(encoded);
+    }
+
+    pub fn router_settings(&mut self, r: &RouterSettings) {
+        encoding::message::encode(8, r, &mut self.buf);
+    }
+
+    /// The encoded `Snapshot`.
+    pub fn finish(self) -> Vec<u8> {
+        self.buf
+    }
 }
 
 /// `sluice.config.v1.Delta`, keys left encoded.
@@ -108,5 +169,81 @@ impl From<ControlPlaneMessage> for ControlPlaneMessageWire {
             }),
             control_plane_id: m.control_plane_id,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::v1::Key;
+
+    /// One of each kind, the writer fed in an order other than the fields'.
+    #[test]
+    fn the_writer_writes_what_snapshot_wire_decodes() {
+        let key = |id: &str| {
+            Bytes::from(
+                Key {
+                    key_id: id.into(),
+                    team_id: "t".into(),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            )
+        };
+        let want = SnapshotWire {
+            revision: 42,
+            deployments: vec![Deployment {
+                id: "d".into(),
+                model_name: "gpt-4o".into(),
+                ..Default::default()
+            }],
+            aliases: vec![ModelAlias {
+                alias: "fast".into(),
+                ..Default::default()
+            }],
+            access_groups: vec![AccessGroup {
+                name: "standard".into(),
+                ..Default::default()
+            }],
+            teams: vec![Team {
+                team_id: "t".into(),
+                ..Default::default()
+            }],
+            organizations: vec![Organization {
+                organization_id: "o".into(),
+                ..Default::default()
+            }],
+            keys: vec![key("k1"), key("k2")],
+            router_settings: Some(RouterSettings {
+                num_retries: Some(3),
+                ..Default::default()
+            }),
+        };
+        let mut w = SnapshotWriter::new(want.revision, 0);
+        w.key(&want.keys[0]);
+        w.router_settings(want.router_settings.as_ref().unwrap());
+        w.team(&want.teams[0]);
+        w.deployment(&want.deployments[0]);
+        w.key(&want.keys[1]);
+        w.organization(&want.organizations[0]);
+        w.access_group(&want.access_groups[0]);
+        w.alias(&want.aliases[0]);
+        let written = Bytes::from(w.finish());
+        assert_eq!(SnapshotWire::decode(written.clone()).unwrap(), want);
+        // And what the generated types read.
+        let generated = Snapshot::decode(written).unwrap();
+        assert_eq!(generated.keys.len(), 2);
+        assert_eq!(generated.keys[1].key_id, "k2");
+    }
+
+    #[test]
+    fn revision_zero_writes_nothing_for_it() {
+        assert!(SnapshotWriter::new(0, 0).finish().is_empty());
+        assert_eq!(
+            SnapshotWire::decode(&SnapshotWriter::new(7, 0).finish()[..])
+                .unwrap()
+                .revision,
+            7
+        );
     }
 }

@@ -113,7 +113,15 @@ impl Published {
     pub fn snapshot(&self) -> Bytes {
         self.snapshot
             .get_or_init(|| {
-                Bytes::from(objects::snapshot(self.revision, self.objects.values()).encode_to_vec())
+                let started = std::time::Instant::now();
+                let encoded = objects::encode_snapshot(self.revision, self.objects.values());
+                tracing::info!(
+                    revision = self.revision,
+                    bytes = encoded.len(),
+                    took_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "snapshot encoded"
+                );
+                Bytes::from(encoded)
             })
             .clone()
     }
