@@ -35,6 +35,10 @@ pub type KeyDigest = [u8; 32];
 pub const SHARDS: usize = 1 << SHARD_BITS;
 const SHARD_BITS: u32 = 12;
 
+/// From how many keys a snapshot's are filed on two threads: below this a
+/// thread costs more than it saves.
+const PARALLEL_FROM: usize = 50_000;
+
 /// The `key_id` field of `sluice.admin.v1.Key`.
 const KEY_ID_TAG: u32 = 1;
 
@@ -85,6 +89,30 @@ impl KeyIndex {
             ),
             len: 0,
         }
+    }
+
+    /// The index of `encoded` keys, as a snapshot carries them. A large
+    /// snapshot is filed on two threads, each filling half of the shards:
+    /// taking a million keys apart and copying each into its own allocation
+    /// is most of a full load. Refuses a malformed key or a digest filed
+    /// twice.
+    pub fn from_encoded<E: AsRef<[u8]> + Sync>(encoded: &[E]) -> Result<KeyIndex, SnapshotError> {
+        let mut index = KeyIndex::with_capacity(encoded.len());
+        let shards = Arc::make_mut(&mut index.shards);
+        index.len = if encoded.len() < PARALLEL_FROM {
+            file(encoded, shards, 0)?
+        } else {
+            let (low, high) = shards.split_at_mut(SHARDS / 2);
+            std::thread::scope(|scope| {
+                let other = scope.spawn(|| file(encoded, high, SHARDS / 2));
+                let filed = file(encoded, low, 0);
+                let other = other
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                Ok::<_, SnapshotError>(filed? + other?)
+            })?
+        };
+        Ok(index)
     }
 
     pub fn len(&self) -> usize {
@@ -143,40 +171,14 @@ impl StoredKey {
     /// Files an encoded `Key` as received, without decoding the rest of it:
     /// every field but `key_id` is copied as is.
     pub fn from_encoded(encoded: &[u8]) -> Result<(KeyDigest, StoredKey), SnapshotError> {
-        let malformed = |e: prost::DecodeError| SnapshotError::MalformedKey(e.to_string());
         let mut rest = Vec::with_capacity(encoded.len().saturating_sub(66));
-        let mut key_id: Option<&[u8]> = None;
-        let mut buf = encoded;
-        while buf.has_remaining() {
-            let start = encoded.len() - buf.remaining();
-            let (tag, wire_type) = decode_key(&mut buf).map_err(malformed)?;
-            if tag == KEY_ID_TAG && wire_type == WireType::LengthDelimited {
-                let len = decode_varint(&mut buf).map_err(malformed)?;
-                let len = usize::try_from(len)
-                    .ok()
-                    .filter(|&l| l <= buf.remaining())
-                    .ok_or_else(|| SnapshotError::MalformedKey("key_id overruns the key".into()))?;
-                // Proto semantics: the last occurrence wins.
-                key_id = Some(&buf[..len]);
-                buf.advance(len);
-            } else {
-                prost::encoding::skip_field(wire_type, tag, &mut buf, DecodeContext::default())
-                    .map_err(malformed)?;
-                let end = encoded.len() - buf.remaining();
-                rest.extend_from_slice(&encoded[start..end]);
-            }
-        }
-        let digest = key_id
-            .and_then(|id| std::str::from_utf8(id).ok())
-            .and_then(parse_key_id);
-        match digest {
-            Some(digest) => Ok((digest, StoredKey(rest.into_boxed_slice()))),
-            // The error names the key by alias and prefix: decode it for those.
-            None => Err(match Key::decode(encoded) {
-                Ok(key) => invalid_key_id(&key),
-                Err(e) => malformed(e),
-            }),
-        }
+        let digest = scan(encoded, Some(&mut rest))?;
+        Ok((digest, StoredKey(rest.into_boxed_slice())))
+    }
+
+    /// The digest an encoded `Key` is filed under.
+    pub fn digest_of(encoded: &[u8]) -> Result<KeyDigest, SnapshotError> {
+        scan(encoded, None)
     }
 
     /// The whole key again, `key_id` in lowercase hex.
@@ -232,6 +234,76 @@ fn shard_of(digest: &KeyDigest) -> usize {
     usize::from(u16::from_be_bytes([digest[0], digest[1]])) >> (16 - SHARD_BITS)
 }
 
+/// Reads an encoded `Key`'s `key_id`, copying every other field into
+/// `rest` when given.
+fn scan(encoded: &[u8], mut rest: Option<&mut Vec<u8>>) -> Result<KeyDigest, SnapshotError> {
+    let malformed = |e: prost::DecodeError| SnapshotError::MalformedKey(e.to_string());
+    let mut key_id: Option<&[u8]> = None;
+    let mut buf = encoded;
+    while buf.has_remaining() {
+        let start = encoded.len() - buf.remaining();
+        let (tag, wire_type) = decode_key(&mut buf).map_err(malformed)?;
+        if tag == KEY_ID_TAG && wire_type == WireType::LengthDelimited {
+            let len = decode_varint(&mut buf).map_err(malformed)?;
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|&l| l <= buf.remaining())
+                .ok_or_else(|| SnapshotError::MalformedKey("key_id overruns the key".into()))?;
+            // Proto semantics: the last occurrence wins.
+            key_id = Some(&buf[..len]);
+            buf.advance(len);
+        } else {
+            prost::encoding::skip_field(wire_type, tag, &mut buf, DecodeContext::default())
+                .map_err(malformed)?;
+            if let Some(rest) = rest.as_deref_mut() {
+                let end = encoded.len() - buf.remaining();
+                rest.extend_from_slice(&encoded[start..end]);
+            }
+        }
+    }
+    let digest = key_id
+        .and_then(|id| std::str::from_utf8(id).ok())
+        .and_then(parse_key_id);
+    digest.ok_or_else(|| {
+        // The error names the key by alias and prefix: decode it for those.
+        match Key::decode(encoded) {
+            Ok(key) => invalid_key_id(&key),
+            Err(e) => malformed(e),
+        }
+    })
+}
+
+/// Files the keys of `encoded` that belong to `shards`, the shards from
+/// number `first` on; returns how many.
+fn file<E: AsRef<[u8]>>(
+    encoded: &[E],
+    shards: &mut [Arc<Shard>],
+    first: usize,
+) -> Result<usize, SnapshotError> {
+    let mine = first..first + shards.len();
+    let mut filed = 0;
+    for e in encoded {
+        let e = e.as_ref();
+        // A scan for `key_id` alone is cheap next to filing the key.
+        if !mine.contains(&shard_of(&StoredKey::digest_of(e)?)) {
+            continue;
+        }
+        let (digest, key) = StoredKey::from_encoded(e)?;
+        if Arc::make_mut(&mut shards[shard_of(&digest) - first])
+            .insert(digest, key)
+            .is_some()
+        {
+            return Err(SnapshotError::Duplicate {
+                kind: crate::snapshot::ObjectKind::Key,
+                id: hex::encode(digest),
+                within: "snapshot",
+            });
+        }
+        filed += 1;
+    }
+    Ok(filed)
+}
+
 /// Hashes a [`KeyDigest`] by taking bytes 8..16 of it: the first bytes pick
 /// the shard, so these are independent of it.
 #[derive(Default)]
@@ -272,6 +344,47 @@ mod tests {
             blocked: true,
             ..Default::default()
         }
+    }
+
+    /// Enough keys to be filed on two threads.
+    fn many() -> Vec<Vec<u8>> {
+        (0..PARALLEL_FROM + 10)
+            .map(|i| key(&format!("sk-{i}")).encode_to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn a_large_snapshot_is_filed_whole_on_two_threads() {
+        let encoded = many();
+        let index = KeyIndex::from_encoded(&encoded).expect("valid");
+        assert_eq!(index.len(), encoded.len());
+        // From both halves.
+        for i in [0, encoded.len() - 1] {
+            let want = key(&format!("sk-{i}"));
+            let digest = parse_key_id(&want.key_id).unwrap();
+            assert_eq!(index.key(&digest), Some(want));
+        }
+    }
+
+    #[test]
+    fn a_large_snapshot_with_a_bad_or_twice_filed_key_is_refused() {
+        let mut encoded = many();
+        // The same key in each half.
+        let last = encoded.len() - 1;
+        encoded[last] = encoded[0].clone();
+        assert!(matches!(
+            KeyIndex::from_encoded(&encoded),
+            Err(SnapshotError::Duplicate {
+                kind: crate::snapshot::ObjectKind::Key,
+                ..
+            })
+        ));
+        // A malformed key in the half the other thread files.
+        encoded[last] = vec![0x0a, 0x40, b'a'];
+        assert!(matches!(
+            KeyIndex::from_encoded(&encoded),
+            Err(SnapshotError::MalformedKey(_))
+        ));
     }
 
     #[test]

@@ -469,13 +469,8 @@ impl Config {
         } = snapshot.into();
         let mut skipped = Vec::new();
 
-        let mut keys = KeyIndex::with_capacity(key_list.len());
-        for encoded in key_list {
-            let (digest, key) = StoredKey::from_encoded(&encoded)?;
-            if keys.insert(digest, key).is_some() {
-                return Err(duplicate(ObjectKind::Key, hex::encode(digest), WITHIN));
-            }
-        }
+        let keys = KeyIndex::from_encoded(&key_list)?;
+        drop(key_list);
 
         let mut teams = NameIndex::default();
         for team in team_list {

@@ -163,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
     applies.sort_by(|a, b| a.total_cmp(b));
 
     println!(
-        "scale: {objects} objects in etcd; 2026-11-23-style run on this machine ({} cores)",
+        "scale: {objects} objects in etcd, on this machine ({} cores)",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0)
@@ -199,6 +199,11 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "{:<58} {:>10.2} s",
+        "  of which the control plane's snapshot encode",
+        snapshot_encode_ms(&cp.log()).map_or(f64::NAN, |ms| ms / 1000.0)
+    );
+    println!(
+        "{:<58} {:>10.2} s",
         "  of which the data plane's own decode + build + swap", dp_apply
     );
     println!(
@@ -218,4 +223,12 @@ async fn main() -> anyhow::Result<()> {
         applies[applies.len() / 2] * 1000.0
     );
     Ok(())
+}
+
+/// How long the control plane took to encode its last full snapshot, from
+/// its "snapshot encoded" log line.
+fn snapshot_encode_ms(log: &str) -> Option<f64> {
+    let line = log.lines().rev().find(|l| l.contains("snapshot encoded"))?;
+    let value = line.split_once("took_ms=")?.1.split_whitespace().next()?;
+    value.parse().ok()
 }
