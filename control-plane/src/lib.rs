@@ -18,13 +18,15 @@
 //! - [`secrets`]: key and token generation, hashing, constant-time compare.
 //! - [`auth`]: the master key interceptor; [`server`]: the gRPC server;
 //!   [`metrics`]: Prometheus metrics on their own port.
-//! - [`distribution`]: config distribution to data planes (hub, streams, status).
+//! - [`distribution`]: config distribution to data planes (hub, streams, status);
+//!   [`huge_pages`]: the large buffer a full snapshot is encoded into.
 
 pub mod admin;
 pub mod auth;
 pub mod catalog;
 pub mod distribution;
 pub mod error;
+pub mod huge_pages;
 pub mod litellm;
 pub mod metrics;
 pub mod resources;

@@ -55,7 +55,12 @@ pub struct SnapshotWriter {
 impl SnapshotWriter {
     /// A snapshot at `revision`; `capacity` is a guess of its size in bytes.
     pub fn new(revision: i64, capacity: usize) -> Self {
-        let mut buf = Vec::with_capacity(capacity);
+        Self::with_buffer(revision, Vec::with_capacity(capacity))
+    }
+
+    /// A snapshot at `revision`, written after what `buf` holds (nothing,
+    /// usually: a buffer allocated by the caller's own means).
+    pub fn with_buffer(revision: i64, mut buf: Vec<u8>) -> Self {
         if revision != 0 {
             encoding::int64::encode(1, &revision, &mut buf);
         }

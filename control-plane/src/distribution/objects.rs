@@ -20,6 +20,7 @@ use sluice_proto::admin::v1::{
 use sluice_proto::config::v1::{Kind, ObjectRef};
 use sluice_proto::wire::{SnapshotWire, SnapshotWriter};
 
+use crate::huge_pages;
 use crate::resources::{ROUTER_SETTINGS_ID, Resource, decode};
 
 /// A decoded, checked object.
@@ -190,7 +191,7 @@ pub fn encode_snapshot<'a>(
     objects: impl ExactSizeIterator<Item = &'a Arc<Object>>,
 ) -> Vec<u8> {
     // Keys, nearly all of a large config, encode to about 100 bytes.
-    let mut w = SnapshotWriter::new(revision, objects.len() * 100);
+    let mut w = SnapshotWriter::with_buffer(revision, huge_pages::buffer(objects.len() * 100));
     for o in objects {
         match &**o {
             Object::Deployment(d) => w.deployment(d),
