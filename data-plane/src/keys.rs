@@ -177,7 +177,7 @@ impl StoredKey {
     }
 
     /// The digest an encoded `Key` is filed under.
-    pub fn digest_of(encoded: &[u8]) -> Result<KeyDigest, SnapshotError> {
+    fn digest_of(encoded: &[u8]) -> Result<KeyDigest, SnapshotError> {
         scan(encoded, None)
     }
 
@@ -284,8 +284,9 @@ fn file<E: AsRef<[u8]>>(
     let mut filed = 0;
     for e in encoded {
         let e = e.as_ref();
-        // A scan for `key_id` alone is cheap next to filing the key.
-        if !mine.contains(&shard_of(&StoredKey::digest_of(e)?)) {
+        // A scan for `key_id` alone is cheap next to filing the key; with
+        // every shard here there is nothing to pick.
+        if shards.len() < SHARDS && !mine.contains(&shard_of(&StoredKey::digest_of(e)?)) {
             continue;
         }
         let (digest, key) = StoredKey::from_encoded(e)?;
