@@ -294,11 +294,11 @@ fn file<E: AsRef<[u8]>>(
             .insert(digest, key)
             .is_some()
         {
-            return Err(SnapshotError::Duplicate {
-                kind: crate::snapshot::ObjectKind::Key,
-                id: hex::encode(digest),
-                within: "snapshot",
-            });
+            return Err(crate::snapshot::duplicate(
+                crate::snapshot::ObjectKind::Key,
+                hex::encode(digest),
+                "snapshot",
+            ));
         }
         filed += 1;
     }

@@ -1007,7 +1007,7 @@ fn copy_on_write<'a>(
     slot.get_or_insert_with(|| held.clone())
 }
 
-fn duplicate(kind: ObjectKind, id: String, within: &'static str) -> SnapshotError {
+pub(crate) fn duplicate(kind: ObjectKind, id: String, within: &'static str) -> SnapshotError {
     SnapshotError::Duplicate { kind, id, within }
 }
 

@@ -53,13 +53,8 @@ pub struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    /// A snapshot at `revision`; `capacity` is a guess of its size in bytes.
-    pub fn new(revision: i64, capacity: usize) -> Self {
-        Self::with_buffer(revision, Vec::with_capacity(capacity))
-    }
-
     /// A snapshot at `revision`, written after what `buf` holds (nothing,
-    /// usually: a buffer allocated by the caller's own means).
+    /// usually: `buf` is the caller's, sized and allocated as it sees fit).
     pub fn with_buffer(revision: i64, mut buf: Vec<u8>) -> Self {
         if revision != 0 {
             encoding::int64::encode(1, &revision, &mut buf);
@@ -224,7 +219,7 @@ mod tests {
                 ..Default::default()
             }),
         };
-        let mut w = SnapshotWriter::new(want.revision, 0);
+        let mut w = SnapshotWriter::with_buffer(want.revision, Vec::new());
         w.key(&want.keys[0]);
         w.router_settings(want.router_settings.as_ref().unwrap());
         w.team(&want.teams[0]);
@@ -243,9 +238,13 @@ mod tests {
 
     #[test]
     fn revision_zero_writes_nothing_for_it() {
-        assert!(SnapshotWriter::new(0, 0).finish().is_empty());
+        assert!(
+            SnapshotWriter::with_buffer(0, Vec::new())
+                .finish()
+                .is_empty()
+        );
         assert_eq!(
-            SnapshotWire::decode(&SnapshotWriter::new(7, 0).finish()[..])
+            SnapshotWire::decode(&SnapshotWriter::with_buffer(7, Vec::new()).finish()[..])
                 .unwrap()
                 .revision,
             7

@@ -126,6 +126,16 @@ impl Published {
             .clone()
     }
 
+    /// [`Published::snapshot`], encoded (the first time) on a blocking
+    /// thread: a large config takes a while, and the runtime's threads serve
+    /// every other stream and call meanwhile.
+    pub async fn snapshot_off_runtime(
+        published: &Arc<Published>,
+    ) -> Result<Bytes, tokio::task::JoinError> {
+        let published = Arc::clone(published);
+        tokio::task::spawn_blocking(move || published.snapshot()).await
+    }
+
     /// The changes from `from` to this revision as an encoded `Delta`, if the
     /// history covers them.
     pub fn delta_since(&self, from: i64) -> Option<Bytes> {

@@ -203,19 +203,13 @@ async fn session(
                         control_plane_id: replica.clone(),
                     },
                     None => EncodedMessage {
-                        snapshot: Some({
-                            // Encoding a large config takes a while the
-                            // first time: not on the runtime's threads,
-                            // which serve every other stream and call.
-                            let published = Arc::clone(&published);
-                            match tokio::task::spawn_blocking(move || published.snapshot()).await {
-                                Ok(snapshot) => snapshot,
-                                Err(e) => {
-                                    tracing::error!(%node_id, error = %e, "encoding a snapshot failed");
-                                    return;
-                                }
+                        snapshot: match Published::snapshot_off_runtime(&published).await {
+                            Ok(snapshot) => Some(snapshot),
+                            Err(e) => {
+                                tracing::error!(%node_id, error = %e, "encoding a snapshot failed");
+                                return;
                             }
-                        }),
+                        },
                         delta: None,
                         control_plane_id: replica.clone(),
                     },
