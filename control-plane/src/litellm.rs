@@ -730,6 +730,7 @@ fn merge_routing(
         )
         .unwrap_or_default(),
         revision: 0,
+        ..Default::default()
     })
 }
 
@@ -1374,6 +1375,7 @@ mod tests {
                 content_policy_fallbacks: vec![fallback("gpt-4o", &["Local Llama"])],
                 default_fallbacks: strings(&["fake"]),
                 revision: 0,
+                ..Default::default()
             })
         );
         assert_eq!(
@@ -1529,6 +1531,7 @@ router_settings:
                 nanos: 0,
             }),
             revision: 42,
+            ..Default::default()
         };
         let wildcard = Deployment {
             id: "wild".into(),
@@ -1551,6 +1554,7 @@ router_settings:
             content_policy_fallbacks: vec![fallback("a", &[])],
             default_fallbacks: strings(&["~", "- dash"]),
             revision: 7,
+            ..Default::default()
         };
 
         let text = export(&[stored.clone(), wildcard.clone()], Some(&router), true);

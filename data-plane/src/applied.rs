@@ -114,7 +114,9 @@ impl AppliedConfig {
         match message.into().message {
             Some(UpdateWire::Snapshot(s)) => self.apply_snapshot(s),
             Some(UpdateWire::Delta(d)) => self.apply_delta(d),
-            None => {
+            // Fleet cooldowns are not configuration; until the router takes
+            // them they are refused like an unknown message.
+            Some(UpdateWire::Cooldowns(_)) | None => {
                 self.metrics.nacked();
                 let reason = "the message carries neither a snapshot nor a delta \
                               (a newer protocol?)"

@@ -14,7 +14,9 @@
 //! [`SnapshotWire`] first.
 
 use crate::admin::v1::{AccessGroup, Deployment, ModelAlias, Organization, RouterSettings, Team};
-use crate::config::v1::{ControlPlaneMessage, Delta, ObjectRef, Snapshot, control_plane_message};
+use crate::config::v1::{
+    ControlPlaneMessage, Delta, FleetCooldowns, ObjectRef, Snapshot, control_plane_message,
+};
 use prost::Message;
 use prost::bytes::{BufMut, Bytes};
 use prost::encoding::{self, WireType};
@@ -115,7 +117,7 @@ pub struct DeltaWire {
 /// `sluice.config.v1.ControlPlaneMessage`, keys left encoded.
 #[derive(Clone, PartialEq, Message)]
 pub struct ControlPlaneMessageWire {
-    #[prost(oneof = "UpdateWire", tags = "1, 2")]
+    #[prost(oneof = "UpdateWire", tags = "1, 2, 4")]
     pub message: Option<UpdateWire>,
     #[prost(string, tag = "3")]
     pub control_plane_id: String,
@@ -128,6 +130,10 @@ pub enum UpdateWire {
     Snapshot(SnapshotWire),
     #[prost(message, tag = "2")]
     Delta(DeltaWire),
+    /// Not configuration, but on the same stream: nothing in it is a key, so
+    /// it is the generated type as is.
+    #[prost(message, tag = "4")]
+    Cooldowns(FleetCooldowns),
 }
 
 impl From<Snapshot> for SnapshotWire {
@@ -166,6 +172,7 @@ impl From<ControlPlaneMessage> for ControlPlaneMessageWire {
             message: m.message.map(|u| match u {
                 control_plane_message::Message::Snapshot(s) => UpdateWire::Snapshot(s.into()),
                 control_plane_message::Message::Delta(d) => UpdateWire::Delta(d.into()),
+                control_plane_message::Message::Cooldowns(c) => UpdateWire::Cooldowns(c),
             }),
             control_plane_id: m.control_plane_id,
         }
@@ -234,6 +241,40 @@ mod tests {
         let generated = Snapshot::decode(written).unwrap();
         assert_eq!(generated.keys.len(), 2);
         assert_eq!(generated.keys[1].key_id, "k2");
+    }
+
+    /// The cooldowns variant reads and writes exactly as the generated
+    /// `ControlPlaneMessage` does, both ways.
+    #[test]
+    fn fleet_cooldowns_round_trip_against_the_generated_type() {
+        use crate::config::v1::Cooldown;
+        let generated = ControlPlaneMessage {
+            message: Some(control_plane_message::Message::Cooldowns(FleetCooldowns {
+                cooldowns: vec![
+                    Cooldown {
+                        deployment_id: "gpt-4o-east".into(),
+                        remaining_ms: 30_000,
+                        reason: "rate_limited".into(),
+                        reporter: "dp-1".into(),
+                    },
+                    Cooldown {
+                        deployment_id: "gpt-4o-west".into(),
+                        remaining_ms: 1,
+                        reason: "server_error".into(),
+                        reporter: "dp-2".into(),
+                    },
+                ],
+            })),
+            control_plane_id: "cp-0".into(),
+        };
+        let bytes = generated.encode_to_vec();
+        let wire = ControlPlaneMessageWire::decode(&bytes[..]).unwrap();
+        assert_eq!(wire, ControlPlaneMessageWire::from(generated.clone()));
+        assert_eq!(wire.encode_to_vec(), bytes);
+        assert_eq!(
+            ControlPlaneMessage::decode(&wire.encode_to_vec()[..]).unwrap(),
+            generated
+        );
     }
 
     #[test]

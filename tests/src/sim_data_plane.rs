@@ -153,7 +153,7 @@ impl SimDataPlane {
                                 ),
                             })
                         }
-                        None => continue,
+                        Some(Outbound::Cooldowns(_)) | None => continue,
                     }
                 };
                 if let Inbound::Ack(a) = &reply {
