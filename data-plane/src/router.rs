@@ -9,6 +9,14 @@
 //! [`crate::forward::UpstreamError::is_retryable`]: the caller will loop,
 //! excluding deployments that failed, and consult cooldown state here.
 
+pub mod attempts;
+pub mod classify;
+pub mod pick;
+pub mod plan;
+pub mod policy;
+pub mod state;
+pub mod table;
+
 use rand::Rng;
 
 use crate::snapshot::{ModelGroup, ResolvedDeployment};
