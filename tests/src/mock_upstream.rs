@@ -18,7 +18,6 @@
 //! `/embeddings`, and `/openai/deployments/{deployment}/chat/completions`
 //! (and `/embeddings`). Anything else gets 404 in OpenAI's error shape.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,7 +56,7 @@ pub const EMBEDDING: [f32; 4] = [0.25, -0.5, 0.75, 1.0];
 pub const RETRY_AFTER: &str = "2";
 pub const RETRY_AFTER_MS: &str = "2000";
 
-type Body = BoxBody<Bytes, Infallible>;
+type Body = BoxBody<Bytes, Closed>;
 
 /// One request as the upstream received it.
 #[derive(Debug, Clone)]
@@ -116,12 +115,61 @@ impl StreamGate {
     }
 }
 
+/// What one request meets, before the standing behaviour
+/// ([`MockUpstream::script`]).
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// This status, with an OpenAI error body carrying `code`, and these
+    /// extra headers.
+    Status {
+        status: u16,
+        code: String,
+        headers: Vec<(String, String)>,
+    },
+    /// This status and exactly this JSON body (a context-length error, a
+    /// content-filter refusal).
+    Body { status: u16, body: Value },
+    /// Waits this long before answering normally (past a timeout).
+    Hang(Duration),
+    /// Closes the connection without an answer.
+    Close,
+    /// A streamed answer that sends this many chunks, then breaks off.
+    BreakStream { after: usize },
+    /// A streamed answer that sends this many chunks, then goes silent for
+    /// an hour.
+    StallStream { after: usize },
+    /// Answers normally.
+    Succeed,
+}
+
+impl Fault {
+    /// `status` with an OpenAI error body carrying `code`.
+    pub fn status(status: u16, code: &str) -> Fault {
+        Fault::Status {
+            status,
+            code: code.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// `status` with `retry-after: seconds` (and nothing else of advice).
+    pub fn retry_after(status: u16, seconds: u64) -> Fault {
+        Fault::Status {
+            status,
+            code: "rate_limit_exceeded".into(),
+            headers: vec![("retry-after".into(), seconds.to_string())],
+        }
+    }
+}
+
 #[derive(Default)]
 struct Behaviour {
     latency: Duration,
     /// Status and body (JSON, or text when a string).
     failure: Option<(u16, Value)>,
     gate: Option<Arc<Notify>>,
+    /// Consumed one per request, before the rest.
+    script: std::collections::VecDeque<Fault>,
 }
 
 #[derive(Default)]
@@ -282,11 +330,29 @@ impl MockUpstream {
         self.shared.behaviour.lock().unwrap().failure = Some((status, Value::from(text)));
     }
 
-    /// Answers normally again, with no latency.
+    /// Answers every request with `status` and exactly `body` (JSON) until
+    /// [`MockUpstream::succeed`].
+    pub fn fail_with_body(&self, status: u16, body: Value) {
+        self.shared.behaviour.lock().unwrap().failure = Some((status, json!({ "raw": body })));
+    }
+
+    /// The next requests meet these faults, one each, in order; the ones
+    /// after them the standing behaviour.
+    pub fn script(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.shared.behaviour.lock().unwrap().script = faults.into_iter().collect();
+    }
+
+    /// How many requests reached this upstream.
+    pub fn hits(&self) -> usize {
+        self.shared.requests.lock().unwrap().len()
+    }
+
+    /// Answers normally again, with no latency and no script.
     pub fn succeed(&self) {
         let mut b = self.shared.behaviour.lock().unwrap();
         b.failure = None;
         b.latency = Duration::ZERO;
+        b.script.clear();
     }
 
     /// From now on, streamed answers send their first chunk, then wait for
@@ -320,7 +386,11 @@ fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
     Response::builder()
         .status(status)
         .header("content-type", content_type)
-        .body(Full::new(body.into()).boxed())
+        .body(
+            Full::new(body.into())
+                .map_err(|never| match never {})
+                .boxed(),
+        )
         .expect("valid response")
 }
 
@@ -361,7 +431,19 @@ fn endpoint(path: &str) -> Option<Endpoint> {
     }
 }
 
-async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+/// Why the mock closed a connection without answering ([`Fault::Close`]).
+#[derive(Debug)]
+struct Closed;
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("closed by the script")
+    }
+}
+
+impl std::error::Error for Closed {}
+
+async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Closed> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -389,10 +471,53 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
             .collect(),
         body: body.clone(),
     });
-    let (latency, failure, gate) = {
-        let b = state.behaviour.lock().unwrap();
-        (b.latency, b.failure.clone(), b.gate.clone())
+    let (mut latency, mut failure, gate, fault) = {
+        let mut b = state.behaviour.lock().unwrap();
+        let fault = b.script.pop_front();
+        (b.latency, b.failure.clone(), b.gate.clone(), fault)
     };
+    let mut stream_fault = None;
+    match fault {
+        None => {}
+        Some(Fault::Succeed) => failure = None,
+        Some(Fault::Status {
+            status,
+            code,
+            headers,
+        }) => {
+            let body = json!({"error": {
+                "message": format!("mock upstream scripted failure: {status} {code}"),
+                "type": if status == 429 { "rate_limit_error" } else { "server_error" },
+                "param": null,
+                "code": code,
+            }});
+            let mut response = json_response(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                &body,
+            );
+            for (name, value) in headers {
+                if let (Ok(name), Ok(value)) = (
+                    hyper::header::HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(&value),
+                ) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            return Ok(response);
+        }
+        Some(Fault::Body { status, body }) => {
+            failure = Some((status, json!({ "raw": body })));
+        }
+        Some(Fault::Hang(d)) => {
+            latency = d;
+            failure = None;
+        }
+        Some(Fault::Close) => return Err(Closed),
+        Some(f @ (Fault::BreakStream { .. } | Fault::StallStream { .. })) => {
+            failure = None;
+            stream_fault = Some(f);
+        }
+    }
     if !latency.is_zero() {
         let abandoned = Abandoned(Some(&state.abandoned));
         tokio::time::sleep(latency).await;
@@ -412,9 +537,10 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
     }
     if let Some((status, body)) = failure {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = match body.as_str() {
-            Some(text) => full(status, "text/plain", text.to_owned()),
-            None => json_response(status, &body),
+        let mut response = match (body.as_str(), body.get("raw")) {
+            (Some(text), _) => full(status, "text/plain", text.to_owned()),
+            (None, Some(raw)) => return Ok(json_response(status, raw)),
+            (None, None) => json_response(status, &body),
         };
         if [
             StatusCode::TOO_MANY_REQUESTS,
@@ -443,7 +569,7 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
     let response = match endpoint {
         Endpoint::Chat if request["stream"] == json!(true) => {
             let include_usage = request["stream_options"]["include_usage"] == json!(true);
-            stream_chat(state, model, include_usage, gate)
+            stream_chat(state, model, include_usage, gate, stream_fault)
         }
         Endpoint::Chat => json_response(StatusCode::OK, &chat_completion(&model)),
         Endpoint::Completions => json_response(StatusCode::OK, &text_completion(&model)),
@@ -548,8 +674,44 @@ fn stream_chat(
     model: String,
     include_usage: bool,
     gate: Option<Arc<Notify>>,
+    fault: Option<Fault>,
 ) -> Response<Body> {
-    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Closed>>(16);
+    if let Some(fault) = fault {
+        let (after, stall) = match fault {
+            Fault::BreakStream { after } => (after, false),
+            Fault::StallStream { after } => (after, true),
+            _ => (usize::MAX, false),
+        };
+        tokio::spawn(async move {
+            let pieces = STREAM_PIECES.iter().take(after.max(1));
+            for (i, piece) in pieces.enumerate() {
+                let delta = if i == 0 {
+                    json!({"role": "assistant", "content": piece})
+                } else {
+                    json!({"content": piece})
+                };
+                let chunk = sse(&chunk(&model, delta, Value::Null));
+                if tx.send(Ok(Frame::data(chunk))).await.is_err() {
+                    return;
+                }
+            }
+            if stall {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                    () = tx.closed() => {}
+                }
+            } else {
+                let _ = tx.send(Err(Closed)).await;
+            }
+        });
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/event-stream")
+            .header("cache-control", "no-cache")
+            .body(BodyExt::boxed(StreamBody::new(ReceiverStream::new(rx))))
+            .expect("valid response");
+    }
     tokio::spawn(async move {
         let send = |bytes: Bytes| {
             let tx = tx.clone();
