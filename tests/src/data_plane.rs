@@ -362,6 +362,21 @@ impl DataPlane {
         Ok(Snapshot::decode(r.bytes().await?)?)
     }
 
+    /// `GET /debug/routing`: each group's deployments with their routing
+    /// state, as JSON.
+    pub async fn routing(&self) -> anyhow::Result<serde_json::Value> {
+        let r = self
+            .http
+            .get(self.url("/debug/routing"))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("/debug/routing answered {}", r.status());
+        }
+        Ok(serde_json::from_slice(&r.bytes().await?)?)
+    }
+
     /// Waits until the applied revision is at least `revision`.
     pub async fn wait_for_revision(&self, revision: i64, within: Duration) -> anyhow::Result<()> {
         self.wait_for_metric("sluice_config_revision", revision, within)

@@ -153,6 +153,22 @@ impl Gateway {
         self.wrote(r.revision);
     }
 
+    /// Sets the router settings: every field `settings` sets.
+    pub async fn set_router(&self, settings: api::RouterSettings) {
+        let r = self
+            .admin
+            .router
+            .clone()
+            .update_router_settings(api::UpdateRouterSettingsRequest {
+                settings: Some(settings),
+                ..Default::default()
+            })
+            .await
+            .expect("UpdateRouterSettings")
+            .into_inner();
+        self.wrote(r.revision);
+    }
+
     /// `model_name` served by OpenAI's API at the mock upstream as `upstream_model`.
     pub async fn deploy_openai(&self, model_name: &str, upstream_model: &str) {
         self.deploy(openai_deployment(
@@ -388,6 +404,14 @@ pub fn openai_deployment(
         api_base: upstream.url("/v1"),
         api_key: UPSTREAM_KEY.into(),
         ..Default::default()
+    }
+}
+
+/// A protobuf duration of `millis` milliseconds.
+pub fn millis(millis: u64) -> sluice_proto::prost_types::Duration {
+    sluice_proto::prost_types::Duration {
+        seconds: i64::try_from(millis / 1000).unwrap_or(i64::MAX),
+        nanos: i32::try_from(millis % 1000 * 1_000_000).unwrap_or(0),
     }
 }
 
