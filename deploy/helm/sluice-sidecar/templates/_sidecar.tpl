@@ -21,7 +21,7 @@ image:
   digest: ""
   pullPolicy: IfNotPresent
 # The control plane's gRPC URL(s), comma-separated.
-controlPlane: http://sluice.sluice.svc.cluster.local:50051
+controlPlane: http://sluice-control-plane.sluice.svc.cluster.local:50051
 # The Secret (in the application's namespace) holding the data-plane token.
 tokenSecret:
   name: sluice-data-plane
@@ -46,6 +46,9 @@ snapshotCache:
 # Allowed for the application's own probes' patience: the startup probe waits
 # up to failureThreshold x 1 s for the first config.
 startupFailureThreshold: 120
+# Seconds a SIGTERM waits (preStop sleep) before the drain, for Services to
+# drop the pod first; 0: none (a sidecar stops after the application).
+preStopSleepSeconds: 0
 extraArgs: []
 extraEnv: []
 {{- end -}}
@@ -156,6 +159,12 @@ nativeSidecar, else under containers).
     periodSeconds: 10
     timeoutSeconds: 2
     failureThreshold: 3
+  {{- if $v.preStopSleepSeconds }}
+  lifecycle:
+    preStop:
+      sleep:
+        seconds: {{ $v.preStopSleepSeconds }}
+  {{- end }}
   resources:
     {{- toYaml $v.resources | nindent 4 }}
   securityContext:
