@@ -151,6 +151,7 @@ def start(
     secrets: dict[tuple[str, str], str],
     hosts: dict[str, "Process"],
     own_hosts: tuple[str, ...] = (),
+    names: dict[str, str] | None = None,
 ) -> Process:
     root = root / name
     root.mkdir(parents=True)
@@ -213,7 +214,12 @@ def start(
             assert target is not None, f"{name}: {host} names nothing this test started (known: {sorted(hosts)})"
             return f"{scheme}://127.0.0.1:{target.port(port)}"
 
-        return re.sub(r"(https?)://([A-Za-z0-9.-]+):(\d+)", url, text)
+        text = re.sub(r"(https?)://([A-Za-z0-9.-]+):(\d+)", url, text)
+        # A bare host name as a flag's whole value (a TLS server name).
+        flag, eq, value = text.partition("=")
+        if eq and value in (names or {}):
+            text = f"{flag}={names[value]}"
+        return text
 
     env = {k: rewrite(v) for k, v in resolve_env(container, pod_name, secrets).items()}
     command = list(container["command"])

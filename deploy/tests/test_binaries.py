@@ -254,6 +254,50 @@ def test_the_embedded_store_control_plane_starts_from_its_rendered_container(bin
         pytest.skip("ran, but not as UID 65532 on a read-only root (needs root, unshare and setpriv)")
 
 
+def test_the_control_plane_on_an_external_etcd_over_mutual_tls_as_an_etcd_user(binaries, work):
+    """The external-etcd render (three https endpoints, --etcd-user with
+    SLUICE_ETCD_PASSWORD from a Secret, the CA and client certificate from a
+    Secret volume, --etcd-tls-domain) against a real etcd with
+    --client-cert-auth and authentication on, which tests/tests/deploy.rs
+    starts. The three endpoints all stand for that one etcd; the TLS name,
+    etcd.db.svc, for the test certificate's `localhost`."""
+    endpoint = os.environ.get("SLUICE_TEST_TLS_ETCD")
+    if not endpoint:
+        pytest.skip("needs the TLS etcd tests/tests/deploy.rs starts (cargo test -p sluice-tests --test deploy)")
+    read = lambda var: Path(os.environ[var]).read_text()  # noqa: E731
+    secrets = {
+        ("sluice-keys", "admin-key"): MASTER_KEY,
+        ("sluice-keys", "dp-token"): TOKEN,
+        ("sluice-etcd-user", "password"): os.environ["SLUICE_TEST_TLS_ETCD_PASSWORD"],
+        ("sluice-etcd-tls", "ca.crt"): read("SLUICE_TEST_TLS_ETCD_CA"),
+        ("sluice-etcd-tls", "tls.crt"): read("SLUICE_TEST_TLS_ETCD_CERT"),
+        ("sluice-etcd-tls", "tls.key"): read("SLUICE_TEST_TLS_ETCD_KEY"),
+    }
+    port = int(endpoint.rsplit(":", 1)[1])
+    etcd = sandbox.Process("etcd", {}, None, {2379: port}, {}, {}, [], work / "none", work, False)
+    hosts = {f"etcd-{i}.etcd.db.svc": etcd for i in range(3)}
+    docs = documents(render(CHART, load_values("external-etcd-tls-auth.yaml")))
+    spec, c = container(docs, "Deployment", "sluice-control-plane", "control-plane")
+    cp = sandbox.start("control-plane-tls", spec, c, binaries=binaries, root=work, pod_name="sluice-control-plane-tls",
+                       secrets=secrets, hosts=hosts, names={"etcd.db.svc": "localhost"})
+    try:
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            sandbox.probe(cp, kind, 60)
+        assert "--etcd-user=sluice" in cp.argv and any(a.startswith("--etcd-cert-file=") for a in cp.argv)
+        # An admin write lands in etcd as the sluice user.
+        out = subprocess.run(
+            [shutil.which("grpcurl"), "-plaintext", "-max-time", "5", "-H", f"authorization: Bearer {MASTER_KEY}",
+             "-d", '{"team": {"team_alias": "deploy-tls"}}', f"127.0.0.1:{cp.port(50051)}", "sluice.admin.v1.TeamService/CreateTeam"],
+            capture_output=True, text=True,
+        )
+        assert out.returncode == 0 and '"revision"' in out.stdout, out.stdout + out.stderr
+        code, took = cp.stop(grace(spec))
+        assert code == 0, cp.logs()
+        check_writes(cp)
+    finally:
+        cp.kill()
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="sluice-control-plane's SIGTERM drain waits for every open call, and a data plane's "
