@@ -5,7 +5,7 @@
 //!   the environment's proxy), to the deployment's target (URL and provider
 //!   headers), made once and kept with the deployment.
 //! - The body is the client's, byte for byte, with only `model` rewritten
-//!   ([`crate::request::Parsed::with_model`]).
+//!   ([`crate::request::parse::Parsed::with_model`]).
 //! - `x-request-id` goes upstream with the request.
 //! - Timeout per deployment (`timeout`), else the router settings' `timeout`,
 //!   else [`DEFAULT_TIMEOUT`]; it covers the whole exchange, streamed body
@@ -30,12 +30,13 @@ use hyper::body::{Bytes, Frame};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 
-use crate::http::{Body, BoxError, Carried, carrying};
+use crate::body::{Body, BoxError, Carried, carrying};
+use crate::config::snapshot::ResolvedDeployment;
+use crate::headers::REQUEST_ID;
 use crate::metrics::{DeploymentLabel, Metrics};
-use crate::providers::{self, Backend, ProviderError, mock};
-use crate::request::{Endpoint, Parsed};
-use crate::snapshot::ResolvedDeployment;
-use crate::upstream::{Prepared, Upstream};
+use crate::providers::{self, Backend, mock};
+use crate::request::parse::{Endpoint, Parsed};
+use crate::upstream::{Prepared, Upstream, UpstreamError};
 
 /// How long an upstream exchange may take when neither the deployment nor
 /// the router settings set a timeout: long generations with large outputs
@@ -44,10 +45,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The most of an upstream's error body read to relay it.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
-
-/// The request id header, read from clients, sent upstream, returned on every
-/// answer.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The headers of an upstream's error answer that are relayed with it: they
 /// tell the client when to try again (OpenAI's SDKs wait that long before
@@ -65,47 +62,6 @@ pub struct Answer {
     /// Server-sent events: relayed with `cache-control: no-cache`.
     pub event_stream: bool,
     pub body: Body,
-}
-
-/// Why forwarding failed.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// The deployment cannot make a request (502).
-    #[error("deployment misconfigured: {0}")]
-    Provider(#[from] ProviderError),
-    /// Connecting, sending or reading failed (502).
-    #[error("{0}")]
-    Connection(String),
-    /// No answer within the deployment's timeout (504).
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    /// The upstream answered an error status. `openai_error` tells whether
-    /// `body` is OpenAI's error shape, which is then relayed as is;
-    /// `relayed` holds its [`RELAYED_ERROR_HEADERS`].
-    #[error("the upstream answered {status}")]
-    Status {
-        status: StatusCode,
-        body: Bytes,
-        openai_error: bool,
-        /// Boxed: only error answers carry it, and inline it would make
-        /// every `Result` holding an `UpstreamError` twice as large.
-        relayed: Box<HeaderMap>,
-    },
-}
-
-impl UpstreamError {
-    /// Whether another deployment may be tried (DESIGN §5): 429, 5xx,
-    /// timeouts and connection errors; never other 4xx, which the next
-    /// deployment would refuse too.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            UpstreamError::Provider(_) | UpstreamError::Connection(_) => true,
-            UpstreamError::Timeout(_) => true,
-            UpstreamError::Status { status, .. } => {
-                *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
-            }
-        }
-    }
 }
 
 /// One upstream call.
@@ -270,7 +226,7 @@ async fn answer_mock(call: Call<'_>) -> Answer {
             status,
             content_type: HeaderValue::from_static("application/json"),
             event_stream: false,
-            body: crate::http::full(Bytes::from(body)),
+            body: crate::body::full(Bytes::from(body)),
         },
         mock::Reply::Stream { events } => {
             let delay = settings.chunk_delay;
@@ -292,58 +248,9 @@ async fn answer_mock(call: Call<'_>) -> Answer {
     }
 }
 
-/// `n` random bytes as lowercase hex: request ids, mock completion ids.
-pub fn random_hex(n: usize) -> String {
-    use rand::RngCore;
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(2 * n);
-    // The thread's generator is looked up once, and drawn from once per 32
-    // bytes into the stack: a request id is one draw and no allocation but
-    // the string's.
-    let mut rng = rand::rng();
-    let mut bytes = [0u8; 32];
-    for start in (0..n).step_by(bytes.len()) {
-        let chunk = &mut bytes[..(n - start).min(32)];
-        rng.fill_bytes(chunk);
-        for &b in chunk.iter() {
-            out.push(char::from(DIGITS[usize::from(b >> 4)]));
-            out.push(char::from(DIGITS[usize::from(b & 15)]));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_classification() {
-        let status = |s: u16| UpstreamError::Status {
-            status: StatusCode::from_u16(s).expect("status"),
-            body: Bytes::new(),
-            openai_error: false,
-            relayed: Box::default(),
-        };
-        assert!(status(429).is_retryable());
-        assert!(status(503).is_retryable());
-        assert!(!status(400).is_retryable());
-        assert!(UpstreamError::Timeout(DEFAULT_TIMEOUT).is_retryable());
-    }
-
-    #[test]
-    fn request_ids_are_hex_of_the_asked_length() {
-        let id = random_hex(16);
-        assert_eq!(id.len(), 32);
-        assert!(
-            id.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        );
-        assert_ne!(id, random_hex(16));
-        for n in [0, 1, 31, 32, 33, 70] {
-            assert_eq!(random_hex(n).len(), 2 * n);
-        }
-    }
 
     #[test]
     fn openai_error_shape() {

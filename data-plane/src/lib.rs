@@ -55,32 +55,23 @@
 //! Still to come: usage reporting, budgets and rate limits, retries and
 //! fallbacks, non-OpenAI wire formats.
 
-pub mod access;
-pub mod allocator;
-pub mod applied;
-pub mod auth;
-pub mod cache;
-pub mod discovery;
+pub mod body;
+pub mod config;
 pub mod forward;
+pub mod headers;
 pub mod http;
-pub mod keys;
-pub mod log_format;
-pub mod log_writer;
 pub mod meter;
 pub mod metrics;
 pub mod providers;
 pub mod request;
 pub mod router;
-pub mod secrets;
-pub mod snapshot;
+pub mod serve;
 pub mod tls;
 pub mod upstream;
-pub mod wire;
-pub mod workers;
 
-pub use access::{Decision, KeyRejection, available_models, check, key_status};
-pub use applied::{AppliedConfig, Outcome, Readiness};
-pub use snapshot::{Config, SnapshotError};
+pub use config::applied::{AppliedConfig, Outcome, Readiness};
+pub use config::snapshot::{Config, SnapshotError};
+pub use request::access::{Decision, KeyRejection, available_models, check, key_status};
 
 /// Where the HTTP server listens unless told otherwise: LiteLLM's port, where
 /// its users already point their SDKs.

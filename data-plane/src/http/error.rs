@@ -26,7 +26,7 @@
 use hyper::StatusCode;
 use serde_json::json;
 
-use crate::access::KeyRejection;
+use crate::request::access::KeyRejection;
 
 /// An error response: status and body.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,8 @@
 //! The OpenAI API: the request path, top to bottom.
 //!
 //! `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`:
-//! config → [`auth`](crate::auth) → [`request`](crate::request) checks →
-//! [`access`](crate::access) → [`router`](crate::router) →
+//! config → [`auth`](crate::request::auth) → [`request`](crate::request) checks →
+//! [`access`](crate::request::access) → [`router`](crate::router) →
 //! [`forward`](crate::forward) → [`meter`](crate::meter).
 //!
 //! `GET /v1/models` and `GET /v1/models/{model}`: only what the key may use.
@@ -24,15 +24,17 @@ use serde_json::json;
 use sluice_proto::admin::v1::Key;
 use tracing::Instrument;
 
-use super::{ApiError, Body, HttpState, json_response};
-use crate::access::{self, Decision};
-use crate::auth::{self, AuthError};
-use crate::forward::{self, Answer, Call, DEFAULT_TIMEOUT, UpstreamError};
+use super::{ApiError, HttpState, json_response};
+use crate::body::Body;
+use crate::config::snapshot::{Config, ResolvedDeployment};
+use crate::forward::{self, Answer, Call, DEFAULT_TIMEOUT};
 use crate::meter::Meter;
 use crate::providers;
-use crate::request::{self, Endpoint, ReadError, RequestError};
+use crate::request::access::{self, Decision};
+use crate::request::auth::{self, AuthError};
+use crate::request::parse::{self, Endpoint, ReadError, RequestError};
 use crate::router;
-use crate::snapshot::{Config, ResolvedDeployment};
+use crate::upstream::UpstreamError;
 
 /// Answers a completion or embedding request.
 pub async fn completion(
@@ -112,8 +114,8 @@ async fn complete(
     meter.known.key = Some(Arc::clone(key));
 
     let limits = state.limits;
-    request::check_headers(req.headers(), limits.max_body_bytes).map_err(request_error)?;
-    let mut reading = std::pin::pin!(request::read_body(req.into_body(), limits.max_body_bytes));
+    parse::check_headers(req.headers(), limits.max_body_bytes).map_err(request_error)?;
+    let mut reading = std::pin::pin!(parse::read_body(req.into_body(), limits.max_body_bytes));
     // A small body comes in the same packets as its headers: read it without
     // arming a timer; only a body still on its way is timed.
     let read = match std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await {
@@ -128,7 +130,7 @@ async fn complete(
         // answer, but it still gets one in the right shape.
         ReadError::Io(detail) => ApiError::invalid_request(None, detail),
     })?;
-    let parsed = request::parse(endpoint, body).map_err(|refused| {
+    let parsed = parse::parse(endpoint, body).map_err(|refused| {
         // A body refused for another field still names its model in the
         // request's log line.
         if let Some(model) = refused.model {
@@ -187,8 +189,8 @@ async fn complete(
 fn current_config(state: &HttpState) -> Result<Arc<Config>, ApiError> {
     state.applied.current().ok_or_else(|| {
         let reason = match state.applied.readiness() {
-            crate::applied::Readiness::NotReady { reason } => reason,
-            crate::applied::Readiness::Ready { .. } => "none applied".into(),
+            crate::config::applied::Readiness::NotReady { reason } => reason,
+            crate::config::applied::Readiness::Ready { .. } => "none applied".into(),
         };
         ApiError::no_configuration(&reason)
     })

@@ -8,8 +8,8 @@
 use hyper::header::HeaderName;
 
 use super::{Provider, ProviderError, Target, api_base, secret_header};
-use crate::request::Endpoint;
-use crate::snapshot::ResolvedDeployment;
+use crate::config::snapshot::ResolvedDeployment;
+use crate::request::parse::Endpoint;
 
 /// A GA Azure OpenAI API version that serves chat, completions and
 /// embeddings.

@@ -31,7 +31,7 @@ use base64::Engine;
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-use crate::request::{Endpoint, Parsed};
+use crate::request::parse::{Endpoint, Parsed};
 
 /// What the mock says unless `content=` says otherwise.
 pub const DEFAULT_CONTENT: &str = "This is a mock response from Sluice.";
@@ -123,7 +123,7 @@ pub fn answer(settings: &Settings, endpoint: Endpoint, request: &Parsed, model: 
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let id = format!("mock-{}", crate::forward::random_hex(12));
+    let id = format!("mock-{}", crate::headers::random_hex(12));
     match endpoint {
         Endpoint::Embeddings => embeddings(&body, model, prompt_tokens),
         Endpoint::ChatCompletions if request.stream => {
@@ -289,7 +289,8 @@ mod tests {
     use hyper::body::Bytes;
 
     fn parsed(endpoint: Endpoint, body: &str) -> Parsed {
-        crate::request::parse(endpoint, Bytes::copy_from_slice(body.as_bytes())).expect("valid")
+        crate::request::parse::parse(endpoint, Bytes::copy_from_slice(body.as_bytes()))
+            .expect("valid")
     }
 
     fn json_of(reply: Reply) -> Value {

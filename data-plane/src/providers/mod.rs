@@ -21,8 +21,8 @@ use hyper::header::{HeaderName, HeaderValue};
 use sluice_proto::admin::v1::Deployment;
 use sluice_proto::providers::{self, Wire};
 
-use crate::request::Endpoint;
-use crate::snapshot::ResolvedDeployment;
+use crate::config::snapshot::ResolvedDeployment;
+use crate::request::parse::Endpoint;
 
 /// Where and how to send one request upstream.
 #[derive(Debug)]

@@ -6,8 +6,8 @@
 use hyper::header;
 
 use super::{Provider, ProviderError, Target, api_base, secret_header};
-use crate::request::Endpoint;
-use crate::snapshot::ResolvedDeployment;
+use crate::config::snapshot::ResolvedDeployment;
+use crate::request::parse::Endpoint;
 
 pub struct OpenAi;
 

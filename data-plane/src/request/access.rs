@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_proto::admin::v1::{Key, ModelAlias, Team};
 
-use crate::snapshot::{Config, ModelGroup, glob_matches};
+use crate::config::snapshot::{Config, ModelGroup, glob_matches};
 
 /// Allow-list entries that allow every model.
 const ALLOW_ALL: [&str; 2] = ["*", "all-proxy-models"];

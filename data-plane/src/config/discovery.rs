@@ -25,11 +25,11 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Status};
 use tonic_prost::ProstCodec;
 
-use crate::applied::{AppliedConfig, Outcome};
+use crate::config::applied::{AppliedConfig, Outcome};
+use crate::config::secrets::Secret;
+use crate::config::wire::ControlPlaneMessageWire;
 use crate::metrics::Metrics;
-use crate::secrets::Secret;
 use crate::tls::{ControlPlaneTls, TlsError};
-use crate::wire::ControlPlaneMessageWire;
 
 /// `ConfigDiscovery/StreamConfig`, called with a codec that leaves keys encoded.
 const STREAM_CONFIG: &str = "/sluice.config.v1.ConfigDiscovery/StreamConfig";
@@ -386,7 +386,7 @@ impl Discovery {
             request.metadata_mut().insert("authorization", auth.clone());
         }
         // The generated client would decode every key into a `Key` struct;
-        // this codec leaves keys encoded (see `crate::wire`). And a snapshot
+        // this codec leaves keys encoded (see `crate::config::wire`). And a snapshot
         // of a million keys is far beyond tonic's 4 MiB default limit.
         let mut grpc = tonic::client::Grpc::new(channel)
             .max_decoding_message_size(usize::MAX)

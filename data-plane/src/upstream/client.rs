@@ -23,14 +23,11 @@
 //! is misconfigured, and following could send the key elsewhere.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Frame, SizeHint};
+use hyper::body::Bytes;
 use hyper::header::{HOST, HeaderName, HeaderValue};
 use hyper::{Request, Response, Uri};
 use hyper_rustls::HttpsConnector;
@@ -39,11 +36,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::CertificateDer;
-use tokio::time::Sleep;
 
-use crate::forward::UpstreamError;
-use crate::http::{Body, BoxError};
-use crate::request::Endpoint;
+use super::UpstreamError;
+use super::deadline::Deadline;
+use crate::body::Body;
+use crate::request::parse::Endpoint;
 
 /// How long an unused upstream connection is kept for the next request.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -294,65 +291,9 @@ fn failed(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
     UpstreamError::Connection(detail)
 }
 
-/// An upstream body that fails once its exchange's deadline passes.
-struct Deadline<B> {
-    body: B,
-    deadline: Pin<Box<Sleep>>,
-    timeout: Duration,
-    expired: bool,
-}
-
-impl<B> Deadline<B> {
-    fn new(body: B, deadline: Pin<Box<Sleep>>, timeout: Duration) -> Self {
-        Deadline {
-            body,
-            deadline,
-            timeout,
-            expired: false,
-        }
-    }
-}
-
-impl<B> hyper::body::Body for Deadline<B>
-where
-    B: hyper::body::Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if this.expired {
-            return Poll::Ready(None);
-        }
-        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
-            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
-        }
-        if this.deadline.as_mut().poll(cx).is_ready() {
-            this.expired = true;
-            return Poll::Ready(Some(Err(UpstreamError::Timeout(this.timeout).into())));
-        }
-        Poll::Pending
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.expired || self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::StreamExt;
-    use http_body_util::StreamBody;
 
     fn upstream(proxies: Matcher) -> Upstream {
         Upstream::with_proxies(proxies, &Tls::new(&[]).expect("TLS")).expect("client")
@@ -446,38 +387,5 @@ mod tests {
             "no HTTP proxy is set"
         );
         assert!(!route("https://localhost:8000/v1/chat/completions"));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_body_stalling_past_the_deadline_ends_with_a_timeout() {
-        let timeout = Duration::from_secs(5);
-        let chunks =
-            futures::stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from("data: 1")))])
-                .chain(futures::stream::pending());
-        let mut body = Deadline::new(
-            StreamBody::new(chunks.boxed()),
-            Box::pin(tokio::time::sleep(timeout)),
-            timeout,
-        );
-        let first = body.frame().await.expect("a frame").expect("data");
-        assert_eq!(first.into_data().unwrap(), "data: 1");
-        let started = tokio::time::Instant::now();
-        let e = body.frame().await.expect("an error").unwrap_err();
-        assert_eq!(started.elapsed(), timeout);
-        assert!(e.to_string().contains("no answer within 5s"), "{e}");
-        assert!(body.frame().await.is_none(), "nothing after the error");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_body_in_time_is_passed_whole_with_its_length() {
-        let timeout = Duration::from_secs(5);
-        let body = Deadline::new(
-            Full::new(Bytes::from("{}")),
-            Box::pin(tokio::time::sleep(timeout)),
-            timeout,
-        );
-        assert_eq!(hyper::body::Body::size_hint(&body).exact(), Some(2));
-        let all = body.collect().await.expect("body").to_bytes();
-        assert_eq!(all, "{}");
     }
 }

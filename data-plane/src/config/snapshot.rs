@@ -54,10 +54,10 @@ use sluice_proto::admin::v1::{
 };
 use sluice_proto::config::v1::{Kind, Snapshot};
 
-pub use crate::keys::KeyDigest;
-use crate::keys::{self, KeyIndex, StoredKey};
-use crate::secrets::{self, Env, MissingVariable, ProcessEnv, ProviderSecrets};
-use crate::wire::{DeltaWire, SnapshotWire};
+pub use crate::config::keys::KeyDigest;
+use crate::config::keys::{self, KeyIndex, StoredKey};
+use crate::config::secrets::{self, Env, MissingVariable, ProcessEnv, ProviderSecrets};
+use crate::config::wire::{DeltaWire, SnapshotWire};
 
 /// Why a snapshot or delta was refused as a whole.
 ///
@@ -663,7 +663,7 @@ impl Config {
     }
 
     /// The key with this digest, decoded for the caller (keys are stored
-    /// encoded; see [`crate::keys`]).
+    /// encoded; see [`crate::config::keys`]).
     pub fn key_by_digest(&self, digest: &KeyDigest) -> Option<Key> {
         self.keys.key(digest)
     }

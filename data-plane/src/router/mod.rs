@@ -6,12 +6,12 @@
 //!
 //! The seam for what comes later (retries on another deployment, cooldowns,
 //! fallbacks, the other strategies) is [`pick`]'s `exclude` argument and
-//! [`crate::forward::UpstreamError::is_retryable`]: the caller will loop,
+//! [`crate::upstream::UpstreamError::is_retryable`]: the caller will loop,
 //! excluding deployments that failed, and consult cooldown state here.
 
 use rand::Rng;
 
-use crate::snapshot::{ModelGroup, ResolvedDeployment};
+use crate::config::snapshot::{ModelGroup, ResolvedDeployment};
 
 /// Picks a deployment of `group`, skipping those whose id is in `exclude`.
 /// `None` when no deployment is left.
@@ -64,7 +64,7 @@ fn weight_of(d: &ResolvedDeployment) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Config;
+    use crate::config::snapshot::Config;
     use sluice_proto::admin::v1::Deployment;
     use sluice_proto::config::v1::Snapshot;
 
