@@ -32,10 +32,11 @@ use hyper::{Method, Request, StatusCode};
 
 use crate::body::{Body, BoxError, Carried, carrying};
 use crate::config::snapshot::ResolvedDeployment;
+use crate::formats::{self, Format};
 use crate::headers::REQUEST_ID;
 use crate::metrics::{DeploymentLabel, Metrics};
 use crate::providers::{self, Backend, mock};
-use crate::request::parse::{Endpoint, Parsed};
+use crate::request::parse::Parsed;
 use crate::upstream::{Prepared, Upstream, UpstreamError};
 
 /// How long an upstream exchange may take when neither the deployment nor
@@ -67,7 +68,9 @@ pub struct Answer {
 /// One upstream call.
 pub struct Call<'a> {
     pub deployment: &'a ResolvedDeployment,
-    pub endpoint: Endpoint,
+    /// The format the upstream is sent: the client's own while no provider
+    /// translates.
+    pub format: Format,
     pub request: &'a Parsed,
     pub upstream_model: &'a str,
     /// Checked to be printable ASCII ([`crate::http`]).
@@ -85,18 +88,17 @@ pub async fn forward(
     match providers::backend(call.deployment.deployment())? {
         Backend::Mock => Ok(answer_mock(call).await),
         Backend::Http(provider) => {
-            let prepared = call.deployment.targets().get_or_make(
-                call.endpoint,
-                call.upstream_model,
-                || {
-                    let target =
-                        provider.target(call.deployment, call.upstream_model, call.endpoint)?;
-                    Ok::<_, UpstreamError>(Prepared {
-                        route: upstream.route(&target.url)?,
-                        headers: target.headers,
-                    })
-                },
-            )?;
+            let prepared =
+                call.deployment
+                    .targets()
+                    .get_or_make(call.format, call.upstream_model, || {
+                        let target =
+                            provider.target(call.deployment, call.upstream_model, call.format)?;
+                        Ok::<_, UpstreamError>(Prepared {
+                            route: upstream.route(&target.url)?,
+                            headers: target.headers,
+                        })
+                    })?;
             let mut request = Request::new(call.request.with_model(call.upstream_model));
             *request.method_mut() = Method::POST;
             let headers = request.headers_mut();
@@ -126,7 +128,7 @@ pub async fn forward(
                 metrics.upstream_first_byte(&deployment, first_byte);
                 let body = read_error_body(body).await;
                 metrics.upstream_done(&deployment, started.elapsed());
-                let openai_error = is_openai_error(&body);
+                let openai_error = formats::openai::is_error(&body);
                 let mut relayed = Box::new(HeaderMap::new());
                 for name in RELAYED_ERROR_HEADERS {
                     if let Some(value) = parts.headers.get(&name) {
@@ -147,7 +149,7 @@ pub async fn forward(
                 .unwrap_or_else(|| HeaderValue::from_static("application/json"));
             let event_stream = content_type
                 .to_str()
-                .is_ok_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+                .is_ok_and(formats::sse::is_event_stream);
             // A stream's time to first byte is news while it lasts; a whole
             // answer's is recorded with its end, after the answer is written.
             if event_stream {
@@ -209,19 +211,12 @@ async fn read_error_body(mut body: Body) -> Bytes {
     Bytes::from(read)
 }
 
-/// Whether `body` is `{"error": {...}}`, OpenAI's error shape.
-pub fn is_openai_error(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .is_some_and(|v| v.get("error").is_some_and(serde_json::Value::is_object))
-}
-
 async fn answer_mock(call: Call<'_>) -> Answer {
     let settings = mock::Settings::from_api_base(call.deployment.secrets().api_base.expose());
     if !settings.latency.is_zero() {
         tokio::time::sleep(settings.latency).await;
     }
-    match mock::answer(&settings, call.endpoint, call.request, call.upstream_model) {
+    match mock::answer(&settings, call.format, call.request, call.upstream_model) {
         mock::Reply::Json { status, body } => Answer {
             status,
             content_type: HeaderValue::from_static("application/json"),
@@ -245,17 +240,5 @@ async fn answer_mock(call: Call<'_>) -> Answer {
                 body: StreamBody::new(chunks).boxed_unsync(),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn openai_error_shape() {
-        assert!(is_openai_error(br#"{"error":{"message":"x"}}"#));
-        assert!(!is_openai_error(br#"{"error":"x"}"#));
-        assert!(!is_openai_error(b"<html>"));
     }
 }

@@ -57,6 +57,7 @@
 
 pub mod body;
 pub mod config;
+pub mod formats;
 pub mod forward;
 pub mod headers;
 pub mod http;

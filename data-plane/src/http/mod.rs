@@ -59,7 +59,8 @@ use crate::config::secrets::Secret;
 use crate::config::snapshot::ApiKeys;
 use crate::headers::{self, REQUEST_ID};
 use crate::metrics::{self, Metrics};
-use crate::request::parse::{DEFAULT_MAX_BODY_BYTES, Endpoint};
+use crate::request::Route;
+use crate::request::parse::DEFAULT_MAX_BODY_BYTES;
 use crate::upstream::Upstream;
 pub use error::ApiError;
 
@@ -355,16 +356,6 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
         })
 }
 
-/// The OpenAI endpoint a path names, with or without `/v1`.
-fn endpoint(path: &str) -> Option<Endpoint> {
-    match path.strip_prefix("/v1").unwrap_or(path) {
-        "/chat/completions" => Some(Endpoint::ChatCompletions),
-        "/completions" => Some(Endpoint::Completions),
-        "/embeddings" => Some(Endpoint::Embeddings),
-        _ => None,
-    }
-}
-
 /// The model a `/v1/models/{model}` path names, percent-decoded: SDKs encode
 /// the name (`vendor%2Fmodel`), and `vendor/model` sent as is works too.
 fn path_model(segment: &str) -> Result<Cow<'_, str>, ApiError> {
@@ -399,9 +390,9 @@ pub async fn route(
     let path = req.uri().path().to_owned();
     let path = path.as_str();
     let method = req.method().clone();
-    if let Some(endpoint) = endpoint(path) {
+    if let Some(route) = Route::from_path(path) {
         return if method == Method::POST {
-            openai::completion(state, endpoint, req, request_id).await
+            openai::completion(state, route, req, request_id).await
         } else {
             error_response(&ApiError::method_not_allowed(method.as_str(), path, "POST"))
         };

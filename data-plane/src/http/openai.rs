@@ -30,21 +30,22 @@ use crate::config::snapshot::{Config, ResolvedDeployment};
 use crate::forward::{self, Answer, Call, DEFAULT_TIMEOUT};
 use crate::meter::Meter;
 use crate::providers;
+use crate::request::Route;
 use crate::request::access::{self, Decision};
 use crate::request::auth::{self, AuthError};
-use crate::request::parse::{self, Endpoint, ReadError, RequestError};
+use crate::request::parse::{self, ReadError, RequestError};
 use crate::router;
 use crate::upstream::UpstreamError;
 
 /// Answers a completion or embedding request.
 pub async fn completion(
     state: &HttpState,
-    endpoint: Endpoint,
+    route: Route,
     req: Request<Incoming>,
     request_id: &HeaderValue,
 ) -> Response<Body> {
     let mut meter = Meter::start(state.metrics.clone(), request_id);
-    match complete(state, endpoint, req, request_id, &mut meter).await {
+    match complete(state, route, req, request_id, &mut meter).await {
         Ok(answer) => relay(answer, meter),
         Err(Failure::Api(e)) => {
             meter.answered(e.status, e.code.unwrap_or_default());
@@ -98,7 +99,7 @@ impl From<ApiError> for Failure {
 
 async fn complete(
     state: &HttpState,
-    endpoint: Endpoint,
+    route: Route,
     req: Request<Incoming>,
     request_id: &HeaderValue,
     meter: &mut Meter,
@@ -130,7 +131,7 @@ async fn complete(
         // answer, but it still gets one in the right shape.
         ReadError::Io(detail) => ApiError::invalid_request(None, detail),
     })?;
-    let parsed = parse::parse(endpoint, body).map_err(|refused| {
+    let parsed = parse::parse(route.format(), body).map_err(|refused| {
         // A body refused for another field still names its model in the
         // request's log line.
         if let Some(model) = refused.model {
@@ -173,7 +174,8 @@ async fn complete(
     let timeout = timeout_for(&config, deployment);
     let call = Call {
         deployment,
-        endpoint,
+        // Sent in the client's own format: no provider translates yet.
+        format: route.format(),
         request: &parsed,
         upstream_model: &upstream_model,
         request_id,

@@ -9,7 +9,7 @@ use hyper::header::HeaderName;
 
 use super::{Provider, ProviderError, Target, api_base, secret_header};
 use crate::config::snapshot::ResolvedDeployment;
-use crate::request::parse::Endpoint;
+use crate::formats::Format;
 
 /// A GA Azure OpenAI API version that serves chat, completions and
 /// embeddings.
@@ -22,7 +22,7 @@ impl Provider for Azure {
         &self,
         deployment: &ResolvedDeployment,
         upstream_model: &str,
-        endpoint: Endpoint,
+        format: Format,
     ) -> Result<Target, ProviderError> {
         let version = deployment.secrets().api_version.expose().trim();
         let version = if version.is_empty() {
@@ -34,7 +34,7 @@ impl Provider for Azure {
             "{}/openai/deployments/{}{}?api-version={}",
             api_base(deployment)?,
             encode_component(upstream_model),
-            endpoint.path(),
+            format.path(),
             encode_component(version),
         );
         let key = deployment.secrets().api_key.expose();

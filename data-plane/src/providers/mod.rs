@@ -10,7 +10,7 @@
 //!   network. Its knobs are in its module doc.
 //!
 //! An HTTP provider is a [`Provider`]: a pure function from (deployment,
-//! upstream model, endpoint) to the URL and headers to send. Sending,
+//! upstream model, upstream format) to the URL and headers to send. Sending,
 //! timeouts and relaying are [`crate::forward`]'s, the same for all.
 
 pub mod azure;
@@ -22,7 +22,7 @@ use sluice_proto::admin::v1::Deployment;
 use sluice_proto::providers::{self, Wire};
 
 use crate::config::snapshot::ResolvedDeployment;
-use crate::request::parse::Endpoint;
+use crate::formats::Format;
 
 /// Where and how to send one request upstream.
 #[derive(Debug)]
@@ -52,7 +52,7 @@ pub trait Provider: Send + Sync {
         &self,
         deployment: &ResolvedDeployment,
         upstream_model: &str,
-        endpoint: Endpoint,
+        format: Format,
     ) -> Result<Target, ProviderError>;
 }
 

@@ -7,7 +7,7 @@ use hyper::header;
 
 use super::{Provider, ProviderError, Target, api_base, secret_header};
 use crate::config::snapshot::ResolvedDeployment;
-use crate::request::parse::Endpoint;
+use crate::formats::Format;
 
 pub struct OpenAi;
 
@@ -16,9 +16,9 @@ impl Provider for OpenAi {
         &self,
         deployment: &ResolvedDeployment,
         _upstream_model: &str,
-        endpoint: Endpoint,
+        format: Format,
     ) -> Result<Target, ProviderError> {
-        let url = format!("{}{}", api_base(deployment)?, endpoint.path());
+        let url = format!("{}{}", api_base(deployment)?, format.path());
         let key = deployment.secrets().api_key.expose();
         let mut headers = Vec::new();
         if !key.is_empty() {

@@ -40,7 +40,7 @@ use rustls_pki_types::CertificateDer;
 use super::UpstreamError;
 use super::deadline::Deadline;
 use crate::body::Body;
-use crate::request::parse::Endpoint;
+use crate::formats::Format;
 
 /// How long an unused upstream connection is kept for the next request.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -224,18 +224,18 @@ pub struct Prepared {
 /// another (a wildcard deployment's other models on Azure). Kept with the
 /// deployment in the config, so a config change starts afresh.
 #[derive(Debug, Default)]
-pub struct Targets([OnceLock<(String, Arc<Prepared>)>; 3]);
+pub struct Targets([OnceLock<(String, Arc<Prepared>)>; Format::COUNT]);
 
 impl Targets {
     /// The target for `endpoint` and `upstream_model`, made by `make` unless
     /// kept.
     pub fn get_or_make<E>(
         &self,
-        endpoint: Endpoint,
+        format: Format,
         upstream_model: &str,
         make: impl FnOnce() -> Result<Prepared, E>,
     ) -> Result<Arc<Prepared>, E> {
-        let slot = &self.0[endpoint as usize];
+        let slot = &self.0[format.index()];
         if let Some((model, prepared)) = slot.get()
             && model == upstream_model
         {
@@ -318,13 +318,13 @@ mod tests {
                 .uri
                 .to_string()
         };
-        let chat = Endpoint::ChatCompletions;
+        let chat = Format::ChatCompletions;
         assert_eq!(get(chat, "m1"), "http://upstream.local/m1/ChatCompletions");
         assert_eq!(get(chat, "m1"), "http://upstream.local/m1/ChatCompletions");
         assert_eq!(made.get(), 1, "kept");
         assert_eq!(get(chat, "m2"), "http://upstream.local/m2/ChatCompletions");
         assert_eq!(
-            get(Endpoint::Embeddings, "m1"),
+            get(Format::Embeddings, "m1"),
             "http://upstream.local/m1/Embeddings"
         );
         assert_eq!(made.get(), 3, "another model or endpoint is made anew");
