@@ -12,7 +12,8 @@
 //! | a known path, another method | 405, OpenAI's error shape |
 //! | anything else | 404, OpenAI's error shape |
 //!
-//! Routes are one `match` in [`route`].
+//! Routes are one `match` in [`route`]; the OpenAI API is [`openai`], the
+//! operator's endpoints [`ops`], every error answered [`error`].
 //!
 //! Every answer carries `x-request-id`: the client's, when it sent a usable
 //! one, else a fresh random id; the same id goes upstream and into the log.
@@ -32,6 +33,7 @@
 pub mod connection;
 pub mod error;
 pub mod openai;
+pub mod ops;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -47,18 +49,14 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use serde_json::json;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::either::Either;
 
 use crate::body::{Body, carrying_released_after_write, full};
-use crate::config::applied::{AppliedConfig, Readiness};
+use crate::config::applied::AppliedConfig;
 use crate::config::secrets::Secret;
-use crate::config::snapshot::ApiKeys;
 use crate::headers::{self, REQUEST_ID};
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::request::Route;
 use crate::request::parse::DEFAULT_MAX_BODY_BYTES;
 use crate::upstream::Upstream;
@@ -409,98 +407,16 @@ pub async fn route(
     }
     let method = &method;
     let answer = match (method, path) {
-        (&Method::GET, "/health/liveness") => Ok(json_response(
-            StatusCode::OK,
-            json!({ "status": "alive" }).to_string(),
-        )),
-        (&Method::GET, "/health/readiness") => Ok(readiness(state)),
-        (&Method::GET, "/metrics") => Ok(metrics(state)),
-        (&Method::GET, "/debug/config") => debug_config(state, req.headers()).await,
+        (&Method::GET, "/health/liveness") => Ok(ops::liveness()),
+        (&Method::GET, "/health/readiness") => Ok(ops::readiness(state)),
+        (&Method::GET, "/metrics") => Ok(ops::metrics(state)),
+        (&Method::GET, "/debug/config") => ops::debug_config(state, req.headers()).await,
         (_, "/health/liveness" | "/health/readiness" | "/metrics" | "/debug/config") => {
             Err(ApiError::method_not_allowed(method.as_str(), path, "GET"))
         }
         _ => Err(ApiError::unknown_route(method.as_str(), path)),
     };
     answer.unwrap_or_else(|e| error_response(&e))
-}
-
-fn readiness(state: &HttpState) -> Response<Body> {
-    match state.applied.readiness() {
-        Readiness::Ready { revision } => json_response(
-            StatusCode::OK,
-            json!({ "status": "ready", "revision": revision }).to_string(),
-        ),
-        Readiness::NotReady { reason } => json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({ "status": "not ready", "reason": reason }).to_string(),
-        ),
-    }
-}
-
-fn metrics(state: &HttpState) -> Response<Body> {
-    response(
-        StatusCode::OK,
-        metrics::CONTENT_TYPE,
-        Bytes::from(state.metrics.encode()),
-    )
-}
-
-async fn debug_config(state: &HttpState, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
-    if !token_matches(state.token.as_ref(), headers) {
-        return Err(ApiError::data_plane_token_required());
-    }
-    let Some(config) = state.applied.current() else {
-        let reason = match state.applied.readiness() {
-            Readiness::NotReady { reason } => reason,
-            Readiness::Ready { .. } => "none applied".into(),
-        };
-        return Err(ApiError::no_configuration(&reason));
-    };
-    let revision = config.revision();
-    // A million keys take a while to encode: not on a runtime thread.
-    let encoded = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        config
-            .encode_snapshot(ApiKeys::Redacted, &mut out)
-            .map(|()| out)
-    })
-    .await;
-    let bytes = match encoded {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) => return Err(encoding_failed(&e)),
-        Err(e) => return Err(encoding_failed(&e)),
-    };
-    let mut resp = response(StatusCode::OK, PROTOBUF, Bytes::from(bytes));
-    resp.headers_mut()
-        .insert("x-sluice-revision", HeaderValue::from(revision));
-    Ok(resp)
-}
-
-fn encoding_failed(error: &dyn std::error::Error) -> ApiError {
-    tracing::error!(error = %error, "encoding the configuration for /debug/config failed");
-    ApiError::internal("encoding the configuration failed")
-}
-
-/// Whether `Authorization: Bearer <token>` carries the data-plane token.
-/// Digests are compared, in constant time, so neither the token's bytes nor
-/// its length leak through timing.
-fn token_matches(token: Option<&Secret>, headers: &HeaderMap) -> bool {
-    let Some(token) = token.filter(|t| !t.is_empty()) else {
-        return false;
-    };
-    let Some(presented) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-    else {
-        return false;
-    };
-    let want = Sha256::digest(token.expose().as_bytes());
-    let got = Sha256::digest(presented.trim().as_bytes());
-    want.ct_eq(&got).into()
 }
 
 fn error_response(error: &ApiError) -> Response<Body> {
@@ -522,27 +438,6 @@ fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_check() {
-        let token = Secret::new("dp-token");
-        let mut headers = HeaderMap::new();
-        assert!(!token_matches(Some(&token), &headers));
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer dp-token"),
-        );
-        assert!(token_matches(Some(&token), &headers));
-        assert!(!token_matches(None, &headers));
-        assert!(!token_matches(Some(&Secret::new("")), &headers));
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer dp-token2"),
-        );
-        assert!(!token_matches(Some(&token), &headers));
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("dp-token"));
-        assert!(!token_matches(Some(&token), &headers));
-    }
 
     #[test]
     fn the_models_paths_name_their_model_percent_decoded() {
