@@ -35,9 +35,9 @@ use crate::config::snapshot::ResolvedDeployment;
 use crate::formats::{self, Format};
 use crate::headers::REQUEST_ID;
 use crate::metrics::{DeploymentLabel, Metrics};
-use crate::providers::{self, Backend, mock};
+use crate::providers::{self, Backend, Target, mock};
 use crate::request::parse::Parsed;
-use crate::upstream::{Prepared, Upstream, UpstreamError};
+use crate::upstream::{Upstream, UpstreamError};
 
 /// How long an upstream exchange may take when neither the deployment nor
 /// the router settings set a timeout: long generations with large outputs
@@ -88,15 +88,14 @@ pub async fn forward(
     match providers::backend(call.deployment.deployment())? {
         Backend::Mock => Ok(answer_mock(call).await),
         Backend::Http(provider) => {
-            let prepared =
+            let target =
                 call.deployment
                     .targets()
                     .get_or_make(call.format, call.upstream_model, || {
-                        let target =
-                            provider.target(call.deployment, call.upstream_model, call.format)?;
-                        Ok::<_, UpstreamError>(Prepared {
-                            route: upstream.route(&target.url)?,
-                            headers: target.headers,
+                        let address =
+                            provider.address(call.deployment, call.upstream_model, call.format)?;
+                        Target::new(&address.url, address.headers, |uri| {
+                            upstream.is_proxied(uri)
                         })
                     })?;
             let mut request = Request::new(call.request.with_model(call.upstream_model));
@@ -113,13 +112,11 @@ pub async fn forward(
                     HeaderValue::from_static("text/event-stream"),
                 );
             }
-            for (name, value) in &prepared.headers {
+            for (name, value) in target.headers() {
                 headers.insert(name.clone(), value.clone());
             }
             let started = Instant::now();
-            let response = upstream
-                .send(&prepared.route, request, call.timeout)
-                .await?;
+            let response = upstream.send(&target, request, call.timeout).await?;
             let first_byte = started.elapsed();
             let deployment = DeploymentLabel::new(&call.deployment.deployment().id);
             let (parts, body) = response.into_parts();

@@ -277,7 +277,9 @@ fn upstream_failure(deployment: &str, e: UpstreamError) -> Failure {
         }
         UpstreamError::Timeout(after) => ApiError::upstream_timeout(deployment, after).into(),
         UpstreamError::Connection(detail) => ApiError::upstream_error(deployment, &detail).into(),
-        UpstreamError::Provider(p) => ApiError::upstream_error(deployment, &p.to_string()).into(),
+        UpstreamError::Misconfigured(p) => {
+            ApiError::upstream_error(deployment, &p.to_string()).into()
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 
 use hyper::header::HeaderName;
 
-use super::{Provider, ProviderError, Target, api_base, secret_header};
+use super::{Address, Provider, ProviderError, api_base, secret_header};
 use crate::config::snapshot::ResolvedDeployment;
 use crate::formats::Format;
 
@@ -18,12 +18,12 @@ pub const DEFAULT_API_VERSION: &str = "2024-10-21";
 pub struct Azure;
 
 impl Provider for Azure {
-    fn target(
+    fn address(
         &self,
         deployment: &ResolvedDeployment,
         upstream_model: &str,
         format: Format,
-    ) -> Result<Target, ProviderError> {
+    ) -> Result<Address, ProviderError> {
         let version = deployment.secrets().api_version.expose().trim();
         let version = if version.is_empty() {
             DEFAULT_API_VERSION
@@ -45,7 +45,7 @@ impl Provider for Azure {
                 secret_header(key, "api_key")?,
             ));
         }
-        Ok(Target { url, headers })
+        Ok(Address { url, headers })
     }
 }
 

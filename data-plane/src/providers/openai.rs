@@ -5,19 +5,19 @@
 
 use hyper::header;
 
-use super::{Provider, ProviderError, Target, api_base, secret_header};
+use super::{Address, Provider, ProviderError, api_base, secret_header};
 use crate::config::snapshot::ResolvedDeployment;
 use crate::formats::Format;
 
 pub struct OpenAi;
 
 impl Provider for OpenAi {
-    fn target(
+    fn address(
         &self,
         deployment: &ResolvedDeployment,
         _upstream_model: &str,
         format: Format,
-    ) -> Result<Target, ProviderError> {
+    ) -> Result<Address, ProviderError> {
         let url = format!("{}{}", api_base(deployment)?, format.path());
         let key = deployment.secrets().api_key.expose();
         let mut headers = Vec::new();
@@ -27,6 +27,6 @@ impl Provider for OpenAi {
                 secret_header(&format!("Bearer {key}"), "api_key")?,
             ));
         }
-        Ok(Target { url, headers })
+        Ok(Address { url, headers })
     }
 }

@@ -12,9 +12,10 @@
 //!   does), the call goes through reqwest, which speaks to proxies (CONNECT
 //!   tunnels for HTTPS, proxy credentials). Which way a URL goes is decided
 //!   once, with its parse.
-//! - What a deployment's requests need (URL parsed and routed, provider
-//!   headers) is made once per endpoint and kept with the deployment
-//!   ([`Targets`]).
+//! - What a deployment's requests need (URL parsed, `Host`, direct or
+//!   proxied, provider headers) is made once per upstream format and kept
+//!   with the deployment ([`Target`], a provider's; this client only
+//!   decides the proxy, [`Upstream::is_proxied`]).
 //! - Every call has a **deadline** for the whole exchange, the answer's body
 //!   included: a stream that stalls past it ends with an error, which closes
 //!   the client's connection (a truncated answer, never a clean end).
@@ -23,12 +24,12 @@
 //! is misconfigured, and following could send the key elsewhere.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::header::{HOST, HeaderName, HeaderValue};
+use hyper::header::HOST;
 use hyper::{Request, Response, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -40,7 +41,7 @@ use rustls_pki_types::CertificateDer;
 use super::UpstreamError;
 use super::deadline::Deadline;
 use crate::body::Body;
-use crate::formats::Format;
+use crate::providers::target::Target;
 
 /// How long an unused upstream connection is kept for the next request.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -154,31 +155,27 @@ impl Upstream {
         })
     }
 
-    /// Where a request for `url` goes: parsed, and checked against the
-    /// proxy settings.
-    pub fn route(&self, url: &str) -> Result<Route, UpstreamError> {
-        let uri = parse(url)?;
-        Ok(Route {
-            proxied: self.inner.proxies.intercept(&uri).is_some(),
-            host: host_header(&uri)?,
-            uri,
-        })
+    /// Whether the environment's proxy settings send `uri` through a proxy:
+    /// asked once per target, when it is made ([`Target::new`]).
+    pub fn is_proxied(&self, uri: &Uri) -> bool {
+        self.inner.proxies.intercept(uri).is_some()
     }
 
-    /// Sends `request` (its URI is `route`'s) and returns the answer, whose
-    /// body must arrive whole within `timeout` of now as well.
+    /// Sends `request` to `target` (its URI, `Host` and way, direct or
+    /// proxied) and returns the answer, whose body must arrive whole within
+    /// `timeout` of now as well.
     pub async fn send(
         &self,
-        route: &Route,
+        target: &Target,
         mut request: Request<Bytes>,
         timeout: Duration,
     ) -> Result<Response<Body>, UpstreamError> {
-        *request.uri_mut() = route.uri.clone();
-        // Set here, once per route, rather than formatted by the client on
+        *request.uri_mut() = target.uri().clone();
+        // Set here, once per target, rather than formatted by the client on
         // every request.
-        request.headers_mut().insert(HOST, route.host.clone());
+        request.headers_mut().insert(HOST, target.host().clone());
         let mut deadline = Box::pin(tokio::time::sleep(timeout));
-        if route.proxied {
+        if target.proxied() {
             // Errors without the URL: an `api_base` may carry a token.
             let request =
                 reqwest::Request::try_from(request).map_err(|e| failed(&e.without_url()))?;
@@ -196,86 +193,6 @@ impl Upstream {
             Ok(response.map(|body| Deadline::new(body, deadline, timeout).boxed_unsync()))
         }
     }
-}
-
-/// An upstream URL, parsed, and whether it goes through a proxy.
-#[derive(Debug, Clone)]
-pub struct Route {
-    uri: Uri,
-    /// `Host`: the URI's host, and its port unless the scheme's default.
-    host: HeaderValue,
-    proxied: bool,
-}
-
-/// What requests to a deployment's endpoint need: where they go and the
-/// provider's headers (secret values marked sensitive, so `Debug` hides
-/// them).
-#[derive(Debug)]
-pub struct Prepared {
-    pub route: Route,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-/// A deployment's [`Prepared`] targets, one per endpoint, made on first use:
-/// parsing the URL (with IDNA processing of the host) and building the
-/// headers cost more than the rest of building a request. A provider's
-/// target is a function of (deployment, endpoint, upstream model), so each
-/// is kept with the upstream model it was made for and made anew for
-/// another (a wildcard deployment's other models on Azure). Kept with the
-/// deployment in the config, so a config change starts afresh.
-#[derive(Debug, Default)]
-pub struct Targets([OnceLock<(String, Arc<Prepared>)>; Format::COUNT]);
-
-impl Targets {
-    /// The target for `endpoint` and `upstream_model`, made by `make` unless
-    /// kept.
-    pub fn get_or_make<E>(
-        &self,
-        format: Format,
-        upstream_model: &str,
-        make: impl FnOnce() -> Result<Prepared, E>,
-    ) -> Result<Arc<Prepared>, E> {
-        let slot = &self.0[format.index()];
-        if let Some((model, prepared)) = slot.get()
-            && model == upstream_model
-        {
-            return Ok(Arc::clone(prepared));
-        }
-        let prepared = Arc::new(make()?);
-        let _ = slot.set((upstream_model.to_owned(), Arc::clone(&prepared)));
-        Ok(prepared)
-    }
-}
-
-/// `url` as a request URI. Parsed as a URL first, as a browser or curl
-/// would: an international host becomes punycode, stray characters are
-/// percent-encoded. The message leaves the URL out: an `api_base` may carry
-/// a token.
-fn parse(url: &str) -> Result<Uri, UpstreamError> {
-    let invalid = |e: &dyn fmt::Display| {
-        UpstreamError::Connection(format!("the deployment's upstream URL is not valid: {e}"))
-    };
-    let mut url = reqwest::Url::parse(url).map_err(|e| invalid(&e))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(&"its scheme is neither http nor https"));
-    }
-    // Credentials in the URL are never sent: they would travel in the
-    // clear as HTTP/2's `:authority`. Providers authenticate with `api_key`.
-    let _ = url.set_password(None);
-    let _ = url.set_username("");
-    url.as_str().parse::<Uri>().map_err(|e| invalid(&e))
-}
-
-/// The `Host` header for `uri`: its authority, which [`parse`] leaves
-/// without credentials or a default port, so it is also exactly what
-/// HTTP/2 sends as `:authority`.
-fn host_header(uri: &Uri) -> Result<HeaderValue, UpstreamError> {
-    let invalid = || UpstreamError::Connection("the deployment's upstream URL has no host".into());
-    let authority = uri
-        .authority()
-        .filter(|a| !a.host().is_empty())
-        .ok_or_else(invalid)?;
-    HeaderValue::from_str(authority.as_str()).map_err(|_| invalid())
 }
 
 /// A failed exchange as an [`UpstreamError`], with every cause in the chain
@@ -300,76 +217,6 @@ mod tests {
     }
 
     #[test]
-    fn targets_are_kept_per_endpoint_and_upstream_model() {
-        let targets = Targets::default();
-        let made = std::cell::Cell::new(0);
-        let get = |endpoint, model: &str| {
-            targets
-                .get_or_make(endpoint, model, || {
-                    made.set(made.get() + 1);
-                    let url = format!("http://upstream.local/{model}/{endpoint:?}");
-                    Ok::<_, UpstreamError>(Prepared {
-                        route: upstream(Matcher::builder().build()).route(&url)?,
-                        headers: Vec::new(),
-                    })
-                })
-                .unwrap()
-                .route
-                .uri
-                .to_string()
-        };
-        let chat = Format::ChatCompletions;
-        assert_eq!(get(chat, "m1"), "http://upstream.local/m1/ChatCompletions");
-        assert_eq!(get(chat, "m1"), "http://upstream.local/m1/ChatCompletions");
-        assert_eq!(made.get(), 1, "kept");
-        assert_eq!(get(chat, "m2"), "http://upstream.local/m2/ChatCompletions");
-        assert_eq!(
-            get(Format::Embeddings, "m1"),
-            "http://upstream.local/m1/Embeddings"
-        );
-        assert_eq!(made.get(), 3, "another model or endpoint is made anew");
-        let e = upstream(Matcher::builder().build())
-            .route("http://sk-secret@[bad/embeddings")
-            .unwrap_err()
-            .to_string();
-        assert!(!e.contains("sk-secret"), "{e}");
-    }
-
-    #[test]
-    fn urls_are_normalised_as_a_browser_would() {
-        let upstream = upstream(Matcher::builder().build());
-        let route = upstream
-            .route("https://bücher.example/v1/completions")
-            .unwrap();
-        assert_eq!(
-            route.uri.to_string(),
-            "https://xn--bcher-kva.example/v1/completions"
-        );
-        let e = upstream
-            .route("ftp://files.example/v1/embeddings")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("neither http nor https"), "{e}");
-    }
-
-    #[test]
-    fn host_headers_name_the_port_unless_it_is_the_schemes() {
-        let upstream = upstream(Matcher::builder().build());
-        let host = |url| upstream.route(url).unwrap().host;
-        assert_eq!(host("https://api.openai.com/v1/x"), "api.openai.com");
-        assert_eq!(host("https://api.openai.com:443/v1/x"), "api.openai.com");
-        assert_eq!(host("http://vllm.local:8000/v1/x"), "vllm.local:8000");
-        assert_eq!(host("http://user:pw@[::1]:80/v1"), "[::1]");
-        assert_eq!(host("https://10.0.0.1:8443/"), "10.0.0.1:8443");
-        let route = upstream.route("https://user:pw@api.example/v1").unwrap();
-        assert_eq!(
-            route.uri.to_string(),
-            "https://api.example/v1",
-            "credentials are not sent"
-        );
-    }
-
-    #[test]
     fn proxies_apply_as_the_environment_says() {
         let upstream = upstream(
             Matcher::builder()
@@ -377,7 +224,7 @@ mod tests {
                 .no("localhost,.cluster.local")
                 .build(),
         );
-        let route = |url| upstream.route(url).unwrap().proxied;
+        let route = |url: &str| upstream.is_proxied(&url.parse().unwrap());
         assert!(route("https://api.openai.com/v1/chat/completions"));
         assert!(!route(
             "https://vllm.ml.svc.cluster.local/v1/chat/completions"

@@ -8,14 +8,18 @@ use hyper::StatusCode;
 use hyper::body::Bytes;
 use hyper::header::HeaderMap;
 
-use crate::providers::ProviderError;
+use crate::providers::target::ProviderError;
 
 /// Why forwarding failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// The deployment cannot make a request (502).
+    /// The deployment cannot make a request (502): an unknown provider, no
+    /// `api_base`, an upstream URL that is not one (invalid, not http or
+    /// https, no host), a secret that is not a valid header value. Nothing
+    /// was sent; the same request fails the same way until the config
+    /// changes.
     #[error("deployment misconfigured: {0}")]
-    Provider(#[from] ProviderError),
+    Misconfigured(#[from] ProviderError),
     /// Connecting, sending or reading failed (502).
     #[error("{0}")]
     Connection(String),
@@ -38,13 +42,15 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// Whether another deployment may be tried (DESIGN §5): 429, 5xx,
-    /// timeouts and connection errors; never other 4xx, which the next
-    /// deployment would refuse too.
+    /// Whether the failure is the upstream's and may pass, so that another
+    /// attempt may be made and the failure counts toward the deployment's
+    /// cooldown (DESIGN §5): 429, 5xx, timeouts and connection errors; never
+    /// other 4xx, which the next deployment would refuse too, and never a
+    /// misconfiguration, which no attempt or cooldown mends.
     pub fn is_retryable(&self) -> bool {
         match self {
-            UpstreamError::Provider(_) | UpstreamError::Connection(_) => true,
-            UpstreamError::Timeout(_) => true,
+            UpstreamError::Misconfigured(_) => false,
+            UpstreamError::Connection(_) | UpstreamError::Timeout(_) => true,
             UpstreamError::Status { status, .. } => {
                 *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
             }
@@ -56,17 +62,46 @@ impl UpstreamError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn retry_classification() {
-        let status = |s: u16| UpstreamError::Status {
+    fn status(s: u16) -> UpstreamError {
+        UpstreamError::Status {
             status: StatusCode::from_u16(s).expect("status"),
             body: Bytes::new(),
             openai_error: false,
             relayed: Box::default(),
-        };
-        assert!(status(429).is_retryable());
-        assert!(status(503).is_retryable());
-        assert!(!status(400).is_retryable());
+        }
+    }
+
+    #[test]
+    fn a_misconfiguration_is_not_retried() {
+        for e in [
+            ProviderError::UnknownProvider("nope".into()),
+            ProviderError::MissingApiBase("azure"),
+            ProviderError::InvalidHeader("api_key"),
+            ProviderError::InvalidUrl("relative URL without a base".into()),
+            ProviderError::UnsupportedScheme,
+            ProviderError::NoHost,
+        ] {
+            assert!(!UpstreamError::from(e).is_retryable());
+        }
+    }
+
+    #[test]
+    fn a_connection_failure_is_retried() {
+        assert!(UpstreamError::Connection("connection refused".into()).is_retryable());
+    }
+
+    #[test]
+    fn a_timeout_is_retried() {
         assert!(UpstreamError::Timeout(Duration::from_secs(600)).is_retryable());
+    }
+
+    #[test]
+    fn statuses_are_retried_on_429_and_5xx_only() {
+        for s in [429, 500, 502, 503, 504, 529] {
+            assert!(status(s).is_retryable(), "{s}");
+        }
+        for s in [400, 401, 403, 404, 408, 409, 413, 422] {
+            assert!(!status(s).is_retryable(), "{s}");
+        }
     }
 }

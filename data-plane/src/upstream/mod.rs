@@ -9,5 +9,5 @@ pub mod client;
 pub mod deadline;
 pub mod error;
 
-pub use client::{InitError, Prepared, Route, Targets, Tls, Upstream};
+pub use client::{InitError, Tls, Upstream};
 pub use error::UpstreamError;
