@@ -22,11 +22,25 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every response. Not `Sync`: upstream bodies are not.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
+/// How a body ended, as the value it carries is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// Sent whole.
+    Complete,
+    /// Broke off with an error from inside (the upstream's stream failed or
+    /// passed its deadline): the client's connection is closed, so it sees
+    /// a truncated answer.
+    UpstreamFailed,
+    /// Dropped before its end: the client went away (or its connection
+    /// did).
+    ClientLeft,
+}
+
 /// Something a response body carries until it is dropped (a meter, a
-/// connection's in-flight mark), told when the body has been sent whole.
+/// connection's in-flight mark), told how the body ended.
 pub trait Carried: Send + Unpin + 'static {
-    /// The body ended: `Ok` when sent whole, `Err` when it broke off.
-    fn ended(&mut self, _outcome: Result<(), ()>) {}
+    /// The body ended; told once, before the value is dropped.
+    fn ended(&mut self, _end: BodyEnd) {}
 }
 
 /// `body` carrying `carried`, its size hint kept (so a known length is still
@@ -67,11 +81,11 @@ impl<T: Carried> Carrying<T> {
         .boxed_unsync()
     }
 
-    fn end(&mut self, outcome: Result<(), ()>) {
+    fn end(&mut self, end: BodyEnd) {
         if !self.ended {
             self.ended = true;
             if let Some(carried) = &mut self.carried {
-                carried.ended(outcome);
+                carried.ended(end);
             }
         }
     }
@@ -88,8 +102,8 @@ impl<T: Carried> hyper::body::Body for Carrying<T> {
         let this = &mut *self;
         let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
         match &polled {
-            std::task::Poll::Ready(None) => this.end(Ok(())),
-            std::task::Poll::Ready(Some(Err(_))) => this.end(Err(())),
+            std::task::Poll::Ready(None) => this.end(BodyEnd::Complete),
+            std::task::Poll::Ready(Some(Err(_))) => this.end(BodyEnd::UpstreamFailed),
             _ => {}
         }
         polled
@@ -109,8 +123,10 @@ impl<T: Carried> Drop for Carrying<T> {
         // hyper stops polling a body of known length once it says it is at
         // its end, without asking for the `None` after the last frame.
         if hyper::body::Body::is_end_stream(&self.body) {
-            self.end(Ok(()));
+            self.end(BodyEnd::Complete);
         }
+        // Anything else not ended by now was abandoned.
+        self.end(BodyEnd::ClientLeft);
         if self.release_after_write
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
@@ -151,8 +167,8 @@ mod tests {
     }
 
     impl Carried for Probe {
-        fn ended(&mut self, outcome: Result<(), ()>) {
-            self.ended.store(outcome.is_ok(), Ordering::SeqCst);
+        fn ended(&mut self, end: BodyEnd) {
+            self.ended.store(end == BodyEnd::Complete, Ordering::SeqCst);
         }
     }
 
@@ -220,5 +236,42 @@ mod tests {
         let (body, released, _) = answer_body();
         drop(body);
         assert_eq!(count(&released), [1, 1]);
+    }
+
+    /// Records every end it is told.
+    struct Ends(Arc<std::sync::Mutex<Vec<BodyEnd>>>);
+
+    impl Carried for Ends {
+        fn ended(&mut self, end: BodyEnd) {
+            self.0.lock().unwrap().push(end);
+        }
+    }
+
+    fn streamed(
+        frames: Vec<Result<Bytes, BoxError>>,
+    ) -> (Body, Arc<std::sync::Mutex<Vec<BodyEnd>>>) {
+        let ends = Arc::default();
+        let stream =
+            futures::stream::iter(frames.into_iter().map(|f| f.map(hyper::body::Frame::data)));
+        let body = http_body_util::StreamBody::new(stream).boxed_unsync();
+        (carrying(body, Ends(Arc::clone(&ends))), ends)
+    }
+
+    #[tokio::test]
+    async fn a_body_tells_how_it_ended_once() {
+        let (body, ends) = streamed(vec![Ok(Bytes::from("a")), Ok(Bytes::from("b"))]);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "ab");
+        assert_eq!(*ends.lock().unwrap(), [BodyEnd::Complete]);
+
+        let (mut body, ends) = streamed(vec![Ok(Bytes::from("a")), Err("upstream broke".into())]);
+        body.frame().await.expect("a frame").expect("data");
+        assert!(body.frame().await.expect("an error").is_err());
+        drop(body);
+        assert_eq!(*ends.lock().unwrap(), [BodyEnd::UpstreamFailed]);
+
+        let (mut body, ends) = streamed(vec![Ok(Bytes::from("a")), Ok(Bytes::from("b"))]);
+        body.frame().await.expect("a frame").expect("data");
+        drop(body);
+        assert_eq!(*ends.lock().unwrap(), [BodyEnd::ClientLeft]);
     }
 }

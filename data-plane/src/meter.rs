@@ -26,7 +26,7 @@ use sluice_proto::admin::v1::Key;
 
 use crate::request::auth;
 
-use crate::body::{Body, Carried, carrying};
+use crate::body::{Body, BodyEnd, Carried, carrying};
 use crate::metrics::{Metrics, RequestLabels};
 
 /// The target of the request's log line, which [`crate::serve::log_writer`] batches
@@ -125,11 +125,16 @@ impl Meter {
 }
 
 impl Carried for Meter {
-    fn ended(&mut self, outcome: Result<(), ()>) {
-        self.finished = true;
-        if outcome.is_err() {
-            // The upstream broke off mid-answer.
-            self.code = "upstream_error".to_owned();
+    fn ended(&mut self, end: BodyEnd) {
+        match end {
+            BodyEnd::Complete => self.finished = true,
+            BodyEnd::UpstreamFailed => {
+                // The upstream broke off mid-answer.
+                self.finished = true;
+                self.code = "upstream_error".to_owned();
+            }
+            // Recorded as the client's leaving when dropped (`outcome`).
+            BodyEnd::ClientLeft => {}
         }
     }
 }
