@@ -55,6 +55,7 @@
 //! Still to come: usage reporting, budgets and rate limits, retries and
 //! fallbacks, non-OpenAI wire formats.
 
+pub mod backoff;
 pub mod body;
 pub mod config;
 pub mod formats;

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice_data_plane::backoff::BackoffPolicy;
 use sluice_data_plane::config::applied::AppliedConfig;
-use sluice_data_plane::config::discovery::{BackoffPolicy, Discovery, DiscoveryOptions};
+use sluice_data_plane::config::discovery::{Discovery, DiscoveryOptions};
 use sluice_data_plane::config::secrets::Secret;
 use sluice_data_plane::metrics::Metrics;
 use sluice_proto::admin::v1::Key;
