@@ -1,4 +1,4 @@
-//! Stage 4 of the request path: send the request to the picked deployment and
+//! Stage 5 of the request path: send the request to the picked deployment and
 //! relay its answer.
 //!
 //! - Sent through [`Upstream`], the one pooled client (direct, or through

@@ -1,4 +1,4 @@
-//! Stage 5 of the request path: account for the request once it is over.
+//! Stage 6 of the request path: account for the request once it is over.
 //!
 //! A [`Meter`] is created when an OpenAI API request arrives and filled in as
 //! the request passes the stages. It rides in the answer's body

@@ -1,9 +1,9 @@
 //! The OpenAI API: the request path, top to bottom.
 //!
-//! `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`:
-//! config → [`auth`](crate::request::auth) → [`request`](crate::request) checks →
-//! [`access`](crate::request::access) → [`router`](crate::router) →
-//! [`forward`](crate::forward) → [`meter`](crate::meter).
+//! `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings` (a
+//! [`Route`]): config → [`auth`] →
+//! [`parse`] checks → [`access`]
+//! → [`router`] → [`forward`] → [`meter`](crate::meter).
 //!
 //! `GET /v1/models` and `GET /v1/models/{model}`: only what the key may use.
 //!

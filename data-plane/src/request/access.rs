@@ -1,6 +1,6 @@
-//! The access rule (DESIGN §3): may this key call this model? A pure function
-//! of (config, key, model), so every data plane decides the same way and the
-//! rule is tested as a table.
+//! Stage 3 of the request path, the access rule (DESIGN §3): may this key
+//! call this model? A pure function of (config, key, model), so every data
+//! plane decides the same way and the rule is tested as a table.
 //!
 //! A request is allowed only if the key, its team (if any) and the team's
 //! organization (if any) each allow the requested name. Access is decided

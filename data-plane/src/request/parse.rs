@@ -1,4 +1,5 @@
-//! Reading and checking an OpenAI request body, and rewriting its `model`.
+//! Stage 2 of the request path: reading and checking a request body, and
+//! rewriting its `model`.
 //!
 //! The body is forwarded **byte for byte** except for the value of `model`:
 //! [`parse`] finds that value's span in the original bytes (serde_json's

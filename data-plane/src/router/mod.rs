@@ -1,4 +1,4 @@
-//! Stage 3 of the request path: which deployment of the resolved model group
+//! Stage 4 of the request path: which deployment of the resolved model group
 //! serves this request (DESIGN §5).
 //!
 //! For now: one weighted random pick (`simple-shuffle`) among the group's
