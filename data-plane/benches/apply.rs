@@ -13,7 +13,7 @@
 //!   baseline map's, and the process RSS after the load, message buffer
 //!   still held (as in the data plane while it applies);
 //! - the first large allocation after the baseline's millions of small
-//!   allocations are freed (see `sluice_data_plane::allocator`);
+//!   allocations are freed (see `sluice_data_plane::serve::allocator`);
 //! - one-key delta on the loaded config (mean and worst of many, each from
 //!   the previous result), vs. a full rebuild and one `HashMap` insert;
 //! - encoding the config back (what the cache writer and /debug/config do).
@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use sluice_data_plane::Config;
-use sluice_data_plane::snapshot::{ApiKeys, KeyDigest};
-use sluice_data_plane::wire::SnapshotWire;
+use sluice_data_plane::config::snapshot::{ApiKeys, KeyDigest};
+use sluice_data_plane::config::wire::SnapshotWire;
 use sluice_proto::admin::v1::{Deployment, Key, Team};
 use sluice_proto::config::v1::{Delta, Snapshot};
 
@@ -125,10 +125,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
-    // As the binary does (see `sluice_data_plane::allocator`); set
+    // As the binary does (see `sluice_data_plane::serve::allocator`); set
     // SLUICE_BENCH_DEFAULT_MALLOC to see the difference.
     if std::env::var_os("SLUICE_BENCH_DEFAULT_MALLOC").is_none() {
-        sluice_data_plane::allocator::tune();
+        sluice_data_plane::serve::allocator::tune();
     }
     let n: usize = std::env::var("SLUICE_BENCH_KEYS")
         .ok()

@@ -1,11 +1,11 @@
-//! Stage 4 of the request path: send the request to the picked deployment and
+//! Stage 5 of the request path: send the request to the picked deployment and
 //! relay its answer.
 //!
 //! - Sent through [`Upstream`], the one pooled client (direct, or through
 //!   the environment's proxy), to the deployment's target (URL and provider
 //!   headers), made once and kept with the deployment.
 //! - The body is the client's, byte for byte, with only `model` rewritten
-//!   ([`crate::request::Parsed::with_model`]).
+//!   ([`crate::request::parse::Parsed::with_model`]).
 //! - `x-request-id` goes upstream with the request.
 //! - Timeout per deployment (`timeout`), else the router settings' `timeout`,
 //!   else [`DEFAULT_TIMEOUT`]; it covers the whole exchange, streamed body
@@ -30,12 +30,14 @@ use hyper::body::{Bytes, Frame};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 
-use crate::http::{Body, BoxError, Carried, carrying};
+use crate::body::{Body, BoxError, Carried, carrying};
+use crate::config::snapshot::ResolvedDeployment;
+use crate::formats::{self, Format};
+use crate::headers::REQUEST_ID;
 use crate::metrics::{DeploymentLabel, Metrics};
-use crate::providers::{self, Backend, ProviderError, mock};
-use crate::request::{Endpoint, Parsed};
-use crate::snapshot::ResolvedDeployment;
-use crate::upstream::{Prepared, Upstream};
+use crate::providers::{self, Backend, Target, mock};
+use crate::request::parse::Parsed;
+use crate::upstream::{Upstream, UpstreamError};
 
 /// How long an upstream exchange may take when neither the deployment nor
 /// the router settings set a timeout: long generations with large outputs
@@ -44,10 +46,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The most of an upstream's error body read to relay it.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
-
-/// The request id header, read from clients, sent upstream, returned on every
-/// answer.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The headers of an upstream's error answer that are relayed with it: they
 /// tell the client when to try again (OpenAI's SDKs wait that long before
@@ -67,51 +65,12 @@ pub struct Answer {
     pub body: Body,
 }
 
-/// Why forwarding failed.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// The deployment cannot make a request (502).
-    #[error("deployment misconfigured: {0}")]
-    Provider(#[from] ProviderError),
-    /// Connecting, sending or reading failed (502).
-    #[error("{0}")]
-    Connection(String),
-    /// No answer within the deployment's timeout (504).
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    /// The upstream answered an error status. `openai_error` tells whether
-    /// `body` is OpenAI's error shape, which is then relayed as is;
-    /// `relayed` holds its [`RELAYED_ERROR_HEADERS`].
-    #[error("the upstream answered {status}")]
-    Status {
-        status: StatusCode,
-        body: Bytes,
-        openai_error: bool,
-        /// Boxed: only error answers carry it, and inline it would make
-        /// every `Result` holding an `UpstreamError` twice as large.
-        relayed: Box<HeaderMap>,
-    },
-}
-
-impl UpstreamError {
-    /// Whether another deployment may be tried (DESIGN §5): 429, 5xx,
-    /// timeouts and connection errors; never other 4xx, which the next
-    /// deployment would refuse too.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            UpstreamError::Provider(_) | UpstreamError::Connection(_) => true,
-            UpstreamError::Timeout(_) => true,
-            UpstreamError::Status { status, .. } => {
-                *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
-            }
-        }
-    }
-}
-
 /// One upstream call.
 pub struct Call<'a> {
     pub deployment: &'a ResolvedDeployment,
-    pub endpoint: Endpoint,
+    /// The format the upstream is sent: the client's own while no provider
+    /// translates.
+    pub format: Format,
     pub request: &'a Parsed,
     pub upstream_model: &'a str,
     /// Checked to be printable ASCII ([`crate::http`]).
@@ -129,18 +88,16 @@ pub async fn forward(
     match providers::backend(call.deployment.deployment())? {
         Backend::Mock => Ok(answer_mock(call).await),
         Backend::Http(provider) => {
-            let prepared = call.deployment.targets().get_or_make(
-                call.endpoint,
-                call.upstream_model,
-                || {
-                    let target =
-                        provider.target(call.deployment, call.upstream_model, call.endpoint)?;
-                    Ok::<_, UpstreamError>(Prepared {
-                        route: upstream.route(&target.url)?,
-                        headers: target.headers,
-                    })
-                },
-            )?;
+            let target =
+                call.deployment
+                    .targets()
+                    .get_or_make(call.format, call.upstream_model, || {
+                        let address =
+                            provider.address(call.deployment, call.upstream_model, call.format)?;
+                        Target::new(&address.url, address.headers, |uri| {
+                            upstream.is_proxied(uri)
+                        })
+                    })?;
             let mut request = Request::new(call.request.with_model(call.upstream_model));
             *request.method_mut() = Method::POST;
             let headers = request.headers_mut();
@@ -155,13 +112,11 @@ pub async fn forward(
                     HeaderValue::from_static("text/event-stream"),
                 );
             }
-            for (name, value) in &prepared.headers {
+            for (name, value) in target.headers() {
                 headers.insert(name.clone(), value.clone());
             }
             let started = Instant::now();
-            let response = upstream
-                .send(&prepared.route, request, call.timeout)
-                .await?;
+            let response = upstream.send(&target, request, call.timeout).await?;
             let first_byte = started.elapsed();
             let deployment = DeploymentLabel::new(&call.deployment.deployment().id);
             let (parts, body) = response.into_parts();
@@ -170,7 +125,7 @@ pub async fn forward(
                 metrics.upstream_first_byte(&deployment, first_byte);
                 let body = read_error_body(body).await;
                 metrics.upstream_done(&deployment, started.elapsed());
-                let openai_error = is_openai_error(&body);
+                let openai_error = formats::openai::is_error(&body);
                 let mut relayed = Box::new(HeaderMap::new());
                 for name in RELAYED_ERROR_HEADERS {
                     if let Some(value) = parts.headers.get(&name) {
@@ -191,7 +146,7 @@ pub async fn forward(
                 .unwrap_or_else(|| HeaderValue::from_static("application/json"));
             let event_stream = content_type
                 .to_str()
-                .is_ok_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+                .is_ok_and(formats::sse::is_event_stream);
             // A stream's time to first byte is news while it lasts; a whole
             // answer's is recorded with its end, after the answer is written.
             if event_stream {
@@ -253,24 +208,17 @@ async fn read_error_body(mut body: Body) -> Bytes {
     Bytes::from(read)
 }
 
-/// Whether `body` is `{"error": {...}}`, OpenAI's error shape.
-pub fn is_openai_error(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .is_some_and(|v| v.get("error").is_some_and(serde_json::Value::is_object))
-}
-
 async fn answer_mock(call: Call<'_>) -> Answer {
     let settings = mock::Settings::from_api_base(call.deployment.secrets().api_base.expose());
     if !settings.latency.is_zero() {
         tokio::time::sleep(settings.latency).await;
     }
-    match mock::answer(&settings, call.endpoint, call.request, call.upstream_model) {
+    match mock::answer(&settings, call.format, call.request, call.upstream_model) {
         mock::Reply::Json { status, body } => Answer {
             status,
             content_type: HeaderValue::from_static("application/json"),
             event_stream: false,
-            body: crate::http::full(Bytes::from(body)),
+            body: crate::body::full(Bytes::from(body)),
         },
         mock::Reply::Stream { events } => {
             let delay = settings.chunk_delay;
@@ -289,66 +237,5 @@ async fn answer_mock(call: Call<'_>) -> Answer {
                 body: StreamBody::new(chunks).boxed_unsync(),
             }
         }
-    }
-}
-
-/// `n` random bytes as lowercase hex: request ids, mock completion ids.
-pub fn random_hex(n: usize) -> String {
-    use rand::RngCore;
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(2 * n);
-    // The thread's generator is looked up once, and drawn from once per 32
-    // bytes into the stack: a request id is one draw and no allocation but
-    // the string's.
-    let mut rng = rand::rng();
-    let mut bytes = [0u8; 32];
-    for start in (0..n).step_by(bytes.len()) {
-        let chunk = &mut bytes[..(n - start).min(32)];
-        rng.fill_bytes(chunk);
-        for &b in chunk.iter() {
-            out.push(char::from(DIGITS[usize::from(b >> 4)]));
-            out.push(char::from(DIGITS[usize::from(b & 15)]));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_classification() {
-        let status = |s: u16| UpstreamError::Status {
-            status: StatusCode::from_u16(s).expect("status"),
-            body: Bytes::new(),
-            openai_error: false,
-            relayed: Box::default(),
-        };
-        assert!(status(429).is_retryable());
-        assert!(status(503).is_retryable());
-        assert!(!status(400).is_retryable());
-        assert!(UpstreamError::Timeout(DEFAULT_TIMEOUT).is_retryable());
-    }
-
-    #[test]
-    fn request_ids_are_hex_of_the_asked_length() {
-        let id = random_hex(16);
-        assert_eq!(id.len(), 32);
-        assert!(
-            id.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        );
-        assert_ne!(id, random_hex(16));
-        for n in [0, 1, 31, 32, 33, 70] {
-            assert_eq!(random_hex(n).len(), 2 * n);
-        }
-    }
-
-    #[test]
-    fn openai_error_shape() {
-        assert!(is_openai_error(br#"{"error":{"message":"x"}}"#));
-        assert!(!is_openai_error(br#"{"error":"x"}"#));
-        assert!(!is_openai_error(b"<html>"));
     }
 }

@@ -2,85 +2,94 @@
 //! application and answers every request from an in-memory config, with no
 //! database or control-plane call on the request path.
 //!
-//! How a config arrives and is served, in order:
+//! The crate in four parts, each a folder (ARCHITECTURE.md states what each
+//! may import; the `layout_rules` unit test holds it):
 //!
-//! - [`discovery`]: the `ConfigDiscovery` stream client. Says hello with the
-//!   revision held, applies each snapshot or delta, ACKs or NACKs it;
-//!   reconnects across control planes with backoff and jitter.
-//! - [`snapshot`]: a snapshot turned into an immutable, indexed [`Config`]
-//!   (keys by digest, model groups, wildcard order, aliases, access groups),
-//!   and a delta turned into the next one, sharing what it does not change.
-//!   Validation happens here, before anything is published.
-//! - [`keys`]: the key index inside a [`Config`]: keys kept encoded, in
-//!   copy-on-write shards, so a million fit in a sidecar and a one-key delta
-//!   copies a few hundred.
-//! - [`wire`]: the protocol's messages decoded with keys left as bytes.
-//! - [`secrets`]: provider `api_key`/`api_base`/`api_version` references
-//!   (`os.environ/NAME`) resolved from this process's environment.
-//! - [`applied`]: the current [`Config`] behind an `arc-swap`: requests read
-//!   it without a lock; updates publish a whole new value or nothing.
-//! - [`cache`]: the last applied config on disk (checksummed, written
-//!   atomically in the background), to start without a control plane.
-//! - [`access`]: the access rule (DESIGN §3) and key status, as pure
-//!   functions of (config, key, model).
-//! - [`workers`]: one thread and single-threaded runtime per core, each
-//!   accepting and serving its own connections with its own upstream pool.
-//! - [`http`]: the HTTP server: the OpenAI API ([`http::openai`]), health,
-//!   readiness, metrics, `/debug/config`; errors in OpenAI's shape, one
-//!   constructor per row of DESIGN §4's table ([`http::error`]); each
-//!   client connection's idle limit and shutdown ([`http::connection`]).
-//! - [`metrics`]: the Prometheus metrics, names listed in one table.
-//! - [`tls`]: the HTTPS server's certificate and the config stream's TLS,
-//!   read from PEM files at start.
-//! - [`log_writer`]: stderr through one buffer; request lines flushed in
-//!   batches, everything else at once. [`log_format`]: the request line
-//!   written directly, in the shape of the standard text or JSON format.
-//! - [`allocator`]: malloc settings for millions of small allocations.
+//! **How a config arrives and is held** ([`config`]):
 //!
-//! The request path, one stage per module, in the order a request meets them
-//! (driven by [`http::openai`]):
+//! - [`config::discovery`]: the `ConfigDiscovery` stream client. Says hello
+//!   with the revision held, applies each snapshot or delta, ACKs or NACKs
+//!   it; reconnects across control planes with [`backoff`].
+//! - [`config::snapshot`]: a snapshot turned into an immutable, indexed
+//!   [`Config`] (keys by digest, model groups, wildcard order, aliases,
+//!   access groups), and a delta turned into the next one, sharing what it
+//!   does not change. Validation happens here, before anything is published.
+//! - [`config::keys`]: the key index inside a [`Config`]: keys kept encoded,
+//!   in copy-on-write shards, so a million fit in a sidecar and a one-key
+//!   delta copies a few hundred.
+//! - [`config::wire`]: the protocol's messages decoded with keys left as
+//!   bytes.
+//! - [`config::secrets`]: provider `api_key`/`api_base`/`api_version`
+//!   references (`os.environ/NAME`) resolved from this process's environment.
+//! - [`config::applied`]: the current [`Config`] behind an `arc-swap`:
+//!   requests read it without a lock; updates publish a whole new value or
+//!   nothing.
+//! - [`config::cache`]: the last applied config on disk (checksummed,
+//!   written atomically in the background), to start without a control
+//!   plane.
 //!
-//! 1. [`auth`]: the key from `Authorization: Bearer` / `x-api-key` /
-//!    `api-key`, looked up by SHA-256; expired, blocked, team blocked.
-//! 2. [`request`]: content type, body limit, JSON checks; finds `model` and
-//!    rewrites it without re-serialising the body.
-//! 3. [`access`]: may this key call this model (403 / 404).
+//! **The request path**, one stage per module, in the order a request meets
+//! them (driven by [`http::openai`]):
+//!
+//! 1. [`request::auth`]: the key from `Authorization: Bearer` / `x-api-key`
+//!    / `api-key`, looked up by SHA-256; expired, blocked, team blocked.
+//! 2. [`request::parse`]: content type, body limit, JSON checks for the
+//!    [`request::Route`] called; finds `model` and rewrites it without
+//!    re-serialising the body.
+//! 3. [`request::access`]: may this key call this model (403 / 404).
 //! 4. [`router`]: a weighted random deployment of the resolved group (the
 //!    seam for retries, cooldowns and fallbacks).
-//! 5. [`forward`] with [`providers`] (`openai` and compatibles, `azure`,
-//!    `mock`): the upstream call, streamed back with back-pressure, through
-//!    [`upstream`]'s pooled client (direct, or via the environment's proxy).
+//! 5. [`forward`]: one attempt to one deployment, with [`providers`]
+//!    (`openai` and compatibles, `azure`, `mock`; each deployment's
+//!    [`providers::Target`] made once) through [`upstream`]'s pooled client
+//!    (direct, or via the environment's proxy; one deadline per exchange;
+//!    [`upstream::UpstreamError`] by kind), streamed back with back-pressure.
 //! 6. [`meter`]: metrics and one log line when the answer is over.
+//!
+//! **Wire formats** ([`formats`]): what a body is shaped for
+//! ([`formats::Format`], the upstream's as much as the client's), OpenAI's
+//! error shape, server-sent events; pure.
+//!
+//! **Serving**: [`http`], the top: the server, the OpenAI API
+//! ([`http::openai`]), the operator's endpoints ([`http::ops`]: health,
+//! readiness, metrics, `/debug/config`), errors in OpenAI's shape, one
+//! constructor per row of DESIGN §4's table ([`http::error`]), each client
+//! connection's idle limit and shutdown ([`http::connection`]). Around it,
+//! [`serve`]: one thread and runtime per core ([`serve::workers`]), stderr
+//! through one buffer ([`serve::log_writer`]) with the request line written
+//! directly ([`serve::log_format`]), malloc settings ([`serve::allocator`]).
+//!
+//! **Leaves** every part may use, importing nothing of ours: [`body`] (the
+//! body type, what a body carries and how it ended), [`headers`] (the
+//! request id), [`backoff`] (the one backoff), [`metrics`] (the Prometheus
+//! metrics, names in one table), [`tls`] (the HTTPS server's certificate and
+//! the config stream's TLS, from PEM files).
 //!
 //! Still to come: usage reporting, budgets and rate limits, retries and
 //! fallbacks, non-OpenAI wire formats.
 
-pub mod access;
-pub mod allocator;
-pub mod applied;
-pub mod auth;
-pub mod cache;
-pub mod discovery;
+pub mod backoff;
+pub mod body;
+pub mod config;
+pub mod formats;
 pub mod forward;
+pub mod headers;
 pub mod http;
-pub mod keys;
-pub mod log_format;
-pub mod log_writer;
 pub mod meter;
 pub mod metrics;
 pub mod providers;
 pub mod request;
 pub mod router;
-pub mod secrets;
-pub mod snapshot;
+pub mod serve;
 pub mod tls;
 pub mod upstream;
-pub mod wire;
-pub mod workers;
 
-pub use access::{Decision, KeyRejection, available_models, check, key_status};
-pub use applied::{AppliedConfig, Outcome, Readiness};
-pub use snapshot::{Config, SnapshotError};
+#[cfg(test)]
+mod layout_rules;
+
+pub use config::applied::{AppliedConfig, Outcome, Readiness};
+pub use config::snapshot::{Config, SnapshotError};
+pub use request::access::{Decision, KeyRejection, available_models, check, key_status};
 
 /// Where the HTTP server listens unless told otherwise: LiteLLM's port, where
 /// its users already point their SDKs.

@@ -9,18 +9,21 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use sluice_data_plane::applied::AppliedConfig;
-use sluice_data_plane::discovery::{DEFAULT_CONTROL_PLANE, Discovery, DiscoveryOptions, TOKEN_ENV};
+use sluice_data_plane::DEFAULT_LISTEN;
+use sluice_data_plane::config::applied::AppliedConfig;
+use sluice_data_plane::config::cache;
+use sluice_data_plane::config::discovery::{
+    DEFAULT_CONTROL_PLANE, Discovery, DiscoveryOptions, TOKEN_ENV,
+};
+use sluice_data_plane::config::secrets::Secret;
 use sluice_data_plane::http::{self, HttpState, Limits};
-use sluice_data_plane::log_format::Lines;
-use sluice_data_plane::log_writer::LogWriter;
 use sluice_data_plane::metrics::Metrics;
-use sluice_data_plane::request::DEFAULT_MAX_BODY_BYTES;
-use sluice_data_plane::secrets::Secret;
+use sluice_data_plane::request::parse::DEFAULT_MAX_BODY_BYTES;
+use sluice_data_plane::serve::log_format::Lines;
+use sluice_data_plane::serve::log_writer::LogWriter;
+use sluice_data_plane::serve::workers::{self, Workers};
 use sluice_data_plane::tls::{self, ControlPlaneTls, PemFile};
 use sluice_data_plane::upstream::{self, Upstream};
-use sluice_data_plane::workers::{self, Workers};
-use sluice_data_plane::{DEFAULT_LISTEN, cache};
 use tokio::sync::watch;
 
 #[derive(Debug, Parser)]
@@ -242,7 +245,7 @@ fn restore_cache(path: &Path, applied: &AppliedConfig, metrics: &Metrics) {
 // so the stream starts at once, in parallel with the rest of the start-up.
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
-    sluice_data_plane::allocator::tune();
+    sluice_data_plane::serve::allocator::tune();
     let args = Args::parse();
     let log_writer = init_tracing(args.log_format);
     // Each client connection and each upstream one is a file, and a

@@ -1,10 +1,10 @@
-//! Stage 5 of the request path: account for the request once it is over.
+//! Stage 6 of the request path: account for the request once it is over.
 //!
 //! A [`Meter`] is created when an OpenAI API request arrives and filled in as
 //! the request passes the stages. It rides in the answer's body
 //! ([`Meter::relay`], [`Meter::ride`]); when it is dropped (after the last
 //! byte is written or the client went away: the connection lets an answer's
-//! body go after the write, [`crate::http::carrying_released_after_write`];
+//! body go after the write, [`crate::body::carrying_released_after_write`];
 //! or when the handler is dropped unanswered) it records
 //! `sluice_requests_total`, the request duration and the in-flight gauge, and
 //! writes the request's one log line. The in-flight gauge goes down last: none
@@ -24,13 +24,13 @@ use hyper::header::HeaderValue;
 use hyper::{Response, StatusCode};
 use sluice_proto::admin::v1::Key;
 
-use crate::auth;
+use crate::request::auth;
 
-use crate::http::{Body, Carried, carrying};
+use crate::body::{Body, BodyEnd, Carried, carrying};
 use crate::metrics::{Metrics, RequestLabels};
 
-/// The target of the request's log line, which [`crate::log_writer`] batches
-/// and [`crate::log_format`] writes directly.
+/// The target of the request's log line, which [`crate::serve::log_writer`] batches
+/// and [`crate::serve::log_format`] writes directly.
 pub const LOG_TARGET: &str = module_path!();
 
 /// The code of a request whose client left before the whole answer was sent.
@@ -125,11 +125,16 @@ impl Meter {
 }
 
 impl Carried for Meter {
-    fn ended(&mut self, outcome: Result<(), ()>) {
-        self.finished = true;
-        if outcome.is_err() {
-            // The upstream broke off mid-answer.
-            self.code = "upstream_error".to_owned();
+    fn ended(&mut self, end: BodyEnd) {
+        match end {
+            BodyEnd::Complete => self.finished = true,
+            BodyEnd::UpstreamFailed => {
+                // The upstream broke off mid-answer.
+                self.finished = true;
+                self.code = "upstream_error".to_owned();
+            }
+            // Recorded as the client's leaving when dropped (`outcome`).
+            BodyEnd::ClientLeft => {}
         }
     }
 }
@@ -179,7 +184,7 @@ impl Drop for Meter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::BoxError;
+    use crate::body::BoxError;
     use http_body_util::{BodyExt, Full, StreamBody};
     use hyper::body::{Bytes, Frame};
 

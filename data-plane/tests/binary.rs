@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use hyper::StatusCode;
-use sluice_data_plane::cache;
+use sluice_data_plane::config::cache;
 use tokio::process::{Child, Command};
 
 use support::{FakeControlPlane, eventually, get, snapshot, unused_address, within};

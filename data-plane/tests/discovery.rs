@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_data_plane::applied::AppliedConfig;
-use sluice_data_plane::discovery::{BackoffPolicy, Discovery, DiscoveryOptions};
+use sluice_data_plane::backoff::BackoffPolicy;
+use sluice_data_plane::config::applied::AppliedConfig;
+use sluice_data_plane::config::discovery::{Discovery, DiscoveryOptions};
+use sluice_data_plane::config::secrets::Secret;
 use sluice_data_plane::metrics::Metrics;
-use sluice_data_plane::secrets::Secret;
 use sluice_proto::admin::v1::Key;
 use sluice_proto::config::v1::{ProtocolVersion, Snapshot};
 use tonic::Status;

@@ -74,7 +74,7 @@ impl Activity {
 #[derive(Debug)]
 pub struct InFlight(Arc<Activity>);
 
-impl crate::http::Carried for InFlight {}
+impl crate::body::Carried for InFlight {}
 
 impl Drop for InFlight {
     fn drop(&mut self) {

@@ -23,10 +23,9 @@
 //! An upstream error that already has OpenAI's shape is relayed as the
 //! upstream sent it (status and body), not rebuilt here.
 
+use crate::formats;
+use crate::request::access::KeyRejection;
 use hyper::StatusCode;
-use serde_json::json;
-
-use crate::access::KeyRejection;
 
 /// An error response: status and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,16 +272,15 @@ impl ApiError {
         )
     }
 
+    /// The body, in OpenAI's shape ([`formats::openai::Error`]).
     pub fn body(&self) -> String {
-        let mut error = json!({
-            "message": self.message,
-            "type": self.kind,
-            "param": self.param,
-            "code": self.code,
-        });
-        if let (Some(models), Some(object)) = (&self.available_models, error.as_object_mut()) {
-            object.insert("available_models".into(), json!(models));
+        formats::openai::Error {
+            message: &self.message,
+            kind: self.kind,
+            param: self.param.as_deref(),
+            code: self.code,
+            available_models: self.available_models.as_deref(),
         }
-        json!({ "error": error }).to_string()
+        .body()
     }
 }

@@ -12,7 +12,8 @@
 //! | a known path, another method | 405, OpenAI's error shape |
 //! | anything else | 404, OpenAI's error shape |
 //!
-//! Routes are one `match` in [`route`].
+//! Routes are one `match` in [`route`]; the OpenAI API is [`openai`], the
+//! operator's endpoints [`ops`], every error answered [`error`].
 //!
 //! Every answer carries `x-request-id`: the client's, when it sent a usable
 //! one, else a fresh random id; the same id goes upstream and into the log.
@@ -32,6 +33,7 @@
 pub mod connection;
 pub mod error;
 pub mod openai;
+pub mod ops;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -41,145 +43,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use serde_json::json;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::either::Either;
 
-use crate::applied::{AppliedConfig, Readiness};
-use crate::forward::{self, REQUEST_ID};
-use crate::metrics::{self, Metrics};
-use crate::request::{DEFAULT_MAX_BODY_BYTES, Endpoint};
-use crate::secrets::Secret;
-use crate::snapshot::ApiKeys;
+use crate::body::{Body, carrying_released_after_write, full};
+use crate::config::applied::AppliedConfig;
+use crate::config::secrets::Secret;
+use crate::headers::{self, REQUEST_ID};
+use crate::metrics::Metrics;
+use crate::request::Route;
+use crate::request::parse::DEFAULT_MAX_BODY_BYTES;
 use crate::upstream::Upstream;
 pub use error::ApiError;
-
-/// An error ending a response body early (an upstream stream that broke):
-/// the connection is then closed, so the client sees a truncated answer, not
-/// a clean end.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The body of every response. Not `Sync`: upstream bodies are not.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
-
-/// Something a response body carries until it is dropped (a meter, a
-/// connection's in-flight mark), told when the body has been sent whole.
-pub trait Carried: Send + Unpin + 'static {
-    /// The body ended: `Ok` when sent whole, `Err` when it broke off.
-    fn ended(&mut self, _outcome: Result<(), ()>) {}
-}
-
-/// `body` carrying `carried`, its size hint kept (so a known length is still
-/// sent as `content-length`, not chunked).
-pub fn carrying(body: Body, carried: impl Carried) -> Body {
-    Carrying::boxed(body, carried, false)
-}
-
-/// [`carrying`], for the outermost layer of an answer's body: once hyper is
-/// done with the body, everything in it (this layer and the ones inside: the
-/// request's meter, the upstream's timer and deadline) is let go in a task
-/// of its own rather than at once. hyper drops a body as soon as it has
-/// buffered the last bytes, before it writes them out, so letting go there
-/// (metrics, the log line, timers) would stand between the answer and the
-/// client; the task runs once the connection's task has written them and
-/// yielded. A task dropped unrun (its runtime shutting down) lets go as it
-/// is dropped, so nothing goes unrecorded either way.
-pub fn carrying_released_after_write(body: Body, carried: impl Carried) -> Body {
-    Carrying::boxed(body, carried, true)
-}
-
-struct Carrying<T: Carried> {
-    body: Body,
-    /// Taken only when let go after the write.
-    carried: Option<T>,
-    ended: bool,
-    release_after_write: bool,
-}
-
-impl<T: Carried> Carrying<T> {
-    fn boxed(body: Body, carried: T, release_after_write: bool) -> Body {
-        Carrying {
-            body,
-            carried: Some(carried),
-            ended: false,
-            release_after_write,
-        }
-        .boxed_unsync()
-    }
-
-    fn end(&mut self, outcome: Result<(), ()>) {
-        if !self.ended {
-            self.ended = true;
-            if let Some(carried) = &mut self.carried {
-                carried.ended(outcome);
-            }
-        }
-    }
-}
-
-impl<T: Carried> hyper::body::Body for Carrying<T> {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            std::task::Poll::Ready(None) => this.end(Ok(())),
-            std::task::Poll::Ready(Some(Err(_))) => this.end(Err(())),
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl<T: Carried> Drop for Carrying<T> {
-    fn drop(&mut self) {
-        // hyper stops polling a body of known length once it says it is at
-        // its end, without asking for the `None` after the last frame.
-        if hyper::body::Body::is_end_stream(&self.body) {
-            self.end(Ok(()));
-        }
-        if self.release_after_write
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let body = std::mem::replace(&mut self.body, empty_body());
-            let carried = self.carried.take();
-            // The body first, the carried value last, as fields drop.
-            drop(runtime.spawn(async move {
-                drop(body);
-                drop(carried);
-            }));
-        }
-    }
-}
-
-fn empty_body() -> Body {
-    http_body_util::Empty::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
 
 /// How long a client may take to send a request's headers (and how long an
 /// HTTP/1 keep-alive connection may wait for its next request).
@@ -267,7 +148,7 @@ impl HttpState {
 pub enum Accepting {
     /// Its own listening socket.
     Listener(TcpListener),
-    /// Connections accepted elsewhere and handed over ([`crate::workers`]);
+    /// Connections accepted elsewhere and handed over ([`crate::serve::workers`]);
     /// the sender closing ends the server as a shutdown does.
     Handed(tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>),
 }
@@ -468,19 +349,9 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
         })
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_maybe_shared(Bytes::from(forward::random_hex(16)))
+            HeaderValue::from_maybe_shared(Bytes::from(headers::random_hex(16)))
                 .unwrap_or_else(|_| HeaderValue::from_static("unset"))
         })
-}
-
-/// The OpenAI endpoint a path names, with or without `/v1`.
-fn endpoint(path: &str) -> Option<Endpoint> {
-    match path.strip_prefix("/v1").unwrap_or(path) {
-        "/chat/completions" => Some(Endpoint::ChatCompletions),
-        "/completions" => Some(Endpoint::Completions),
-        "/embeddings" => Some(Endpoint::Embeddings),
-        _ => None,
-    }
 }
 
 /// The model a `/v1/models/{model}` path names, percent-decoded: SDKs encode
@@ -517,9 +388,9 @@ pub async fn route(
     let path = req.uri().path().to_owned();
     let path = path.as_str();
     let method = req.method().clone();
-    if let Some(endpoint) = endpoint(path) {
+    if let Some(route) = Route::from_path(path) {
         return if method == Method::POST {
-            openai::completion(state, endpoint, req, request_id).await
+            openai::completion(state, route, req, request_id).await
         } else {
             error_response(&ApiError::method_not_allowed(method.as_str(), path, "POST"))
         };
@@ -536,13 +407,10 @@ pub async fn route(
     }
     let method = &method;
     let answer = match (method, path) {
-        (&Method::GET, "/health/liveness") => Ok(json_response(
-            StatusCode::OK,
-            json!({ "status": "alive" }).to_string(),
-        )),
-        (&Method::GET, "/health/readiness") => Ok(readiness(state)),
-        (&Method::GET, "/metrics") => Ok(metrics(state)),
-        (&Method::GET, "/debug/config") => debug_config(state, req.headers()).await,
+        (&Method::GET, "/health/liveness") => Ok(ops::liveness()),
+        (&Method::GET, "/health/readiness") => Ok(ops::readiness(state)),
+        (&Method::GET, "/metrics") => Ok(ops::metrics(state)),
+        (&Method::GET, "/debug/config") => ops::debug_config(state, req.headers()).await,
         (_, "/health/liveness" | "/health/readiness" | "/metrics" | "/debug/config") => {
             Err(ApiError::method_not_allowed(method.as_str(), path, "GET"))
         }
@@ -551,98 +419,12 @@ pub async fn route(
     answer.unwrap_or_else(|e| error_response(&e))
 }
 
-fn readiness(state: &HttpState) -> Response<Body> {
-    match state.applied.readiness() {
-        Readiness::Ready { revision } => json_response(
-            StatusCode::OK,
-            json!({ "status": "ready", "revision": revision }).to_string(),
-        ),
-        Readiness::NotReady { reason } => json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({ "status": "not ready", "reason": reason }).to_string(),
-        ),
-    }
-}
-
-fn metrics(state: &HttpState) -> Response<Body> {
-    response(
-        StatusCode::OK,
-        metrics::CONTENT_TYPE,
-        Bytes::from(state.metrics.encode()),
-    )
-}
-
-async fn debug_config(state: &HttpState, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
-    if !token_matches(state.token.as_ref(), headers) {
-        return Err(ApiError::data_plane_token_required());
-    }
-    let Some(config) = state.applied.current() else {
-        let reason = match state.applied.readiness() {
-            Readiness::NotReady { reason } => reason,
-            Readiness::Ready { .. } => "none applied".into(),
-        };
-        return Err(ApiError::no_configuration(&reason));
-    };
-    let revision = config.revision();
-    // A million keys take a while to encode: not on a runtime thread.
-    let encoded = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        config
-            .encode_snapshot(ApiKeys::Redacted, &mut out)
-            .map(|()| out)
-    })
-    .await;
-    let bytes = match encoded {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) => return Err(encoding_failed(&e)),
-        Err(e) => return Err(encoding_failed(&e)),
-    };
-    let mut resp = response(StatusCode::OK, PROTOBUF, Bytes::from(bytes));
-    resp.headers_mut()
-        .insert("x-sluice-revision", HeaderValue::from(revision));
-    Ok(resp)
-}
-
-fn encoding_failed(error: &dyn std::error::Error) -> ApiError {
-    tracing::error!(error = %error, "encoding the configuration for /debug/config failed");
-    ApiError::internal("encoding the configuration failed")
-}
-
-/// Whether `Authorization: Bearer <token>` carries the data-plane token.
-/// Digests are compared, in constant time, so neither the token's bytes nor
-/// its length leak through timing.
-fn token_matches(token: Option<&Secret>, headers: &HeaderMap) -> bool {
-    let Some(token) = token.filter(|t| !t.is_empty()) else {
-        return false;
-    };
-    let Some(presented) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-    else {
-        return false;
-    };
-    let want = Sha256::digest(token.expose().as_bytes());
-    let got = Sha256::digest(presented.trim().as_bytes());
-    want.ct_eq(&got).into()
-}
-
 fn error_response(error: &ApiError) -> Response<Body> {
     json_response(error.status, error.body())
 }
 
 fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     response(status, "application/json", body.into())
-}
-
-/// A body of known bytes.
-pub fn full(body: Bytes) -> Body {
-    Full::new(body)
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }
 
 fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
@@ -656,28 +438,6 @@ fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-    #[test]
-    fn token_check() {
-        let token = Secret::new("dp-token");
-        let mut headers = HeaderMap::new();
-        assert!(!token_matches(Some(&token), &headers));
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer dp-token"),
-        );
-        assert!(token_matches(Some(&token), &headers));
-        assert!(!token_matches(None, &headers));
-        assert!(!token_matches(Some(&Secret::new("")), &headers));
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer dp-token2"),
-        );
-        assert!(!token_matches(Some(&token), &headers));
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("dp-token"));
-        assert!(!token_matches(Some(&token), &headers));
-    }
 
     #[test]
     fn the_models_paths_name_their_model_percent_decoded() {
@@ -697,83 +457,5 @@ mod tests {
         let refused = path_model("%FF").expect_err("not UTF-8");
         assert_eq!(refused.status, StatusCode::BAD_REQUEST);
         assert_eq!(refused.param.as_deref(), Some("model"));
-    }
-
-    /// Counts its own release, and whether it was told the body ended.
-    struct Probe {
-        released: Arc<AtomicUsize>,
-        ended: Arc<AtomicBool>,
-    }
-
-    impl Carried for Probe {
-        fn ended(&mut self, outcome: Result<(), ()>) {
-            self.ended.store(outcome.is_ok(), Ordering::SeqCst);
-        }
-    }
-
-    impl Drop for Probe {
-        fn drop(&mut self) {
-            self.released.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    /// A two-layer answer body, as a relayed answer is: a probe inside (where
-    /// the meter rides) and one in the outer layer (the in-flight mark), and
-    /// the counts of their releases and ends.
-    fn answer_body() -> (Body, [Arc<AtomicUsize>; 2], Arc<AtomicBool>) {
-        let released = [Arc::default(), Arc::default()];
-        let ended = Arc::new(AtomicBool::new(false));
-        let probe = |i: usize| Probe {
-            released: Arc::clone(&released[i]),
-            ended: Arc::clone(&ended),
-        };
-        let inner = carrying(
-            Full::new(Bytes::from("{}"))
-                .map_err(|e| match e {})
-                .boxed_unsync(),
-            probe(0),
-        );
-        (
-            carrying_released_after_write(inner, probe(1)),
-            released,
-            ended,
-        )
-    }
-
-    fn count(released: &[Arc<AtomicUsize>; 2]) -> [usize; 2] {
-        released.each_ref().map(|r| r.load(Ordering::SeqCst))
-    }
-
-    #[tokio::test]
-    async fn an_answer_body_is_let_go_once_the_task_that_sent_it_yields() {
-        // As hyper sends a body of known length: it takes the last frame,
-        // sees the end, drops the body, then writes and yields.
-        let (mut body, released, ended) = answer_body();
-        body.frame().await.expect("a frame").expect("data");
-        assert!(hyper::body::Body::is_end_stream(&body));
-        drop(body);
-        assert_eq!(count(&released), [0, 0], "let go before the write");
-        tokio::task::yield_now().await;
-        assert_eq!(count(&released), [1, 1]);
-        assert!(ended.load(Ordering::SeqCst), "told it was sent whole");
-    }
-
-    #[test]
-    fn an_answer_body_is_let_go_even_if_its_runtime_stops_first() {
-        let (body, released, _) = answer_body();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async { drop(body) });
-        assert_eq!(count(&released), [0, 0], "the task has not run");
-        drop(runtime);
-        assert_eq!(count(&released), [1, 1]);
-    }
-
-    #[test]
-    fn without_a_runtime_an_answer_body_is_let_go_at_once() {
-        let (body, released, _) = answer_body();
-        drop(body);
-        assert_eq!(count(&released), [1, 1]);
     }
 }

@@ -1,9 +1,9 @@
 //! The OpenAI API: the request path, top to bottom.
 //!
-//! `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`:
-//! config → [`auth`](crate::auth) → [`request`](crate::request) checks →
-//! [`access`](crate::access) → [`router`](crate::router) →
-//! [`forward`](crate::forward) → [`meter`](crate::meter).
+//! `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings` (a
+//! [`Route`]): config → [`auth`] →
+//! [`parse`] checks → [`access`]
+//! → [`router`] → [`forward`] → [`meter`](crate::meter).
 //!
 //! `GET /v1/models` and `GET /v1/models/{model}`: only what the key may use.
 //!
@@ -24,25 +24,28 @@ use serde_json::json;
 use sluice_proto::admin::v1::Key;
 use tracing::Instrument;
 
-use super::{ApiError, Body, HttpState, json_response};
-use crate::access::{self, Decision};
-use crate::auth::{self, AuthError};
-use crate::forward::{self, Answer, Call, DEFAULT_TIMEOUT, UpstreamError};
+use super::{ApiError, HttpState, json_response};
+use crate::body::Body;
+use crate::config::snapshot::{Config, ResolvedDeployment};
+use crate::forward::{self, Answer, Call, DEFAULT_TIMEOUT};
 use crate::meter::Meter;
 use crate::providers;
-use crate::request::{self, Endpoint, ReadError, RequestError};
+use crate::request::Route;
+use crate::request::access::{self, Decision};
+use crate::request::auth::{self, AuthError};
+use crate::request::parse::{self, ReadError, RequestError};
 use crate::router;
-use crate::snapshot::{Config, ResolvedDeployment};
+use crate::upstream::UpstreamError;
 
 /// Answers a completion or embedding request.
 pub async fn completion(
     state: &HttpState,
-    endpoint: Endpoint,
+    route: Route,
     req: Request<Incoming>,
     request_id: &HeaderValue,
 ) -> Response<Body> {
     let mut meter = Meter::start(state.metrics.clone(), request_id);
-    match complete(state, endpoint, req, request_id, &mut meter).await {
+    match complete(state, route, req, request_id, &mut meter).await {
         Ok(answer) => relay(answer, meter),
         Err(Failure::Api(e)) => {
             meter.answered(e.status, e.code.unwrap_or_default());
@@ -96,7 +99,7 @@ impl From<ApiError> for Failure {
 
 async fn complete(
     state: &HttpState,
-    endpoint: Endpoint,
+    route: Route,
     req: Request<Incoming>,
     request_id: &HeaderValue,
     meter: &mut Meter,
@@ -112,8 +115,8 @@ async fn complete(
     meter.known.key = Some(Arc::clone(key));
 
     let limits = state.limits;
-    request::check_headers(req.headers(), limits.max_body_bytes).map_err(request_error)?;
-    let mut reading = std::pin::pin!(request::read_body(req.into_body(), limits.max_body_bytes));
+    parse::check_headers(req.headers(), limits.max_body_bytes).map_err(request_error)?;
+    let mut reading = std::pin::pin!(parse::read_body(req.into_body(), limits.max_body_bytes));
     // A small body comes in the same packets as its headers: read it without
     // arming a timer; only a body still on its way is timed.
     let read = match std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await {
@@ -128,7 +131,7 @@ async fn complete(
         // answer, but it still gets one in the right shape.
         ReadError::Io(detail) => ApiError::invalid_request(None, detail),
     })?;
-    let parsed = request::parse(endpoint, body).map_err(|refused| {
+    let parsed = parse::parse(route.format(), body).map_err(|refused| {
         // A body refused for another field still names its model in the
         // request's log line.
         if let Some(model) = refused.model {
@@ -171,7 +174,8 @@ async fn complete(
     let timeout = timeout_for(&config, deployment);
     let call = Call {
         deployment,
-        endpoint,
+        // Sent in the client's own format: no provider translates yet.
+        format: route.format(),
         request: &parsed,
         upstream_model: &upstream_model,
         request_id,
@@ -187,8 +191,8 @@ async fn complete(
 fn current_config(state: &HttpState) -> Result<Arc<Config>, ApiError> {
     state.applied.current().ok_or_else(|| {
         let reason = match state.applied.readiness() {
-            crate::applied::Readiness::NotReady { reason } => reason,
-            crate::applied::Readiness::Ready { .. } => "none applied".into(),
+            crate::config::applied::Readiness::NotReady { reason } => reason,
+            crate::config::applied::Readiness::Ready { .. } => "none applied".into(),
         };
         ApiError::no_configuration(&reason)
     })
@@ -273,7 +277,9 @@ fn upstream_failure(deployment: &str, e: UpstreamError) -> Failure {
         }
         UpstreamError::Timeout(after) => ApiError::upstream_timeout(deployment, after).into(),
         UpstreamError::Connection(detail) => ApiError::upstream_error(deployment, &detail).into(),
-        UpstreamError::Provider(p) => ApiError::upstream_error(deployment, &p.to_string()).into(),
+        UpstreamError::Misconfigured(p) => {
+            ApiError::upstream_error(deployment, &p.to_string()).into()
+        }
     }
 }
 

@@ -7,9 +7,9 @@
 
 use hyper::header::HeaderName;
 
-use super::{Provider, ProviderError, Target, api_base, secret_header};
-use crate::request::Endpoint;
-use crate::snapshot::ResolvedDeployment;
+use super::{Address, Provider, ProviderError, api_base, secret_header};
+use crate::config::snapshot::ResolvedDeployment;
+use crate::formats::Format;
 
 /// A GA Azure OpenAI API version that serves chat, completions and
 /// embeddings.
@@ -18,12 +18,12 @@ pub const DEFAULT_API_VERSION: &str = "2024-10-21";
 pub struct Azure;
 
 impl Provider for Azure {
-    fn target(
+    fn address(
         &self,
         deployment: &ResolvedDeployment,
         upstream_model: &str,
-        endpoint: Endpoint,
-    ) -> Result<Target, ProviderError> {
+        format: Format,
+    ) -> Result<Address, ProviderError> {
         let version = deployment.secrets().api_version.expose().trim();
         let version = if version.is_empty() {
             DEFAULT_API_VERSION
@@ -34,7 +34,7 @@ impl Provider for Azure {
             "{}/openai/deployments/{}{}?api-version={}",
             api_base(deployment)?,
             encode_component(upstream_model),
-            endpoint.path(),
+            format.path(),
             encode_component(version),
         );
         let key = deployment.secrets().api_key.expose();
@@ -45,7 +45,7 @@ impl Provider for Azure {
                 secret_header(key, "api_key")?,
             ));
         }
-        Ok(Target { url, headers })
+        Ok(Address { url, headers })
     }
 }
 

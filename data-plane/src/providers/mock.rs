@@ -2,7 +2,7 @@
 //! in-process with canned bodies in OpenAI's exact shapes, so demos and tests
 //! need no provider account and no network.
 //!
-//! | endpoint | answer |
+//! | format | answer |
 //! |---|---|
 //! | chat completions | one `chat.completion` with an assistant message and `usage` |
 //! | chat completions, `stream: true` | `chat.completion.chunk` events (role, then one word of content per chunk, then `finish_reason: "stop"`; a final `usage` chunk when `stream_options.include_usage` is true), then `data: [DONE]` |
@@ -31,7 +31,8 @@ use base64::Engine;
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-use crate::request::{Endpoint, Parsed};
+use crate::formats::{Format, sse};
+use crate::request::parse::Parsed;
 
 /// What the mock says unless `content=` says otherwise.
 pub const DEFAULT_CONTENT: &str = "This is a mock response from Sluice.";
@@ -91,8 +92,8 @@ pub enum Reply {
     },
 }
 
-/// Answers `request` for `endpoint` as the model `model`.
-pub fn answer(settings: &Settings, endpoint: Endpoint, request: &Parsed, model: &str) -> Reply {
+/// Answers `request`, a body in `format`, as the model `model`.
+pub fn answer(settings: &Settings, format: Format, request: &Parsed, model: &str) -> Reply {
     if let Some(status) = settings.fail {
         let code = if status == StatusCode::TOO_MANY_REQUESTS {
             "rate_limit_exceeded"
@@ -123,10 +124,10 @@ pub fn answer(settings: &Settings, endpoint: Endpoint, request: &Parsed, model: 
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let id = format!("mock-{}", crate::forward::random_hex(12));
-    match endpoint {
-        Endpoint::Embeddings => embeddings(&body, model, prompt_tokens),
-        Endpoint::ChatCompletions if request.stream => {
+    let id = format!("mock-{}", crate::headers::random_hex(12));
+    match format {
+        Format::Embeddings => embeddings(&body, model, prompt_tokens),
+        Format::ChatCompletions if request.stream => {
             let chunk = |delta: Value, finish: Value| {
                 json!({
                     "id": id, "object": "chat.completion.chunk", "created": created,
@@ -147,7 +148,7 @@ pub fn answer(settings: &Settings, endpoint: Endpoint, request: &Parsed, model: 
             }
             stream(chunks)
         }
-        Endpoint::ChatCompletions => Reply::Json {
+        Format::ChatCompletions => Reply::Json {
             status: StatusCode::OK,
             body: json!({
                 "id": id, "object": "chat.completion", "created": created, "model": model,
@@ -162,7 +163,7 @@ pub fn answer(settings: &Settings, endpoint: Endpoint, request: &Parsed, model: 
             })
             .to_string(),
         },
-        Endpoint::Completions if request.stream => {
+        Format::Completions if request.stream => {
             let chunk = |text: &str, finish: Value| {
                 json!({
                     "id": id, "object": "text_completion", "created": created, "model": model,
@@ -179,7 +180,7 @@ pub fn answer(settings: &Settings, endpoint: Endpoint, request: &Parsed, model: 
             }
             stream(chunks)
         }
-        Endpoint::Completions => Reply::Json {
+        Format::Completions => Reply::Json {
             status: StatusCode::OK,
             body: json!({
                 "id": id, "object": "text_completion", "created": created, "model": model,
@@ -192,8 +193,8 @@ pub fn answer(settings: &Settings, endpoint: Endpoint, request: &Parsed, model: 
 }
 
 fn stream(chunks: Vec<Value>) -> Reply {
-    let mut events: Vec<String> = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
-    events.push("data: [DONE]\n\n".to_owned());
+    let mut events: Vec<String> = chunks.iter().map(sse::event).collect();
+    events.push(sse::DONE.to_owned());
     Reply::Stream { events }
 }
 
@@ -288,8 +289,9 @@ mod tests {
     use super::*;
     use hyper::body::Bytes;
 
-    fn parsed(endpoint: Endpoint, body: &str) -> Parsed {
-        crate::request::parse(endpoint, Bytes::copy_from_slice(body.as_bytes())).expect("valid")
+    fn parsed(format: Format, body: &str) -> Parsed {
+        crate::request::parse::parse(format, Bytes::copy_from_slice(body.as_bytes()))
+            .expect("valid")
     }
 
     fn json_of(reply: Reply) -> Value {
@@ -318,12 +320,12 @@ mod tests {
     #[test]
     fn chat_completion_shape() {
         let request = parsed(
-            Endpoint::ChatCompletions,
+            Format::ChatCompletions,
             r#"{"model":"m","messages":[{"role":"user","content":"say three words"}]}"#,
         );
         let v = json_of(answer(
             &Settings::default(),
-            Endpoint::ChatCompletions,
+            Format::ChatCompletions,
             &request,
             "up",
         ));
@@ -341,12 +343,12 @@ mod tests {
     #[test]
     fn chat_stream_shape() {
         let request = parsed(
-            Endpoint::ChatCompletions,
+            Format::ChatCompletions,
             r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#,
         );
         let Reply::Stream { events } = answer(
             &Settings::default(),
-            Endpoint::ChatCompletions,
+            Format::ChatCompletions,
             &request,
             "up",
         ) else {
@@ -382,10 +384,10 @@ mod tests {
 
     #[test]
     fn embeddings_shape() {
-        let request = parsed(Endpoint::Embeddings, r#"{"model":"m","input":["a b","c"]}"#);
+        let request = parsed(Format::Embeddings, r#"{"model":"m","input":["a b","c"]}"#);
         let v = json_of(answer(
             &Settings::default(),
-            Endpoint::Embeddings,
+            Format::Embeddings,
             &request,
             "e",
         ));
@@ -396,12 +398,12 @@ mod tests {
         assert_eq!(v["data"][0]["embedding"].as_array().map(Vec::len), Some(8));
         assert_eq!(v["usage"]["prompt_tokens"], 3);
         let request = parsed(
-            Endpoint::Embeddings,
+            Format::Embeddings,
             r#"{"model":"m","input":"a","encoding_format":"base64"}"#,
         );
         let v = json_of(answer(
             &Settings::default(),
-            Endpoint::Embeddings,
+            Format::Embeddings,
             &request,
             "e",
         ));
@@ -414,9 +416,9 @@ mod tests {
 
     #[test]
     fn failure_knob() {
-        let request = parsed(Endpoint::Completions, r#"{"model":"m","prompt":"x"}"#);
+        let request = parsed(Format::Completions, r#"{"model":"m","prompt":"x"}"#);
         let settings = Settings::from_api_base("fail=503");
-        let Reply::Json { status, body } = answer(&settings, Endpoint::Completions, &request, "m")
+        let Reply::Json { status, body } = answer(&settings, Format::Completions, &request, "m")
         else {
             panic!("expected JSON");
         };

@@ -10,50 +10,41 @@
 //!   network. Its knobs are in its module doc.
 //!
 //! An HTTP provider is a [`Provider`]: a pure function from (deployment,
-//! upstream model, endpoint) to the URL and headers to send. Sending,
-//! timeouts and relaying are [`crate::forward`]'s, the same for all.
+//! upstream model, upstream format) to the URL and headers to send
+//! ([`Address`]), made once into a [`Target`] ([`target`]: URL parsed,
+//! `Host`, proxy decided) and kept with the deployment. Sending, timeouts
+//! and relaying are [`crate::forward`]'s, the same for all.
 
 pub mod azure;
 pub mod mock;
 pub mod openai;
+pub mod target;
 
 use hyper::header::{HeaderName, HeaderValue};
 use sluice_proto::admin::v1::Deployment;
 use sluice_proto::providers::{self, Wire};
 
-use crate::request::Endpoint;
-use crate::snapshot::ResolvedDeployment;
+use crate::config::snapshot::ResolvedDeployment;
+use crate::formats::Format;
+pub use target::{ProviderError, Target, Targets};
 
-/// Where and how to send one request upstream.
+/// Where and how to send one request upstream, as the provider writes it;
+/// made into a [`Target`] once per deployment and upstream format.
 #[derive(Debug)]
-pub struct Target {
+pub struct Address {
     pub url: String,
     /// Authentication headers; values are provider secrets, marked sensitive.
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// A deployment whose settings cannot make a request. The control plane
-/// validates these, so this is a misconfiguration reaching the data plane
-/// through a path that skipped validation, or a secret from the environment
-/// that is not a valid header value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProviderError {
-    #[error("provider {0:?} is not one Sluice knows")]
-    UnknownProvider(String),
-    #[error("provider {0:?} needs an api_base and the deployment has none")]
-    MissingApiBase(&'static str),
-    #[error("the deployment's {0} cannot be sent in an HTTP header")]
-    InvalidHeader(&'static str),
-}
-
 /// An HTTP provider.
 pub trait Provider: Send + Sync {
-    fn target(
+    fn address(
         &self,
         deployment: &ResolvedDeployment,
         upstream_model: &str,
-        endpoint: Endpoint,
-    ) -> Result<Target, ProviderError>;
+        format: Format,
+    ) -> Result<Address, ProviderError>;
 }
 
 /// What serves a deployment.

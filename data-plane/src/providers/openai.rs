@@ -5,20 +5,20 @@
 
 use hyper::header;
 
-use super::{Provider, ProviderError, Target, api_base, secret_header};
-use crate::request::Endpoint;
-use crate::snapshot::ResolvedDeployment;
+use super::{Address, Provider, ProviderError, api_base, secret_header};
+use crate::config::snapshot::ResolvedDeployment;
+use crate::formats::Format;
 
 pub struct OpenAi;
 
 impl Provider for OpenAi {
-    fn target(
+    fn address(
         &self,
         deployment: &ResolvedDeployment,
         _upstream_model: &str,
-        endpoint: Endpoint,
-    ) -> Result<Target, ProviderError> {
-        let url = format!("{}{}", api_base(deployment)?, endpoint.path());
+        format: Format,
+    ) -> Result<Address, ProviderError> {
+        let url = format!("{}{}", api_base(deployment)?, format.path());
         let key = deployment.secrets().api_key.expose();
         let mut headers = Vec::new();
         if !key.is_empty() {
@@ -27,6 +27,6 @@ impl Provider for OpenAi {
                 secret_header(&format!("Bearer {key}"), "api_key")?,
             ));
         }
-        Ok(Target { url, headers })
+        Ok(Address { url, headers })
     }
 }

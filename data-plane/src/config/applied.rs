@@ -10,10 +10,10 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 
+use crate::config::secrets::{Env, ProcessEnv};
+use crate::config::snapshot::{Config, SnapshotError};
+use crate::config::wire::{ControlPlaneMessageWire, DeltaWire, SnapshotWire, UpdateWire};
 use crate::metrics::Metrics;
-use crate::secrets::{Env, ProcessEnv};
-use crate::snapshot::{Config, SnapshotError};
-use crate::wire::{ControlPlaneMessageWire, DeltaWire, SnapshotWire, UpdateWire};
 
 /// What readiness says before any config was applied and nothing went wrong.
 pub const WAITING_FOR_FIRST_CONFIG: &str =

@@ -268,7 +268,7 @@ fn text_value(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log_writer::{LogWriter, Sink};
+    use crate::serve::log_writer::{LogWriter, Sink};
 
     /// A request line and another line, as the meter and the rest log them.
     fn log_some(model: &str) {

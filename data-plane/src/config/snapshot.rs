@@ -54,10 +54,11 @@ use sluice_proto::admin::v1::{
 };
 use sluice_proto::config::v1::{Kind, Snapshot};
 
-pub use crate::keys::KeyDigest;
-use crate::keys::{self, KeyIndex, StoredKey};
-use crate::secrets::{self, Env, MissingVariable, ProcessEnv, ProviderSecrets};
-use crate::wire::{DeltaWire, SnapshotWire};
+pub use crate::config::keys::KeyDigest;
+use crate::config::keys::{self, KeyIndex, StoredKey};
+use crate::config::secrets::{self, Env, MissingVariable, ProcessEnv, ProviderSecrets};
+use crate::config::wire::{DeltaWire, SnapshotWire};
+use crate::providers::target::Targets;
 
 /// Why a snapshot or delta was refused as a whole.
 ///
@@ -138,7 +139,7 @@ pub struct ResolvedDeployment {
     deployment: Deployment,
     secrets: ProviderSecrets,
     /// Its upstream targets once made, for [`crate::forward`].
-    targets: Arc<crate::upstream::Targets>,
+    targets: Arc<Targets>,
 }
 
 impl ResolvedDeployment {
@@ -152,7 +153,7 @@ impl ResolvedDeployment {
         &self.secrets
     }
 
-    pub fn targets(&self) -> &crate::upstream::Targets {
+    pub fn targets(&self) -> &Targets {
         &self.targets
     }
 }
@@ -663,7 +664,7 @@ impl Config {
     }
 
     /// The key with this digest, decoded for the caller (keys are stored
-    /// encoded; see [`crate::keys`]).
+    /// encoded; see [`crate::config::keys`]).
     pub fn key_by_digest(&self, digest: &KeyDigest) -> Option<Key> {
         self.keys.key(digest)
     }

@@ -196,7 +196,7 @@ async fn until(mut stopped: watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::applied::AppliedConfig;
+    use crate::config::applied::AppliedConfig;
     use crate::metrics::Metrics;
     use std::io::{Read, Write};
     use std::time::Duration;

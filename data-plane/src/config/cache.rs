@@ -36,9 +36,9 @@ use prost::bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use crate::config::snapshot::{ApiKeys, Config};
+use crate::config::wire::SnapshotWire;
 use crate::metrics::Metrics;
-use crate::snapshot::{ApiKeys, Config};
-use crate::wire::SnapshotWire;
 
 pub const MAGIC: [u8; 8] = *b"SLUICESC";
 pub const FORMAT_VERSION: u32 = 1;

@@ -19,9 +19,9 @@ use sluice_proto::admin::v1::Key;
 
 use sha2::{Digest, Sha256};
 
-use crate::access::{self, KeyRejection};
-use crate::keys::{DigestHasher, KeyDigest};
-use crate::snapshot::Config;
+use crate::config::keys::{DigestHasher, KeyDigest};
+use crate::config::snapshot::Config;
+use crate::request::access::{self, KeyRejection};
 
 /// Why a request was not authenticated (401).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -73,7 +73,7 @@ pub fn authenticate(
 }
 
 /// Decoded keys kept per thread (each request worker has its own, so no
-/// lock): keys are stored encoded ([`crate::keys`]), and a key is decoded
+/// lock): keys are stored encoded ([`crate::config::keys`]), and a key is decoded
 /// on its first request under a config, then shared. Emptied when the
 /// config changes (any load or delta) and when full. Unknown digests are
 /// not kept, so keys sprayed at random cannot fill it.

@@ -1,4 +1,5 @@
-//! Reading and checking an OpenAI request body, and rewriting its `model`.
+//! Stage 2 of the request path: reading and checking a request body, and
+//! rewriting its `model`.
 //!
 //! The body is forwarded **byte for byte** except for the value of `model`:
 //! [`parse`] finds that value's span in the original bytes (serde_json's
@@ -18,35 +19,18 @@ use hyper::header::{self, HeaderMap};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::formats::Format;
+
 /// Request bodies above this many bytes get 413 unless `--max-body-bytes`
 /// says otherwise: enough for long chat histories with inline images.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 
-/// The OpenAI endpoints that carry a body with a `model`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    ChatCompletions,
-    Completions,
-    Embeddings,
-}
-
-impl Endpoint {
-    /// The path after the API base, as OpenAI-compatible providers name it.
-    pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions => "/chat/completions",
-            Endpoint::Completions => "/completions",
-            Endpoint::Embeddings => "/embeddings",
-        }
-    }
-
-    /// The field that must be present, and the JSON types it may have.
-    fn required_input(self) -> (&'static str, &'static [JsonType]) {
-        match self {
-            Endpoint::ChatCompletions => ("messages", &[JsonType::Array]),
-            Endpoint::Completions => ("prompt", &[JsonType::String, JsonType::Array]),
-            Endpoint::Embeddings => ("input", &[JsonType::String, JsonType::Array]),
-        }
+/// The field a body in `format` must carry, and the JSON types it may have.
+fn required_input(format: Format) -> (&'static str, &'static [JsonType]) {
+    match format {
+        Format::ChatCompletions => ("messages", &[JsonType::Array]),
+        Format::Completions => ("prompt", &[JsonType::String, JsonType::Array]),
+        Format::Embeddings => ("input", &[JsonType::String, JsonType::Array]),
     }
 }
 
@@ -214,8 +198,8 @@ pub enum ReadError {
     Io(String),
 }
 
-/// Checks `body` for `endpoint` and locates its `model`.
-pub fn parse(endpoint: Endpoint, body: Bytes) -> Result<Parsed, Refused> {
+/// Checks `body` as a request in `format` and locates its `model`.
+pub fn parse(format: Format, body: Bytes) -> Result<Parsed, Refused> {
     let fields = {
         let mut de = serde_json::Deserializer::from_slice(&body);
         let fields = TopLevel::deserialize(&mut de).map_err(|e| {
@@ -273,7 +257,7 @@ pub fn parse(endpoint: Endpoint, body: Bytes) -> Result<Parsed, Refused> {
             )));
         }
     };
-    let (name, allowed) = endpoint.required_input();
+    let (name, allowed) = required_input(format);
     let input = INPUTS
         .iter()
         .position(|n| *n == name)
@@ -450,8 +434,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn parse_str(endpoint: Endpoint, body: &str) -> Result<Parsed, Refused> {
-        parse(endpoint, Bytes::copy_from_slice(body.as_bytes()))
+    fn parse_str(format: Format, body: &str) -> Result<Parsed, Refused> {
+        parse(format, Bytes::copy_from_slice(body.as_bytes()))
     }
 
     fn param_of(r: Result<Parsed, Refused>) -> Option<&'static str> {
@@ -464,13 +448,13 @@ mod tests {
         }
     }
 
-    fn model_of_refused(endpoint: Endpoint, body: &str) -> Option<String> {
-        parse_str(endpoint, body).expect_err("refused").model
+    fn model_of_refused(format: Format, body: &str) -> Option<String> {
+        parse_str(format, body).expect_err("refused").model
     }
 
     #[test]
     fn a_refused_body_names_its_model_once_the_model_is_sound() {
-        let chat = Endpoint::ChatCompletions;
+        let chat = Format::ChatCompletions;
         // Refused for another field: the model is known, for the log line.
         for body in [
             r#"{"model":"gpt-4o","messages":"hi"}"#,
@@ -498,7 +482,7 @@ mod tests {
     #[test]
     fn model_rewrite_changes_only_the_model_bytes() {
         let body = r#"{"temperature":1.0e0, "model" :"gpt-4o","messages":[{"role":"user","content":"hi \u00e9"}],"z":-0.0,"a":1}"#;
-        let parsed = parse_str(Endpoint::ChatCompletions, body).expect("valid");
+        let parsed = parse_str(Format::ChatCompletions, body).expect("valid");
         assert_eq!(parsed.model, "gpt-4o");
         assert!(!parsed.stream);
         let rewritten = parsed.with_model("gpt-4o-2024-08-06\"x");
@@ -511,20 +495,20 @@ mod tests {
     #[test]
     fn a_model_already_right_keeps_the_body_and_an_escaped_one_is_rewritten() {
         let body = r#"{"model":"gpt-4o","input":"x"}"#;
-        let parsed = parse_str(Endpoint::Embeddings, body).expect("valid");
+        let parsed = parse_str(Format::Embeddings, body).expect("valid");
         let same = parsed.with_model("gpt-4o");
         assert_eq!(&same[..], body.as_bytes());
         assert_eq!(same.as_ptr(), parsed.body().as_ptr(), "not copied");
         // Same bytes inside the quotes, other meaning: rewritten.
         let parsed =
-            parse_str(Endpoint::Embeddings, r#"{"model":"a\nb","input":"x"}"#).expect("valid");
+            parse_str(Format::Embeddings, r#"{"model":"a\nb","input":"x"}"#).expect("valid");
         assert_eq!(parsed.model, "a\nb");
         assert_eq!(
             &parsed.with_model("a\\nb")[..],
             br#"{"model":"a\\nb","input":"x"}"#
         );
         let parsed =
-            parse_str(Endpoint::Embeddings, r#"{"model":"g\u0070t","input":"x"}"#).expect("valid");
+            parse_str(Format::Embeddings, r#"{"model":"g\u0070t","input":"x"}"#).expect("valid");
         assert_eq!(
             &parsed.with_model("gpt")[..],
             br#"{"model":"gpt","input":"x"}"#
@@ -534,7 +518,7 @@ mod tests {
     #[test]
     fn escaped_model_key_and_value_are_understood() {
         let parsed = parse_str(
-            Endpoint::Embeddings,
+            Format::Embeddings,
             r#"{"mo\u0064el":"g\u0070t","input":"x"}"#,
         )
         .expect("ok");
@@ -547,7 +531,7 @@ mod tests {
 
     #[test]
     fn bad_bodies_name_the_field() {
-        use Endpoint::*;
+        use Format::*;
         assert_eq!(param_of(parse_str(ChatCompletions, "not json")), None);
         assert_eq!(param_of(parse_str(ChatCompletions, "[1]")), None);
         assert_eq!(
@@ -607,13 +591,13 @@ mod tests {
     #[test]
     fn stream_flag() {
         let p = parse_str(
-            Endpoint::ChatCompletions,
+            Format::ChatCompletions,
             r#"{"model":"a","messages":[],"stream":true}"#,
         )
         .expect("ok");
         assert!(p.stream);
         let p = parse_str(
-            Endpoint::ChatCompletions,
+            Format::ChatCompletions,
             r#"{"model":"a","messages":[],"stream":null}"#,
         )
         .expect("ok");
@@ -682,10 +666,10 @@ mod tests {
             body in proptest::collection::vec(any::<u8>(), 0..256),
             content_type in proptest::option::of(".{0,40}"),
             length in proptest::option::of(any::<u64>()),
-            endpoint in prop_oneof![
-                Just(Endpoint::ChatCompletions),
-                Just(Endpoint::Completions),
-                Just(Endpoint::Embeddings),
+            format in prop_oneof![
+                Just(Format::ChatCompletions),
+                Just(Format::Completions),
+                Just(Format::Embeddings),
             ],
         ) {
             let mut headers = HeaderMap::new();
@@ -696,7 +680,7 @@ mod tests {
                 headers.insert(header::CONTENT_LENGTH, l.into());
             }
             let _ = check_headers(&headers, 128);
-            if let Ok(parsed) = parse(endpoint, Bytes::from(body)) {
+            if let Ok(parsed) = parse(format, Bytes::from(body)) {
                 let rewritten = parsed.with_model("upstream");
                 let value: serde_json::Value =
                     serde_json::from_slice(&rewritten).expect("still JSON");
@@ -718,7 +702,7 @@ mod tests {
             object.insert("model".into(), model.clone().into());
             object.insert("input".into(), "x".into());
             let body = serde_json::to_vec(&object).expect("json");
-            let parsed = parse(Endpoint::Embeddings, Bytes::from(body)).expect("valid");
+            let parsed = parse(Format::Embeddings, Bytes::from(body)).expect("valid");
             prop_assert_eq!(&parsed.model, &model);
             let rewritten: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_slice(&parsed.with_model("u")).expect("json");

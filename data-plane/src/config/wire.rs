@@ -1,6 +1,6 @@
 //! The config protocol's messages as the data plane decodes them, keys left
 //! encoded: see [`sluice_proto::wire`], where they live so that the control
-//! plane encodes with the same types (see [`crate::keys`] for why keys stay
+//! plane encodes with the same types (see [`crate::config::keys`] for why keys stay
 //! encoded).
 
 pub use sluice_proto::wire::{ControlPlaneMessageWire, DeltaWire, SnapshotWire, UpdateWire};

@@ -1,4 +1,4 @@
-//! Stage 3 of the request path: which deployment of the resolved model group
+//! Stage 4 of the request path: which deployment of the resolved model group
 //! serves this request (DESIGN §5).
 //!
 //! For now: one weighted random pick (`simple-shuffle`) among the group's
@@ -6,7 +6,7 @@
 //!
 //! The seam for what comes later (retries on another deployment, cooldowns,
 //! fallbacks, the other strategies) is [`pick`]'s `exclude` argument and
-//! [`crate::forward::UpstreamError::is_retryable`]: the caller will loop,
+//! [`crate::upstream::UpstreamError::is_retryable`]: the caller will loop,
 //! excluding deployments that failed, and consult cooldown state here.
 
 pub mod attempts;
@@ -19,7 +19,7 @@ pub mod table;
 
 use rand::Rng;
 
-use crate::snapshot::{ModelGroup, ResolvedDeployment};
+use crate::config::snapshot::{ModelGroup, ResolvedDeployment};
 
 /// Picks a deployment of `group`, skipping those whose id is in `exclude`.
 /// `None` when no deployment is left.
@@ -72,7 +72,7 @@ fn weight_of(d: &ResolvedDeployment) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Config;
+    use crate::config::snapshot::Config;
     use sluice_proto::admin::v1::Deployment;
     use sluice_proto::config::v1::Snapshot;
 

@@ -25,11 +25,12 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Status};
 use tonic_prost::ProstCodec;
 
-use crate::applied::{AppliedConfig, Outcome};
+use crate::backoff::{Backoff, BackoffPolicy};
+use crate::config::applied::{AppliedConfig, Outcome};
+use crate::config::secrets::Secret;
+use crate::config::wire::ControlPlaneMessageWire;
 use crate::metrics::Metrics;
-use crate::secrets::Secret;
 use crate::tls::{ControlPlaneTls, TlsError};
-use crate::wire::ControlPlaneMessageWire;
 
 /// `ConfigDiscovery/StreamConfig`, called with a codec that leaves keys encoded.
 const STREAM_CONFIG: &str = "/sluice.config.v1.ConfigDiscovery/StreamConfig";
@@ -40,62 +41,6 @@ pub const DEFAULT_CONTROL_PLANE: &str = "http://127.0.0.1:50051";
 /// The environment variable holding the data-plane token. Never a flag: it
 /// would show in `ps`.
 pub const TOKEN_ENV: &str = "SLUICE_DATA_PLANE_TOKEN";
-
-/// How long to wait between rounds of connection attempts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BackoffPolicy {
-    /// The ceiling of the first wait.
-    pub initial: Duration,
-    /// The ceiling never grows beyond this.
-    pub max: Duration,
-}
-
-impl Default for BackoffPolicy {
-    fn default() -> Self {
-        BackoffPolicy {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(15),
-        }
-    }
-}
-
-/// Exponential backoff with full jitter: the n-th wait is drawn uniformly
-/// from `[0, min(max, initial × 2ⁿ)]`, so a fleet of data planes that lost
-/// the same control plane does not come back in lockstep.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    policy: BackoffPolicy,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(policy: BackoffPolicy) -> Self {
-        Backoff { policy, attempt: 0 }
-    }
-
-    /// The ceiling the next wait is drawn under.
-    pub fn ceiling(&self) -> Duration {
-        let factor = 1u32.checked_shl(self.attempt).unwrap_or(u32::MAX);
-        self.policy
-            .initial
-            .saturating_mul(factor)
-            .min(self.policy.max)
-    }
-
-    /// The next wait; each call doubles the ceiling until it reaches `max`.
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self.ceiling();
-        // Past 2^31 × initial the ceiling is pinned at max anyway.
-        self.attempt = (self.attempt + 1).min(31);
-        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(rand::random_range(0..=nanos))
-    }
-
-    /// After a stream that worked: the next wait is short again.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
 
 /// What the stream client needs to know.
 #[derive(Debug, Clone)]
@@ -386,7 +331,7 @@ impl Discovery {
             request.metadata_mut().insert("authorization", auth.clone());
         }
         // The generated client would decode every key into a `Key` struct;
-        // this codec leaves keys encoded (see `crate::wire`). And a snapshot
+        // this codec leaves keys encoded (see `crate::config::wire`). And a snapshot
         // of a million keys is far beyond tonic's 4 MiB default limit.
         let mut grpc = tonic::client::Grpc::new(channel)
             .max_decoding_message_size(usize::MAX)
@@ -518,29 +463,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_to_its_bound_and_resets() {
-        let policy = BackoffPolicy {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(15),
-        };
-        let mut backoff = Backoff::new(policy);
-        let mut ceilings = Vec::new();
-        for _ in 0..100 {
-            ceilings.push(backoff.ceiling());
-            let wait = backoff.next_delay();
-            assert!(wait <= *ceilings.last().expect("pushed"));
-            assert!(wait <= policy.max);
-        }
-        assert_eq!(ceilings[0], Duration::from_millis(100));
-        assert_eq!(ceilings[1], Duration::from_millis(200));
-        assert_eq!(ceilings[7], Duration::from_millis(12_800));
-        assert!(ceilings[8..].iter().all(|&c| c == policy.max));
-        assert!(ceilings.windows(2).all(|w| w[0] <= w[1]));
-        backoff.reset();
-        assert_eq!(backoff.ceiling(), policy.initial);
-    }
 
     #[test]
     fn control_plane_urls_are_checked_up_front() {

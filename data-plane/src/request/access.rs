@@ -1,6 +1,6 @@
-//! The access rule (DESIGN §3): may this key call this model? A pure function
-//! of (config, key, model), so every data plane decides the same way and the
-//! rule is tested as a table.
+//! Stage 3 of the request path, the access rule (DESIGN §3): may this key
+//! call this model? A pure function of (config, key, model), so every data
+//! plane decides the same way and the rule is tested as a table.
 //!
 //! A request is allowed only if the key, its team (if any) and the team's
 //! organization (if any) each allow the requested name. Access is decided
@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_proto::admin::v1::{Key, ModelAlias, Team};
 
-use crate::snapshot::{Config, ModelGroup, glob_matches};
+use crate::config::snapshot::{Config, ModelGroup, glob_matches};
 
 /// Allow-list entries that allow every model.
 const ALLOW_ALL: [&str; 2] = ["*", "all-proxy-models"];

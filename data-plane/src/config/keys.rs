@@ -26,7 +26,7 @@ use prost::encoding::{
 };
 use sluice_proto::admin::v1::Key;
 
-use crate::snapshot::SnapshotError;
+use crate::config::snapshot::SnapshotError;
 
 /// A SHA-256 digest of a plaintext virtual key, as stored in `key_id`.
 pub type KeyDigest = [u8; 32];
@@ -294,8 +294,8 @@ fn file<E: AsRef<[u8]>>(
             .insert(digest, key)
             .is_some()
         {
-            return Err(crate::snapshot::duplicate(
-                crate::snapshot::ObjectKind::Key,
+            return Err(crate::config::snapshot::duplicate(
+                crate::config::snapshot::ObjectKind::Key,
                 hex::encode(digest),
                 "snapshot",
             ));
@@ -376,7 +376,7 @@ mod tests {
         assert!(matches!(
             KeyIndex::from_encoded(&encoded),
             Err(SnapshotError::Duplicate {
-                kind: crate::snapshot::ObjectKind::Key,
+                kind: crate::config::snapshot::ObjectKind::Key,
                 ..
             })
         ));

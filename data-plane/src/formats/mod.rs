@@ -1,0 +1,68 @@
+//! Wire formats: the shapes of request and answer bodies, errors and event
+//! streams, as pure functions and types. Nothing here knows a route, a
+//! deployment or a connection; it imports nothing of this crate but itself.
+//!
+//! - [`Format`]: which API's body shapes a body is in (what the client
+//!   sent, and what an upstream is sent).
+//! - [`openai`]: OpenAI's error shape.
+//! - [`sse`]: server-sent events, as OpenAI-compatible APIs stream them.
+//!
+//! Other APIs' formats (Anthropic's `/v1/messages`, OpenAI's
+//! `/v1/responses`) and the conversions between them go here, one module
+//! per format.
+
+pub mod openai;
+pub mod sse;
+
+/// The API a request body (and its answer) is shaped for. The inbound route
+/// ([`crate::request::Route`]) says which format the client speaks; the
+/// format an upstream is sent is chosen per deployment, and is the client's
+/// own while no provider translates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// OpenAI's `/chat/completions`.
+    ChatCompletions,
+    /// OpenAI's legacy `/completions`.
+    Completions,
+    /// OpenAI's `/embeddings`.
+    Embeddings,
+}
+
+impl Format {
+    /// How many formats there are: what is kept per format is an array
+    /// indexed by [`Format::index`].
+    pub const COUNT: usize = 3;
+
+    /// Every format, in [`Format::index`] order.
+    pub const ALL: [Format; Format::COUNT] = [
+        Format::ChatCompletions,
+        Format::Completions,
+        Format::Embeddings,
+    ];
+
+    /// A dense index, below [`Format::COUNT`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The path after the API base, as OpenAI-compatible providers name it.
+    pub fn path(self) -> &'static str {
+        match self {
+            Format::ChatCompletions => "/chat/completions",
+            Format::Completions => "/completions",
+            Format::Embeddings => "/embeddings",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_are_dense_and_in_order() {
+        for (i, format) in Format::ALL.into_iter().enumerate() {
+            assert_eq!(format.index(), i);
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! What requests to one deployment in one upstream format need, made once
+//! and kept with the deployment: the URL parsed and normalised, its `Host`
+//! header, the provider's headers, and whether the environment's proxy
+//! settings send it through a proxy ([`Target`]); and the deployment's
+//! targets, one per upstream format ([`Targets`]).
+//!
+//! A leaf beside the providers: it imports nothing of this crate but
+//! [`crate::formats`], so the config can hold [`Targets`] without depending
+//! on the providers, the upstream client or the request path.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use hyper::Uri;
+use hyper::header::{HeaderName, HeaderValue};
+
+use crate::formats::Format;
+
+/// A deployment whose settings cannot make a request. The control plane
+/// validates these, so this is a misconfiguration reaching the data plane
+/// through a path that skipped validation, or a secret from the environment
+/// that is not a valid header value or URL. Permanent until the config
+/// changes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("provider {0:?} is not one Sluice knows")]
+    UnknownProvider(String),
+    #[error("provider {0:?} needs an api_base and the deployment has none")]
+    MissingApiBase(&'static str),
+    #[error("the deployment's {0} cannot be sent in an HTTP header")]
+    InvalidHeader(&'static str),
+    /// The message leaves the URL out: an `api_base` may carry a token.
+    #[error("the deployment's upstream URL is not valid: {0}")]
+    InvalidUrl(String),
+    #[error("the deployment's upstream URL is not valid: its scheme is neither http nor https")]
+    UnsupportedScheme,
+    #[error("the deployment's upstream URL has no host")]
+    NoHost,
+}
+
+/// Where and how requests to one deployment in one upstream format go.
+/// Secret header values are marked sensitive, so `Debug` hides them.
+#[derive(Debug)]
+pub struct Target {
+    uri: Uri,
+    /// `Host`: the URI's host, and its port unless the scheme's default.
+    host: HeaderValue,
+    /// Whether the request goes through the environment's proxy.
+    proxied: bool,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Target {
+    /// A target for `url` with the provider's `headers`; `proxied` says
+    /// whether the environment's proxy settings intercept the parsed URI
+    /// (the upstream client's to decide, once, here).
+    pub fn new(
+        url: &str,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        proxied: impl FnOnce(&Uri) -> bool,
+    ) -> Result<Target, ProviderError> {
+        let uri = parse(url)?;
+        Ok(Target {
+            host: host_header(&uri)?,
+            proxied: proxied(&uri),
+            uri,
+            headers,
+        })
+    }
+
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    pub fn host(&self) -> &HeaderValue {
+        &self.host
+    }
+
+    pub fn proxied(&self) -> bool {
+        self.proxied
+    }
+
+    /// The provider's headers (authentication), set on every request.
+    pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.headers
+    }
+}
+
+/// A deployment's [`Target`]s, one per upstream format, made on first use:
+/// parsing the URL (with IDNA processing of the host) and building the
+/// headers cost more than the rest of building a request. A provider's
+/// target is a function of (deployment, upstream format, upstream model), so
+/// each is kept with the upstream model it was made for and made anew for
+/// another (a wildcard deployment's other models on Azure). Kept with the
+/// deployment in the config, so a config change starts afresh.
+#[derive(Debug, Default)]
+pub struct Targets([OnceLock<(String, Arc<Target>)>; Format::COUNT]);
+
+impl Targets {
+    /// The target for `format` and `upstream_model`, made by `make` unless
+    /// kept.
+    pub fn get_or_make<E>(
+        &self,
+        format: Format,
+        upstream_model: &str,
+        make: impl FnOnce() -> Result<Target, E>,
+    ) -> Result<Arc<Target>, E> {
+        let slot = &self.0[format.index()];
+        if let Some((model, target)) = slot.get()
+            && model == upstream_model
+        {
+            return Ok(Arc::clone(target));
+        }
+        let target = Arc::new(make()?);
+        let _ = slot.set((upstream_model.to_owned(), Arc::clone(&target)));
+        Ok(target)
+    }
+}
+
+/// `url` as a request URI. Parsed as a URL first, as a browser or curl
+/// would: an international host becomes punycode, stray characters are
+/// percent-encoded. The error leaves the URL out: an `api_base` may carry a
+/// token.
+fn parse(url: &str) -> Result<Uri, ProviderError> {
+    let invalid = |e: &dyn fmt::Display| ProviderError::InvalidUrl(e.to_string());
+    let mut url = reqwest::Url::parse(url).map_err(|e| invalid(&e))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ProviderError::UnsupportedScheme);
+    }
+    // Credentials in the URL are never sent: they would travel in the
+    // clear as HTTP/2's `:authority`. Providers authenticate with `api_key`.
+    let _ = url.set_password(None);
+    let _ = url.set_username("");
+    url.as_str().parse::<Uri>().map_err(|e| invalid(&e))
+}
+
+/// The `Host` header for `uri`: its authority, which [`parse`] leaves
+/// without credentials or a default port, so it is also exactly what
+/// HTTP/2 sends as `:authority`.
+fn host_header(uri: &Uri) -> Result<HeaderValue, ProviderError> {
+    let authority = uri
+        .authority()
+        .filter(|a| !a.host().is_empty())
+        .ok_or(ProviderError::NoHost)?;
+    HeaderValue::from_str(authority.as_str()).map_err(|_| ProviderError::NoHost)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn make(url: &str) -> Result<Target, ProviderError> {
+        Target::new(url, Vec::new(), |_| false)
+    }
+
+    #[test]
+    fn targets_are_kept_per_format_and_upstream_model() {
+        let targets = Targets::default();
+        let made = std::cell::Cell::new(0);
+        let get = |format, model: &str| {
+            targets
+                .get_or_make(format, model, || {
+                    made.set(made.get() + 1);
+                    make(&format!("http://upstream.local/{model}/{format:?}"))
+                })
+                .unwrap()
+                .uri()
+                .to_string()
+        };
+        let chat = Format::ChatCompletions;
+        assert_eq!(get(chat, "m1"), "http://upstream.local/m1/ChatCompletions");
+        assert_eq!(get(chat, "m1"), "http://upstream.local/m1/ChatCompletions");
+        assert_eq!(made.get(), 1, "kept");
+        assert_eq!(get(chat, "m2"), "http://upstream.local/m2/ChatCompletions");
+        assert_eq!(
+            get(Format::Embeddings, "m1"),
+            "http://upstream.local/m1/Embeddings"
+        );
+        assert_eq!(made.get(), 3, "another model or format is made anew");
+        let e = make("http://sk-secret@[bad/embeddings")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("sk-secret"), "{e}");
+    }
+
+    #[test]
+    fn the_proxy_decision_is_made_once_on_the_parsed_uri() {
+        let asked = std::cell::Cell::new(None);
+        let target = Target::new("https://bücher.example/v1", Vec::new(), |uri| {
+            asked.set(Some(uri.to_string()));
+            true
+        })
+        .unwrap();
+        assert!(target.proxied());
+        assert_eq!(
+            asked.take().as_deref(),
+            Some("https://xn--bcher-kva.example/v1")
+        );
+    }
+
+    #[test]
+    fn urls_are_normalised_as_a_browser_would() {
+        let target = make("https://bücher.example/v1/completions").unwrap();
+        assert_eq!(
+            target.uri().to_string(),
+            "https://xn--bcher-kva.example/v1/completions"
+        );
+        let e = make("ftp://files.example/v1/embeddings").unwrap_err();
+        assert_eq!(e, ProviderError::UnsupportedScheme);
+        assert!(e.to_string().contains("neither http nor https"), "{e}");
+        assert!(matches!(
+            make("not a url"),
+            Err(ProviderError::InvalidUrl(_))
+        ));
+    }
+
+    #[test]
+    fn host_headers_name_the_port_unless_it_is_the_schemes() {
+        let host = |url| make(url).unwrap().host().clone();
+        assert_eq!(host("https://api.openai.com/v1/x"), "api.openai.com");
+        assert_eq!(host("https://api.openai.com:443/v1/x"), "api.openai.com");
+        assert_eq!(host("http://vllm.local:8000/v1/x"), "vllm.local:8000");
+        assert_eq!(host("http://user:pw@[::1]:80/v1"), "[::1]");
+        assert_eq!(host("https://10.0.0.1:8443/"), "10.0.0.1:8443");
+        let target = make("https://user:pw@api.example/v1").unwrap();
+        assert_eq!(
+            target.uri().to_string(),
+            "https://api.example/v1",
+            "credentials are not sent"
+        );
+    }
+}

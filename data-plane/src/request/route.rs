@@ -1,0 +1,55 @@
+//! The inbound route: which API operation the client called, by its path.
+//! Not the format an upstream is sent ([`Format`]): a route says which
+//! format the client's body and answer are in, and a deployment's provider
+//! may speak another.
+
+use crate::formats::Format;
+
+/// An API operation a client calls with a body naming a `model`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// `POST /v1/completions`.
+    Completions,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+}
+
+impl Route {
+    /// The route a path names, with or without `/v1`.
+    pub fn from_path(path: &str) -> Option<Route> {
+        match path.strip_prefix("/v1").unwrap_or(path) {
+            "/chat/completions" => Some(Route::ChatCompletions),
+            "/completions" => Some(Route::Completions),
+            "/embeddings" => Some(Route::Embeddings),
+            _ => None,
+        }
+    }
+
+    /// The format the client's body is in, and its answer is owed in.
+    pub fn format(self) -> Format {
+        match self {
+            Route::ChatCompletions => Format::ChatCompletions,
+            Route::Completions => Format::Completions,
+            Route::Embeddings => Format::Embeddings,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_with_or_without_v1() {
+        assert_eq!(
+            Route::from_path("/v1/chat/completions"),
+            Some(Route::ChatCompletions)
+        );
+        assert_eq!(Route::from_path("/completions"), Some(Route::Completions));
+        assert_eq!(Route::from_path("/v1/embeddings"), Some(Route::Embeddings));
+        assert_eq!(Route::from_path("/v1/models"), None);
+        assert_eq!(Route::from_path("/v2/embeddings"), None);
+    }
+}
