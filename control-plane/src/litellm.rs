@@ -22,6 +22,18 @@
 //!   `router_settings` section, even an empty one: that file describes
 //!   routing, defaults included. A file that says nothing about routing leaves
 //!   the stored settings alone (`None`).
+//! - LiteLLM also reads some routing keys from `litellm_settings` (as
+//!   `litellm.<name>` defaults the router falls back on): `num_retries`,
+//!   `request_timeout` (our `timeout`), `allowed_fails` and the four fallback
+//!   lists. Both sections are read; where both set a key, `router_settings`
+//!   wins, as it does in LiteLLM, and the `litellm_settings` value is reported
+//!   as ignored. The router-only keys (`routing_strategy`, `retry_policy`,
+//!   `cooldown_time`, ...) under `litellm_settings` are warned about, not read.
+//! - `retry_policy` and `allowed_fails_policy` are read by LiteLLM's names
+//!   (`RateLimitErrorRetries`, `RateLimitErrorAllowedFails`, ...); classes
+//!   Sluice does not distinguish (`NotFoundErrorRetries`, ...) are warnings.
+//! - `litellm_params.order: 0` reads as unset (ranked after every set order),
+//!   with a warning: Sluice's orders start at 1.
 //!
 //! [`AccessGroup`]: sluice_proto::admin::v1::AccessGroup
 
@@ -30,7 +42,9 @@ use std::collections::{BTreeSet, HashMap};
 use prost_types::Duration;
 use serde_yaml_ng::{Mapping, Number, Value};
 use sha2::{Digest, Sha256};
-use sluice_proto::admin::v1::{Deployment, Fallback, RouterSettings};
+use sluice_proto::admin::v1::{
+    AllowedFailsPolicy, Deployment, Fallback, RetryPolicy, RouterSettings,
+};
 use sluice_proto::providers;
 
 /// How a LiteLLM config refers to an environment variable instead of a literal.
@@ -45,13 +59,12 @@ pub const ROUTING_STRATEGIES: &[&str] = &[
     "least-busy",
     "latency-based-routing",
     "usage-based-routing",
+    "usage-based-routing-v2",
+    "cost-based-routing",
 ];
 
 /// LiteLLM sends a model without a provider prefix to OpenAI.
 const DEFAULT_PROVIDER: &str = "openai";
-
-/// LiteLLM's newer tpm/rpm strategy; Sluice's `usage-based-routing` plays its part.
-const USAGE_BASED_V2: &str = "usage-based-routing-v2";
 
 /// Longest model-name slug in a derived id, leaving room for the hash and a
 /// duplicate suffix within the 64-character id limit.
@@ -311,6 +324,15 @@ fn read_litellm_params(
             Some("tpm") => d.tpm = count(value, &p)?.unwrap_or_default(),
             Some("weight") => d.weight = count_u32(value, &p)?.unwrap_or_default(),
             Some("timeout") => d.timeout = seconds(value, &p)?,
+            Some("stream_timeout") => d.stream_timeout = seconds(value, &p)?,
+            Some("order") => {
+                d.order = count_u32(value, &p)?.unwrap_or_default();
+                if d.order == 0 && !value.is_null() {
+                    warnings.push(format!(
+                        "{p}: 0 read as unset (ranked after every set order); orders start at 1"
+                    ));
+                }
+            }
             Some("input_cost_per_token") => costs.input = price(value, &p)?,
             Some("output_cost_per_token") => costs.output = price(value, &p)?,
             _ => warnings.push(unsupported(&p)),
@@ -370,6 +392,7 @@ fn read_model_info(
                     None => 0,
                 };
             }
+            Some("max_input_tokens") => d.max_input_tokens = count(value, &p)?,
             Some("input_cost_per_token") => costs.input = price(value, &p)?,
             Some("output_cost_per_token") => costs.output = price(value, &p)?,
             _ => warnings.push(unsupported(&p)),
@@ -545,15 +568,34 @@ fn is_valid_access_group(name: &str) -> bool {
 #[derive(Default)]
 struct RoutingKeys {
     routing_strategy: Option<String>,
+    lowest_latency_buffer: Option<f64>,
     num_retries: Option<u32>,
+    retry_policy: Option<RetryPolicy>,
     allowed_fails: Option<u32>,
+    allowed_fails_policy: Option<AllowedFailsPolicy>,
     timeout: Option<Duration>,
     cooldown_time: Option<Duration>,
     fallbacks: Option<Vec<Fallback>>,
     context_window_fallbacks: Option<Vec<Fallback>>,
     content_policy_fallbacks: Option<Vec<Fallback>>,
     default_fallbacks: Option<Vec<String>>,
+    max_fallbacks: Option<u32>,
+    enable_pre_call_checks: Option<bool>,
 }
+
+/// Keys LiteLLM reads only under `router_settings` (they are `Router`
+/// arguments with no `litellm.<name>` default): under `litellm_settings`
+/// they do nothing in LiteLLM, so they do nothing here either, with a word.
+const ROUTER_ONLY_KEYS: &[&str] = &[
+    "routing_strategy",
+    "routing_strategy_args",
+    "retry_policy",
+    "allowed_fails_policy",
+    "cooldown_time",
+    "timeout",
+    "max_fallbacks",
+    "enable_pre_call_checks",
+];
 
 fn parse_router_settings(
     value: &Value,
@@ -567,14 +609,19 @@ fn parse_router_settings(
     for (key, value) in mapping(value, path)? {
         let p = child(path, key);
         match key.as_str() {
-            Some("routing_strategy") => {
-                keys.routing_strategy = routing_strategy(value, &p, warnings)?;
+            Some("routing_strategy") => keys.routing_strategy = routing_strategy(value, &p)?,
+            Some("routing_strategy_args") => {
+                keys.lowest_latency_buffer = routing_strategy_args(value, &p, warnings)?;
             }
-            Some("num_retries") => keys.num_retries = count_u32(value, &p)?,
-            Some("allowed_fails") => keys.allowed_fails = count_u32(value, &p)?,
+            Some("retry_policy") => keys.retry_policy = retry_policy(value, &p, warnings)?,
+            Some("allowed_fails_policy") => {
+                keys.allowed_fails_policy = allowed_fails_policy(value, &p, warnings)?;
+            }
             Some("timeout") => keys.timeout = seconds(value, &p)?,
             Some("cooldown_time") => keys.cooldown_time = seconds(value, &p)?,
-            Some(name) if read_fallback_key(&mut keys, name, value, &p)? => {}
+            Some("max_fallbacks") => keys.max_fallbacks = count_u32(value, &p)?,
+            Some("enable_pre_call_checks") => keys.enable_pre_call_checks = boolean(value, &p)?,
+            Some(name) if read_shared_key(&mut keys, name, value, &p)? => {}
             _ => warnings.push(unsupported(&p)),
         }
     }
@@ -593,24 +640,29 @@ fn parse_litellm_settings(
     for (key, value) in mapping(value, path)? {
         let p = child(path, key);
         match key.as_str() {
-            Some("num_retries") => keys.num_retries = count_u32(value, &p)?,
             Some("request_timeout") => keys.timeout = seconds(value, &p)?,
-            Some(name) if read_fallback_key(&mut keys, name, value, &p)? => {}
+            Some(name) if read_shared_key(&mut keys, name, value, &p)? => {}
+            Some(name) if ROUTER_ONLY_KEYS.contains(&name) => warnings.push(format!(
+                "{p}: LiteLLM reads it only under router_settings; ignored"
+            )),
             _ => warnings.push(unsupported(&p)),
         }
     }
     Ok(keys)
 }
 
-/// Reads `name` if it is one of the fallback keys both sections share;
-/// returns whether it was.
-fn read_fallback_key(
+/// Reads `name` if it is one of the keys both sections accept (in
+/// `litellm_settings` they are the `litellm.<name>` defaults LiteLLM's router
+/// falls back on); returns whether it was.
+fn read_shared_key(
     keys: &mut RoutingKeys,
     name: &str,
     value: &Value,
     path: &str,
 ) -> Result<bool, ImportError> {
     match name {
+        "num_retries" => keys.num_retries = count_u32(value, path)?,
+        "allowed_fails" => keys.allowed_fails = count_u32(value, path)?,
         "fallbacks" => keys.fallbacks = fallbacks(value, path)?,
         "context_window_fallbacks" => keys.context_window_fallbacks = fallbacks(value, path)?,
         "content_policy_fallbacks" => keys.content_policy_fallbacks = fallbacks(value, path)?,
@@ -620,20 +672,10 @@ fn read_fallback_key(
     Ok(true)
 }
 
-fn routing_strategy(
-    value: &Value,
-    path: &str,
-    warnings: &mut Vec<String>,
-) -> Result<Option<String>, ImportError> {
+fn routing_strategy(value: &Value, path: &str) -> Result<Option<String>, ImportError> {
     let Some(strategy) = string(value, path)? else {
         return Ok(None);
     };
-    if strategy == USAGE_BASED_V2 {
-        warnings.push(format!(
-            "{path}: {USAGE_BASED_V2:?} imported as \"usage-based-routing\""
-        ));
-        return Ok(Some("usage-based-routing".to_owned()));
-    }
     if !ROUTING_STRATEGIES.contains(&strategy.as_str()) {
         return Err(invalid(
             path,
@@ -646,6 +688,109 @@ fn routing_strategy(
     Ok(Some(strategy))
 }
 
+/// `routing_strategy_args: {lowest_latency_buffer: 0.5}`; its other keys
+/// (`ttl`, ...) tune LiteLLM's Redis-backed bookkeeping, which Sluice has not.
+fn routing_strategy_args(
+    value: &Value,
+    path: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<f64>, ImportError> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let mut buffer = None;
+    for (key, value) in mapping(value, path)? {
+        let p = child(path, key);
+        match key.as_str() {
+            Some("lowest_latency_buffer") => buffer = fraction(value, &p)?,
+            _ => warnings.push(unsupported(&p)),
+        }
+    }
+    Ok(buffer)
+}
+
+/// One error class of a per-class policy: LiteLLM's name for it, and the
+/// field of `P` that holds its count.
+type Class<P> = (&'static str, fn(&mut P) -> &mut Option<u32>);
+
+/// The retry classes Sluice tells apart, by LiteLLM's `RetryPolicy` names.
+const RETRY_CLASSES: [Class<RetryPolicy>; 6] = [
+    ("BadRequestErrorRetries", |p| {
+        &mut p.bad_request_error_retries
+    }),
+    ("AuthenticationErrorRetries", |p| {
+        &mut p.authentication_error_retries
+    }),
+    ("TimeoutErrorRetries", |p| &mut p.timeout_error_retries),
+    ("RateLimitErrorRetries", |p| &mut p.rate_limit_error_retries),
+    ("ContentPolicyViolationErrorRetries", |p| {
+        &mut p.content_policy_violation_error_retries
+    }),
+    ("InternalServerErrorRetries", |p| {
+        &mut p.internal_server_error_retries
+    }),
+];
+
+/// The same classes, by LiteLLM's `AllowedFailsPolicy` names.
+const ALLOWED_FAILS_CLASSES: [Class<AllowedFailsPolicy>; 6] = [
+    ("BadRequestErrorAllowedFails", |p| {
+        &mut p.bad_request_error_allowed_fails
+    }),
+    ("AuthenticationErrorAllowedFails", |p| {
+        &mut p.authentication_error_allowed_fails
+    }),
+    ("TimeoutErrorAllowedFails", |p| {
+        &mut p.timeout_error_allowed_fails
+    }),
+    ("RateLimitErrorAllowedFails", |p| {
+        &mut p.rate_limit_error_allowed_fails
+    }),
+    ("ContentPolicyViolationErrorAllowedFails", |p| {
+        &mut p.content_policy_violation_error_allowed_fails
+    }),
+    ("InternalServerErrorAllowedFails", |p| {
+        &mut p.internal_server_error_allowed_fails
+    }),
+];
+
+/// A mapping of LiteLLM class names to counts into `P`; names not in
+/// `classes` are warnings.
+fn per_class<P: Default>(
+    value: &Value,
+    path: &str,
+    classes: &[Class<P>],
+    warnings: &mut Vec<String>,
+) -> Result<Option<P>, ImportError> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let mut policy = P::default();
+    for (key, value) in mapping(value, path)? {
+        let p = child(path, key);
+        match classes.iter().find(|(name, _)| key.as_str() == Some(*name)) {
+            Some((_, field)) => *field(&mut policy) = count_u32(value, &p)?,
+            None => warnings.push(unsupported(&p)),
+        }
+    }
+    Ok(Some(policy))
+}
+
+fn retry_policy(
+    value: &Value,
+    path: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<RetryPolicy>, ImportError> {
+    per_class(value, path, &RETRY_CLASSES, warnings)
+}
+
+fn allowed_fails_policy(
+    value: &Value,
+    path: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<AllowedFailsPolicy>, ImportError> {
+    per_class(value, path, &ALLOWED_FAILS_CLASSES, warnings)
+}
+
 /// `router_settings` decides what both sections set; `None` when neither
 /// says anything about routing.
 fn merge_routing(
@@ -654,6 +799,7 @@ fn merge_routing(
     warnings: &mut Vec<String>,
 ) -> Option<RouterSettings> {
     let litellm_sets_any = litellm.num_retries.is_some()
+        || litellm.allowed_fails.is_some()
         || litellm.timeout.is_some()
         || litellm.fallbacks.is_some()
         || litellm.context_window_fallbacks.is_some()
@@ -678,59 +824,67 @@ fn merge_routing(
         }
         router.or(litellm)
     }
+    // In field order, so the warnings come in a stable, readable order.
+    let num_retries = pick(
+        router.num_retries,
+        litellm.num_retries,
+        "num_retries",
+        "num_retries",
+        warnings,
+    );
+    let allowed_fails = pick(
+        router.allowed_fails,
+        litellm.allowed_fails,
+        "allowed_fails",
+        "allowed_fails",
+        warnings,
+    );
+    let timeout = pick(
+        router.timeout,
+        litellm.timeout,
+        "timeout",
+        "request_timeout",
+        warnings,
+    );
+    let mut list = |router: Option<Vec<Fallback>>, litellm: Option<Vec<Fallback>>, key: &str| {
+        pick(router, litellm, key, key, warnings).unwrap_or_default()
+    };
+    let fallbacks = list(router.fallbacks, litellm.fallbacks, "fallbacks");
+    let context_window_fallbacks = list(
+        router.context_window_fallbacks,
+        litellm.context_window_fallbacks,
+        "context_window_fallbacks",
+    );
+    let content_policy_fallbacks = list(
+        router.content_policy_fallbacks,
+        litellm.content_policy_fallbacks,
+        "content_policy_fallbacks",
+    );
+    let default_fallbacks = pick(
+        router.default_fallbacks,
+        litellm.default_fallbacks,
+        "default_fallbacks",
+        "default_fallbacks",
+        warnings,
+    )
+    .unwrap_or_default();
 
     Some(RouterSettings {
         routing_strategy: router.routing_strategy.unwrap_or_default(),
-        num_retries: pick(
-            router.num_retries,
-            litellm.num_retries,
-            "num_retries",
-            "num_retries",
-            warnings,
-        ),
-        allowed_fails: router.allowed_fails,
+        num_retries,
+        allowed_fails,
         cooldown_time: router.cooldown_time,
-        timeout: pick(
-            router.timeout,
-            litellm.timeout,
-            "timeout",
-            "request_timeout",
-            warnings,
-        ),
-        fallbacks: pick(
-            router.fallbacks,
-            litellm.fallbacks,
-            "fallbacks",
-            "fallbacks",
-            warnings,
-        )
-        .unwrap_or_default(),
-        context_window_fallbacks: pick(
-            router.context_window_fallbacks,
-            litellm.context_window_fallbacks,
-            "context_window_fallbacks",
-            "context_window_fallbacks",
-            warnings,
-        )
-        .unwrap_or_default(),
-        content_policy_fallbacks: pick(
-            router.content_policy_fallbacks,
-            litellm.content_policy_fallbacks,
-            "content_policy_fallbacks",
-            "content_policy_fallbacks",
-            warnings,
-        )
-        .unwrap_or_default(),
-        default_fallbacks: pick(
-            router.default_fallbacks,
-            litellm.default_fallbacks,
-            "default_fallbacks",
-            "default_fallbacks",
-            warnings,
-        )
-        .unwrap_or_default(),
+        timeout,
+        fallbacks,
+        context_window_fallbacks,
+        content_policy_fallbacks,
+        default_fallbacks,
         revision: 0,
-        ..Default::default()
+        retry_policy: router.retry_policy,
+        allowed_fails_policy: router.allowed_fails_policy,
+        max_fallbacks: router.max_fallbacks,
+        enable_pre_call_checks: router.enable_pre_call_checks.unwrap_or_default(),
+        lowest_latency_buffer: router.lowest_latency_buffer,
     })
 }
 
@@ -827,6 +981,10 @@ fn deployment_node(d: &Deployment, include_secrets: bool) -> (Node, bool) {
     if let Some(timeout) = &d.timeout {
         params.push(("timeout".to_owned(), seconds_node(timeout)));
     }
+    if let Some(timeout) = &d.stream_timeout {
+        params.push(("stream_timeout".to_owned(), seconds_node(timeout)));
+    }
+    put_count(&mut params, "order", u64::from(d.order));
     put_price(&mut params, "input_cost_per_token", d.input_cost_per_token);
     put_price(
         &mut params,
@@ -845,6 +1003,9 @@ fn deployment_node(d: &Deployment, include_secrets: bool) -> (Node, bool) {
             Node::Scalar(d.credits_per_call.to_string()),
         ));
     }
+    if let Some(n) = d.max_input_tokens {
+        info.push(("max_input_tokens".to_owned(), Node::Scalar(n.to_string())));
+    }
 
     let mut entry = vec![
         ("model_name".to_owned(), Node::string(&d.model_name)),
@@ -859,8 +1020,24 @@ fn deployment_node(d: &Deployment, include_secrets: bool) -> (Node, bool) {
 fn router_node(r: &RouterSettings) -> Node {
     let mut map = Vec::new();
     put_string(&mut map, "routing_strategy", &r.routing_strategy);
+    if let Some(buffer) = r.lowest_latency_buffer {
+        map.push((
+            "routing_strategy_args".to_owned(),
+            Node::Map(vec![(
+                "lowest_latency_buffer".to_owned(),
+                Node::Scalar(yaml_float(buffer)),
+            )]),
+        ));
+    }
     if let Some(n) = r.num_retries {
         map.push(("num_retries".to_owned(), Node::Scalar(n.to_string())));
+    }
+    if let Some(policy) = &r.retry_policy {
+        let mut policy = *policy;
+        map.push((
+            "retry_policy".to_owned(),
+            per_class_node(&mut policy, &RETRY_CLASSES),
+        ));
     }
     if let Some(timeout) = &r.timeout {
         map.push(("timeout".to_owned(), seconds_node(timeout)));
@@ -868,8 +1045,24 @@ fn router_node(r: &RouterSettings) -> Node {
     if let Some(n) = r.allowed_fails {
         map.push(("allowed_fails".to_owned(), Node::Scalar(n.to_string())));
     }
+    if let Some(policy) = &r.allowed_fails_policy {
+        let mut policy = *policy;
+        map.push((
+            "allowed_fails_policy".to_owned(),
+            per_class_node(&mut policy, &ALLOWED_FAILS_CLASSES),
+        ));
+    }
     if let Some(cooldown) = &r.cooldown_time {
         map.push(("cooldown_time".to_owned(), seconds_node(cooldown)));
+    }
+    if let Some(n) = r.max_fallbacks {
+        map.push(("max_fallbacks".to_owned(), Node::Scalar(n.to_string())));
+    }
+    if r.enable_pre_call_checks {
+        map.push((
+            "enable_pre_call_checks".to_owned(),
+            Node::Scalar("true".into()),
+        ));
     }
     for (key, list) in [
         ("fallbacks", &r.fallbacks),
@@ -891,6 +1084,19 @@ fn router_node(r: &RouterSettings) -> Node {
         ));
     }
     Node::Map(map)
+}
+
+/// A policy's set classes by LiteLLM's names (an empty policy is `{}`, which
+/// reads back as the same empty policy).
+fn per_class_node<P>(policy: &mut P, classes: &[Class<P>]) -> Node {
+    Node::Map(
+        classes
+            .iter()
+            .filter_map(|(name, field)| {
+                field(policy).map(|n| ((*name).to_owned(), Node::Scalar(n.to_string())))
+            })
+            .collect(),
+    )
 }
 
 /// Whole seconds as an integer, anything finer as a decimal, which is how
@@ -1117,6 +1323,39 @@ fn count_u32(value: &Value, path: &str) -> Result<Option<u32>, ImportError> {
         .transpose()
 }
 
+fn boolean(value: &Value, path: &str) -> Result<Option<bool>, ImportError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::Bool(b) => Ok(Some(*b)),
+        other => Err(invalid(
+            path,
+            format!("expected true or false, found {}", found(other)),
+        )),
+    }
+}
+
+/// A non-negative, finite number such as `0.5` (LiteLLM's
+/// `lowest_latency_buffer`: 0.5 means up to 50% slower than the fastest).
+fn fraction(value: &Value, path: &str) -> Result<Option<f64>, ImportError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f)),
+            _ => Err(invalid(
+                path,
+                format!("expected a non-negative number, found {n}"),
+            )),
+        },
+        other => Err(invalid(
+            path,
+            format!(
+                "expected a non-negative number (e.g. 0.5), found {}",
+                found(other)
+            ),
+        )),
+    }
+}
+
 /// USD per token.
 fn price(value: &Value, path: &str) -> Result<Option<f64>, ImportError> {
     match value {
@@ -1298,10 +1537,12 @@ mod tests {
                 tpm: 150_000,
                 weight: 3,
                 timeout: secs(30, 0),
+                order: 1,
                 input_cost_per_token: 0.0000025,
                 output_cost_per_token: 0.00001,
                 access_groups: strings(&["gpt-family", "beta-models"]),
                 credits_per_call: 2,
+                max_input_tokens: Some(128_000),
                 ..Default::default()
             },
             Deployment {
@@ -1315,6 +1556,8 @@ mod tests {
                 rpm: 300,
                 weight: 1,
                 timeout: secs(12, 500_000_000),
+                stream_timeout: secs(60, 0),
+                order: 2,
                 input_cost_per_token: 2.75e-6,
                 output_cost_per_token: 1.1e-5,
                 access_groups: strings(&["gpt-family"]),
@@ -1362,9 +1605,22 @@ mod tests {
         assert_eq!(
             imported.router_settings,
             Some(RouterSettings {
-                routing_strategy: "usage-based-routing".into(),
+                routing_strategy: "usage-based-routing-v2".into(),
+                lowest_latency_buffer: Some(0.25),
                 num_retries: Some(3),
+                retry_policy: Some(RetryPolicy {
+                    rate_limit_error_retries: Some(4),
+                    bad_request_error_retries: Some(0),
+                    ..Default::default()
+                }),
                 allowed_fails: Some(2),
+                allowed_fails_policy: Some(AllowedFailsPolicy {
+                    internal_server_error_allowed_fails: Some(20),
+                    timeout_error_allowed_fails: Some(5),
+                    ..Default::default()
+                }),
+                max_fallbacks: Some(3),
+                enable_pre_call_checks: true,
                 cooldown_time: secs(0, 500_000_000),
                 timeout: secs(45, 0),
                 fallbacks: vec![fallback("gpt-4o", &["gpt-4o-mini", "llama3-8b"])],
@@ -1375,23 +1631,24 @@ mod tests {
                 content_policy_fallbacks: vec![fallback("gpt-4o", &["Local Llama"])],
                 default_fallbacks: strings(&["fake"]),
                 revision: 0,
-                ..Default::default()
             })
         );
         assert_eq!(
             imported.warnings,
             strings(&[
-                "model_list[1].litellm_params.stream_timeout: not supported, ignored",
                 "model_list[1].model_info.mode: not supported, ignored",
                 "model_list[3].litellm_params.max_retries: not supported, ignored",
                 "model_list[3].tags: not supported, ignored",
-                "router_settings.routing_strategy: \"usage-based-routing-v2\" imported as \"usage-based-routing\"",
+                "router_settings.routing_strategy_args.ttl: not supported, ignored",
+                "router_settings.retry_policy.NotFoundErrorRetries: not supported, ignored",
                 "router_settings.redis_host: not supported, ignored",
+                "litellm_settings.cooldown_time: LiteLLM reads it only under router_settings; ignored",
                 "litellm_settings.drop_params: not supported, ignored",
                 "litellm_settings.success_callback: not supported, ignored",
                 "general_settings: not supported, ignored",
                 "environment_variables: not supported, ignored",
                 "litellm_settings.num_retries: ignored, router_settings.num_retries takes precedence",
+                "litellm_settings.allowed_fails: ignored, router_settings.allowed_fails takes precedence",
                 "litellm_settings.request_timeout: ignored, router_settings.timeout takes precedence",
             ])
         );
@@ -1403,6 +1660,7 @@ mod tests {
             r#"
 litellm_settings:
   num_retries: 2
+  allowed_fails: 4
   request_timeout: 10.25
   fallbacks: [{"gpt-4o": ["gpt-4o-mini"]}, {"claude": ["gpt-4o"]}]
   context_window_fallbacks: [{"gpt-4o-mini": ["gpt-4o"]}]
@@ -1415,6 +1673,7 @@ litellm_settings:
             imported.router_settings,
             Some(RouterSettings {
                 num_retries: Some(2),
+                allowed_fails: Some(4),
                 timeout: secs(10, 250_000_000),
                 fallbacks: vec![
                     fallback("gpt-4o", &["gpt-4o-mini"]),
@@ -1459,6 +1718,41 @@ router_settings:
             strings(&[
                 "litellm_settings.fallbacks: ignored, router_settings.fallbacks takes precedence",
                 "litellm_settings.default_fallbacks: ignored, router_settings.default_fallbacks takes precedence",
+            ])
+        );
+    }
+
+    #[test]
+    fn order_zero_reads_as_unset_with_a_warning() {
+        let imported = parse_ok(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: mock/a, order: 0}\n",
+        );
+        assert_eq!(imported.deployments[0].order, 0);
+        assert_eq!(
+            imported.warnings,
+            strings(&[
+                "model_list[0].litellm_params.order: 0 read as unset (ranked after every set order); orders start at 1"
+            ])
+        );
+        // Unset is not written back, so the export reads back warning-free.
+        let text = export(&imported.deployments, None, true);
+        assert!(!text.contains("order"), "{text}");
+        assert_eq!(parse_ok(&text).warnings, Vec::<String>::new());
+    }
+
+    #[test]
+    fn router_only_keys_under_litellm_settings_are_warned_about_not_read() {
+        let imported = parse_ok(
+            "litellm_settings:\n  retry_policy: {RateLimitErrorRetries: 1}\n  max_fallbacks: 2\n  routing_strategy: least-busy\n",
+        );
+        // Nothing LiteLLM would read there, so nothing about routing at all.
+        assert_eq!(imported.router_settings, None);
+        assert_eq!(
+            imported.warnings,
+            strings(&[
+                "litellm_settings.retry_policy: LiteLLM reads it only under router_settings; ignored",
+                "litellm_settings.max_fallbacks: LiteLLM reads it only under router_settings; ignored",
+                "litellm_settings.routing_strategy: LiteLLM reads it only under router_settings; ignored",
             ])
         );
     }
@@ -1518,6 +1812,9 @@ router_settings:
             rpm: u64::MAX,
             tpm: 1,
             timeout: secs(3, 123_456_789),
+            stream_timeout: secs(0, 1),
+            order: u32::MAX,
+            max_input_tokens: Some(u64::MAX),
             access_groups: strings(&["g1", "2024"]),
             input_cost_per_token: 1e-7,
             output_cost_per_token: 0.1 + 0.2,
@@ -1531,7 +1828,6 @@ router_settings:
                 nanos: 0,
             }),
             revision: 42,
-            ..Default::default()
         };
         let wildcard = Deployment {
             id: "wild".into(),
@@ -1554,7 +1850,19 @@ router_settings:
             content_policy_fallbacks: vec![fallback("a", &[])],
             default_fallbacks: strings(&["~", "- dash"]),
             revision: 7,
-            ..Default::default()
+            // An empty policy is "set, every class at num_retries", distinct from unset.
+            retry_policy: Some(RetryPolicy::default()),
+            allowed_fails_policy: Some(AllowedFailsPolicy {
+                bad_request_error_allowed_fails: Some(u32::MAX),
+                authentication_error_allowed_fails: Some(0),
+                timeout_error_allowed_fails: Some(1),
+                rate_limit_error_allowed_fails: Some(2),
+                content_policy_violation_error_allowed_fails: Some(3),
+                internal_server_error_allowed_fails: Some(4),
+            }),
+            max_fallbacks: Some(0),
+            enable_pre_call_checks: true,
+            lowest_latency_buffer: Some(0.1 + 0.2),
         };
 
         let text = export(&[stored.clone(), wildcard.clone()], Some(&router), true);
@@ -1597,13 +1905,29 @@ router_settings:
             api_key: "os.environ/AZURE_API_KEY".into(),
             api_version: "2024-10-21".into(),
             timeout: secs(12, 500_000_000),
+            stream_timeout: secs(5, 0),
+            order: 2,
             input_cost_per_token: 2.5e-6,
             access_groups: strings(&["beta-models"]),
+            max_input_tokens: Some(128_000),
             ..Default::default()
         };
         let router = RouterSettings {
-            routing_strategy: "least-busy".into(),
+            routing_strategy: "latency-based-routing".into(),
+            lowest_latency_buffer: Some(0.5),
+            num_retries: Some(2),
+            retry_policy: Some(RetryPolicy {
+                rate_limit_error_retries: Some(3),
+                internal_server_error_retries: Some(1),
+                ..Default::default()
+            }),
+            allowed_fails_policy: Some(AllowedFailsPolicy {
+                timeout_error_allowed_fails: Some(12),
+                ..Default::default()
+            }),
             fallbacks: vec![fallback("gpt-4o", &["gpt-4o-mini"])],
+            max_fallbacks: Some(2),
+            enable_pre_call_checks: true,
             ..Default::default()
         };
         assert_eq!(
@@ -1616,12 +1940,25 @@ router_settings:
       api_key: os.environ/AZURE_API_KEY
       api_version: "2024-10-21"
       timeout: 12.5
+      stream_timeout: 5
+      order: 2
       input_cost_per_token: 0.0000025
     model_info:
       id: gpt-4o-1
       access_groups: [beta-models]
+      max_input_tokens: 128000
 router_settings:
-  routing_strategy: least-busy
+  routing_strategy: latency-based-routing
+  routing_strategy_args:
+    lowest_latency_buffer: 0.5
+  num_retries: 2
+  retry_policy:
+    RateLimitErrorRetries: 3
+    InternalServerErrorRetries: 1
+  allowed_fails_policy:
+    TimeoutErrorAllowedFails: 12
+  max_fallbacks: 2
+  enable_pre_call_checks: true
   fallbacks:
     - gpt-4o: [gpt-4o-mini]
 "#
@@ -1839,7 +2176,7 @@ model_list:
   - model_name: a
     litellm_params:
       model: mock/a
-      stream_timeout: 5
+      max_retries: 5
       input_cost_per_second: 0.1
     model_info:
       base_model: gpt-4
@@ -1848,7 +2185,9 @@ model_list:
 general_settings: {master_key: sk-1}
 router_settings:
   redis_host: localhost
-  enable_pre_call_checks: true
+  disable_cooldowns: true
+  retry_policy: {DefaultRetries: 2}
+  allowed_fails_policy: {NotFoundErrorAllowedFails: 1}
 litellm_settings:
   cache: true
   timeout: 5
@@ -1859,15 +2198,17 @@ environment_variables: {}
         assert_eq!(
             imported.warnings,
             strings(&[
-                "model_list[0].litellm_params.stream_timeout: not supported, ignored",
+                "model_list[0].litellm_params.max_retries: not supported, ignored",
                 "model_list[0].litellm_params.input_cost_per_second: not supported, ignored",
                 "model_list[0].model_info.base_model: not supported, ignored",
                 "model_list[0].extra: not supported, ignored",
                 "general_settings: not supported, ignored",
                 "router_settings.redis_host: not supported, ignored",
-                "router_settings.enable_pre_call_checks: not supported, ignored",
+                "router_settings.disable_cooldowns: not supported, ignored",
+                "router_settings.retry_policy.DefaultRetries: not supported, ignored",
+                "router_settings.allowed_fails_policy.NotFoundErrorAllowedFails: not supported, ignored",
                 "litellm_settings.cache: not supported, ignored",
-                "litellm_settings.timeout: not supported, ignored",
+                "litellm_settings.timeout: LiteLLM reads it only under router_settings; ignored",
                 "environment_variables: not supported, ignored",
                 "1: not supported, ignored",
             ])
@@ -2003,9 +2344,26 @@ model_list:
              "model_list[0].model_info", "expected a mapping, found a list"),
             ("model_list: gpt-4o\n".into(), "model_list", "expected a list of models, found the string \"gpt-4o\""),
             ("model_list: [gpt-4o]\n".into(), "model_list[0]", "expected a mapping, found the string \"gpt-4o\""),
-            ("router_settings: {routing_strategy: cost-based-routing}\n".into(),
+            ("router_settings: {routing_strategy: fastest}\n".into(),
              "router_settings.routing_strategy",
-             "unknown routing strategy \"cost-based-routing\"; known: simple-shuffle, least-busy, latency-based-routing, usage-based-routing"),
+             "unknown routing strategy \"fastest\"; known: simple-shuffle, least-busy, latency-based-routing, usage-based-routing, usage-based-routing-v2, cost-based-routing"),
+            (entry("order: -1"), "model_list[0].litellm_params.order", "must not be negative, found -1"),
+            (entry("stream_timeout: -2"), "model_list[0].litellm_params.stream_timeout", "must not be negative, found -2"),
+            ("model_list:\n  - model_name: a\n    litellm_params: {model: mock/a}\n    model_info: {max_input_tokens: 1.5}\n".into(),
+             "model_list[0].model_info.max_input_tokens", "expected a non-negative integer, found 1.5"),
+            ("router_settings: {routing_strategy_args: {lowest_latency_buffer: -0.5}}\n".into(),
+             "router_settings.routing_strategy_args.lowest_latency_buffer", "expected a non-negative number, found -0.5"),
+            ("router_settings: {routing_strategy_args: [a]}\n".into(),
+             "router_settings.routing_strategy_args", "expected a mapping, found a list"),
+            ("router_settings: {retry_policy: {RateLimitErrorRetries: many}}\n".into(),
+             "router_settings.retry_policy.RateLimitErrorRetries",
+             "expected a non-negative integer, found the string \"many\""),
+            ("router_settings: {allowed_fails_policy: [1]}\n".into(),
+             "router_settings.allowed_fails_policy", "expected a mapping, found a list"),
+            ("router_settings: {max_fallbacks: -1}\n".into(), "router_settings.max_fallbacks", "must not be negative, found -1"),
+            ("router_settings: {enable_pre_call_checks: \"yes\"}\n".into(),
+             "router_settings.enable_pre_call_checks", "expected true or false, found the string \"yes\""),
+            ("litellm_settings: {allowed_fails: -3}\n".into(), "litellm_settings.allowed_fails", "must not be negative, found -3"),
             ("router_settings: {num_retries: -1}\n".into(), "router_settings.num_retries", "must not be negative, found -1"),
             ("router_settings: {fallbacks: {a: [b]}}\n".into(), "router_settings.fallbacks",
              "expected a list like [{\"gpt-4o\": [\"gpt-4o-mini\"]}], found a mapping"),

@@ -643,6 +643,55 @@ async fn bad_input_gets_the_documented_status_and_names_the_field() {
             "settings.fallbacks[0].fallbacks",
         ),
         (
+            ROUTER,
+            "UpdateRouterSettings",
+            json!({"settings": {"lowest_latency_buffer": -0.5}}),
+            "InvalidArgument",
+            "settings.lowest_latency_buffer",
+        ),
+        (
+            ROUTER,
+            "UpdateRouterSettings",
+            json!({"settings": {"fallbacks": [{"model_group": "gpt-4o", "fallbacks": ["o1", "gpt-4o"]}]}}),
+            "InvalidArgument",
+            "settings.fallbacks[0].fallbacks[1]",
+        ),
+        (
+            ROUTER,
+            "UpdateRouterSettings",
+            json!({"settings": {"max_fallbacks": 21}}),
+            "InvalidArgument",
+            "settings.max_fallbacks",
+        ),
+        (
+            ROUTER,
+            "UpdateRouterSettings",
+            json!({"settings": {"retry_policy": {"rate_limit_error_retries": 11}}}),
+            "InvalidArgument",
+            "settings.retry_policy.rate_limit_error_retries",
+        ),
+        (
+            ROUTER,
+            "UpdateRouterSettings",
+            json!({"settings": {"cooldown_time": "-1s"}}),
+            "InvalidArgument",
+            "settings.cooldown_time",
+        ),
+        (
+            MODELS,
+            "CreateDeployment",
+            json!({"deployment": {"model_name": "x", "model": "mock/x", "stream_timeout": "-1s"}}),
+            "InvalidArgument",
+            "deployment.stream_timeout",
+        ),
+        (
+            MODELS,
+            "CreateDeployment",
+            json!({"deployment": {"model_name": "x", "model": "mock/x", "max_input_tokens": 0}}),
+            "InvalidArgument",
+            "deployment.max_input_tokens",
+        ),
+        (
             CREDITS,
             "AddCredits",
             json!({"team_id": "t1", "amount": -1}),
@@ -699,4 +748,88 @@ async fn bad_input_gets_the_documented_status_and_names_the_field() {
     // Still serving, and nothing half-written.
     let teams = rpc(&cp, &format!("{TEAMS}/ListTeams"), json!({})).ok();
     assert_eq!(teams["teams"].as_array().unwrap().len(), 1);
+}
+
+/// Every routing field set through the admin API, partly cleared through a
+/// field mask, and exported back in LiteLLM's names.
+#[tokio::test(flavor = "multi_thread")]
+async fn routing_fields_are_settable_maskable_and_exported() {
+    let (_etcd, cp) = start().await;
+    let created = rpc(
+        &cp,
+        &format!("{MODELS}/CreateDeployment"),
+        json!({"deployment": {
+            "id": "fast", "model_name": "gpt-4o", "model": "mock/fast",
+            "order": 1, "stream_timeout": "5s", "max_input_tokens": 8000
+        }}),
+    )
+    .ok();
+    assert_eq!(created["deployment"]["order"], 1);
+    assert_eq!(created["deployment"]["streamTimeout"], "5s");
+    assert_eq!(created["deployment"]["maxInputTokens"], "8000");
+    // Only the masked field changes; unset in the mask's sense clears it.
+    let updated = rpc(
+        &cp,
+        &format!("{MODELS}/UpdateDeployment"),
+        json!({"id": "fast", "update": {"order": 2}, "update_mask": {"paths": ["order", "max_input_tokens"]}}),
+    )
+    .ok();
+    assert_eq!(updated["deployment"]["order"], 2);
+    assert_eq!(updated["deployment"]["streamTimeout"], "5s");
+    assert!(
+        updated["deployment"].get("maxInputTokens").is_none(),
+        "{updated}"
+    );
+
+    let settings = json!({
+        "routing_strategy": "cost-based-routing",
+        "lowest_latency_buffer": 0.5,
+        "num_retries": 2,
+        "retry_policy": {"rate_limit_error_retries": 4, "bad_request_error_retries": 0},
+        "allowed_fails_policy": {"timeout_error_allowed_fails": 3},
+        "max_fallbacks": 3,
+        "enable_pre_call_checks": true,
+        "fallbacks": [{"model_group": "gpt-4o", "fallbacks": ["o1"]}]
+    });
+    let set = rpc(
+        &cp,
+        &format!("{ROUTER}/UpdateRouterSettings"),
+        json!({"settings": settings}),
+    )
+    .ok();
+    let s = &set["settings"];
+    assert_eq!(s["routingStrategy"], "cost-based-routing");
+    assert_eq!(s["lowestLatencyBuffer"], 0.5);
+    assert_eq!(s["retryPolicy"]["rateLimitErrorRetries"], 4);
+    assert_eq!(s["retryPolicy"]["badRequestErrorRetries"], 0);
+    assert_eq!(s["allowedFailsPolicy"]["timeoutErrorAllowedFails"], 3);
+    assert_eq!(s["maxFallbacks"], 3);
+    assert_eq!(s["enablePreCallChecks"], true);
+
+    // A mask naming fields the update leaves empty clears exactly those.
+    let cleared = rpc(
+        &cp,
+        &format!("{ROUTER}/UpdateRouterSettings"),
+        json!({"settings": {}, "update_mask": {"paths": ["lowest_latency_buffer", "retry_policy", "enable_pre_call_checks"]}}),
+    )
+    .ok();
+    let s = &cleared["settings"];
+    assert!(s.get("lowestLatencyBuffer").is_none(), "{s}");
+    assert!(s.get("retryPolicy").is_none(), "{s}");
+    assert!(s.get("enablePreCallChecks").is_none(), "{s}");
+    assert_eq!(s["maxFallbacks"], 3);
+    assert_eq!(s["allowedFailsPolicy"]["timeoutErrorAllowedFails"], 3);
+
+    let exported = rpc(&cp, &format!("{CONFIG}/ExportConfig"), json!({})).ok();
+    let yaml = exported["yaml"].as_str().unwrap();
+    for line in [
+        "      stream_timeout: 5\n",
+        "      order: 2\n",
+        "  routing_strategy: cost-based-routing\n",
+        "  allowed_fails_policy:\n    TimeoutErrorAllowedFails: 3\n",
+        "  max_fallbacks: 3\n",
+    ] {
+        assert!(yaml.contains(line), "{line:?} not in:\n{yaml}");
+    }
+    assert!(!yaml.contains("retry_policy"), "{yaml}");
 }

@@ -74,9 +74,10 @@ async fn import_twice_export_and_reimport_into_a_fresh_store() {
     assert!(created.contains(&"router_settings".to_string()));
     let warnings = strings(&first["warnings"]);
     for expected in [
-        "model_list[0].litellm_params.stream_timeout",
+        "model_list[0].litellm_params.max_retries",
         "router_settings.redis_host",
         "litellm_settings.drop_params",
+        "litellm_settings.num_retries: ignored, router_settings.num_retries takes precedence",
         "general_settings",
     ] {
         assert!(
@@ -105,10 +106,25 @@ async fn import_twice_export_and_reimport_into_a_fresh_store() {
     assert_eq!(gpt["apiKey"], "os.environ/OPENAI_API_KEY");
     assert_eq!(gpt["weight"], 3);
     assert_eq!(gpt["timeout"], "30s");
+    assert_eq!(gpt["streamTimeout"], "10s");
+    assert_eq!(gpt["order"], 1);
+    // proto3 JSON writes a uint64 as a string.
+    assert_eq!(gpt["maxInputTokens"], "128000");
     assert_eq!(strings(&gpt["accessGroups"]), ["premium", "standard"]);
     let r = router(&cp);
     assert_eq!(r["routingStrategy"], "least-busy");
+    assert_eq!(r["lowestLatencyBuffer"], 0.5);
     assert_eq!(r["numRetries"], 3);
+    assert_eq!(
+        r["retryPolicy"],
+        json!({"rateLimitErrorRetries": 5, "badRequestErrorRetries": 0})
+    );
+    assert_eq!(
+        r["allowedFailsPolicy"],
+        json!({"internalServerErrorAllowedFails": 20})
+    );
+    assert_eq!(r["maxFallbacks"], 2);
+    assert_eq!(r["enablePreCallChecks"], true);
     assert_eq!(r["cooldownTime"], "45s");
     assert_eq!(strings(&r["defaultFallbacks"]), ["mock-model"]);
 

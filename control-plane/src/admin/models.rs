@@ -80,6 +80,14 @@ pub fn check_deployment(d: &mut Deployment, field: &str) -> AdminResult<()> {
     validate::price(&f("output_cost_per_token"), d.output_cost_per_token)?;
     validate::non_negative(&f("credits_per_call"), d.credits_per_call)?;
     validate::duration(&f("timeout"), d.timeout.as_ref())?;
+    validate::duration(&f("stream_timeout"), d.stream_timeout.as_ref())?;
+    if d.max_input_tokens == Some(0) {
+        // Every prompt has a token: the deployment could never be picked.
+        return Err(AdminError::invalid(
+            f("max_input_tokens"),
+            "must be at least 1 (leave it unset for no limit)",
+        ));
+    }
     dedup(&mut d.access_groups);
     validate::group_list(&f("access_groups"), &d.access_groups)?;
     Ok(())
@@ -254,6 +262,9 @@ impl ModelService for Admin {
                     input_cost_per_token,
                     output_cost_per_token,
                     credits_per_call,
+                    order,
+                    stream_timeout,
+                    max_input_tokens,
                 ]
             );
             check_deployment(&mut d, "update")?;
@@ -396,5 +407,61 @@ impl ModelService for Admin {
             .await
             .map(|revision| DeleteResponse { revision })?;
         Ok(Response::new(resp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mock(id: &str) -> Deployment {
+        Deployment {
+            id: id.into(),
+            model_name: "a".into(),
+            model: "mock/a".into(),
+            ..Default::default()
+        }
+    }
+
+    fn refused(mut d: Deployment) -> String {
+        match check_deployment(&mut d, "deployment") {
+            Err(AdminError::Invalid { field, .. }) => field,
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn routing_fields_take_their_sensible_values() {
+        let mut d = Deployment {
+            order: 3,
+            stream_timeout: Some(prost_types::Duration {
+                seconds: 30,
+                nanos: 0,
+            }),
+            max_input_tokens: Some(1),
+            ..mock("d1")
+        };
+        check_deployment(&mut d, "deployment").unwrap();
+    }
+
+    #[test]
+    fn a_negative_stream_timeout_is_refused() {
+        let d = Deployment {
+            stream_timeout: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: -1,
+            }),
+            ..mock("d1")
+        };
+        assert_eq!(refused(d), "deployment.stream_timeout");
+    }
+
+    #[test]
+    fn max_input_tokens_zero_is_refused() {
+        let d = Deployment {
+            max_input_tokens: Some(0),
+            ..mock("d1")
+        };
+        assert_eq!(refused(d), "deployment.max_input_tokens");
     }
 }
