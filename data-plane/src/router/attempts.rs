@@ -35,7 +35,7 @@ use super::plan::{self, FallbackKind, RequestFallbacks};
 use super::policy::{Policy, duration};
 use super::state::{Cooled, InFlight};
 use super::table::Table;
-use crate::snapshot::{Config, ModelGroup, ResolvedDeployment};
+use crate::config::snapshot::{Config, ModelGroup, ResolvedDeployment};
 
 /// How long a request may take, all attempts included, when the router
 /// settings set no `timeout`: long generations take minutes, and LiteLLM's

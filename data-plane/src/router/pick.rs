@@ -98,9 +98,9 @@ impl Routable for Deployment {
     }
 }
 
-impl Routable for crate::snapshot::ResolvedDeployment {
+impl Routable for crate::config::snapshot::ResolvedDeployment {
     fn deployment(&self) -> &Deployment {
-        crate::snapshot::ResolvedDeployment::deployment(self)
+        crate::config::snapshot::ResolvedDeployment::deployment(self)
     }
 }
 

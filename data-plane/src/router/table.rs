@@ -17,7 +17,7 @@ use sluice_proto::admin::v1::Deployment;
 
 use super::policy::Policy;
 use super::state::DeploymentState;
-use crate::snapshot::Config;
+use crate::config::snapshot::Config;
 
 type Names = foldhash::fast::RandomState;
 
@@ -27,7 +27,7 @@ pub struct Table {
     generation: u64,
     policy: Policy,
     /// By group name: the states of the group's deployments, in the order
-    /// of [`crate::snapshot::ModelGroup::deployments`].
+    /// of [`crate::config::snapshot::ModelGroup::deployments`].
     groups: HashMap<String, Arc<[Arc<DeploymentState>]>, Names>,
     /// By deployment id, with the upstream each state belongs to.
     by_id: HashMap<String, (Upstream, Arc<DeploymentState>), Names>,
