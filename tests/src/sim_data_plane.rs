@@ -227,10 +227,21 @@ impl SimDataPlane {
         deployment_id: &str,
         within: Duration,
     ) -> anyhow::Result<(Cooldown, Instant)> {
+        self.wait_for_cooldown_where(deployment_id, within, |_| true)
+            .await
+    }
+
+    /// Waits for a fleet cooldown of `deployment_id` that `wanted` accepts.
+    pub async fn wait_for_cooldown_where(
+        &mut self,
+        deployment_id: &str,
+        within: Duration,
+        wanted: impl Fn(&Cooldown) -> bool,
+    ) -> anyhow::Result<(Cooldown, Instant)> {
         let find = |s: &SimState| {
             s.cooldowns
                 .iter()
-                .find(|(c, _)| c.deployment_id == deployment_id)
+                .find(|(c, _)| c.deployment_id == deployment_id && wanted(c))
                 .cloned()
         };
         let deadline = tokio::time::Instant::now() + within;

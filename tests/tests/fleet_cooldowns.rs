@@ -96,6 +96,21 @@ async fn a_cooldown_reported_on_one_replica_reaches_every_data_plane_and_expires
     assert_eq!(east.reporter, "dp-a");
     assert_eq!(east.reason, "rate_limited");
     let (west, _) = b.wait_for_cooldown("gpt-4o-west", WAIT).await.unwrap();
+
+    // An extension (a longer Retry-After, say) reaches B too; a shorter
+    // report changes nothing.
+    a.report_cooldowns(vec![
+        cooldown("gpt-4o-east", 120_000),
+        cooldown("gpt-4o-east", 10_000),
+    ])
+    .await
+    .unwrap();
+    let (extended, _) = b
+        .wait_for_cooldown_where("gpt-4o-east", WAIT, |c| c.remaining_ms > 100_000)
+        .await
+        .unwrap();
+    assert!(extended.remaining_ms <= 120_000);
+    let east = extended;
     assert!(
         west.remaining_ms <= 1_500,
         "remaining {}",
