@@ -7,7 +7,8 @@
 //! `resources`, which fixes where each object lives in etcd.
 //!
 //! - [`store`]: the store trait (etcd's model: revisions, compare-and-swap
-//!   transactions, watches) with the etcd and embedded implementations.
+//!   transactions, watches, keys that expire) with the etcd and embedded
+//!   implementations.
 //!   Nothing else talks to etcd.
 //! - [`resources`]: each resource's etcd key and encoding.
 //! - [`catalog`]: typed gets, lists, guarded writes, retry on conflict,
@@ -18,7 +19,9 @@
 //! - [`secrets`]: key and token generation, hashing, constant-time compare.
 //! - [`auth`]: the master key interceptor; [`server`]: the gRPC server;
 //!   [`metrics`]: Prometheus metrics on their own port.
-//! - [`distribution`]: config distribution to data planes (hub, streams, status);
+//! - [`distribution`]: config distribution to data planes (hub, streams,
+//!   status) and fleet-wide cooldowns (`distribution::cooldowns`, under
+//!   `/sluice-status/cooldowns/`);
 //!   [`huge_pages`]: the large buffer a full snapshot is encoded into.
 
 pub mod admin;

@@ -8,6 +8,14 @@
 //! | `sluice_invalid_objects_seen_total` | counter | refusals since start (each time a bad value was read) |
 //! | `sluice_hub_lists_total` | counter | full lists of the store (start, and after compaction) |
 //! | `sluice_data_plane_streams` | gauge | data-plane streams connected to this replica |
+//! | `sluice_cooldown_reports_total` | counter | cooldowns reported by this replica's data planes |
+//! | `sluice_cooldown_reports_refused_total` | counter | reports naming no valid deployment id |
+//! | `sluice_cooldown_reports_shed_total` | counter | reports shed because the writer was that far behind |
+//! | `sluice_cooldown_reports_coalesced_total` | counter | reports dropped: they did not extend what the fleet knows |
+//! | `sluice_cooldown_reports_deferred_total` | counter | reports held for the deployment's next write slot or a write token, merged |
+//! | `sluice_cooldown_writes_total` | counter | cooldown records written to the store |
+//! | `sluice_cooldown_write_failures_total` | counter | cooldown writes the store refused or did not answer |
+//! | `sluice_fleet_cooldowns` | gauge | cooldowns in force fleet-wide, as this replica last counted |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,6 +38,14 @@ pub struct Metrics {
     pub invalid_objects_seen: Counter,
     pub hub_lists: Counter,
     pub data_plane_streams: Gauge,
+    pub cooldown_reports: Counter,
+    pub cooldown_reports_refused: Counter,
+    pub cooldown_reports_shed: Counter,
+    pub cooldown_reports_coalesced: Counter,
+    pub cooldown_reports_deferred: Counter,
+    pub cooldown_writes: Counter,
+    pub cooldown_write_failures: Counter,
+    pub fleet_cooldowns: Gauge,
 }
 
 impl Default for Metrics {
@@ -71,6 +87,52 @@ impl Metrics {
             "Data-plane streams connected to this replica",
             data_plane_streams.clone(),
         );
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let cooldown_reports = counter(
+            &mut registry,
+            "sluice_cooldown_reports",
+            "Cooldowns reported by this replica's data planes",
+        );
+        let cooldown_reports_refused = counter(
+            &mut registry,
+            "sluice_cooldown_reports_refused",
+            "Cooldown reports naming no valid deployment id",
+        );
+        let cooldown_reports_shed = counter(
+            &mut registry,
+            "sluice_cooldown_reports_shed",
+            "Cooldown reports shed because the writer was too far behind",
+        );
+        let cooldown_reports_coalesced = counter(
+            &mut registry,
+            "sluice_cooldown_reports_coalesced",
+            "Cooldown reports dropped as not extending what the fleet knows",
+        );
+        let cooldown_reports_deferred = counter(
+            &mut registry,
+            "sluice_cooldown_reports_deferred",
+            "Cooldown reports held for a write slot or token (rate limit), merged",
+        );
+        let cooldown_writes = counter(
+            &mut registry,
+            "sluice_cooldown_writes",
+            "Cooldown records written to the store",
+        );
+        let cooldown_write_failures = counter(
+            &mut registry,
+            "sluice_cooldown_write_failures",
+            "Cooldown writes that failed",
+        );
+        let fleet_cooldowns = Gauge::default();
+        registry.register(
+            "sluice_fleet_cooldowns",
+            "Cooldowns in force fleet-wide, as this replica last counted",
+            fleet_cooldowns.clone(),
+        );
         Self {
             registry,
             config_revision,
@@ -78,6 +140,14 @@ impl Metrics {
             invalid_objects_seen,
             hub_lists,
             data_plane_streams,
+            cooldown_reports,
+            cooldown_reports_refused,
+            cooldown_reports_shed,
+            cooldown_reports_coalesced,
+            cooldown_reports_deferred,
+            cooldown_writes,
+            cooldown_write_failures,
+            fleet_cooldowns,
         }
     }
 

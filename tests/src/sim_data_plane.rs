@@ -2,6 +2,7 @@
 //! protocol tests and for benchmarks with many streams in one process.
 //! It keeps the configuration as a map of encoded objects, applies snapshots
 //! and deltas exactly (a delta must start at the held revision), and ACKs.
+//! It records every fleet cooldown it is sent, and can report its own.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use sluice_proto::config::v1::config_discovery_client::ConfigDiscoveryClient;
 use sluice_proto::config::v1::control_plane_message::Message as Outbound;
 use sluice_proto::config::v1::data_plane_message::Message as Inbound;
 use sluice_proto::config::v1::{
-    Ack, DataPlaneMessage, Hello, Kind, Nack, ProtocolVersion, Snapshot,
+    Ack, Cooldown, CooldownReport, DataPlaneMessage, Hello, Kind, Nack, ProtocolVersion, Snapshot,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -29,6 +30,10 @@ pub struct SimState {
     pub nacks: u64,
     /// When each revision was applied (the newest 10,000).
     pub applied: std::collections::VecDeque<(i64, Instant)>,
+    /// Every fleet cooldown received, with when, in order.
+    pub cooldowns: Vec<(Cooldown, Instant)>,
+    /// Messages received, in order: "snapshot", "delta", "cooldowns".
+    pub kinds: Vec<&'static str>,
 }
 
 impl SimState {
@@ -83,6 +88,9 @@ pub fn objects_of(s: &Snapshot) -> Objects {
 pub struct SimDataPlane {
     state: Arc<Mutex<SimState>>,
     revision: watch::Receiver<i64>,
+    /// Counts fleet cooldowns received, to wait on.
+    cooldowns: watch::Receiver<usize>,
+    outbound: mpsc::Sender<DataPlaneMessage>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -115,13 +123,29 @@ impl SimDataPlane {
             .insert("authorization", format!("Bearer {token}").parse()?);
         let mut inbound = client.stream_config(request).await?.into_inner();
         let (rev_tx, rev_rx) = watch::channel(held.revision);
+        let (cooldowns_tx, cooldowns_rx) = watch::channel(0usize);
         let state = Arc::new(Mutex::new(held));
         let shared = state.clone();
+        let outbound = tx.clone();
         let task = tokio::spawn(async move {
             while let Some(msg) = inbound.message().await? {
                 let reply = {
                     let mut s = shared.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                    let kind = match &msg.message {
+                        Some(Outbound::Snapshot(_)) => "snapshot",
+                        Some(Outbound::Delta(_)) => "delta",
+                        Some(Outbound::Cooldowns(_)) => "cooldowns",
+                        None => "none",
+                    };
+                    s.kinds.push(kind);
                     match msg.message {
+                        Some(Outbound::Cooldowns(fleet)) => {
+                            let at = Instant::now();
+                            s.cooldowns
+                                .extend(fleet.cooldowns.into_iter().map(|c| (c, at)));
+                            let _ = cooldowns_tx.send(s.cooldowns.len());
+                            continue;
+                        }
                         Some(Outbound::Snapshot(snap)) => {
                             s.objects = objects_of(&snap);
                             s.revision = snap.revision;
@@ -153,7 +177,7 @@ impl SimDataPlane {
                                 ),
                             })
                         }
-                        Some(Outbound::Cooldowns(_)) | None => continue,
+                        None => continue,
                     }
                 };
                 if let Inbound::Ack(a) = &reply {
@@ -180,8 +204,60 @@ impl SimDataPlane {
         Ok(Self {
             state,
             revision: rev_rx,
+            cooldowns: cooldowns_rx,
+            outbound,
             task,
         })
+    }
+
+    /// Reports deployments this data plane has just cooled, as a real one does.
+    pub async fn report_cooldowns(&self, cooldowns: Vec<Cooldown>) -> anyhow::Result<()> {
+        self.outbound
+            .send(DataPlaneMessage {
+                message: Some(Inbound::CooldownReport(CooldownReport { cooldowns })),
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("stream closed"))
+    }
+
+    /// Waits for a fleet cooldown of `deployment_id`; returns it and when it
+    /// arrived.
+    pub async fn wait_for_cooldown(
+        &mut self,
+        deployment_id: &str,
+        within: Duration,
+    ) -> anyhow::Result<(Cooldown, Instant)> {
+        self.wait_for_cooldown_where(deployment_id, within, |_| true)
+            .await
+    }
+
+    /// Waits for a fleet cooldown of `deployment_id` that `wanted` accepts.
+    pub async fn wait_for_cooldown_where(
+        &mut self,
+        deployment_id: &str,
+        within: Duration,
+        wanted: impl Fn(&Cooldown) -> bool,
+    ) -> anyhow::Result<(Cooldown, Instant)> {
+        let find = |s: &SimState| {
+            s.cooldowns
+                .iter()
+                .find(|(c, _)| c.deployment_id == deployment_id && wanted(c))
+                .cloned()
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(found) = find(&self.state()) {
+                return Ok(found);
+            }
+            match tokio::time::timeout_at(deadline, self.cooldowns.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => anyhow::bail!("stream ended before a cooldown of {deployment_id}"),
+                Err(_) => anyhow::bail!(
+                    "no cooldown of {deployment_id} within {within:?}; got {:?}",
+                    self.state().cooldowns
+                ),
+            }
+        }
     }
 
     pub fn state(&self) -> SimState {

@@ -31,6 +31,7 @@ pub async fn run_all(store: &dyn Store) {
     watch_from_future_revision(store).await;
     watch_sees_deletes(store).await;
     watch_prefix_isolation(store).await;
+    keys_put_with_ttl_expire_by_themselves(store).await;
     range_over_many_pages(store).await;
     compaction(store).await;
 }
@@ -440,6 +441,64 @@ pub async fn watch_sees_deletes(store: &dyn Store) {
         ],
     )
     .await;
+}
+
+/// A key put with a TTL is deleted by the store itself once the TTL has run
+/// out, and watches see the delete; a key written again before that (plainly,
+/// or with a longer TTL) is not. The short-lived key is put last, so by the
+/// time its delete arrives every earlier expiry has run out too.
+pub async fn keys_put_with_ttl_expire_by_themselves(store: &dyn Store) {
+    let prefix = "/conformance/ttl/";
+    let short = Duration::from_millis(1500);
+    let start = store.revision().await.expect("revision") + 1;
+    let mut watch = store.watch(prefix, start).await.expect("watch");
+
+    let replaced = format!("{prefix}replaced");
+    let extended = format!("{prefix}extended");
+    let doomed = format!("{prefix}doomed");
+    store
+        .put_with_ttl(&replaced, b"leased".to_vec(), short)
+        .await
+        .expect("put with ttl");
+    put(store, &replaced, b"plain").await;
+    store
+        .put_with_ttl(&extended, b"short".to_vec(), short)
+        .await
+        .expect("put with ttl");
+    store
+        .put_with_ttl(&extended, b"long".to_vec(), Duration::from_secs(3600))
+        .await
+        .expect("put with ttl");
+    let put_at = store
+        .put_with_ttl(&doomed, b"v".to_vec(), short)
+        .await
+        .expect("put with ttl");
+    assert_eq!(get(store, &doomed).await.mod_revision, put_at);
+
+    // etcd rounds the TTL up to 2 s and revokes within about a second more.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let deleted_at = 'wait: loop {
+        let message = tokio::time::timeout_at(deadline, watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("{doomed} not deleted by its TTL within 15 s"))
+            .expect("watch open")
+            .expect("watch message");
+        let WatchMessage::Events { revision, events } = message else {
+            panic!("unexpected {message:?}");
+        };
+        for event in events {
+            if event.kind == EventKind::Delete {
+                // Only the key nobody wrote again expires, and its delete
+                // looks like any other.
+                assert_eq!(event, delete_event(&doomed, revision));
+                break 'wait revision;
+            }
+        }
+    };
+    assert!(store.get(&doomed).await.expect("get").is_none());
+    assert!(deleted_at > put_at);
+    assert_eq!(get(store, &replaced).await.value, b"plain");
+    assert_eq!(get(store, &extended).await.value, b"long");
 }
 
 /// A watch sees its prefix only, also when one txn writes inside and outside it.

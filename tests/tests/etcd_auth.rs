@@ -85,6 +85,39 @@ async fn the_control_plane_runs_as_an_etcd_user_limited_to_its_prefix() {
         "the etcd password is in the log"
     );
 
+    // Fleet cooldowns need a lease (granted to any authenticated user) and a
+    // put under /sluice-status/ attached to it.
+    let sim = sluice_tests::sim_data_plane::SimDataPlane::connect(
+        &cp.url(),
+        sluice_tests::control_plane::DATA_PLANE_TOKEN,
+        "sim-auth",
+        Default::default(),
+    )
+    .await
+    .expect("sim connects");
+    sim.report_cooldowns(vec![sluice_proto::config::v1::Cooldown {
+        deployment_id: "d1".into(),
+        remaining_ms: 5_000,
+        reason: "rate_limited".into(),
+        reporter: String::new(),
+    }])
+    .await
+    .expect("report");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cp
+        .metric("sluice_cooldown_writes_total")
+        .await
+        .unwrap_or(0.0)
+        < 1.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no cooldown written as the etcd user: {}",
+            cp.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // A wrong password: the control plane does not start, and says why.
     let out = std::process::Command::new(binary("sluice-control-plane").unwrap())
         .args(["--etcd", &etcd.endpoint(), "--etcd-user", "sluice"])

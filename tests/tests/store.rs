@@ -282,3 +282,25 @@ async fn collect_until(watch: &mut WatchStream, revision: i64) -> Vec<WatchMessa
         }
     }
 }
+
+/// A key put with a TTL still expires when the store was closed and opened
+/// again in between: the expiry is stored with the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_ttl_survives_reopen() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let key = "/reopen-ttl/k";
+    {
+        let store = EmbeddedStore::open(dir.path())?;
+        store
+            .put_with_ttl(key, b"v".to_vec(), Duration::from_millis(500))
+            .await?;
+    }
+    let store = EmbeddedStore::open(dir.path())?;
+    // Poll with a deadline: the TTL has to run out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.get(key).await?.is_some() {
+        assert!(Instant::now() < deadline, "{key} still there after 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}

@@ -11,7 +11,11 @@
 //!   the hub encoded once.
 //! - [`status`]: which data planes are connected and what they applied,
 //!   kept in the store so every replica can answer for all.
+//! - [`cooldowns`]: fleet-wide cooldowns: data planes' reports coalesced and
+//!   rate-limited into `/sluice-status/cooldowns/` (with a TTL), watched by
+//!   every replica and relayed to its data planes.
 
+pub mod cooldowns;
 pub mod hub;
 pub mod objects;
 pub mod service;
@@ -20,6 +24,7 @@ pub mod stream;
 
 use std::sync::Arc;
 
+pub use cooldowns::Cooldowns;
 pub use hub::Hub;
 pub use service::ConfigDiscoveryService;
 pub use status::Registry;
@@ -35,6 +40,7 @@ pub struct Distribution {
     pub hub: Hub,
     pub registry: Registry,
     pub tokens: Tokens,
+    pub cooldowns: Cooldowns,
 }
 
 impl Distribution {
@@ -48,6 +54,7 @@ impl Distribution {
     ) -> Self {
         Self {
             hub: Hub::start(store.clone(), metrics.clone()),
+            cooldowns: Cooldowns::start(store.clone(), metrics.clone()),
             registry: Registry::new(store.clone(), replica_id, metrics),
             store,
             tokens: Tokens {
@@ -63,6 +70,7 @@ impl Distribution {
             hub: self.hub.clone(),
             registry: self.registry.clone(),
             tokens: self.tokens.clone(),
+            cooldowns: self.cooldowns.clone(),
         }
     }
 }

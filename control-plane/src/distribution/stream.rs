@@ -8,19 +8,28 @@
 //! session wait, and the hub's watch channel meanwhile keeps only the newest
 //! state, so memory per session stays bounded and a slow data plane never
 //! slows the others.
+//!
+//! Fleet cooldowns share the stream: right after the first configuration
+//! step (the snapshot or delta, or nothing when the data plane is current),
+//! every cooldown in force, then each new or extended one as this replica
+//! hears of it. One loop makes every send, so a cooldown never lands in the
+//! middle of a snapshot. Reports from the data plane go to
+//! [`Cooldowns::report`], which never waits.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use prost::Message;
 use prost::bytes::Bytes;
 use sluice_proto::config::v1::data_plane_message::Message as Inbound;
-use sluice_proto::config::v1::{DataPlaneMessage, Hello};
-use tokio::sync::mpsc;
+use sluice_proto::config::v1::{DataPlaneMessage, FleetCooldowns, Hello};
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::cooldowns::{self, CooldownRecord, Cooldowns};
 use super::hub::{Hub, Published};
 use super::status::{Registry, StreamStatus};
 use crate::secrets;
@@ -60,6 +69,7 @@ pub struct Discovery {
     pub hub: Hub,
     pub registry: Registry,
     pub tokens: Tokens,
+    pub cooldowns: Cooldowns,
 }
 
 impl Discovery {
@@ -96,6 +106,28 @@ pub struct EncodedMessage {
     pub delta: Option<Bytes>,
     #[prost(string, tag = "3")]
     pub control_plane_id: String,
+    /// An encoded `FleetCooldowns` (per session: its times are relative to
+    /// when it is sent).
+    #[prost(bytes = "bytes", optional, tag = "4")]
+    pub cooldowns: Option<Bytes>,
+}
+
+/// A `FleetCooldowns` message of the records still in force at `now_ms`;
+/// `None` when none is.
+fn fleet_message(
+    records: &[CooldownRecord],
+    now_ms: i64,
+    control_plane_id: &str,
+) -> Option<EncodedMessage> {
+    let cooldowns: Vec<_> = records.iter().filter_map(|r| r.to_wire(now_ms)).collect();
+    if cooldowns.is_empty() {
+        return None;
+    }
+    Some(EncodedMessage {
+        cooldowns: Some(Bytes::from(FleetCooldowns { cooldowns }.encode_to_vec())),
+        control_plane_id: control_plane_id.to_owned(),
+        ..Default::default()
+    })
 }
 
 pub type Outgoing = Pin<Box<dyn Stream<Item = Result<EncodedMessage, Status>> + Send>>;
@@ -170,6 +202,9 @@ async fn session(
     let node_id = hello.node_id.clone();
     let replica = discovery.registry.replica_id().to_string();
     let send = async {
+        // Before the first read of the set, so nothing falls between them.
+        let mut fleet = discovery.cooldowns.subscribe();
+        let mut fleet_sent = false;
         let mut updates = discovery.hub.subscribe();
         let mut held = hello.held_revision;
         if held > updates.borrow().revision {
@@ -199,8 +234,8 @@ async fn session(
                 let out = match delta {
                     Some(delta) => EncodedMessage {
                         delta: Some(delta),
-                        snapshot: None,
                         control_plane_id: replica.clone(),
+                        ..Default::default()
                     },
                     None => EncodedMessage {
                         snapshot: match Published::snapshot_off_runtime(&published).await {
@@ -210,8 +245,8 @@ async fn session(
                                 return;
                             }
                         },
-                        delta: None,
                         control_plane_id: replica.clone(),
+                        ..Default::default()
                     },
                 };
                 if tx.send(Ok(out)).await.is_err() {
@@ -219,8 +254,38 @@ async fn session(
                 }
                 held = published.revision;
             }
-            if updates.changed().await.is_err() {
-                return;
+            if !fleet_sent {
+                fleet_sent = true;
+                let all = discovery.cooldowns.current();
+                if let Some(out) = fleet_message(&all, cooldowns::now_ms(), &replica)
+                    && tx.send(Ok(out)).await.is_err()
+                {
+                    return;
+                }
+            }
+            // Config changes and cooldowns, each sent whole before the next.
+            loop {
+                tokio::select! {
+                    changed = updates.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                    announced = fleet.recv() => {
+                        let records = match announced {
+                            Ok(record) => vec![(*record).clone()],
+                            // Behind: the whole set again says everything missed.
+                            Err(broadcast::error::RecvError::Lagged(_)) => discovery.cooldowns.current(),
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        };
+                        if let Some(out) = fleet_message(&records, cooldowns::now_ms(), &replica)
+                            && tx.send(Ok(out)).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
             }
         }
     };
@@ -235,6 +300,12 @@ async fn session(
                 })) => {
                     tracing::warn!(%node_id, revision = nack.revision, reason = %nack.reason, "data plane refused a config");
                     status.nack(nack.revision, nack.reason);
+                }
+                Ok(Some(DataPlaneMessage {
+                    message: Some(Inbound::CooldownReport(report)),
+                })) => {
+                    tracing::debug!(%node_id, cooldowns = report.cooldowns.len(), "cooldown report");
+                    discovery.cooldowns.report(&node_id, &report.cooldowns);
                 }
                 Ok(Some(_)) => tracing::debug!(%node_id, "ignoring an unexpected message"),
                 Ok(None) => return,

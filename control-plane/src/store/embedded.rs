@@ -2,10 +2,20 @@
 //! single-node use (`sluice-control-plane` without `--etcd`).
 //!
 //! The file is `{dir}/sluice.redb` (redb: copy-on-write B-trees, every commit
-//! fsynced), with three tables:
+//! fsynced), with four tables:
 //! - `meta`: the current revision and the compacted revision;
 //! - `kv`: key → (create_revision, mod_revision, version, value);
-//! - `history`: revision → the events committed at it, which watches replay.
+//! - `history`: revision → the events committed at it, which watches replay;
+//! - `leases`: key → when it expires (unix ms), for keys put with a TTL.
+//!
+//! **Expiring keys** ([`Store::put_with_ttl`]): the expiry is written in the
+//! same transaction as the put (and removed by any later write of the key),
+//! so it survives a restart. A reaper task deletes expired keys through the
+//! ordinary commit path, so watches see the deletes like any other. It scans
+//! the `leases` table on every wake: the table holds only keys put with a TTL
+//! (deployments in cooldown), never the configuration. It starts with the
+//! store when a Tokio runtime is at hand, else with the first TTL put, and
+//! holds the database only weakly, so dropping the store still closes it.
 //!
 //! Like etcd, an empty store is at revision 1 and the first write commits at 2.
 //!
@@ -25,11 +35,13 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 use super::{
     Compare, Event, EventKind, KeyValue, MAX_TXN_OPS, Op, Range, Store, StoreError, Txn,
@@ -54,6 +66,10 @@ const HISTORY_BATCH: usize = 1000;
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 const KV: TableDefinition<&str, StoredKv> = TableDefinition::new("kv");
 const HISTORY: TableDefinition<i64, Vec<StoredEvent>> = TableDefinition::new("history");
+const LEASES: TableDefinition<&str, i64> = TableDefinition::new("leases");
+
+/// Pause after the reaper fails to read or write the store.
+const REAPER_RETRY: Duration = Duration::from_secs(1);
 
 /// (create_revision, mod_revision, version, value)
 type StoredKv = (i64, i64, i64, &'static [u8]);
@@ -97,6 +113,25 @@ pub struct EmbeddedStore {
     /// broadcast, so live watchers receive revisions in order.
     write_lock: Arc<Mutex<()>>,
     live: broadcast::Sender<Arc<Committed>>,
+    reaper: Arc<ReaperControl>,
+}
+
+/// How the store and its reaper task talk.
+#[derive(Default)]
+struct ReaperControl {
+    started: AtomicBool,
+    /// Set when the store is dropped: the reaper ends.
+    closed: AtomicBool,
+    /// Woken by a TTL put (which may expire before what the reaper waits
+    /// for) and by the store's drop.
+    wake: Notify,
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.reaper.closed.store(true, Ordering::SeqCst);
+        self.reaper.wake.notify_one();
+    }
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -149,15 +184,196 @@ impl EmbeddedStore {
             }
             txn.open_table(KV).db()?;
             txn.open_table(HISTORY).db()?;
+            txn.open_table(LEASES).db()?;
         }
         txn.commit().db()?;
         let (live, _) = broadcast::channel(LIVE_BUFFER);
-        Ok(Self {
+        let store = Self {
             db: Arc::new(db),
             history_revisions: options.history_revisions,
             write_lock: Arc::new(Mutex::new(())),
             live,
+            reaper: Arc::new(ReaperControl::default()),
+        };
+        // Keys put with a TTL before a restart expire on time too.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            store.start_reaper();
+        }
+        Ok(store)
+    }
+
+    /// Starts the reaper task once (needs a Tokio runtime).
+    fn start_reaper(&self) {
+        if self.reaper.started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tokio::spawn(reap_loop(
+            Arc::downgrade(&self.db),
+            self.write_lock.clone(),
+            self.live.clone(),
+            self.history_revisions,
+            self.reaper.clone(),
+        ));
+    }
+}
+
+/// Unix milliseconds on this machine's clock.
+fn unix_ms(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Applies `txn` (its expiry, if any, for its one put) and broadcasts the
+/// commit, serialized with every other write.
+fn commit(
+    db: &Database,
+    write_lock: &Mutex<()>,
+    live: &broadcast::Sender<Arc<Committed>>,
+    history_revisions: i64,
+    txn: &Txn,
+    expires_at_ms: Option<i64>,
+) -> Result<TxnOutcome, StoreError> {
+    let _serialized = write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+    Ok(match apply(db, txn, history_revisions, expires_at_ms)? {
+        Applied::CompareFailed { revision } => TxnOutcome {
+            succeeded: false,
+            revision,
+        },
+        Applied::Unchanged { revision } => TxnOutcome {
+            succeeded: true,
+            revision,
+        },
+        Applied::Committed(committed) => {
+            let revision = committed.revision;
+            // No receivers is fine: nobody is watching.
+            let _ = live.send(Arc::new(committed));
+            TxnOutcome {
+                succeeded: true,
+                revision,
+            }
+        }
+    })
+}
+
+/// Deletes every key whose expiry is at or before `now_ms`; returns the
+/// earliest expiry left, if any.
+fn reap(
+    db: &Database,
+    write_lock: &Mutex<()>,
+    live: &broadcast::Sender<Arc<Committed>>,
+    history_revisions: i64,
+    now_ms: i64,
+) -> Result<Option<i64>, StoreError> {
+    let (expired, next) = {
+        let txn = db.begin_read().db()?;
+        let leases = txn.open_table(LEASES).db()?;
+        let mut expired = Vec::new();
+        let mut next: Option<i64> = None;
+        for entry in leases.iter().db()? {
+            let (key, at) = entry.db()?;
+            let at = at.value();
+            if at <= now_ms {
+                expired.push(key.value().to_owned());
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        (expired, next)
+    };
+    for batch in expired.chunks(MAX_TXN_OPS) {
+        // A key written again since the read above has no expiry row any
+        // more, or a later one: `apply_expiry` reads the rows again under the
+        // write lock and leaves such a key alone.
+        let _serialized = write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(committed) = apply_expiry(db, batch, now_ms, history_revisions)? {
+            let _ = live.send(Arc::new(committed));
+        }
+    }
+    Ok(next)
+}
+
+/// Deletes those of `keys` whose expiry (read again inside the write) is at
+/// or before `now_ms`, at one new revision.
+fn apply_expiry(
+    db: &Database,
+    keys: &[String],
+    now_ms: i64,
+    history_revisions: i64,
+) -> Result<Option<Committed>, StoreError> {
+    let still_expired: Vec<String> = {
+        let txn = db.begin_read().db()?;
+        let leases = txn.open_table(LEASES).db()?;
+        let mut out = Vec::new();
+        for key in keys {
+            if leases
+                .get(key.as_str())
+                .db()?
+                .is_some_and(|at| at.value() <= now_ms)
+            {
+                out.push(key.clone());
+            }
+        }
+        out
+    };
+    if still_expired.is_empty() {
+        return Ok(None);
+    }
+    let mut txn = Txn::new();
+    for key in still_expired {
+        txn = txn.delete(key);
+    }
+    // The caller holds the write lock, so nothing wrote between the read above
+    // and this commit.
+    Ok(match apply(db, &txn, history_revisions, None)? {
+        Applied::Committed(committed) => Some(committed),
+        Applied::CompareFailed { .. } | Applied::Unchanged { .. } => None,
+    })
+}
+
+async fn reap_loop(
+    db: Weak<Database>,
+    write_lock: Arc<Mutex<()>>,
+    live: broadcast::Sender<Arc<Committed>>,
+    history_revisions: i64,
+    control: Arc<ReaperControl>,
+) {
+    loop {
+        if control.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(strong) = db.upgrade() else { return };
+        let (write_lock2, live2) = (write_lock.clone(), live.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            reap(
+                &strong,
+                &write_lock2,
+                &live2,
+                history_revisions,
+                unix_ms(SystemTime::now()),
+            )
         })
+        .await;
+        let wait = match result {
+            Ok(Ok(Some(next))) => {
+                let ms = next.saturating_sub(unix_ms(SystemTime::now())).max(1);
+                Some(Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)))
+            }
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "embedded store: expiring keys failed; retrying");
+                Some(REAPER_RETRY)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "embedded store: the expiry task failed; retrying");
+                Some(REAPER_RETRY)
+            }
+        };
+        match wait {
+            Some(wait) => {
+                let _ = tokio::time::timeout(wait, control.wake.notified()).await;
+            }
+            None => control.wake.notified().await,
+        }
     }
 }
 
@@ -202,29 +418,37 @@ impl Store for EmbeddedStore {
         let write_lock = self.write_lock.clone();
         let live = self.live.clone();
         let history_revisions = self.history_revisions;
-        blocking(move || {
-            let _serialized = write_lock.lock().unwrap_or_else(PoisonError::into_inner);
-            Ok(match apply(&db, &txn, history_revisions)? {
-                Applied::CompareFailed { revision } => TxnOutcome {
-                    succeeded: false,
-                    revision,
-                },
-                Applied::Unchanged { revision } => TxnOutcome {
-                    succeeded: true,
-                    revision,
-                },
-                Applied::Committed(committed) => {
-                    let revision = committed.revision;
-                    // No receivers is fine: nobody is watching.
-                    let _ = live.send(Arc::new(committed));
-                    TxnOutcome {
-                        succeeded: true,
-                        revision,
-                    }
-                }
-            })
+        blocking(move || commit(&db, &write_lock, &live, history_revisions, &txn, None)).await
+    }
+
+    async fn put_with_ttl(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<i64, StoreError> {
+        let txn = Txn::new().put(key, value);
+        check_txn(&txn)?;
+        self.start_reaper();
+        let expires_at = SystemTime::now().checked_add(ttl).map_or(i64::MAX, unix_ms);
+        let db = self.db.clone();
+        let write_lock = self.write_lock.clone();
+        let live = self.live.clone();
+        let history_revisions = self.history_revisions;
+        let outcome = blocking(move || {
+            commit(
+                &db,
+                &write_lock,
+                &live,
+                history_revisions,
+                &txn,
+                Some(expires_at),
+            )
         })
-        .await
+        .await?;
+        // This one may expire before whatever the reaper sleeps for.
+        self.reaper.wake.notify_one();
+        Ok(outcome.revision)
     }
 
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream, StoreError> {
@@ -332,12 +556,19 @@ enum Applied {
 }
 
 /// Checks the compares and applies the ops in one write transaction, then
-/// compacts history beyond `history_revisions`.
-fn apply(db: &Database, txn: &Txn, history_revisions: i64) -> Result<Applied, StoreError> {
+/// compacts history beyond `history_revisions`. Every key written loses its
+/// expiry; with `expires_at_ms`, the puts get that one.
+fn apply(
+    db: &Database,
+    txn: &Txn,
+    history_revisions: i64,
+    expires_at_ms: Option<i64>,
+) -> Result<Applied, StoreError> {
     let write = db.begin_write().db()?;
     let committed = {
         let mut meta = write.open_table(META).db()?;
         let mut kv = write.open_table(KV).db()?;
+        let mut leases = write.open_table(LEASES).db()?;
         let current = read_meta(&meta, REVISION)?;
         for Compare::ModRevision { key, mod_revision } in &txn.compares {
             let actual = kv
@@ -364,6 +595,14 @@ fn apply(db: &Database, txn: &Txn, history_revisions: i64) -> Result<Applied, St
                         (create_revision, revision, version, value.as_slice()),
                     )
                     .db()?;
+                    match expires_at_ms {
+                        Some(at) => {
+                            leases.insert(key.as_str(), at).db()?;
+                        }
+                        None => {
+                            leases.remove(key.as_str()).db()?;
+                        }
+                    }
                     events.push(Event {
                         kind: EventKind::Put,
                         kv: KeyValue {
@@ -376,6 +615,7 @@ fn apply(db: &Database, txn: &Txn, history_revisions: i64) -> Result<Applied, St
                     });
                 }
                 Op::Delete { key } => {
+                    leases.remove(key.as_str()).db()?;
                     if kv.remove(key.as_str()).db()?.is_some() {
                         events.push(deleted(key.clone(), revision));
                     }

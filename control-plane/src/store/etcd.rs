@@ -16,6 +16,11 @@
 //!   We ask etcd for one revision earlier and drop it, so etcd itself reports
 //!   the compaction when ours would (the one exception is a store compacted at
 //!   exactly revision 1, where there is nothing to replay anyway).
+//! - **Expiring keys** ([`Store::put_with_ttl`]): one lease per put, granted
+//!   with the TTL rounded up to whole seconds (at least [`MIN_LEASE_TTL`]),
+//!   and the put attached to it. Nothing keeps the lease alive, so it expires
+//!   and etcd deletes the key; a later put with a new lease detaches the key
+//!   from the old one, which then expires holding nothing.
 //! - **TLS** ([`EtcdTls`]): rustls (ring) with no built-in trust roots, so a
 //!   TLS connection needs a CA file. The files are read and checked when
 //!   [`EtcdStore::connect`] runs; a bad one is [`StoreError::Other`] naming
@@ -31,7 +36,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use etcd_client::{
     Certificate, Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions,
-    Identity, TlsOptions, TxnOp, WatchOptions,
+    Identity, PutOptions, TlsOptions, TxnOp, WatchOptions,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -59,6 +64,20 @@ const RANGE_ATTEMPTS: usize = 3;
 /// idle connections (it answers both with GOAWAY).
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The shortest lease etcd grants with its default timing: it raises any
+/// shorter TTL to ceil(1.5 × election timeout) = 2 s (etcd's `minTTL`), so we
+/// ask for that rather than pretend.
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
+
+/// A TTL as etcd leases take it: whole seconds, rounded up, at least
+/// [`MIN_LEASE_TTL`].
+pub fn lease_seconds(ttl: Duration) -> i64 {
+    let whole = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0));
+    i64::try_from(whole.max(MIN_LEASE_TTL.as_secs())).unwrap_or(i64::MAX)
+}
 
 /// The key read to learn the store's revision; never written.
 const REVISION_PROBE: &str = "/sluice/";
@@ -525,6 +544,22 @@ impl Store for EtcdStore {
         })
     }
 
+    async fn put_with_ttl(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<i64, StoreError> {
+        let mut lease = self.client.lease_client();
+        let granted = self
+            .call("lease grant", lease.grant(lease_seconds(ttl), None))
+            .await?;
+        let mut kv = self.client.kv_client();
+        let options = PutOptions::new().with_lease(granted.id());
+        let response = self.call("put", kv.put(key, value, Some(options))).await?;
+        header_revision(response.header())
+    }
+
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream, StoreError> {
         check_watch_start(from_revision)?;
         let key = if prefix.is_empty() {
@@ -766,7 +801,8 @@ fn map_status(status: &tonic::Status) -> StoreError {
 mod tests {
     use std::path::PathBuf;
 
-    use super::{EtcdOptions, EtcdTls, StoreError, prefix_end, tls_options};
+    use super::{EtcdOptions, EtcdTls, StoreError, lease_seconds, prefix_end, tls_options};
+    use std::time::Duration;
 
     fn refused(options: EtcdOptions) -> String {
         match tls_options(&options) {
@@ -852,6 +888,15 @@ mod tests {
         let debug = format!("{options:?}");
         assert!(debug.contains("/etc/sluice/client-key.pem"), "{debug}");
         assert!(!debug.contains("PRIVATE KEY"), "{debug}");
+    }
+
+    #[test]
+    fn lease_ttls_round_up_to_whole_seconds_and_etcds_minimum() {
+        assert_eq!(lease_seconds(Duration::from_millis(1)), 2);
+        assert_eq!(lease_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(lease_seconds(Duration::from_millis(2001)), 3);
+        assert_eq!(lease_seconds(Duration::from_secs(3600)), 3600);
+        assert_eq!(lease_seconds(Duration::MAX), i64::MAX);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod embedded;
 pub mod etcd;
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::Stream;
@@ -160,6 +161,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies `txn` atomically if all its compares hold.
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError>;
+
+    /// Puts `value` at `key`, unconditionally, to be deleted by the store
+    /// itself once `ttl` has passed (watches then see a delete), so that what
+    /// a writer leaves behind goes away even if the writer does. Returns the
+    /// revision of the put. A later write to the key (with or without a TTL)
+    /// replaces this one's expiry, as an etcd put with another (or no) lease
+    /// does.
+    ///
+    /// The expiry is not exact: etcd rounds it up to whole seconds, at least
+    /// [`etcd::MIN_LEASE_TTL`], and revokes an expired lease within about a
+    /// second more; readers that care about the instant keep it in the value.
+    async fn put_with_ttl(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<i64, StoreError>;
 
     /// Changes under `prefix` from `from_revision` (inclusive) onwards, then
     /// live. A `from_revision` at or below the compacted revision yields one
