@@ -36,6 +36,23 @@ pub enum BodyEnd {
     ClientLeft,
 }
 
+/// Set when a stream was cut after its first byte reached the client (its
+/// upstream broke off, or went silent past its `stream_timeout`) and was
+/// ended for the client with an error event: the body itself then ends
+/// cleanly, so whoever meters it learns of the cut here.
+#[derive(Debug, Clone, Default)]
+pub struct Interruption(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Interruption {
+    pub fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Something a response body carries until it is dropped (a meter, a
 /// connection's in-flight mark), told how the body ended.
 pub trait Carried: Send + Unpin + 'static {

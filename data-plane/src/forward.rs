@@ -7,9 +7,16 @@
 //! - The body is the client's, byte for byte, with only `model` rewritten
 //!   ([`crate::request::parse::Parsed::with_model`]).
 //! - `x-request-id` goes upstream with the request.
-//! - Timeout per deployment (`timeout`), else the router settings' `timeout`,
-//!   else [`DEFAULT_TIMEOUT`]; it covers the whole exchange, streamed body
-//!   included.
+//! - The attempt's timeout (the router's choice: the deployment's
+//!   `timeout`, cut to what is left of the request's) covers the whole
+//!   exchange, streamed body included.
+//! - A stream's first event is awaited before the answer is handed back, so
+//!   a stream that fails before its first byte reaches the client fails the
+//!   attempt and can be retried elsewhere. After it, a stream that breaks
+//!   off, or is silent for the deployment's `stream_timeout`, is ended for
+//!   the client with an error event in OpenAI's shape (code
+//!   `stream_interrupted`) and a clean end of the body, and the call's
+//!   [`Interruption`] is set.
 //! - The answer's body is streamed to the client as it arrives (SSE chunk by
 //!   chunk), with back-pressure: nothing reads the upstream faster than the
 //!   client takes it, and nothing is buffered whole.
@@ -17,10 +24,10 @@
 //!   response, which closes that upstream connection: the upstream request
 //!   is cancelled, not left running.
 //!
-//! Failures are [`UpstreamError`]s, which say whether another deployment may
-//! be tried ([`UpstreamError::is_retryable`]): the router's retry loop (a
-//! later issue) decides on that.
+//! Failures are [`UpstreamError`]s, by kind: the router classifies them and
+//! decides on retries, cooldowns and fallbacks.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +37,7 @@ use hyper::body::{Bytes, Frame};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 
-use crate::body::{Body, BoxError, Carried, carrying};
+use crate::body::{Body, BoxError, Carried, Interruption, carrying};
 use crate::config::snapshot::ResolvedDeployment;
 use crate::formats::{self, Format};
 use crate::headers::REQUEST_ID;
@@ -38,11 +45,6 @@ use crate::metrics::{DeploymentLabel, Metrics};
 use crate::providers::{self, Backend, Target, mock};
 use crate::request::parse::Parsed;
 use crate::upstream::{Upstream, UpstreamError};
-
-/// How long an upstream exchange may take when neither the deployment nor
-/// the router settings set a timeout: long generations with large outputs
-/// take minutes, and LiteLLM's default is the same 600 s.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The most of an upstream's error body read to relay it.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
@@ -76,6 +78,10 @@ pub struct Call<'a> {
     /// Checked to be printable ASCII ([`crate::http`]).
     pub request_id: &'a HeaderValue,
     pub timeout: Duration,
+    /// The longest silence allowed between a stream's events.
+    pub stream_timeout: Option<Duration>,
+    /// Set if the answer's stream is cut after its first event.
+    pub interruption: &'a Interruption,
 }
 
 /// Sends `call` and returns the answer to relay. Metrics for the upstream
@@ -86,7 +92,7 @@ pub async fn forward(
     call: Call<'_>,
 ) -> Result<Answer, UpstreamError> {
     match providers::backend(call.deployment.deployment())? {
-        Backend::Mock => Ok(answer_mock(call).await),
+        Backend::Mock => answer_mock(call).await,
         Backend::Http(provider) => {
             let target =
                 call.deployment
@@ -160,13 +166,138 @@ pub async fn forward(
                 started,
                 first_byte: (!event_stream).then_some(first_byte),
             };
+            let mut body = carrying(body, timer);
+            if event_stream {
+                body = first_event(body, &call, started).await?;
+            }
             Ok(Answer {
                 status,
                 content_type,
                 event_stream,
-                body: carrying(body, timer),
+                body,
             })
         }
+    }
+}
+
+/// Waits for a stream's first frame (within `stream_timeout` when set, and
+/// the attempt's timeout in any case): a failure before it is the attempt's.
+/// Returns the stream, guarded for what comes after.
+async fn first_event(
+    mut body: Body,
+    call: &Call<'_>,
+    started: Instant,
+) -> Result<Body, UpstreamError> {
+    let left = call.timeout.saturating_sub(started.elapsed());
+    let wait = call.stream_timeout.map_or(left, |t| t.min(left));
+    let first = match tokio::time::timeout(wait, body.frame()).await {
+        Err(_) => return Err(UpstreamError::Timeout(wait)),
+        Ok(None) => return Ok(body),
+        Ok(Some(Err(e))) => {
+            return Err(UpstreamError::Connection(format!(
+                "the stream broke before its first event: {e}"
+            )));
+        }
+        Ok(Some(Ok(frame))) => frame,
+    };
+    Ok(Guarded {
+        first: Some(first),
+        inner: body,
+        idle: call.stream_timeout,
+        silence: call.stream_timeout.map(|t| Box::pin(tokio::time::sleep(t))),
+        interruption: call.interruption.clone(),
+        deployment: call.deployment.deployment().id.clone(),
+        done: false,
+    }
+    .boxed_unsync())
+}
+
+/// A stream after its first event: a break or a silence past `idle` ends it
+/// for the client with an error event and a clean end.
+struct Guarded {
+    first: Option<Frame<Bytes>>,
+    inner: Body,
+    idle: Option<Duration>,
+    silence: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    interruption: Interruption,
+    deployment: String,
+    done: bool,
+}
+
+impl Guarded {
+    fn cut(&mut self, why: &str) -> Frame<Bytes> {
+        self.done = true;
+        self.interruption.set();
+        let message = format!(
+            "The stream from deployment {:?} was cut: {why}; the answer is incomplete, retry the request",
+            self.deployment
+        );
+        let error = formats::openai::Error {
+            message: &message,
+            kind: "api_error",
+            param: None,
+            code: Some("stream_interrupted"),
+            available_models: None,
+        };
+        Frame::data(Bytes::from(formats::sse::event(error.body())))
+    }
+
+    fn heard(&mut self) {
+        if let (Some(idle), Some(silence)) = (self.idle, self.silence.as_mut()) {
+            silence.as_mut().reset(tokio::time::Instant::now() + idle);
+        }
+    }
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if let Some(first) = this.first.take() {
+            this.heard();
+            return Poll::Ready(Some(Ok(first)));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.heard();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let why = format!("the upstream broke off ({e})");
+                Poll::Ready(Some(Ok(this.cut(&why))))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let silent = this
+                    .silence
+                    .as_mut()
+                    .is_some_and(|s| s.as_mut().poll(cx).is_ready());
+                if silent {
+                    let why = format!(
+                        "no event for {:?} (the deployment's stream_timeout)",
+                        this.idle.unwrap_or_default()
+                    );
+                    return Poll::Ready(Some(Ok(this.cut(&why))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && (self.done || self.inner.is_end_stream())
     }
 }
 
@@ -208,34 +339,46 @@ async fn read_error_body(mut body: Body) -> Bytes {
     Bytes::from(read)
 }
 
-async fn answer_mock(call: Call<'_>) -> Answer {
+/// The mock's answer; a `fail=` status is an upstream error, as a real
+/// upstream's would be, so the router retries, cools and falls back on it.
+async fn answer_mock(call: Call<'_>) -> Result<Answer, UpstreamError> {
     let settings = mock::Settings::from_api_base(call.deployment.secrets().api_base.expose());
     if !settings.latency.is_zero() {
         tokio::time::sleep(settings.latency).await;
     }
-    match mock::answer(&settings, call.format, call.request, call.upstream_model) {
-        mock::Reply::Json { status, body } => Answer {
-            status,
-            content_type: HeaderValue::from_static("application/json"),
-            event_stream: false,
-            body: crate::body::full(Bytes::from(body)),
-        },
-        mock::Reply::Stream { events } => {
-            let delay = settings.chunk_delay;
-            let chunks = futures::stream::iter(events.into_iter().enumerate()).then(
-                move |(i, event)| async move {
-                    if i > 0 && !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
-                    }
-                    Ok::<_, BoxError>(Frame::data(Bytes::from(event)))
-                },
-            );
-            Answer {
-                status: StatusCode::OK,
-                content_type: HeaderValue::from_static("text/event-stream"),
-                event_stream: true,
-                body: StreamBody::new(chunks).boxed_unsync(),
+    Ok(
+        match mock::answer(&settings, call.format, call.request, call.upstream_model) {
+            mock::Reply::Json { status, body } if !status.is_success() => {
+                return Err(UpstreamError::Status {
+                    status,
+                    body: Bytes::from(body),
+                    openai_error: true,
+                    relayed: Box::default(),
+                });
             }
-        }
-    }
+            mock::Reply::Json { status, body } => Answer {
+                status,
+                content_type: HeaderValue::from_static("application/json"),
+                event_stream: false,
+                body: crate::body::full(Bytes::from(body)),
+            },
+            mock::Reply::Stream { events } => {
+                let delay = settings.chunk_delay;
+                let chunks = futures::stream::iter(events.into_iter().enumerate()).then(
+                    move |(i, event)| async move {
+                        if i > 0 && !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        Ok::<_, BoxError>(Frame::data(Bytes::from(event)))
+                    },
+                );
+                Answer {
+                    status: StatusCode::OK,
+                    content_type: HeaderValue::from_static("text/event-stream"),
+                    event_stream: true,
+                    body: StreamBody::new(chunks).boxed_unsync(),
+                }
+            }
+        },
+    )
 }

@@ -37,8 +37,9 @@
 //!    [`request::Route`] called; finds `model` and rewrites it without
 //!    re-serialising the body.
 //! 3. [`request::access`]: may this key call this model (403 / 404).
-//! 4. [`router`]: a weighted random deployment of the resolved group (the
-//!    seam for retries, cooldowns and fallbacks).
+//! 4. [`router`]: which deployment takes each attempt (LiteLLM's
+//!    strategies, `order`, caps), and on failure retries, cooldowns shared
+//!    with the fleet, and fallbacks checked against the key's access.
 //! 5. [`forward`]: one attempt to one deployment, with [`providers`]
 //!    (`openai` and compatibles, `azure`, `mock`; each deployment's
 //!    [`providers::Target`] made once) through [`upstream`]'s pooled client
@@ -65,8 +66,8 @@
 //! metrics, names in one table), [`tls`] (the HTTPS server's certificate and
 //! the config stream's TLS, from PEM files).
 //!
-//! Still to come: usage reporting, budgets and rate limits, retries and
-//! fallbacks, non-OpenAI wire formats.
+//! Still to come: usage reporting, budgets and rate limits, non-OpenAI wire
+//! formats.
 
 pub mod backoff;
 pub mod body;

@@ -19,6 +19,7 @@ use sluice_data_plane::config::secrets::Secret;
 use sluice_data_plane::http::{self, HttpState, Limits};
 use sluice_data_plane::metrics::Metrics;
 use sluice_data_plane::request::parse::DEFAULT_MAX_BODY_BYTES;
+use sluice_data_plane::router::Router;
 use sluice_data_plane::serve::log_format::Lines;
 use sluice_data_plane::serve::log_writer::LogWriter;
 use sluice_data_plane::serve::workers::{self, Workers};
@@ -329,7 +330,10 @@ async fn main() -> anyhow::Result<()> {
             until_stopped(),
         ))
     });
-    let stream = tokio::spawn(discovery.run(Arc::clone(&applied), Arc::clone(&metrics)));
+    let (router, reports) = Router::new();
+    let fleet = router.fleet(reports, Arc::clone(&metrics));
+    let stream =
+        tokio::spawn(discovery.run_with_fleet(Arc::clone(&applied), Arc::clone(&metrics), fleet));
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
@@ -350,6 +354,7 @@ async fn main() -> anyhow::Result<()> {
             metrics: Arc::clone(&metrics),
             token: token.clone(),
             upstream: Upstream::new(&upstream_tls)?,
+            router: Arc::clone(&router),
             limits,
             tls: https.clone(),
         })

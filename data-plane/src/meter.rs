@@ -26,7 +26,7 @@ use sluice_proto::admin::v1::Key;
 
 use crate::request::auth;
 
-use crate::body::{Body, BodyEnd, Carried, carrying};
+use crate::body::{Body, BodyEnd, Carried, Interruption, carrying};
 use crate::metrics::{Metrics, RequestLabels};
 
 /// The target of the request's log line, which [`crate::serve::log_writer`] batches
@@ -77,7 +77,12 @@ pub struct Meter {
     code: String,
     /// Whether the whole answer has been sent.
     finished: bool,
+    /// Set when the answer's stream was cut after its first event.
+    interruption: Option<Interruption>,
 }
+
+/// The code of a stream cut after its first event reached the client.
+pub const STREAM_INTERRUPTED: &str = "stream_interrupted";
 
 impl Meter {
     pub fn start(metrics: Arc<Metrics>, request_id: &HeaderValue) -> Meter {
@@ -89,7 +94,14 @@ impl Meter {
             status: None,
             code: String::new(),
             finished: false,
+            interruption: None,
         }
+    }
+
+    /// The answer's stream may be cut after its first event: if `cut` is set
+    /// by the time it ends, the request counts as `stream_interrupted`.
+    pub fn watch(&mut self, cut: Interruption) {
+        self.interruption = Some(cut);
     }
 
     /// The request was answered whole (an error, typically) with `status`
@@ -127,6 +139,10 @@ impl Meter {
 impl Carried for Meter {
     fn ended(&mut self, end: BodyEnd) {
         match end {
+            BodyEnd::Complete if self.interruption.as_ref().is_some_and(Interruption::is_set) => {
+                self.finished = true;
+                STREAM_INTERRUPTED.clone_into(&mut self.code);
+            }
             BodyEnd::Complete => self.finished = true,
             BodyEnd::UpstreamFailed => {
                 // The upstream broke off mid-answer.

@@ -21,6 +21,14 @@
 //! | `sluice_upstream_first_byte_seconds{deployment}` | histogram | from sending upstream to its response headers (for a stream: its first chunk) |
 //! | `sluice_requests_in_flight` | gauge | OpenAI API requests being answered, streams included |
 //! | `sluice_handler_panics_total` | counter | requests whose handler panicked (answered 500; the process keeps serving) |
+//! | `sluice_router_attempts_total{deployment}` | counter | upstream attempts made by the router |
+//! | `sluice_router_failures_total{deployment, kind}` | counter | failed attempts, by kind (`rate_limited`, `timeout`, `server_error`, `connection`, `auth`, `not_found`, `context_window`, `content_policy`, `bad_request`, `misconfigured`) |
+//! | `sluice_router_retries_total{deployment}` | counter | retries decided after a failure of that deployment |
+//! | `sluice_router_cooldowns_total{deployment, source}` | counter | cooldowns entered: `own` (this data plane's) or `fleet` (heard from the control plane) |
+//! | `sluice_router_fallbacks_total{model_group, fallback, kind}` | counter | fallbacks taken (`generic`, `context_window`, `content_policy`), or skipped because the key may not use them (`denied`) |
+//! | `sluice_router_no_healthy_total{model_group}` | counter | requests answered 503 `no_healthy_deployment` |
+//! | `sluice_router_cooldown_reports_total` | counter | own cooldowns queued to the control plane for the fleet |
+//! | `sluice_router_cooldown_reports_dropped_total` | counter | own cooldowns not reported (the queue to the control plane was full) |
 //!
 //! Labels come from the config (model group names, deployment ids), the
 //! status code and the fixed error-code list, so their cardinality is bounded;
@@ -62,6 +70,39 @@ pub struct Metrics {
     upstream_first_byte: Family<DeploymentLabel, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
     handler_panics: Counter,
+    router: RouterMetrics,
+}
+
+/// The router's metrics (DESIGN §5).
+#[derive(Debug, Default)]
+struct RouterMetrics {
+    attempts: Family<DeploymentLabel, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    retries: Family<DeploymentLabel, Counter>,
+    cooldowns: Family<CooldownLabels, Counter>,
+    fallbacks: Family<FallbackLabels, Counter>,
+    no_healthy: Family<GroupLabel, Counter>,
+    reports: Counter,
+    reports_dropped: Counter,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FailureLabels {
+    deployment: String,
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CooldownLabels {
+    deployment: String,
+    source: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FallbackLabels {
+    model_group: String,
+    fallback: String,
+    kind: &'static str,
 }
 
 /// Labels of `sluice_requests_total`.
@@ -217,7 +258,49 @@ impl Metrics {
             "Requests whose handler panicked; each was answered 500 and serving went on",
             handler_panics.clone(),
         );
+        let router = RouterMetrics::default();
+        registry.register(
+            "sluice_router_attempts",
+            "Upstream attempts made by the router, by deployment",
+            router.attempts.clone(),
+        );
+        registry.register(
+            "sluice_router_failures",
+            "Failed upstream attempts, by deployment and kind",
+            router.failures.clone(),
+        );
+        registry.register(
+            "sluice_router_retries",
+            "Retries decided after a failed attempt, by the deployment that failed",
+            router.retries.clone(),
+        );
+        registry.register(
+            "sluice_router_cooldowns",
+            "Cooldowns entered, by deployment and source (own, fleet)",
+            router.cooldowns.clone(),
+        );
+        registry.register(
+            "sluice_router_fallbacks",
+            "Fallbacks taken (generic, context_window, content_policy) or skipped (denied)",
+            router.fallbacks.clone(),
+        );
+        registry.register(
+            "sluice_router_no_healthy",
+            "Requests answered 503 no_healthy_deployment, by model group",
+            router.no_healthy.clone(),
+        );
+        registry.register(
+            "sluice_router_cooldown_reports",
+            "Own cooldowns queued to the control plane for the fleet",
+            router.reports.clone(),
+        );
+        registry.register(
+            "sluice_router_cooldown_reports_dropped",
+            "Own cooldowns not reported because the queue to the control plane was full",
+            router.reports_dropped.clone(),
+        );
         Metrics {
+            router,
             requests,
             request_duration,
             upstream_duration,
@@ -309,6 +392,71 @@ impl Metrics {
 
     pub fn handler_panicked(&self) {
         self.handler_panics.inc();
+    }
+
+    pub fn router_attempt(&self, deployment: &str) {
+        self.router
+            .attempts
+            .get_or_create(&DeploymentLabel::new(deployment))
+            .inc();
+    }
+
+    pub fn router_failure(&self, deployment: &str, kind: &'static str) {
+        self.router
+            .failures
+            .get_or_create(&FailureLabels {
+                deployment: deployment.to_owned(),
+                kind,
+            })
+            .inc();
+    }
+
+    pub fn router_retry(&self, deployment: &str) {
+        self.router
+            .retries
+            .get_or_create(&DeploymentLabel::new(deployment))
+            .inc();
+    }
+
+    /// `source`: `own` or `fleet`.
+    pub fn router_cooldown(&self, deployment: &str, source: &'static str) {
+        self.router
+            .cooldowns
+            .get_or_create(&CooldownLabels {
+                deployment: deployment.to_owned(),
+                source,
+            })
+            .inc();
+    }
+
+    /// `kind`: the fallback kind, or `denied`.
+    pub fn router_fallback(&self, model_group: &str, fallback: &str, kind: &'static str) {
+        self.router
+            .fallbacks
+            .get_or_create(&FallbackLabels {
+                model_group: model_group.to_owned(),
+                fallback: fallback.to_owned(),
+                kind,
+            })
+            .inc();
+    }
+
+    pub fn router_no_healthy(&self, model_group: &str) {
+        self.router
+            .no_healthy
+            .get_or_create(&GroupLabel {
+                model_group: model_group.to_owned(),
+            })
+            .inc();
+    }
+
+    /// An own cooldown was queued for the control plane (`sent`), or not.
+    pub fn router_cooldown_report(&self, sent: bool) {
+        if sent {
+            self.router.reports.inc();
+        } else {
+            self.router.reports_dropped.inc();
+        }
     }
 
     /// The exposition, OpenMetrics text (which Prometheus reads), with the

@@ -702,6 +702,9 @@ fn stream_chat(
                     () = tx.closed() => {}
                 }
             } else {
+                // Time for the chunks to reach the caller before the break
+                // resets the connection.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 let _ = tx.send(Err(Closed)).await;
             }
         });

@@ -295,9 +295,20 @@ async fn embedded_ttl_survives_reopen() -> anyhow::Result<()> {
             .put_with_ttl(key, b"v".to_vec(), Duration::from_millis(500))
             .await?;
     }
-    let store = EmbeddedStore::open(dir.path())?;
-    // Poll with a deadline: the TTL has to run out.
+    // The dropped store's reaper task may still hold the file for the scan
+    // the put woke it for: open again once it lets go.
     let deadline = Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match EmbeddedStore::open(dir.path()) {
+            Ok(store) => break store,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    // Poll with a deadline: the TTL has to run out.
     while store.get(key).await?.is_some() {
         assert!(Instant::now() < deadline, "{key} still there after 10 s");
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -114,8 +114,8 @@ impl AppliedConfig {
         match message.into().message {
             Some(UpdateWire::Snapshot(s)) => self.apply_snapshot(s),
             Some(UpdateWire::Delta(d)) => self.apply_delta(d),
-            // Fleet cooldowns are not configuration; until the router takes
-            // them they are refused like an unknown message.
+            // Fleet cooldowns are not configuration: the stream client hands
+            // them to the router and never here.
             Some(UpdateWire::Cooldowns(_)) | None => {
                 self.metrics.nacked();
                 let reason = "the message carries neither a snapshot nor a delta \

@@ -8,6 +8,12 @@
 //! (replicas behind one DNS name), then waits an exponential backoff with full
 //! jitter before the next round. Meanwhile the data plane keeps serving the
 //! last good config: nothing here is on the request path.
+//!
+//! The same stream carries the fleet's cooldowns (DESIGN §5): the router's
+//! own cooldowns ([`OwnCooldown`], queued by the router without waiting) go
+//! to the control plane as `CooldownReport`s, and the `FleetCooldowns` it
+//! relays from every data plane go to the router ([`Fleet::heard`]). They
+//! are not configuration: never ACKed, never cached.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_proto::config::v1::{
-    Ack, DataPlaneMessage, Hello, Nack, ProtocolVersion, data_plane_message,
+    Ack, Cooldown, CooldownReport, DataPlaneMessage, Hello, Nack, ProtocolVersion,
+    data_plane_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -28,7 +35,7 @@ use tonic_prost::ProstCodec;
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::config::applied::{AppliedConfig, Outcome};
 use crate::config::secrets::Secret;
-use crate::config::wire::ControlPlaneMessageWire;
+use crate::config::wire::{ControlPlaneMessageWire, UpdateWire};
 use crate::metrics::Metrics;
 use crate::tls::{ControlPlaneTls, TlsError};
 
@@ -41,6 +48,66 @@ pub const DEFAULT_CONTROL_PLANE: &str = "http://127.0.0.1:50051";
 /// The environment variable holding the data-plane token. Never a flag: it
 /// would show in `ps`.
 pub const TOKEN_ENV: &str = "SLUICE_DATA_PLANE_TOKEN";
+
+/// A cooldown this data plane entered, for the fleet: until `until_ms`
+/// (unix milliseconds), for `reason` (a failure kind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnCooldown {
+    pub deployment_id: String,
+    pub until_ms: u64,
+    pub reason: &'static str,
+}
+
+/// The router's end of the fleet's cooldowns.
+pub struct Fleet {
+    /// Own cooldowns to report; they wait here while the stream is down
+    /// (the sender's bound caps how many), and the expired are dropped.
+    pub reports: mpsc::Receiver<OwnCooldown>,
+    /// Told the cooldowns the control plane relays.
+    pub heard: Heard,
+}
+
+/// What is told of relayed cooldowns.
+pub type Heard = Box<dyn Fn(&[Cooldown]) + Send + Sync>;
+
+impl Fleet {
+    /// No router listening (tests, tools): relayed cooldowns are ignored.
+    pub fn none() -> Fleet {
+        Fleet {
+            reports: mpsc::channel(1).1,
+            heard: Box::new(|_| {}),
+        }
+    }
+}
+
+/// At most this many own cooldowns go in one report.
+const REPORT_BATCH: usize = 64;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Own cooldowns as a report, relative to now; `None` when all expired.
+fn report(cooldowns: Vec<OwnCooldown>) -> Option<DataPlaneMessage> {
+    let now = now_ms();
+    let cooldowns: Vec<Cooldown> = cooldowns
+        .into_iter()
+        .filter(|c| c.until_ms > now)
+        .map(|c| Cooldown {
+            deployment_id: c.deployment_id,
+            remaining_ms: c.until_ms - now,
+            reason: c.reason.to_owned(),
+            reporter: String::new(),
+        })
+        .collect();
+    (!cooldowns.is_empty()).then_some(DataPlaneMessage {
+        message: Some(data_plane_message::Message::CooldownReport(
+            CooldownReport { cooldowns },
+        )),
+    })
+}
 
 /// What the stream client needs to know.
 #[derive(Debug, Clone)]
@@ -214,6 +281,16 @@ impl Discovery {
     /// dropping (aborting) the future. Never fails; every failure is logged
     /// and retried.
     pub async fn run(self, applied: Arc<AppliedConfig>, metrics: Arc<Metrics>) {
+        self.run_with_fleet(applied, metrics, Fleet::none()).await;
+    }
+
+    /// [`Discovery::run`], carrying the fleet's cooldowns both ways.
+    pub async fn run_with_fleet(
+        self,
+        applied: Arc<AppliedConfig>,
+        metrics: Arc<Metrics>,
+        mut fleet: Fleet,
+    ) {
         let mut backoff = Backoff::new(self.backoff);
         let mut next = 0;
         loop {
@@ -222,7 +299,7 @@ impl Discovery {
             // one used, so a replica that drops streams is not retried first.
             for i in 0..self.control_planes.len() {
                 let cp = &self.control_planes[(next + i) % self.control_planes.len()];
-                match self.attempt(cp, &applied, &metrics).await {
+                match self.attempt(cp, &applied, &metrics, &mut fleet).await {
                     SessionEnd::NotOpened => continue,
                     SessionEnd::Unauthenticated => {}
                     SessionEnd::Ended { worked } => {
@@ -254,6 +331,7 @@ impl Discovery {
         cp: &ControlPlane,
         applied: &Arc<AppliedConfig>,
         metrics: &Arc<Metrics>,
+        fleet: &mut Fleet,
     ) -> SessionEnd {
         let addresses: Vec<SocketAddr> = match tokio::net::lookup_host((cp.host.as_str(), cp.port))
             .await
@@ -272,7 +350,10 @@ impl Discovery {
                     continue;
                 }
             };
-            match self.session(cp, address, channel, applied, metrics).await {
+            match self
+                .session(cp, address, channel, applied, metrics, fleet)
+                .await
+            {
                 SessionEnd::NotOpened => continue,
                 end => return end,
             }
@@ -311,6 +392,7 @@ impl Discovery {
         channel: Channel,
         applied: &Arc<AppliedConfig>,
         metrics: &Arc<Metrics>,
+        fleet: &mut Fleet,
     ) -> SessionEnd {
         let (outbound, outbound_rx) = mpsc::channel::<DataPlaneMessage>(16);
         let held_revision = applied.revision();
@@ -350,8 +432,32 @@ impl Discovery {
         tracing::info!(control_plane = %cp.url, %address, held_revision, "config stream open");
 
         let mut worked = false;
+        let mut reporting = true;
         loop {
-            let message = match inbound.message().await {
+            let received = tokio::select! {
+                received = inbound.message() => received,
+                first = fleet.reports.recv(), if reporting => {
+                    let Some(first) = first else {
+                        // Nobody reports any more.
+                        reporting = false;
+                        continue;
+                    };
+                    let mut batch = vec![first];
+                    while batch.len() < REPORT_BATCH {
+                        match fleet.reports.try_recv() {
+                            Ok(c) => batch.push(c),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Some(report) = report(batch)
+                        && outbound.send(report).await.is_err()
+                    {
+                        return SessionEnd::Ended { worked };
+                    }
+                    continue;
+                }
+            };
+            let message = match received {
                 Ok(Some(message)) => message,
                 Ok(None) => {
                     tracing::warn!(control_plane = %cp.url, %address, "the control plane closed the config stream");
@@ -371,6 +477,18 @@ impl Discovery {
                 }
             };
             worked = true;
+            if let Some(UpdateWire::Cooldowns(relayed)) = message.message {
+                // Our own reports come back too: not news here.
+                let others: Vec<Cooldown> = relayed
+                    .cooldowns
+                    .into_iter()
+                    .filter(|c| c.reporter != self.node_id)
+                    .collect();
+                if !others.is_empty() {
+                    (fleet.heard)(&others);
+                }
+                continue;
+            }
             let replica = message.control_plane_id.clone();
             let applier = Arc::clone(applied);
             // Building a large config takes a while: keep it off the runtime

@@ -12,7 +12,8 @@
 //! | allowed model, no deployment | 404 | `model_not_found` | [`ApiError::model_not_found`] |
 //! | bad JSON, missing `model`, wrong types, wrong `Content-Type` | 400 | `invalid_request_error` (+ `param`) | [`ApiError::invalid_request`] |
 //! | body over the limit | 413 | `request_too_large` | [`ApiError::request_too_large`] |
-//! | group with no usable deployment | 503 | `no_healthy_deployment` | [`ApiError::no_healthy_deployment`] |
+//! | group with no usable deployment (every one cooling: with `Retry-After`) | 503 | `no_healthy_deployment` | [`ApiError::no_healthy_deployment`] |
+//! | prompt above every deployment's `max_input_tokens` (pre-call checks) | 400 | `context_length_exceeded` | [`ApiError::prompt_too_large`] |
 //! | upstream unreachable / broken answer | 502 | `upstream_error` | [`ApiError::upstream_error`] |
 //! | upstream too slow | 504 | `upstream_timeout` | [`ApiError::upstream_timeout`] |
 //! | upstream answered an error without OpenAI's shape | upstream status | `upstream_error` | [`ApiError::upstream_status`] |
@@ -168,14 +169,38 @@ impl ApiError {
 
     /// 503: the group exists but none of its deployments can be used here
     /// (each refers to an environment variable this data plane lacks).
-    pub fn no_healthy_deployment(group: &str) -> Self {
+    /// `retry_after`: seconds until the first deployment is back, when all
+    /// are only resting (cooling down or at their rate caps).
+    pub fn no_healthy_deployment(group: &str, retry_after: Option<u64>) -> Self {
+        let message = match retry_after {
+            Some(secs) => format!(
+                "Every deployment of model group {group:?} (and of its fallbacks) is cooling \
+                 down or at its rate limit; retry in {secs} s"
+            ),
+            None => format!(
+                "No deployment of model group {group:?} is usable on this data plane; \
+                 retry later, and ask the operator to check the data plane's log"
+            ),
+        };
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "service_unavailable",
             Some("no_healthy_deployment"),
+            message,
+        )
+    }
+
+    /// 400: with pre-call checks on, the prompt is larger than every
+    /// deployment's `max_input_tokens`, and no context-window fallback took it.
+    pub fn prompt_too_large(group: &str, detail: &str) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("context_length_exceeded"),
             format!(
-                "No deployment of model group {group:?} is usable on this data plane; \
-                 retry later, and ask the operator to check the data plane's log"
+                "The prompt is longer than any deployment of model group {group:?} accepts \
+                 ({detail}); shorten it, or ask the operator for a context_window_fallbacks \
+                 group"
             ),
         )
     }

@@ -7,6 +7,7 @@
 //! | `GET /health/readiness` | 200 once a config is loaded (from the stream or the cache), else 503 with the reason |
 //! | `GET /metrics` | Prometheus metrics ([`crate::metrics`]) |
 //! | `GET /debug/config` | the applied config as a protobuf `sluice.config.v1.Snapshot`, literal provider `api_key`s redacted; needs the data-plane token |
+//! | `GET /debug/routing` | each model group's deployments with their routing state on this data plane (JSON); needs the data-plane token |
 //! | `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings` (and without `/v1`) | the OpenAI API ([`openai`]) |
 //! | `GET /v1/models`, `GET /v1/models/{model}` (and without `/v1`; `{model}` percent-decoded, as SDKs encode `vendor/model`) | the models the key may use, OpenAI's list / model objects |
 //! | a known path, another method | 405, OpenAI's error shape |
@@ -96,6 +97,8 @@ pub struct HttpState {
     pub token: Option<Secret>,
     /// The client upstream calls go through.
     pub upstream: Upstream,
+    /// This data plane's routing state, shared by every worker.
+    pub router: Arc<crate::router::Router>,
     pub limits: Limits,
     /// Serves HTTPS when set (HTTP/2 or HTTP/1.1 by ALPN).
     pub tls: Option<crate::tls::Acceptor>,
@@ -138,6 +141,8 @@ impl HttpState {
             metrics,
             token,
             upstream: Upstream::new(&crate::upstream::Tls::new(&[])?)?,
+            // Nobody hears this state's cooldowns: no config stream.
+            router: crate::router::Router::new().0,
             limits: Limits::default(),
             tls: None,
         })
@@ -411,9 +416,12 @@ pub async fn route(
         (&Method::GET, "/health/readiness") => Ok(ops::readiness(state)),
         (&Method::GET, "/metrics") => Ok(ops::metrics(state)),
         (&Method::GET, "/debug/config") => ops::debug_config(state, req.headers()).await,
-        (_, "/health/liveness" | "/health/readiness" | "/metrics" | "/debug/config") => {
-            Err(ApiError::method_not_allowed(method.as_str(), path, "GET"))
-        }
+        (&Method::GET, "/debug/routing") => ops::debug_routing(state, req.headers()),
+        (
+            _,
+            "/health/liveness" | "/health/readiness" | "/metrics" | "/debug/config"
+            | "/debug/routing",
+        ) => Err(ApiError::method_not_allowed(method.as_str(), path, "GET")),
         _ => Err(ApiError::unknown_route(method.as_str(), path)),
     };
     answer.unwrap_or_else(|e| error_response(&e))

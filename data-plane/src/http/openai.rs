@@ -15,26 +15,26 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 use sluice_proto::admin::v1::Key;
 use tracing::Instrument;
 
 use super::{ApiError, HttpState, json_response};
-use crate::body::Body;
-use crate::config::snapshot::{Config, ResolvedDeployment};
-use crate::forward::{self, Answer, Call, DEFAULT_TIMEOUT};
+use crate::body::{Body, Interruption, carrying};
+use crate::config::snapshot::Config;
+use crate::forward::{self, Answer, Call};
 use crate::meter::Meter;
 use crate::providers;
 use crate::request::Route;
 use crate::request::access::{self, Decision};
 use crate::request::auth::{self, AuthError};
 use crate::request::parse::{self, ReadError, RequestError};
-use crate::router;
+use crate::router::{Router, attempts, policy};
 use crate::upstream::UpstreamError;
 
 /// Answers a completion or embedding request.
@@ -45,7 +45,8 @@ pub async fn completion(
     request_id: &HeaderValue,
 ) -> Response<Body> {
     let mut meter = Meter::start(state.metrics.clone(), request_id);
-    match complete(state, route, req, request_id, &mut meter).await {
+    let mut routed = HeaderMap::new();
+    let resp = match complete(state, route, req, request_id, &mut meter, &mut routed).await {
         Ok(answer) => relay(answer, meter),
         Err(Failure::Api(e)) => {
             meter.answered(e.status, e.code.unwrap_or_default());
@@ -64,7 +65,8 @@ pub async fn completion(
             // The upstream's body, as it sent it.
             with_headers(meter.ride(json_response(status, body)), *relayed)
         }
-    }
+    };
+    with_headers(resp, routed)
 }
 
 /// Why a request got no upstream answer to relay.
@@ -103,6 +105,7 @@ async fn complete(
     req: Request<Incoming>,
     request_id: &HeaderValue,
     meter: &mut Meter,
+    routed: &mut HeaderMap,
 ) -> Result<Answer, Failure> {
     let config = current_config(state)?;
     // Checked to be printable ASCII.
@@ -163,29 +166,150 @@ async fn complete(
     };
     meter.known.model_group = group.name().to_owned();
 
-    // Retries, cooldowns and fallbacks will loop here, excluding what failed
-    // (see `router`).
-    let Some(deployment) = router::pick(group, &[]) else {
-        return Err(ApiError::no_healthy_deployment(group.name()).into());
+    let table = state.router.tables().for_config(&config);
+    // A fallback is subject to the caller's access (DESIGN §3.4): one the
+    // key may not use is skipped, never called.
+    let allowed = |name: &str| match access::check(&config, key, name) {
+        Decision::Allowed { group, .. } => Some(group),
+        _ => None,
     };
-    let deployment_id = &deployment.deployment().id;
-    meter.known.deployment.clone_from(deployment_id);
-    let upstream_model = providers::upstream_model(deployment.deployment(), &parsed.model);
-    let timeout = timeout_for(&config, deployment);
-    let call = Call {
-        deployment,
-        // Sent in the client's own format: no provider translates yet.
-        format: route.format(),
-        request: &parsed,
-        upstream_model: &upstream_model,
-        request_id,
-        timeout,
+    let request = attempts::Request {
+        config: &config,
+        requested: &parsed.model,
+        group,
+        fallbacks: &parsed.fallbacks,
+        prompt_tokens: parsed.prompt_tokens,
+        allowed: &allowed,
     };
-    let span = tracing::debug_span!("upstream", request_id = id, deployment = %deployment_id);
-    forward::forward(&state.upstream, &state.metrics, call)
-        .instrument(span)
-        .await
-        .map_err(|e| upstream_failure(deployment_id, e))
+    let events = state.router.events(&state.metrics);
+    let interruption = Interruption::default();
+    let (parsed, interruption_ref) = (&parsed, &interruption);
+    let result = attempts::run(&table, Router::clock, &request, &events, |a| {
+        let deployment = a.deployment.deployment();
+        let requested = a.fallback_name.as_deref().unwrap_or(&parsed.model);
+        let upstream_model = providers::upstream_model(deployment, requested);
+        let stream_timeout = deployment.stream_timeout.as_ref().and_then(policy::duration);
+        let span = tracing::debug_span!("upstream", request_id = id, deployment = %deployment.id, attempt = a.number);
+        async move {
+            let call = Call {
+                deployment: a.deployment,
+                // Sent in the client's own format: no provider translates yet.
+                format: route.format(),
+                request: parsed,
+                upstream_model: &upstream_model,
+                request_id,
+                timeout: a.timeout,
+                stream_timeout,
+                interruption: interruption_ref,
+            };
+            forward::forward(&state.upstream, &state.metrics, call)
+                .instrument(span)
+                .await
+        }
+    })
+    .await;
+    match result {
+        Ok(served) => {
+            routed.insert(GROUP, header_value(served.group));
+            routed.insert(DEPLOYMENT, header_value(served.deployment));
+            routed.insert(ATTEMPTS, HeaderValue::from(served.attempts));
+            if let Some(fallback) = served.fallback {
+                routed.insert(FALLBACK, header_value(fallback));
+            }
+            served.group.clone_into(&mut meter.known.model_group);
+            served.deployment.clone_into(&mut meter.known.deployment);
+            if served.value.event_stream {
+                meter.watch(interruption);
+            }
+            let mut answer = served.value;
+            answer.body = carrying(answer.body, served.in_flight);
+            Ok(answer)
+        }
+        Err(exhausted) => {
+            routed.insert(ATTEMPTS, HeaderValue::from(exhausted.attempts));
+            if let Some(d) = exhausted.last_deployment {
+                d.clone_into(&mut meter.known.deployment);
+            }
+            Err(exhausted_failure(exhausted, &state.metrics))
+        }
+    }
+}
+
+/// Where an answer went (DESIGN §4): the group that answered, its
+/// deployment, the attempts made, and the fallback group when one answered.
+const GROUP: HeaderName = HeaderName::from_static("x-sluice-model-group");
+const DEPLOYMENT: HeaderName = HeaderName::from_static("x-sluice-deployment");
+const ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-attempts");
+const FALLBACK: HeaderName = HeaderName::from_static("x-sluice-fallback");
+
+/// Names from the config are checked printable when loaded; one that is not
+/// is left out rather than refused.
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// The answer when no attempt succeeded: the last upstream error (its
+/// status and advice on when to retry), with every attempt listed when there
+/// was more than one; with no attempt made, 503 `no_healthy_deployment`
+/// (with `Retry-After` when a deployment is only resting), or 400 when the
+/// prompt fits no deployment.
+fn exhausted_failure(
+    exhausted: attempts::Exhausted<'_, UpstreamError>,
+    metrics: &crate::metrics::Metrics,
+) -> Failure {
+    let summary = exhausted.summary();
+    let listed = exhausted.records.len() > 1;
+    let Some(last) = exhausted.last else {
+        if exhausted.too_small {
+            return ApiError::prompt_too_large(exhausted.group, &summary).into();
+        }
+        metrics.router_no_healthy(exhausted.group);
+        let retry_after = exhausted.retry_at.map(|at| {
+            let ms = at.saturating_sub(Router::clock());
+            ms.div_ceil(1000).max(1)
+        });
+        let error = ApiError::no_healthy_deployment(exhausted.group, retry_after);
+        let mut relayed = Box::new(HeaderMap::new());
+        if let Some(secs) = retry_after {
+            relayed.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        return Failure::Summarised { error, relayed };
+    };
+    let deployment = exhausted.last_deployment.unwrap_or_default();
+    match upstream_failure(deployment, last) {
+        Failure::Relayed {
+            status,
+            body,
+            relayed,
+        } if listed => Failure::Relayed {
+            status,
+            body: with_attempts(&body, &summary),
+            relayed,
+        },
+        Failure::Summarised { mut error, relayed } if listed => {
+            error.message = format!("{} (attempts: {summary})", error.message);
+            Failure::Summarised { error, relayed }
+        }
+        Failure::Api(mut error) if listed => {
+            error.message = format!("{} (attempts: {summary})", error.message);
+            Failure::Api(error)
+        }
+        other => other,
+    }
+}
+
+/// An upstream's OpenAI-shaped error body with the attempt list added to its
+/// message; every other field as the upstream sent it.
+fn with_attempts(body: &Bytes, summary: &str) -> Bytes {
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return body.clone();
+    };
+    let Some(message) = value.pointer_mut("/error/message") else {
+        return body.clone();
+    };
+    let text = message.as_str().unwrap_or_default();
+    *message = serde_json::Value::from(format!("{text} (attempts: {summary})"));
+    Bytes::from(value.to_string())
 }
 
 fn current_config(state: &HttpState) -> Result<Arc<Config>, ApiError> {
@@ -225,23 +349,6 @@ fn holder(config: &Config, key: &Key) -> String {
         holder.push_str(&format!(" (team {team:?})"));
     }
     holder
-}
-
-/// The deployment's `timeout`, else the router settings', else
-/// [`DEFAULT_TIMEOUT`].
-fn timeout_for(config: &Config, deployment: &ResolvedDeployment) -> Duration {
-    [
-        deployment.deployment().timeout.as_ref(),
-        config.router_settings().timeout.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    .find_map(|d| {
-        let secs = u64::try_from(d.seconds).ok()?;
-        let nanos = u32::try_from(d.nanos).ok()?;
-        Some(Duration::new(secs, nanos.min(999_999_999))).filter(|d| !d.is_zero())
-    })
-    .unwrap_or(DEFAULT_TIMEOUT)
 }
 
 fn upstream_failure(deployment: &str, e: UpstreamError) -> Failure {

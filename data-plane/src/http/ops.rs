@@ -75,6 +75,76 @@ pub(super) async fn debug_config(
     Ok(resp)
 }
 
+/// `GET /debug/routing`: every group's deployments with their routing state
+/// on this data plane (in flight, latency, this minute's use, cooldown and
+/// where it came from, counters), as JSON.
+pub(super) fn debug_routing(
+    state: &HttpState,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, ApiError> {
+    if !token_matches(state.token.as_ref(), headers) {
+        return Err(ApiError::data_plane_token_required());
+    }
+    let Some(config) = state.applied.current() else {
+        return Err(ApiError::no_configuration("none applied"));
+    };
+    let table = state.router.tables().for_config(&config);
+    let now = crate::router::Router::clock();
+    let groups: Vec<serde_json::Value> = config
+        .model_groups()
+        .iter()
+        .map(|group| {
+            let states = table.group(group.name());
+            let deployments: Vec<serde_json::Value> = group
+                .deployments()
+                .iter()
+                .zip(states)
+                .map(|(d, s)| {
+                    let d = d.deployment();
+                    let (requests, tokens) = s.minute_usage(now);
+                    let (attempts, failures, cooldowns) = s.counters();
+                    let cooling = s.cooling(now).map(|(until, source)| {
+                        serde_json::json!({
+                            "until_ms": until,
+                            "remaining_ms": until - now,
+                            "source": match source {
+                                crate::router::state::CooldownSource::Own => "own",
+                                crate::router::state::CooldownSource::Fleet => "fleet",
+                            },
+                        })
+                    });
+                    serde_json::json!({
+                        "id": d.id,
+                        "order": d.order,
+                        "weight": d.weight,
+                        "rpm": d.rpm,
+                        "tpm": d.tpm,
+                        "in_flight": s.in_flight(),
+                        "latency_ms": s.latency().map(|l| l.as_secs_f64() * 1000.0),
+                        "minute": {"requests": requests, "tokens": tokens},
+                        "cooling": cooling,
+                        "attempts": attempts,
+                        "failures": failures,
+                        "cooldowns": cooldowns,
+                    })
+                })
+                .collect();
+            serde_json::json!({"name": group.name(), "deployments": deployments})
+        })
+        .collect();
+    let policy = table.policy();
+    let body = serde_json::json!({
+        "revision": config.revision(),
+        "strategy": policy.strategy.as_str(),
+        "groups": groups,
+    });
+    Ok(response(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from(body.to_string()),
+    ))
+}
+
 fn encoding_failed(error: &dyn std::error::Error) -> ApiError {
     tracing::error!(error = %error, "encoding the configuration for /debug/config failed");
     ApiError::internal("encoding the configuration failed")

@@ -79,6 +79,11 @@ pub struct Parsed {
     pub model: String,
     /// `stream: true`.
     pub stream: bool,
+    /// What the body said about fallbacks (`fallbacks`,
+    /// `disable_fallbacks`); both are removed from the body sent upstream.
+    pub fallbacks: RequestFallbacks,
+    /// The prompt's estimated tokens ([`estimate_tokens`]).
+    pub prompt_tokens: u64,
     body: Bytes,
     /// Where `model`'s JSON value (with its quotes) sits in `body`.
     model_span: Range<usize>,
@@ -107,6 +112,24 @@ impl Parsed {
         out.extend_from_slice(&self.body[self.model_span.end..]);
         Bytes::from(out)
     }
+}
+
+/// What a request said about fallbacks, LiteLLM's way (DESIGN §5).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestFallbacks {
+    /// `fallbacks: ["group", …]`, or LiteLLM's `[{"group": ["next", …]}]`
+    /// narrowed to the requested model's entry.
+    pub fallbacks: Option<Vec<String>>,
+    /// `disable_fallbacks: true`.
+    pub disabled: bool,
+}
+
+/// The prompt's tokens, estimated cheaply: the body's length in bytes over
+/// four. About a token per four bytes of English text, so this counts the
+/// JSON around the prompt too and errs high for chat bodies; for scripts of
+/// three-byte characters (CJK) it errs low, by about a quarter.
+pub fn estimate_tokens(body: &[u8]) -> u64 {
+    (body.len() as u64).div_ceil(4)
 }
 
 /// Refuses bodies that are not JSON by their `Content-Type`, and bodies whose
@@ -296,12 +319,165 @@ pub fn parse(format: Format, body: Bytes) -> Result<Parsed, Refused> {
             "`model` could not be located in the body",
         )));
     }
+    if let Some((name, raw)) = [
+        ("fallbacks", fields.fallbacks),
+        ("disable_fallbacks", fields.disable_fallbacks),
+    ]
+    .into_iter()
+    .find_map(|(n, r)| r.map(|r| (n, r)))
+    {
+        // Sluice's own controls: read, then cut from the body (the member
+        // and one comma beside it, every other byte kept), and the rest
+        // parsed again, which finds the other control if both are there.
+        let mut controls = RequestFallbacks::default();
+        read_control(name, raw, &model, &mut controls).map_err(refused)?;
+        let member = member_span(&body, raw).ok_or_else(|| {
+            refused(RequestError::invalid(
+                Some("fallbacks"),
+                format!("`{name}` could not be located in the body"),
+            ))
+        })?;
+        let mut parsed = parse(format, without_member(&body, member))?;
+        if controls.fallbacks.is_some() {
+            parsed.fallbacks.fallbacks = controls.fallbacks;
+        }
+        parsed.fallbacks.disabled |= controls.disabled;
+        return Ok(parsed);
+    }
     Ok(Parsed {
         model,
         stream,
+        fallbacks: RequestFallbacks::default(),
+        prompt_tokens: estimate_tokens(&body),
         model_span: span,
         body: body.clone(),
     })
+}
+
+/// Reads `fallbacks` or `disable_fallbacks` into `out`.
+fn read_control(
+    name: &str,
+    raw: &RawValue,
+    model: &str,
+    out: &mut RequestFallbacks,
+) -> Result<(), RequestError> {
+    if name == "disable_fallbacks" {
+        return match JsonType::of(raw) {
+            JsonType::Bool => {
+                out.disabled = raw.get() == "true";
+                Ok(())
+            }
+            JsonType::Null => Ok(()),
+            other => Err(RequestError::invalid(
+                Some("disable_fallbacks"),
+                format!(
+                    "`disable_fallbacks` must be true or false, got {}",
+                    other.describe()
+                ),
+            )),
+        };
+    }
+    let wrong = || {
+        RequestError::invalid(
+            Some("fallbacks"),
+            "`fallbacks` must be a list of model names, e.g. [\"gpt-4o-mini\"], \
+             or LiteLLM's [{\"<model>\": [\"<fallback>\", ...]}]",
+        )
+    };
+    let value: serde_json::Value = serde_json::from_str(raw.get()).map_err(|_| wrong())?;
+    let list = match value {
+        serde_json::Value::Null => return Ok(()),
+        serde_json::Value::Array(items) => items,
+        _ => return Err(wrong()),
+    };
+    let mut names = Vec::new();
+    for item in list {
+        match item {
+            serde_json::Value::String(name) => names.push(name),
+            serde_json::Value::Object(entry) => {
+                for (group, targets) in entry {
+                    let serde_json::Value::Array(targets) = targets else {
+                        return Err(wrong());
+                    };
+                    for t in targets {
+                        let serde_json::Value::String(t) = t else {
+                            return Err(wrong());
+                        };
+                        if group == model {
+                            names.push(t);
+                        }
+                    }
+                }
+            }
+            _ => return Err(wrong()),
+        }
+    }
+    out.fallbacks = Some(names);
+    Ok(())
+}
+
+/// Where the top-level member whose value is `raw` starts and ends in
+/// `body`: from its key's opening quote to its value's end.
+fn member_span(body: &[u8], raw: &RawValue) -> Option<Range<usize>> {
+    let start = (raw.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    let end = start + raw.get().len();
+    if body.get(start..end)? != raw.get().as_bytes() {
+        return None;
+    }
+    // Back from the value: whitespace, ':', whitespace, the key's closing
+    // quote; then the first quote not escaped is its opening one.
+    let mut i = start;
+    let back = |i: &mut usize| {
+        while *i > 0 && body[*i - 1].is_ascii_whitespace() {
+            *i -= 1;
+        }
+    };
+    back(&mut i);
+    if i == 0 || body[i - 1] != b':' {
+        return None;
+    }
+    i -= 1;
+    back(&mut i);
+    if i == 0 || body[i - 1] != b'"' {
+        return None;
+    }
+    i -= 1;
+    loop {
+        if i == 0 {
+            return None;
+        }
+        i -= 1;
+        if body[i] == b'"' {
+            let slashes = body[..i].iter().rev().take_while(|b| **b == b'\\').count();
+            if slashes % 2 == 0 {
+                return Some(i..end);
+            }
+        }
+    }
+}
+
+/// `body` without the object member at `member` and one comma beside it
+/// (the one after it, else the one before it).
+fn without_member(body: &Bytes, member: Range<usize>) -> Bytes {
+    let after = body[member.end..]
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map(|p| member.end + p);
+    let cut = if let Some(comma) = after.filter(|&p| body[p] == b',') {
+        member.start..comma + 1
+    } else {
+        let before = body[..member.start]
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace());
+        match before.filter(|&p| body[p] == b',') {
+            Some(comma) => comma..member.end,
+            None => member,
+        }
+    };
+    let mut out = Vec::with_capacity(body.len() - cut.len());
+    out.extend_from_slice(&body[..cut.start]);
+    out.extend_from_slice(&body[cut.end..]);
+    Bytes::from(out)
 }
 
 fn raw_is_true(raw: Option<&RawValue>) -> bool {
@@ -352,6 +528,8 @@ const INPUTS: [&str; 3] = ["messages", "prompt", "input"];
 struct TopLevel<'a> {
     model: Option<&'a RawValue>,
     stream: Option<&'a RawValue>,
+    fallbacks: Option<&'a RawValue>,
+    disable_fallbacks: Option<&'a RawValue>,
     /// `messages`, `prompt`, `input` in that order ([`INPUTS`]): whichever
     /// the endpoint needs is checked.
     inputs: [Option<&'a RawValue>; 3],
@@ -378,6 +556,8 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
         let mut out = TopLevel {
             model: None,
             stream: None,
+            fallbacks: None,
+            disable_fallbacks: None,
             inputs: [None; 3],
         };
         // Keys are decoded (so `"mo\u0064el"` counts as `model`); a
@@ -388,6 +568,8 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
             let slot = match &*key {
                 "model" => &mut out.model,
                 "stream" => &mut out.stream,
+                "fallbacks" => &mut out.fallbacks,
+                "disable_fallbacks" => &mut out.disable_fallbacks,
                 other => match INPUTS.iter().position(|n| *n == other) {
                     Some(i) => &mut out.inputs[i],
                     None => continue,
@@ -450,6 +632,84 @@ mod tests {
 
     fn model_of_refused(format: Format, body: &str) -> Option<String> {
         parse_str(format, body).expect_err("refused").model
+    }
+
+    #[test]
+    fn fallback_controls_are_read_and_cut_from_the_body() {
+        let chat = Format::ChatCompletions;
+        for (body, want) in [
+            (
+                r#"{"model":"m","fallbacks":["a","b"],"messages":[]}"#,
+                r#"{"model":"x","messages":[]}"#,
+            ),
+            (
+                r#"{"model":"m", "messages":[] , "fallbacks" : ["a","b"]}"#,
+                r#"{"model":"x", "messages":[] }"#,
+            ),
+            (
+                r#"{"fallbacks":[{"m":["a","b"]},{"other":["z"]}],"model":"m","messages":[],"disable_fallbacks":false}"#,
+                r#"{"model":"x","messages":[]}"#,
+            ),
+            (
+                r#"{"model":"m","messages":[],"fall\u0062acks":["a","b"],"disable_fallbacks":false}"#,
+                r#"{"model":"x","messages":[]}"#,
+            ),
+        ] {
+            let parsed = parse_str(chat, body).expect(body);
+            assert_eq!(
+                parsed.fallbacks.fallbacks.as_deref(),
+                Some(&["a".to_string(), "b".to_string()][..]),
+                "{body}"
+            );
+            assert!(!parsed.fallbacks.disabled);
+            let sent = parsed.with_model("x");
+            assert_eq!(std::str::from_utf8(&sent).unwrap(), want, "{body}");
+            serde_json::from_slice::<serde_json::Value>(&sent).expect("still JSON");
+        }
+        let parsed = parse_str(
+            chat,
+            r#"{"model":"m","messages":[],"disable_fallbacks":true}"#,
+        )
+        .unwrap();
+        assert!(parsed.fallbacks.disabled && parsed.fallbacks.fallbacks.is_none());
+        assert_eq!(
+            &parsed.with_model("m")[..],
+            br#"{"model":"m","messages":[]}"#
+        );
+        assert_eq!(
+            param_of(parse_str(
+                chat,
+                r#"{"model":"m","messages":[],"fallbacks":"a"}"#
+            )),
+            Some("fallbacks")
+        );
+        assert_eq!(
+            param_of(parse_str(
+                chat,
+                r#"{"model":"m","messages":[],"disable_fallbacks":1}"#
+            )),
+            Some("disable_fallbacks")
+        );
+        assert_eq!(
+            param_of(parse_str(
+                chat,
+                r#"{"model":"m","messages":[],"fallbacks":[],"fallbacks":[]}"#
+            )),
+            None,
+            "a duplicate is refused as JSON"
+        );
+    }
+
+    #[test]
+    fn prompt_tokens_are_estimated_from_the_body() {
+        let parsed = parse_str(
+            Format::ChatCompletions,
+            r#"{"model":"m","messages":[{"role":"user","content":"hello there"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.prompt_tokens, 17);
+        assert_eq!(estimate_tokens(b""), 0);
+        assert_eq!(estimate_tokens(b"abcde"), 2);
     }
 
     #[test]

@@ -87,12 +87,15 @@ pub struct Request<'r, 'c> {
     pub prompt_tokens: u64,
     /// The group a fallback name resolves to when the caller may use it
     /// (DESIGN §3.4); `None` skips it.
-    pub allowed: &'r dyn Fn(&str) -> Option<&'c ModelGroup>,
+    pub allowed: &'r (dyn Fn(&str) -> Option<&'c ModelGroup> + Sync),
 }
 
 /// One attempt to make.
 pub struct Attempt<'c> {
     pub group: &'c ModelGroup,
+    /// The name the group was reached by when it is a fallback (a wildcard
+    /// group's concrete model, say); `None` for the request's own.
+    pub fallback_name: Option<String>,
     pub deployment: &'c ResolvedDeployment,
     pub timeout: Duration,
     /// 1 for the request's first attempt.
@@ -110,9 +113,6 @@ pub struct Served<'c, T> {
     /// The attempt stays in flight on its deployment until this is dropped
     /// (with the answer's body).
     pub in_flight: InFlight,
-    /// The state of the deployment that answered, for what the answer
-    /// teaches later (time to first byte, tokens).
-    pub timing: Instant,
 }
 
 /// What happened to one attempt or fallback, for the error's message.
@@ -132,8 +132,13 @@ pub struct Exhausted<'c, E> {
     /// With no attempt made: when the first resting deployment is back
     /// (unix ms).
     pub retry_at: Option<u64>,
-    /// The group asked for (or the last one tried).
+    /// The group asked for.
     pub group: &'c str,
+    /// The deployment of the last attempt.
+    pub last_deployment: Option<&'c str>,
+    /// Whether a group was left because every deployment's
+    /// `max_input_tokens` is below the prompt.
+    pub too_small: bool,
 }
 
 impl<E> Exhausted<'_, E> {
@@ -163,7 +168,7 @@ pub async fn run<'c, T, E, F, Fut>(
     table: &Table,
     clock: fn() -> u64,
     req: &Request<'_, 'c>,
-    events: &dyn Events,
+    events: &(dyn Events + Sync),
     mut attempt: F,
 ) -> Result<Served<'c, T>, Exhausted<'c, E>>
 where
@@ -179,6 +184,9 @@ where
     let mut attempts = 0u32;
     let mut group = req.group;
     let mut fallback: Option<&'c str> = None;
+    let mut fallback_name: Option<String> = None;
+    let mut last_deployment: Option<&'c str> = None;
+    let mut too_small = false;
     let mut plan: Option<std::vec::IntoIter<&str>> = None;
     let mut fallbacks_used = 0usize;
     let mut retry_at: Option<u64> = None;
@@ -221,6 +229,7 @@ where
                     break kind_of(last_failure);
                 }
                 Err(Unavailable::TooSmall) => {
+                    too_small = true;
                     records.push(Record {
                         target: group.name().to_owned(),
                         what: "every deployment's max_input_tokens is below the prompt".into(),
@@ -238,8 +247,10 @@ where
             events.attempt(id);
             let in_flight = state.start(now, req.prompt_tokens);
             let started = Instant::now();
+            last_deployment = Some(id);
             let result = attempt(Attempt {
                 group,
+                fallback_name: fallback_name.clone(),
                 deployment,
                 timeout,
                 number: attempts,
@@ -255,7 +266,6 @@ where
                         attempts,
                         fallback,
                         in_flight,
-                        timing: started,
                     });
                 }
                 Err(e) => {
@@ -312,6 +322,7 @@ where
                     events.fallback(group.name(), next, leave);
                     fallbacks_used += 1;
                     fallback = Some(g.name());
+                    fallback_name = Some(next.to_owned());
                     group = g;
                     continue 'groups;
                 }
@@ -331,6 +342,8 @@ where
         records,
         retry_at: if attempts == 0 { retry_at } else { None },
         group: req.group.name(),
+        last_deployment,
+        too_small,
     })
 }
 
@@ -451,7 +464,7 @@ mod tests {
         config: &'c Config,
         requested: &str,
         fallbacks: &RequestFallbacks,
-        allowed: &dyn Fn(&str) -> Option<&'c ModelGroup>,
+        allowed: &(dyn Fn(&str) -> Option<&'c ModelGroup> + Sync),
         script: &Script,
     ) -> Result<Served<'c, &'static str>, Exhausted<'c, Fail>> {
         let table = tables.for_config(config);

@@ -1,13 +1,26 @@
-//! Stage 4 of the request path: which deployment of the resolved model group
-//! serves this request (DESIGN §5).
+//! Stage 4 of the request path: which deployment serves a request, and
+//! what happens when it fails (DESIGN §5): the strategies, retries,
+//! cooldowns (this data plane's and the fleet's) and fallbacks.
 //!
-//! For now: one weighted random pick (`simple-shuffle`) among the group's
-//! usable deployments, by `weight`, else `rpm`, else `tpm`, else evenly.
+//! Decisions are pure functions over (config, routing state, error, time),
+//! each in its module and unit-tested without sockets:
 //!
-//! The seam for what comes later (retries on another deployment, cooldowns,
-//! fallbacks, the other strategies) is [`pick`]'s `exclude` argument and
-//! [`crate::upstream::UpstreamError::is_retryable`]: the caller will loop,
-//! excluding deployments that failed, and consult cooldown state here.
+//! - [`classify`]: a failed attempt's kind, from the upstream's status, the
+//!   start of its error body and its `Retry-After`.
+//! - [`policy`]: the router settings read once per config, defaults filled
+//!   in (LiteLLM's).
+//! - [`state`]: each deployment's in-flight count, latency, minute usage,
+//!   failures and cooldowns, on atomics; [`table`]: those states by group
+//!   for one config, carried over across config changes.
+//! - [`pick`]: the deployment for the next attempt (availability inside the
+//!   pick, then `order`, then the strategy).
+//! - [`plan`]: the fallback groups, by why the group failed.
+//! - [`attempts`]: the loop that drives them, generic over the attempt.
+//!
+//! [`Router`] holds this data plane's state and the queue of its own
+//! cooldowns to the control plane, which spreads them to the fleet
+//! ([`crate::config::discovery`] carries both ways); nothing here is on the
+//! network.
 
 pub mod attempts;
 pub mod classify;
@@ -17,108 +30,223 @@ pub mod policy;
 pub mod state;
 pub mod table;
 
-use rand::Rng;
+use std::sync::Arc;
+use std::time::SystemTime;
 
-use crate::config::snapshot::{ModelGroup, ResolvedDeployment};
+use sluice_proto::config::v1::Cooldown;
+use tokio::sync::mpsc;
 
-/// Picks a deployment of `group`, skipping those whose id is in `exclude`.
-/// `None` when no deployment is left.
-pub fn pick<'g>(group: &'g ModelGroup, exclude: &[&str]) -> Option<&'g ResolvedDeployment> {
-    pick_with(group.deployments(), exclude, &mut rand::rng())
+use crate::config::discovery::{Fleet, OwnCooldown};
+use crate::metrics::Metrics;
+use crate::upstream::UpstreamError;
+use attempts::{AttemptError, Events};
+use classify::{ErrorClass, Failure};
+use plan::FallbackKind;
+use state::{Cooled, now_ms};
+use table::Tables;
+
+/// How many own cooldowns may wait for the config stream: beyond that (the
+/// stream down for long, a storm of failures) the newest are dropped and
+/// counted; this data plane still honours them itself.
+pub const REPORT_QUEUE: usize = 1024;
+
+/// This data plane's routing: the state of every deployment, and the own
+/// cooldowns waiting to be reported.
+#[derive(Debug)]
+pub struct Router {
+    tables: Tables,
+    reports: mpsc::Sender<OwnCooldown>,
 }
 
-fn pick_with<'g>(
-    deployments: &'g [ResolvedDeployment],
-    exclude: &[&str],
-    rng: &mut impl Rng,
-) -> Option<&'g ResolvedDeployment> {
-    // Walked twice rather than collected: no allocation per request.
-    let candidates = || {
-        deployments
-            .iter()
-            .filter(|d| !exclude.contains(&d.deployment().id.as_str()))
-    };
-    let total: u64 = candidates()
-        .map(weight_of)
-        .fold(0u64, |a, w| a.saturating_add(w));
-    if total == 0 {
-        // No deployment says anything about its size: evenly.
-        return match candidates().count() {
-            0 => None,
-            n => candidates().nth(rng.random_range(0..n)),
-        };
+/// The receiving end of a [`Router`]'s own cooldowns, for the config stream.
+pub type Reports = mpsc::Receiver<OwnCooldown>;
+
+impl Router {
+    pub fn new() -> (Arc<Router>, Reports) {
+        let (reports, rx) = mpsc::channel(REPORT_QUEUE);
+        (
+            Arc::new(Router {
+                tables: Tables::default(),
+                reports,
+            }),
+            rx,
+        )
     }
-    let mut ticket = rng.random_range(0..total);
-    for d in candidates() {
-        let w = weight_of(d);
-        if ticket < w {
-            return Some(d);
+
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// The clock routing state is kept in (unix milliseconds).
+    pub fn clock() -> u64 {
+        now_ms()
+    }
+
+    /// Cooldowns the control plane relayed: each deployment is skipped until
+    /// `remaining_ms` from now. Returns how many were news here.
+    pub fn fleet_cooldowns(&self, cooldowns: &[Cooldown], metrics: &Metrics) -> usize {
+        let now = now_ms();
+        let mut news = 0;
+        for c in cooldowns {
+            let until = now.saturating_add(c.remaining_ms);
+            if self.tables.fleet_cooldown(&c.deployment_id, until, now) {
+                metrics.router_cooldown(&c.deployment_id, "fleet");
+                news += 1;
+            }
         }
-        ticket -= w;
+        news
     }
-    candidates().next_back()
+
+    /// Events of one request's attempt loop, recorded in `metrics`; own
+    /// cooldowns are queued for the fleet.
+    pub fn events<'a>(&'a self, metrics: &'a Metrics) -> RouterEvents<'a> {
+        RouterEvents {
+            router: self,
+            metrics,
+        }
+    }
+
+    fn report(&self, deployment: &str, cooled: Cooled, metrics: &Metrics) {
+        let sent = self
+            .reports
+            .try_send(OwnCooldown {
+                deployment_id: deployment.to_owned(),
+                until_ms: cooled.until_ms,
+                reason: cooled.class.as_str(),
+            })
+            .is_ok();
+        metrics.router_cooldown_report(sent);
+    }
+
+    /// The config stream's end of this router: its own cooldowns out, the
+    /// fleet's in.
+    pub fn fleet(self: &Arc<Self>, reports: Reports, metrics: Arc<Metrics>) -> Fleet {
+        let router = Arc::clone(self);
+        Fleet {
+            reports,
+            heard: Box::new(move |cooldowns| {
+                router.fleet_cooldowns(cooldowns, &metrics);
+            }),
+        }
+    }
 }
 
-/// LiteLLM's simple-shuffle: `weight` if any deployment sets one, else
-/// `rpm`, else `tpm`. Mixed groups use the first one a deployment sets.
-fn weight_of(d: &ResolvedDeployment) -> u64 {
-    let d = d.deployment();
-    [u64::from(d.weight), d.rpm, d.tpm]
-        .into_iter()
-        .find(|w| *w > 0)
-        .unwrap_or(0)
+/// [`Events`] into metrics, the log and the fleet.
+pub struct RouterEvents<'a> {
+    router: &'a Router,
+    metrics: &'a Metrics,
+}
+
+impl Events for RouterEvents<'_> {
+    fn attempt(&self, deployment: &str) {
+        self.metrics.router_attempt(deployment);
+    }
+
+    fn failed(&self, deployment: &str, class: ErrorClass) {
+        self.metrics.router_failure(deployment, class.as_str());
+    }
+
+    fn retry(&self, deployment: &str) {
+        self.metrics.router_retry(deployment);
+    }
+
+    fn cooled(&self, deployment: &str, cooled: Cooled) {
+        tracing::warn!(
+            deployment,
+            reason = cooled.class.as_str(),
+            for_ms = cooled.until_ms.saturating_sub(now_ms()),
+            "deployment cooling down"
+        );
+        self.metrics.router_cooldown(deployment, "own");
+        self.router.report(deployment, cooled, self.metrics);
+    }
+
+    fn fallback(&self, from: &str, to: &str, kind: FallbackKind) {
+        tracing::info!(
+            model_group = from,
+            fallback = to,
+            kind = kind.as_str(),
+            "falling back"
+        );
+        self.metrics.router_fallback(from, to, kind.as_str());
+    }
+
+    fn fallback_denied(&self, from: &str, to: &str) {
+        self.metrics.router_fallback(from, to, "denied");
+    }
+}
+
+impl AttemptError for UpstreamError {
+    fn failure(&self) -> Failure {
+        match self {
+            UpstreamError::Status {
+                status,
+                body,
+                relayed,
+                ..
+            } => classify::classify_status(*status, body, relayed, SystemTime::now()),
+            UpstreamError::Timeout(_) => classify::without_answer(ErrorClass::Timeout),
+            UpstreamError::Connection(_) => classify::without_answer(ErrorClass::Connection),
+            UpstreamError::Misconfigured(_) => classify::without_answer(ErrorClass::Misconfigured),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::snapshot::Config;
-    use sluice_proto::admin::v1::Deployment;
-    use sluice_proto::config::v1::Snapshot;
-
-    fn config(weights: &[u32]) -> Config {
-        let deployments = weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| Deployment {
-                id: format!("d{i}"),
-                model_name: "g".into(),
-                provider: "mock".into(),
-                model: "m".into(),
-                weight: *w,
-                ..Default::default()
-            })
-            .collect();
-        Config::from_snapshot(Snapshot {
-            revision: 1,
-            deployments,
-            ..Default::default()
-        })
-        .expect("valid")
-    }
+    use hyper::StatusCode;
+    use hyper::body::Bytes;
+    use hyper::header::{HeaderMap, HeaderValue};
 
     #[test]
-    fn weights_decide_the_share() {
-        let config = config(&[1, 3, 0]);
-        let group = config.model_group("g").expect("group");
-        let mut counts = [0u32; 3];
-        for _ in 0..4000 {
-            let d = pick(group, &[]).expect("some");
-            let i: usize = d.deployment().id[1..].parse().expect("index");
-            counts[i] += 1;
-        }
+    fn upstream_errors_by_kind() {
+        let mut relayed = HeaderMap::new();
+        relayed.insert("retry-after", HeaderValue::from_static("7"));
+        let e = UpstreamError::Status {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body: Bytes::new(),
+            openai_error: true,
+            relayed: Box::new(relayed),
+        };
+        let f = e.failure();
+        assert_eq!(f.class, ErrorClass::RateLimit);
+        assert_eq!(f.retry_after, Some(std::time::Duration::from_secs(7)));
         assert_eq!(
-            counts[2], 0,
-            "weight 0 beside weighted ones is never picked"
+            UpstreamError::Timeout(std::time::Duration::from_secs(1))
+                .failure()
+                .class,
+            ErrorClass::Timeout
         );
-        assert!((800..1200).contains(&counts[0]), "{counts:?}");
+        assert_eq!(
+            UpstreamError::Connection("refused".into()).failure().class,
+            ErrorClass::Connection
+        );
     }
 
     #[test]
-    fn exclusions_and_empty_groups() {
-        let config = config(&[0, 0]);
-        let group = config.model_group("g").expect("group");
-        assert_eq!(pick(group, &["d0"]).expect("d1").deployment().id, "d1");
-        assert!(pick(group, &["d0", "d1"]).is_none());
+    fn own_cooldowns_are_queued_for_the_fleet_and_fleet_ones_apply() {
+        let (router, mut reports) = Router::new();
+        let metrics = Metrics::new();
+        let events = router.events(&metrics);
+        events.cooled(
+            "d",
+            Cooled {
+                until_ms: now_ms() + 5_000,
+                class: ErrorClass::RateLimit,
+            },
+        );
+        let c = reports.try_recv().expect("queued");
+        assert_eq!(c.deployment_id, "d");
+        assert_eq!(c.reason, "rate_limited");
+        let news = router.fleet_cooldowns(
+            &[Cooldown {
+                deployment_id: "unknown-yet".into(),
+                remaining_ms: 1_000,
+                ..Default::default()
+            }],
+            &metrics,
+        );
+        assert_eq!(news, 0, "no state yet: remembered for when it arrives");
     }
 }

@@ -35,15 +35,7 @@ impl FallbackKind {
     }
 }
 
-/// What the request itself said about fallbacks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestFallbacks {
-    /// `fallbacks: ["group", …]` (or LiteLLM's `[{"group": ["next"]}]`,
-    /// already narrowed to the requested group by the parser).
-    pub fallbacks: Option<Vec<String>>,
-    /// `disable_fallbacks: true`.
-    pub disabled: bool,
-}
+pub use crate::request::parse::RequestFallbacks;
 
 /// The fallback groups for `requested` (resolved to `group`), in order.
 pub fn fallbacks<'a>(

@@ -167,6 +167,12 @@ impl Policy {
         }
     }
 
+    /// This policy with another strategy.
+    pub fn with_strategy(mut self, strategy: Strategy) -> Policy {
+        self.strategy = strategy;
+        self
+    }
+
     /// How many more attempts a failure of `class` allows in one group.
     pub fn retries(&self, class: ErrorClass) -> u32 {
         self.retries[class.index()]

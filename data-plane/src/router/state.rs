@@ -287,6 +287,10 @@ impl InFlight {
     }
 }
 
+/// An answer's body carries its attempt's mark, so a stream counts as in
+/// flight until it ends.
+impl crate::body::Carried for InFlight {}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Relaxed);

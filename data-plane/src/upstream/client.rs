@@ -130,7 +130,13 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(tcp);
+        // The router is the only retry loop (DESIGN §5). hyper-util's one
+        // retry, kept on, resends only a request that was never written (a
+        // pooled connection the upstream had just closed): the upstream never
+        // saw it, so it is no second attempt, and without it the router
+        // would count, and cool, a deployment for our own stale connection.
         let direct = Client::builder(TokioExecutor::new())
+            .retry_canceled_requests(true)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
