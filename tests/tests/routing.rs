@@ -1001,3 +1001,64 @@ async fn the_quick_starts_fallback_from_o1_to_gpt_4o_works() {
     // num_retries: 2 in the example: three attempts on o1, then gpt-4o.
     assert_eq!(a.header("x-sluice-attempts"), Some("4"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_seeds_model_group_and_load_balancing_examples_work_as_they_say() {
+    let ups = upstreams(2).await;
+    let azure_base = ups[1].url("");
+    let gw = Gateway::start_with_env(
+        1,
+        &[],
+        &[
+            ("OPENAI_API_KEY", "sk-seed-openai"),
+            ("AZURE_API_KEY", "seed-azure-key"),
+            ("AZURE_API_BASE", &azure_base),
+            ("AZURE_API_VERSION", "2024-10-21"),
+        ],
+    )
+    .await;
+    // "How Model Access Works", Loadbalancing, unchanged but for the OpenAI
+    // deployment's api_base (the Azure one's comes from its environment).
+    let yaml = format!(
+        r#"
+model_list:
+  - model_name: my-custom-model
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: os.environ/OPENAI_API_KEY
+      api_base: {a}
+  - model_name: my-custom-model
+    litellm_params:
+      model: azure/gpt-4o
+      api_key: os.environ/AZURE_API_KEY
+      api_base: os.environ/AZURE_API_BASE
+      api_version: os.environ/AZURE_API_VERSION
+"#,
+        a = ups[0].url("/v1"),
+    );
+    let r = gw
+        .admin
+        .config
+        .clone()
+        .import_lite_llm_config(api::ImportLiteLlmConfigRequest { yaml })
+        .await
+        .expect("import")
+        .into_inner();
+    gw.wrote(r.revision);
+    let key = gw.key(None, &["my-custom-model"]).await;
+    gw.sync().await;
+
+    let by = served_by(&chats(&gw, &key, "my-custom-model", 200, 8).await);
+    assert_eq!(by.len(), 2, "both deployments serve the group: {by:?}");
+    assert!(by.values().all(|n| *n >= 60), "about evenly: {by:?}");
+    assert!(ups[0].hits() >= 60 && ups[1].hits() >= 60);
+    let azure = ups[1].last_request().unwrap();
+    assert!(
+        azure
+            .path
+            .starts_with("/openai/deployments/gpt-4o/chat/completions"),
+        "{}",
+        azure.path
+    );
+    assert_eq!(azure.header("api-key"), Some("seed-azure-key"));
+}
