@@ -20,6 +20,14 @@ fn dep(id: &str, group: &str, upstream: &MockUpstream) -> api::Deployment {
     }
 }
 
+/// [`dep`] with an `order`.
+fn ordered(id: &str, group: &str, upstream: &MockUpstream, order: u32) -> api::Deployment {
+    api::Deployment {
+        order,
+        ..dep(id, group, upstream)
+    }
+}
+
 async fn upstreams(n: usize) -> Vec<MockUpstream> {
     let mut all = Vec::new();
     for _ in 0..n {
@@ -201,16 +209,8 @@ async fn cost_based_picks_the_cheapest_and_order_is_respected() {
     gw.deploy(priced("dear", 1e-5, &ups[0])).await;
     gw.deploy(priced("cheap", 1e-7, &ups[1])).await;
     // Order: the second only while the first cools.
-    gw.deploy(api::Deployment {
-        order: 1,
-        ..dep("primary", "ordered", &ups[2])
-    })
-    .await;
-    gw.deploy(api::Deployment {
-        order: 2,
-        ..dep("secondary", "ordered", &ups[3])
-    })
-    .await;
+    gw.deploy(ordered("primary", "ordered", &ups[2], 1)).await;
+    gw.deploy(ordered("secondary", "ordered", &ups[3], 2)).await;
     gw.set_router(api::RouterSettings {
         routing_strategy: "cost-based-routing".into(),
         cooldown_time: Some(millis(1000)),
@@ -269,11 +269,8 @@ async fn retries_land_on_another_deployment() {
             ..dep(&format!("{name}-first"), name, &up)
         })
         .await;
-        gw.deploy(api::Deployment {
-            order: 2,
-            ..dep(&format!("{name}-second"), name, &good)
-        })
-        .await;
+        gw.deploy(ordered(&format!("{name}-second"), name, &good, 2))
+            .await;
         faulty.push(up);
     }
     gw.deploy(api::Deployment {
@@ -282,11 +279,8 @@ async fn retries_land_on_another_deployment() {
         ..dep("refused-first", "refused", &good)
     })
     .await;
-    gw.deploy(api::Deployment {
-        order: 2,
-        ..dep("refused-second", "refused", &good)
-    })
-    .await;
+    gw.deploy(ordered("refused-second", "refused", &good, 2))
+        .await;
     let key = gw.key(None, &["*"]).await;
     gw.sync().await;
 
@@ -312,16 +306,8 @@ async fn a_bad_request_is_not_retried_and_the_attempt_bound_is_exact() {
     let gw = Gateway::start(1).await;
     let ups = upstreams(5).await;
     ups[0].fail_with(400, "invalid_value");
-    gw.deploy(api::Deployment {
-        order: 1,
-        ..dep("refuses", "bad", &ups[0])
-    })
-    .await;
-    gw.deploy(api::Deployment {
-        order: 2,
-        ..dep("never", "bad", &ups[1])
-    })
-    .await;
+    gw.deploy(ordered("refuses", "bad", &ups[0], 1)).await;
+    gw.deploy(ordered("never", "bad", &ups[1], 2)).await;
     // Two groups of failing deployments: g falls back to h.
     for (i, (id, group)) in [("g1", "g"), ("g2", "g"), ("h1", "h")].iter().enumerate() {
         ups[2 + i].fail_with(500, "server_error");
@@ -395,16 +381,8 @@ async fn cooldowns_skip_a_failing_deployment_and_bring_it_back() {
     let gw = Gateway::start(1).await;
     let ups = upstreams(3).await;
     ups[0].fail_with(500, "server_error");
-    gw.deploy(api::Deployment {
-        order: 1,
-        ..dep("flaky", "g", &ups[0])
-    })
-    .await;
-    gw.deploy(api::Deployment {
-        order: 2,
-        ..dep("steady", "g", &ups[1])
-    })
-    .await;
+    gw.deploy(ordered("flaky", "g", &ups[0], 1)).await;
+    gw.deploy(ordered("steady", "g", &ups[1], 2)).await;
     gw.deploy(dep("other", "h", &ups[2])).await;
     gw.set_router(api::RouterSettings {
         allowed_fails: Some(2),
@@ -769,11 +747,7 @@ async fn streams_retry_before_the_first_byte_and_end_cleanly_after() {
         ..dep("first", "g", &ups[0])
     })
     .await;
-    gw.deploy(api::Deployment {
-        order: 2,
-        ..dep("second", "g", &ups[1])
-    })
-    .await;
+    gw.deploy(ordered("second", "g", &ups[1], 2)).await;
     gw.set_router(api::RouterSettings {
         allowed_fails: Some(100),
         ..Default::default()

@@ -41,20 +41,29 @@ pub(super) fn metrics(state: &HttpState) -> Response<Body> {
     )
 }
 
-pub(super) async fn debug_config(
+/// The config in force, for a debug endpoint asked with the data-plane
+/// token.
+fn debug_config_for(
     state: &HttpState,
     headers: &HeaderMap,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<std::sync::Arc<crate::config::snapshot::Config>, ApiError> {
     if !token_matches(state.token.as_ref(), headers) {
         return Err(ApiError::data_plane_token_required());
     }
-    let Some(config) = state.applied.current() else {
+    state.applied.current().ok_or_else(|| {
         let reason = match state.applied.readiness() {
             Readiness::NotReady { reason } => reason,
             Readiness::Ready { .. } => "none applied".into(),
         };
-        return Err(ApiError::no_configuration(&reason));
-    };
+        ApiError::no_configuration(&reason)
+    })
+}
+
+pub(super) async fn debug_config(
+    state: &HttpState,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, ApiError> {
+    let config = debug_config_for(state, headers)?;
     let revision = config.revision();
     // A million keys take a while to encode: not on a runtime thread.
     let encoded = tokio::task::spawn_blocking(move || {
@@ -82,12 +91,7 @@ pub(super) fn debug_routing(
     state: &HttpState,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, ApiError> {
-    if !token_matches(state.token.as_ref(), headers) {
-        return Err(ApiError::data_plane_token_required());
-    }
-    let Some(config) = state.applied.current() else {
-        return Err(ApiError::no_configuration("none applied"));
-    };
+    let config = debug_config_for(state, headers)?;
     let table = state.router.tables().for_config(&config);
     let now = crate::router::Router::clock();
     let groups: Vec<serde_json::Value> = config

@@ -4,7 +4,7 @@
 //! - Retries: after a failure of class `c`, up to `retries(c)` more
 //!   attempts in the same group ([`Policy::retries`]), each on a deployment
 //!   not yet tried when one is usable, else on one already tried after a
-//!   backoff (full jitter, [`retry_delay`]) or the upstream's `Retry-After`
+//!   backoff (full jitter, [`RETRY_BACKOFF`]) or the upstream's `Retry-After`
 //!   when it gave one. A wait that would end past the deadline ends the
 //!   group's retries.
 //! - Fallbacks: a group left with a retryable failure, a 401/404, or no
@@ -30,6 +30,7 @@ use rand::rngs::SmallRng;
 use tokio::time::Instant;
 
 use super::classify::{ErrorClass, Failure};
+use crate::backoff::BackoffPolicy;
 use super::pick::{Ask, Tried, Unavailable, pick};
 use super::plan::{self, FallbackKind, RequestFallbacks};
 use super::policy::{Policy, duration};
@@ -42,19 +43,14 @@ use crate::config::snapshot::{Config, ModelGroup, ResolvedDeployment};
 /// default is the same 600 s.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The first backoff before retrying a deployment already tried; doubled
-/// per retry up to [`MAX_RETRY_DELAY`], drawn with full jitter.
-pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
-
-/// The `n`-th (from 0) retry's wait before a deployment already tried.
-pub fn retry_delay(n: u32) -> Duration {
-    let ceiling = FIRST_RETRY_DELAY
-        .saturating_mul(1u32.checked_shl(n).unwrap_or(u32::MAX))
-        .min(MAX_RETRY_DELAY);
-    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(rand::random_range(0..=nanos))
-}
+/// The backoff before retrying a deployment already tried (the crate's one
+/// backoff, [`crate::backoff`]): 50 ms doubled per retry up to 1 s, drawn
+/// with full jitter.
+pub const RETRY_BACKOFF: BackoffPolicy = BackoffPolicy {
+    initial: Duration::from_millis(50),
+    max: Duration::from_secs(1),
+};
+pub const FIRST_RETRY_DELAY: Duration = RETRY_BACKOFF.initial;
 
 /// An error an attempt can fail with: it says what kind of failure it was.
 pub trait AttemptError {
@@ -216,7 +212,7 @@ where
                     // backoff.
                     let wait = last_failure
                         .and_then(|f| f.retry_after)
-                        .unwrap_or_else(|| retry_delay(retries.saturating_sub(1)));
+                        .unwrap_or_else(|| RETRY_BACKOFF.delay(retries.saturating_sub(1)));
                     if Instant::now() + wait >= deadline {
                         break kind_of(last_failure);
                     }

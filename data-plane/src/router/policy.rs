@@ -95,27 +95,16 @@ impl Policy {
             }
         }
         if let Some(p) = &s.retry_policy {
-            let mut set = |classes: &[ErrorClass], v: Option<u32>| {
-                if let Some(v) = v {
-                    for c in classes {
-                        retries[c.index()] = v;
-                    }
-                }
-            };
-            set(&[ErrorClass::BadRequest], p.bad_request_error_retries);
-            set(
-                &[ErrorClass::Authentication, ErrorClass::NotFound],
-                p.authentication_error_retries,
-            );
-            set(&[ErrorClass::Timeout], p.timeout_error_retries);
-            set(&[ErrorClass::RateLimit], p.rate_limit_error_retries);
-            set(
-                &[ErrorClass::ContentPolicy],
-                p.content_policy_violation_error_retries,
-            );
-            set(
-                &[ErrorClass::InternalServer, ErrorClass::Connection],
-                p.internal_server_error_retries,
+            override_by_class(
+                &mut retries,
+                [
+                    p.bad_request_error_retries,
+                    p.authentication_error_retries,
+                    p.timeout_error_retries,
+                    p.rate_limit_error_retries,
+                    p.content_policy_violation_error_retries,
+                    p.internal_server_error_retries,
+                ],
             );
         }
         // A misconfigured deployment fails the same way every time.
@@ -124,27 +113,16 @@ impl Policy {
         let allowed = s.allowed_fails.unwrap_or(DEFAULT_ALLOWED_FAILS);
         let mut allowed_fails = [allowed; ErrorClass::ALL.len()];
         if let Some(p) = &s.allowed_fails_policy {
-            let mut set = |classes: &[ErrorClass], v: Option<u32>| {
-                if let Some(v) = v {
-                    for c in classes {
-                        allowed_fails[c.index()] = v;
-                    }
-                }
-            };
-            set(&[ErrorClass::BadRequest], p.bad_request_error_allowed_fails);
-            set(
-                &[ErrorClass::Authentication, ErrorClass::NotFound],
-                p.authentication_error_allowed_fails,
-            );
-            set(&[ErrorClass::Timeout], p.timeout_error_allowed_fails);
-            set(&[ErrorClass::RateLimit], p.rate_limit_error_allowed_fails);
-            set(
-                &[ErrorClass::ContentPolicy],
-                p.content_policy_violation_error_allowed_fails,
-            );
-            set(
-                &[ErrorClass::InternalServer, ErrorClass::Connection],
-                p.internal_server_error_allowed_fails,
+            override_by_class(
+                &mut allowed_fails,
+                [
+                    p.bad_request_error_allowed_fails,
+                    p.authentication_error_allowed_fails,
+                    p.timeout_error_allowed_fails,
+                    p.rate_limit_error_allowed_fails,
+                    p.content_policy_violation_error_allowed_fails,
+                    p.internal_server_error_allowed_fails,
+                ],
             );
         }
 
@@ -182,6 +160,31 @@ impl Policy {
     /// it is cooled: it is cooled at the one after.
     pub fn allowed_fails(&self, class: ErrorClass) -> u32 {
         self.allowed_fails[class.index()]
+    }
+}
+
+/// The classes each of LiteLLM's six policy entries covers, in the order
+/// both policies list them: `BadRequest…`, `Authentication…` (401, 403 and
+/// 404), `Timeout…`, `RateLimit…`, `ContentPolicyViolation…`,
+/// `InternalServer…` (5xx and connection errors).
+const POLICY_CLASSES: [&[ErrorClass]; 6] = [
+    &[ErrorClass::BadRequest],
+    &[ErrorClass::Authentication, ErrorClass::NotFound],
+    &[ErrorClass::Timeout],
+    &[ErrorClass::RateLimit],
+    &[ErrorClass::ContentPolicy],
+    &[ErrorClass::InternalServer, ErrorClass::Connection],
+];
+
+/// Sets the per-class `values` a policy gives (in [`POLICY_CLASSES`]'
+/// order), leaving the others as they are.
+fn override_by_class(values: &mut [u32; ErrorClass::ALL.len()], policy: [Option<u32>; 6]) {
+    for (classes, value) in POLICY_CLASSES.iter().zip(policy) {
+        if let Some(value) = value {
+            for c in *classes {
+                values[c.index()] = value;
+            }
+        }
     }
 }
 
