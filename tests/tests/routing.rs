@@ -339,6 +339,16 @@ async fn a_bad_request_is_not_retried_and_the_attempt_bound_is_exact() {
         answer.text
     );
     assert_eq!(answer.header("x-sluice-attempts"), Some("8"));
+    assert_eq!(
+        answer.header("x-sluice-model-group"),
+        Some("g"),
+        "the group asked for"
+    );
+    assert_eq!(
+        answer.header("x-sluice-deployment"),
+        Some("h1"),
+        "the last one tried"
+    );
     let hits = ups[2].hits() + ups[3].hits() + ups[4].hits();
     assert_eq!(
         hits, 8,

@@ -226,7 +226,11 @@ async fn complete(
             Ok(answer)
         }
         Err(exhausted) => {
+            routed.insert(GROUP, header_value(exhausted.group));
             routed.insert(ATTEMPTS, HeaderValue::from(exhausted.attempts));
+            if let Some(d) = exhausted.last_deployment {
+                routed.insert(DEPLOYMENT, header_value(d));
+            }
             if let Some(d) = exhausted.last_deployment {
                 d.clone_into(&mut meter.known.deployment);
             }

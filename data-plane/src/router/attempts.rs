@@ -30,12 +30,12 @@ use rand::rngs::SmallRng;
 use tokio::time::Instant;
 
 use super::classify::{ErrorClass, Failure};
-use crate::backoff::BackoffPolicy;
 use super::pick::{Ask, Tried, Unavailable, pick};
 use super::plan::{self, FallbackKind, RequestFallbacks};
 use super::policy::{Policy, duration};
 use super::state::{Cooled, InFlight};
 use super::table::Table;
+use crate::backoff::BackoffPolicy;
 use crate::config::snapshot::{Config, ModelGroup, ResolvedDeployment};
 
 /// How long a request may take, all attempts included, when the router
