@@ -377,3 +377,63 @@ impl AccessGroupService for Admin {
         Ok(Response::new(self.delete_group(&name).await?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound(uid: &str) -> HashMap<String, String> {
+        [("bulk".to_string(), uid.to_string())].into()
+    }
+
+    #[test]
+    fn one_fix_removes_a_group_from_every_kind_of_holder() {
+        let team = Team {
+            access_groups: vec!["bulk".into()],
+            models: vec!["bulk".into()],
+            access_group_uids: bound("u1"),
+            ..Default::default()
+        };
+        let Fix::Put(t) = without_group(&team, "bulk", "u1") else {
+            panic!("the team held the group");
+        };
+        // A team's empty lists already mean "nothing".
+        assert!(t.access_groups.is_empty() && t.models.is_empty());
+        assert!(t.access_group_uids.is_empty());
+
+        let key = Key {
+            models: vec!["bulk".into()],
+            access_group_uids: bound("u1"),
+            ..Default::default()
+        };
+        let Fix::Put(k) = without_group(&key, "bulk", "u1") else {
+            panic!("the key held the group");
+        };
+        // Empty, a key's list would inherit its team's: it must say "none".
+        assert_eq!(k.models, vec![NO_MODELS]);
+
+        let org = Organization {
+            models: vec!["bulk".into(), "gpt-4o".into()],
+            access_group_uids: bound("u1"),
+            ..Default::default()
+        };
+        let Fix::Put(o) = without_group(&org, "bulk", "u1") else {
+            panic!("the organization held the group");
+        };
+        assert_eq!(o.models, vec!["gpt-4o"]);
+    }
+
+    #[test]
+    fn a_holder_of_a_newer_incarnation_keeps_it() {
+        let team = Team {
+            access_groups: vec!["bulk".into()],
+            access_group_uids: bound("u2"),
+            ..Default::default()
+        };
+        assert!(matches!(without_group(&team, "bulk", "u1"), Fix::Keep));
+        assert!(matches!(
+            without_group(&Team::default(), "bulk", "u1"),
+            Fix::Keep
+        ));
+    }
+}

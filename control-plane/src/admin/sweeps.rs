@@ -393,4 +393,79 @@ mod tests {
         .key();
         assert_eq!(crate::distribution::objects::address_of(&key), None);
     }
+
+    use std::sync::Arc;
+
+    use sluice_proto::admin::v1::{Key, Team};
+
+    use crate::catalog::put_if;
+    use crate::store::Txn;
+    use crate::store::embedded::EmbeddedStore;
+
+    fn team(id: &str, bound_to: &str) -> Team {
+        Team {
+            team_id: id.into(),
+            access_groups: vec!["bulk".into()],
+            access_group_uids: [("bulk".to_string(), bound_to.to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    async fn wait_until_gone(catalog: &Catalog, pending: &Pending) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while catalog.store().get(&pending.key()).await.unwrap().is_some() {
+            assert!(Instant::now() < deadline, "{pending:?} never finished");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What a control plane killed mid-sweep leaves: a record, holders not
+    /// yet swept. A replica starting on that store finishes it, with no call.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_sweeper_at_start_finishes_what_a_dead_replica_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::new(Arc::new(EmbeddedStore::open(dir.path()).unwrap()));
+        let old = Pending::AccessGroup {
+            name: "bulk".into(),
+            uid: "old".into(),
+        };
+        let gone_team = Pending::Team {
+            team_id: "t-gone".into(),
+        };
+        let key = |id: &str, team_id: &str| Key {
+            key_id: id.into(),
+            team_id: team_id.into(),
+            models: vec!["bulk".into()],
+            access_group_uids: [("bulk".to_string(), "old".to_string())].into(),
+            ..Default::default()
+        };
+        let mut txn = Txn::new();
+        // t-new holds a group created again under the name: it keeps it.
+        for t in [team("t-old", "old"), team("t-new", "new")] {
+            txn = put_if(txn, &t, 0);
+        }
+        for k in [key("k-gone", "t-gone"), key("k-kept", "")] {
+            txn = put_if(txn, &k, 0);
+        }
+        for p in [&old, &gone_team] {
+            txn = txn.put(p.key(), p.value());
+        }
+        assert!(catalog.commit(txn).await.unwrap().succeeded);
+
+        let _sweeper = Sweeper::start(catalog.clone());
+        wait_until_gone(&catalog, &old).await;
+        wait_until_gone(&catalog, &gone_team).await;
+
+        let held = |t: &Team| t.access_groups.clone();
+        let t_old = catalog.require::<Team>("t-old").await.unwrap().value;
+        assert_eq!(held(&t_old), Vec::<String>::new());
+        assert!(t_old.access_group_uids.is_empty());
+        let t_new = catalog.require::<Team>("t-new").await.unwrap().value;
+        assert_eq!(held(&t_new), vec!["bulk".to_string()]);
+        assert!(catalog.get::<Key>("k-gone").await.unwrap().is_none());
+        let kept = catalog.require::<Key>("k-kept").await.unwrap().value;
+        // Emptied, a key's list would widen to its team's: it means "none".
+        assert_eq!(kept.models, vec![super::super::access_groups::NO_MODELS]);
+        assert!(kept.access_group_uids.is_empty());
+    }
 }
