@@ -21,12 +21,18 @@ impl MasterKey {
 
     /// Whether an `authorization` header value carries the master key.
     pub fn accepts(&self, header: &str) -> bool {
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .unwrap_or("");
-        !token.is_empty() && constant_time_eq(token.trim(), &self.key)
+        bearer_token(header).is_some_and(|token| constant_time_eq(token, &self.key))
     }
+}
+
+/// The credential of an `authorization: Bearer <credential>` value, trimmed;
+/// `None` for another scheme or a blank credential. The scheme is
+/// case-insensitive (RFC 9110 §11.1), as in the data plane's key parsing:
+/// `BEARER x` is `Bearer x`.
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, credential) = header.trim().split_once(' ')?;
+    let credential = credential.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -61,5 +67,16 @@ mod tests {
         assert!(!k.accepts("sk-master"));
         assert!(!k.accepts("Bearer "));
         assert_eq!(format!("{k:?}"), "MasterKey(<redacted>)");
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer sk-a", "bearer sk-a", "BEARER sk-a", "BeArEr  sk-a "] {
+            assert_eq!(bearer_token(header), Some("sk-a"), "{header:?}");
+        }
+        assert!(MasterKey::new("sk-master").accepts("BEARER sk-master"));
+        for header in ["Basic sk-a", "Bearer", "Bearer  ", "Bearersk-a", ""] {
+            assert_eq!(bearer_token(header), None, "{header:?}");
+        }
     }
 }

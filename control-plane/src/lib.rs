@@ -1,10 +1,12 @@
-//! Sluice's control plane: the admin API over a store, and (later) config
+//! Sluice's control plane: the admin API over a store, and config
 //! distribution to data planes.
 //!
 //! A request flows `server` (gRPC, master key via `auth`) → `admin` (one
 //! module per service: validate with `validate`, read-modify-write through
 //! `catalog`) → `store` (etcd or embedded). Reads and writes are typed by
-//! `resources`, which fixes where each object lives in etcd.
+//! `resources`, which fixes where each object lives in etcd. What is
+//! committed reaches data planes through `distribution`, which watches the
+//! store on its own and never calls into `admin`.
 //!
 //! - [`store`]: the store trait (etcd's model: revisions, compare-and-swap
 //!   transactions, watches, keys that expire) with the etcd and embedded
@@ -13,11 +15,16 @@
 //! - [`resources`]: each resource's etcd key and encoding.
 //! - [`catalog`]: typed gets, lists, guarded writes, retry on conflict,
 //!   batched sweeps.
-//! - [`admin`]: the `sluice.admin.v1` services.
-//! - [`validate`]: field rules; [`error`]: the admin error and its gRPC codes.
+//! - [`admin`]: the `sluice.admin.v1` services; `admin::sweeps`: the
+//!   pending-sweep records (`/sluice/sweeps/`) that make fan-out deletes
+//!   finish after any failure, and each replica's `Sweeper`.
+//! - [`validate`]: field rules, and a deployment's whole check (shared by
+//!   `admin` and `distribution`); [`error`]: the admin error, typed by what
+//!   it is about, and its one mapping to gRPC codes.
 //! - [`litellm`]: LiteLLM `config.yaml` to resources and back; pure functions.
 //! - [`secrets`]: key and token generation, hashing, constant-time compare.
-//! - [`auth`]: the master key interceptor; [`server`]: the gRPC server;
+//! - [`auth`]: the master key interceptor and the `Bearer` parsing;
+//!   [`server`]: the gRPC server;
 //!   [`metrics`]: Prometheus metrics on their own port.
 //! - [`distribution`]: config distribution to data planes (hub, streams,
 //!   status) and fleet-wide cooldowns (`distribution::cooldowns`, under

@@ -63,9 +63,6 @@ pub const ROUTING_STRATEGIES: &[&str] = &[
     "cost-based-routing",
 ];
 
-/// LiteLLM sends a model without a provider prefix to OpenAI.
-const DEFAULT_PROVIDER: &str = "openai";
-
 /// Longest model-name slug in a derived id, leaving room for the hash and a
 /// duplicate suffix within the 64-character id limit.
 const SLUG_MAX_CHARS: usize = 40;
@@ -343,10 +340,7 @@ fn read_litellm_params(
     let (model, model_path) = model
         .filter(|(m, _)| !m.is_empty())
         .ok_or_else(|| invalid(&model_path, "required, e.g. \"openai/gpt-4o\""))?;
-    let (provider, upstream) = match model.split_once('/') {
-        Some((prefix, rest)) => (prefix, rest),
-        None => (DEFAULT_PROVIDER, model.as_str()),
-    };
+    let (provider, upstream) = providers::split_model(&model);
     let Some(known) = providers::lookup(provider) else {
         return Err(invalid(
             model_path,

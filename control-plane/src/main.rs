@@ -1,6 +1,6 @@
-//! `sluice-control-plane`: serves the admin API (and, later, config
-//! distribution) over etcd or the embedded store; `import FILE` loads a
-//! LiteLLM config.yaml into a running control plane.
+//! `sluice-control-plane`: serves the admin API and config distribution
+//! over etcd or the embedded store; `import FILE` loads a LiteLLM
+//! config.yaml into a running control plane.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;

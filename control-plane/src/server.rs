@@ -171,7 +171,7 @@ pub async fn serve(
         metrics,
     );
     let discovery = ConfigDiscoveryService::new(distribution.discovery());
-    let admin = Admin::new(Catalog::new(store), distribution);
+    let admin = Admin::start(Catalog::new(store), distribution);
     let auth = config.master_key;
     macro_rules! guarded {
         ($server:ident) => {

@@ -11,10 +11,17 @@
 //! | metadata | at most 64 entries; keys 1-128 chars, values at most 4,096 |
 //! | money | micro-USD, non-negative |
 //! | budget windows | `<n>s`, `<n>m`, `<n>h` or `<n>d`, n ≥ 1, at most 3650 days |
+//!
+//! [`deployment`] checks a whole deployment (and puts it in canonical form);
+//! both the admin API and distribution use it, so it lives here, below both.
 
 use std::collections::HashMap;
 
+use sluice_proto::admin::v1::Deployment;
+use sluice_proto::providers;
+
 use crate::error::{AdminError, AdminResult};
+use crate::litellm::secret_is_reference;
 
 pub const MAX_ID_LEN: usize = 64;
 pub const MAX_GROUP_NAME_LEN: usize = 63;
@@ -243,6 +250,77 @@ pub fn duration(field: &str, value: Option<&prost_types::Duration>) -> AdminResu
         return Err(bad(field, "must be between 0s and 86400s"));
     }
     Ok(())
+}
+
+/// Normalises and checks a deployment: a LiteLLM-style `model` such as
+/// `openai/gpt-4o` with no `provider` is split, a bare model means `openai`,
+/// and an unknown provider is refused here rather than failing later.
+pub fn deployment(d: &mut Deployment, field: &str) -> AdminResult<()> {
+    let f = |name: &str| format!("{field}.{name}");
+    if d.provider.is_empty() {
+        let (provider, model) = providers::split_model(&d.model);
+        (d.provider, d.model) = (provider.to_string(), model.to_string());
+    }
+    let Some(provider) = providers::lookup(&d.provider) else {
+        return Err(AdminError::invalid(
+            f("provider"),
+            format!(
+                "unknown provider prefix {:?}; known: {}",
+                d.provider,
+                providers::known_prefixes()
+            ),
+        ));
+    };
+    deployment_id(&f("id"), &d.id)?;
+    model_name(&f("model_name"), &d.model_name)?;
+    model_name(&f("model"), &d.model)?;
+    if d.api_base.is_empty() {
+        if provider.default_api_base.is_none() {
+            return Err(AdminError::invalid(
+                f("api_base"),
+                format!("is required for provider {:?}", d.provider),
+            ));
+        }
+    } else if provider.wire == providers::Wire::Mock {
+        // The mock provider reads its knobs from api_base: `mock://?latency_ms=200&fail=429`.
+        if !(d.api_base.starts_with("mock://") || d.api_base.starts_with('?')) {
+            return Err(AdminError::invalid(
+                f("api_base"),
+                "for a mock deployment must be mock://?knob=value&... (latency_ms, chunk_delay_ms, fail, content)",
+            ));
+        }
+    } else if !(d.api_base.starts_with("http://")
+        || d.api_base.starts_with("https://")
+        || secret_is_reference(&d.api_base))
+    {
+        return Err(AdminError::invalid(
+            f("api_base"),
+            "must be an http:// or https:// URL, or os.environ/NAME",
+        ));
+    }
+    text(&f("api_key"), &d.api_key)?;
+    text(&f("api_version"), &d.api_version)?;
+    price(&f("input_cost_per_token"), d.input_cost_per_token)?;
+    price(&f("output_cost_per_token"), d.output_cost_per_token)?;
+    non_negative(&f("credits_per_call"), d.credits_per_call)?;
+    duration(&f("timeout"), d.timeout.as_ref())?;
+    duration(&f("stream_timeout"), d.stream_timeout.as_ref())?;
+    if d.max_input_tokens == Some(0) {
+        // Every prompt has a token: the deployment could never be picked.
+        return Err(AdminError::invalid(
+            f("max_input_tokens"),
+            "must be at least 1 (leave it unset for no limit)",
+        ));
+    }
+    dedup(&mut d.access_groups);
+    group_list(&f("access_groups"), &d.access_groups)?;
+    Ok(())
+}
+
+/// Deduplicates a list keeping the first occurrence of each entry.
+pub fn dedup(list: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    list.retain(|x| seen.insert(x.clone()));
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The provider prefixes Sluice knows (DESIGN §4), shared by the control plane
 //! (which refuses unknown ones at create/import) and the data plane (which
-//! forwards to them).
+//! forwards to them), and the one way a LiteLLM model string such as
+//! `openai/gpt-4o` is split into provider and model ([`split_model`]).
 
 /// How a provider is spoken to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +58,18 @@ pub const PROVIDERS: &[Provider] = &[
     openai_compatible("xai", "https://api.x.ai/v1"),
 ];
 
+/// The provider a model string without a prefix means, as in LiteLLM.
+pub const DEFAULT_PREFIX: &str = "openai";
+
+/// Splits a LiteLLM model string into its provider prefix and the model the
+/// provider is asked for, at the first `/`: `openai/gpt-4o` is (`openai`,
+/// `gpt-4o`), `hosted_vllm/meta-llama/Llama-3` is (`hosted_vllm`,
+/// `meta-llama/Llama-3`), and a bare `gpt-4o` is ([`DEFAULT_PREFIX`],
+/// `gpt-4o`). Whether the prefix is known is [`lookup`]'s to say.
+pub fn split_model(model: &str) -> (&str, &str) {
+    model.split_once('/').unwrap_or((DEFAULT_PREFIX, model))
+}
+
 /// The provider named by `prefix`, if Sluice knows it.
 pub fn lookup(prefix: &str) -> Option<&'static Provider> {
     PROVIDERS
@@ -84,5 +97,18 @@ mod tests {
             assert_eq!(lookup(p.prefix), Some(p));
         }
         assert_eq!(lookup("anthropic_typo"), None);
+        assert!(lookup(DEFAULT_PREFIX).is_some());
+    }
+
+    #[test]
+    fn model_strings_split_at_the_first_slash() {
+        assert_eq!(split_model("openai/gpt-4o"), ("openai", "gpt-4o"));
+        assert_eq!(
+            split_model("hosted_vllm/meta-llama/Llama-3"),
+            ("hosted_vllm", "meta-llama/Llama-3")
+        );
+        assert_eq!(split_model("gpt-4o"), ("openai", "gpt-4o"));
+        assert_eq!(split_model("openai/*"), ("openai", "*"));
+        assert_eq!(split_model("groq/"), ("groq", ""));
     }
 }

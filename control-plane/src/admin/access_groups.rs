@@ -6,7 +6,7 @@
 //! the name from every holder in batches of transactions, so it scales to
 //! thousands of holders within etcd's 128-ops-per-transaction limit.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use sluice_proto::admin::v1::access_group_service_server::AccessGroupService;
 use sluice_proto::admin::v1::{
@@ -19,8 +19,12 @@ use tonic::{Request, Response, Status};
 
 use super::Admin;
 use super::models::model_group_names;
-use crate::catalog::{Attempt, Fix, now, put_if, retry_on_conflict};
+use super::sweeps::{Pending, Swept};
+use crate::catalog::{
+    Attempt, Catalog, Fix, SweepFor, delete_if, now, outcome, put_if, retry_on_conflict,
+};
 use crate::error::{AdminError, AdminResult};
+use crate::resources::{Resource, key_of};
 use crate::secrets;
 use crate::store::Txn;
 use crate::validate;
@@ -43,9 +47,11 @@ async fn check_members(admin: &Admin, members: &[String]) -> AdminResult<()> {
         let known =
             m.contains('*') || groups.contains(m) || aliases.iter().any(|a| &a.value.alias == m);
         if !known {
-            return Err(AdminError::NotFound(format!(
-                "model group or alias {m:?} (in models[{i}])"
-            )));
+            return Err(AdminError::not_found_in(
+                "model group or alias",
+                m,
+                format!("models[{i}]"),
+            ));
         }
     }
     Ok(())
@@ -88,7 +94,7 @@ impl Admin {
         name: &str,
         change: impl Fn(&mut Vec<String>),
     ) -> AdminResult<AccessGroupWriteResponse> {
-        retry_on_conflict!({
+        retry_on_conflict!(AccessGroup::KIND, name, {
             let current = self.catalog.require::<AccessGroup>(name).await?;
             let mut group = current.value.clone();
             change(&mut group.models);
@@ -97,83 +103,144 @@ impl Admin {
                 .catalog
                 .commit(put_if(Txn::new(), &group, current.mod_revision))
                 .await?;
-            Ok(if o.succeeded {
-                group.revision = o.revision;
-                Attempt::Done(AccessGroupWriteResponse {
-                    group: Some(group),
-                    revision: o.revision,
-                })
-            } else {
-                Attempt::Conflict
-            })
+            Ok(outcome(o, |revision| AccessGroupWriteResponse {
+                group: Some(AccessGroup { revision, ..group }),
+                revision,
+            }))
         })
     }
 
+    /// Deletes the group and, in the same transaction, records the sweep of
+    /// its holders (`sweeps`), then finishes it. A retry after a sweep was
+    /// cut short finds the group gone and finishes what is recorded.
     async fn delete_group(&self, name: &str) -> AdminResult<DeleteAccessGroupResponse> {
-        let mut revision = self.catalog.delete::<AccessGroup>(name, 0).await?;
-        let (teams, r1) = self
-            .catalog
-            .sweep::<Team>(|t| {
-                let mut t = t.clone();
-                let listed = strip(&mut t.access_groups, name, false);
-                let in_models = strip(&mut t.models, name, false);
-                let bound = t.access_group_uids.remove(name).is_some();
-                if listed || in_models || bound {
-                    Fix::Put(t)
-                } else {
-                    Fix::Keep
+        let (deleted_at, pending) = retry_on_conflict!(AccessGroup::KIND, name, {
+            let Some(current) = self.catalog.get::<AccessGroup>(name).await? else {
+                let pending = self.sweeper.pending_of_group(name).await?;
+                if pending.is_empty() {
+                    return Err(AdminError::not_found(AccessGroup::KIND, name));
                 }
-            })
-            .await?;
-        let (keys, r2) = self
-            .catalog
-            .sweep::<Key>(|k| {
-                let mut k = k.clone();
-                // An empty list would inherit the team (or, with no team, is refused).
-                let listed = strip(&mut k.models, name, true);
-                let bound = k.access_group_uids.remove(name).is_some();
-                if listed || bound {
-                    Fix::Put(k)
-                } else {
-                    Fix::Keep
-                }
-            })
-            .await?;
-        let (orgs, r3) = self
-            .catalog
-            .sweep::<Organization>(|o| {
-                let mut o = o.clone();
-                // An organization's empty list means "no restriction".
-                let listed = strip(&mut o.models, name, true);
-                let bound = o.access_group_uids.remove(name).is_some();
-                if listed || bound {
-                    Fix::Put(o)
-                } else {
-                    Fix::Keep
-                }
-            })
-            .await?;
-        let (deployments, r4) = self
-            .catalog
-            .sweep::<Deployment>(|d| {
-                let mut d = d.clone();
-                if strip(&mut d.access_groups, name, false) {
-                    Fix::Put(d)
-                } else {
-                    Fix::Keep
-                }
-            })
-            .await?;
-        revision = revision.max(r1).max(r2).max(r3).max(r4);
-        tracing::info!(group = %name, teams, keys, orgs, deployments, "deleted access group");
+                return Ok(Attempt::Done((0, pending)));
+            };
+            let pending = Pending::AccessGroup {
+                name: name.to_string(),
+                uid: current.value.uid.clone(),
+            };
+            let txn = delete_if::<AccessGroup>(Txn::new(), name, current.mod_revision)
+                .put(pending.key(), pending.value());
+            let o = self.catalog.commit(txn).await?;
+            Ok(outcome(o, |revision| (revision, vec![pending])))
+        })?;
+        let mut swept = Swept {
+            revision: deleted_at,
+            ..Default::default()
+        };
+        for p in pending {
+            swept.add(self.sweeper.finish(p).await?);
+        }
+        tracing::info!(group = %name, ?swept, "deleted access group");
         Ok(DeleteAccessGroupResponse {
-            revision,
-            teams_updated: teams,
-            keys_updated: keys,
-            organizations_updated: orgs,
-            deployments_updated: deployments,
+            revision: swept.revision,
+            teams_updated: swept.teams,
+            keys_updated: swept.keys,
+            organizations_updated: swept.organizations,
+            deployments_updated: swept.deployments,
         })
     }
+}
+
+/// Removes incarnation `uid` of access group `name` from everything that
+/// holds it. Idempotent: run again, it finds nothing to do.
+pub(super) async fn sweep(catalog: &Catalog, name: &str, uid: &str) -> AdminResult<Swept> {
+    let about = SweepFor {
+        kind: AccessGroup::KIND,
+        name,
+        only_while: Vec::new(),
+    };
+    let (teams, r1) = catalog
+        .sweep::<Team>(&about, |t| without_group(t, name, uid))
+        .await?;
+    let (keys, r2) = catalog
+        .sweep::<Key>(&about, |k| without_group(k, name, uid))
+        .await?;
+    let (organizations, r3) = catalog
+        .sweep::<Organization>(&about, |o| without_group(o, name, uid))
+        .await?;
+    // Deployments name groups without a uid: only while no group of that
+    // name exists again, or they would lose the new one (which a deployment
+    // naming it may have declared).
+    let while_absent = SweepFor {
+        only_while: vec![(key_of::<AccessGroup>(name), 0)],
+        ..about
+    };
+    let (deployments, r4) = catalog
+        .sweep::<Deployment>(&while_absent, |d| {
+            let mut d = d.clone();
+            if strip(&mut d.access_groups, name, false) {
+                Fix::Put(d)
+            } else {
+                Fix::Keep
+            }
+        })
+        .await?;
+    Ok(Swept {
+        teams,
+        keys,
+        organizations,
+        deployments,
+        revision: r1.max(r2).max(r3).max(r4),
+    })
+}
+
+/// A holder's allow-lists that may name a group, each with whether it would
+/// mean more than nothing once empty; and its name → uid bindings.
+type Grants<'a> = (
+    Vec<(&'a mut Vec<String>, bool)>,
+    &'a mut HashMap<String, String>,
+);
+
+/// A resource that may grant access groups: allow-lists naming them, and
+/// the uid each name was bound to when granted.
+trait Holder: Resource {
+    fn grants(&mut self) -> Grants<'_>;
+}
+
+impl Holder for Team {
+    fn grants(&mut self) -> Grants<'_> {
+        // A team with no models and no groups has none (DESIGN §3).
+        let lists = vec![(&mut self.access_groups, false), (&mut self.models, false)];
+        (lists, &mut self.access_group_uids)
+    }
+}
+
+impl Holder for Key {
+    fn grants(&mut self) -> Grants<'_> {
+        // An empty list would inherit the team (or, with no team, is refused).
+        (vec![(&mut self.models, true)], &mut self.access_group_uids)
+    }
+}
+
+impl Holder for Organization {
+    fn grants(&mut self) -> Grants<'_> {
+        // An organization's empty list means "no restriction".
+        (vec![(&mut self.models, true)], &mut self.access_group_uids)
+    }
+}
+
+/// `holder` without incarnation `uid` of group `name`: its name out of
+/// every list, its binding dropped. A name bound to another uid is a group
+/// created again under that name after this one was deleted: kept.
+fn without_group<R: Holder>(holder: &R, name: &str, uid: &str) -> Fix<R> {
+    let mut fixed = holder.clone();
+    let (lists, uids) = fixed.grants();
+    if uids.get(name).is_some_and(|bound| bound != uid) {
+        return Fix::Keep;
+    }
+    let mut changed = uids.remove(name).is_some();
+    for (list, empty_widens) in lists {
+        changed |= strip(list, name, empty_widens);
+    }
+    if changed { Fix::Put(fixed) } else { Fix::Keep }
 }
 
 #[tonic::async_trait]
@@ -202,11 +269,11 @@ impl AccessGroupService for Admin {
             .await?
             .is_some()
         {
-            return Err(AdminError::AlreadyExists(format!("access group {:?}", group.name)).into());
+            return Err(AdminError::already_exists(AccessGroup::KIND, &group.name).into());
         }
         let o = self.catalog.commit(put_if(Txn::new(), &group, 0)).await?;
         if !o.succeeded {
-            return Err(AdminError::AlreadyExists(format!("access group {:?}", group.name)).into());
+            return Err(AdminError::already_exists(AccessGroup::KIND, &group.name).into());
         }
         group.revision = o.revision;
         tracing::info!(group = %group.name, "created access group");
@@ -308,5 +375,65 @@ impl AccessGroupService for Admin {
         let name = request.into_inner().name;
         validate::group_name("name", &name)?;
         Ok(Response::new(self.delete_group(&name).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound(uid: &str) -> HashMap<String, String> {
+        [("bulk".to_string(), uid.to_string())].into()
+    }
+
+    #[test]
+    fn one_fix_removes_a_group_from_every_kind_of_holder() {
+        let team = Team {
+            access_groups: vec!["bulk".into()],
+            models: vec!["bulk".into()],
+            access_group_uids: bound("u1"),
+            ..Default::default()
+        };
+        let Fix::Put(t) = without_group(&team, "bulk", "u1") else {
+            panic!("the team held the group");
+        };
+        // A team's empty lists already mean "nothing".
+        assert!(t.access_groups.is_empty() && t.models.is_empty());
+        assert!(t.access_group_uids.is_empty());
+
+        let key = Key {
+            models: vec!["bulk".into()],
+            access_group_uids: bound("u1"),
+            ..Default::default()
+        };
+        let Fix::Put(k) = without_group(&key, "bulk", "u1") else {
+            panic!("the key held the group");
+        };
+        // Empty, a key's list would inherit its team's: it must say "none".
+        assert_eq!(k.models, vec![NO_MODELS]);
+
+        let org = Organization {
+            models: vec!["bulk".into(), "gpt-4o".into()],
+            access_group_uids: bound("u1"),
+            ..Default::default()
+        };
+        let Fix::Put(o) = without_group(&org, "bulk", "u1") else {
+            panic!("the organization held the group");
+        };
+        assert_eq!(o.models, vec!["gpt-4o"]);
+    }
+
+    #[test]
+    fn a_holder_of_a_newer_incarnation_keeps_it() {
+        let team = Team {
+            access_groups: vec!["bulk".into()],
+            access_group_uids: bound("u2"),
+            ..Default::default()
+        };
+        assert!(matches!(without_group(&team, "bulk", "u1"), Fix::Keep));
+        assert!(matches!(
+            without_group(&Team::default(), "bulk", "u1"),
+            Fix::Keep
+        ));
     }
 }

@@ -13,14 +13,15 @@ use sluice_proto::admin::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use super::Admin;
 use super::router::check_router_settings;
-use super::{Admin, check_deployment};
 use crate::catalog::{Attempt, now, retry_on_conflict};
 use crate::error::{AdminError, AdminResult};
 use crate::litellm::{self, ImportError};
 use crate::resources::ROUTER_SETTINGS_ID;
 use crate::secrets;
 use crate::store::{MAX_TXN_OPS, Txn};
+use crate::validate;
 
 /// Writes per import transaction: a compare and a put each.
 const IMPORT_BATCH: usize = MAX_TXN_OPS - 28;
@@ -80,7 +81,7 @@ impl Admin {
         let imported = litellm::parse(yaml)?;
         let mut deployments = imported.deployments;
         for (i, d) in deployments.iter_mut().enumerate() {
-            check_deployment(d, &format!("model_list[{i}]"))?;
+            validate::deployment(d, &format!("model_list[{i}]"))?;
         }
         if let Some(r) = &imported.router_settings {
             check_router_settings(r, "router_settings")?;
@@ -88,7 +89,8 @@ impl Admin {
         let mut created_labels = Vec::new();
         let mut updated_labels = Vec::new();
         let mut unchanged_labels = Vec::new();
-        let revision = retry_on_conflict!({
+        // Many objects in one go: the subject of a give-up is the configuration.
+        let revision = retry_on_conflict!("configuration", crate::resources::ROOT, {
             created_labels.clear();
             updated_labels.clear();
             unchanged_labels.clear();

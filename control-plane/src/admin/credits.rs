@@ -6,8 +6,9 @@ use sluice_proto::admin::v1::{AddCreditsRequest, AddCreditsResponse, Team};
 use tonic::{Request, Response, Status};
 
 use super::Admin;
-use crate::catalog::{Attempt, now, put_if, retry_on_conflict};
+use crate::catalog::{now, outcome, put_if, retry_on_conflict};
 use crate::error::AdminError;
+use crate::resources::Resource;
 use crate::store::Txn;
 use crate::validate;
 
@@ -25,7 +26,7 @@ impl CreditService for Admin {
                 AdminError::invalid("amount", format!("must be > 0, got {}", req.amount)).into(),
             );
         }
-        let resp = retry_on_conflict!({
+        let resp = retry_on_conflict!(Team::KIND, &req.team_id, {
             let current = self.catalog.require::<Team>(&req.team_id).await?;
             let mut team = current.value.clone();
             team.credits_allocated =
@@ -39,15 +40,11 @@ impl CreditService for Admin {
                 .catalog
                 .commit(put_if(Txn::new(), &team, current.mod_revision))
                 .await?;
-            Ok(if o.succeeded {
-                Attempt::Done(AddCreditsResponse {
-                    team_id: team.team_id.clone(),
-                    credits_allocated: team.credits_allocated,
-                    revision: o.revision,
-                })
-            } else {
-                Attempt::Conflict
-            })
+            Ok(outcome(o, |revision| AddCreditsResponse {
+                team_id: team.team_id.clone(),
+                credits_allocated: team.credits_allocated,
+                revision,
+            }))
         })?;
         tracing::info!(team_id = %req.team_id, amount = req.amount, reason = %req.reason, "added credits");
         Ok(Response::new(resp))

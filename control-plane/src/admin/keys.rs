@@ -124,8 +124,9 @@ impl Admin {
         let (plaintext, mut key) = new_key(template);
         check_key(&key, "key")?;
         check_expiry(&key, "key")?;
-        let revision =
-            retry_on_conflict!({ write_key(&self.catalog, &mut key, 0, Txn::new()).await })?;
+        let revision = retry_on_conflict!(Key::KIND, &key.key_id, {
+            write_key(&self.catalog, &mut key, 0, Txn::new()).await
+        })?;
         key.revision = revision;
         tracing::info!(key_id = %key.key_id, team_id = %key.team_id, "generated key");
         Ok(GenerateKeyResponse {
@@ -138,7 +139,7 @@ impl Admin {
     async fn update_key(&self, req: UpdateKeyRequest) -> AdminResult<KeyWriteResponse> {
         let id = key_id_of(&req.key_id, &req.key)?;
         let update = req.update.unwrap_or_default();
-        retry_on_conflict!({
+        retry_on_conflict!(Key::KIND, &id, {
             let current = self.catalog.require::<Key>(&id).await?;
             expect_revision(Key::KIND, &id, req.expected_revision, current.mod_revision)?;
             let mut key = current.value.clone();
@@ -184,7 +185,7 @@ impl Admin {
 
     async fn regenerate_key(&self, req: RegenerateKeyRequest) -> AdminResult<GenerateKeyResponse> {
         let id = key_id_of(&req.key_id, &req.key)?;
-        retry_on_conflict!({
+        retry_on_conflict!(Key::KIND, &id, {
             let current = self.catalog.require::<Key>(&id).await?;
             let (plaintext, mut key) = new_key(current.value.clone());
             key.created_at = current.value.created_at;

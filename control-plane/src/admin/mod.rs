@@ -1,9 +1,11 @@
 //! The admin API (`sluice.admin.v1`, DESIGN §8): one module per service,
-//! all implemented on [`Admin`], which holds nothing but the [`Catalog`].
+//! all implemented on [`Admin`]: the [`Catalog`], this replica's
+//! [`Distribution`] (for the data-plane service) and its [`Sweeper`].
 //!
 //! Shared here: update masks, and how allow-list entries that name access
 //! groups are bound to the group's uid when granted (so a group deleted and
-//! created again grants nothing to its former holders).
+//! created again grants nothing to its former holders). [`sweeps`]: the
+//! record that makes a fan-out delete finish whatever fails.
 
 mod access_groups;
 mod config;
@@ -13,6 +15,7 @@ mod keys;
 mod models;
 mod organizations;
 mod router;
+pub mod sweeps;
 mod teams;
 
 use std::collections::HashMap;
@@ -26,7 +29,8 @@ use crate::resources::{Resource, key_of};
 use crate::store::Txn;
 
 pub use crate::catalog::{expect_revision, lost_race};
-pub use models::check_deployment;
+pub use crate::validate::dedup;
+pub use sweeps::Sweeper;
 
 /// Every admin service, over one catalog; the data-plane service also
 /// reads this replica's distribution state.
@@ -34,11 +38,16 @@ pub use models::check_deployment;
 pub struct Admin {
     pub catalog: Catalog,
     pub distribution: Distribution,
+    pub sweeper: Sweeper,
 }
 
 impl Admin {
-    pub fn new(catalog: Catalog, distribution: Distribution) -> Self {
+    /// The services, with this replica's [`Sweeper`] started on the runtime:
+    /// it finishes the fan-out deletes that were cut short, here or on
+    /// another replica.
+    pub fn start(catalog: Catalog, distribution: Distribution) -> Self {
         Self {
+            sweeper: Sweeper::start(catalog.clone()),
             catalog,
             distribution,
         }
@@ -201,19 +210,14 @@ pub async fn bind_groups(
             }
             None if required.contains(name) => {
                 let i = required.iter().position(|r| r == name).unwrap_or(0);
-                return Err(AdminError::NotFound(format!(
-                    "{} {name:?} (in {required_field}[{i}])",
-                    AccessGroup::KIND
-                )));
+                return Err(AdminError::not_found_in(
+                    AccessGroup::KIND,
+                    name,
+                    format!("{required_field}[{i}]"),
+                ));
             }
             None => {}
         }
     }
     Ok(grants)
-}
-
-/// Deduplicates a list keeping the first occurrence of each entry.
-pub fn dedup(list: &mut Vec<String>) {
-    let mut seen = std::collections::HashSet::new();
-    list.retain(|x| seen.insert(x.clone()));
 }

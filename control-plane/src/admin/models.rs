@@ -11,87 +11,18 @@ use sluice_proto::admin::v1::{
     ListModelAliasesResponse, ListModelGroupsRequest, ListModelGroupsResponse, ModelAlias,
     ModelAliasWriteResponse, ModelGroup, UpdateDeploymentRequest,
 };
-use sluice_proto::providers;
 use tonic::{Request, Response, Status};
 
-use super::{Admin, dedup, expect_revision, lost_race, merge};
-use crate::catalog::{Attempt, Catalog, now, put_if, retry_on_conflict};
+use super::{Admin, merge};
+use crate::catalog::{
+    Attempt, Catalog, expect_revision, now, outcome, pinned_outcome, put_if, retry_on_conflict,
+};
 use crate::error::{AdminError, AdminResult};
 use crate::litellm::{REDACTED, secret_is_reference};
 use crate::resources::Resource;
 use crate::secrets;
 use crate::store::Txn;
 use crate::validate;
-
-/// Normalises and checks a deployment: a LiteLLM-style `model` such as
-/// `openai/gpt-4o` with no `provider` is split, a bare model means `openai`,
-/// and an unknown provider is refused here rather than failing later.
-pub fn check_deployment(d: &mut Deployment, field: &str) -> AdminResult<()> {
-    let f = |name: &str| format!("{field}.{name}");
-    if d.provider.is_empty() {
-        match d.model.split_once('/') {
-            Some((p, m)) => {
-                d.provider = p.to_string();
-                d.model = m.to_string();
-            }
-            None => d.provider = "openai".to_string(),
-        }
-    }
-    let Some(provider) = providers::lookup(&d.provider) else {
-        return Err(AdminError::invalid(
-            f("provider"),
-            format!(
-                "unknown provider prefix {:?}; known: {}",
-                d.provider,
-                providers::known_prefixes()
-            ),
-        ));
-    };
-    validate::deployment_id(&f("id"), &d.id)?;
-    validate::model_name(&f("model_name"), &d.model_name)?;
-    validate::model_name(&f("model"), &d.model)?;
-    if d.api_base.is_empty() {
-        if provider.default_api_base.is_none() {
-            return Err(AdminError::invalid(
-                f("api_base"),
-                format!("is required for provider {:?}", d.provider),
-            ));
-        }
-    } else if provider.wire == providers::Wire::Mock {
-        // The mock provider reads its knobs from api_base: `mock://?latency_ms=200&fail=429`.
-        if !(d.api_base.starts_with("mock://") || d.api_base.starts_with('?')) {
-            return Err(AdminError::invalid(
-                f("api_base"),
-                "for a mock deployment must be mock://?knob=value&... (latency_ms, chunk_delay_ms, fail, content)",
-            ));
-        }
-    } else if !(d.api_base.starts_with("http://")
-        || d.api_base.starts_with("https://")
-        || secret_is_reference(&d.api_base))
-    {
-        return Err(AdminError::invalid(
-            f("api_base"),
-            "must be an http:// or https:// URL, or os.environ/NAME",
-        ));
-    }
-    validate::text(&f("api_key"), &d.api_key)?;
-    validate::text(&f("api_version"), &d.api_version)?;
-    validate::price(&f("input_cost_per_token"), d.input_cost_per_token)?;
-    validate::price(&f("output_cost_per_token"), d.output_cost_per_token)?;
-    validate::non_negative(&f("credits_per_call"), d.credits_per_call)?;
-    validate::duration(&f("timeout"), d.timeout.as_ref())?;
-    validate::duration(&f("stream_timeout"), d.stream_timeout.as_ref())?;
-    if d.max_input_tokens == Some(0) {
-        // Every prompt has a token: the deployment could never be picked.
-        return Err(AdminError::invalid(
-            f("max_input_tokens"),
-            "must be at least 1 (leave it unset for no limit)",
-        ));
-    }
-    dedup(&mut d.access_groups);
-    validate::group_list(&f("access_groups"), &d.access_groups)?;
-    Ok(())
-}
 
 /// A deployment as answers show it: literal provider keys redacted.
 pub fn redacted(mut d: Deployment) -> Deployment {
@@ -127,6 +58,9 @@ pub async fn declare_groups(
     Ok(txn)
 }
 
+/// The kind of a model group, for errors: the deployments sharing a `model_name`.
+const MODEL_GROUP: &str = "model group";
+
 /// All model group names that exist: the `model_name` of some deployment.
 pub async fn model_group_names(catalog: &Catalog) -> AdminResult<BTreeSet<String>> {
     let (deployments, _) = catalog.list::<Deployment>().await?;
@@ -139,7 +73,7 @@ pub async fn model_group_names(catalog: &Catalog) -> AdminResult<BTreeSet<String
 impl Admin {
     async fn write_deployment(
         &self,
-        mut d: Deployment,
+        d: Deployment,
         mod_revision: i64,
         expected_revision: i64,
     ) -> AdminResult<Attempt<DeploymentWriteResponse>> {
@@ -153,17 +87,13 @@ impl Admin {
         )
         .await?;
         let o = self.catalog.commit(put_if(txn, &d, mod_revision)).await?;
-        if o.succeeded {
-            d.revision = o.revision;
-            Ok(Attempt::Done(DeploymentWriteResponse {
-                deployment: Some(redacted(d)),
-                revision: o.revision,
-            }))
-        } else if expected_revision != 0 {
-            Err(lost_race(Deployment::KIND, &d.id))
-        } else {
-            Ok(Attempt::Conflict)
-        }
+        let id = d.id.clone();
+        pinned_outcome(o, expected_revision, Deployment::KIND, &id, |revision| {
+            DeploymentWriteResponse {
+                deployment: Some(redacted(Deployment { revision, ..d })),
+                revision,
+            }
+        })
     }
 }
 
@@ -180,10 +110,10 @@ impl ModelService for Admin {
         let created = now();
         d.created_at = Some(created);
         d.updated_at = Some(created);
-        check_deployment(&mut d, "deployment")?;
-        let resp = retry_on_conflict!({
+        validate::deployment(&mut d, "deployment")?;
+        let resp = retry_on_conflict!(Deployment::KIND, &d.id, {
             if self.catalog.get::<Deployment>(&d.id).await?.is_some() {
-                return Err(AdminError::AlreadyExists(format!("deployment {:?}", d.id)));
+                return Err(AdminError::already_exists(Deployment::KIND, &d.id));
             }
             self.write_deployment(d.clone(), 0, 0).await
         })?;
@@ -233,7 +163,7 @@ impl ModelService for Admin {
             // A redacted answer sent back unchanged must not overwrite the key.
             update.api_key.clear();
         }
-        let resp = retry_on_conflict!({
+        let resp = retry_on_conflict!(Deployment::KIND, &req.id, {
             let current = self.catalog.require::<Deployment>(&req.id).await?;
             expect_revision(
                 Deployment::KIND,
@@ -267,7 +197,7 @@ impl ModelService for Admin {
                     max_input_tokens,
                 ]
             );
-            check_deployment(&mut d, "update")?;
+            validate::deployment(&mut d, "update")?;
             d.updated_at = Some(now());
             self.write_deployment(d, current.mod_revision, req.expected_revision)
                 .await
@@ -337,27 +267,25 @@ impl ModelService for Admin {
         validate::model_name("alias", &req.alias)?;
         validate::model_name("target", &req.target)?;
         validate::text("description", &req.description)?;
-        let mut alias = ModelAlias {
+        let alias = ModelAlias {
             alias: req.alias.clone(),
             target: req.target.clone(),
             description: req.description.clone(),
             created_at: Some(now()),
             revision: 0,
         };
-        let resp = retry_on_conflict!({
+        let resp = retry_on_conflict!(ModelAlias::KIND, &alias.alias, {
             let groups = model_group_names(&self.catalog).await?;
             if groups.contains(&alias.alias) {
                 // An exact model group always wins resolution: the alias could never apply.
-                return Err(AdminError::AlreadyExists(format!(
-                    "model group {:?} (an alias cannot shadow it)",
-                    alias.alias
-                )));
+                return Err(AdminError::already_exists(MODEL_GROUP, &alias.alias));
             }
             if !groups.contains(&alias.target) {
-                return Err(AdminError::NotFound(format!(
-                    "model group {:?} (alias target)",
-                    alias.target
-                )));
+                return Err(AdminError::not_found_in(
+                    MODEL_GROUP,
+                    &alias.target,
+                    "target",
+                ));
             }
             if self
                 .catalog
@@ -365,21 +293,16 @@ impl ModelService for Admin {
                 .await?
                 .is_some()
             {
-                return Err(AdminError::AlreadyExists(format!(
-                    "model alias {:?}",
-                    alias.alias
-                )));
+                return Err(AdminError::already_exists(ModelAlias::KIND, &alias.alias));
             }
             let o = self.catalog.commit(put_if(Txn::new(), &alias, 0)).await?;
-            Ok(if o.succeeded {
-                alias.revision = o.revision;
-                Attempt::Done(ModelAliasWriteResponse {
-                    alias: Some(alias.clone()),
-                    revision: o.revision,
-                })
-            } else {
-                Attempt::Conflict
-            })
+            Ok(outcome(o, |revision| ModelAliasWriteResponse {
+                alias: Some(ModelAlias {
+                    revision,
+                    ..alias.clone()
+                }),
+                revision,
+            }))
         })?;
         Ok(Response::new(resp))
     }
@@ -424,7 +347,7 @@ mod tests {
     }
 
     fn refused(mut d: Deployment) -> String {
-        match check_deployment(&mut d, "deployment") {
+        match validate::deployment(&mut d, "deployment") {
             Err(AdminError::Invalid { field, .. }) => field,
             other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
         }
@@ -441,7 +364,7 @@ mod tests {
             max_input_tokens: Some(1),
             ..mock("d1")
         };
-        check_deployment(&mut d, "deployment").unwrap();
+        validate::deployment(&mut d, "deployment").unwrap();
     }
 
     #[test]

@@ -9,8 +9,8 @@ use sluice_proto::admin::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{Admin, bind_groups, dedup, expect_revision, lost_race, merge};
-use crate::catalog::{Attempt, delete_if, now, put_if, retry_on_conflict};
+use super::{Admin, bind_groups, dedup, expect_revision, merge};
+use crate::catalog::{Attempt, delete_if, now, outcome, pinned_outcome, put_if, retry_on_conflict};
 use crate::error::{AdminError, AdminResult};
 use crate::resources::Resource;
 use crate::secrets;
@@ -41,17 +41,13 @@ impl Admin {
         org.access_group_uids = grants.uids.clone();
         let txn = put_if(grants.guard(Txn::new()), &org, mod_revision);
         let o = self.catalog.commit(txn).await?;
-        if o.succeeded {
-            org.revision = o.revision;
-            Ok(Attempt::Done(OrganizationWriteResponse {
-                organization: Some(org),
-                revision: o.revision,
-            }))
-        } else if expected_revision != 0 {
-            Err(lost_race(Organization::KIND, &org.organization_id))
-        } else {
-            Ok(Attempt::Conflict)
-        }
+        let id = org.organization_id.clone();
+        pinned_outcome(o, expected_revision, Organization::KIND, &id, |revision| {
+            OrganizationWriteResponse {
+                organization: Some(Organization { revision, ..org }),
+                revision,
+            }
+        })
     }
 }
 
@@ -71,17 +67,17 @@ impl OrganizationService for Admin {
         org.access_group_uids.clear();
         dedup(&mut org.models);
         check_org(&org, "organization")?;
-        let resp = retry_on_conflict!({
+        let resp = retry_on_conflict!(Organization::KIND, &org.organization_id, {
             if self
                 .catalog
                 .get::<Organization>(&org.organization_id)
                 .await?
                 .is_some()
             {
-                return Err(AdminError::AlreadyExists(format!(
-                    "organization {:?}",
-                    org.organization_id
-                )));
+                return Err(AdminError::already_exists(
+                    Organization::KIND,
+                    &org.organization_id,
+                ));
             }
             self.write_org(org.clone(), 0, 0).await
         })?;
@@ -117,7 +113,7 @@ impl OrganizationService for Admin {
         let req = request.into_inner();
         validate::object_id("organization_id", &req.organization_id)?;
         let update = req.update.clone().unwrap_or_default();
-        let resp = retry_on_conflict!({
+        let resp = retry_on_conflict!(Organization::KIND, &req.organization_id, {
             let current = self
                 .catalog
                 .require::<Organization>(&req.organization_id)
@@ -152,7 +148,7 @@ impl OrganizationService for Admin {
         let req = request.into_inner();
         let id = req.organization_id.clone();
         validate::object_id("organization_id", &id)?;
-        let resp = retry_on_conflict!({
+        let resp = retry_on_conflict!(Organization::KIND, &id, {
             let current = self.catalog.require::<Organization>(&id).await?;
             expect_revision(
                 Organization::KIND,
@@ -188,13 +184,7 @@ impl OrganizationService for Admin {
                     current.mod_revision,
                 ))
                 .await?;
-            Ok(if o.succeeded {
-                Attempt::Done(DeleteResponse {
-                    revision: o.revision,
-                })
-            } else {
-                Attempt::Conflict
-            })
+            Ok(outcome(o, |revision| DeleteResponse { revision }))
         })?;
         Ok(Response::new(resp))
     }

@@ -7,8 +7,8 @@ use sluice_proto::admin::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{Admin, expect_revision, lost_race, merge};
-use crate::catalog::{Attempt, put_if, retry_on_conflict};
+use super::{Admin, expect_revision, merge};
+use crate::catalog::{pinned_outcome, put_if, retry_on_conflict};
 use crate::error::{AdminError, AdminResult};
 use crate::litellm::ROUTING_STRATEGIES;
 use crate::resources::{ROUTER_SETTINGS_ID, Resource};
@@ -138,7 +138,7 @@ impl RouterService for Admin {
     ) -> Result<Response<RouterSettingsWriteResponse>, Status> {
         let req = request.into_inner();
         let update = req.settings.clone().unwrap_or_default();
-        let resp = retry_on_conflict!({
+        let resp = retry_on_conflict!(RouterSettings::KIND, ROUTER_SETTINGS_ID, {
             let current = self
                 .catalog
                 .get::<RouterSettings>(ROUTER_SETTINGS_ID)
@@ -180,17 +180,19 @@ impl RouterService for Admin {
                 .catalog
                 .commit(put_if(Txn::new(), &settings, rev))
                 .await?;
-            if o.succeeded {
-                settings.revision = o.revision;
-                Ok(Attempt::Done(RouterSettingsWriteResponse {
-                    settings: Some(settings),
-                    revision: o.revision,
-                }))
-            } else if req.expected_revision != 0 {
-                Err(lost_race(RouterSettings::KIND, ROUTER_SETTINGS_ID))
-            } else {
-                Ok(Attempt::Conflict)
-            }
+            pinned_outcome(
+                o,
+                req.expected_revision,
+                RouterSettings::KIND,
+                ROUTER_SETTINGS_ID,
+                |revision| RouterSettingsWriteResponse {
+                    settings: Some(RouterSettings {
+                        revision,
+                        ..settings
+                    }),
+                    revision,
+                },
+            )
         })?;
         Ok(Response::new(resp))
     }

@@ -9,8 +9,12 @@ use sluice_proto::admin::v1::{
 use tonic::{Request, Response, Status};
 
 use super::keys::new_key;
-use super::{Admin, bind_groups, dedup, expect_revision, lost_race, merge};
-use crate::catalog::{Attempt, Catalog, Fix, now, put_if, retry_on_conflict};
+use super::sweeps::{Pending, Swept};
+use super::{Admin, bind_groups, dedup, expect_revision, merge};
+use crate::catalog::{
+    Attempt, Catalog, Fix, SweepFor, delete_if, now, outcome, pinned_outcome, put_if,
+    retry_on_conflict,
+};
 use crate::error::{AdminError, AdminResult};
 use crate::resources::Resource;
 use crate::secrets;
@@ -48,10 +52,11 @@ async fn guard_team(
             .get::<Organization>(&team.organization_id)
             .await?
             .ok_or_else(|| {
-                AdminError::NotFound(format!(
-                    "organization {:?} (in {field}.organization_id)",
-                    team.organization_id
-                ))
+                AdminError::not_found_in(
+                    Organization::KIND,
+                    &team.organization_id,
+                    format!("{field}.organization_id"),
+                )
             })?;
         txn = put_if(txn, &org.value, org.mod_revision);
     }
@@ -92,25 +97,26 @@ impl Admin {
         if let Some((_, k)) = &first_key {
             validate::text("key_alias", &k.key_alias)?;
         }
-        let revision = retry_on_conflict!({
+        let keys_of_old_team = Pending::Team {
+            team_id: team.team_id.clone(),
+        };
+        let revision = retry_on_conflict!(Team::KIND, &team.team_id, {
             if self.catalog.get::<Team>(&team.team_id).await?.is_some() {
-                return Err(AdminError::AlreadyExists(format!(
-                    "team {:?}",
-                    team.team_id
-                )));
+                return Err(AdminError::already_exists(Team::KIND, &team.team_id));
+            }
+            if self.sweeper.pending_of_team(&team.team_id).await? != 0 {
+                // A team deleted under this id still has keys being deleted:
+                // finish first, or they would join the new team.
+                self.sweeper.finish(keys_of_old_team.clone()).await?;
             }
             let empty = Default::default();
             let mut txn = guard_team(&self.catalog, &mut team, &empty, "team", Txn::new()).await?;
-            txn = put_if(txn, &team, 0);
+            txn = put_if(txn, &team, 0).when_mod_revision(keys_of_old_team.key(), 0);
             if let Some((_, key)) = &first_key {
                 txn = put_if(txn, key, 0);
             }
             let o = self.catalog.commit(txn).await?;
-            Ok(if o.succeeded {
-                Attempt::Done(o.revision)
-            } else {
-                Attempt::Conflict
-            })
+            Ok(outcome(o, |revision| revision))
         })?;
         team.revision = revision;
         tracing::info!(team_id = %team.team_id, "created team");
@@ -133,7 +139,7 @@ impl Admin {
         let id = req.team_id.clone();
         validate::object_id("team_id", &id)?;
         let update = req.update.unwrap_or_default();
-        retry_on_conflict!({
+        retry_on_conflict!(Team::KIND, &id, {
             let current = self.catalog.require::<Team>(&id).await?;
             expect_revision(Team::KIND, &id, req.expected_revision, current.mod_revision)?;
             let mut team = current.value.clone();
@@ -164,45 +170,72 @@ impl Admin {
             let txn = guard_team(&self.catalog, &mut team, &previous, "update", Txn::new()).await?;
             let txn = put_if(txn, &team, current.mod_revision);
             let o = self.catalog.commit(txn).await?;
-            if o.succeeded {
-                team.revision = o.revision;
-                Ok(Attempt::Done(TeamWriteResponse {
-                    team: Some(team),
-                    revision: o.revision,
-                }))
-            } else if req.expected_revision != 0 {
-                Err(lost_race(Team::KIND, &id))
-            } else {
-                Ok(Attempt::Conflict)
-            }
+            pinned_outcome(o, req.expected_revision, Team::KIND, &id, |revision| {
+                TeamWriteResponse {
+                    team: Some(Team { revision, ..team }),
+                    revision,
+                }
+            })
         })
     }
 
     /// Deletes the team first, so no new key can name it (GenerateKey checks
     /// the team in its transaction) and its existing keys stop working at once
-    /// (a key whose team is gone is refused), then deletes those keys in
-    /// batches, before answering.
+    /// (a key whose team is gone is refused), recording in the same
+    /// transaction that its keys are to be deleted (`sweeps`); then deletes
+    /// those keys in batches, before answering. A retry after that was cut
+    /// short finds the team gone and finishes it.
     async fn delete_team(&self, req: DeleteTeamRequest) -> AdminResult<DeleteResponse> {
         let id = req.team_id.clone();
         validate::object_id("team_id", &id)?;
-        let mut revision = self
-            .catalog
-            .delete::<Team>(&id, req.expected_revision)
-            .await?;
-        let (deleted, last) = self
-            .catalog
-            .sweep::<Key>(|k| {
-                if k.team_id == id {
-                    Fix::Delete
-                } else {
-                    Fix::Keep
+        let pending = Pending::Team {
+            team_id: id.clone(),
+        };
+        let deleted_at = retry_on_conflict!(Team::KIND, &id, {
+            let Some(current) = self.catalog.get::<Team>(&id).await? else {
+                if self.sweeper.pending_of_team(&id).await? != 0 {
+                    return Ok(Attempt::Done(0));
                 }
+                return Err(AdminError::not_found(Team::KIND, &id));
+            };
+            expect_revision(Team::KIND, &id, req.expected_revision, current.mod_revision)?;
+            let txn = delete_if::<Team>(Txn::new(), &id, current.mod_revision)
+                .put(pending.key(), pending.value());
+            let o = self.catalog.commit(txn).await?;
+            pinned_outcome(o, req.expected_revision, Team::KIND, &id, |revision| {
+                revision
             })
-            .await?;
-        revision = revision.max(last);
-        tracing::info!(team_id = %id, keys_deleted = deleted, "deleted team");
-        Ok(DeleteResponse { revision })
+        })?;
+        let swept = self.sweeper.finish(pending).await?;
+        tracing::info!(team_id = %id, keys_deleted = swept.keys, "deleted team");
+        Ok(DeleteResponse {
+            revision: deleted_at.max(swept.revision),
+        })
     }
+}
+
+/// Deletes every key of team `team_id`. Idempotent; no key can name the
+/// team again while it is absent, and CreateTeam finishes this first.
+pub(super) async fn sweep(catalog: &Catalog, team_id: &str) -> AdminResult<Swept> {
+    let about = SweepFor {
+        kind: Team::KIND,
+        name: team_id,
+        only_while: Vec::new(),
+    };
+    let (keys, revision) = catalog
+        .sweep::<Key>(&about, |k| {
+            if k.team_id == team_id {
+                Fix::Delete
+            } else {
+                Fix::Keep
+            }
+        })
+        .await?;
+    Ok(Swept {
+        keys,
+        revision,
+        ..Default::default()
+    })
 }
 
 #[tonic::async_trait]

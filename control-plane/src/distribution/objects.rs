@@ -2,7 +2,8 @@
 //! addressed by (kind, id), and assembled into snapshots and deltas.
 //!
 //! A value that does not decode, or breaks a rule a data plane relies on,
-//! is never distributed: it is skipped and reported as an [`InvalidObject`].
+//! is never distributed: it is skipped, and why ([`Refusal`]) is reported as
+//! an [`InvalidObject`].
 //!
 //! Keys, which outnumber everything else by orders of magnitude, are checked
 //! and then kept encoded, and snapshots are built in the keys-as-bytes shape
@@ -20,8 +21,42 @@ use sluice_proto::admin::v1::{
 use sluice_proto::config::v1::{Kind, ObjectRef};
 use sluice_proto::wire::{SnapshotWire, SnapshotWriter};
 
+use crate::error::AdminError;
 use crate::huge_pages;
 use crate::resources::{ROUTER_SETTINGS_ID, Resource, decode};
+use crate::validate;
+
+/// Why a stored value is not distributed.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("does not decode as {kind}: {source}")]
+    Undecodable {
+        kind: &'static str,
+        source: prost::DecodeError,
+    },
+    /// The value's own id is not the one in its key: the data plane indexes
+    /// by the id, the hub by the key, and they would disagree.
+    #[error("{kind} names itself {named:?} but is stored under {stored:?}")]
+    Misplaced {
+        kind: &'static str,
+        named: String,
+        stored: String,
+    },
+    /// Keys and tokens are looked up by their SHA-256.
+    #[error("a {kind} must be stored under its SHA-256 hex")]
+    NotUnderItsHash { kind: &'static str },
+    /// A rule the admin API enforces, broken by a value written around it.
+    #[error(transparent)]
+    BreaksRule(#[from] AdminError),
+    /// A deployment the admin API would have written differently.
+    #[error("deployment is not in canonical form (provider not split from model)")]
+    NotCanonical,
+    /// Grants are bound to the uid: a group without one binds nothing.
+    #[error("access group has no uid")]
+    NoUid,
+    #[error("unknown kind")]
+    UnknownKind,
+}
 
 /// A decoded, checked object.
 #[derive(Clone, Debug, PartialEq)]
@@ -93,25 +128,33 @@ fn is_sha256_hex(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn checked<R: Resource>(bytes: &[u8], rev: i64, id: &str) -> Result<R, String> {
-    let value =
-        decode::<R>(bytes, rev).map_err(|e| format!("does not decode as {}: {e}", R::KIND))?;
+fn checked<R: Resource>(bytes: &[u8], rev: i64, id: &str) -> Result<R, Refusal> {
+    let value = decode::<R>(bytes, rev).map_err(|source| Refusal::Undecodable {
+        kind: R::KIND,
+        source,
+    })?;
     if value.id() != id {
-        return Err(format!(
-            "{} names itself {:?} but is stored under {id:?}",
-            R::KIND,
-            value.id()
-        ));
+        return Err(Refusal::Misplaced {
+            kind: R::KIND,
+            named: value.id().to_string(),
+            stored: id.to_string(),
+        });
     }
     Ok(value)
 }
 
 /// Decodes and checks the value stored at `address`.
-pub fn decode_object(address: &Address, bytes: &[u8], mod_revision: i64) -> Result<Object, String> {
+pub fn decode_object(
+    address: &Address,
+    bytes: &[u8],
+    mod_revision: i64,
+) -> Result<Object, Refusal> {
     let (kind, id) = match address {
         Address::Token(id) => {
             if !is_sha256_hex(id) {
-                return Err("a data-plane token must be stored under its SHA-256 hex".into());
+                return Err(Refusal::NotUnderItsHash {
+                    kind: DataPlaneToken::KIND,
+                });
             }
             return checked::<DataPlaneToken>(bytes, mod_revision, id).map(Object::Token);
         }
@@ -121,11 +164,9 @@ pub fn decode_object(address: &Address, bytes: &[u8], mod_revision: i64) -> Resu
         Kind::Deployment => {
             let mut d: Deployment = checked(bytes, mod_revision, id)?;
             let before = d.clone();
-            crate::admin::check_deployment(&mut d, "deployment").map_err(|e| e.to_string())?;
+            validate::deployment(&mut d, "deployment")?;
             if d != before {
-                return Err(
-                    "deployment is not in canonical form (provider not split from model)".into(),
-                );
+                return Err(Refusal::NotCanonical);
             }
             Object::Deployment(d)
         }
@@ -133,39 +174,41 @@ pub fn decode_object(address: &Address, bytes: &[u8], mod_revision: i64) -> Resu
         Kind::AccessGroup => {
             let g: AccessGroup = checked(bytes, mod_revision, id)?;
             if g.uid.is_empty() {
-                return Err("access group has no uid".into());
+                return Err(Refusal::NoUid);
             }
             Object::Group(g)
         }
         Kind::Team => {
             let t: Team = checked(bytes, mod_revision, id)?;
-            crate::validate::object_id("team_id", &t.team_id).map_err(|e| e.to_string())?;
+            validate::object_id("team_id", &t.team_id)?;
             Object::Team(t)
         }
         Kind::Organization => Object::Organization(checked(bytes, mod_revision, id)?),
         Kind::Key => {
             if !is_sha256_hex(id) {
-                return Err("a key must be stored under its SHA-256 hex".into());
+                return Err(Refusal::NotUnderItsHash { kind: Key::KIND });
             }
             let key: Key = checked(bytes, mod_revision, id)?;
             Object::Key(Bytes::from(key.encode_to_vec()))
         }
         Kind::RouterSettings => {
-            let mut r = RouterSettings::decode(bytes)
-                .map_err(|e| format!("does not decode as router settings: {e}"))?;
+            let mut r = RouterSettings::decode(bytes).map_err(|source| Refusal::Undecodable {
+                kind: RouterSettings::KIND,
+                source,
+            })?;
             r.revision = mod_revision;
             Object::Router(r)
         }
-        Kind::Unspecified => return Err("unknown kind".into()),
+        Kind::Unspecified => return Err(Refusal::UnknownKind),
     })
 }
 
 /// An invalid stored value, for reports.
-pub fn invalid(key: &str, mod_revision: i64, reason: String) -> InvalidObject {
+pub fn invalid(key: &str, mod_revision: i64, reason: Refusal) -> InvalidObject {
     InvalidObject {
         key: key.to_string(),
         mod_revision,
-        reason,
+        reason: reason.to_string(),
     }
 }
 
@@ -235,13 +278,24 @@ mod tests {
     fn garbage_is_refused_with_a_reason() {
         let a = address_of("/sluice/teams/t1").unwrap();
         let err = decode_object(&a, b"\xff\xff garbage", 5).unwrap_err();
-        assert!(err.contains("does not decode as team"), "{err}");
+        assert!(
+            matches!(err, Refusal::Undecodable { kind: "team", .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().starts_with("does not decode as team: "),
+            "{err}"
+        );
         let other = Team {
             team_id: "t2".into(),
             ..Default::default()
         };
         let err = decode_object(&a, &encode(&other), 5).unwrap_err();
-        assert!(err.contains("stored under"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            r#"team names itself "t2" but is stored under "t1""#
+        );
+
         let ok = Team {
             team_id: "t1".into(),
             ..Default::default()
@@ -300,10 +354,52 @@ mod tests {
             model: "x".into(),
             ..Default::default()
         };
+        let err = decode_object(&a, &encode(&d), 3).unwrap_err();
         assert!(
-            decode_object(&a, &encode(&d), 3)
-                .unwrap_err()
-                .contains("nope")
+            matches!(&err, Refusal::BreaksRule(AdminError::Invalid { field, .. }) if field == "deployment.provider"),
+            "{err:?}"
         );
+        assert!(err.to_string().contains("nope"), "{err}");
+        let uncanonical = Deployment {
+            provider: String::new(),
+            model: "mock/x".into(),
+            ..d
+        };
+        assert!(matches!(
+            decode_object(&a, &encode(&uncanonical), 3),
+            Err(Refusal::NotCanonical)
+        ));
+    }
+
+    #[test]
+    fn each_refusal_says_why() {
+        let key = address_of(&format!("/sluice/keys/{}", "x".repeat(64))).unwrap();
+        assert_eq!(
+            decode_object(&key, &[], 1).unwrap_err().to_string(),
+            "a key must be stored under its SHA-256 hex"
+        );
+        let token = address_of("/sluice/data_plane_tokens/ab").unwrap();
+        assert_eq!(
+            decode_object(&token, &[], 1).unwrap_err().to_string(),
+            "a data-plane token must be stored under its SHA-256 hex"
+        );
+        let group = address_of("/sluice/access_groups/g").unwrap();
+        let no_uid = AccessGroup {
+            name: "g".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            decode_object(&group, &encode(&no_uid), 1)
+                .unwrap_err()
+                .to_string(),
+            "access group has no uid"
+        );
+        let unknown = Address::Distributed(Kind::Unspecified, "x".into());
+        assert!(matches!(
+            decode_object(&unknown, &[], 1),
+            Err(Refusal::UnknownKind)
+        ));
+        let reported = invalid("/sluice/access_groups/g", 1, Refusal::NoUid);
+        assert_eq!(reported.reason, "access group has no uid");
     }
 }

@@ -66,16 +66,14 @@ pub fn backend(deployment: &Deployment) -> Result<Backend, ProviderError> {
     })
 }
 
-/// The provider prefix: `provider`, else the part of `model` before `/`
-/// (LiteLLM's `openai/gpt-4o`), else `openai`.
+/// The provider prefix: `provider`, else the prefix of `model` as LiteLLM
+/// writes it (`openai/gpt-4o`; [`providers::split_model`], the control
+/// plane's rule too, which stores deployments already split).
 fn provider_prefix(d: &Deployment) -> &str {
     if !d.provider.is_empty() {
         return &d.provider;
     }
-    match d.model.split_once('/') {
-        Some((prefix, _)) if providers::lookup(prefix).is_some() => prefix,
-        _ => "openai",
-    }
+    providers::split_model(&d.model).0
 }
 
 /// The model name the upstream is asked for. A deployment naming a concrete
@@ -84,10 +82,7 @@ fn provider_prefix(d: &Deployment) -> &str {
 pub fn upstream_model(d: &Deployment, requested: &str) -> String {
     let prefix = provider_prefix(d);
     let model = if d.provider.is_empty() {
-        d.model
-            .strip_prefix(prefix)
-            .and_then(|m| m.strip_prefix('/'))
-            .unwrap_or(&d.model)
+        providers::split_model(&d.model).1
     } else {
         &d.model
     };
@@ -156,6 +151,12 @@ mod tests {
         assert!(matches!(backend(&d("groq", "x")), Ok(Backend::Http(_))));
         assert_eq!(
             backend(&d("nope", "x")).err(),
+            Some(ProviderError::UnknownProvider("nope".into()))
+        );
+        // Split as the control plane splits (`sluice_proto::providers::split_model`):
+        // an unknown prefix in `model` is refused, not sent to OpenAI.
+        assert_eq!(
+            backend(&d("", "nope/x")).err(),
             Some(ProviderError::UnknownProvider("nope".into()))
         );
     }
