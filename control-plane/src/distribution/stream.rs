@@ -86,10 +86,7 @@ impl Discovery {
 
 fn bearer(request: &Request<Streaming<DataPlaneMessage>>) -> Option<String> {
     let value = request.metadata().get("authorization")?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?;
-    Some(token.trim().to_string())
+    crate::auth::bearer_token(value).map(str::to_string)
 }
 
 /// `sluice.config.v1.ControlPlaneMessage` with its snapshot or delta already
