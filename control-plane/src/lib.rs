@@ -17,6 +17,7 @@
 //! - [`litellm`]: LiteLLM `config.yaml` to resources and back; pure functions.
 //! - [`secrets`]: key and token generation, hashing, constant-time compare.
 //! - [`auth`]: the master key interceptor; [`server`]: the gRPC server;
+//!   [`shutdown`]: what SIGTERM ends, waits for and cuts;
 //!   [`metrics`]: Prometheus metrics on their own port.
 //! - [`distribution`]: config distribution to data planes (hub, streams, status);
 //!   [`huge_pages`]: the large buffer a full snapshot is encoded into.
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod resources;
 pub mod secrets;
 pub mod server;
+pub mod shutdown;
 pub mod store;
 pub mod validate;
 

@@ -20,6 +20,8 @@ pub mod stream;
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 pub use hub::Hub;
 pub use service::ConfigDiscoveryService;
 pub use status::Registry;
@@ -35,6 +37,8 @@ pub struct Distribution {
     pub hub: Hub,
     pub registry: Registry,
     pub tokens: Tokens,
+    /// Cancelled at shutdown: every config stream then ends.
+    pub shutdown: CancellationToken,
 }
 
 impl Distribution {
@@ -45,6 +49,7 @@ impl Distribution {
         static_token: Option<String>,
         require_client_certificate: bool,
         metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
     ) -> Self {
         Self {
             hub: Hub::start(store.clone(), metrics.clone()),
@@ -54,6 +59,7 @@ impl Distribution {
                 static_token: static_token.map(Arc::from),
                 require_client_certificate,
             },
+            shutdown,
         }
     }
 
@@ -63,6 +69,7 @@ impl Distribution {
             hub: self.hub.clone(),
             registry: self.registry.clone(),
             tokens: self.tokens.clone(),
+            shutdown: self.shutdown.clone(),
         }
     }
 }

@@ -60,6 +60,8 @@ pub struct Discovery {
     pub hub: Hub,
     pub registry: Registry,
     pub tokens: Tokens,
+    /// Cancelled at shutdown (`crate::shutdown`): every session then ends.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Discovery {
@@ -248,6 +250,9 @@ async fn session(
     tokio::select! {
         _ = send => {},
         _ = receive => {},
+        // Shutdown: the service ends the response (UNAVAILABLE); ending the
+        // session too releases the request stream and records the disconnect.
+        () = discovery.shutdown.cancelled() => {},
     }
     tracing::info!(%node_id, "data plane disconnected");
     drop(status);
