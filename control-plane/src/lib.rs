@@ -24,7 +24,8 @@
 //! - [`litellm`]: LiteLLM `config.yaml` to resources and back; pure functions.
 //! - [`secrets`]: key and token generation, hashing, constant-time compare.
 //! - [`auth`]: the master key interceptor and the `Bearer` parsing;
-//!   [`server`]: the gRPC server;
+//!   [`server`]: the gRPC server; [`shutdown`]: what SIGTERM ends, waits
+//!   for and cuts;
 //!   [`metrics`]: Prometheus metrics on their own port.
 //! - [`distribution`]: config distribution to data planes (hub, streams,
 //!   status) and fleet-wide cooldowns (`distribution::cooldowns`, under
@@ -42,6 +43,7 @@ pub mod metrics;
 pub mod resources;
 pub mod secrets;
 pub mod server;
+pub mod shutdown;
 pub mod store;
 pub mod validate;
 

@@ -113,6 +113,11 @@ struct ServeArgs {
     /// (mutual TLS). Admin calls still need only the master key.
     #[arg(long, env = "SLUICE_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
     tls_client_ca_file: Option<PathBuf>,
+    /// How long, in milliseconds, SIGTERM's drain may take: config streams end at once (data
+    /// planes move to another replica), in-flight admin calls finish; what is still open after
+    /// this is cut, and logged. Keep it under the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    shutdown_grace_ms: u64,
     /// Log format.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -207,7 +212,6 @@ fn shutdown_signal() -> impl Future<Output = ()> {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
-        tracing::info!("shutting down: draining in-flight calls");
     }
 }
 
@@ -279,6 +283,7 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
         master_key: MasterKey::new(key),
         health_interval: Duration::from_millis(args.health_interval_ms),
         tls,
+        shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
     };
     serve(store, config, stop_requested).await?;
     Ok(())
@@ -335,17 +340,30 @@ async fn run_import(
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// How long exiting waits for blocking work still running (a snapshot
+/// being encoded for a stream that has ended): the drain is over by then.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
+
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.serve.log_format);
-    match cli.command {
-        Some(Command::Import {
-            file,
-            control_plane,
-            master_key_file,
-            control_plane_ca_file,
-        }) => run_import(file, control_plane, master_key_file, control_plane_ca_file).await,
-        None => run_server(cli.serve).await,
-    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::Import {
+                file,
+                control_plane,
+                master_key_file,
+                control_plane_ca_file,
+            }) => run_import(file, control_plane, master_key_file, control_plane_ca_file).await,
+            None => run_server(cli.serve).await,
+        }
+    });
+    // Dropping the runtime would wait for every blocking task to return,
+    // however long: --shutdown-grace-ms must bound the exit.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    result
 }

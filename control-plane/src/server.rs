@@ -1,11 +1,16 @@
 //! The control plane's gRPC server: every admin service behind the master
 //! key, server reflection (v1 and v1alpha, so any grpcurl works without
-//! .proto files), `grpc.health.v1`, which follows the store's health, and
-//! config distribution to data planes (authenticated by data-plane token).
+//! .proto files), `grpc.health.v1`, which follows the store's health (and
+//! [`LIVENESS_SERVICE`], which does not), and config distribution to data
+//! planes (authenticated by data-plane token). Shutdown is bounded:
+//! [`crate::shutdown`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use sluice_proto::admin::v1::access_group_service_server::AccessGroupServiceServer;
 use sluice_proto::admin::v1::config_service_server::ConfigServiceServer;
@@ -26,6 +31,7 @@ use crate::auth::MasterKey;
 use crate::catalog::Catalog;
 use crate::distribution::{ConfigDiscoveryService, Distribution};
 use crate::metrics::Metrics;
+use crate::shutdown::InFlight;
 use crate::store::Store;
 
 /// Every admin service name, for health reporting.
@@ -40,6 +46,18 @@ const SERVICES: &[&str] = &[
     ConfigServiceServer::<Admin>::NAME,
     DataPlaneServiceServer::<Admin>::NAME,
 ];
+
+/// The `grpc.health.v1` service name that is SERVING for as long as the
+/// process runs, whatever the store's health: for liveness probes. An etcd
+/// outage must not get healthy pods restarted (a restart would not end it);
+/// the overall status (`""`) and each admin service's follow the store, for
+/// readiness.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
+/// The longest a shutdown spends writing the ended streams' disconnects: a
+/// record left unwritten is read as disconnected anyway once its heartbeat
+/// is stale (`status::STALE_AFTER`), so a struggling store is not waited on.
+const STATUS_FLUSH: Duration = Duration::from_secs(2);
 
 /// Largest admin request accepted (a config.yaml import is the biggest).
 const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
@@ -109,9 +127,15 @@ pub struct ServerConfig {
     /// How often the store is probed for `grpc.health.v1`.
     pub health_interval: Duration,
     pub tls: Option<ServerTls>,
+    /// How long the drain after `shutdown` may take; then what is still
+    /// open is cut.
+    pub shutdown_grace: Duration,
 }
 
-/// Serves until `shutdown` completes, then drains in-flight calls.
+/// Serves until `shutdown` completes, then stops accepting connections and
+/// calls, ends every config stream (`UNAVAILABLE`), lets in-flight calls
+/// finish and writes the streams' disconnects, within
+/// [`ServerConfig::shutdown_grace`].
 pub async fn serve(
     store: Arc<dyn Store>,
     config: ServerConfig,
@@ -130,9 +154,12 @@ pub async fn serve(
     tracing::info!(%local, "control plane listening (gRPC)");
 
     let (reporter, health) = tonic_health::server::health_reporter();
-    let monitor = tokio::spawn(watch_store_health(
+    reporter
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
+    let mut monitor = tokio::spawn(watch_store_health(
         store.clone(),
-        reporter,
+        reporter.clone(),
         config.health_interval,
     ));
 
@@ -163,13 +190,16 @@ pub async fn serve(
         .tls
         .as_ref()
         .is_some_and(|t| t.client_ca_pem.is_some());
+    let stopping = CancellationToken::new();
     let distribution = Distribution::start(
         store.clone(),
         config.replica_id.clone(),
         config.data_plane_token.clone(),
         mutual_tls,
         metrics,
+        stopping.clone(),
     );
+    let registry = distribution.registry.clone();
     let discovery = ConfigDiscoveryService::new(distribution.discovery());
     let admin = Admin::start(Catalog::new(store), distribution);
     let auth = config.master_key;
@@ -185,7 +215,9 @@ pub async fn serve(
     if let Some(tls) = &config.tls {
         server = server.tls_config(tls.config()).map_err(ServeError::Tls)?;
     }
-    let result = server
+    let in_flight = InFlight::default();
+    let server = server
+        .layer(in_flight.clone())
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -203,12 +235,69 @@ pub async fn serve(
             // Without TCP_NODELAY a response written in two segments waits
             // for the client's delayed ACK (~40 ms) under Nagle's algorithm.
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await;
+            stopping.clone().cancelled_owned(),
+        );
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        // Before any signal, the server ends only by failing.
+        result = &mut server => {
+            monitor.abort();
+            return Ok(result?);
+        }
+        () = shutdown => {}
+    }
+
+    let started = Instant::now();
+    let deadline = started + config.shutdown_grace;
+    tracing::info!(
+        streams = registry.streams(),
+        calls = ?in_flight.open(),
+        grace_ms = config.shutdown_grace.as_millis() as u64,
+        "shutting down: ending config streams, finishing in-flight calls"
+    );
+    // Not ready any more, for health watchers on connections already open
+    // (GOAWAY keeps new calls off); liveness stays SERVING.
     monitor.abort();
-    tracing::info!("control plane stopped");
+    let _ = (&mut monitor).await;
+    set_health(&reporter, ServingStatus::NotServing).await;
+    stopping.cancel();
+    let result = match tokio::time::timeout_at(deadline, &mut server).await {
+        Ok(result) => result,
+        Err(_) => {
+            // Dropping the server leaves its connection tasks to the
+            // runtime's shutdown, which ends them.
+            tracing::warn!(
+                grace_ms = config.shutdown_grace.as_millis() as u64,
+                cut = ?in_flight.open(),
+                "the drain did not finish within --shutdown-grace-ms: cutting the calls still open"
+            );
+            Ok(())
+        }
+    };
+    // The streams have ended: their disconnects are being written.
+    let flush_by = deadline.min(Instant::now() + STATUS_FLUSH);
+    if tokio::time::timeout_at(flush_by, registry.flushed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "not every data plane's disconnect was written before exit: \
+             the records read as disconnected once their heartbeat is stale"
+        );
+    }
+    tracing::info!(
+        took_ms = started.elapsed().as_millis() as u64,
+        "control plane stopped"
+    );
     Ok(result?)
+}
+
+/// Sets the overall status and every admin service's.
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in SERVICES {
+        reporter.set_service_status(*name, status).await;
+    }
 }
 
 /// Reports SERVING while the store answers, NOT_SERVING while it does not.
@@ -228,10 +317,7 @@ async fn watch_store_health(store: Arc<dyn Store>, reporter: HealthReporter, eve
             if status == ServingStatus::Serving && last.is_some() {
                 tracing::info!("store reachable again: reporting SERVING");
             }
-            reporter.set_service_status("", status).await;
-            for name in SERVICES {
-                reporter.set_service_status(*name, status).await;
-            }
+            set_health(&reporter, status).await;
             last = Some(status);
         }
         tokio::time::sleep(every).await;

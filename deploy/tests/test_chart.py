@@ -195,8 +195,11 @@ def test_control_plane_defaults(renders):
     assert dep["spec"]["replicas"] == 2
     spec, cp = container(docs, "Deployment", "sluice-control-plane", "control-plane")
     assert {p["name"]: p["containerPort"] for p in cp["ports"]} == {"grpc": 50051, "metrics": 9090}
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    # Startup and readiness follow the store (the overall status); liveness
+    # is the process, so an etcd outage does not restart healthy pods.
+    for probe in ("startupProbe", "readinessProbe"):
         assert cp[probe]["grpc"] == {"port": 50051}, probe
+    assert cp["livenessProbe"]["grpc"] == {"port": 50051, "service": "liveness"}
     assert "--metrics-listen=0.0.0.0:9090" in cp["args"]
     assert "--etcd=http://etcd.etcd.svc.cluster.local:2379" in cp["args"]
     assert spec["terminationGracePeriodSeconds"] == 30

@@ -106,10 +106,15 @@ impl Admin {
 
     /// `grpc.health.v1` status of the whole server ("").
     pub async fn health(&self) -> anyhow::Result<i32> {
+        self.health_of("").await
+    }
+
+    /// `grpc.health.v1` status of `service` (`liveness`, an admin service).
+    pub async fn health_of(&self, service: &str) -> anyhow::Result<i32> {
         let mut client = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
         let resp = client
             .check(tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
+                service: service.to_string(),
             })
             .await?;
         Ok(resp.into_inner().status)

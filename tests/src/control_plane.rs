@@ -196,6 +196,42 @@ impl ControlPlane {
         crate::control_plane::rss_of(self.pid()?)
     }
 
+    /// Stops the process as Kubernetes does (SIGTERM) and waits up to
+    /// `within` for it to exit: how it ended and how long that took, or an
+    /// error if it was still running (then it is killed).
+    pub fn stop(
+        &mut self,
+        within: Duration,
+    ) -> anyhow::Result<(std::process::ExitStatus, Duration)> {
+        let mut child = self
+            .child
+            .take()
+            .context("the control plane is not running")?;
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .context("running kill -TERM")?;
+        if !sent.success() {
+            bail!("kill -TERM {} failed: {sent}", child.id());
+        }
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok((status, started.elapsed()));
+            }
+            if started.elapsed() > within {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "the control plane was still running {within:?} after SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Stops the process with SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -217,6 +217,15 @@ async fn etcd_outage_is_unavailable_and_not_serving_then_recovers() {
         .expect_err("etcd is down");
     assert_eq!(err.code(), Code::Unavailable);
     wait_for_health(&admin, NOT_SERVING).await;
+    // Liveness is the process, not the store: the chart's liveness probe
+    // asks for it, so an etcd outage restarts no pods.
+    assert_eq!(
+        admin
+            .health_of(sluice_control_plane::server::LIVENESS_SERVICE)
+            .await
+            .unwrap(),
+        SERVING
+    );
 
     etcd.restart().await.unwrap();
     wait_for_health(&admin, SERVING).await;

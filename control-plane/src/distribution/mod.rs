@@ -25,6 +25,8 @@ pub mod stream;
 use std::sync::Arc;
 
 pub use cooldowns::Cooldowns;
+use tokio_util::sync::CancellationToken;
+
 pub use hub::Hub;
 pub use service::ConfigDiscoveryService;
 pub use status::Registry;
@@ -41,6 +43,8 @@ pub struct Distribution {
     pub registry: Registry,
     pub tokens: Tokens,
     pub cooldowns: Cooldowns,
+    /// Cancelled at shutdown: every config stream then ends.
+    pub shutdown: CancellationToken,
 }
 
 impl Distribution {
@@ -51,6 +55,7 @@ impl Distribution {
         static_token: Option<String>,
         require_client_certificate: bool,
         metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
     ) -> Self {
         Self {
             hub: Hub::start(store.clone(), metrics.clone()),
@@ -61,6 +66,7 @@ impl Distribution {
                 static_token: static_token.map(Arc::from),
                 require_client_certificate,
             },
+            shutdown,
         }
     }
 
@@ -71,6 +77,7 @@ impl Distribution {
             registry: self.registry.clone(),
             tokens: self.tokens.clone(),
             cooldowns: self.cooldowns.clone(),
+            shutdown: self.shutdown.clone(),
         }
     }
 }

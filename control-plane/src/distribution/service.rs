@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
 
 use super::stream::{Discovery, EncodedMessage, Outgoing};
+use crate::shutdown::{ends_at_shutdown, unless_shutdown};
 
 /// The one method's path.
 const STREAM_CONFIG: &str = "/sluice.config.v1.ConfigDiscovery/StreamConfig";
@@ -49,7 +50,11 @@ impl StreamingService<DataPlaneMessage> for StreamConfig {
 
     fn call(&mut self, request: Request<Streaming<DataPlaneMessage>>) -> Self::Future {
         let discovery = Arc::clone(&self.0);
-        Box::pin(async move { discovery.stream_config(request).await })
+        Box::pin(async move {
+            let shutdown = discovery.shutdown.clone();
+            let opened = unless_shutdown(&shutdown, discovery.stream_config(request)).await?;
+            Ok(opened.map(|out| ends_at_shutdown(out, shutdown)))
+        })
     }
 }
 

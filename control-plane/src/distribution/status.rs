@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use prost::Message;
 use sluice_proto::admin::v1::DataPlaneStatus;
 use tokio::sync::{Notify, watch};
+use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
 use crate::store::{Store, Txn};
@@ -57,6 +58,9 @@ struct Inner {
     local: Mutex<HashMap<u64, DataPlaneStatus>>,
     /// Woken on every ACK/NACK/connect/disconnect, for WaitForRevision.
     changed: Notify,
+    /// Every stream's `write_status`, so shutdown can wait for the
+    /// disconnects to be written.
+    writers: TaskTracker,
 }
 
 impl Registry {
@@ -69,12 +73,26 @@ impl Registry {
                 next_stream: AtomicU64::new(1),
                 local: Mutex::new(HashMap::new()),
                 changed: Notify::new(),
+                writers: TaskTracker::new(),
             }),
         }
     }
 
     pub fn replica_id(&self) -> &str {
         &self.inner.replica_id
+    }
+
+    /// How many streams this replica holds.
+    pub fn streams(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Resolves once every stream's status writer has ended: after the
+    /// streams have closed, once their disconnects are written (one store
+    /// call each). Only for shutdown: writers of open streams never end.
+    pub async fn flushed(&self) {
+        self.inner.writers.close();
+        self.inner.writers.wait().await;
     }
 
     /// Registers a new stream; the returned handle records its progress and
@@ -101,7 +119,9 @@ impl Registry {
         self.lock().insert(id, status.clone());
         self.inner.metrics.data_plane_streams.inc();
         let (tx, rx) = watch::channel(status);
-        tokio::spawn(write_status(self.inner.store.clone(), rx));
+        self.inner
+            .writers
+            .spawn(write_status(self.inner.store.clone(), rx));
         self.inner.changed.notify_waiters();
         StreamStatus {
             id,

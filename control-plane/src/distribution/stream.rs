@@ -70,6 +70,8 @@ pub struct Discovery {
     pub registry: Registry,
     pub tokens: Tokens,
     pub cooldowns: Cooldowns,
+    /// Cancelled at shutdown (`crate::shutdown`): every session then ends.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Discovery {
@@ -316,6 +318,9 @@ async fn session(
     tokio::select! {
         _ = send => {},
         _ = receive => {},
+        // Shutdown: the service ends the response (UNAVAILABLE); ending the
+        // session too releases the request stream and records the disconnect.
+        () = discovery.shutdown.cancelled() => {},
     }
     tracing::info!(%node_id, "data plane disconnected");
     drop(status);
