@@ -30,7 +30,8 @@
 //! change takes (it includes the hub's 20 ms batch window).
 //!
 //! Run: `cargo build --release --bins && cargo bench -p sluice-tests --bench fleet`
-//! (~1 minute). `SLUICE_FLEET_BENCH_EVENTS` changes the number of events.
+//! (~15 s once built). `SLUICE_FLEET_BENCH_EVENTS` changes the number of events;
+//! events slower than 50 ms are listed on stderr as they happen.
 
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,8 @@ const POLL: Duration = Duration::from_millis(2);
 /// An event whose cooldown has not reached a data plane by then is missed.
 const MISSED: Duration = Duration::from_secs(5);
 const BASELINE: usize = 50;
+/// Events slower than this are listed as they happen (on stderr).
+const SLOW: Duration = Duration::from_millis(50);
 const GOAL_P99_MS: f64 = 250.0;
 /// The data planes log as deployed (the harness's default adds debug spans).
 const PRODUCTION_LOG: &[(&str, &str)] = &[("SLUICE_LOG", "info")];
@@ -268,6 +271,14 @@ async fn main() -> anyhow::Result<()> {
         reporter.push(answered);
         match (one?, two?) {
             (Some(one), Some(two)) => {
+                if one.max(two) > SLOW {
+                    eprintln!(
+                        "event {event} ({id}): dp-1 {:.1} ms, dp-2 {:.1} ms, dp-0 answered in {:.1} ms",
+                        ms(one),
+                        ms(two),
+                        ms(answered)
+                    );
+                }
                 same_replica.push(one);
                 other_replica.push(two);
                 last.push(one.max(two));
