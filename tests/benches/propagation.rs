@@ -46,19 +46,12 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..WRITES {
         let issued = Instant::now();
         let revision = admin
-            .teams
-            .clone()
-            .create_team(api::CreateTeamRequest {
-                team: Some(api::Team {
-                    team_id: format!("bench-{i:04}"),
-                    models: vec!["*".into()],
-                    ..Default::default()
-                }),
+            .create_team(api::Team {
+                team_id: format!("bench-{i:04}"),
+                models: vec!["*".into()],
                 ..Default::default()
             })
-            .await?
-            .into_inner()
-            .revision;
+            .await?;
         writes.push(issued.elapsed());
         for p in &mut planes {
             p.wait_for(revision, Duration::from_secs(10)).await?;

@@ -13,7 +13,17 @@
 //! - (c) the real data plane (release binary) with a real key, team, access
 //!   group and `openai` deployment created through the admin API on a real
 //!   control plane and etcd; and (c') a second data plane whose config also
-//!   holds 1,000,000 more keys.
+//!   holds 1,000,000 more keys;
+//! - (d) the data plane of (c), asked for a model group of 10 deployments
+//!   (all at the same fast upstream, under 10 deployment ids) with
+//!   `num_retries: 2`, and (e) the same for a group of 10 of which one
+//!   answers every call with a 500 (from a second local upstream): each
+//!   request that meets it is retried on another deployment, and the
+//!   deployment cools down for the default 5 s after more than
+//!   `allowed_fails` (3) failures in a minute, then is tried again. (c)'s
+//!   group has one deployment, so (d) and (e) are ratios to it: what
+//!   routing over a group of 10 costs, and what one dead deployment in it
+//!   costs. Every answer of (e) must be a 200 (oha's status codes).
 //!
 //! The data plane measured as (c) and (c') is the release build as shipped:
 //! the profile-guided one `scripts/build-release.sh` leaves in
@@ -41,10 +51,14 @@
 //! `perf` ([`Legs`]; root and `perf` needed, skipped without).
 //!
 //! Run: `cargo build --release --bins && scripts/build-release.sh && cargo
-//! bench -p sluice-tests --bench proxy` (~13 minutes; ~10 without a
-//! profile-guided build to measure beside the plain one). `SLUICE_PROXY_BENCH_KEYS` overrides the key count of (c'),
-//! `SLUICE_PROXY_BENCH_SECS` the seconds per run (10), and
-//! `SLUICE_PROXY_BENCH_ROUNDS` the rounds (3). With `SLUICE_PROXY_BENCH_SERVE`
+//! bench -p sluice-tests --bench proxy` (~17 minutes; ~13 without a
+//! profile-guided build to measure beside the plain one). With
+//! `SLUICE_PROXY_BENCH_ONLY=routing` it measures only what routing changes:
+//! (b), (c), (d) and (e) at full load, no 1,000,000-key data plane and no
+//! fixed-rate runs (~4 minutes with 5 rounds). `SLUICE_PROXY_BENCH_KEYS`
+//! overrides the key count of (c'), `SLUICE_PROXY_BENCH_SECS` the seconds per
+//! run (10), and `SLUICE_PROXY_BENCH_ROUNDS` the rounds (3; 5 with
+//! `SLUICE_PROXY_BENCH_ONLY=routing`). With `SLUICE_PROXY_BENCH_SERVE`
 //! set it sets everything up, prints the targets, their pids and the key, and
 //! waits an hour instead of measuring: for `perf` and `oha` by hand.
 
@@ -52,6 +66,8 @@ use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -77,23 +93,39 @@ use tokio::net::TcpListener;
 const BARE_PROXY: &str = "SLUICE_PROXY_BENCH_BARE_PROXY";
 /// The data-plane executable of (c) and (c'), when not `target/dist/`'s.
 const DATA_PLANE_BUILD: &str = "SLUICE_PROXY_BENCH_DATA_PLANE";
+/// Set to `routing` to measure only (b), (c), (d) and (e) at full load.
+const ONLY: &str = "SLUICE_PROXY_BENCH_ONLY";
+/// (c)'s model group: one deployment.
 const MODEL: &str = "bench-model";
+/// (d)'s model group: [`GROUP_SIZE`] deployments at the fast upstream. The
+/// group names are as long as [`MODEL`], so every target's body has the
+/// same length.
+const MULTI: &str = "bench-multi";
+/// (e)'s model group: [`GROUP_SIZE`] deployments, the last one failing.
+const FLAKY: &str = "bench-flaky";
+const GROUP_SIZE: usize = 10;
 /// The data planes log at the binary's default level, as deployed: the test
 /// harness's `sluice_data_plane=debug` would add the auth, access and
 /// upstream spans to every request.
 const PRODUCTION_LOG: &[(&str, &str)] = &[("SLUICE_LOG", "info")];
 const BODY: &str = r#"{"model":"bench-model","messages":[{"role":"user","content":"Say hello"}]}"#;
-/// The upstream's answer to every request: a small, complete chat completion.
+/// The fast upstream's answer to every request: a small, complete chat completion.
 const ANSWER: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the bench upstream."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}"#;
 const RATE: u32 = 1_000;
 const RATE_CONNECTIONS: u32 = 10;
 const FULL_CONNECTIONS: u32 = 50;
 const TEAMS: usize = 1_000;
+/// What the failing deployment of (e) answers, with a 500.
+const FAILURE: &str = r#"{"error":{"message":"bench upstream failure","type":"server_error","param":null,"code":"server_error"}}"#;
 
 const GOAL_ADDED_P50_US: f64 = 100.0;
 const GOAL_ADDED_P99_US: f64 = 500.0;
 const GOAL_THROUGHPUT: f64 = 0.8;
 const GOAL_LARGE: f64 = 0.10;
+/// (d) / (c) throughput.
+const GOAL_MULTI: f64 = 0.95;
+/// (e) / (c) throughput, every answer a 200.
+const GOAL_FLAKY: f64 = 0.8;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -114,25 +146,39 @@ fn main() -> anyhow::Result<()> {
 // The fast upstream and the bare proxy.
 // ---------------------------------------------------------------------------
 
-/// Serves [`ANSWER`] to every request (after reading its body) on a free port.
-async fn fast_upstream() -> anyhow::Result<SocketAddr> {
+/// Serves `answer` with `status` to every request (after reading its body)
+/// on a free port; counts the requests in the counter it returns. The fast
+/// upstream is `upstream(StatusCode::OK, ANSWER)`.
+async fn upstream(
+    status: StatusCode,
+    answer: &'static str,
+) -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let hits = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&hits);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            let hits = Arc::clone(&counted);
             tokio::spawn(async move {
-                let service = service_fn(|req: Request<Incoming>| async move {
-                    let _ = req.into_body().collect().await;
-                    let mut resp = Response::new(Full::new(Bytes::from_static(ANSWER.as_bytes())));
-                    resp.headers_mut().insert(
-                        hyper::header::CONTENT_TYPE,
-                        hyper::header::HeaderValue::from_static("application/json"),
-                    );
-                    Ok::<_, Infallible>(resp)
+                let service = service_fn(|req: Request<Incoming>| {
+                    let hits = Arc::clone(&hits);
+                    async move {
+                        hits.fetch_add(1, Ordering::Relaxed);
+                        let _ = req.into_body().collect().await;
+                        let mut resp =
+                            Response::new(Full::new(Bytes::from_static(answer.as_bytes())));
+                        *resp.status_mut() = status;
+                        resp.headers_mut().insert(
+                            hyper::header::CONTENT_TYPE,
+                            hyper::header::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, Infallible>(resp)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -140,7 +186,13 @@ async fn fast_upstream() -> anyhow::Result<SocketAddr> {
             });
         }
     });
-    Ok(addr)
+    Ok((addr, hits))
+}
+
+/// The failing deployment's upstream: a 500 with an OpenAI error body to
+/// every request; the counter counts them.
+async fn upstream_failing() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
+    upstream(StatusCode::INTERNAL_SERVER_ERROR, FAILURE).await
 }
 
 /// The bare proxy: prints its port on stdout, then forwards every request to
@@ -227,14 +279,49 @@ struct Run {
     p99_us: f64,
     rps: f64,
     requests: u64,
+    /// Answers other than 200, and requests oha saw fail without one.
+    not_ok: u64,
 }
 
-/// What is measured: a name, where to send requests, and the process
-/// serving them there (whose CPU time is read around full-load runs).
+/// What is measured: a name, where to send requests and what, and the
+/// process serving them there (whose CPU time is read around full-load
+/// runs).
 struct Target {
+    /// `a`, `b`, `c`, `c'`, `c°`, `d`, `e`.
+    tag: &'static str,
     name: String,
     url: String,
+    /// The request body: [`BODY`] for the model group measured.
+    body: String,
     pid: u32,
+    /// Whether an answer other than 200 is a figure to report (the failing
+    /// group's) rather than a broken setup that stops the bench.
+    counts_failures: bool,
+}
+
+impl Target {
+    fn new(tag: &'static str, name: impl Into<String>, url: String, pid: u32) -> Target {
+        Target {
+            tag,
+            name: name.into(),
+            url,
+            body: BODY.into(),
+            pid,
+            counts_failures: false,
+        }
+    }
+
+    /// The same target asked for model group `model`.
+    fn for_model(&self, tag: &'static str, name: &str, model: &str) -> Target {
+        Target {
+            tag,
+            name: name.into(),
+            url: self.url.clone(),
+            body: BODY.replace(MODEL, model),
+            pid: self.pid,
+            counts_failures: model == FLAKY,
+        }
+    }
 }
 
 /// User + system CPU time of process `pid` so far, in seconds (Linux
@@ -280,20 +367,23 @@ fn oha_path() -> anyhow::Result<String> {
     bail!("oha is not installed: `cargo install oha --locked`")
 }
 
-/// Runs oha against `url` for `secs`: at [`RATE`] when `fixed`, else flat out.
-async fn oha(oha: &str, url: &str, key: &str, secs: u64, fixed: bool) -> anyhow::Result<Run> {
+/// Runs oha against `target` for `secs`: at [`RATE`] when `fixed`, else
+/// flat out. Stops the bench when an answer is not a 200, unless the target
+/// [counts failures](Target::counts_failures).
+async fn oha(oha: &str, target: &Target, key: &str, secs: u64, fixed: bool) -> anyhow::Result<Run> {
     let mut cmd = tokio::process::Command::new(oha);
     cmd.args(["--no-tui", "--output-format", "json", "-w", "-z"])
         .arg(format!("{secs}s"))
         .args(["-m", "POST", "-T", "application/json", "-H"])
         .arg(format!("authorization: Bearer {key}"))
-        .args(["-d", BODY]);
+        .args(["-d", &target.body]);
     if fixed {
         cmd.args(["-q", &RATE.to_string(), "--latency-correction", "-c"])
             .arg(RATE_CONNECTIONS.to_string());
     } else {
         cmd.arg("-c").arg(FULL_CONNECTIONS.to_string());
     }
+    let url = &target.url;
     let out = cmd.arg(url).output().await.context("running oha")?;
     if !out.status.success() {
         bail!(
@@ -311,8 +401,19 @@ async fn oha(oha: &str, url: &str, key: &str, secs: u64, fixed: bool) -> anyhow:
         .map(|m| m.values().filter_map(Value::as_u64).sum())
         .unwrap_or(0);
     let errors = &report["errorDistribution"];
-    if ok == 0 || ok != all || errors.as_object().is_some_and(|e| !e.is_empty()) {
+    let failed: u64 = errors
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0);
+    let not_ok = all - ok + failed;
+    if ok == 0 || (not_ok > 0 && !target.counts_failures) {
         bail!("{url}: not every answer was 200: {codes} {errors}");
+    }
+    if not_ok > 0 {
+        eprintln!(
+            "{}: {not_ok} answers not 200: {codes} {errors}",
+            target.name
+        );
     }
     let secs_of = |v: &Value| v.as_f64().unwrap_or(f64::NAN) * 1e6;
     Ok(Run {
@@ -322,6 +423,7 @@ async fn oha(oha: &str, url: &str, key: &str, secs: u64, fixed: bool) -> anyhow:
             .as_f64()
             .unwrap_or(f64::NAN),
         requests: all,
+        not_ok,
     })
 }
 
@@ -337,13 +439,12 @@ struct Legs {
     answer_us: f64,
 }
 
-/// [`Legs`] of process `pid` (medians over a run of `secs` at [`RATE`]),
-/// traced with `perf` (`syscalls:sys_enter_*` tracepoints, which need root
-/// or `perf_event_paranoid` <= -1). `None` without `perf`.
+/// [`Legs`] of `target`'s process (medians over a run of `secs` at
+/// [`RATE`]), traced with `perf` (`syscalls:sys_enter_*` tracepoints, which
+/// need root or `perf_event_paranoid` <= -1). `None` without `perf`.
 async fn legs(
-    pid: u32,
+    target: &Target,
     oha_bin: &str,
-    url: &str,
     key: &str,
     secs: u64,
 ) -> anyhow::Result<Option<Legs>> {
@@ -353,7 +454,7 @@ async fn legs(
         .args(["record", "-q", "-e"])
         .arg("syscalls:sys_enter_recvfrom,syscalls:sys_enter_writev")
         .arg("-p")
-        .arg(pid.to_string())
+        .arg(target.pid.to_string())
         .arg("-o")
         .arg(&data)
         .args(["--", "sleep"])
@@ -365,7 +466,7 @@ async fn legs(
         return Ok(None);
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    oha(oha_bin, url, key, secs, true).await?;
+    oha(oha_bin, target, key, secs, true).await?;
     if !perf.wait().await?.success() {
         return Ok(None);
     }
@@ -450,21 +551,33 @@ fn latency(fixed: &[Run]) -> Latency {
 /// The medians over rounds of one target's runs.
 #[derive(Debug, Clone, Copy)]
 struct Figures {
-    /// With the machine's default idle.
-    halting: Latency,
+    /// With the machine's default idle; `None` when not measured (only
+    /// routing's full-load runs).
+    halting: Option<Latency>,
     /// With idle CPUs polling; `None` when that could not be asked for.
     polling: Option<Latency>,
     rps: f64,
     /// CPU time of the serving process per request at full load.
     cpu_us: f64,
+    /// Answers other than 200 over all its runs, and requests over them.
+    not_ok: u64,
+    requests: u64,
 }
 
 fn figures(halting: &[Run], polling: &[Run], full: &[(Run, f64)]) -> Figures {
+    let all = || {
+        halting
+            .iter()
+            .chain(polling)
+            .chain(full.iter().map(|(r, _)| r))
+    };
     Figures {
-        halting: latency(halting),
+        halting: (!halting.is_empty()).then(|| latency(halting)),
         polling: (!polling.is_empty()).then(|| latency(polling)),
         rps: median(full.iter().map(|(r, _)| r.rps).collect()),
         cpu_us: median(full.iter().map(|(_, cpu)| *cpu).collect()),
+        not_ok: all().map(|r| r.not_ok).sum(),
+        requests: all().map(|r| r.requests).sum(),
     }
 }
 
@@ -512,26 +625,44 @@ async fn populate(etcd: &EtcdServer, keys: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A deployment of [`MODEL`] at `upstream`, an access group with it, a team
-/// in that group and a key of that team; returns the key once every
-/// connected data plane has applied all of it.
-async fn configure(admin: &Admin, upstream: SocketAddr) -> anyhow::Result<String> {
-    let mut revision = admin
-        .models
-        .clone()
-        .create_deployment(api::CreateDeploymentRequest {
-            deployment: Some(api::Deployment {
-                model_name: MODEL.into(),
-                provider: "openai".into(),
-                model: "gpt-bench".into(),
-                api_base: format!("http://{upstream}/v1"),
-                api_key: "sk-upstream-bench".into(),
-                ..Default::default()
-            }),
-        })
-        .await?
-        .into_inner()
-        .revision;
+/// A deployment of [`MODEL`] at `upstream`; [`GROUP_SIZE`] deployments of
+/// [`MULTI`] there, and of [`FLAKY`] the same but its last at `failing`;
+/// `num_retries: 2`; an access group with the three groups, a team in that
+/// group and a key of that team; returns the key once every connected data
+/// plane has applied all of it.
+async fn configure(
+    admin: &Admin,
+    upstream: SocketAddr,
+    failing: SocketAddr,
+) -> anyhow::Result<String> {
+    let deployment = |model: &str, id: String, at: SocketAddr| api::Deployment {
+        id,
+        model_name: model.into(),
+        provider: "openai".into(),
+        model: "gpt-bench".into(),
+        api_base: format!("http://{at}/v1"),
+        api_key: "sk-upstream-bench".into(),
+        ..Default::default()
+    };
+    let mut deployments = vec![deployment(MODEL, String::new(), upstream)];
+    for i in 0..GROUP_SIZE {
+        deployments.push(deployment(MULTI, format!("multi-{i}"), upstream));
+        let at = if i + 1 == GROUP_SIZE {
+            failing
+        } else {
+            upstream
+        };
+        deployments.push(deployment(FLAKY, format!("flaky-{i}"), at));
+    }
+    let mut revision = 0;
+    for d in deployments {
+        revision = revision.max(admin.deploy(d).await?);
+    }
+    let settings = api::RouterSettings {
+        num_retries: Some(2),
+        ..Default::default()
+    };
+    revision = revision.max(admin.set_router(settings).await?);
     revision = revision.max(
         admin
             .groups
@@ -539,28 +670,18 @@ async fn configure(admin: &Admin, upstream: SocketAddr) -> anyhow::Result<String
             .create_access_group(api::CreateAccessGroupRequest {
                 name: "bench-group".into(),
                 description: String::new(),
-                models: vec![MODEL.into()],
+                models: vec![MODEL.into(), MULTI.into(), FLAKY.into()],
             })
             .await?
             .into_inner()
             .revision,
     );
-    revision = revision.max(
-        admin
-            .teams
-            .clone()
-            .create_team(api::CreateTeamRequest {
-                team: Some(api::Team {
-                    team_id: "bench-team".into(),
-                    access_groups: vec!["bench-group".into()],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .revision,
-    );
+    let team = api::Team {
+        team_id: "bench-team".into(),
+        access_groups: vec!["bench-group".into()],
+        ..Default::default()
+    };
+    revision = revision.max(admin.create_team(team).await?);
     let generated = admin
         .keys
         .clone()
@@ -579,21 +700,28 @@ async fn configure(admin: &Admin, upstream: SocketAddr) -> anyhow::Result<String
     Ok(generated.key)
 }
 
-/// One request through `url`: it must answer 200 with the upstream's answer.
-async fn check(http: &reqwest::Client, url: &str, key: &str) -> anyhow::Result<()> {
+/// One request to `target`: it must answer 200 with the upstream's answer.
+/// Returns the deployment that served it (`x-sluice-deployment`).
+async fn check(http: &reqwest::Client, target: &Target, key: &str) -> anyhow::Result<String> {
     let r = http
-        .post(url)
+        .post(&target.url)
         .bearer_auth(key)
         .header("content-type", "application/json")
-        .body(BODY)
+        .body(target.body.clone())
         .send()
         .await?;
     let status = r.status();
+    let deployment = r
+        .headers()
+        .get("x-sluice-deployment")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let body = r.text().await?;
     if status != reqwest::StatusCode::OK || !body.contains("Hello from the bench upstream.") {
-        bail!("{url} answered {status}: {body}");
+        bail!("{} answered {status}: {body}", target.url);
     }
-    Ok(())
+    Ok(deployment)
 }
 
 // ---------------------------------------------------------------------------
@@ -601,20 +729,29 @@ async fn check(http: &reqwest::Client, url: &str, key: &str) -> anyhow::Result<(
 // ---------------------------------------------------------------------------
 
 async fn bench() -> anyhow::Result<()> {
+    let routing_only = match std::env::var(ONLY) {
+        Ok(only) if only == "routing" => true,
+        Ok(other) => bail!("{ONLY}={other}: only `routing` is known"),
+        Err(_) => false,
+    };
     let keys: usize = env_or("SLUICE_PROXY_BENCH_KEYS", 1_000_000);
     let secs: u64 = env_or("SLUICE_PROXY_BENCH_SECS", 10);
-    let rounds: usize = env_or("SLUICE_PROXY_BENCH_ROUNDS", 3);
+    let rounds: usize = env_or(
+        "SLUICE_PROXY_BENCH_ROUNDS",
+        if routing_only { 5 } else { 3 },
+    );
     let oha_bin = oha_path()?;
     let http = sluice_tests::http_client();
 
-    let upstream = fast_upstream().await?;
+    let (upstream, _) = upstream(StatusCode::OK, ANSWER).await?;
+    let (failing, failures) = upstream_failing().await?;
     let proxy = BareProxy::start(upstream)?;
     let plain_build = binary("sluice-data-plane")?;
     let shipped = shipped_build(&plain_build)?;
     match &shipped {
-        Some(path) => eprintln!("(c) and (c'): {}", path.display()),
+        Some(path) => eprintln!("(c) to (e): {}", path.display()),
         None => eprintln!(
-            "(c) and (c'): {} (no profile-guided build: scripts/build-release.sh makes one)",
+            "(c) to (e): {} (no profile-guided build: scripts/build-release.sh makes one)",
             plain_build.display()
         ),
     }
@@ -634,8 +771,8 @@ async fn bench() -> anyhow::Result<()> {
     let small = start("bench-small", &cp, dir.path())?;
     small.wait_ready(Duration::from_secs(30)).await?;
     // The plain release build, beside a profile-guided one.
-    let plain = match shipped {
-        Some(_) => {
+    let plain = match (&shipped, routing_only) {
+        (Some(_), false) => {
             let dp = DataPlane::start_with_env(
                 &[cp.url()],
                 "bench-plain",
@@ -646,96 +783,126 @@ async fn bench() -> anyhow::Result<()> {
             dp.wait_ready(Duration::from_secs(30)).await?;
             Some(dp)
         }
-        None => None,
+        _ => None,
     };
-    let key = configure(&admin, upstream).await?;
+    let key = configure(&admin, upstream, failing).await?;
     drop(admin);
     drop(cp);
 
     // The large gateway: the same config plus `keys` keys, on a control
     // plane started after they were written.
-    let started = Instant::now();
-    populate(&etcd, keys).await?;
-    eprintln!(
-        "wrote {keys} keys into etcd in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let cp = ControlPlane::start_etcd(&etcd.endpoint())?;
-    let started = Instant::now();
-    let large = start("bench-large", &cp, dir.path())?;
-    large.wait_ready(Duration::from_secs(600)).await?;
-    eprintln!(
-        "large data plane ready in {:.1} s (RSS {} MiB)",
-        started.elapsed().as_secs_f64(),
-        large.rss().map_or(0, |(rss, _)| rss >> 20)
-    );
-    // Let the control plane and etcd settle after the load.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let large = if routing_only {
+        None
+    } else {
+        let started = Instant::now();
+        populate(&etcd, keys).await?;
+        eprintln!(
+            "wrote {keys} keys into etcd in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let cp = ControlPlane::start_etcd(&etcd.endpoint())?;
+        let started = Instant::now();
+        let large = start("bench-large", &cp, dir.path())?;
+        large.wait_ready(Duration::from_secs(600)).await?;
+        eprintln!(
+            "large data plane ready in {:.1} s (RSS {} MiB)",
+            started.elapsed().as_secs_f64(),
+            large.rss().map_or(0, |(rss, _)| rss >> 20)
+        );
+        // Let the control plane and etcd settle after the load.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Some((large, cp))
+    };
 
     let path = "/v1/chat/completions";
-    let mut targets = vec![
-        Target {
-            name: "(a) upstream direct".into(),
-            url: format!("http://{upstream}{path}"),
-            pid: std::process::id(),
-        },
-        Target {
-            name: "(b) bare hyper proxy".into(),
-            url: format!("http://127.0.0.1:{}{path}", proxy.port),
-            pid: proxy.child.id(),
-        },
-        Target {
-            name: "(c) data plane, 1 key".into(),
-            url: small.url(path),
-            pid: small.pid().context("small data plane pid")?,
-        },
-        Target {
-            name: format!("(c') data plane, {} keys", keys + 1),
-            url: large.url(path),
-            pid: large.pid().context("large data plane pid")?,
-        },
-    ];
-    if let Some(plain) = &plain {
-        targets.push(Target {
-            name: "(c°) plain release build, 1 key".into(),
-            url: plain.url(path),
-            pid: plain.pid().context("plain data plane pid")?,
-        });
+    let mut targets = Vec::new();
+    if !routing_only {
+        targets.push(Target::new(
+            "a",
+            "(a) upstream direct",
+            format!("http://{upstream}{path}"),
+            std::process::id(),
+        ));
     }
+    targets.push(Target::new(
+        "b",
+        "(b) bare hyper proxy",
+        format!("http://127.0.0.1:{}{path}", proxy.port),
+        proxy.child.id(),
+    ));
+    let single = Target::new(
+        "c",
+        "(c) data plane, 1 key",
+        small.url(path),
+        small.pid().context("small data plane pid")?,
+    );
+    targets.push(single.for_model("d", &format!("(d) group of {GROUP_SIZE}, retries"), MULTI));
+    targets.push(single.for_model("e", &format!("(e) group of {GROUP_SIZE}, 1 failing"), FLAKY));
+    targets.insert(targets.len() - 2, single);
+    if let Some((large, _)) = &large {
+        targets.push(Target::new(
+            "c'",
+            format!("(c') data plane, {} keys", keys + 1),
+            large.url(path),
+            large.pid().context("large data plane pid")?,
+        ));
+    }
+    if let Some(plain) = &plain {
+        targets.push(Target::new(
+            "c°",
+            "(c°) plain release build, 1 key",
+            plain.url(path),
+            plain.pid().context("plain data plane pid")?,
+        ));
+    }
+    let at = |tag: &str| targets.iter().position(|t| t.tag == tag);
     // Traced for the time inside the process: the proxies with one key.
-    let proxies: Vec<usize> = [1, 2, 4]
-        .into_iter()
-        .filter(|&i| i < targets.len())
-        .collect();
+    let proxies: Vec<usize> = if routing_only {
+        Vec::new()
+    } else {
+        ["b", "c", "c°"].into_iter().filter_map(at).collect()
+    };
     for t in &targets {
-        check(&http, &t.url, &key).await?;
+        check(&http, t, &key).await?;
+    }
+    // Every deployment of (d)'s group serves.
+    let multi = &targets[at("d").context("(d)")?];
+    let mut served = std::collections::BTreeSet::new();
+    for _ in 0..20 * GROUP_SIZE {
+        served.insert(check(&http, multi, &key).await?);
+    }
+    if served.len() != GROUP_SIZE {
+        bail!("{MULTI} served from {served:?}, not {GROUP_SIZE} deployments");
     }
     // A bulk key is known to the large data plane (whatever it may use).
-    let r = http
-        .post(large.url(path))
-        .bearer_auth("sk-bulk-0")
-        .header("content-type", "application/json")
-        .body(BODY)
-        .send()
-        .await?;
-    if keys > 0 && r.status() == reqwest::StatusCode::UNAUTHORIZED {
-        bail!("the large data plane does not know the bulk keys");
+    if let Some((large, _)) = &large {
+        let r = http
+            .post(large.url(path))
+            .bearer_auth("sk-bulk-0")
+            .header("content-type", "application/json")
+            .body(BODY)
+            .send()
+            .await?;
+        if keys > 0 && r.status() == reqwest::StatusCode::UNAUTHORIZED {
+            bail!("the large data plane does not know the bulk keys");
+        }
     }
 
     if std::env::var_os("SLUICE_PROXY_BENCH_SERVE").is_some() {
         // For profiling by hand: keep everything up and say where it is.
         eprintln!("key: {key}");
         for t in &targets {
-            eprintln!("{}: {} (pid {})", t.name, t.url, t.pid);
+            eprintln!("{}: {} (pid {}) body {}", t.name, t.url, t.pid, t.body);
         }
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
     eprintln!("warming up");
     for t in &targets {
-        oha(&oha_bin, &t.url, &key, 2, false).await?;
+        oha(&oha_bin, t, &key, 2, false).await?;
     }
-    let can_poll = idle_cpus_poll().is_some();
-    if !can_poll {
+    let failures_before = failures.load(Ordering::Relaxed);
+    let can_poll = !routing_only && idle_cpus_poll().is_some();
+    if !can_poll && !routing_only {
         eprintln!("no write access to /dev/cpu_dma_latency: measuring with halting idle only");
     }
     let mut halting: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
@@ -747,8 +914,8 @@ async fn bench() -> anyhow::Result<()> {
         let order: Vec<usize> = (0..targets.len())
             .map(|i| (i + round) % targets.len())
             .collect();
-        for &i in &order {
-            let run = oha(&oha_bin, &targets[i].url, &key, secs, true).await?;
+        for &i in order.iter().filter(|_| !routing_only) {
+            let run = oha(&oha_bin, &targets[i], &key, secs, true).await?;
             eprintln!(
                 "round {round} {:<32} {RATE} req/s, halting idle: p50 {:>5.0} µs p99 {:>6.0} µs",
                 targets[i].name, run.p50_us, run.p99_us
@@ -758,7 +925,7 @@ async fn bench() -> anyhow::Result<()> {
         if can_poll {
             let _held = idle_cpus_poll();
             for &i in &order {
-                let run = oha(&oha_bin, &targets[i].url, &key, secs, true).await?;
+                let run = oha(&oha_bin, &targets[i], &key, secs, true).await?;
                 eprintln!(
                     "round {round} {:<32} {RATE} req/s, polling idle: p50 {:>5.0} µs p99 {:>6.0} µs",
                     targets[i].name, run.p50_us, run.p99_us
@@ -767,7 +934,7 @@ async fn bench() -> anyhow::Result<()> {
             }
         }
         for &i in &proxies {
-            if let Some(l) = legs(targets[i].pid, &oha_bin, &targets[i].url, &key, 3).await? {
+            if let Some(l) = legs(&targets[i], &oha_bin, &key, 3).await? {
                 eprintln!(
                     "round {round} {:<32} {RATE} req/s, traced: request leg {:>4.0} µs, answer leg {:>4.0} µs",
                     targets[i].name, l.request_us, l.answer_us
@@ -777,7 +944,7 @@ async fn bench() -> anyhow::Result<()> {
         }
         for &i in &order {
             let before = cpu_seconds(targets[i].pid)?;
-            let run = oha(&oha_bin, &targets[i].url, &key, secs, false).await?;
+            let run = oha(&oha_bin, &targets[i], &key, secs, false).await?;
             let cpu_us = (cpu_seconds(targets[i].pid)? - before) * 1e6 / run.requests as f64;
             eprintln!(
                 "round {round} {:<32} full load: {:>6.0} req/s, {cpu_us:>4.0} µs CPU/request",
@@ -786,19 +953,27 @@ async fn bench() -> anyhow::Result<()> {
             full[i].push((run, cpu_us));
         }
     }
+    let failing_calls = failures.load(Ordering::Relaxed) - failures_before;
 
     let f: Vec<Figures> = (0..targets.len())
         .map(|i| figures(&halting[i], &polling[i], &full[i]))
         .collect();
-    let (a, b, c, l) = (f[0], f[1], f[2], f[3]);
+    let fig = |tag: &str| at(tag).map(|i| f[i]);
+    let (b, c) = (fig("b").context("(b)")?, fig("c").context("(c)")?);
     println!();
-    println!(
-        "proxy: {} cores; oha at {RATE} req/s (latency-corrected, {RATE_CONNECTIONS} connections) and at full load ({FULL_CONNECTIONS} connections); medians of {rounds} rounds of {secs} s",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    if routing_only {
+        println!(
+            "proxy ({ONLY}=routing): {} cores; oha at full load ({FULL_CONNECTIONS} connections); medians of {rounds} rounds of {secs} s",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+    } else {
+        println!(
+            "proxy: {} cores; oha at {RATE} req/s (latency-corrected, {RATE_CONNECTIONS} connections) and at full load ({FULL_CONNECTIONS} connections); medians of {rounds} rounds of {secs} s",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+    }
     let report = |idle: &str, of: &dyn Fn(&Figures) -> Option<Latency>| {
-        let Some(base) = of(&a) else {
-            println!("{idle}: not measured");
+        let Some(base) = fig("a").as_ref().and_then(of) else {
             return;
         };
         println!("at {RATE} req/s, {idle}:");
@@ -809,7 +984,7 @@ async fn bench() -> anyhow::Result<()> {
         for (t, fig) in targets.iter().zip(&f) {
             let Some(lat) = of(fig) else { continue };
             let added = |x: f64, base: f64| {
-                if t.pid == std::process::id() {
+                if t.tag == "a" {
                     "-".to_string()
                 } else {
                     format!("{:+.0}", x - base)
@@ -825,7 +1000,7 @@ async fn bench() -> anyhow::Result<()> {
             );
         }
     };
-    report("halting idle (the machine's default)", &|f| Some(f.halting));
+    report("halting idle (the machine's default)", &|f| f.halting);
     report("polling idle (PM QoS 0 µs)", &|f| f.polling);
     let leg = |i: usize| {
         let l = &traced[i];
@@ -836,7 +1011,8 @@ async fn bench() -> anyhow::Result<()> {
             )
         })
     };
-    match (leg(1), leg(2)) {
+    let legs_of_tag = |tag: &str| at(tag).and_then(leg);
+    match (legs_of_tag("b"), legs_of_tag("c")) {
         (Some((b_req, b_ans)), Some((c_req, c_ans))) => {
             println!("inside the proxy per request at {RATE} req/s, between its syscalls (perf):");
             println!(
@@ -858,19 +1034,26 @@ async fn bench() -> anyhow::Result<()> {
                 c_req + c_ans - b_req - b_ans
             );
         }
+        _ if routing_only => {}
         _ => println!("inside the proxy: not measured (needs perf and root)"),
     }
     println!("at full load:");
-    println!("  {:<34} {:>10} {:>12}", "target", "req/s", "CPU µs/req");
+    println!(
+        "  {:<34} {:>10} {:>12} {:>10}",
+        "target", "req/s", "CPU µs/req", "not 200"
+    );
     for (t, fig) in targets.iter().zip(&f) {
-        println!("  {:<34} {:>10.0} {:>12.1}", t.name, fig.rps, fig.cpu_us);
+        println!(
+            "  {:<34} {:>10.0} {:>12.1} {:>10}",
+            t.name, fig.rps, fig.cpu_us, fig.not_ok
+        );
     }
     println!(
-        "(CPU µs/req: of the process serving the target, at full load; for (a) the upstream's)"
+        "(CPU µs/req: of the process serving the target, at full load; for (a) the upstream's. not 200: over all its runs)"
     );
     println!();
     let goals = |idle: &str, of: &dyn Fn(&Figures) -> Option<Latency>| {
-        let (Some(a), Some(b), Some(c)) = (of(&a), of(&b), of(&c)) else {
+        let (Some(a), Some(b), Some(c)) = (fig("a").as_ref().and_then(of), of(&b), of(&c)) else {
             return;
         };
         let added_p50 = c.p50_us - a.p50_us;
@@ -890,33 +1073,70 @@ async fn bench() -> anyhow::Result<()> {
             c.p50_us - b.p50_us,
         );
     };
-    goals("halting idle", &|f| Some(f.halting));
+    goals("halting idle", &|f| f.halting);
     goals("polling idle", &|f| f.polling);
     let throughput = c.rps / b.rps;
     println!(
         "throughput (c) / (b):      {throughput:>6.2}      goal >= {GOAL_THROUGHPUT}: {}",
         verdict(throughput >= GOAL_THROUGHPUT)
     );
-    // Within 10%: no more than 10% slower (faster is fine).
-    let large_ok = l.halting.p50_us <= c.halting.p50_us * (1.0 + GOAL_LARGE)
-        && l.halting.p99_us <= c.halting.p99_us * (1.0 + GOAL_LARGE)
-        && l.rps >= c.rps * (1.0 - GOAL_LARGE);
+    // Routing: each round's ratio too, (c), (d) and (e) having run next to
+    // each other in it.
+    let per_round = |tag: &str| {
+        let i = at(tag).expect("a routing target");
+        let c = at("c").expect("(c)");
+        full[i]
+            .iter()
+            .zip(&full[c])
+            .map(|((x, _), (c, _))| format!("{:.2}", x.rps / c.rps))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (d, e) = (fig("d").context("(d)")?, fig("e").context("(e)")?);
+    let multi = d.rps / c.rps;
     println!(
-        "(c') / (c), halting idle: p50 {:.2}, p99 {:.2}, req/s {:.2}   goal within 10%: {}",
-        l.halting.p50_us / c.halting.p50_us,
-        l.halting.p99_us / c.halting.p99_us,
-        l.rps / c.rps,
-        verdict(large_ok)
+        "throughput (d) / (c), {GROUP_SIZE} deployments, num_retries 2: {multi:>5.2}   goal >= {GOAL_MULTI}: {}   (by round: {})",
+        verdict(multi >= GOAL_MULTI),
+        per_round("d"),
     );
-    println!("for reference: (c') / (b) req/s {:.2}", l.rps / b.rps);
-    if let Some(plain) = f.get(4) {
-        let polling = match (c.polling, plain.polling) {
-            (Some(c), Some(plain)) => format!(", polling idle p50 {:.2}", c.p50_us / plain.p50_us),
-            _ => String::new(),
+    let flaky = e.rps / c.rps;
+    println!(
+        "throughput (e) / (c), one of {GROUP_SIZE} failing:  {flaky:>5.2}   goal >= {GOAL_FLAKY}: {}   (by round: {})",
+        verdict(flaky >= GOAL_FLAKY),
+        per_round("e"),
+    );
+    println!(
+        "(e) client success: {} of {} answers not 200   goal 0: {}   (the failing deployment was called {failing_calls} times)",
+        e.not_ok,
+        e.requests,
+        verdict(e.not_ok == 0)
+    );
+    if let Some(l) = fig("c'") {
+        let (Some(lh), Some(ch)) = (l.halting, c.halting) else {
+            bail!("(c') and (c) were measured at the fixed rate");
+        };
+        // Within 10%: no more than 10% slower (faster is fine).
+        let large_ok = lh.p50_us <= ch.p50_us * (1.0 + GOAL_LARGE)
+            && lh.p99_us <= ch.p99_us * (1.0 + GOAL_LARGE)
+            && l.rps >= c.rps * (1.0 - GOAL_LARGE);
+        println!(
+            "(c') / (c), halting idle: p50 {:.2}, p99 {:.2}, req/s {:.2}   goal within 10%: {}",
+            lh.p50_us / ch.p50_us,
+            lh.p99_us / ch.p99_us,
+            l.rps / c.rps,
+            verdict(large_ok)
+        );
+        println!("for reference: (c') / (b) req/s {:.2}", l.rps / b.rps);
+    }
+    if let Some(plain) = fig("c°") {
+        let ratio = |of: &dyn Fn(&Figures) -> Option<Latency>| match (of(&c), of(&plain)) {
+            (Some(c), Some(plain)) => format!("{:.2}", c.p50_us / plain.p50_us),
+            _ => "-".into(),
         };
         println!(
-            "profile-guided (c) / plain (c°): halting idle p50 {:.2}{polling}, req/s {:.2}, CPU/req {:.2}",
-            c.halting.p50_us / plain.halting.p50_us,
+            "profile-guided (c) / plain (c°): halting idle p50 {}, polling idle p50 {}, req/s {:.2}, CPU/req {:.2}",
+            ratio(&|f| f.halting),
+            ratio(&|f| f.polling),
             c.rps / plain.rps,
             c.cpu_us / plain.cpu_us,
         );

@@ -75,6 +75,51 @@ impl Admin {
         }
     }
 
+    /// `ModelService/CreateDeployment`; returns the revision it committed at.
+    pub async fn deploy(&self, deployment: api::Deployment) -> anyhow::Result<i64> {
+        let request = api::CreateDeploymentRequest {
+            deployment: Some(deployment),
+        };
+        Ok(self
+            .models
+            .clone()
+            .create_deployment(request)
+            .await?
+            .into_inner()
+            .revision)
+    }
+
+    /// `RouterService/UpdateRouterSettings` with every field `settings`
+    /// sets; returns the revision it committed at.
+    pub async fn set_router(&self, settings: api::RouterSettings) -> anyhow::Result<i64> {
+        let request = api::UpdateRouterSettingsRequest {
+            settings: Some(settings),
+            ..Default::default()
+        };
+        Ok(self
+            .router
+            .clone()
+            .update_router_settings(request)
+            .await?
+            .into_inner()
+            .revision)
+    }
+
+    /// `TeamService/CreateTeam`; returns the revision it committed at.
+    pub async fn create_team(&self, team: api::Team) -> anyhow::Result<i64> {
+        let request = api::CreateTeamRequest {
+            team: Some(team),
+            ..Default::default()
+        };
+        Ok(self
+            .teams
+            .clone()
+            .create_team(request)
+            .await?
+            .into_inner()
+            .revision)
+    }
+
     /// `DataPlaneService/WaitForRevision`: returns once every connected data
     /// plane has applied `revision`; fails (naming the laggards) otherwise.
     pub async fn wait_for_revision(

@@ -140,33 +140,22 @@ impl Gateway {
     }
 
     pub async fn deploy(&self, deployment: api::Deployment) {
-        let r = self
+        let revision = self
             .admin
-            .models
-            .clone()
-            .create_deployment(api::CreateDeploymentRequest {
-                deployment: Some(deployment),
-            })
+            .deploy(deployment)
             .await
-            .expect("CreateDeployment")
-            .into_inner();
-        self.wrote(r.revision);
+            .expect("CreateDeployment");
+        self.wrote(revision);
     }
 
     /// Sets the router settings: every field `settings` sets.
     pub async fn set_router(&self, settings: api::RouterSettings) {
-        let r = self
+        let revision = self
             .admin
-            .router
-            .clone()
-            .update_router_settings(api::UpdateRouterSettingsRequest {
-                settings: Some(settings),
-                ..Default::default()
-            })
+            .set_router(settings)
             .await
-            .expect("UpdateRouterSettings")
-            .into_inner();
-        self.wrote(r.revision);
+            .expect("UpdateRouterSettings");
+        self.wrote(revision);
     }
 
     /// `model_name` served by OpenAI's API at the mock upstream as `upstream_model`.
@@ -212,23 +201,17 @@ impl Gateway {
     }
 
     pub async fn team(&self, team_id: &str, models: &[&str], access_groups: &[&str]) {
-        let r = self
+        let revision = self
             .admin
-            .teams
-            .clone()
-            .create_team(api::CreateTeamRequest {
-                team: Some(api::Team {
-                    team_id: team_id.into(),
-                    models: strings(models),
-                    access_groups: strings(access_groups),
-                    ..Default::default()
-                }),
+            .create_team(api::Team {
+                team_id: team_id.into(),
+                models: strings(models),
+                access_groups: strings(access_groups),
                 ..Default::default()
             })
             .await
-            .expect("CreateTeam")
-            .into_inner();
-        self.wrote(r.revision);
+            .expect("CreateTeam");
+        self.wrote(revision);
     }
 
     /// Sets a team's `access_groups` (to exactly this list, even empty).
