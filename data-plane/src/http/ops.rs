@@ -165,8 +165,10 @@ fn token_matches(token: Option<&Secret>, headers: &HeaderMap) -> bool {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
+            // The scheme is case-insensitive (RFC 9110), as in the key's
+            // parsing (`request::auth`).
+            let (scheme, rest) = v.trim_start().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(rest)
         })
     else {
         return false;
@@ -198,6 +200,19 @@ mod tests {
         );
         assert!(!token_matches(Some(&token), &headers));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("dp-token"));
+        assert!(!token_matches(Some(&token), &headers));
+        for scheme in ["bearer", "BEARER", "BeArEr"] {
+            let value = format!("{scheme} dp-token");
+            headers.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&value).unwrap(),
+            );
+            assert!(token_matches(Some(&token), &headers), "{scheme}");
+        }
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dp-token"),
+        );
         assert!(!token_matches(Some(&token), &headers));
     }
 }
