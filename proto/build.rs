@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "sluice/admin/v1/models.proto",
         "sluice/admin/v1/router.proto",
         "sluice/admin/v1/credits.proto",
+        "sluice/admin/v1/usage.proto",
         "sluice/admin/v1/config.proto",
         "sluice/admin/v1/data_planes.proto",
         "sluice/config/v1/snapshot.proto",

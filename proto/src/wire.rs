@@ -15,7 +15,8 @@
 
 use crate::admin::v1::{AccessGroup, Deployment, ModelAlias, Organization, RouterSettings, Team};
 use crate::config::v1::{
-    ControlPlaneMessage, Delta, FleetCooldowns, ObjectRef, Snapshot, control_plane_message,
+    ControlPlaneMessage, Delta, FleetCooldowns, ObjectRef, Snapshot, UsageAck, UsageTotals,
+    control_plane_message,
 };
 use prost::Message;
 use prost::bytes::{BufMut, Bytes};
@@ -117,7 +118,7 @@ pub struct DeltaWire {
 /// `sluice.config.v1.ControlPlaneMessage`, keys left encoded.
 #[derive(Clone, PartialEq, Message)]
 pub struct ControlPlaneMessageWire {
-    #[prost(oneof = "UpdateWire", tags = "1, 2, 4")]
+    #[prost(oneof = "UpdateWire", tags = "1, 2, 4, 5, 6")]
     pub message: Option<UpdateWire>,
     #[prost(string, tag = "3")]
     pub control_plane_id: String,
@@ -134,6 +135,11 @@ pub enum UpdateWire {
     /// it is the generated type as is.
     #[prost(message, tag = "4")]
     Cooldowns(FleetCooldowns),
+    /// Usage (DESIGN §7): not configuration either.
+    #[prost(message, tag = "5")]
+    UsageAck(UsageAck),
+    #[prost(message, tag = "6")]
+    UsageTotals(UsageTotals),
 }
 
 impl From<Snapshot> for SnapshotWire {
@@ -173,6 +179,8 @@ impl From<ControlPlaneMessage> for ControlPlaneMessageWire {
                 control_plane_message::Message::Snapshot(s) => UpdateWire::Snapshot(s.into()),
                 control_plane_message::Message::Delta(d) => UpdateWire::Delta(d.into()),
                 control_plane_message::Message::Cooldowns(c) => UpdateWire::Cooldowns(c),
+                control_plane_message::Message::UsageAck(a) => UpdateWire::UsageAck(a),
+                control_plane_message::Message::UsageTotals(t) => UpdateWire::UsageTotals(t),
             }),
             control_plane_id: m.control_plane_id,
         }
