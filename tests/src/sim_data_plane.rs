@@ -135,6 +135,8 @@ impl SimDataPlane {
                         Some(Outbound::Snapshot(_)) => "snapshot",
                         Some(Outbound::Delta(_)) => "delta",
                         Some(Outbound::Cooldowns(_)) => "cooldowns",
+                        Some(Outbound::UsageAck(_)) => "usage_ack",
+                        Some(Outbound::UsageTotals(_)) => "usage_totals",
                         None => "none",
                     };
                     s.kinds.push(kind);
@@ -146,6 +148,8 @@ impl SimDataPlane {
                             let _ = cooldowns_tx.send(s.cooldowns.len());
                             continue;
                         }
+                        // Usage is not configuration: nothing to answer.
+                        Some(Outbound::UsageAck(_) | Outbound::UsageTotals(_)) => continue,
                         Some(Outbound::Snapshot(snap)) => {
                             s.objects = objects_of(&snap);
                             s.revision = snap.revision;

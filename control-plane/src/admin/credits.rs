@@ -2,7 +2,9 @@
 //! so concurrent grants all count.
 
 use sluice_proto::admin::v1::credit_service_server::CreditService;
-use sluice_proto::admin::v1::{AddCreditsRequest, AddCreditsResponse, Team};
+use sluice_proto::admin::v1::{
+    AddCreditsRequest, AddCreditsResponse, GetBalanceRequest, GetBalanceResponse, Team,
+};
 use tonic::{Request, Response, Status};
 
 use super::Admin;
@@ -48,5 +50,16 @@ impl CreditService for Admin {
         })?;
         tracing::info!(team_id = %req.team_id, amount = req.amount, reason = %req.reason, "added credits");
         Ok(Response::new(resp))
+    }
+
+    async fn get_balance(
+        &self,
+        _request: Request<GetBalanceRequest>,
+    ) -> Result<Response<GetBalanceResponse>, Status> {
+        // Until usage is counted (issue 18, in progress) there is no used
+        // figure to answer with.
+        Err(Status::unimplemented(
+            "GetBalance needs usage reporting, which is not finished yet",
+        ))
     }
 }

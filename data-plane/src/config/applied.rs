@@ -114,9 +114,12 @@ impl AppliedConfig {
         match message.into().message {
             Some(UpdateWire::Snapshot(s)) => self.apply_snapshot(s),
             Some(UpdateWire::Delta(d)) => self.apply_delta(d),
-            // Fleet cooldowns are not configuration: the stream client hands
-            // them to the router and never here.
-            Some(UpdateWire::Cooldowns(_)) | None => {
+            // Fleet cooldowns and usage are not configuration: the stream
+            // client hands them to the router and the ledger, never here.
+            Some(
+                UpdateWire::Cooldowns(_) | UpdateWire::UsageAck(_) | UpdateWire::UsageTotals(_),
+            )
+            | None => {
                 self.metrics.nacked();
                 let reason = "the message carries neither a snapshot nor a delta \
                               (a newer protocol?)"
