@@ -6,6 +6,7 @@
 //!   sent, and what an upstream is sent).
 //! - [`openai`]: OpenAI's error shape.
 //! - [`sse`]: server-sent events, as OpenAI-compatible APIs stream them.
+//! - [`usage`]: the tokens an answer used, from a whole answer or a stream.
 //!
 //! Other APIs' formats (Anthropic's `/v1/messages`, OpenAI's
 //! `/v1/responses`) and the conversions between them go here, one module
@@ -13,6 +14,7 @@
 
 pub mod openai;
 pub mod sse;
+pub mod usage;
 
 /// The API a request body (and its answer) is shaped for. The inbound route
 /// ([`crate::request::Route`]) says which format the client speaks; the
