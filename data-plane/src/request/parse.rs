@@ -6,10 +6,13 @@
 //! borrowed [`RawValue`] points into the input), and [`Parsed::with_model`]
 //! splices the upstream name in. Nothing is re-serialised, so key order,
 //! whitespace, number spellings (`1.0e0`) and unknown fields reach the
-//! provider as the client wrote them.
+//! provider as the client wrote them. [`Parsed::upstream_body`] does the
+//! same, in the same copy, for `stream_options` when a stream is to be
+//! metered.
 //!
 //! Every failure here is a 400 or a 413 ([`RequestError`]); no input panics.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
@@ -84,9 +87,17 @@ pub struct Parsed {
     pub fallbacks: RequestFallbacks,
     /// The prompt's estimated tokens ([`estimate_tokens`]).
     pub prompt_tokens: u64,
+    /// `stream_options: {"include_usage": true}`: the client wants the
+    /// final usage chunk, so it is not kept from it.
+    pub include_usage: bool,
+    /// `max_completion_tokens`, else `max_tokens`.
+    pub max_tokens: Option<u64>,
     body: Bytes,
     /// Where `model`'s JSON value (with its quotes) sits in `body`.
     model_span: Range<usize>,
+    /// How to make a stream's body ask for usage (the span of `body` to
+    /// replace, and with what); `None` when it needs no asking.
+    usage_edit: Option<(Range<usize>, Cow<'static, str>)>,
 }
 
 impl Parsed {
@@ -110,6 +121,35 @@ impl Parsed {
         // Vec cannot fail.
         let _ = serde_json::to_writer(&mut out, model);
         out.extend_from_slice(&self.body[self.model_span.end..]);
+        Bytes::from(out)
+    }
+
+    /// The body for the upstream: [`Parsed::with_model`], and with
+    /// `ask_usage`, a stream whose client did not ask for the final usage
+    /// chunk asks for it (`stream_options.include_usage`), every other byte
+    /// kept.
+    pub fn upstream_body(&self, model: &str, ask_usage: bool) -> Bytes {
+        let edit = match &self.usage_edit {
+            Some(edit) if ask_usage && self.stream && !self.include_usage => edit,
+            _ => return self.with_model(model),
+        };
+        let mut quoted = Vec::with_capacity(model.len() + 2);
+        // Writing a &str to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut quoted, model);
+        let mut edits = [
+            (self.model_span.clone(), &quoted[..]),
+            (edit.0.clone(), edit.1.as_bytes()),
+        ];
+        // The spans are disjoint members (or an insertion before both).
+        edits.sort_by_key(|(span, _)| span.start);
+        let mut out = Vec::with_capacity(self.body.len() + quoted.len() + edit.1.len());
+        let mut at = 0;
+        for (span, with) in edits {
+            out.extend_from_slice(&self.body[at..span.start]);
+            out.extend_from_slice(with);
+            at = span.end;
+        }
+        out.extend_from_slice(&self.body[at..]);
         Bytes::from(out)
     }
 }
@@ -280,6 +320,10 @@ pub fn parse(format: Format, body: Bytes) -> Result<Parsed, Refused> {
             )));
         }
     };
+    // Both are checked, so a bad one is refused even where the other wins.
+    let max_completion_tokens =
+        read_max_tokens("max_completion_tokens", fields.max_completion_tokens).map_err(refused)?;
+    let max_tokens = read_max_tokens("max_tokens", fields.max_tokens).map_err(refused)?;
     let (name, allowed) = required_input(format);
     let input = INPUTS
         .iter()
@@ -305,20 +349,13 @@ pub fn parse(format: Format, body: Bytes) -> Result<Parsed, Refused> {
         }
         Some(_) => {}
     }
-    // The raw value borrows from `body`, so its address gives its offset.
-    let start = (raw_model.get().as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
-    let span = start..start + raw_model.get().len();
-    if body
-        .get(span.clone())
-        .map(|b| b == raw_model.get().as_bytes())
-        != Some(true)
-    {
+    let Some(span) = value_span(&body, raw_model) else {
         // Cannot happen with a borrowed RawValue; refusing beats corrupting.
         return Err(refused(RequestError::invalid(
             Some("model"),
             "`model` could not be located in the body",
         )));
-    }
+    };
     if let Some((name, raw)) = [
         ("fallbacks", fields.fallbacks),
         ("disable_fallbacks", fields.disable_fallbacks),
@@ -344,14 +381,119 @@ pub fn parse(format: Format, body: Bytes) -> Result<Parsed, Refused> {
         parsed.fallbacks.disabled |= controls.disabled;
         return Ok(parsed);
     }
+    let include_usage = fields.stream_options.is_some_and(asks_usage);
+    let usage_edit = if stream && !include_usage {
+        Some(usage_edit(&body, fields.stream_options).ok_or_else(|| {
+            refused(RequestError::invalid(
+                Some("stream_options"),
+                "`stream_options` could not be located in the body",
+            ))
+        })?)
+    } else {
+        None
+    };
     Ok(Parsed {
         model,
         stream,
         fallbacks: RequestFallbacks::default(),
         prompt_tokens: estimate_tokens(&body),
+        include_usage,
+        max_tokens: max_completion_tokens.or(max_tokens),
         model_span: span,
+        usage_edit,
         body: body.clone(),
     })
+}
+
+/// Where `raw`, borrowed from `body`, sits in it: its address gives its
+/// offset.
+fn value_span(body: &[u8], raw: &RawValue) -> Option<Range<usize>> {
+    let start = (raw.get().as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+    let span = start..start.checked_add(raw.get().len())?;
+    (body.get(span.clone())? == raw.get().as_bytes()).then_some(span)
+}
+
+/// `max_tokens` or `max_completion_tokens`: a count, or `null` for none.
+fn read_max_tokens(
+    name: &'static str,
+    raw: Option<&RawValue>,
+) -> Result<Option<u64>, RequestError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    match JsonType::of(raw) {
+        JsonType::Null => Ok(None),
+        JsonType::Number => serde_json::from_str::<u64>(raw.get())
+            .map(Some)
+            .map_err(|_| {
+                let shown: String = raw.get().chars().take(40).collect();
+                RequestError::invalid(
+                    Some(name),
+                    format!("`{name}` must be a non-negative integer, got {shown}"),
+                )
+            }),
+        other => Err(RequestError::invalid(
+            Some(name),
+            format!(
+                "`{name}` must be a non-negative integer, got {}",
+                other.describe()
+            ),
+        )),
+    }
+}
+
+/// Whether `stream_options` is an object with `include_usage: true`.
+fn asks_usage(raw: &RawValue) -> bool {
+    JsonType::of(raw) == JsonType::Object
+        && serde_json::from_str::<StreamOptions>(raw.get())
+            .is_ok_and(|o| o.include_usage.is_some_and(|u| u.get() == "true"))
+}
+
+/// `stream_options`' one member of interest; the others are skipped.
+#[derive(serde::Deserialize)]
+struct StreamOptions<'a> {
+    #[serde(borrow)]
+    include_usage: Option<&'a RawValue>,
+}
+
+/// The edit that makes `body` ask for the final usage chunk, given its
+/// `stream_options` (which does not ask already): a span to replace and
+/// what to put there. Inserting rather than re-serialising keeps the
+/// client's bytes wherever a value can be left as it is.
+fn usage_edit(body: &[u8], raw: Option<&RawValue>) -> Option<(Range<usize>, Cow<'static, str>)> {
+    let Some(raw) = raw else {
+        // The object's `{`: parsing it proved it is the first byte after
+        // whitespace, and it has a `model`, so a comma follows the insert.
+        let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
+        let at = open + 1;
+        return Some((
+            at..at,
+            Cow::Borrowed(r#""stream_options":{"include_usage":true},"#),
+        ));
+    };
+    let span = value_span(body, raw)?;
+    if JsonType::of(raw) != JsonType::Object {
+        return Some((span, Cow::Borrowed(r#"{"include_usage":true}"#)));
+    }
+    let mut options: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(raw.get()).ok()?;
+    if !options.contains_key("include_usage") {
+        let at = span.start + 1;
+        let text = if options.is_empty() {
+            r#""include_usage":true"#
+        } else {
+            r#""include_usage":true,"#
+        };
+        return Some((at..at, Cow::Borrowed(text)));
+    }
+    // `include_usage` is there but not true (false, null, a string): adding
+    // another would leave the provider to pick one, so the small value is
+    // written anew.
+    options.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
+    Some((
+        span,
+        Cow::Owned(serde_json::Value::Object(options).to_string()),
+    ))
 }
 
 /// Reads `fallbacks` or `disable_fallbacks` into `out`.
@@ -530,6 +672,9 @@ struct TopLevel<'a> {
     stream: Option<&'a RawValue>,
     fallbacks: Option<&'a RawValue>,
     disable_fallbacks: Option<&'a RawValue>,
+    stream_options: Option<&'a RawValue>,
+    max_tokens: Option<&'a RawValue>,
+    max_completion_tokens: Option<&'a RawValue>,
     /// `messages`, `prompt`, `input` in that order ([`INPUTS`]): whichever
     /// the endpoint needs is checked.
     inputs: [Option<&'a RawValue>; 3],
@@ -558,13 +703,28 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
             stream: None,
             fallbacks: None,
             disable_fallbacks: None,
+            stream_options: None,
+            max_tokens: None,
+            max_completion_tokens: None,
             inputs: [None; 3],
         };
         // Keys are decoded (so `"mo\u0064el"` counts as `model`); a
         // duplicate `model` is refused, since the provider might read the
-        // other one than we rewrote.
+        // other one than we rewrote. The other fields read here came after
+        // duplicates were let through, so the last one wins, as it does in
+        // the JSON parsers providers use.
         while let Some(FieldName(key)) = map.next_key()? {
             let value: &'de RawValue = map.next_value()?;
+            let last_wins = match &*key {
+                "stream_options" => Some(&mut out.stream_options),
+                "max_tokens" => Some(&mut out.max_tokens),
+                "max_completion_tokens" => Some(&mut out.max_completion_tokens),
+                _ => None,
+            };
+            if let Some(slot) = last_wins {
+                *slot = Some(value);
+                continue;
+            }
             let slot = match &*key {
                 "model" => &mut out.model,
                 "stream" => &mut out.stream,
@@ -697,6 +857,141 @@ mod tests {
             )),
             None,
             "a duplicate is refused as JSON"
+        );
+    }
+
+    fn json(bytes: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(bytes).expect("JSON")
+    }
+
+    #[test]
+    fn max_tokens_are_read_and_checked() {
+        let chat = Format::ChatCompletions;
+        let max = |extra: &str| {
+            parse_str(chat, &format!(r#"{{"model":"m","messages":[]{extra}}}"#))
+                .map(|p| p.max_tokens)
+        };
+        assert_eq!(max("").unwrap(), None);
+        assert_eq!(max(r#","max_tokens":10"#).unwrap(), Some(10));
+        assert_eq!(max(r#","max_tokens":null"#).unwrap(), None);
+        assert_eq!(max(r#","max_completion_tokens":7"#).unwrap(), Some(7));
+        assert_eq!(
+            max(r#","max_completion_tokens":7,"max_tokens":10"#).unwrap(),
+            Some(7)
+        );
+        assert_eq!(
+            max(r#","max_tokens":10,"max_completion_tokens":null"#).unwrap(),
+            Some(10)
+        );
+        assert_eq!(
+            max(r#","max_tokens":1,"max_tokens":2"#).unwrap(),
+            Some(2),
+            "a duplicate is let through, as before, and the last wins"
+        );
+        for (extra, param) in [
+            (r#","max_tokens":-1"#, "max_tokens"),
+            (r#","max_tokens":1.5"#, "max_tokens"),
+            (r#","max_tokens":"10""#, "max_tokens"),
+            (r#","max_completion_tokens":[1]"#, "max_completion_tokens"),
+            (
+                r#","max_completion_tokens":5,"max_tokens":true"#,
+                "max_tokens",
+            ),
+            (r#","max_tokens":18446744073709551616"#, "max_tokens"),
+        ] {
+            let refused = max(extra).expect_err(extra);
+            assert_eq!(refused.model.as_deref(), Some("m"));
+            let RequestError::Invalid {
+                param: got,
+                message,
+            } = refused.error
+            else {
+                panic!("{extra}: not a 400");
+            };
+            assert_eq!(got, Some(param), "{extra}");
+            assert!(message.contains(param), "{message}");
+        }
+    }
+
+    #[test]
+    fn include_usage_is_read() {
+        let chat = Format::ChatCompletions;
+        let include = |extra: &str| {
+            parse_str(
+                chat,
+                &format!(r#"{{"model":"m","messages":[],"stream":true{extra}}}"#),
+            )
+            .expect(extra)
+            .include_usage
+        };
+        assert!(include(r#","stream_options":{"include_usage":true}"#));
+        assert!(include(
+            r#","stream_options" : { "x":1, "include_usage" : true }"#
+        ));
+        assert!(!include(""));
+        assert!(!include(r#","stream_options":null"#));
+        assert!(!include(r#","stream_options":{"include_usage":false}"#));
+        assert!(!include(r#","stream_options":{"include_usage":"true"}"#));
+        assert!(!include(r#","stream_options":[true]"#));
+    }
+
+    #[test]
+    fn a_stream_is_made_to_ask_for_usage_byte_for_byte() {
+        let chat = Format::ChatCompletions;
+        let sent = |body: &str| {
+            let parsed = parse_str(chat, body).expect(body);
+            let out = parsed.upstream_body("u", true);
+            String::from_utf8(out.to_vec()).expect("utf-8")
+        };
+        for (body, want) in [
+            (
+                r#" {"model":"m", "messages":[],"stream":true}"#,
+                r#" {"stream_options":{"include_usage":true},"model":"u", "messages":[],"stream":true}"#,
+            ),
+            (
+                r#"{"stream":true,"messages":[],"stream_options":null,"model":"m"}"#,
+                r#"{"stream":true,"messages":[],"stream_options":{"include_usage":true},"model":"u"}"#,
+            ),
+            (
+                r#"{"model":"m","stream_options":{ },"messages":[],"stream":true}"#,
+                r#"{"model":"u","stream_options":{"include_usage":true },"messages":[],"stream":true}"#,
+            ),
+            (
+                r#"{"stream_options":{"continuous_usage_stats":1.0e0},"model":"m","messages":[],"stream":true}"#,
+                r#"{"stream_options":{"include_usage":true,"continuous_usage_stats":1.0e0},"model":"u","messages":[],"stream":true}"#,
+            ),
+            (
+                r#"{"model":"m","stream_options":{"include_usage":false},"messages":[],"stream":true}"#,
+                r#"{"model":"u","stream_options":{"include_usage":true},"messages":[],"stream":true}"#,
+            ),
+            (
+                r#"{"model":"m","stream\u005foptions":{"include_usage":null},"messages":[],"stream":true}"#,
+                r#"{"model":"u","stream\u005foptions":{"include_usage":true},"messages":[],"stream":true}"#,
+            ),
+        ] {
+            assert_eq!(sent(body), want, "{body}");
+        }
+        // Nothing to ask: as `with_model`.
+        for body in [
+            r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#,
+            r#"{"model":"m","messages":[]}"#,
+            r#"{"model":"m","messages":[],"stream":false,"stream_options":null}"#,
+        ] {
+            let parsed = parse_str(chat, body).expect(body);
+            assert_eq!(parsed.upstream_body("u", true), parsed.with_model("u"));
+        }
+        let parsed = parse_str(chat, r#"{"model":"m","messages":[],"stream":true}"#).unwrap();
+        assert_eq!(parsed.upstream_body("m", false), parsed.with_model("m"));
+        assert!(!parsed.include_usage);
+        // Fallback controls cut, then the option added, in the body sent.
+        let parsed = parse_str(
+            chat,
+            r#"{"fallbacks":["b"],"model":"m","stream":true,"messages":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            &parsed.upstream_body("u", true)[..],
+            br#"{"stream_options":{"include_usage":true},"model":"u","stream":true,"messages":[]}"#
         );
     }
 
@@ -945,6 +1240,88 @@ mod tests {
                 let value: serde_json::Value =
                     serde_json::from_slice(&rewritten).expect("still JSON");
                 prop_assert_eq!(&value["model"], "upstream");
+                let asking = json(&parsed.upstream_body("upstream", true));
+                prop_assert_eq!(&asking["model"], "upstream");
+                if parsed.stream {
+                    prop_assert_eq!(&asking["stream_options"]["include_usage"], true);
+                }
+            }
+        }
+
+        /// Wherever `stream_options` and `model` sit, however the body is
+        /// spaced and escaped, the body asking for usage is the same object
+        /// with the new model and `include_usage: true`.
+        #[test]
+        fn asking_for_usage_keeps_the_object(
+            extra in proptest::collection::btree_map(
+                "x_[a-z\u{e9}\\\\\"]{0,4}",
+                prop_oneof![
+                    any::<i64>().prop_map(|n| n.to_string()),
+                    Just(r#""a\"b\u00e9""#.to_owned()),
+                    Just(r#"{"usage":null,"include_usage":true}"#.to_owned()),
+                    Just("[1, {}]".to_owned()),
+                ],
+                0..5,
+            ),
+            options in proptest::option::of(prop_oneof![
+                Just("null"),
+                Just("{}"),
+                Just("{ }"),
+                Just(r#"{"include_usage":true}"#),
+                Just(r#"{"include_usage":false}"#),
+                Just(r#"{"include_usage":null,"x":[1]}"#),
+                Just(r#"{"x":{"include_usage":false}}"#),
+                Just(r#"{"incl\u0075de_usage":true}"#),
+                Just("7"),
+                Just(r#""yes""#),
+            ]),
+            model_key in prop_oneof![Just(r#""model""#), Just(r#""mo\u0064el""#)],
+            options_key in prop_oneof![
+                Just(r#""stream_options""#),
+                Just(r#""stream\u005foptions""#),
+            ],
+            stream in prop_oneof![Just("true"), Just("false"), Just("null")],
+            order in Just((0..9usize).collect::<Vec<_>>()).prop_shuffle(),
+            space in prop_oneof![Just(""), Just(" "), Just("\n\t "), Just("\r\n")],
+            model in ".{1,8}",
+        ) {
+            prop_assume!(!model.trim().is_empty());
+            let mut members = vec![
+                format!("{model_key}{space}:{space}\"m\""),
+                format!("\"stream\":{stream}"),
+                format!("\"messages\":{space}[]"),
+            ];
+            if let Some(options) = options {
+                members.push(format!("{options_key}{space}:{space}{options}"));
+            }
+            for (k, v) in &extra {
+                let key = serde_json::to_string(k).unwrap();
+                members.push(format!("{key}:{space}{v}"));
+            }
+            let ordered: Vec<&str> = order
+                .iter()
+                .filter_map(|i| members.get(*i).map(|m| m.as_str()))
+                .collect();
+            let comma = format!("{space},{space}");
+            let body = format!("{space}{{{space}{}{space}}}{space}", ordered.join(&comma));
+            let parsed = parse(Format::ChatCompletions, Bytes::from(body.clone()))
+                .map_err(|e| TestCaseError::fail(format!("{body}: {e:?}")))?;
+            let mut want = json(body.as_bytes());
+            want["model"] = model.clone().into();
+            if stream == "true" {
+                match &mut want["stream_options"] {
+                    serde_json::Value::Object(o) => {
+                        o.insert("include_usage".into(), true.into());
+                    }
+                    other => *other = serde_json::json!({"include_usage": true}),
+                }
+            }
+            let sent = parsed.upstream_body(&model, true);
+            prop_assert_eq!(json(&sent), want, "{}", body);
+            // Members other than the edited ones keep their bytes.
+            let text = std::str::from_utf8(&sent).unwrap();
+            for m in members.iter().skip(4).chain(&members[1..3]) {
+                prop_assert!(text.contains(m.as_str()), "{} in {}", m, text);
             }
         }
 
