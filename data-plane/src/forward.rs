@@ -4,8 +4,9 @@
 //! - Sent through [`Upstream`], the one pooled client (direct, or through
 //!   the environment's proxy), to the deployment's target (URL and provider
 //!   headers), made once and kept with the deployment.
-//! - The body is the client's, byte for byte, with only `model` rewritten
-//!   ([`crate::request::parse::Parsed::with_model`]).
+//! - The body is the client's, byte for byte, with only `model` rewritten,
+//!   and a stream asked for its usage chunk when the client did not
+//!   ([`crate::request::parse::Parsed::upstream_body`]).
 //! - `x-request-id` goes upstream with the request.
 //! - The attempt's timeout (the router's choice: the deployment's
 //!   `timeout`, cut to what is left of the request's) covers the whole
@@ -82,6 +83,9 @@ pub struct Call<'a> {
     pub stream_timeout: Option<Duration>,
     /// Set if the answer's stream is cut after its first event.
     pub interruption: &'a Interruption,
+    /// Ask a stream for its final usage chunk (`stream_options.include_usage`)
+    /// when the client did not.
+    pub ask_usage: bool,
 }
 
 /// Sends `call` and returns the answer to relay. Metrics for the upstream
@@ -104,7 +108,9 @@ pub async fn forward(
                             upstream.is_proxied(uri)
                         })
                     })?;
-            let mut request = Request::new(call.request.with_model(call.upstream_model));
+            let ask_usage = call.ask_usage && call.format != Format::Embeddings;
+            let mut request =
+                Request::new(call.request.upstream_body(call.upstream_model, ask_usage));
             *request.method_mut() = Method::POST;
             let headers = request.headers_mut();
             headers.insert(
@@ -347,7 +353,13 @@ async fn answer_mock(call: Call<'_>) -> Result<Answer, UpstreamError> {
         tokio::time::sleep(settings.latency).await;
     }
     Ok(
-        match mock::answer(&settings, call.format, call.request, call.upstream_model) {
+        match mock::answer(
+            &settings,
+            call.format,
+            call.request,
+            call.upstream_model,
+            call.ask_usage,
+        ) {
             mock::Reply::Json { status, body } if !status.is_success() => {
                 return Err(UpstreamError::Status {
                     status,

@@ -69,6 +69,11 @@ const RULES: &[(&str, &[&str])] = &[
         "meter",
         &["body", "headers", "metrics", "formats", "config", "request"],
     ),
+    // Metering, budgets and credits: beside the meter, below the server.
+    (
+        "usage",
+        &["body", "headers", "metrics", "formats", "config", "request"],
+    ),
     // The top: the server imports the request path; nothing imports it but
     // the serving machinery (and `main`).
     (
@@ -87,6 +92,7 @@ const RULES: &[(&str, &[&str])] = &[
             "forward",
             "router",
             "meter",
+            "usage",
         ],
     ),
     (
@@ -105,6 +111,7 @@ const RULES: &[(&str, &[&str])] = &[
             "forward",
             "router",
             "meter",
+            "usage",
             "http",
         ],
     ),
@@ -289,7 +296,7 @@ fn the_rules_catch_what_they_forbid() {
     );
     assert_eq!(broken.len(), 1, "{broken:#?}");
     // A part without a rule is reported, so a new folder gets one.
-    assert_eq!(violations(Path::new("usage/mod.rs"), "").len(), 1);
+    assert_eq!(violations(Path::new("quotas/mod.rs"), "").len(), 1);
     assert!(violations(Path::new("main.rs"), "use crate::http;").is_empty());
     assert_eq!(
         paths_in("x = $crate::a; y = crate::b::c(); // crate::d"),

@@ -47,6 +47,13 @@
 //!    [`upstream::UpstreamError`] by kind), streamed back with back-pressure.
 //! 6. [`meter`]: metrics and one log line when the answer is over.
 //!
+//! **Usage** ([`usage`], DESIGN §7): before routing, admission against the
+//! key's, team's and organization's budgets and the team's credits (atomics,
+//! no network); on the answer, its `usage` read as it passes; when it ends,
+//! the cost settled and the usage journaled to disk, then reported in
+//! batches on the config stream, whose answers bring back the fleet's
+//! totals.
+//!
 //! **Wire formats** ([`formats`]): what a body is shaped for
 //! ([`formats::Format`], the upstream's as much as the client's), OpenAI's
 //! error shape, server-sent events; pure.
@@ -66,8 +73,7 @@
 //! metrics, names in one table), [`tls`] (the HTTPS server's certificate and
 //! the config stream's TLS, from PEM files).
 //!
-//! Still to come: usage reporting, budgets and rate limits, non-OpenAI wire
-//! formats.
+//! Still to come: rate limits across data planes, non-OpenAI wire formats.
 
 pub mod backoff;
 pub mod body;
@@ -84,6 +90,7 @@ pub mod router;
 pub mod serve;
 pub mod tls;
 pub mod upstream;
+pub mod usage;
 
 #[cfg(test)]
 mod layout_rules;

@@ -13,7 +13,7 @@ use sluice_data_plane::DEFAULT_LISTEN;
 use sluice_data_plane::config::applied::AppliedConfig;
 use sluice_data_plane::config::cache;
 use sluice_data_plane::config::discovery::{
-    DEFAULT_CONTROL_PLANE, Discovery, DiscoveryOptions, TOKEN_ENV,
+    DEFAULT_CONTROL_PLANE, Discovery, DiscoveryOptions, TOKEN_ENV, UsageHeard, UsageStream,
 };
 use sluice_data_plane::config::secrets::Secret;
 use sluice_data_plane::http::{self, HttpState, Limits};
@@ -25,6 +25,7 @@ use sluice_data_plane::serve::log_writer::LogWriter;
 use sluice_data_plane::serve::workers::{self, Workers};
 use sluice_data_plane::tls::{self, ControlPlaneTls, PemFile};
 use sluice_data_plane::upstream::{self, Upstream};
+use sluice_data_plane::usage::Metering;
 use tokio::sync::watch;
 
 #[derive(Debug, Parser)]
@@ -53,6 +54,17 @@ struct Args {
     /// Where the last good snapshot is kept, to start without a control plane.
     #[arg(long, env = "SLUICE_SNAPSHOT_CACHE")]
     snapshot_cache: Option<PathBuf>,
+    /// Where every answered request's usage is journaled before it is
+    /// reported (DESIGN §7). Default: the --snapshot-cache file's name with
+    /// `.usage` added, beside it; with neither, usage is kept in memory only and a
+    /// restart loses what was not yet reported.
+    #[arg(long, env = "SLUICE_USAGE_JOURNAL")]
+    usage_journal: Option<PathBuf>,
+    /// On SIGTERM, how long to keep reporting usage to the control plane
+    /// after the last request is answered, in milliseconds; what is left
+    /// stays journaled and is reported after the restart.
+    #[arg(long, env = "SLUICE_USAGE_DRAIN_MS", default_value_t = 3000)]
+    usage_drain_ms: u64,
     /// Request bodies above this many bytes are refused with 413.
     #[arg(long, env = "SLUICE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: u64,
@@ -332,8 +344,44 @@ async fn main() -> anyhow::Result<()> {
     });
     let (router, reports) = Router::new();
     let fleet = router.fleet(reports, Arc::clone(&metrics));
-    let stream =
-        tokio::spawn(discovery.run_with_fleet(Arc::clone(&applied), Arc::clone(&metrics), fleet));
+    let journal = args.usage_journal.clone().or_else(|| {
+        args.snapshot_cache.as_ref().map(|cache| {
+            let mut name = cache.clone().into_os_string();
+            name.push(".usage");
+            PathBuf::from(name)
+        })
+    });
+    if journal.is_none() {
+        tracing::warn!(
+            "no --usage-journal or --snapshot-cache: usage is kept in memory only, and a \
+             restart loses what was not yet reported"
+        );
+    }
+    let (usage, link) = {
+        let (journal, applied, metrics) =
+            (journal.clone(), Arc::clone(&applied), Arc::clone(&metrics));
+        tokio::task::spawn_blocking(move || {
+            Metering::start(journal.as_deref(), applied.current().as_deref(), metrics)
+        })
+        .await
+        .context("opening the usage journal")??
+    };
+    let usage_stream = UsageStream {
+        reports: link.reports,
+        heard: {
+            let metering = Arc::clone(&link.metering);
+            Box::new(move |heard| match heard {
+                UsageHeard::Counted(ack) => metering.counted(ack),
+                UsageHeard::Totals(totals) => metering.totals(&totals),
+            })
+        },
+    };
+    let stream = tokio::spawn(discovery.run_with(
+        Arc::clone(&applied),
+        Arc::clone(&metrics),
+        fleet,
+        usage_stream,
+    ));
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
@@ -355,6 +403,7 @@ async fn main() -> anyhow::Result<()> {
             token: token.clone(),
             upstream: Upstream::new(&upstream_tls)?,
             router: Arc::clone(&router),
+            usage: Arc::clone(&usage),
             limits,
             tls: https.clone(),
         })
@@ -375,8 +424,23 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("shutting down: draining HTTP requests, saving the snapshot cache");
     let _ = stop.send(true);
-    stream.abort();
     workers.join().await;
+    // Every answer is out: its usage is journaled; report what can be
+    // reported while the stream is still up.
+    let drain = Duration::from_millis(args.usage_drain_ms);
+    let drained = {
+        let usage = Arc::clone(&usage);
+        tokio::task::spawn_blocking(move || usage.drain(drain)).await
+    };
+    match drained {
+        Ok(Some(d)) if d.unreported == 0 => tracing::info!("usage reported"),
+        Ok(Some(d)) => tracing::warn!(
+            unreported = d.unreported,
+            "usage not yet reported stays journaled, for after the restart"
+        ),
+        _ => tracing::warn!("the usage thread did not answer the drain"),
+    }
+    stream.abort();
     if let Some(writer) = cache_writer {
         let _ = writer.await;
     }

@@ -29,10 +29,23 @@
 //! | `sluice_router_no_healthy_total{model_group}` | counter | requests answered 503 `no_healthy_deployment` |
 //! | `sluice_router_cooldown_reports_total` | counter | own cooldowns queued to the control plane for the fleet |
 //! | `sluice_router_cooldown_reports_dropped_total` | counter | own cooldowns not reported (the queue to the control plane was full) |
+//! | `sluice_usage_requests_total{team, model_group}` | counter | answered requests metered (DESIGN §7) |
+//! | `sluice_usage_prompt_tokens_total{team, model_group}` | counter | prompt tokens metered (the upstream's `usage`, or the estimate) |
+//! | `sluice_usage_completion_tokens_total{team, model_group}` | counter | completion tokens metered |
+//! | `sluice_usage_spend_micro_usd_total{team, model_group}` | counter | spend metered, micro-USD |
+//! | `sluice_usage_estimated_total` | counter | requests metered from an estimate (the upstream reported no usage, or the client left first) |
+//! | `sluice_quota_refusals_total{kind}` | counter | requests refused 429 `insufficient_quota`: `key`, `team`, `organization` (budgets) or `credits` |
+//! | `sluice_usage_journal_backlog` | gauge | usage records journaled and not yet counted by the control plane |
+//! | `sluice_usage_reports_total` | counter | usage reports sent (resends included) |
+//! | `sluice_usage_records_counted_total` | counter | usage records the control plane confirmed counted |
+//! | `sluice_usage_report_latency_seconds` | histogram | from a report's sending to the control plane's answer |
 //!
 //! Labels come from the config (model group names, deployment ids), the
 //! status code and the fixed error-code list, so their cardinality is bounded;
 //! the requested model name is never a label (clients choose it freely).
+//! Usage is labelled by team and model group, never by key: a fleet has a
+//! few hundred teams and millions of keys, so the series are at most teams ×
+//! model groups; per-key figures are `UsageService/GetUsage`'s.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,6 +84,34 @@ pub struct Metrics {
     in_flight: Gauge,
     handler_panics: Counter,
     router: RouterMetrics,
+    usage: UsageMetrics,
+    /// Usage records journaled and not yet counted.
+    pub usage_backlog: Gauge,
+}
+
+/// Metering's metrics (DESIGN §7).
+#[derive(Debug)]
+struct UsageMetrics {
+    requests: Family<UsageLabels, Counter>,
+    prompt_tokens: Family<UsageLabels, Counter>,
+    completion_tokens: Family<UsageLabels, Counter>,
+    spend: Family<UsageLabels, Counter>,
+    estimated: Counter,
+    refusals: Family<RefusalLabel, Counter>,
+    reports: Counter,
+    counted: Counter,
+    report_latency: Histogram,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UsageLabels {
+    team: String,
+    model_group: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabel {
+    kind: &'static str,
 }
 
 /// The router's metrics (DESIGN §5).
@@ -299,7 +340,73 @@ impl Metrics {
             "Own cooldowns not reported because the queue to the control plane was full",
             router.reports_dropped.clone(),
         );
+        let usage = UsageMetrics {
+            requests: Family::default(),
+            prompt_tokens: Family::default(),
+            completion_tokens: Family::default(),
+            spend: Family::default(),
+            estimated: Counter::default(),
+            refusals: Family::default(),
+            reports: Counter::default(),
+            counted: Counter::default(),
+            // 1 ms to about 16 s.
+            report_latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+        };
+        registry.register(
+            "sluice_usage_requests",
+            "Answered requests metered, by team and model group",
+            usage.requests.clone(),
+        );
+        registry.register(
+            "sluice_usage_prompt_tokens",
+            "Prompt tokens metered, by team and model group",
+            usage.prompt_tokens.clone(),
+        );
+        registry.register(
+            "sluice_usage_completion_tokens",
+            "Completion tokens metered, by team and model group",
+            usage.completion_tokens.clone(),
+        );
+        registry.register(
+            "sluice_usage_spend_micro_usd",
+            "Spend metered in micro-USD, by team and model group",
+            usage.spend.clone(),
+        );
+        registry.register(
+            "sluice_usage_estimated",
+            "Requests metered from an estimate: no usage from the upstream, or the client left first",
+            usage.estimated.clone(),
+        );
+        registry.register(
+            "sluice_quota_refusals",
+            "Requests refused 429 insufficient_quota, by kind (key, team, organization, credits)",
+            usage.refusals.clone(),
+        );
+        let usage_backlog = Gauge::default();
+        registry.register(
+            "sluice_usage_journal_backlog",
+            "Usage records journaled and not yet counted by the control plane",
+            usage_backlog.clone(),
+        );
+        registry.register(
+            "sluice_usage_reports",
+            "Usage reports sent to the control plane, resends included",
+            usage.reports.clone(),
+        );
+        registry.register(
+            "sluice_usage_records_counted",
+            "Usage records the control plane confirmed counted",
+            usage.counted.clone(),
+        );
+        registry.register_with_unit(
+            "sluice_usage_report_latency",
+            "From sending a usage report to the control plane's answer",
+            Unit::Seconds,
+            usage.report_latency.clone(),
+        );
         Metrics {
+            usage,
+            usage_backlog,
             router,
             requests,
             request_duration,
@@ -319,6 +426,60 @@ impl Metrics {
             cache_load_errors,
             cache_write_errors,
             cache_revision,
+        }
+    }
+
+    /// One answered request's usage.
+    pub fn metered(
+        &self,
+        team: &str,
+        model_group: &str,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        spend: i64,
+        estimated: bool,
+    ) {
+        let labels = UsageLabels {
+            team: team.to_owned(),
+            model_group: model_group.to_owned(),
+        };
+        self.usage.requests.get_or_create(&labels).inc();
+        self.usage
+            .prompt_tokens
+            .get_or_create(&labels)
+            .inc_by(prompt_tokens);
+        self.usage
+            .completion_tokens
+            .get_or_create(&labels)
+            .inc_by(completion_tokens);
+        self.usage
+            .spend
+            .get_or_create(&labels)
+            .inc_by(u64::try_from(spend).unwrap_or(0));
+        if estimated {
+            self.usage.estimated.inc();
+        }
+    }
+
+    /// A request refused for a budget (`key`, `team`, `organization`) or
+    /// for credits.
+    pub fn quota_refused(&self, kind: &'static str) {
+        self.usage
+            .refusals
+            .get_or_create(&RefusalLabel { kind })
+            .inc();
+    }
+
+    pub fn usage_report_sent(&self) {
+        self.usage.reports.inc();
+    }
+
+    /// The control plane answered a report after `took`, confirming
+    /// `records`.
+    pub fn usage_counted(&self, records: u64, took: Option<Duration>) {
+        self.usage.counted.inc_by(records);
+        if let Some(took) = took {
+            self.usage.report_latency.observe(took.as_secs_f64());
         }
     }
 

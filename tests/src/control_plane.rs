@@ -232,6 +232,13 @@ impl ControlPlane {
         }
     }
 
+    /// Starts it again (after [`ControlPlane::kill`] or while running: then
+    /// killed first), on the same port and data directory.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
     /// Stops the process with SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -568,25 +568,35 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
     let model = request["model"].as_str().unwrap_or("").to_string();
     let response = match endpoint {
         Endpoint::Chat if request["stream"] == json!(true) => {
-            let include_usage = request["stream_options"]["include_usage"] == json!(true);
+            let include_usage = (request["stream_options"]["include_usage"] == json!(true))
+                .then(|| usage(&request));
             stream_chat(state, model, include_usage, gate, stream_fault)
         }
-        Endpoint::Chat => json_response(StatusCode::OK, &chat_completion(&model)),
-        Endpoint::Completions => json_response(StatusCode::OK, &text_completion(&model)),
+        Endpoint::Chat => json_response(StatusCode::OK, &chat_completion(&model, &request)),
+        Endpoint::Completions => json_response(StatusCode::OK, &text_completion(&model, &request)),
         Endpoint::Embeddings => json_response(StatusCode::OK, &embeddings(&model, &request)),
     };
     Ok(response)
 }
 
-fn usage() -> Value {
+/// The `usage` an answer reports: [`PROMPT_TOKENS`] and
+/// [`COMPLETION_TOKENS`], or what the request's `mock_usage` member asks
+/// for (`{"prompt_tokens": n, "completion_tokens": m}`: a gateway passes
+/// members it does not know), so metering tests can vary it per request.
+fn usage(request: &Value) -> Value {
+    let asked = &request["mock_usage"];
+    let prompt = asked["prompt_tokens"].as_u64().unwrap_or(PROMPT_TOKENS);
+    let completion = asked["completion_tokens"]
+        .as_u64()
+        .unwrap_or(COMPLETION_TOKENS);
     json!({
-        "prompt_tokens": PROMPT_TOKENS,
-        "completion_tokens": COMPLETION_TOKENS,
-        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
     })
 }
 
-fn chat_completion(model: &str) -> Value {
+fn chat_completion(model: &str, request: &Value) -> Value {
     json!({
         "id": "chatcmpl-mock-upstream",
         "object": "chat.completion",
@@ -598,18 +608,18 @@ fn chat_completion(model: &str) -> Value {
             "logprobs": null,
             "finish_reason": "stop",
         }],
-        "usage": usage(),
+        "usage": usage(request),
     })
 }
 
-fn text_completion(model: &str) -> Value {
+fn text_completion(model: &str, request: &Value) -> Value {
     json!({
         "id": "cmpl-mock-upstream",
         "object": "text_completion",
         "created": 1_700_000_000,
         "model": model,
         "choices": [{"index": 0, "text": CHAT_CONTENT, "logprobs": null, "finish_reason": "stop"}],
-        "usage": usage(),
+        "usage": usage(request),
     })
 }
 
@@ -672,7 +682,7 @@ fn sse(event: &Value) -> Bytes {
 fn stream_chat(
     state: Arc<Shared>,
     model: String,
-    include_usage: bool,
+    include_usage: Option<Value>,
     gate: Option<Arc<Notify>>,
     fault: Option<Fault>,
 ) -> Response<Body> {
@@ -745,10 +755,10 @@ fn stream_chat(
             }
         }
         let _ = send(sse(&chunk(&model, json!({}), json!("stop")))).await;
-        if include_usage {
+        if let Some(usage) = include_usage {
             let mut last = chunk(&model, json!({}), Value::Null);
             last["choices"] = json!([]);
-            last["usage"] = usage();
+            last["usage"] = usage;
             let _ = send(sse(&last)).await;
         }
         let _ = send(Bytes::from_static(b"data: [DONE]\n\n")).await;

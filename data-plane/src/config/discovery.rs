@@ -13,7 +13,10 @@
 //! own cooldowns ([`OwnCooldown`], queued by the router without waiting) go
 //! to the control plane as `CooldownReport`s, and the `FleetCooldowns` it
 //! relays from every data plane go to the router ([`Fleet::heard`]). They
-//! are not configuration: never ACKed, never cached.
+//! are not configuration: never ACKed, never cached. So does usage (DESIGN
+//! §7): the usage thread's reports go out as `UsageReport`s, and the
+//! control plane's `UsageAck`s and `UsageTotals` go back to it
+//! ([`UsageStream`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_proto::config::v1::{
-    Ack, Cooldown, CooldownReport, DataPlaneMessage, Hello, Nack, ProtocolVersion,
-    data_plane_message,
+    Ack, Cooldown, CooldownReport, DataPlaneMessage, Hello, Nack, ProtocolVersion, UsageAck,
+    UsageReport, UsageTotals, data_plane_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -78,6 +81,37 @@ impl Fleet {
             heard: Box::new(|_| {}),
         }
     }
+}
+
+/// The usage thread's end of the stream.
+pub struct UsageStream {
+    /// Reports to send; while the stream is down they wait here (the usage
+    /// thread resends what is not answered, so none is lost if dropped).
+    pub reports: mpsc::Receiver<UsageReport>,
+    /// Told the control plane's answers and totals.
+    pub heard: Box<dyn Fn(UsageHeard) + Send + Sync>,
+}
+
+/// What the control plane says about usage.
+pub enum UsageHeard {
+    Counted(UsageAck),
+    Totals(UsageTotals),
+}
+
+impl UsageStream {
+    /// Nothing metered (tests, tools).
+    pub fn none() -> UsageStream {
+        UsageStream {
+            reports: mpsc::channel(1).1,
+            heard: Box::new(|_| {}),
+        }
+    }
+}
+
+/// What rides the config stream besides the configuration.
+struct Alongside {
+    fleet: Fleet,
+    usage: UsageStream,
 }
 
 /// At most this many own cooldowns go in one report.
@@ -289,8 +323,21 @@ impl Discovery {
         self,
         applied: Arc<AppliedConfig>,
         metrics: Arc<Metrics>,
-        mut fleet: Fleet,
+        fleet: Fleet,
     ) {
+        self.run_with(applied, metrics, fleet, UsageStream::none())
+            .await;
+    }
+
+    /// [`Discovery::run_with_fleet`], carrying usage both ways too.
+    pub async fn run_with(
+        self,
+        applied: Arc<AppliedConfig>,
+        metrics: Arc<Metrics>,
+        fleet: Fleet,
+        usage: UsageStream,
+    ) {
+        let mut alongside = Alongside { fleet, usage };
         let mut backoff = Backoff::new(self.backoff);
         let mut next = 0;
         loop {
@@ -299,7 +346,7 @@ impl Discovery {
             // one used, so a replica that drops streams is not retried first.
             for i in 0..self.control_planes.len() {
                 let cp = &self.control_planes[(next + i) % self.control_planes.len()];
-                match self.attempt(cp, &applied, &metrics, &mut fleet).await {
+                match self.attempt(cp, &applied, &metrics, &mut alongside).await {
                     SessionEnd::NotOpened => continue,
                     SessionEnd::Unauthenticated => {}
                     SessionEnd::Ended { worked } => {
@@ -331,7 +378,7 @@ impl Discovery {
         cp: &ControlPlane,
         applied: &Arc<AppliedConfig>,
         metrics: &Arc<Metrics>,
-        fleet: &mut Fleet,
+        alongside: &mut Alongside,
     ) -> SessionEnd {
         let addresses: Vec<SocketAddr> = match tokio::net::lookup_host((cp.host.as_str(), cp.port))
             .await
@@ -351,7 +398,7 @@ impl Discovery {
                 }
             };
             match self
-                .session(cp, address, channel, applied, metrics, fleet)
+                .session(cp, address, channel, applied, metrics, alongside)
                 .await
             {
                 SessionEnd::NotOpened => continue,
@@ -392,8 +439,9 @@ impl Discovery {
         channel: Channel,
         applied: &Arc<AppliedConfig>,
         metrics: &Arc<Metrics>,
-        fleet: &mut Fleet,
+        alongside: &mut Alongside,
     ) -> SessionEnd {
+        let Alongside { fleet, usage } = alongside;
         let (outbound, outbound_rx) = mpsc::channel::<DataPlaneMessage>(16);
         let held_revision = applied.revision();
         let hello = DataPlaneMessage {
@@ -433,9 +481,23 @@ impl Discovery {
 
         let mut worked = false;
         let mut reporting = true;
+        let mut metering = true;
         loop {
             let received = tokio::select! {
                 received = inbound.message() => received,
+                report = usage.reports.recv(), if metering => {
+                    let Some(report) = report else {
+                        metering = false;
+                        continue;
+                    };
+                    let message = DataPlaneMessage {
+                        message: Some(data_plane_message::Message::UsageReport(report)),
+                    };
+                    if outbound.send(message).await.is_err() {
+                        return SessionEnd::Ended { worked };
+                    }
+                    continue;
+                }
                 first = fleet.reports.recv(), if reporting => {
                     let Some(first) = first else {
                         // Nobody reports any more.
@@ -477,6 +539,20 @@ impl Discovery {
                 }
             };
             worked = true;
+            let message = match message.message {
+                Some(UpdateWire::UsageAck(ack)) => {
+                    (usage.heard)(UsageHeard::Counted(ack));
+                    continue;
+                }
+                Some(UpdateWire::UsageTotals(totals)) => {
+                    (usage.heard)(UsageHeard::Totals(totals));
+                    continue;
+                }
+                other => ControlPlaneMessageWire {
+                    message: other,
+                    control_plane_id: message.control_plane_id,
+                },
+            };
             if let Some(UpdateWire::Cooldowns(relayed)) = message.message {
                 // Our own reports come back too: not news here.
                 let others: Vec<Cooldown> = relayed

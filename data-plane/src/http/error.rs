@@ -14,6 +14,7 @@
 //! | body over the limit | 413 | `request_too_large` | [`ApiError::request_too_large`] |
 //! | group with no usable deployment (every one cooling: with `Retry-After`) | 503 | `no_healthy_deployment` | [`ApiError::no_healthy_deployment`] |
 //! | prompt above every deployment's `max_input_tokens` (pre-call checks) | 400 | `context_length_exceeded` | [`ApiError::prompt_too_large`] |
+//! | a budget (key, team, organization) spent, or the team's credits | 429 | `insufficient_quota` | [`ApiError::insufficient_quota`] |
 //! | upstream unreachable / broken answer | 502 | `upstream_error` | [`ApiError::upstream_error`] |
 //! | upstream too slow | 504 | `upstream_timeout` | [`ApiError::upstream_timeout`] |
 //! | upstream answered an error without OpenAI's shape | upstream status | `upstream_error` | [`ApiError::upstream_status`] |
@@ -26,6 +27,7 @@
 
 use crate::formats;
 use crate::request::access::KeyRejection;
+use crate::usage::ledger::Refusal;
 use hyper::StatusCode;
 
 /// An error response: status and body.
@@ -190,6 +192,56 @@ impl ApiError {
         )
     }
 
+    /// 429: a budget that applies is spent (DESIGN §7), or the team has not
+    /// the credits the call takes. `name` is how the message names the key
+    /// (its alias or prefix, never the key) or the team or organization.
+    pub fn insufficient_quota(refusal: &Refusal, name: &str, now_s: i64) -> Self {
+        let message = match refusal {
+            Refusal::Budget {
+                scope,
+                spend,
+                max_budget,
+                resets_at,
+                ..
+            } => {
+                let reset = match resets_at {
+                    Some(at) => {
+                        let when = std::time::UNIX_EPOCH
+                            + std::time::Duration::from_secs(u64::try_from(*at).unwrap_or(0));
+                        format!(
+                            "the budget window resets at {} (in {} s)",
+                            humantime::format_rfc3339_seconds(when),
+                            at.saturating_sub(now_s).max(0)
+                        )
+                    }
+                    None => "this budget does not reset (no budget_duration): ask the operator                              to raise max_budget"
+                        .to_owned(),
+                };
+                format!(
+                    "Budget exceeded: {} {name:?} has spent {} of its max_budget of {}; {reset}",
+                    scope.noun(),
+                    dollars(*spend),
+                    dollars(*max_budget)
+                )
+            }
+            Refusal::Credits {
+                allocated,
+                used,
+                needed,
+                ..
+            } => format!(
+                "Insufficient credits: team {name:?} has {} of its {allocated} credits left and                  this model takes {needed} per call; ask the operator to add credits                  (CreditService/AddCredits)",
+                (allocated - used).max(0)
+            ),
+        };
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "insufficient_quota",
+            Some("insufficient_quota"),
+            message,
+        )
+    }
+
     /// 400: with pre-call checks on, the prompt is larger than every
     /// deployment's `max_input_tokens`, and no context-window fallback took it.
     pub fn prompt_too_large(group: &str, detail: &str) -> Self {
@@ -308,4 +360,11 @@ impl ApiError {
         }
         .body()
     }
+}
+
+/// micro-USD as dollars, exactly: `$0.000250`.
+fn dollars(micros: i64) -> String {
+    let sign = if micros < 0 { "-" } else { "" };
+    let m = micros.unsigned_abs();
+    format!("{sign}${}.{:06}", m / 1_000_000, m % 1_000_000)
 }

@@ -99,6 +99,8 @@ pub struct HttpState {
     pub upstream: Upstream,
     /// This data plane's routing state, shared by every worker.
     pub router: Arc<crate::router::Router>,
+    /// Metering, budgets and credits, shared by every worker.
+    pub usage: Arc<crate::usage::Metering>,
     pub limits: Limits,
     /// Serves HTTPS when set (HTTP/2 or HTTP/1.1 by ALPN).
     pub tls: Option<crate::tls::Acceptor>,
@@ -138,6 +140,7 @@ impl HttpState {
     ) -> Result<HttpState, crate::upstream::InitError> {
         Ok(HttpState {
             applied,
+            usage: crate::usage::Metering::in_memory(Arc::clone(&metrics)),
             metrics,
             token,
             upstream: Upstream::new(&crate::upstream::Tls::new(&[])?)?,

@@ -2,8 +2,9 @@
 //!
 //! `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings` (a
 //! [`Route`]): config → [`auth`] →
-//! [`parse`] checks → [`access`]
-//! → [`router`] → [`forward`] → [`meter`](crate::meter).
+//! [`parse`] checks → [`access`] → budgets and credits
+//! ([`crate::usage`]) → [`router`] → [`forward`] → the answer watched for
+//! its usage ([`crate::usage::tap`]) → [`meter`](crate::meter).
 //!
 //! `GET /v1/models` and `GET /v1/models/{model}`: only what the key may use.
 //!
@@ -36,6 +37,9 @@ use crate::request::auth::{self, AuthError};
 use crate::request::parse::{self, ReadError, RequestError};
 use crate::router::{Router, attempts, policy};
 use crate::upstream::UpstreamError;
+use crate::usage::Who;
+use crate::usage::ledger::{Refusal, Scope};
+use crate::usage::tap::{Bill, tap};
 
 /// Answers a completion or embedding request.
 pub async fn completion(
@@ -166,6 +170,13 @@ async fn complete(
     };
     meter.known.model_group = group.name().to_owned();
 
+    // Budgets and credits (DESIGN §7): decided here from what this data
+    // plane knows, never by asking anyone.
+    let reservation = state
+        .usage
+        .admit(&config, key, group, &parsed)
+        .map_err(|refusal| quota_failure(&config, key, &refusal))?;
+
     let table = state.router.tables().for_config(&config);
     // A fallback is subject to the caller's access (DESIGN §3.4): one the
     // key may not use is skipped, never called.
@@ -200,11 +211,20 @@ async fn complete(
                 request_id,
                 timeout: a.timeout,
                 stream_timeout,
+                // Metering needs a stream's usage: ask for it (and strip it
+                // from the answer when the client did not).
+                ask_usage: true,
                 interruption: interruption_ref,
+            };
+            let priced = Priced {
+                input_cost_per_token: deployment.input_cost_per_token,
+                output_cost_per_token: deployment.output_cost_per_token,
+                credits_per_call: deployment.credits_per_call,
             };
             forward::forward(&state.upstream, &state.metrics, call)
                 .instrument(span)
                 .await
+                .map(|answer| (answer, priced))
         }
     })
     .await;
@@ -218,10 +238,28 @@ async fn complete(
             }
             served.group.clone_into(&mut meter.known.model_group);
             served.deployment.clone_into(&mut meter.known.deployment);
-            if served.value.event_stream {
+            let (mut answer, priced) = served.value;
+            if answer.event_stream {
                 meter.watch(interruption);
             }
-            let mut answer = served.value;
+            let bill = Bill {
+                reservation,
+                who: Who::new(&config, key, served.group),
+                deployment_id: served.deployment.to_owned(),
+                input_cost_per_token: priced.input_cost_per_token,
+                output_cost_per_token: priced.output_cost_per_token,
+                credits_per_call: priced.credits_per_call,
+                prompt_estimate: parsed.prompt_tokens,
+            };
+            // Sluice asked for the usage chunk itself when the client did not.
+            let strip = answer.event_stream && !parsed.include_usage;
+            answer.body = tap(
+                Arc::clone(&state.usage),
+                answer.body,
+                answer.event_stream,
+                strip,
+                bill,
+            );
             answer.body = carrying(answer.body, served.in_flight);
             Ok(answer)
         }
@@ -237,6 +275,67 @@ async fn complete(
             Err(exhausted_failure(exhausted, &state.metrics))
         }
     }
+}
+
+/// A deployment's prices, kept from the attempt that answered.
+struct Priced {
+    input_cost_per_token: f64,
+    output_cost_per_token: f64,
+    credits_per_call: i64,
+}
+
+/// A 429 `insufficient_quota`, naming the budget or the credits; with
+/// `Retry-After` when the budget's window resets, and `x-should-retry:
+/// false` (which OpenAI's SDKs obey) when retrying within a minute cannot
+/// help.
+fn quota_failure(config: &Config, key: &Key, refusal: &Refusal) -> Failure {
+    let now = now_s();
+    let name = match refusal {
+        Refusal::Budget {
+            scope: Scope::Key, ..
+        } => auth::key_label(key).into_owned(),
+        Refusal::Budget {
+            scope: Scope::Team,
+            id,
+            ..
+        }
+        | Refusal::Credits { team_id: id, .. } => config
+            .team(id)
+            .map(|t| t.team_alias.as_str())
+            .filter(|a| !a.is_empty())
+            .unwrap_or(id)
+            .to_owned(),
+        Refusal::Budget { id, .. } => config
+            .organization(id)
+            .map(|o| o.name.as_str())
+            .filter(|n| !n.is_empty())
+            .unwrap_or(id)
+            .to_owned(),
+    };
+    let error = ApiError::insufficient_quota(refusal, &name, now);
+    let mut relayed = Box::new(HeaderMap::new());
+    let wait = match refusal {
+        Refusal::Budget {
+            resets_at: Some(at),
+            ..
+        } => Some(at.saturating_sub(now).max(1)),
+        _ => None,
+    };
+    if let Some(secs) = wait {
+        relayed.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if wait.is_none_or(|s| s > 60) {
+        relayed.insert(SHOULD_RETRY, HeaderValue::from_static("false"));
+    }
+    Failure::Summarised { error, relayed }
+}
+
+const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Where an answer went (DESIGN §4): the group that answered, its

@@ -93,7 +93,15 @@ pub enum Reply {
 }
 
 /// Answers `request`, a body in `format`, as the model `model`.
-pub fn answer(settings: &Settings, format: Format, request: &Parsed, model: &str) -> Reply {
+/// `ask_usage`: the gateway asks a stream for its usage chunk, as it would
+/// a real upstream with `stream_options.include_usage`.
+pub fn answer(
+    settings: &Settings,
+    format: Format,
+    request: &Parsed,
+    model: &str,
+    ask_usage: bool,
+) -> Reply {
     if let Some(status) = settings.fail {
         let code = if status == StatusCode::TOO_MANY_REQUESTS {
             "rate_limit_exceeded"
@@ -113,6 +121,7 @@ pub fn answer(settings: &Settings, format: Format, request: &Parsed, model: &str
     }
     // The body was checked by `request::parse`, so it is a JSON object.
     let body: Value = serde_json::from_slice(request.body()).unwrap_or(Value::Null);
+    let with_usage = ask_usage || include_usage(&body);
     let content = settings.content.as_deref().unwrap_or(DEFAULT_CONTENT);
     let prompt_tokens = words(&body);
     let completion_tokens = content.split_whitespace().count() as u64;
@@ -140,7 +149,7 @@ pub fn answer(settings: &Settings, format: Format, request: &Parsed, model: &str
                 pieces(content).map(|piece| chunk(json!({ "content": piece }), Value::Null)),
             );
             chunks.push(chunk(json!({}), json!("stop")));
-            if include_usage(&body) {
+            if with_usage {
                 chunks.push(json!({
                     "id": id, "object": "chat.completion.chunk", "created": created,
                     "model": model, "choices": [], "usage": usage,
@@ -172,7 +181,7 @@ pub fn answer(settings: &Settings, format: Format, request: &Parsed, model: &str
             };
             let mut chunks: Vec<Value> = pieces(content).map(|p| chunk(&p, Value::Null)).collect();
             chunks.push(chunk("", json!("stop")));
-            if include_usage(&body) {
+            if with_usage {
                 chunks.push(json!({
                     "id": id, "object": "text_completion", "created": created,
                     "model": model, "choices": [], "usage": usage,
@@ -328,6 +337,7 @@ mod tests {
             Format::ChatCompletions,
             &request,
             "up",
+            false,
         ));
         assert_eq!(v["object"], "chat.completion");
         assert_eq!(v["model"], "up");
@@ -351,6 +361,7 @@ mod tests {
             Format::ChatCompletions,
             &request,
             "up",
+            false,
         ) else {
             panic!("expected a stream");
         };
@@ -390,6 +401,7 @@ mod tests {
             Format::Embeddings,
             &request,
             "e",
+            false,
         ));
         assert_eq!(v["object"], "list");
         assert_eq!(v["data"].as_array().map(Vec::len), Some(2));
@@ -406,6 +418,7 @@ mod tests {
             Format::Embeddings,
             &request,
             "e",
+            false,
         ));
         let encoded = v["data"][0]["embedding"].as_str().expect("base64 text");
         let bytes = base64::engine::general_purpose::STANDARD
@@ -418,7 +431,8 @@ mod tests {
     fn failure_knob() {
         let request = parsed(Format::Completions, r#"{"model":"m","prompt":"x"}"#);
         let settings = Settings::from_api_base("fail=503");
-        let Reply::Json { status, body } = answer(&settings, Format::Completions, &request, "m")
+        let Reply::Json { status, body } =
+            answer(&settings, Format::Completions, &request, "m", false)
         else {
             panic!("expected JSON");
         };

@@ -1,0 +1,229 @@
+//! The answer's body, watched for what the request used.
+//!
+//! A whole answer's chunks are kept (reference-counted, not copied) and its
+//! `usage` read when it ends. A stream goes through
+//! [`formats::usage::StreamUsage`], which finds the final usage chunk and,
+//! when Sluice asked for it and the client did not, leaves it out of what
+//! the client sees. When the body is over — sent whole, cut, or dropped
+//! because the client left — the request is settled with the usage the
+//! upstream reported or, when there is none (the upstream sent none, or the
+//! client left before it came), with an estimate, documented in the README:
+//! the prompt estimated from the request body (4 bytes a token) and one
+//! completion token per streamed event that carried content (a whole
+//! answer's body: 4 bytes a token).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper::body::{Bytes, Frame, SizeHint};
+
+use super::ledger::Reservation;
+use super::{Metering, Settled, Tokens, Who};
+use crate::body::{Body, BoxError};
+use crate::formats::usage::{self, StreamUsage};
+
+/// A whole answer longer than this is not kept for its usage (it is relayed
+/// all the same, and metered by estimate).
+const MAX_KEPT: usize = 16 << 20;
+
+/// What the request's settlement needs besides the body.
+pub struct Bill {
+    pub reservation: Reservation,
+    pub who: Who,
+    pub deployment_id: String,
+    pub input_cost_per_token: f64,
+    pub output_cost_per_token: f64,
+    pub credits_per_call: i64,
+    /// The prompt's estimated tokens, for when the upstream reports none.
+    pub prompt_estimate: u64,
+}
+
+enum Watch {
+    Whole { kept: Vec<Bytes>, len: usize },
+    Stream { scanner: StreamUsage, events: u64 },
+}
+
+struct Tap {
+    inner: Body,
+    watch: Watch,
+    metering: Arc<Metering>,
+    bill: Option<Bill>,
+    /// A stream's held-back bytes are out: nothing more to send.
+    finished: bool,
+}
+
+/// `body` watched for usage; `stream` for an event stream, `strip` to take
+/// the usage chunk out of it.
+pub fn tap(metering: Arc<Metering>, body: Body, stream: bool, strip: bool, bill: Bill) -> Body {
+    use http_body_util::BodyExt;
+    let watch = if stream {
+        Watch::Stream {
+            scanner: StreamUsage::new(strip),
+            events: 0,
+        }
+    } else {
+        Watch::Whole {
+            kept: Vec::new(),
+            len: 0,
+        }
+    };
+    Tap {
+        inner: body,
+        watch,
+        metering,
+        bill: Some(bill),
+        finished: false,
+    }
+    .boxed_unsync()
+}
+
+impl Tap {
+    fn settle(&mut self) {
+        let Some(bill) = self.bill.take() else {
+            return;
+        };
+        let (reported, completion_estimate) = match &mut self.watch {
+            Watch::Whole { kept, len } => {
+                let reported = match kept.len() {
+                    0 => None,
+                    1 => usage::from_answer(&kept[0]),
+                    _ => usage::from_answer(&kept.concat()),
+                };
+                (reported, (*len as u64) / 4)
+            }
+            Watch::Stream { scanner, events } => (scanner.usage(), events.saturating_sub(2)),
+        };
+        let (tokens, estimated) = match reported {
+            Some(u) => (
+                Tokens {
+                    prompt: u.prompt_tokens,
+                    completion: u.completion_tokens,
+                },
+                false,
+            ),
+            None => (
+                Tokens {
+                    prompt: bill.prompt_estimate,
+                    completion: completion_estimate,
+                },
+                true,
+            ),
+        };
+        self.metering.settle(Settled {
+            reservation: bill.reservation,
+            who: bill.who,
+            deployment_id: bill.deployment_id,
+            input_cost_per_token: bill.input_cost_per_token,
+            output_cost_per_token: bill.output_cost_per_token,
+            credits_per_call: bill.credits_per_call,
+            tokens,
+            estimated,
+        });
+    }
+}
+
+/// Server-sent events in a chunk: lines starting `data:`.
+fn data_lines(chunk: &[u8]) -> u64 {
+    let mut n = 0;
+    let mut at_line_start = true;
+    for (i, b) in chunk.iter().enumerate() {
+        if at_line_start && chunk[i..].starts_with(b"data:") {
+            n += 1;
+        }
+        at_line_start = *b == b'\n' || *b == b'\r';
+    }
+    n
+}
+
+impl hyper::body::Body for Tap {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        loop {
+            return match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let data = match frame.into_data() {
+                        Ok(data) => data,
+                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                    };
+                    match &mut this.watch {
+                        Watch::Whole { kept, len } => {
+                            *len += data.len();
+                            if *len <= MAX_KEPT {
+                                kept.push(data.clone());
+                            } else {
+                                kept.clear();
+                            }
+                            Poll::Ready(Some(Ok(Frame::data(data))))
+                        }
+                        Watch::Stream { scanner, events } => {
+                            *events += data_lines(&data);
+                            let out = scanner.feed(data);
+                            if out.is_empty() {
+                                // All held back (or stripped): read on.
+                                continue;
+                            }
+                            Poll::Ready(Some(Ok(Frame::data(out))))
+                        }
+                    }
+                }
+                Poll::Ready(None) => {
+                    this.finished = true;
+                    let rest = match &mut this.watch {
+                        Watch::Stream { scanner, .. } => scanner.finish(),
+                        Watch::Whole { .. } => Bytes::new(),
+                    };
+                    this.settle();
+                    if rest.is_empty() {
+                        Poll::Ready(None)
+                    } else {
+                        Poll::Ready(Some(Ok(Frame::data(rest))))
+                    }
+                }
+                other => other,
+            };
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished || (self.bill.is_none() && self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.watch {
+            // Relayed byte for byte: its length is the upstream's.
+            Watch::Whole { .. } => self.inner.size_hint(),
+            Watch::Stream { .. } => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for Tap {
+    /// Dropped unfinished: the client left, or the connection broke. The
+    /// request is billed with what is known.
+    fn drop(&mut self) {
+        self.settle();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_lines_are_counted_at_line_starts() {
+        assert_eq!(data_lines(b"data: {}\n\ndata: {}\n\n"), 2);
+        assert_eq!(data_lines(b"data: {\"x\":\"data:\"}\n\n"), 1);
+        assert_eq!(data_lines(b": ping\n\n"), 0);
+        assert_eq!(data_lines(b"event: e\r\ndata: 1\r\n\r\n"), 1);
+    }
+}

@@ -1,0 +1,472 @@
+//! Usage, budgets and credits across data planes (DESIGN §7), end to end:
+//! real etcd, the real control plane, three real data planes, and the mock
+//! upstream reporting the `usage` each request asks it for (`mock_usage`).
+//!
+//! What the data planes meter reaches `UsageService/GetUsage` exactly; a
+//! budget or a team's credits used up on one data plane are refused on the
+//! others once reported; nothing is lost when a data plane is killed, and
+//! nothing counted twice when the control plane is.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use sluice_tests::admin_client::api;
+use sluice_tests::admin_client::api::get_usage_request::Scope;
+use sluice_tests::gateway::{Gateway, chat_body, openai_deployment};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A deployment of `group` at the mock upstream, at these prices.
+async fn priced(gw: &Gateway, group: &str, input: f64, output: f64, credits_per_call: i64) {
+    gw.deploy(api::Deployment {
+        input_cost_per_token: input,
+        output_cost_per_token: output,
+        credits_per_call,
+        ..openai_deployment(&gw.upstream, group, group)
+    })
+    .await;
+}
+
+/// A chat request whose answer reports `prompt` and `completion` tokens.
+fn metered_body(group: &str, prompt: u64, completion: u64, stream: Option<bool>) -> Value {
+    let mut body = chat_body(group);
+    body["mock_usage"] = json!({"prompt_tokens": prompt, "completion_tokens": completion});
+    match stream {
+        None => {}
+        Some(include_usage) => {
+            body["stream"] = json!(true);
+            if include_usage {
+                body["stream_options"] = json!({"include_usage": true});
+            }
+        }
+    }
+    body
+}
+
+/// What a request costs, the way DESIGN §7 rounds it: once per request.
+fn cost(prompt: u64, completion: u64, input: f64, output: f64) -> i64 {
+    ((prompt as f64 * input + completion as f64 * output) * 1_000_000.0).round() as i64
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counted {
+    requests: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    spend: i64,
+}
+
+impl Counted {
+    fn add(&mut self, prompt: u64, completion: u64, spend: i64) {
+        self.requests += 1;
+        self.prompt_tokens += prompt;
+        self.completion_tokens += completion;
+        self.spend += spend;
+    }
+
+    fn of(usage: &api::GetUsageResponse) -> Counted {
+        let u = usage.usage.unwrap_or_default();
+        Counted {
+            requests: u.requests,
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            spend: u.spend,
+        }
+    }
+}
+
+/// Polls `GetUsage` of `scope` until it equals `want` (reports arrive
+/// about once a second per data plane); fails with the last answer.
+async fn usage_reaches(gw: &Gateway, scope: Scope, want: Counted) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = gw
+            .admin
+            .usage_of(scope.clone())
+            .await
+            .map(|u| Counted::of(&u));
+        if got.as_ref().ok() == Some(&want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GetUsage {scope:?}: {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn key_id(key: &str) -> String {
+    sluice_control_plane::secrets::sha256_hex(key)
+}
+
+/// Sends `body` to data plane `dp` and returns (status, body text).
+async fn send(gw: &Gateway, dp: usize, key: &str, body: &Value) -> (u16, String) {
+    let r = gw
+        .http
+        .post(gw.planes[dp].url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("data plane answers");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usage_metered_on_three_data_planes_reaches_get_usage_to_the_token_and_micro_dollar() {
+    let gw = Gateway::start(3).await;
+    let prices = [("gpt-a", 1.5e-6, 2e-6), ("gpt-b", 3e-7, 6.1e-7)];
+    for (group, input, output) in prices {
+        priced(&gw, group, input, output, 0).await;
+    }
+    gw.team("alpha", &["gpt-a", "gpt-b"], &[]).await;
+    gw.team("beta", &["gpt-a", "gpt-b"], &[]).await;
+    let keys = [
+        gw.key(Some("alpha"), &[]).await,
+        gw.key(Some("alpha"), &[]).await,
+        gw.key(Some("beta"), &[]).await,
+    ];
+    gw.sync().await;
+
+    let requests = 3000;
+    let mut want_key: HashMap<usize, Counted> = HashMap::new();
+    let mut want_team: HashMap<&str, Counted> = HashMap::new();
+    let mut want_group: HashMap<&str, Counted> = HashMap::new();
+    let mut plan = Vec::new();
+    for i in 0..requests {
+        let k = i % 3;
+        let (group, input, output) = prices[(i / 3) % 2];
+        let (prompt, completion) = (1 + (i as u64 * 37) % 500, 1 + (i as u64 * 91) % 300);
+        // A third whole, a third streamed asking for usage, a third streamed
+        // without (Sluice asks for it and takes it out).
+        let stream = match i % 7 % 3 {
+            0 => None,
+            1 => Some(true),
+            _ => Some(false),
+        };
+        let spend = cost(prompt, completion, input, output);
+        want_key
+            .entry(k)
+            .or_default()
+            .add(prompt, completion, spend);
+        let team = if k == 2 { "beta" } else { "alpha" };
+        want_team
+            .entry(team)
+            .or_default()
+            .add(prompt, completion, spend);
+        want_group
+            .entry(group)
+            .or_default()
+            .add(prompt, completion, spend);
+        plan.push((
+            i % 3,
+            k,
+            metered_body(group, prompt, completion, stream),
+            stream,
+        ));
+    }
+    let gw_ref = &gw;
+    let keys_ref = &keys;
+    let results: Vec<(u16, String, Option<bool>)> = futures::stream::iter(plan)
+        .map(|(dp, k, body, stream)| async move {
+            let (status, text) = send(gw_ref, dp, &keys_ref[k], &body).await;
+            (status, text, stream)
+        })
+        .buffer_unordered(24)
+        .collect()
+        .await;
+    for (status, text, stream) in &results {
+        assert_eq!(*status, 200, "{text}");
+        match stream {
+            // Asked for: the usage chunk is there.
+            Some(true) => assert!(text.contains("\"usage\":{"), "{text}"),
+            // Not asked for: not shown, though Sluice metered it.
+            Some(false) => {
+                assert!(!text.contains("\"usage\":{"), "{text}");
+                assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+            }
+            None => {}
+        }
+    }
+
+    for (k, key) in keys.iter().enumerate() {
+        usage_reaches(&gw, Scope::KeyId(key_id(key)), want_key[&k]).await;
+    }
+    for (team, want) in &want_team {
+        usage_reaches(&gw, Scope::TeamId((*team).into()), *want).await;
+    }
+    for (group, want) in &want_group {
+        usage_reaches(&gw, Scope::ModelGroup((*group).into()), *want).await;
+    }
+    // The breakdown by model group adds up to the key's total.
+    let usage = gw
+        .admin
+        .usage_of(Scope::KeyId(key_id(&keys[0])))
+        .await
+        .unwrap();
+    let by_group: i64 = usage
+        .by_model_group
+        .iter()
+        .map(|g| g.usage.unwrap_or_default().spend)
+        .sum();
+    assert_eq!(by_group, want_key[&0].spend);
+    // About one etcd transaction per second per data plane, not one per
+    // request: the metric counts batches.
+    let batches = gw
+        .cp
+        .metric("sluice_usage_batches_applied_total")
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        batches < requests as f64 / 10.0,
+        "{batches} batches for {requests} requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn team_credits_used_up_on_one_data_plane_are_refused_on_another_until_credits_are_added() {
+    let gw = Gateway::start(2).await;
+    priced(&gw, "gpt-4o", 0.0, 0.0, 1).await;
+    gw.deploy(api::Deployment {
+        credits_per_call: 0,
+        ..openai_deployment(&gw.upstream, "free-model", "free-model")
+    })
+    .await;
+    let team = api::Team {
+        team_id: "acme".into(),
+        models: vec!["gpt-4o".into(), "free-model".into()],
+        credits_allocated: 3,
+        ..Default::default()
+    };
+    gw.wrote(gw.admin.create_team(team).await.unwrap());
+    let key = gw.key(Some("acme"), &[]).await;
+    gw.sync().await;
+
+    // Exactly three one-credit calls, on data plane 0.
+    for _ in 0..3 {
+        gw.chat_on(0, &key, "gpt-4o").await.assert_ok();
+    }
+    let refused = gw.chat_on(0, &key, "gpt-4o").await;
+    let error = refused.assert_error(429, "insufficient_quota");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("credits"),
+        "{error}"
+    );
+    // A model that charges no credits is still served.
+    gw.chat_on(0, &key, "free-model").await.assert_ok();
+
+    // Data plane 1 refuses too, once data plane 0's use is reported.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = gw.chat_on(1, &key, "gpt-4o").await;
+        if answer.status == 429 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "data plane 1 never refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let balance = gw.admin.balance("acme").await.unwrap();
+    assert_eq!(balance.credits_allocated, 3);
+    // Data plane 1 may have served one call before it heard: a call in
+    // flight when the credits ran out is counted, not lost.
+    assert!((3..=4).contains(&balance.credits_used), "{balance:?}");
+    assert_eq!(
+        balance.credits_remaining,
+        balance.credits_allocated - balance.credits_used
+    );
+
+    // AddCredits, then WaitForRevision: allowed again everywhere.
+    let added = gw
+        .admin
+        .credits
+        .clone()
+        .add_credits(api::AddCreditsRequest {
+            team_id: "acme".into(),
+            amount: 10,
+            reason: "top-up".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    gw.wrote(added.revision);
+    gw.sync().await;
+    gw.chat_on(0, &key, "gpt-4o").await.assert_ok();
+    gw.chat_on(1, &key, "gpt-4o").await.assert_ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_budget_holds_across_three_data_planes_and_its_30s_window_resets() {
+    let gw = Gateway::start(3).await;
+    // 1,000 µ$ a request (1,000 prompt tokens at $1 per million).
+    priced(&gw, "gpt-4o", 1e-6, 0.0, 0).await;
+    let key = gw
+        .key_from(api::Key {
+            models: vec!["gpt-4o".into()],
+            max_budget: Some(10_000),
+            budget_duration: "30s".into(),
+            ..Default::default()
+        })
+        .await;
+    gw.sync().await;
+    // Start just after a window opens, so the load stays inside one window.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let into = now.as_secs() % 30;
+    if into > 5 {
+        tokio::time::sleep(Duration::from_secs(30 - into)).await;
+    }
+    let body = |i: usize| {
+        let mut b = metered_body("gpt-4o", 1000, 1, None);
+        b["max_tokens"] = json!(1);
+        b["n"] = json!(i);
+        b
+    };
+    let gw_ref = &gw;
+    let key_ref = &key;
+    let answers: Vec<u16> = futures::stream::iter(0..300)
+        .map(|i| async move {
+            let (status, _) = send(gw_ref, i % 3, key_ref, &body(i)).await;
+            if status == 429 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            status
+        })
+        .buffer_unordered(12)
+        .collect()
+        .await;
+    let served = answers.iter().filter(|s| **s == 200).count();
+    let refused = answers.iter().filter(|s| **s == 429).count();
+    assert_eq!(served + refused, answers.len(), "{answers:?}");
+    // Without sharing, each of 3 data planes would serve 10 (30 in all).
+    // Documented bound (README): budget + one report interval of every
+    // other data plane's admissions + one request per client in flight.
+    println!("served {served} of 300 against a budget of 10 requests");
+    assert!(served >= 10, "served {served}");
+    assert!(refused > 0);
+    let usage = gw.admin.usage_of(Scope::KeyId(key_id(&key))).await.unwrap();
+    assert_eq!(usage.budget_duration, "30s");
+    assert_eq!(usage.max_budget, Some(10_000));
+
+    // The next window: served again.
+    let into = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 30;
+    tokio::time::sleep(Duration::from_secs(30 - into + 1)).await;
+    for dp in 0..3 {
+        let (status, text) = send(&gw, dp, &key, &body(0)).await;
+        assert_eq!(status, 200, "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_spent_budget_is_refused_with_insufficient_quota_naming_it() {
+    let gw = Gateway::start(1).await;
+    priced(&gw, "gpt-4o", 1e-6, 0.0, 0).await;
+    let key = gw
+        .key_from(api::Key {
+            key_alias: "ci-bot".into(),
+            models: vec!["gpt-4o".into()],
+            max_budget: Some(1_500),
+            ..Default::default()
+        })
+        .await;
+    gw.sync().await;
+    let body = metered_body("gpt-4o", 1000, 1, None);
+    // 0 and 1,000 µ$ are not above 1,500: served. 2,000 is.
+    for _ in 0..2 {
+        let (status, text) = send(&gw, 0, &key, &body).await;
+        assert_eq!(status, 200, "{text}");
+    }
+    let (status, text) = send(&gw, 0, &key, &body).await;
+    assert_eq!(status, 429, "{text}");
+    let error: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error"]["code"], "insufficient_quota");
+    assert_eq!(error["error"]["type"], "insufficient_quota");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("key \"ci-bot\""), "{message}");
+    assert!(message.contains("$0.002000"), "{message}");
+    assert!(message.contains("$0.001500"), "{message}");
+    assert!(message.contains("does not reset"), "{message}");
+    // The key's spend shows in GetKey.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let info = gw
+            .admin
+            .keys
+            .clone()
+            .get_key(api::GetKeyRequest {
+                key_id: key_id(&key),
+                key: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if info.spend == 2_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "GetKey spend {}", info.spend);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_data_plane_killed_with_unreported_usage_loses_none_of_it() {
+    let mut gw = Gateway::start(1).await;
+    priced(&gw, "gpt-4o", 1e-6, 2e-6, 0).await;
+    let key = gw.key(None, &["gpt-4o"]).await;
+    gw.sync().await;
+    // The control plane away: nothing can be reported, all is journaled.
+    gw.cp.kill();
+    let mut want = Counted::default();
+    for i in 0..50u64 {
+        let stream = (i % 2 == 0).then_some(false);
+        let (status, text) = send(&gw, 0, &key, &metered_body("gpt-4o", 10 + i, 5, stream)).await;
+        assert_eq!(status, 200, "{text}");
+        want.add(10 + i, 5, cost(10 + i, 5, 1e-6, 2e-6));
+    }
+    // Answered more than 100 ms before the kill.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    gw.planes[0].kill();
+    gw.cp.restart().unwrap();
+    gw.planes[0].restart().unwrap();
+    usage_reaches(&gw, Scope::KeyId(key_id(&key)), want).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_control_plane_killed_again_and_again_under_load_counts_every_request_once() {
+    let mut gw = Gateway::start(2).await;
+    priced(&gw, "gpt-4o", 1e-6, 2e-6, 0).await;
+    let key = gw.key(None, &["gpt-4o"]).await;
+    gw.sync().await;
+    let mut want = Counted::default();
+    for round in 0..4u64 {
+        for i in 0..60u64 {
+            let (status, text) = send(
+                &gw,
+                (i % 2) as usize,
+                &key,
+                &metered_body("gpt-4o", 100 + round, 1 + i, None),
+            )
+            .await;
+            assert_eq!(status, 200, "{text}");
+            want.add(100 + round, 1 + i, cost(100 + round, 1 + i, 1e-6, 2e-6));
+        }
+        // Killed while reports are on their way: some committed and not
+        // answered, some not committed. Both are resent; each counts once.
+        tokio::time::sleep(Duration::from_millis(300 + 250 * round)).await;
+        gw.cp.kill();
+        gw.cp.restart().unwrap();
+    }
+    usage_reaches(&gw, Scope::KeyId(key_id(&key)), want).await;
+}
