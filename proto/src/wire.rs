@@ -15,8 +15,8 @@
 
 use crate::admin::v1::{AccessGroup, Deployment, ModelAlias, Organization, RouterSettings, Team};
 use crate::config::v1::{
-    ControlPlaneMessage, Delta, FleetCooldowns, ObjectRef, Snapshot, UsageAck, UsageTotals,
-    control_plane_message,
+    ControlPlaneMessage, Delta, FleetCooldowns, LimitLeases, ObjectRef, Snapshot, UsageAck,
+    UsageTotals, control_plane_message,
 };
 use prost::Message;
 use prost::bytes::{BufMut, Bytes};
@@ -118,7 +118,7 @@ pub struct DeltaWire {
 /// `sluice.config.v1.ControlPlaneMessage`, keys left encoded.
 #[derive(Clone, PartialEq, Message)]
 pub struct ControlPlaneMessageWire {
-    #[prost(oneof = "UpdateWire", tags = "1, 2, 4, 5, 6")]
+    #[prost(oneof = "UpdateWire", tags = "1, 2, 4, 5, 6, 7")]
     pub message: Option<UpdateWire>,
     #[prost(string, tag = "3")]
     pub control_plane_id: String,
@@ -140,6 +140,9 @@ pub enum UpdateWire {
     UsageAck(UsageAck),
     #[prost(message, tag = "6")]
     UsageTotals(UsageTotals),
+    /// Rate-limit shares (DESIGN §7): not configuration either.
+    #[prost(message, tag = "7")]
+    LimitLeases(LimitLeases),
 }
 
 impl From<Snapshot> for SnapshotWire {
@@ -181,6 +184,7 @@ impl From<ControlPlaneMessage> for ControlPlaneMessageWire {
                 control_plane_message::Message::Cooldowns(c) => UpdateWire::Cooldowns(c),
                 control_plane_message::Message::UsageAck(a) => UpdateWire::UsageAck(a),
                 control_plane_message::Message::UsageTotals(t) => UpdateWire::UsageTotals(t),
+                control_plane_message::Message::LimitLeases(l) => UpdateWire::LimitLeases(l),
             }),
             control_plane_id: m.control_plane_id,
         }

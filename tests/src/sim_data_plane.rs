@@ -137,6 +137,7 @@ impl SimDataPlane {
                         Some(Outbound::Cooldowns(_)) => "cooldowns",
                         Some(Outbound::UsageAck(_)) => "usage_ack",
                         Some(Outbound::UsageTotals(_)) => "usage_totals",
+                        Some(Outbound::LimitLeases(_)) => "limit_leases",
                         None => "none",
                     };
                     s.kinds.push(kind);
@@ -149,7 +150,11 @@ impl SimDataPlane {
                             continue;
                         }
                         // Usage is not configuration: nothing to answer.
-                        Some(Outbound::UsageAck(_) | Outbound::UsageTotals(_)) => continue,
+                        Some(
+                            Outbound::UsageAck(_)
+                            | Outbound::UsageTotals(_)
+                            | Outbound::LimitLeases(_),
+                        ) => continue,
                         Some(Outbound::Snapshot(snap)) => {
                             s.objects = objects_of(&snap);
                             s.revision = snap.revision;

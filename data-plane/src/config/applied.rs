@@ -114,10 +114,14 @@ impl AppliedConfig {
         match message.into().message {
             Some(UpdateWire::Snapshot(s)) => self.apply_snapshot(s),
             Some(UpdateWire::Delta(d)) => self.apply_delta(d),
-            // Fleet cooldowns and usage are not configuration: the stream
-            // client hands them to the router and the ledger, never here.
+            // Fleet cooldowns, usage and limits are not configuration: the
+            // stream client hands them to the router and the ledger, never
+            // here.
             Some(
-                UpdateWire::Cooldowns(_) | UpdateWire::UsageAck(_) | UpdateWire::UsageTotals(_),
+                UpdateWire::Cooldowns(_)
+                | UpdateWire::UsageAck(_)
+                | UpdateWire::UsageTotals(_)
+                | UpdateWire::LimitLeases(_),
             )
             | None => {
                 self.metrics.nacked();
