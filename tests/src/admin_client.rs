@@ -10,11 +10,13 @@ use crate::control_plane::MASTER_KEY;
 pub use sluice_proto::admin::v1 as api;
 use sluice_proto::admin::v1::access_group_service_client::AccessGroupServiceClient;
 use sluice_proto::admin::v1::config_service_client::ConfigServiceClient;
+use sluice_proto::admin::v1::credit_service_client::CreditServiceClient;
 use sluice_proto::admin::v1::data_plane_service_client::DataPlaneServiceClient;
 use sluice_proto::admin::v1::key_service_client::KeyServiceClient;
 use sluice_proto::admin::v1::model_service_client::ModelServiceClient;
 use sluice_proto::admin::v1::router_service_client::RouterServiceClient;
 use sluice_proto::admin::v1::team_service_client::TeamServiceClient;
+use sluice_proto::admin::v1::usage_service_client::UsageServiceClient;
 
 /// Adds `authorization: Bearer <master key>` to every call.
 #[derive(Clone)]
@@ -43,6 +45,8 @@ pub struct Admin {
     pub router: RouterServiceClient<Authed>,
     pub config: ConfigServiceClient<Authed>,
     pub data_planes: DataPlaneServiceClient<Authed>,
+    pub credits: CreditServiceClient<Authed>,
+    pub usage: UsageServiceClient<Authed>,
 }
 
 impl Admin {
@@ -71,6 +75,8 @@ impl Admin {
             router: RouterServiceClient::with_interceptor(channel.clone(), Auth),
             config: ConfigServiceClient::with_interceptor(channel.clone(), Auth),
             data_planes: DataPlaneServiceClient::with_interceptor(channel.clone(), Auth),
+            credits: CreditServiceClient::with_interceptor(channel.clone(), Auth),
+            usage: UsageServiceClient::with_interceptor(channel.clone(), Auth),
             channel,
         }
     }
