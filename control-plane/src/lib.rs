@@ -31,6 +31,10 @@
 //!   status) and fleet-wide cooldowns (`distribution::cooldowns`, under
 //!   `/sluice-status/cooldowns/`);
 //!   [`huge_pages`]: the large buffer a full snapshot is encoded into.
+//! - [`usage`]: data planes' usage reports counted exactly once into
+//!   `/sluice/usage/` (one guarded transaction per report), budget windows,
+//!   and the totals each replica watches and sends back on the config
+//!   stream. Under `/sluice/`, but never configuration: the hub skips it.
 
 pub mod admin;
 pub mod auth;
@@ -45,6 +49,7 @@ pub mod secrets;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod usage;
 pub mod validate;
 
 /// Default gRPC listen address (DESIGN §9).

@@ -16,6 +16,15 @@
 //! | `sluice_cooldown_writes_total` | counter | cooldown records written to the store |
 //! | `sluice_cooldown_write_failures_total` | counter | cooldown writes the store refused or did not answer |
 //! | `sluice_fleet_cooldowns` | gauge | cooldowns in force fleet-wide, as this replica last counted |
+//! | `sluice_usage_batches_applied_total` | counter | usage reports counted (each in one transaction) |
+//! | `sluice_usage_batch_repeats_total` | counter | usage reports already counted, answered without counting |
+//! | `sluice_usage_batch_overlaps_total` | counter | usage reports partly counted, refused with the mark to resend from |
+//! | `sluice_usage_batch_gaps_total` | counter | usage reports counted although records before them never arrived |
+//! | `sluice_usage_batches_failed_total` | counter | usage reports not counted: malformed, too large, store errors |
+//! | `sluice_usage_entries_total` | counter | usage entries counted |
+//! | `sluice_usage_apply_conflicts_total` | counter | usage transactions retried because another writer got there first |
+//! | `sluice_usage_apply_seconds` | histogram | time to answer a usage report, retries included |
+//! | `sluice_usage_totals` | gauge | scopes whose totals this replica holds for its data planes |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,6 +37,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Debug)]
@@ -46,6 +56,15 @@ pub struct Metrics {
     pub cooldown_writes: Counter,
     pub cooldown_write_failures: Counter,
     pub fleet_cooldowns: Gauge,
+    pub usage_batches_applied: Counter,
+    pub usage_batch_repeats: Counter,
+    pub usage_batch_overlaps: Counter,
+    pub usage_batch_gaps: Counter,
+    pub usage_batches_failed: Counter,
+    pub usage_entries: Counter,
+    pub usage_apply_conflicts: Counter,
+    pub usage_apply_seconds: Histogram,
+    pub usage_totals: Gauge,
 }
 
 impl Default for Metrics {
@@ -133,8 +152,65 @@ impl Metrics {
             "Cooldowns in force fleet-wide, as this replica last counted",
             fleet_cooldowns.clone(),
         );
+        let usage_batches_applied = counter(
+            &mut registry,
+            "sluice_usage_batches_applied",
+            "Usage reports counted",
+        );
+        let usage_batch_repeats = counter(
+            &mut registry,
+            "sluice_usage_batch_repeats",
+            "Usage reports already counted, answered without counting",
+        );
+        let usage_batch_overlaps = counter(
+            &mut registry,
+            "sluice_usage_batch_overlaps",
+            "Usage reports partly counted already, answered with the mark to resend from",
+        );
+        let usage_batch_gaps = counter(
+            &mut registry,
+            "sluice_usage_batch_gaps",
+            "Usage reports counted although records before them never arrived",
+        );
+        let usage_batches_failed = counter(
+            &mut registry,
+            "sluice_usage_batches_failed",
+            "Usage reports not counted (malformed, too large, store errors)",
+        );
+        let usage_entries = counter(
+            &mut registry,
+            "sluice_usage_entries",
+            "Usage entries counted",
+        );
+        let usage_apply_conflicts = counter(
+            &mut registry,
+            "sluice_usage_apply_conflicts",
+            "Usage transactions retried after another writer changed a document",
+        );
+        // 0.5 ms to ~4 s.
+        let usage_apply_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register(
+            "sluice_usage_apply_seconds",
+            "Time to answer a usage report, retries included",
+            usage_apply_seconds.clone(),
+        );
+        let usage_totals = Gauge::default();
+        registry.register(
+            "sluice_usage_totals",
+            "Scopes whose usage totals this replica holds for its data planes",
+            usage_totals.clone(),
+        );
         Self {
             registry,
+            usage_batches_applied,
+            usage_batch_repeats,
+            usage_batch_overlaps,
+            usage_batch_gaps,
+            usage_batches_failed,
+            usage_entries,
+            usage_apply_conflicts,
+            usage_apply_seconds,
+            usage_totals,
             config_revision,
             invalid_objects,
             invalid_objects_seen,

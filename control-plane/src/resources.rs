@@ -19,10 +19,13 @@ pub trait Resource: prost::Message + Default + Clone + Send + Sync + 'static {
     /// `revision` is output only: filled from the key's mod_revision on read,
     /// cleared before write so the stored bytes do not depend on it.
     fn set_revision(&mut self, revision: i64);
+    /// Clears the other output-only fields (a key's and a team's `spend`,
+    /// filled by GetKey/GetTeam from usage): never stored, never read back.
+    fn clear_output_only(&mut self) {}
 }
 
 macro_rules! resource {
-    ($ty:ty, $kind:literal, $prefix:literal, $id:ident) => {
+    ($ty:ty, $kind:literal, $prefix:literal, $id:ident $(, output_only: $($out:ident),+)?) => {
         impl Resource for $ty {
             const KIND: &'static str = $kind;
             const PREFIX: &'static str = $prefix;
@@ -32,6 +35,9 @@ macro_rules! resource {
             fn set_revision(&mut self, revision: i64) {
                 self.revision = revision;
             }
+            $(fn clear_output_only(&mut self) {
+                $(self.$out = Default::default();)+
+            })?
         }
     };
 }
@@ -39,14 +45,14 @@ macro_rules! resource {
 resource!(Deployment, "deployment", "/sluice/deployments/", id);
 resource!(ModelAlias, "model alias", "/sluice/model_aliases/", alias);
 resource!(AccessGroup, "access group", "/sluice/access_groups/", name);
-resource!(Team, "team", "/sluice/teams/", team_id);
+resource!(Team, "team", "/sluice/teams/", team_id, output_only: spend);
 resource!(
     Organization,
     "organization",
     "/sluice/organizations/",
     organization_id
 );
-resource!(Key, "key", "/sluice/keys/", key_id);
+resource!(Key, "key", "/sluice/keys/", key_id, output_only: spend);
 resource!(
     DataPlaneToken,
     "data-plane token",
@@ -77,6 +83,7 @@ pub fn key_of<R: Resource>(id: &str) -> String {
 pub fn encode<R: Resource>(value: &R) -> Vec<u8> {
     let mut copy = value.clone();
     copy.set_revision(0);
+    copy.clear_output_only();
     copy.encode_to_vec()
 }
 
@@ -84,6 +91,7 @@ pub fn encode<R: Resource>(value: &R) -> Vec<u8> {
 pub fn decode<R: Resource>(bytes: &[u8], mod_revision: i64) -> Result<R, prost::DecodeError> {
     let mut value = R::decode(bytes)?;
     value.set_revision(mod_revision);
+    value.clear_output_only();
     Ok(value)
 }
 
@@ -116,5 +124,36 @@ mod tests {
         t.revision = 7;
         assert_eq!(a, encode(&t));
         assert_eq!(decode::<Team>(&a, 9).unwrap().revision, 9);
+    }
+
+    #[test]
+    fn spend_is_never_stored_nor_read_back() {
+        let key = Key {
+            key_id: "k".into(),
+            spend: 5,
+            ..Default::default()
+        };
+        assert_eq!(
+            encode(&key),
+            encode(&Key {
+                spend: 0,
+                ..key.clone()
+            })
+        );
+        let team = Team {
+            team_id: "t".into(),
+            spend: 5,
+            ..Default::default()
+        };
+        assert_eq!(
+            encode(&team),
+            encode(&Team {
+                spend: 0,
+                ..team.clone()
+            })
+        );
+        // Written around the API: still not read back.
+        let raw = prost::Message::encode_to_vec(&team);
+        assert_eq!(decode::<Team>(&raw, 1).unwrap().spend, 0);
     }
 }

@@ -21,6 +21,7 @@ use sluice_proto::admin::v1::model_service_server::ModelServiceServer;
 use sluice_proto::admin::v1::organization_service_server::OrganizationServiceServer;
 use sluice_proto::admin::v1::router_service_server::RouterServiceServer;
 use sluice_proto::admin::v1::team_service_server::TeamServiceServer;
+use sluice_proto::admin::v1::usage_service_server::UsageServiceServer;
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
@@ -43,6 +44,7 @@ const SERVICES: &[&str] = &[
     ModelServiceServer::<Admin>::NAME,
     RouterServiceServer::<Admin>::NAME,
     CreditServiceServer::<Admin>::NAME,
+    UsageServiceServer::<Admin>::NAME,
     ConfigServiceServer::<Admin>::NAME,
     DataPlaneServiceServer::<Admin>::NAME,
 ];
@@ -229,6 +231,7 @@ pub async fn serve(
         .add_service(guarded!(ModelServiceServer))
         .add_service(guarded!(RouterServiceServer))
         .add_service(guarded!(CreditServiceServer))
+        .add_service(guarded!(UsageServiceServer))
         .add_service(guarded!(ConfigServiceServer))
         .add_service(guarded!(DataPlaneServiceServer))
         .serve_with_incoming_shutdown(

@@ -45,8 +45,8 @@ pub struct Admin {
     pub router: RouterServiceClient<Authed>,
     pub config: ConfigServiceClient<Authed>,
     pub data_planes: DataPlaneServiceClient<Authed>,
-    pub usage: UsageServiceClient<Authed>,
     pub credits: CreditServiceClient<Authed>,
+    pub usage: UsageServiceClient<Authed>,
 }
 
 impl Admin {
@@ -75,8 +75,8 @@ impl Admin {
             router: RouterServiceClient::with_interceptor(channel.clone(), Auth),
             config: ConfigServiceClient::with_interceptor(channel.clone(), Auth),
             data_planes: DataPlaneServiceClient::with_interceptor(channel.clone(), Auth),
-            usage: UsageServiceClient::with_interceptor(channel.clone(), Auth),
             credits: CreditServiceClient::with_interceptor(channel.clone(), Auth),
+            usage: UsageServiceClient::with_interceptor(channel.clone(), Auth),
             channel,
         }
     }

@@ -2,7 +2,8 @@
 //! protocol tests and for benchmarks with many streams in one process.
 //! It keeps the configuration as a map of encoded objects, applies snapshots
 //! and deltas exactly (a delta must start at the held revision), and ACKs.
-//! It records every fleet cooldown it is sent, and can report its own.
+//! It records every fleet cooldown it is sent, and can report its own; likewise
+//! usage: it records every `UsageAck` and `UsageTotal` and can send reports.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use sluice_proto::config::v1::control_plane_message::Message as Outbound;
 use sluice_proto::config::v1::data_plane_message::Message as Inbound;
 use sluice_proto::config::v1::{
     Ack, Cooldown, CooldownReport, DataPlaneMessage, Hello, Kind, Nack, ProtocolVersion, Snapshot,
+    UsageAck, UsageReport, UsageTotal,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -34,6 +36,10 @@ pub struct SimState {
     pub cooldowns: Vec<(Cooldown, Instant)>,
     /// Messages received, in order: "snapshot", "delta", "cooldowns".
     pub kinds: Vec<&'static str>,
+    /// Every usage ack received, in order.
+    pub usage_acks: Vec<UsageAck>,
+    /// Every usage total received (in `UsageTotals` messages), in order.
+    pub usage_totals: Vec<UsageTotal>,
 }
 
 impl SimState {
@@ -90,6 +96,8 @@ pub struct SimDataPlane {
     revision: watch::Receiver<i64>,
     /// Counts fleet cooldowns received, to wait on.
     cooldowns: watch::Receiver<usize>,
+    /// Counts usage messages received, to wait on.
+    usage: watch::Receiver<usize>,
     outbound: mpsc::Sender<DataPlaneMessage>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -124,6 +132,7 @@ impl SimDataPlane {
         let mut inbound = client.stream_config(request).await?.into_inner();
         let (rev_tx, rev_rx) = watch::channel(held.revision);
         let (cooldowns_tx, cooldowns_rx) = watch::channel(0usize);
+        let (usage_tx, usage_rx) = watch::channel(0usize);
         let state = Arc::new(Mutex::new(held));
         let shared = state.clone();
         let outbound = tx.clone();
@@ -150,11 +159,17 @@ impl SimDataPlane {
                             continue;
                         }
                         // Usage is not configuration: nothing to answer.
-                        Some(
-                            Outbound::UsageAck(_)
-                            | Outbound::UsageTotals(_)
-                            | Outbound::LimitLeases(_),
-                        ) => continue,
+                        Some(Outbound::UsageAck(ack)) => {
+                            s.usage_acks.push(ack);
+                            let _ = usage_tx.send(s.usage_acks.len() + s.usage_totals.len());
+                            continue;
+                        }
+                        Some(Outbound::UsageTotals(totals)) => {
+                            s.usage_totals.extend(totals.totals);
+                            let _ = usage_tx.send(s.usage_acks.len() + s.usage_totals.len());
+                            continue;
+                        }
+                        Some(Outbound::LimitLeases(_)) => continue,
                         Some(Outbound::Snapshot(snap)) => {
                             s.objects = objects_of(&snap);
                             s.revision = snap.revision;
@@ -214,6 +229,7 @@ impl SimDataPlane {
             state,
             revision: rev_rx,
             cooldowns: cooldowns_rx,
+            usage: usage_rx,
             outbound,
             task,
         })
@@ -227,6 +243,58 @@ impl SimDataPlane {
             })
             .await
             .map_err(|_| anyhow::anyhow!("stream closed"))
+    }
+
+    /// Sends a usage report, as a real data plane does from its journal.
+    pub async fn report_usage(&self, report: UsageReport) -> anyhow::Result<()> {
+        self.outbound
+            .send(DataPlaneMessage {
+                message: Some(Inbound::UsageReport(report)),
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("stream closed"))
+    }
+
+    /// Sends `report` and waits for the next usage ack.
+    pub async fn report_usage_and_wait(
+        &mut self,
+        report: UsageReport,
+        within: Duration,
+    ) -> anyhow::Result<UsageAck> {
+        let acked = self.state().usage_acks.len();
+        self.report_usage(report).await?;
+        let state = self
+            .wait_for_usage(within, |s| s.usage_acks.len() > acked)
+            .await?;
+        state
+            .usage_acks
+            .get(acked)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no ack"))
+    }
+
+    /// Waits until the usage received so far satisfies `done`; returns the state.
+    pub async fn wait_for_usage(
+        &mut self,
+        within: Duration,
+        done: impl Fn(&SimState) -> bool,
+    ) -> anyhow::Result<SimState> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let state = self.state();
+            if done(&state) {
+                return Ok(state);
+            }
+            match tokio::time::timeout_at(deadline, self.usage.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => anyhow::bail!("stream ended before the usage awaited"),
+                Err(_) => anyhow::bail!(
+                    "usage not as awaited within {within:?}; acks {:?}, totals {:?}",
+                    state.usage_acks,
+                    state.usage_totals
+                ),
+            }
+        }
     }
 
     /// Waits for a fleet cooldown of `deployment_id`; returns it and when it

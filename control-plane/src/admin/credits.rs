@@ -1,5 +1,6 @@
 //! `CreditService`: credits granted to teams. Adds are retried on conflict,
-//! so concurrent grants all count.
+//! so concurrent grants all count. What is used comes from the team's usage
+//! totals (`crate::usage`), as the data planes reported it.
 
 use sluice_proto::admin::v1::credit_service_server::CreditService;
 use sluice_proto::admin::v1::{
@@ -12,6 +13,7 @@ use crate::catalog::{now, outcome, put_if, retry_on_conflict};
 use crate::error::AdminError;
 use crate::resources::Resource;
 use crate::store::Txn;
+use crate::usage::paths::{Scope, ScopeKind};
 use crate::validate;
 
 #[tonic::async_trait]
@@ -54,12 +56,23 @@ impl CreditService for Admin {
 
     async fn get_balance(
         &self,
-        _request: Request<GetBalanceRequest>,
+        request: Request<GetBalanceRequest>,
     ) -> Result<Response<GetBalanceResponse>, Status> {
-        // Until usage is counted (issue 18, in progress) there is no used
-        // figure to answer with.
-        Err(Status::unimplemented(
-            "GetBalance needs usage reporting, which is not finished yet",
-        ))
+        let team_id = request.into_inner().team_id;
+        validate::object_id("team_id", &team_id)?;
+        let team = self.catalog.require::<Team>(&team_id).await?;
+        // Credits are lifetime: no window to look at.
+        let totals = self
+            .stored_totals(&Scope::new(ScopeKind::Team, team_id.clone()))
+            .await?;
+        let credits_used = totals.lifetime.map_or(0, |l| l.credits_used);
+        let credits_allocated = team.value.credits_allocated;
+        Ok(Response::new(GetBalanceResponse {
+            team_id,
+            credits_allocated,
+            credits_used,
+            credits_remaining: credits_allocated.saturating_sub(credits_used),
+            revision: self.catalog.revision().await?,
+        }))
     }
 }

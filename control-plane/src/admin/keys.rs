@@ -15,6 +15,7 @@ use crate::error::{AdminError, AdminResult};
 use crate::resources::{Resource, key_of};
 use crate::secrets;
 use crate::store::Txn;
+use crate::usage::paths::{Scope, ScopeKind};
 use crate::validate;
 
 /// The id of the key a request names, by `key_id` or by plaintext `key`.
@@ -229,7 +230,11 @@ impl KeyService for Admin {
     async fn get_key(&self, request: Request<GetKeyRequest>) -> Result<Response<Key>, Status> {
         let req = request.into_inner();
         let id = key_id_of(&req.key_id, &req.key)?;
-        Ok(Response::new(self.catalog.require::<Key>(&id).await?.value))
+        let mut key = self.catalog.require::<Key>(&id).await?.value;
+        key.spend = self
+            .window_spend(&Scope::new(ScopeKind::Key, id), &key.budget_duration)
+            .await?;
+        Ok(Response::new(key))
     }
 
     async fn list_keys(

@@ -17,6 +17,7 @@ mod organizations;
 mod router;
 pub mod sweeps;
 mod teams;
+mod usage;
 
 use std::collections::HashMap;
 

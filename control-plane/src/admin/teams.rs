@@ -19,6 +19,7 @@ use crate::error::{AdminError, AdminResult};
 use crate::resources::Resource;
 use crate::secrets;
 use crate::store::Txn;
+use crate::usage::paths::{Scope, ScopeKind};
 use crate::validate;
 
 fn check_team(t: &Team, field: &str) -> AdminResult<()> {
@@ -252,9 +253,11 @@ impl TeamService for Admin {
     async fn get_team(&self, request: Request<GetTeamRequest>) -> Result<Response<Team>, Status> {
         let id = request.into_inner().team_id;
         validate::object_id("team_id", &id)?;
-        Ok(Response::new(
-            self.catalog.require::<Team>(&id).await?.value,
-        ))
+        let mut team = self.catalog.require::<Team>(&id).await?.value;
+        team.spend = self
+            .window_spend(&Scope::new(ScopeKind::Team, id), &team.budget_duration)
+            .await?;
+        Ok(Response::new(team))
     }
 
     async fn list_teams(

@@ -11,6 +11,14 @@
 //! previous value, which most streams need, is merged once and shared). On
 //! compaction the hub re-lists and drops its history, so streams behind it
 //! get a fresh snapshot.
+//!
+//! Usage (`/sluice/usage/`, [`crate::usage`]) lives under `/sluice/` for
+//! etcd permissions but is no part of the configuration: its events are
+//! skipped before anything else looks at them, and a batch made only of
+//! them publishes nothing (else every data plane would get an empty delta
+//! per usage report). What the hub has seen, published or not, is tracked
+//! apart ([`Hub::wait_for`]), so waiting for the store's revision still
+//! returns promptly when the newest writes were usage.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
@@ -28,6 +36,7 @@ use super::objects::{self, Address, Object};
 use crate::metrics::Metrics;
 use crate::resources::ROOT;
 use crate::store::{EventKind, KeyValue, Store, WatchMessage};
+use crate::usage::paths::USAGE_PREFIX;
 
 /// How long the hub waits for more changes after the first of a burst.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(20);
@@ -100,6 +109,13 @@ impl Published {
     /// Whether the hub has listed the store at least once.
     pub fn is_loaded(&self) -> bool {
         self.epoch > 0
+    }
+
+    /// The distributed object of `kind` with this id, as checked (keys
+    /// still encoded).
+    pub fn get(&self, kind: sluice_proto::config::v1::Kind, id: &str) -> Option<&Arc<Object>> {
+        self.objects
+            .get(&Address::Distributed(kind, id.to_string()))
     }
 
     /// Whether a data-plane token with this SHA-256 hex exists.
@@ -185,14 +201,18 @@ impl Published {
 #[derive(Clone)]
 pub struct Hub {
     rx: watch::Receiver<Arc<Published>>,
+    /// The newest store revision the hub has taken in, published or not:
+    /// a revision that changed no configuration (usage) moves only this.
+    seen: watch::Receiver<i64>,
 }
 
 impl Hub {
     /// Starts the hub's list + watch loop on the runtime.
     pub fn start(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Hub {
         let (tx, rx) = watch::channel(Arc::new(Published::empty()));
-        tokio::spawn(run(store, tx, metrics));
-        Hub { rx }
+        let (seen_tx, seen) = watch::channel(0);
+        tokio::spawn(run(store, tx, seen_tx, metrics));
+        Hub { rx, seen }
     }
 
     /// The newest published configuration.
@@ -205,10 +225,13 @@ impl Hub {
         self.rx.clone()
     }
 
-    /// Waits until the hub has published `revision` or later, up to `within`.
+    /// Waits until the hub has taken in `revision` or later, up to
+    /// `within`: [`Hub::current`] is then the configuration as of that
+    /// revision (a revision that changed no configuration is taken in
+    /// without a publication).
     pub async fn wait_for(&self, revision: i64, within: Duration) -> bool {
-        let mut rx = self.rx.clone();
-        tokio::time::timeout(within, rx.wait_for(|p| p.revision >= revision))
+        let mut seen = self.seen.clone();
+        tokio::time::timeout(within, seen.wait_for(|r| *r >= revision))
             .await
             .is_ok_and(|r| r.is_ok())
     }
@@ -250,7 +273,12 @@ fn publish(tx: &watch::Sender<Arc<Published>>, current: &Published, metrics: &Me
     tx.send_replace(Arc::new(clone_published(current)));
 }
 
-async fn run(store: Arc<dyn Store>, tx: watch::Sender<Arc<Published>>, metrics: Arc<Metrics>) {
+async fn run(
+    store: Arc<dyn Store>,
+    tx: watch::Sender<Arc<Published>>,
+    seen: watch::Sender<i64>,
+    metrics: Arc<Metrics>,
+) {
     let mut epoch = 0u64;
     let mut retry = RETRY_MIN;
     loop {
@@ -287,7 +315,9 @@ async fn run(store: Arc<dyn Store>, tx: watch::Sender<Arc<Published>>, metrics: 
             ..Published::empty()
         };
         publish(&tx, &current, &metrics);
-        if watch_until_relist(&store, &tx, &mut current, &metrics)
+        // Published first, so that whoever sees the revision finds its config.
+        seen.send_replace(range.revision);
+        if watch_until_relist(&store, &tx, &seen, &mut current, &metrics)
             .await
             .is_closed()
         {
@@ -322,20 +352,25 @@ impl WatchEnd {
     }
 }
 
-/// Follows the store from `current.revision + 1`, publishing each batch,
-/// until the watch reports compaction (re-list) or nobody listens.
+/// Follows the store from `current.revision + 1`, publishing each batch
+/// that changed configuration, until the watch reports compaction (re-list)
+/// or nobody listens.
 async fn watch_until_relist(
     store: &Arc<dyn Store>,
     tx: &watch::Sender<Arc<Published>>,
+    seen: &watch::Sender<i64>,
     current: &mut Published,
     metrics: &Metrics,
 ) -> WatchEnd {
     let mut retry = RETRY_MIN;
+    // Past `current.revision` when the newest revisions were usage only: a
+    // new watch resumes after them rather than replaying them.
+    let mut seen_through = current.revision;
     loop {
         if tx.is_closed() {
             return WatchEnd::Closed;
         }
-        let mut stream = match store.watch(ROOT, current.revision + 1).await {
+        let mut stream = match store.watch(ROOT, seen_through + 1).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "hub: cannot watch the store; retrying");
@@ -382,8 +417,12 @@ async fn watch_until_relist(
                     }
                 }
             }
-            apply_batch(current, batch, metrics);
-            publish(tx, current, metrics);
+            let last = batch.last().map_or(seen_through, |(revision, _)| *revision);
+            if apply_batch(current, batch, metrics) {
+                publish(tx, current, metrics);
+            }
+            seen_through = seen_through.max(last);
+            seen.send_replace(seen_through);
             match end {
                 Some(true) => return WatchEnd::Relist,
                 Some(false) => break,
@@ -393,15 +432,24 @@ async fn watch_until_relist(
     }
 }
 
-/// Applies a batch of watch events to `current` and records them in history.
+/// Applies a batch of watch events to `current` and records them in
+/// history. Usage events are dropped first; a revision made only of them
+/// leaves no trace. Returns whether anything else was in the batch, i.e.
+/// whether `current` is a new configuration to publish.
 fn apply_batch(
     current: &mut Published,
     batch: Vec<(i64, Vec<crate::store::Event>)>,
     metrics: &Metrics,
-) {
+) -> bool {
     let previous = current.revision;
     let mut invalid = (*current.invalid).clone();
-    for (revision, events) in batch {
+    let mut configuration = false;
+    for (revision, mut events) in batch {
+        events.retain(|e| !e.kv.key.starts_with(USAGE_PREFIX));
+        if events.is_empty() {
+            continue;
+        }
+        configuration = true;
         let mut changes = Vec::with_capacity(events.len());
         let mut bytes = 0usize;
         for event in events {
@@ -443,6 +491,78 @@ fn apply_batch(
             None => break,
         }
     }
-    current.previous_revision = Some(previous);
-    current.invalid = Arc::new(invalid);
+    if configuration {
+        current.previous_revision = Some(previous);
+        current.invalid = Arc::new(invalid);
+    }
+    configuration
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_proto::admin::v1::Team;
+
+    use super::*;
+    use crate::resources::{encode, key_of};
+    use crate::store::Txn;
+    use crate::store::embedded::EmbeddedStore;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn usage_writes_are_seen_but_never_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let team = Team {
+            team_id: "t".into(),
+            ..Default::default()
+        };
+        let config = store
+            .txn(Txn::new().put(key_of::<Team>("t"), encode(&team)))
+            .await
+            .unwrap()
+            .revision;
+        let hub = Hub::start(store.clone(), Arc::new(Metrics::new()));
+        assert!(hub.wait_for(config, Duration::from_secs(5)).await);
+        let mut publications = hub.subscribe();
+        publications.borrow_and_update();
+        let before = hub.current();
+
+        let mut usage = 0;
+        for i in 0..20 {
+            usage = store
+                .txn(
+                    Txn::new()
+                        .put(format!("/sluice/usage/totals/team/t{i}"), vec![1])
+                        .put("/sluice/usage/journals/dp", vec![i]),
+                )
+                .await
+                .unwrap()
+                .revision;
+        }
+        // Seen promptly, as `token_appears` needs...
+        assert!(hub.wait_for(usage, Duration::from_secs(5)).await);
+        // ... and nothing published: same value, no history, no wake-up.
+        assert!(!publications.has_changed().unwrap());
+        let after = hub.current();
+        assert!(Arc::ptr_eq(&before, &after));
+        assert_eq!(after.revision, config);
+        assert_eq!(after.history.len(), 0);
+
+        // A configuration change after them is published, and its delta
+        // from the last published revision holds only it.
+        let team = Team {
+            team_id: "t2".into(),
+            ..Default::default()
+        };
+        let next = store
+            .txn(Txn::new().put(key_of::<Team>("t2"), encode(&team)))
+            .await
+            .unwrap()
+            .revision;
+        assert!(hub.wait_for(next, Duration::from_secs(5)).await);
+        let published = hub.current();
+        assert_eq!(published.revision, next);
+        assert_eq!(published.history.len(), 1);
+        assert_eq!(published.previous_revision, Some(config));
+        assert!(published.delta_since(config).is_some());
+    }
 }

@@ -14,6 +14,9 @@
 //! - [`cooldowns`]: fleet-wide cooldowns: data planes' reports coalesced and
 //!   rate-limited into `/sluice-status/cooldowns/` (with a TTL), watched by
 //!   every replica and relayed to its data planes.
+//!
+//! Usage rides the same stream (`crate::usage`): reports counted by
+//! [`crate::usage::Usage`], totals relayed from [`crate::usage::Totals`].
 
 pub mod cooldowns;
 pub mod hub;
@@ -34,6 +37,7 @@ pub use stream::{Discovery, Tokens};
 
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::usage::{Totals, Usage};
 
 /// Everything a replica runs for distribution.
 #[derive(Clone)]
@@ -43,6 +47,8 @@ pub struct Distribution {
     pub registry: Registry,
     pub tokens: Tokens,
     pub cooldowns: Cooldowns,
+    pub usage: Usage,
+    pub totals: Totals,
     /// Cancelled at shutdown: every config stream then ends.
     pub shutdown: CancellationToken,
 }
@@ -57,8 +63,11 @@ impl Distribution {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
+        let hub = Hub::start(store.clone(), metrics.clone());
         Self {
-            hub: Hub::start(store.clone(), metrics.clone()),
+            usage: Usage::new(store.clone(), hub.clone(), metrics.clone()),
+            totals: Totals::start(store.clone(), metrics.clone()),
+            hub,
             cooldowns: Cooldowns::start(store.clone(), metrics.clone()),
             registry: Registry::new(store.clone(), replica_id, metrics),
             store,
@@ -77,6 +86,8 @@ impl Distribution {
             registry: self.registry.clone(),
             tokens: self.tokens.clone(),
             cooldowns: self.cooldowns.clone(),
+            usage: self.usage.clone(),
+            totals: self.totals.clone(),
             shutdown: self.shutdown.clone(),
         }
     }

@@ -15,6 +15,18 @@
 //! hears of it. One loop makes every send, so a cooldown never lands in the
 //! middle of a snapshot. Reports from the data plane go to
 //! [`Cooldowns::report`], which never waits.
+//!
+//! Usage too: after the cooldowns, every usage total this replica holds
+//! (in messages of at most `usage::totals::MAX_TOTALS_PER_MESSAGE`), then
+//! the totals each store revision changes, together; all of them again
+//! when the session fell behind the announcements or the totals were
+//! listed afresh. Usage reports are handed, in order, to a task of the
+//! session's own that counts them one after the other ([`Usage::apply`])
+//! and sends each `UsageAck` on the same outgoing channel: the receive loop
+//! never waits for the store (only, as back-pressure, for a data plane
+//! with more than [`USAGE_QUEUE`] reports unanswered), and acks leave in
+//! the order the reports came. Every send is one whole message, so nothing
+//! lands inside another.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,8 +36,8 @@ use futures::Stream;
 use prost::Message;
 use prost::bytes::Bytes;
 use sluice_proto::config::v1::data_plane_message::Message as Inbound;
-use sluice_proto::config::v1::{DataPlaneMessage, FleetCooldowns, Hello};
-use tokio::sync::{broadcast, mpsc};
+use sluice_proto::config::v1::{DataPlaneMessage, FleetCooldowns, Hello, UsageReport, UsageTotal};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -34,6 +46,7 @@ use super::hub::{Hub, Published};
 use super::status::{Registry, StreamStatus};
 use crate::secrets;
 use crate::store::Store;
+use crate::usage::{Announce, Totals, Usage, totals};
 
 /// How long a new stream may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,6 +55,10 @@ const TOKEN_CATCH_UP: Duration = Duration::from_secs(2);
 /// How long to wait for this replica to catch up with a data plane that
 /// holds a newer revision (it came from a faster replica).
 const CATCH_UP: Duration = Duration::from_secs(5);
+/// Usage reports a session holds before its receive loop waits for them to
+/// be counted. A data plane awaits each report's ack before the next one,
+/// so this is far more than it needs.
+pub const USAGE_QUEUE: usize = 64;
 
 /// Who may receive snapshots (they can carry provider keys).
 #[derive(Clone)]
@@ -70,6 +87,8 @@ pub struct Discovery {
     pub registry: Registry,
     pub tokens: Tokens,
     pub cooldowns: Cooldowns,
+    pub usage: Usage,
+    pub totals: Totals,
     /// Cancelled at shutdown (`crate::shutdown`): every session then ends.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -109,6 +128,58 @@ pub struct EncodedMessage {
     /// when it is sent).
     #[prost(bytes = "bytes", optional, tag = "4")]
     pub cooldowns: Option<Bytes>,
+    /// An encoded `UsageAck`.
+    #[prost(bytes = "bytes", optional, tag = "5")]
+    pub usage_ack: Option<Bytes>,
+    /// An encoded `UsageTotals`.
+    #[prost(bytes = "bytes", optional, tag = "6")]
+    pub usage_totals: Option<Bytes>,
+}
+
+/// `UsageTotals` messages of `totals` (none for none).
+fn totals_messages(all: Vec<UsageTotal>, control_plane_id: &str) -> Vec<EncodedMessage> {
+    totals::messages(all)
+        .into_iter()
+        .map(|m| EncodedMessage {
+            usage_totals: Some(Bytes::from(m.encode_to_vec())),
+            control_plane_id: control_plane_id.to_owned(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Counts a session's usage reports one after the other and sends each ack,
+/// once the session has sent its first configuration (`ready`), so that an
+/// ack never comes before the config it may refer to.
+async fn count_reports(
+    usage: Usage,
+    node_id: String,
+    replica: String,
+    mut reports: mpsc::Receiver<UsageReport>,
+    mut ready: watch::Receiver<bool>,
+    tx: mpsc::Sender<Result<EncodedMessage, Status>>,
+) {
+    while let Some(report) = reports.recv().await {
+        let ack = match usage.apply(&node_id, &report).await {
+            Ok(ack) => ack,
+            Err(e) => {
+                tracing::warn!(%node_id, journal = %report.journal_id, from = report.from_record,
+                    to = report.to_record, error = %e, "usage report not counted; not acknowledged");
+                continue;
+            }
+        };
+        if ready.wait_for(|r| *r).await.is_err() {
+            return;
+        }
+        let out = EncodedMessage {
+            usage_ack: Some(Bytes::from(ack.encode_to_vec())),
+            control_plane_id: replica.clone(),
+            ..Default::default()
+        };
+        if tx.send(Ok(out)).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// A `FleetCooldowns` message of the records still in force at `now_ms`;
@@ -200,9 +271,20 @@ async fn session(
 ) {
     let node_id = hello.node_id.clone();
     let replica = discovery.registry.replica_id().to_string();
+    let (ready_tx, ready) = watch::channel(false);
+    let (reports_tx, reports) = mpsc::channel(USAGE_QUEUE);
+    tokio::spawn(count_reports(
+        discovery.usage.clone(),
+        node_id.clone(),
+        replica.clone(),
+        reports,
+        ready,
+        tx.clone(),
+    ));
     let send = async {
         // Before the first read of the set, so nothing falls between them.
         let mut fleet = discovery.cooldowns.subscribe();
+        let mut usage_totals = discovery.totals.subscribe();
         let mut fleet_sent = false;
         let mut updates = discovery.hub.subscribe();
         let mut held = hello.held_revision;
@@ -261,6 +343,12 @@ async fn session(
                 {
                     return;
                 }
+                for out in totals_messages(discovery.totals.current(), &replica) {
+                    if tx.send(Ok(out)).await.is_err() {
+                        return;
+                    }
+                }
+                ready_tx.send_replace(true);
             }
             // Config changes and cooldowns, each sent whole before the next.
             loop {
@@ -284,6 +372,37 @@ async fn session(
                             return;
                         }
                     }
+                    announced = usage_totals.recv() => {
+                        let changed = match announced {
+                            Ok(Announce::Changed(changed)) => {
+                                // What arrived together leaves together.
+                                let mut all = (*changed).clone();
+                                let mut everything = false;
+                                loop {
+                                    match usage_totals.try_recv() {
+                                        Ok(Announce::Changed(more)) => all.extend(more.iter().cloned()),
+                                        Ok(Announce::Relisted)
+                                        | Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                                            everything = true;
+                                            break;
+                                        }
+                                        Err(_) => break,
+                                    }
+                                }
+                                if everything { discovery.totals.current() } else { all }
+                            }
+                            // Behind, or listed afresh: everything again.
+                            Ok(Announce::Relisted) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                                discovery.totals.current()
+                            }
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        };
+                        for out in totals_messages(changed, &replica) {
+                            if tx.send(Ok(out)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -305,6 +424,15 @@ async fn session(
                 })) => {
                     tracing::debug!(%node_id, cooldowns = report.cooldowns.len(), "cooldown report");
                     discovery.cooldowns.report(&node_id, &report.cooldowns);
+                }
+                Ok(Some(DataPlaneMessage {
+                    message: Some(Inbound::UsageReport(report)),
+                })) => {
+                    tracing::debug!(%node_id, journal = %report.journal_id, from = report.from_record,
+                        to = report.to_record, entries = report.entries.len(), "usage report");
+                    if reports_tx.send(report).await.is_err() {
+                        return;
+                    }
                 }
                 Ok(Some(_)) => tracing::debug!(%node_id, "ignoring an unexpected message"),
                 Ok(None) => return,
