@@ -64,6 +64,9 @@ pub struct ScopeState {
     /// length (0: never resets).
     window_start: AtomicI64,
     duration_s: AtomicU64,
+    /// Whether a budget from this data plane's config has set the window's
+    /// length yet (else totals may: they come before the first request).
+    configured: std::sync::atomic::AtomicBool,
     reported: AtomicI64,
     /// The store revision of `reported` (and `credits_reported`).
     revision: AtomicI64,
@@ -261,6 +264,7 @@ impl Ledger {
             let duration = window::seconds(b.budget_duration);
             let state = self.state(b.scope, b.id);
             state.roll(duration, now_s);
+            state.configured.store(true, Ordering::Relaxed);
             let before = state.reserved.fetch_add(spend, Ordering::Relaxed);
             // Keep it held now, so that a refusal below gives it back.
             held.budgets.push((Arc::clone(&state), spend));
@@ -301,11 +305,9 @@ impl Ledger {
             let Some(scope) = Scope::from_wire(t.scope) else {
                 continue;
             };
-            let Some(state) = self.get(scope, &t.id) else {
-                // Not a scope this data plane admits against (yet): when it
-                // becomes one, its totals come with the next change.
-                continue;
-            };
+            // Kept even for a scope no request here has used yet: the
+            // control plane sends a total when it changes, not again.
+            let state = self.state(scope, &t.id);
             if state.revision.fetch_max(t.revision, Ordering::AcqRel) > t.revision {
                 continue;
             }
@@ -313,6 +315,12 @@ impl Ledger {
                 .credits_reported
                 .store(t.credits_used, Ordering::Relaxed);
             let duration = window::seconds(&t.budget_duration);
+            if !state.configured.load(Ordering::Relaxed) {
+                // No request has said the window's length yet: the control
+                // plane's is the best there is, and the first request's
+                // `roll` keeps it when its config agrees.
+                state.duration_s.store(duration, Ordering::Relaxed);
+            }
             if duration != state.duration_s.load(Ordering::Relaxed) {
                 // Counted under another window length than this data plane's
                 // config says: the control plane's config is newer or older;
@@ -353,6 +361,7 @@ impl Ledger {
             let state = self.state(b.scope, b.id);
             let duration = window::seconds(b.budget_duration);
             state.roll(duration, at_s);
+            state.configured.store(true, Ordering::Relaxed);
             if window::start(duration, at_s) == state.window_start.load(Ordering::Relaxed) {
                 state.local.fetch_add(spend, Ordering::Relaxed);
             }
@@ -501,6 +510,18 @@ mod tests {
         assert_eq!(state.spend(), 160);
         ledger.confirmed(Scope::Key, "k1", NOW, 70, 0);
         assert_eq!(state.spend(), 90);
+        // Totals of a scope no request here has used are kept for when one does.
+        ledger.reported(&[UsageTotal {
+            id: "k2".into(),
+            window_spend: 101,
+            revision: 3,
+            ..total.clone()
+        }]);
+        let k2 = [Budget {
+            id: "k2",
+            ..budgets[0]
+        }];
+        assert!(ledger.admit(&k2, None, 0, NOW).is_err());
         // An older total changes nothing.
         ledger.reported(&[UsageTotal {
             window_spend: 5,
