@@ -368,11 +368,13 @@ async fn main() -> anyhow::Result<()> {
     };
     let usage_stream = UsageStream {
         reports: link.reports,
+        demands: link.demands,
         heard: {
             let metering = Arc::clone(&link.metering);
             Box::new(move |heard| match heard {
                 UsageHeard::Counted(ack) => metering.counted(ack),
                 UsageHeard::Totals(totals) => metering.totals(&totals),
+                UsageHeard::Leases(leases) => metering.leased(&leases),
             })
         },
     };

@@ -35,6 +35,7 @@
 //! | `sluice_usage_spend_micro_usd_total{team, model_group}` | counter | spend metered, micro-USD |
 //! | `sluice_usage_estimated_total` | counter | requests metered from an estimate (the upstream reported no usage, or the client left first) |
 //! | `sluice_quota_refusals_total{kind}` | counter | requests refused 429 `insufficient_quota`: `key`, `team`, `organization` (budgets) or `credits` |
+//! | `sluice_rate_limit_refusals_total{kind}` | counter | requests refused 429 `rate_limit_exceeded`: `rpm`, `tpm` or `parallel` (this data plane's share of the limit was used) |
 //! | `sluice_usage_journal_backlog` | gauge | usage records journaled and not yet counted by the control plane |
 //! | `sluice_usage_reports_total` | counter | usage reports sent (resends included) |
 //! | `sluice_usage_records_counted_total` | counter | usage records the control plane confirmed counted |
@@ -98,6 +99,7 @@ struct UsageMetrics {
     spend: Family<UsageLabels, Counter>,
     estimated: Counter,
     refusals: Family<RefusalLabel, Counter>,
+    limit_refusals: Family<RefusalLabel, Counter>,
     reports: Counter,
     counted: Counter,
     report_latency: Histogram,
@@ -347,6 +349,7 @@ impl Metrics {
             spend: Family::default(),
             estimated: Counter::default(),
             refusals: Family::default(),
+            limit_refusals: Family::default(),
             reports: Counter::default(),
             counted: Counter::default(),
             // 1 ms to about 16 s.
@@ -381,6 +384,11 @@ impl Metrics {
             "sluice_quota_refusals",
             "Requests refused 429 insufficient_quota, by kind (key, team, organization, credits)",
             usage.refusals.clone(),
+        );
+        registry.register(
+            "sluice_rate_limit_refusals",
+            "Requests refused 429 rate_limit_exceeded, by kind (rpm, tpm, parallel)",
+            usage.limit_refusals.clone(),
         );
         let usage_backlog = Gauge::default();
         registry.register(
@@ -466,6 +474,14 @@ impl Metrics {
     pub fn quota_refused(&self, kind: &'static str) {
         self.usage
             .refusals
+            .get_or_create(&RefusalLabel { kind })
+            .inc();
+    }
+
+    /// A request refused for a rate limit (`rpm`, `tpm`, `parallel`).
+    pub fn limit_refused(&self, kind: &'static str) {
+        self.usage
+            .limit_refusals
             .get_or_create(&RefusalLabel { kind })
             .inc();
     }

@@ -467,3 +467,53 @@ async fn a_control_plane_killed_again_and_again_under_load_counts_every_request_
     }
     usage_reaches(&gw, Scope::KeyId(key_id(&key)), want).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_official_openai_sdk_raises_rate_limit_error_for_quota_and_limits() {
+    let gw = Gateway::start(1).await;
+    priced(&gw, "gpt-4o", 1e-6, 1e-6, 0).await;
+    let budget_key = gw
+        .key_from(api::Key {
+            models: vec!["gpt-4o".into()],
+            max_budget: Some(1),
+            ..Default::default()
+        })
+        .await;
+    let rpm_key = gw
+        .key_from(api::Key {
+            models: vec!["gpt-4o".into()],
+            rpm_limit: Some(1),
+            ..Default::default()
+        })
+        .await;
+    gw.sync().await;
+    // A minute window with time left for both calls.
+    let into = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60;
+    if into > 50 {
+        tokio::time::sleep(Duration::from_secs(61 - into)).await;
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/python/test_openai_sdk_quota.py"
+    );
+    let out = tokio::process::Command::new("python3")
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", script])
+        .env("SLUICE_TEST_BASE_URL", gw.url("/v1"))
+        .env("SLUICE_TEST_MODEL", "gpt-4o")
+        .env("SLUICE_TEST_BUDGET_KEY", &budget_key)
+        .env("SLUICE_TEST_RPM_KEY", &rpm_key)
+        .output()
+        .await
+        .expect("python3 runs (scripts/test.sh installs openai and pytest)");
+    assert!(
+        out.status.success(),
+        "the OpenAI SDK tests failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

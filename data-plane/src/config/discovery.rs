@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_proto::config::v1::{
-    Ack, Cooldown, CooldownReport, DataPlaneMessage, Hello, Nack, ProtocolVersion, UsageAck,
-    UsageReport, UsageTotals, data_plane_message,
+    Ack, Cooldown, CooldownReport, DataPlaneMessage, Hello, LimitDemand, LimitLeases, Nack,
+    ProtocolVersion, UsageAck, UsageReport, UsageTotals, data_plane_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -88,7 +88,9 @@ pub struct UsageStream {
     /// Reports to send; while the stream is down they wait here (the usage
     /// thread resends what is not answered, so none is lost if dropped).
     pub reports: mpsc::Receiver<UsageReport>,
-    /// Told the control plane's answers and totals.
+    /// Rate limits' demands, about one a second.
+    pub demands: mpsc::Receiver<LimitDemand>,
+    /// Told the control plane's answers, totals and rate-limit shares.
     pub heard: Box<dyn Fn(UsageHeard) + Send + Sync>,
 }
 
@@ -96,6 +98,7 @@ pub struct UsageStream {
 pub enum UsageHeard {
     Counted(UsageAck),
     Totals(UsageTotals),
+    Leases(LimitLeases),
 }
 
 impl UsageStream {
@@ -103,6 +106,7 @@ impl UsageStream {
     pub fn none() -> UsageStream {
         UsageStream {
             reports: mpsc::channel(1).1,
+            demands: mpsc::channel(1).1,
             heard: Box::new(|_| {}),
         }
     }
@@ -482,6 +486,7 @@ impl Discovery {
         let mut worked = false;
         let mut reporting = true;
         let mut metering = true;
+        let mut limiting = true;
         loop {
             let received = tokio::select! {
                 received = inbound.message() => received,
@@ -492,6 +497,19 @@ impl Discovery {
                     };
                     let message = DataPlaneMessage {
                         message: Some(data_plane_message::Message::UsageReport(report)),
+                    };
+                    if outbound.send(message).await.is_err() {
+                        return SessionEnd::Ended { worked };
+                    }
+                    continue;
+                }
+                demand = usage.demands.recv(), if limiting => {
+                    let Some(demand) = demand else {
+                        limiting = false;
+                        continue;
+                    };
+                    let message = DataPlaneMessage {
+                        message: Some(data_plane_message::Message::LimitDemand(demand)),
                     };
                     if outbound.send(message).await.is_err() {
                         return SessionEnd::Ended { worked };
@@ -546,6 +564,10 @@ impl Discovery {
                 }
                 Some(UpdateWire::UsageTotals(totals)) => {
                     (usage.heard)(UsageHeard::Totals(totals));
+                    continue;
+                }
+                Some(UpdateWire::LimitLeases(leases)) => {
+                    (usage.heard)(UsageHeard::Leases(leases));
                     continue;
                 }
                 other => ControlPlaneMessageWire {

@@ -15,6 +15,8 @@
 //! | group with no usable deployment (every one cooling: with `Retry-After`) | 503 | `no_healthy_deployment` | [`ApiError::no_healthy_deployment`] |
 //! | prompt above every deployment's `max_input_tokens` (pre-call checks) | 400 | `context_length_exceeded` | [`ApiError::prompt_too_large`] |
 //! | a budget (key, team, organization) spent, or the team's credits | 429 | `insufficient_quota` | [`ApiError::insufficient_quota`] |
+//! | a rate limit (key or team `rpm_limit`/`tpm_limit`, key `max_parallel_requests`) reached | 429 | `rate_limit_exceeded` (+ `Retry-After`, `x-ratelimit-*`) | [`ApiError::rate_limited`] |
+//! | a budget not spent, but this data plane's share of what is left is (pacing) | 429 | `rate_limit_exceeded` (+ `Retry-After: 1`) | [`ApiError::budget_paced`] |
 //! | upstream unreachable / broken answer | 502 | `upstream_error` | [`ApiError::upstream_error`] |
 //! | upstream too slow | 504 | `upstream_timeout` | [`ApiError::upstream_timeout`] |
 //! | upstream answered an error without OpenAI's shape | upstream status | `upstream_error` | [`ApiError::upstream_status`] |
@@ -27,7 +29,8 @@
 
 use crate::formats;
 use crate::request::access::KeyRejection;
-use crate::usage::ledger::Refusal;
+use crate::usage::ledger::{Refusal, Scope};
+use crate::usage::limits::{Exceeded, Kind};
 use hyper::StatusCode;
 
 /// An error response: status and body.
@@ -224,6 +227,9 @@ impl ApiError {
                     dollars(*max_budget)
                 )
             }
+            Refusal::Pacing { scope, .. } => {
+                return ApiError::budget_paced(*scope, name);
+            }
             Refusal::Credits {
                 allocated,
                 used,
@@ -239,6 +245,46 @@ impl ApiError {
             "insufficient_quota",
             Some("insufficient_quota"),
             message,
+        )
+    }
+
+    /// 429: a rate limit of the key or its team is reached on this data
+    /// plane (its share of the limit, DESIGN §7). `name` names the key or team.
+    pub fn rate_limited(exceeded: &Exceeded, name: &str) -> Self {
+        let when = match exceeded.reset_s {
+            Some(s) => format!("try again in {s}s"),
+            None => "try again when one of its requests in flight ends".to_owned(),
+        };
+        let kind = match exceeded.kind {
+            Kind::Tpm => "tokens",
+            Kind::Rpm | Kind::Parallel => "requests",
+        };
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            kind,
+            Some("rate_limit_exceeded"),
+            format!(
+                "Rate limit reached for {} {name:?} on {}: limit {}; {when}",
+                exceeded.scope.noun(),
+                exceeded.kind.noun(),
+                exceeded.limit
+            ),
+        )
+    }
+
+    /// 429: the budget is not spent, but this data plane has spent its
+    /// share of what is left until the control plane counts it.
+    pub fn budget_paced(scope: Scope, name: &str) -> Self {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "requests",
+            Some("rate_limit_exceeded"),
+            format!(
+                "The budget of {} {name:?} is nearly spent and is being shared across the \
+                 gateway's data planes: this one has used its share until the spend is counted; \
+                 retry in 1 s",
+                scope.noun()
+            ),
         )
     }
 

@@ -39,6 +39,7 @@ use crate::router::{Router, attempts, policy};
 use crate::upstream::UpstreamError;
 use crate::usage::Who;
 use crate::usage::ledger::{Refusal, Scope};
+use crate::usage::limits::{Exceeded, Kind, Standing, Window};
 use crate::usage::tap::{Bill, tap};
 
 /// Answers a completion or embedding request.
@@ -170,8 +171,13 @@ async fn complete(
     };
     meter.known.model_group = group.name().to_owned();
 
-    // Budgets and credits (DESIGN §7): decided here from what this data
-    // plane knows, never by asking anyone.
+    // Rate limits, budgets and credits (DESIGN §7): decided here from what
+    // this data plane knows, never by asking anyone.
+    let limits = state
+        .usage
+        .limit(&config, key, &parsed)
+        .map_err(|exceeded| limit_failure(&config, key, &exceeded))?;
+    rate_limit_headers(&limits.standing, routed);
     let reservation = state
         .usage
         .admit(&config, key, group, &parsed)
@@ -244,6 +250,7 @@ async fn complete(
             }
             let bill = Bill {
                 reservation,
+                limits,
                 who: Who::new(&config, key, served.group),
                 deployment_id: served.deployment.to_owned(),
                 input_cost_per_token: priced.input_cost_per_token,
@@ -284,33 +291,29 @@ struct Priced {
     credits_per_call: i64,
 }
 
+/// How a refusal names a scope: a key by alias or prefix (never the key),
+/// a team by alias, an organization by name, else by id.
+fn scope_name(config: &Config, key: &Key, scope: Scope, id: &str) -> String {
+    let named = match scope {
+        Scope::Key => return auth::key_label(key).into_owned(),
+        Scope::Team => config.team(id).map(|t| t.team_alias.as_str()),
+        Scope::Organization => config.organization(id).map(|o| o.name.as_str()),
+    };
+    named.filter(|n| !n.is_empty()).unwrap_or(id).to_owned()
+}
+
 /// A 429 `insufficient_quota`, naming the budget or the credits; with
 /// `Retry-After` when the budget's window resets, and `x-should-retry:
 /// false` (which OpenAI's SDKs obey) when retrying within a minute cannot
-/// help.
+/// help. A budget only paced (this data plane's share of what is left is
+/// in use) is a 429 `rate_limit_exceeded` with `Retry-After: 1`.
 fn quota_failure(config: &Config, key: &Key, refusal: &Refusal) -> Failure {
     let now = now_s();
     let name = match refusal {
-        Refusal::Budget {
-            scope: Scope::Key, ..
-        } => auth::key_label(key).into_owned(),
-        Refusal::Budget {
-            scope: Scope::Team,
-            id,
-            ..
+        Refusal::Budget { scope, id, .. } | Refusal::Pacing { scope, id, .. } => {
+            scope_name(config, key, *scope, id)
         }
-        | Refusal::Credits { team_id: id, .. } => config
-            .team(id)
-            .map(|t| t.team_alias.as_str())
-            .filter(|a| !a.is_empty())
-            .unwrap_or(id)
-            .to_owned(),
-        Refusal::Budget { id, .. } => config
-            .organization(id)
-            .map(|o| o.name.as_str())
-            .filter(|n| !n.is_empty())
-            .unwrap_or(id)
-            .to_owned(),
+        Refusal::Credits { team_id, .. } => scope_name(config, key, Scope::Team, team_id),
     };
     let error = ApiError::insufficient_quota(refusal, &name, now);
     let mut relayed = Box::new(HeaderMap::new());
@@ -319,6 +322,7 @@ fn quota_failure(config: &Config, key: &Key, refusal: &Refusal) -> Failure {
             resets_at: Some(at),
             ..
         } => Some(at.saturating_sub(now).max(1)),
+        Refusal::Pacing { .. } => Some(1),
         _ => None,
     };
     if let Some(secs) = wait {
@@ -329,6 +333,62 @@ fn quota_failure(config: &Config, key: &Key, refusal: &Refusal) -> Failure {
     }
     Failure::Summarised { error, relayed }
 }
+
+/// A 429 `rate_limit_exceeded` with `Retry-After` and OpenAI's
+/// `x-ratelimit-*` headers for the limit reached.
+fn limit_failure(config: &Config, key: &Key, exceeded: &Exceeded) -> Failure {
+    let name = scope_name(config, key, exceeded.scope, &exceeded.id);
+    let error = ApiError::rate_limited(exceeded, &name);
+    let mut relayed = Box::new(HeaderMap::new());
+    let reset = exceeded.reset_s.unwrap_or(1);
+    relayed.insert(header::RETRY_AFTER, HeaderValue::from(reset.max(1)));
+    let window = Window {
+        limit: exceeded.limit,
+        remaining: 0,
+        reset_s: reset,
+    };
+    let standing = match exceeded.kind {
+        Kind::Tpm => Standing {
+            requests: None,
+            tokens: Some(window),
+        },
+        Kind::Rpm => Standing {
+            requests: Some(window),
+            tokens: None,
+        },
+        Kind::Parallel => Standing::default(),
+    };
+    rate_limit_headers(&standing, &mut relayed);
+    Failure::Summarised { error, relayed }
+}
+
+/// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`: the
+/// tightest limit of each kind; `remaining` is of this data plane's share.
+fn rate_limit_headers(standing: &Standing, headers: &mut HeaderMap) {
+    for (window, [limit, remaining, reset]) in [
+        (standing.requests, RATE_LIMIT_REQUESTS),
+        (standing.tokens, RATE_LIMIT_TOKENS),
+    ] {
+        if let Some(w) = window {
+            headers.insert(limit, HeaderValue::from(w.limit));
+            headers.insert(remaining, HeaderValue::from(w.remaining));
+            if let Ok(v) = HeaderValue::from_str(&format!("{}s", w.reset_s)) {
+                headers.insert(reset, v);
+            }
+        }
+    }
+}
+
+const RATE_LIMIT_REQUESTS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+const RATE_LIMIT_TOKENS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
 
 const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 

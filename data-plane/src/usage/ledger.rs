@@ -12,7 +12,14 @@
 //! A request is admitted while `reported + local + reserved` is not above the
 //! budget, then adds its worst case to `reserved` — one `fetch_add`, so of
 //! two racing requests the second sees the first's reservation — and when it
-//! ends swaps that for its real cost in `local`. When the control plane
+//! ends swaps that for its real cost in `local`. Across a fleet of `n` data
+//! planes, each may spend beyond what the control plane has counted only its
+//! share of what is left: `local + reserved` not above `(max_budget −
+//! reported) / n`. So the data planes together cannot spend more than the
+//! budget between two reports (the reservations' estimates aside), where
+//! each judging alone would let `n` budgets through; a data plane that hits
+//! its share is paced (429 with `Retry-After: 1`) until the next totals
+//! raise `reported` and lower `local`. When the control plane
 //! counts a batch it answers with the new totals: `reported` is raised
 //! first, then `local` lowered by the batch, so for that instant the batch
 //! counts twice (a refusal too many, never one too few).
@@ -167,6 +174,14 @@ pub enum Refusal {
         used: i64,
         needed: i64,
     },
+    /// Not spent, but this data plane has spent its share of what is left
+    /// of the budget beyond what the control plane has counted: retry once
+    /// the next totals arrive (about a second).
+    Pacing {
+        scope: Scope,
+        id: String,
+        share: i64,
+    },
 }
 
 /// Credits a call needs from a team.
@@ -256,6 +271,7 @@ impl Ledger {
         budgets: &[Budget<'_>],
         credits: Option<CreditAsk<'_>>,
         spend: i64,
+        data_planes: u32,
         now_s: i64,
     ) -> Result<Reservation, Refusal> {
         let mut held = Reservation::default();
@@ -277,6 +293,18 @@ impl Ledger {
                     max_budget: max,
                     resets_at: window::end(duration, now_s),
                 });
+            }
+            if data_planes > 1 {
+                let headroom = max.saturating_sub(state.reported.load(Ordering::Relaxed));
+                let share = headroom / i64::from(data_planes);
+                let unreported = state.local.load(Ordering::Relaxed).saturating_add(before);
+                if unreported > share {
+                    return Err(Refusal::Pacing {
+                        scope: b.scope,
+                        id: b.id.to_owned(),
+                        share,
+                    });
+                }
             }
         }
         if let Some(ask) = credits.filter(|c| c.per_call > 0) {
@@ -405,7 +433,7 @@ mod tests {
         let budgets = [key_budget(100, "")];
         let mut admitted = 0;
         for _ in 0..10 {
-            match ledger.admit(&budgets, None, 60, NOW) {
+            match ledger.admit(&budgets, None, 60, 1, NOW) {
                 Ok(r) => {
                     admitted += 1;
                     r.settle(30, 0);
@@ -426,12 +454,12 @@ mod tests {
         let ledger = Ledger::default();
         let budgets = [key_budget(100, "")];
         let held: Vec<_> = (0..10)
-            .filter_map(|_| ledger.admit(&budgets, None, 40, NOW).ok())
+            .filter_map(|_| ledger.admit(&budgets, None, 40, 1, NOW).ok())
             .collect();
         // 0 and 40 and 80 are not above 100; 120 is.
         assert_eq!(held.len(), 3);
         drop(held);
-        assert!(ledger.admit(&budgets, None, 40, NOW).is_ok());
+        assert!(ledger.admit(&budgets, None, 40, 1, NOW).is_ok());
     }
 
     #[test]
@@ -439,18 +467,27 @@ mod tests {
         let ledger = Ledger::default();
         let budgets = [key_budget(0, "")];
         for _ in 0..3 {
-            ledger.admit(&budgets, None, 0, NOW).unwrap().settle(0, 0);
+            ledger
+                .admit(&budgets, None, 0, 1, NOW)
+                .unwrap()
+                .settle(0, 0);
         }
-        ledger.admit(&budgets, None, 5, NOW).unwrap().settle(1, 0);
-        assert!(ledger.admit(&budgets, None, 0, NOW).is_err());
+        ledger
+            .admit(&budgets, None, 5, 1, NOW)
+            .unwrap()
+            .settle(1, 0);
+        assert!(ledger.admit(&budgets, None, 0, 1, NOW).is_err());
     }
 
     #[test]
     fn a_window_resets_the_spend() {
         let ledger = Ledger::default();
         let budgets = [key_budget(10, "30s")];
-        ledger.admit(&budgets, None, 0, NOW).unwrap().settle(11, 0);
-        let refused = ledger.admit(&budgets, None, 0, NOW).unwrap_err();
+        ledger
+            .admit(&budgets, None, 0, 1, NOW)
+            .unwrap()
+            .settle(11, 0);
+        let refused = ledger.admit(&budgets, None, 0, 1, NOW).unwrap_err();
         assert_eq!(
             refused,
             Refusal::Budget {
@@ -461,7 +498,7 @@ mod tests {
                 resets_at: Some(NOW - 10 + 30),
             }
         );
-        assert!(ledger.admit(&budgets, None, 0, NOW + 20).is_ok());
+        assert!(ledger.admit(&budgets, None, 0, 1, NOW + 20).is_ok());
     }
 
     #[test]
@@ -473,26 +510,29 @@ mod tests {
             per_call: 1,
         };
         let held: Vec<_> = (0..5)
-            .filter_map(|_| ledger.admit(&[], Some(ask), 0, NOW).ok())
+            .filter_map(|_| ledger.admit(&[], Some(ask), 0, 1, NOW).ok())
             .collect();
         assert_eq!(held.len(), 3);
         for r in held {
             r.settle(0, 1);
         }
         assert!(matches!(
-            ledger.admit(&[], Some(ask), 0, NOW),
+            ledger.admit(&[], Some(ask), 0, 1, NOW),
             Err(Refusal::Credits { used: 3, .. })
         ));
         // A deployment that charges nothing needs none.
         let free = CreditAsk { per_call: 0, ..ask };
-        assert!(ledger.admit(&[], Some(free), 0, NOW).is_ok());
+        assert!(ledger.admit(&[], Some(free), 0, 1, NOW).is_ok());
     }
 
     #[test]
     fn reported_totals_replace_local_spend_once_confirmed() {
         let ledger = Ledger::default();
         let budgets = [key_budget(100, "1h")];
-        ledger.admit(&budgets, None, 0, NOW).unwrap().settle(70, 0);
+        ledger
+            .admit(&budgets, None, 0, 1, NOW)
+            .unwrap()
+            .settle(70, 0);
         let state = ledger.get(Scope::Key, "k1").unwrap();
         assert_eq!(state.spend(), 70);
         // Another data plane spent 20; the control plane counted both.
@@ -521,7 +561,7 @@ mod tests {
             id: "k2",
             ..budgets[0]
         }];
-        assert!(ledger.admit(&k2, None, 0, NOW).is_err());
+        assert!(ledger.admit(&k2, None, 0, 1, NOW).is_err());
         // An older total changes nothing.
         ledger.reported(&[UsageTotal {
             window_spend: 5,
@@ -540,6 +580,44 @@ mod tests {
     }
 
     #[test]
+    fn in_a_fleet_each_data_plane_spends_only_its_share_of_what_is_left() {
+        let ledger = Ledger::default();
+        let budgets = [key_budget(900, "")];
+        // Three data planes: 300 each beyond what is counted.
+        let mut spent = 0;
+        while let Ok(r) = ledger.admit(&budgets, None, 0, 3, NOW) {
+            r.settle(100, 0);
+            spent += 100;
+        }
+        assert_eq!(spent, 300 + 100);
+        assert!(matches!(
+            ledger.admit(&budgets, None, 0, 3, NOW),
+            Err(Refusal::Pacing { share: 300, .. })
+        ));
+        // The control plane counted 600 (this one's 400 and 200 elsewhere):
+        // 300 left, 100 of it this one's; its 400 are no longer local.
+        ledger.reported(&[UsageTotal {
+            scope: UsageScope::Key as i32,
+            id: "k1".into(),
+            window_start_s: 0,
+            budget_duration: String::new(),
+            window_spend: 600,
+            credits_used: 0,
+            revision: 1,
+        }]);
+        ledger.confirmed(Scope::Key, "k1", NOW, 400, 0);
+        ledger
+            .admit(&budgets, None, 0, 3, NOW)
+            .unwrap()
+            .settle(100, 0);
+        ledger
+            .admit(&budgets, None, 0, 3, NOW)
+            .unwrap()
+            .settle(100, 0);
+        assert!(ledger.admit(&budgets, None, 0, 3, NOW).is_err());
+    }
+
+    #[test]
     fn refused_requests_hold_nothing() {
         let ledger = Ledger::default();
         let budgets = [
@@ -551,10 +629,13 @@ mod tests {
                 budget_duration: "",
             },
         ];
-        assert!(ledger.admit(&budgets, None, 20, NOW).is_ok());
-        ledger.admit(&budgets, None, 0, NOW).unwrap().settle(11, 0);
+        assert!(ledger.admit(&budgets, None, 20, 1, NOW).is_ok());
+        ledger
+            .admit(&budgets, None, 0, 1, NOW)
+            .unwrap()
+            .settle(11, 0);
         for _ in 0..3 {
-            assert!(ledger.admit(&budgets, None, 20, NOW).is_err());
+            assert!(ledger.admit(&budgets, None, 20, 1, NOW).is_err());
         }
         let key = ledger.get(Scope::Key, "k1").unwrap();
         assert_eq!(key.reserved.load(Ordering::Relaxed), 0);

@@ -7,6 +7,8 @@
 //! - [`tap`]: the answer's body, watched for the upstream's `usage` (and the
 //!   usage chunk Sluice asked for taken out of a stream the client did not
 //!   ask it for); when the body ends the request is settled and journaled.
+//! - [`limits`]: `rpm_limit`, `tpm_limit`, `max_parallel_requests` against
+//!   this data plane's share of each, leased by the control plane.
 //! - [`journal`]: the file every answered request's usage is written to
 //!   before it is reported; [`reporter`]: the thread that owns it, reports
 //!   batches on the config stream and hands the control plane's answers to
@@ -17,6 +19,7 @@
 
 pub mod journal;
 pub mod ledger;
+pub mod limits;
 pub mod price;
 pub mod reporter;
 pub mod tap;
@@ -28,7 +31,9 @@ use std::sync::mpsc::{self, Sender};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_proto::admin::v1::Key;
-use sluice_proto::config::v1::{UsageAck, UsageEntry, UsageReport, UsageTotals};
+use sluice_proto::config::v1::{
+    LimitDemand, LimitLeases, UsageAck, UsageEntry, UsageReport, UsageTotals,
+};
 use tokio::sync::mpsc as async_mpsc;
 
 use crate::config::snapshot::{Config, ModelGroup};
@@ -36,6 +41,7 @@ use crate::metrics::Metrics;
 use crate::request::parse::Parsed;
 use journal::{Journal, JournalError, Replayed};
 use ledger::{Budget, CreditAsk, Ledger, Refusal, Reservation, Scope};
+use limits::{Exceeded, Held, Kind, Limit, Limiter};
 use reporter::{Drained, Event, Reporter};
 
 /// Tokens of one request.
@@ -53,14 +59,16 @@ const REPORT_QUEUE: usize = 4;
 #[derive(Debug)]
 pub struct Metering {
     ledger: Arc<Ledger>,
+    limiter: Arc<Limiter>,
     events: Sender<Event>,
     metrics: Arc<Metrics>,
 }
 
-/// The stream's end of metering: reports to send, and where the control
-/// plane's answers go.
+/// The stream's end of metering: reports and limit demands to send, and
+/// where the control plane's answers go.
 pub struct UsageLink {
     pub reports: async_mpsc::Receiver<UsageReport>,
+    pub demands: async_mpsc::Receiver<LimitDemand>,
     pub metering: Arc<Metering>,
 }
 
@@ -93,12 +101,14 @@ impl Metering {
             ),
         };
         let ledger = Arc::new(Ledger::default());
+        let limiter = Arc::new(Limiter::default());
         if let Some(config) = config {
             for (_, e) in &state.pending {
                 replay(&ledger, config, e);
             }
         }
         let (reports_tx, reports) = async_mpsc::channel(REPORT_QUEUE);
+        let (demands_tx, demands) = async_mpsc::channel(REPORT_QUEUE);
         let (events, events_rx) = mpsc::channel();
         let reporter = Reporter::new(
             journal,
@@ -106,7 +116,8 @@ impl Metering {
             Arc::clone(&ledger),
             Arc::clone(&metrics),
             reports_tx,
-        );
+        )
+        .with_limits(Arc::clone(&limiter), demands_tx);
         std::thread::Builder::new()
             .name("sluice-usage".into())
             .spawn(move || reporter.run(events_rx))
@@ -116,11 +127,13 @@ impl Metering {
             })?;
         let metering = Arc::new(Metering {
             ledger,
+            limiter,
             events,
             metrics,
         });
         let link = UsageLink {
             reports,
+            demands,
             metering: Arc::clone(&metering),
         };
         Ok((metering, link))
@@ -136,6 +149,7 @@ impl Metering {
                 tracing::error!(error = %e, "the usage thread did not start; usage is not recorded");
                 Arc::new(Metering {
                     ledger: Arc::default(),
+                    limiter: Arc::default(),
                     events: mpsc::channel().0,
                     metrics,
                 })
@@ -146,6 +160,67 @@ impl Metering {
     /// The control plane counted a report.
     pub fn counted(&self, ack: UsageAck) {
         let _ = self.events.send(Event::Counted(ack));
+    }
+
+    /// The control plane's rate-limit shares.
+    pub fn leased(&self, leases: &LimitLeases) {
+        self.limiter.leased(leases);
+    }
+
+    /// Counts a request against every rate limit of its key and team, or
+    /// refuses it naming the first it would pass.
+    pub fn limit(&self, config: &Config, key: &Key, parsed: &Parsed) -> Result<Held, Exceeded> {
+        let mut limits: [Option<Limit<'_>>; 5] = [None; 5];
+        let mut add = |i: usize, scope, id, kind, limit: Option<u64>| {
+            limits[i] = limit.map(|limit| Limit {
+                scope,
+                id,
+                kind,
+                limit,
+            });
+        };
+        add(
+            0,
+            Scope::Key,
+            key.key_id.as_str(),
+            Kind::Parallel,
+            key.max_parallel_requests,
+        );
+        add(1, Scope::Key, key.key_id.as_str(), Kind::Rpm, key.rpm_limit);
+        add(2, Scope::Key, key.key_id.as_str(), Kind::Tpm, key.tpm_limit);
+        if let Some(team) = config.team(&key.team_id) {
+            add(
+                3,
+                Scope::Team,
+                team.team_id.as_str(),
+                Kind::Rpm,
+                team.rpm_limit,
+            );
+            add(
+                4,
+                Scope::Team,
+                team.team_id.as_str(),
+                Kind::Tpm,
+                team.tpm_limit,
+            );
+        }
+        let mut list = [Limit {
+            scope: Scope::Key,
+            id: "",
+            kind: Kind::Rpm,
+            limit: 0,
+        }; 5];
+        let mut n = 0;
+        for l in limits.into_iter().flatten() {
+            list[n] = l;
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(Held::default());
+        }
+        self.limiter
+            .admit(&list[..n], parsed.prompt_tokens, now_s())
+            .inspect_err(|e| self.metrics.limit_refused(e.kind.label()))
     }
 
     /// Totals the control plane announced.
@@ -180,10 +255,16 @@ impl Metering {
             return Ok(Reservation::default());
         }
         self.ledger
-            .admit(&budgets[..n], credits, spend, now_s())
+            .admit(
+                &budgets[..n],
+                credits,
+                spend,
+                self.limiter.data_planes(),
+                now_s(),
+            )
             .inspect_err(|refusal| {
                 self.metrics.quota_refused(match refusal {
-                    Refusal::Budget { scope, .. } => scope.noun(),
+                    Refusal::Budget { scope, .. } | Refusal::Pacing { scope, .. } => scope.noun(),
                     Refusal::Credits { .. } => "credits",
                 })
             })

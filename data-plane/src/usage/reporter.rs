@@ -21,11 +21,12 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use sluice_proto::config::v1::{UsageAck, UsageEntry, UsageReport};
+use sluice_proto::config::v1::{LimitDemand, UsageAck, UsageEntry, UsageReport};
 use tokio::sync::mpsc;
 
 use super::journal::{COMPACT_BYTES, Journal, Replayed};
 use super::ledger::{Ledger, Scope};
+use super::limits::Limiter;
 use crate::metrics::Metrics;
 
 pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
@@ -64,7 +65,11 @@ pub struct Reporter {
     metrics: Arc<Metrics>,
     reports: mpsc::Sender<UsageReport>,
     outstanding: Option<Outstanding>,
+    /// Rate limits' demands, sent every [`DEMAND_EVERY`].
+    limits: Option<(Arc<Limiter>, mpsc::Sender<LimitDemand>)>,
 }
+
+pub const DEMAND_EVERY: Duration = Duration::from_secs(1);
 
 struct Outstanding {
     to: u64,
@@ -90,6 +95,32 @@ impl Reporter {
             metrics,
             reports,
             outstanding: None,
+            limits: None,
+        }
+    }
+
+    /// Also sends the rate limits' demands about every second.
+    pub fn with_limits(
+        mut self,
+        limiter: Arc<Limiter>,
+        demands: mpsc::Sender<LimitDemand>,
+    ) -> Self {
+        self.limits = Some((limiter, demands));
+        self
+    }
+
+    fn send_demands(&self) {
+        let Some((limiter, tx)) = &self.limits else {
+            return;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let demands = limiter.demands(now);
+        if !demands.is_empty() {
+            // Dropped when the stream is not taking them: the next second's
+            // says as much.
+            let _ = tx.try_send(LimitDemand { demands });
         }
     }
 
@@ -99,6 +130,7 @@ impl Reporter {
         let mut unflushed_since: Option<Instant> = None;
         let mut last_sync = Instant::now();
         let mut last_report = Instant::now() - REPORT_EVERY;
+        let mut last_demand = Instant::now();
         loop {
             let wait = match unflushed_since {
                 Some(since) => FLUSH_EVERY.saturating_sub(since.elapsed()),
@@ -136,6 +168,10 @@ impl Reporter {
             if unflushed_since.is_some_and(|s| s.elapsed() >= FLUSH_EVERY) {
                 self.write_out(false);
                 unflushed_since = None;
+            }
+            if last_demand.elapsed() >= DEMAND_EVERY {
+                self.send_demands();
+                last_demand = Instant::now();
             }
             if last_sync.elapsed() >= SYNC_EVERY {
                 self.sync();

@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 use hyper::body::{Bytes, Frame, SizeHint};
 
 use super::ledger::Reservation;
+use super::limits::Held;
 use super::{Metering, Settled, Tokens, Who};
 use crate::body::{Body, BoxError};
 use crate::formats::usage::{self, StreamUsage};
@@ -30,6 +31,9 @@ const MAX_KEPT: usize = 16 << 20;
 /// What the request's settlement needs besides the body.
 pub struct Bill {
     pub reservation: Reservation,
+    /// Rate limits' hold: parallel slots until the answer ends, tokens
+    /// corrected to the real ones.
+    pub limits: Held,
     pub who: Who,
     pub deployment_id: String,
     pub input_cost_per_token: f64,
@@ -110,6 +114,9 @@ impl Tap {
                 true,
             ),
         };
+        let mut limits = bill.limits;
+        limits.settle(tokens.prompt + tokens.completion);
+        drop(limits);
         self.metering.settle(Settled {
             reservation: bill.reservation,
             who: bill.who,
