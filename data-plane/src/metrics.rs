@@ -36,6 +36,7 @@
 //! | `sluice_usage_estimated_total` | counter | requests metered from an estimate (the upstream reported no usage, or the client left first) |
 //! | `sluice_quota_refusals_total{kind}` | counter | requests refused 429 `insufficient_quota`: `key`, `team`, `organization` (budgets) or `credits` |
 //! | `sluice_rate_limit_refusals_total{kind}` | counter | requests refused 429 `rate_limit_exceeded`: `rpm`, `tpm` or `parallel` (this data plane's share of the limit was used) |
+//! | `sluice_fleet_data_planes` | gauge | the data planes the control plane counts in the fleet, which rate limits and budgets are shared among (0: never told) |
 //! | `sluice_usage_journal_backlog` | gauge | usage records journaled and not yet counted by the control plane |
 //! | `sluice_usage_reports_total` | counter | usage reports sent (resends included) |
 //! | `sluice_usage_records_counted_total` | counter | usage records the control plane confirmed counted |
@@ -88,6 +89,8 @@ pub struct Metrics {
     usage: UsageMetrics,
     /// Usage records journaled and not yet counted.
     pub usage_backlog: Gauge,
+    /// The fleet's data planes, as the control plane counts them.
+    pub fleet_data_planes: Gauge,
 }
 
 /// Metering's metrics (DESIGN §7).
@@ -390,6 +393,12 @@ impl Metrics {
             "Requests refused 429 rate_limit_exceeded, by kind (rpm, tpm, parallel)",
             usage.limit_refusals.clone(),
         );
+        let fleet_data_planes = Gauge::default();
+        registry.register(
+            "sluice_fleet_data_planes",
+            "The data planes the control plane counts in the fleet (rate limits and budgets are shared among them; 0: never told)",
+            fleet_data_planes.clone(),
+        );
         let usage_backlog = Gauge::default();
         registry.register(
             "sluice_usage_journal_backlog",
@@ -415,6 +424,7 @@ impl Metrics {
         Metrics {
             usage,
             usage_backlog,
+            fleet_data_planes,
             router,
             requests,
             request_duration,

@@ -313,6 +313,7 @@ async fn a_key_budget_holds_across_three_data_planes_and_its_30s_window_resets()
         })
         .await;
     gw.sync().await;
+    fleet_of(&gw, 3).await;
     // Start just after a window opens, so the load stays inside one window.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -321,8 +322,12 @@ async fn a_key_budget_holds_across_three_data_planes_and_its_30s_window_resets()
     if into > 5 {
         tokio::time::sleep(Duration::from_secs(30 - into)).await;
     }
+    // A prompt of about 1,000 tokens by Sluice's estimate (4 bytes a token),
+    // which the upstream reports as 1,000: the reservation is the cost.
+    let prompt = "word ".repeat(800);
     let body = |i: usize| {
         let mut b = metered_body("gpt-4o", 1000, 1, None);
+        b["messages"] = json!([{"role": "user", "content": prompt}]);
         b["max_tokens"] = json!(1);
         b["n"] = json!(i);
         b
@@ -343,11 +348,13 @@ async fn a_key_budget_holds_across_three_data_planes_and_its_30s_window_resets()
     let served = answers.iter().filter(|s| **s == 200).count();
     let refused = answers.iter().filter(|s| **s == 429).count();
     assert_eq!(served + refused, answers.len(), "{answers:?}");
-    // Without sharing, each of 3 data planes would serve 10 (30 in all).
-    // Documented bound (README): budget + one report interval of every
-    // other data plane's admissions + one request per client in flight.
+    // Each of 3 data planes judging alone would serve 11 (33 in all). Shared,
+    // each spends at most its third of what is left beyond what is counted,
+    // plus one request: the README's bound, budget + data planes × the
+    // dearest request.
     println!("served {served} of 300 against a budget of 10 requests");
     assert!(served >= 10, "served {served}");
+    assert!(served <= 10 + 3, "served {served}");
     assert!(refused > 0);
     let usage = gw.admin.usage_of(Scope::KeyId(key_id(&key))).await.unwrap();
     assert_eq!(usage.budget_duration, "30s");
@@ -516,4 +523,170 @@ async fn the_official_openai_sdk_raises_rate_limit_error_for_quota_and_limits() 
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Waits until every data plane has heard from the control plane that the
+/// fleet has `n` data planes (rate limits are shared among them).
+async fn fleet_of(gw: &Gateway, n: usize) {
+    for dp in &gw.planes {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let seen = dp.metric("sluice_fleet_data_planes").await.unwrap_or(0.0);
+            if seen as usize == n {
+                break;
+            }
+            assert!(Instant::now() < deadline, "a data plane counts {seen} in the fleet");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Sleeps into a minute window with at least `left` seconds to go.
+async fn minute_with(left: u64) {
+    let into = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60;
+    if 60 - into < left {
+        tokio::time::sleep(Duration::from_secs(60 - into + 1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_rpm_limit_of_60_holds_across_three_data_planes_and_one_cut_off_keeps_to_its_share() {
+    let mut gw = Gateway::start(2).await;
+    // The third data plane reaches the control plane through a relay the
+    // test can cut.
+    let relay = sluice_tests::relay::Relay::start(&gw.cp.addr()).await.unwrap();
+    let third = sluice_tests::data_plane::DataPlane::start(
+        &[relay.endpoint()],
+        "dp-2",
+        gw.dir.path(),
+    )
+    .unwrap();
+    third.wait_ready(WAIT).await.unwrap();
+    gw.planes.push(third);
+    priced(&gw, "gpt-4o", 0.0, 0.0, 0).await;
+    let key = gw
+        .key_from(api::Key {
+            models: vec!["gpt-4o".into()],
+            rpm_limit: Some(60),
+            ..Default::default()
+        })
+        .await;
+    gw.sync().await;
+    fleet_of(&gw, 3).await;
+    minute_with(20).await;
+    let minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60;
+    // Cut off, the third keeps its share of the limit, never more.
+    relay.cut();
+
+    // 3 data planes × 8 clients, for 5 s.
+    let gw_ref = &gw;
+    let key_ref = &key;
+    let until = Instant::now() + Duration::from_secs(5);
+    let results: Vec<Vec<(usize, u16, Option<String>)>> = futures::future::join_all(
+        (0..24).map(|client| async move {
+            let dp = client % 3;
+            let mut seen = Vec::new();
+            while Instant::now() < until {
+                let r = gw_ref
+                    .http
+                    .post(gw_ref.planes[dp].url("/v1/chat/completions"))
+                    .bearer_auth(key_ref)
+                    .header("content-type", "application/json")
+                    .body(chat_body("gpt-4o").to_string())
+                    .send()
+                    .await
+                    .expect("data plane answers");
+                let status = r.status().as_u16();
+                let limit = r
+                    .headers()
+                    .get("x-ratelimit-limit-requests")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                if status == 429 {
+                    assert!(r.headers().contains_key("retry-after"));
+                    assert_eq!(
+                        r.headers()["x-ratelimit-remaining-requests"].to_str().unwrap(),
+                        "0"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                seen.push((dp, status, limit));
+            }
+            seen
+        }),
+    )
+    .await;
+    let same_minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60
+        == minute;
+    assert!(same_minute, "the load ran over a minute boundary");
+    let all: Vec<_> = results.into_iter().flatten().collect();
+    let admitted = |dp: Option<usize>| {
+        all.iter()
+            .filter(|(d, s, _)| *s == 200 && dp.is_none_or(|x| x == *d))
+            .count()
+    };
+    println!(
+        "admitted in one minute: {} (data planes: {}, {}, {} cut off), {} refused",
+        admitted(None),
+        admitted(Some(0)),
+        admitted(Some(1)),
+        admitted(Some(2)),
+        all.iter().filter(|(_, s, _)| *s == 429).count()
+    );
+    assert!(all.iter().all(|(_, s, _)| *s == 200 || *s == 429));
+    assert!(all.iter().all(|(_, _, l)| l.as_deref() == Some("60")));
+    // Shares never sum past the limit; the cut-off one keeps its even share.
+    assert!(admitted(None) <= 60, "admitted {}", admitted(None));
+    assert!(admitted(Some(2)) <= 20, "cut off, admitted {}", admitted(Some(2)));
+    // And the limit is used: each data plane has at least its even share.
+    assert!(admitted(None) >= 60, "admitted {}", admitted(None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_parallel_requests_holds_per_key_across_data_planes() {
+    let gw = Gateway::start(3).await;
+    gw.deploy(api::Deployment {
+        model_name: "slow".into(),
+        provider: "mock".into(),
+        model: "slow".into(),
+        api_base: "mock://?latency_ms=1500".into(),
+        ..Default::default()
+    })
+    .await;
+    let key = gw
+        .key_from(api::Key {
+            models: vec!["slow".into()],
+            max_parallel_requests: Some(3),
+            ..Default::default()
+        })
+        .await;
+    gw.sync().await;
+    fleet_of(&gw, 3).await;
+    let gw_ref = &gw;
+    let key_ref = &key;
+    let statuses: Vec<(u16, String)> = futures::future::join_all((0..12).map(|i| async move {
+        send(gw_ref, i % 3, key_ref, &chat_body("slow")).await
+    }))
+    .await;
+    let served = statuses.iter().filter(|(s, _)| *s == 200).count();
+    let limited: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    assert_eq!(served + limited.len(), 12, "{statuses:?}");
+    assert!(served <= 3, "{served} in parallel: {statuses:?}");
+    assert!(served >= 3, "{served} in parallel: {statuses:?}");
+    assert!(limited[0].1.contains("parallel requests"), "{}", limited[0].1);
+    // Once they end, the slots are free again.
+    let (status, text) = send(&gw, 0, &key, &chat_body("slow")).await;
+    assert_eq!(status, 200, "{text}");
 }

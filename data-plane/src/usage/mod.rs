@@ -165,6 +165,11 @@ impl Metering {
     /// The control plane's rate-limit shares.
     pub fn leased(&self, leases: &LimitLeases) {
         self.limiter.leased(leases);
+        if leases.data_planes > 0 {
+            self.metrics
+                .fleet_data_planes
+                .set(i64::from(leases.data_planes));
+        }
     }
 
     /// Counts a request against every rate limit of its key and team, or
