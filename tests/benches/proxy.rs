@@ -50,6 +50,16 @@
 //! (c) spend on a request themselves is read from their syscalls with
 //! `perf` ([`Legs`]; root and `perf` needed, skipped without).
 //!
+//! - (f) the data plane of (c), called with a second key of the same team
+//!   that has a budget (`max_budget`, `budget_duration: 1d`) and
+//!   `rpm_limit`/`tpm_limit` too high to be reached: what admission against
+//!   budgets and limits adds to metering, which every request of (c) pays
+//!   as well (the answer's usage read, the request journaled and reported).
+//!   Measured with `SLUICE_PROXY_BENCH_ONLY=usage`: (b), (c), (f) at full
+//!   load and, with perf and root, traced; the control plane stays up, and
+//!   the usage batches it applies (etcd transactions) per second are
+//!   printed beside the request rate.
+//!
 //! Run: `cargo build --release --bins && scripts/build-release.sh && cargo
 //! bench -p sluice-tests --bench proxy` (~17 minutes; ~13 without a
 //! profile-guided build to measure beside the plain one). With
@@ -93,7 +103,8 @@ use tokio::net::TcpListener;
 const BARE_PROXY: &str = "SLUICE_PROXY_BENCH_BARE_PROXY";
 /// The data-plane executable of (c) and (c'), when not `target/dist/`'s.
 const DATA_PLANE_BUILD: &str = "SLUICE_PROXY_BENCH_DATA_PLANE";
-/// Set to `routing` to measure only (b), (c), (d) and (e) at full load.
+/// Set to `routing` to measure only (b), (c), (d) and (e) at full load;
+/// to `usage`, only (b), (c) and (f).
 const ONLY: &str = "SLUICE_PROXY_BENCH_ONLY";
 /// (c)'s model group: one deployment.
 const MODEL: &str = "bench-model";
@@ -126,6 +137,10 @@ const GOAL_LARGE: f64 = 0.10;
 const GOAL_MULTI: f64 = 0.95;
 /// (e) / (c) throughput, every answer a 200.
 const GOAL_FLAKY: f64 = 0.8;
+/// (f) / (c) throughput.
+const GOAL_METERED: f64 = 0.95;
+/// (f) - (c), in-process µs per request.
+const GOAL_METERED_ADDED_US: f64 = 5.0;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -297,6 +312,8 @@ struct Target {
     /// Whether an answer other than 200 is a figure to report (the failing
     /// group's) rather than a broken setup that stops the bench.
     counts_failures: bool,
+    /// The key to call with, when not the bench's one key.
+    key: Option<String>,
 }
 
 impl Target {
@@ -308,6 +325,20 @@ impl Target {
             body: BODY.into(),
             pid,
             counts_failures: false,
+            key: None,
+        }
+    }
+
+    /// The same target called with `key`.
+    fn with_key(&self, tag: &'static str, name: &str, key: String) -> Target {
+        Target {
+            tag,
+            name: name.into(),
+            url: self.url.clone(),
+            body: self.body.clone(),
+            pid: self.pid,
+            counts_failures: false,
+            key: Some(key),
         }
     }
 
@@ -320,6 +351,7 @@ impl Target {
             body: BODY.replace(MODEL, model),
             pid: self.pid,
             counts_failures: model == FLAKY,
+            key: None,
         }
     }
 }
@@ -371,6 +403,7 @@ fn oha_path() -> anyhow::Result<String> {
 /// flat out. Stops the bench when an answer is not a 200, unless the target
 /// [counts failures](Target::counts_failures).
 async fn oha(oha: &str, target: &Target, key: &str, secs: u64, fixed: bool) -> anyhow::Result<Run> {
+    let key = target.key.as_deref().unwrap_or(key);
     let mut cmd = tokio::process::Command::new(oha);
     cmd.args(["--no-tui", "--output-format", "json", "-w", "-z"])
         .arg(format!("{secs}s"))
@@ -700,6 +733,40 @@ async fn configure(
     Ok(generated.key)
 }
 
+/// A second key of (c)'s team with a budget and limits it will not reach.
+async fn metered_key(admin: &Admin) -> anyhow::Result<String> {
+    let generated = admin
+        .keys
+        .clone()
+        .generate_key(api::GenerateKeyRequest {
+            key: Some(api::Key {
+                team_id: "bench-team".into(),
+                max_budget: Some(1_000_000_000_000),
+                budget_duration: "1d".into(),
+                rpm_limit: Some(1_000_000_000),
+                tpm_limit: Some(1_000_000_000_000),
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner();
+    admin
+        .wait_for_revision(generated.revision, Duration::from_secs(30))
+        .await?;
+    Ok(generated.key)
+}
+
+/// Usage batches the control plane has applied (each one etcd transaction).
+async fn batches_applied(cp: Option<&ControlPlane>) -> f64 {
+    match cp {
+        Some(cp) => cp
+            .metric("sluice_usage_batches_applied_total")
+            .await
+            .unwrap_or(0.0),
+        None => 0.0,
+    }
+}
+
 /// One request to `target`: it must answer 200 with the upstream's answer.
 /// Returns the deployment that served it (`x-sluice-deployment`).
 async fn check(http: &reqwest::Client, target: &Target, key: &str) -> anyhow::Result<String> {
@@ -729,10 +796,11 @@ async fn check(http: &reqwest::Client, target: &Target, key: &str) -> anyhow::Re
 // ---------------------------------------------------------------------------
 
 async fn bench() -> anyhow::Result<()> {
-    let routing_only = match std::env::var(ONLY) {
-        Ok(only) if only == "routing" => true,
-        Ok(other) => bail!("{ONLY}={other}: only `routing` is known"),
-        Err(_) => false,
+    let (routing_only, usage_only) = match std::env::var(ONLY) {
+        Ok(only) if only == "routing" => (true, false),
+        Ok(only) if only == "usage" => (true, true),
+        Ok(other) => bail!("{ONLY}={other}: only `routing` and `usage` are known"),
+        Err(_) => (false, false),
     };
     let keys: usize = env_or("SLUICE_PROXY_BENCH_KEYS", 1_000_000);
     let secs: u64 = env_or("SLUICE_PROXY_BENCH_SECS", 10);
@@ -786,8 +854,19 @@ async fn bench() -> anyhow::Result<()> {
         _ => None,
     };
     let key = configure(&admin, upstream, failing).await?;
+    let metered = if usage_only {
+        Some(metered_key(&admin).await?)
+    } else {
+        None
+    };
     drop(admin);
-    drop(cp);
+    // Kept for (f): usage is reported to it and counted in etcd.
+    let kept_cp = if usage_only {
+        Some(cp)
+    } else {
+        drop(cp);
+        None
+    };
 
     // The large gateway: the same config plus `keys` keys, on a control
     // plane started after they were written.
@@ -836,9 +915,19 @@ async fn bench() -> anyhow::Result<()> {
         small.url(path),
         small.pid().context("small data plane pid")?,
     );
-    targets.push(single.for_model("d", &format!("(d) group of {GROUP_SIZE}, retries"), MULTI));
-    targets.push(single.for_model("e", &format!("(e) group of {GROUP_SIZE}, 1 failing"), FLAKY));
-    targets.insert(targets.len() - 2, single);
+    if let Some(metered) = &metered {
+        let limited = single.with_key("f", "(f) (c) + budget, rpm, tpm", metered.clone());
+        targets.push(single);
+        targets.push(limited);
+    } else {
+        targets.push(single.for_model("d", &format!("(d) group of {GROUP_SIZE}, retries"), MULTI));
+        targets.push(single.for_model(
+            "e",
+            &format!("(e) group of {GROUP_SIZE}, 1 failing"),
+            FLAKY,
+        ));
+        targets.insert(targets.len() - 2, single);
+    }
     if let Some((large, _)) = &large {
         targets.push(Target::new(
             "c'",
@@ -857,22 +946,25 @@ async fn bench() -> anyhow::Result<()> {
     }
     let at = |tag: &str| targets.iter().position(|t| t.tag == tag);
     // Traced for the time inside the process: the proxies with one key.
-    let proxies: Vec<usize> = if routing_only {
+    let proxies: Vec<usize> = if usage_only {
+        ["b", "c", "f"].into_iter().filter_map(at).collect()
+    } else if routing_only {
         Vec::new()
     } else {
         ["b", "c", "c°"].into_iter().filter_map(at).collect()
     };
     for t in &targets {
-        check(&http, t, &key).await?;
+        check(&http, t, t.key.as_deref().unwrap_or(&key)).await?;
     }
     // Every deployment of (d)'s group serves.
-    let multi = &targets[at("d").context("(d)")?];
-    let mut served = std::collections::BTreeSet::new();
-    for _ in 0..20 * GROUP_SIZE {
-        served.insert(check(&http, multi, &key).await?);
-    }
-    if served.len() != GROUP_SIZE {
-        bail!("{MULTI} served from {served:?}, not {GROUP_SIZE} deployments");
+    if let Some(multi) = at("d").map(|i| &targets[i]) {
+        let mut served = std::collections::BTreeSet::new();
+        for _ in 0..20 * GROUP_SIZE {
+            served.insert(check(&http, multi, &key).await?);
+        }
+        if served.len() != GROUP_SIZE {
+            bail!("{MULTI} served from {served:?}, not {GROUP_SIZE} deployments");
+        }
     }
     // A bulk key is known to the large data plane (whatever it may use).
     if let Some((large, _)) = &large {
@@ -909,6 +1001,7 @@ async fn bench() -> anyhow::Result<()> {
     let mut polling: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
     let mut full: Vec<Vec<(Run, f64)>> = vec![Vec::new(); targets.len()];
     let mut traced: Vec<Vec<Legs>> = vec![Vec::new(); targets.len()];
+    let mut etcd_txns: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
     for round in 0..rounds {
         // Rotate the order, so no target always runs first or last.
         let order: Vec<usize> = (0..targets.len())
@@ -944,12 +1037,25 @@ async fn bench() -> anyhow::Result<()> {
         }
         for &i in &order {
             let before = cpu_seconds(targets[i].pid)?;
+            let batches_before = batches_applied(kept_cp.as_ref()).await;
+            let started = Instant::now();
             let run = oha(&oha_bin, &targets[i], &key, secs, false).await?;
             let cpu_us = (cpu_seconds(targets[i].pid)? - before) * 1e6 / run.requests as f64;
+            let txns = (batches_applied(kept_cp.as_ref()).await - batches_before)
+                / started.elapsed().as_secs_f64();
             eprintln!(
-                "round {round} {:<32} full load: {:>6.0} req/s, {cpu_us:>4.0} µs CPU/request",
-                targets[i].name, run.rps
+                "round {round} {:<32} full load: {:>6.0} req/s, {cpu_us:>4.0} µs CPU/request{}",
+                targets[i].name,
+                run.rps,
+                if kept_cp.is_some() {
+                    format!(", {txns:.1} usage transactions/s in etcd")
+                } else {
+                    String::new()
+                }
             );
+            if kept_cp.is_some() {
+                etcd_txns[i].push(txns);
+            }
             full[i].push((run, cpu_us));
         }
     }
@@ -1080,6 +1186,36 @@ async fn bench() -> anyhow::Result<()> {
         "throughput (c) / (b):      {throughput:>6.2}      goal >= {GOAL_THROUGHPUT}: {}",
         verdict(throughput >= GOAL_THROUGHPUT)
     );
+    if usage_only {
+        let f_fig = fig("f").context("(f)")?;
+        let ratio = f_fig.rps / c.rps;
+        println!(
+            "throughput (f) / (c), budget + rpm + tpm on the key: {ratio:>5.2}   goal >= {GOAL_METERED}: {}",
+            verdict(ratio >= GOAL_METERED)
+        );
+        match (legs_of_tag("c"), legs_of_tag("f")) {
+            (Some((c_req, c_ans)), Some((f_req, f_ans))) => {
+                let added = f_req + f_ans - c_req - c_ans;
+                println!(
+                    "in-process time (f) - (c): {added:+.1} µs per request   goal <= {GOAL_METERED_ADDED_US} µs: {}",
+                    verdict(added <= GOAL_METERED_ADDED_US)
+                );
+            }
+            _ => println!("in-process time of (f): not measured (needs perf and root)"),
+        }
+        for tag in ["c", "f"] {
+            let i = at(tag).context("a usage target")?;
+            println!(
+                "({tag}) at full load: {:.0} req/s with {:.1} usage transactions/s in etcd (median of rounds)",
+                f[i].rps,
+                median(etcd_txns[i].clone())
+            );
+        }
+        println!(
+            "(every request of (b)'s peers (c) and (f) is metered and journaled; (c) / (b) above is what metering costs over a bare proxy)"
+        );
+        return Ok(());
+    }
     // Routing: each round's ratio too, (c), (d) and (e) having run next to
     // each other in it.
     let per_round = |tag: &str| {

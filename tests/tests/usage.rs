@@ -535,7 +535,10 @@ async fn fleet_of(gw: &Gateway, n: usize) {
             if seen as usize == n {
                 break;
             }
-            assert!(Instant::now() < deadline, "a data plane counts {seen} in the fleet");
+            assert!(
+                Instant::now() < deadline,
+                "a data plane counts {seen} in the fleet"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -558,13 +561,12 @@ async fn an_rpm_limit_of_60_holds_across_three_data_planes_and_one_cut_off_keeps
     let mut gw = Gateway::start(2).await;
     // The third data plane reaches the control plane through a relay the
     // test can cut.
-    let relay = sluice_tests::relay::Relay::start(&gw.cp.addr()).await.unwrap();
-    let third = sluice_tests::data_plane::DataPlane::start(
-        &[relay.endpoint()],
-        "dp-2",
-        gw.dir.path(),
-    )
-    .unwrap();
+    let relay = sluice_tests::relay::Relay::start(&gw.cp.addr())
+        .await
+        .unwrap();
+    let third =
+        sluice_tests::data_plane::DataPlane::start(&[relay.endpoint()], "dp-2", gw.dir.path())
+            .unwrap();
     third.wait_ready(WAIT).await.unwrap();
     gw.planes.push(third);
     priced(&gw, "gpt-4o", 0.0, 0.0, 0).await;
@@ -590,8 +592,8 @@ async fn an_rpm_limit_of_60_holds_across_three_data_planes_and_one_cut_off_keeps
     let gw_ref = &gw;
     let key_ref = &key;
     let until = Instant::now() + Duration::from_secs(5);
-    let results: Vec<Vec<(usize, u16, Option<String>)>> = futures::future::join_all(
-        (0..24).map(|client| async move {
+    let results: Vec<Vec<(usize, u16, Option<String>)>> =
+        futures::future::join_all((0..24).map(|client| async move {
             let dp = client % 3;
             let mut seen = Vec::new();
             while Instant::now() < until {
@@ -613,7 +615,9 @@ async fn an_rpm_limit_of_60_holds_across_three_data_planes_and_one_cut_off_keeps
                 if status == 429 {
                     assert!(r.headers().contains_key("retry-after"));
                     assert_eq!(
-                        r.headers()["x-ratelimit-remaining-requests"].to_str().unwrap(),
+                        r.headers()["x-ratelimit-remaining-requests"]
+                            .to_str()
+                            .unwrap(),
                         "0"
                     );
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -621,9 +625,8 @@ async fn an_rpm_limit_of_60_holds_across_three_data_planes_and_one_cut_off_keeps
                 seen.push((dp, status, limit));
             }
             seen
-        }),
-    )
-    .await;
+        }))
+        .await;
     let same_minute = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -649,7 +652,11 @@ async fn an_rpm_limit_of_60_holds_across_three_data_planes_and_one_cut_off_keeps
     assert!(all.iter().all(|(_, _, l)| l.as_deref() == Some("60")));
     // Shares never sum past the limit; the cut-off one keeps its even share.
     assert!(admitted(None) <= 60, "admitted {}", admitted(None));
-    assert!(admitted(Some(2)) <= 20, "cut off, admitted {}", admitted(Some(2)));
+    assert!(
+        admitted(Some(2)) <= 20,
+        "cut off, admitted {}",
+        admitted(Some(2))
+    );
     // And the limit is used: each data plane has at least its even share.
     assert!(admitted(None) >= 60, "admitted {}", admitted(None));
 }
@@ -676,16 +683,20 @@ async fn max_parallel_requests_holds_per_key_across_data_planes() {
     fleet_of(&gw, 3).await;
     let gw_ref = &gw;
     let key_ref = &key;
-    let statuses: Vec<(u16, String)> = futures::future::join_all((0..12).map(|i| async move {
-        send(gw_ref, i % 3, key_ref, &chat_body("slow")).await
-    }))
+    let statuses: Vec<(u16, String)> = futures::future::join_all(
+        (0..12).map(|i| async move { send(gw_ref, i % 3, key_ref, &chat_body("slow")).await }),
+    )
     .await;
     let served = statuses.iter().filter(|(s, _)| *s == 200).count();
     let limited: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
     assert_eq!(served + limited.len(), 12, "{statuses:?}");
     assert!(served <= 3, "{served} in parallel: {statuses:?}");
     assert!(served >= 3, "{served} in parallel: {statuses:?}");
-    assert!(limited[0].1.contains("parallel requests"), "{}", limited[0].1);
+    assert!(
+        limited[0].1.contains("parallel requests"),
+        "{}",
+        limited[0].1
+    );
     // Once they end, the slots are free again.
     let (status, text) = send(&gw, 0, &key, &chat_body("slow")).await;
     assert_eq!(status, 200, "{text}");
