@@ -701,3 +701,27 @@ async fn max_parallel_requests_holds_per_key_across_data_planes() {
     let (status, text) = send(&gw, 0, &key, &chat_body("slow")).await;
     assert_eq!(status, 200, "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_data_plane_stopped_with_sigterm_reports_its_usage_before_it_exits() {
+    let mut gw = Gateway::start(1).await;
+    priced(&gw, "gpt-4o", 1e-6, 2e-6, 0).await;
+    let key = gw.key(None, &["gpt-4o"]).await;
+    gw.sync().await;
+    let mut want = Counted::default();
+    for i in 0..20u64 {
+        let (status, text) = send(&gw, 0, &key, &metered_body("gpt-4o", 5 + i, 3, None)).await;
+        assert_eq!(status, 200, "{text}");
+        want.add(5 + i, 3, cost(5 + i, 3, 1e-6, 2e-6));
+    }
+    // At once: most of it is not reported yet.
+    let status = gw.planes[0].stop().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        gw.planes[0].log().contains("usage reported"),
+        "{}",
+        gw.planes[0].log()
+    );
+    // Counted without the data plane coming back.
+    usage_reaches(&gw, Scope::KeyId(key_id(&key)), want).await;
+}

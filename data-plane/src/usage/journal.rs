@@ -178,6 +178,11 @@ impl Journal {
         Ok(())
     }
 
+    /// Whether something was written since the last sync.
+    pub fn dirty(&self) -> bool {
+        self.dirty
+    }
+
     /// The file's size.
     pub fn bytes(&self) -> u64 {
         self.len

@@ -242,6 +242,13 @@ impl Limiter {
         )
     }
 
+    /// Whether no limit has been used or leased here.
+    pub fn is_empty(&self) -> bool {
+        self.shards
+            .iter()
+            .all(|s| s.read().unwrap_or_else(PoisonError::into_inner).is_empty())
+    }
+
     /// The fleet's data planes as last told (at least 1).
     pub fn data_planes(&self) -> u32 {
         self.data_planes.load(Ordering::Relaxed).max(1)

@@ -132,11 +132,31 @@ impl Reporter {
         let mut last_report = Instant::now() - REPORT_EVERY;
         let mut last_demand = Instant::now();
         loop {
-            let wait = match unflushed_since {
-                Some(since) => FLUSH_EVERY.saturating_sub(since.elapsed()),
-                None => Duration::from_millis(100),
+            // Idle, the thread sleeps until an event: no timer of its own
+            // wakes an idle data plane.
+            let mut wait: Option<Duration> = None;
+            let mut within = |d: Duration| wait = Some(wait.map_or(d, |w| w.min(d)));
+            if let Some(since) = unflushed_since {
+                within(FLUSH_EVERY.saturating_sub(since.elapsed()));
+            }
+            if self.journal.as_ref().is_some_and(Journal::dirty) {
+                within(SYNC_EVERY.saturating_sub(last_sync.elapsed()));
+            }
+            match &self.outstanding {
+                Some(o) => within(RESEND_AFTER.saturating_sub(o.sent.elapsed())),
+                None if !self.pending.is_empty() => {
+                    within(REPORT_EVERY.saturating_sub(last_report.elapsed()));
+                }
+                None => {}
+            }
+            if self.limits.as_ref().is_some_and(|(l, _)| !l.is_empty()) {
+                within(DEMAND_EVERY.saturating_sub(last_demand.elapsed()));
+            }
+            let received = match wait {
+                Some(wait) => events.recv_timeout(wait),
+                None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
-            match events.recv_timeout(wait) {
+            match received {
                 Ok(Event::Used(entry)) => {
                     next_number += 1;
                     if let Some(j) = self.journal.as_mut() {
@@ -169,19 +189,26 @@ impl Reporter {
                 self.write_out(false);
                 unflushed_since = None;
             }
-            if last_demand.elapsed() >= DEMAND_EVERY {
+            if last_demand.elapsed() >= DEMAND_EVERY
+                && self.limits.as_ref().is_some_and(|(l, _)| !l.is_empty())
+            {
                 self.send_demands();
                 last_demand = Instant::now();
             }
-            if last_sync.elapsed() >= SYNC_EVERY {
+            if last_sync.elapsed() >= SYNC_EVERY && self.journal.as_ref().is_some_and(Journal::dirty) {
                 self.sync();
                 last_sync = Instant::now();
             }
             let due = match &self.outstanding {
                 Some(o) => o.sent.elapsed() >= RESEND_AFTER,
-                None => last_report.elapsed() >= REPORT_EVERY,
+                None => !self.pending.is_empty() && last_report.elapsed() >= REPORT_EVERY,
             };
-            if due && unflushed_since.is_none() {
+            if due {
+                // Only what is journaled is reported: under steady load
+                // something always waits for the next flush, so flush now.
+                if unflushed_since.take().is_some() {
+                    self.write_out(false);
+                }
                 self.report();
                 last_report = Instant::now();
             }
@@ -421,6 +448,59 @@ mod tests {
             credits_used: 1,
             ..Default::default()
         }
+    }
+
+    /// Under steady load something always waits for the next flush; reports
+    /// must go out all the same, each covering what was journaled, and an
+    /// answer lets the next one go at once.
+    #[test]
+    fn reports_go_out_under_steady_load_and_answers_confirm_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.journal");
+        let (journal, state) = Journal::open(&path, || "j1".into()).unwrap();
+        let (reports_tx, mut reports) = mpsc::channel(4);
+        let reporter = Reporter::new(
+            Some(journal),
+            state,
+            Arc::default(),
+            Arc::new(Metrics::new()),
+            reports_tx,
+        );
+        let (events, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || reporter.run(rx));
+        let started = Instant::now();
+        let mut sent = 0u64;
+        let first = loop {
+            events.send(Event::Used(used("k1", "t1", "gpt", 100))).unwrap();
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(2));
+            if let Ok(report) = reports.try_recv() {
+                break report;
+            }
+            assert!(started.elapsed() < Duration::from_secs(3), "no report under load");
+        };
+        assert_eq!(first.from_record, 0);
+        assert!(first.to_record >= 1 && first.to_record <= sent);
+        // Everything reported is in the journal already.
+        let on_disk = super::super::journal::read(&path).unwrap();
+        assert!(on_disk.last_number >= first.to_record);
+        events
+            .send(Event::Counted(UsageAck {
+                journal_id: "j1".into(),
+                applied_through: first.to_record,
+                revision: 5,
+                totals: vec![],
+            }))
+            .unwrap();
+        let (done, drained) = std::sync::mpsc::channel();
+        events.send(Event::Drain(Duration::from_millis(200), done)).unwrap();
+        let left = drained.recv().unwrap();
+        thread.join().unwrap();
+        // The rest stays journaled for after the restart.
+        assert_eq!(left.unreported as u64, sent - first.to_record);
+        let after = super::super::journal::read(&path).unwrap();
+        assert_eq!(after.counted_through, first.to_record);
+        assert_eq!(after.pending.len() as u64, sent - first.to_record);
     }
 
     #[test]
