@@ -227,6 +227,8 @@ impl Book {
         }
         node.streams.insert(stream, notify.clone());
         node.gone_since = None;
+        // Its first `LimitLeases` may leave before the next tick counts it.
+        self.data_planes = self.data_planes.max(self.local());
         (stream, notify)
     }
 
