@@ -18,6 +18,11 @@
 //! keeps applying its share, and a minute's window it is in may need to end.
 //! Then it is dropped and its shares are free.
 //!
+//! **One change in flight.** A data plane whose `held` does not show its
+//! last lease keeps its share until it does (that is what makes
+//! `max(granted, held)` a bound); the lease is sent again after
+//! [`RESEND_AFTER`], and a reconnecting stream is sent every lease it holds.
+//!
 //! **Replicas.** Each replica allocates only among its own data planes, out
 //! of `floor(L × local / data_planes)` of each limit `L`, `local` being the
 //! data planes it counts (connected to it, or in their grace period with
@@ -55,6 +60,10 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(120);
 pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
 /// A limit nobody has demanded for this long is forgotten.
 pub const FORGET_AFTER: Duration = Duration::from_secs(120);
+/// A lease its data plane's demands do not show applied after this long is
+/// sent again (same share): it may have been lost with a stream, and until
+/// it is applied that data plane's share cannot move.
+pub const RESEND_AFTER: Duration = Duration::from_secs(5);
 /// How long a tick waits for the fleet's status records before it keeps the
 /// count it had.
 const FLEET_READ_TIMEOUT: Duration = Duration::from_millis(900);
@@ -170,6 +179,8 @@ struct Part {
     refused_read: bool,
     held: Option<u64>,
     granted: Option<u64>,
+    /// When `granted` was last put to be sent.
+    granted_at: Option<Instant>,
     /// The limit its configuration says; 0 before its first demand.
     limit: u64,
 }
@@ -371,9 +382,24 @@ impl Book {
             for part in limit.parts.values_mut() {
                 part.refused_read = true;
             }
-            for (n, share) in node_ids.iter().zip(allocate(capacity, default, &holders)) {
-                let Some(share) = share else { continue };
-                limit.parts.entry(n.clone()).or_default().granted = Some(share);
+            let shares = allocate(capacity, default, &holders);
+            for ((n, share), holder) in node_ids.iter().zip(shares).zip(&holders) {
+                let part = limit.parts.entry(n.clone()).or_default();
+                let share = match (share, part.granted) {
+                    (Some(share), _) => share,
+                    (None, Some(g))
+                        if holder.connected
+                            && holder.in_flight()
+                            && part.granted_at.is_none_or(|t| {
+                                now.saturating_duration_since(t) >= RESEND_AFTER
+                            }) =>
+                    {
+                        g
+                    }
+                    _ => continue,
+                };
+                part.granted = Some(share);
+                part.granted_at = Some(now);
                 if let Some(node) = self.nodes.get_mut(n) {
                     node.pending.insert(id.clone(), share);
                 }
@@ -730,6 +756,27 @@ mod tests {
                 .managed,
             0
         );
+    }
+
+    #[test]
+    fn a_lease_not_shown_applied_is_sent_again() {
+        let s = settings();
+        let t0 = Instant::now();
+        let mut book = Book::default();
+        book.connect("a");
+        book.demand("a", &demand(10, 60, 0), t0);
+        book.tick(t0, &s, Some(1), |_| None);
+        let sent = book.take("a").map(|l| l.leases);
+        assert!(sent.as_ref().is_some_and(|l| l.len() == 1), "{sent:?}");
+        // Its demands keep saying 20 (the lease never arrived): the same
+        // lease again, after a while.
+        book.demand("a", &demand(10, 20, 0), t0 + s.tick);
+        book.tick(t0 + s.tick, &s, Some(1), |_| None);
+        assert_eq!(book.take("a"), None);
+        let later = t0 + RESEND_AFTER;
+        book.demand("a", &demand(10, 20, 0), later);
+        book.tick(later, &s, Some(1), |_| None);
+        assert_eq!(book.take("a").map(|l| l.leases), sent);
     }
 
     #[test]
