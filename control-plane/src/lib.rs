@@ -29,7 +29,8 @@
 //!   [`metrics`]: Prometheus metrics on their own port.
 //! - [`distribution`]: config distribution to data planes (hub, streams,
 //!   status) and fleet-wide cooldowns (`distribution::cooldowns`, under
-//!   `/sluice-status/cooldowns/`);
+//!   `/sluice-status/cooldowns/`), and rate-limit shares leased to data
+//!   planes (`distribution::limits`: shares never sum past a limit);
 //!   [`huge_pages`]: the large buffer a full snapshot is encoded into.
 //! - [`usage`]: data planes' usage reports counted exactly once into
 //!   `/sluice/usage/` (one guarded transaction per report), budget windows,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice_control_plane::auth::MasterKey;
+use sluice_control_plane::distribution::LimitSettings;
 use sluice_control_plane::server::{ServerConfig, ServerTls, serve};
 use sluice_control_plane::store::Store;
 use sluice_control_plane::store::embedded::EmbeddedStore;
@@ -118,6 +119,11 @@ struct ServeArgs {
     /// this is cut, and logged. Keep it under the pod's terminationGracePeriodSeconds.
     #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     shutdown_grace_ms: u64,
+    /// How long, in milliseconds, a data plane that went away keeps its shares of rate limits
+    /// counted (it keeps applying them while cut off) before they are given to the others.
+    /// Two RPM windows by default.
+    #[arg(long, env = "SLUICE_LIMIT_LEASE_GRACE_MS", default_value_t = 120_000)]
+    limit_lease_grace_ms: u64,
     /// Log format.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -284,6 +290,10 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
         health_interval: Duration::from_millis(args.health_interval_ms),
         tls,
         shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+        limits: LimitSettings {
+            grace: Duration::from_millis(args.limit_lease_grace_ms),
+            ..LimitSettings::default()
+        },
     };
     serve(store, config, stop_requested).await?;
     Ok(())

@@ -25,6 +25,9 @@
 //! | `sluice_usage_apply_conflicts_total` | counter | usage transactions retried because another writer got there first |
 //! | `sluice_usage_apply_seconds` | histogram | time to answer a usage report, retries included |
 //! | `sluice_usage_totals` | gauge | scopes whose totals this replica holds for its data planes |
+//! | `sluice_limits_managed` | gauge | rate limits this replica leases shares of (demanded in the last 2 min) |
+//! | `sluice_limit_leases_sent_total` | counter | leases (one share of one limit) sent to this replica's data planes |
+//! | `sluice_limit_data_planes` | gauge | data planes counted for the fleet when sharing limits (`LimitLeases.data_planes`) |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -65,6 +68,9 @@ pub struct Metrics {
     pub usage_apply_conflicts: Counter,
     pub usage_apply_seconds: Histogram,
     pub usage_totals: Gauge,
+    pub limits_managed: Gauge,
+    pub limit_leases_sent: Counter,
+    pub limit_data_planes: Gauge,
 }
 
 impl Default for Metrics {
@@ -200,8 +206,28 @@ impl Metrics {
             "Scopes whose usage totals this replica holds for its data planes",
             usage_totals.clone(),
         );
+        let limits_managed = Gauge::default();
+        registry.register(
+            "sluice_limits_managed",
+            "Rate limits this replica leases shares of",
+            limits_managed.clone(),
+        );
+        let limit_leases_sent = counter(
+            &mut registry,
+            "sluice_limit_leases_sent",
+            "Leases (one share of one limit) sent to this replica's data planes",
+        );
+        let limit_data_planes = Gauge::default();
+        registry.register(
+            "sluice_limit_data_planes",
+            "Data planes counted for the fleet when sharing limits",
+            limit_data_planes.clone(),
+        );
         Self {
             registry,
+            limits_managed,
+            limit_leases_sent,
+            limit_data_planes,
             usage_batches_applied,
             usage_batch_repeats,
             usage_batch_overlaps,

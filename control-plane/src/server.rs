@@ -132,6 +132,9 @@ pub struct ServerConfig {
     /// How long the drain after `shutdown` may take; then what is still
     /// open is cut.
     pub shutdown_grace: Duration,
+    /// How rate-limit shares are timed: the grace period of a data plane
+    /// that went away (`--limit-lease-grace-ms`), the allocation tick.
+    pub limits: crate::distribution::LimitSettings,
 }
 
 /// Serves until `shutdown` completes, then stops accepting connections and
@@ -199,6 +202,7 @@ pub async fn serve(
         config.data_plane_token.clone(),
         mutual_tls,
         metrics,
+        config.limits,
         stopping.clone(),
     );
     let registry = distribution.registry.clone();

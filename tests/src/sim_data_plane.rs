@@ -3,7 +3,9 @@
 //! It keeps the configuration as a map of encoded objects, applies snapshots
 //! and deltas exactly (a delta must start at the held revision), and ACKs.
 //! It records every fleet cooldown it is sent, and can report its own; likewise
-//! usage: it records every `UsageAck` and `UsageTotal` and can send reports.
+//! usage: it records every `UsageAck` and `UsageTotal` and can send reports;
+//! and rate limits: it records every `LimitLeases` (applying each lease at
+//! once, as a real data plane does) and can send demands.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,8 +16,8 @@ use sluice_proto::config::v1::config_discovery_client::ConfigDiscoveryClient;
 use sluice_proto::config::v1::control_plane_message::Message as Outbound;
 use sluice_proto::config::v1::data_plane_message::Message as Inbound;
 use sluice_proto::config::v1::{
-    Ack, Cooldown, CooldownReport, DataPlaneMessage, Hello, Kind, Nack, ProtocolVersion, Snapshot,
-    UsageAck, UsageReport, UsageTotal,
+    Ack, Cooldown, CooldownReport, DataPlaneMessage, Hello, Kind, LimitDemand, LimitLeases, Nack,
+    ProtocolVersion, Snapshot, UsageAck, UsageReport, UsageTotal,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -40,9 +42,24 @@ pub struct SimState {
     pub usage_acks: Vec<UsageAck>,
     /// Every usage total received (in `UsageTotals` messages), in order.
     pub usage_totals: Vec<UsageTotal>,
+    /// Every `LimitLeases` received, with when, in order.
+    pub limit_leases: Vec<(LimitLeases, Instant)>,
+    /// The `data_planes` of the last `LimitLeases`.
+    pub data_planes: u32,
+    /// The share of each limit leased explicitly: (scope, id, kind) -> share.
+    pub shares: BTreeMap<(i32, String, i32), u64>,
 }
 
 impl SimState {
+    /// The share it applies of a limit: its lease, else the even default
+    /// `floor(limit / data_planes)` (alone when never told).
+    pub fn share_of(&self, scope: i32, id: &str, kind: i32, limit: u64) -> u64 {
+        self.shares
+            .get(&(scope, id.to_string(), kind))
+            .copied()
+            .unwrap_or(limit / u64::from(self.data_planes.max(1)))
+    }
+
     /// When a revision at or after `revision` was first applied.
     pub fn applied_at(&self, revision: i64) -> Option<Instant> {
         self.applied
@@ -98,6 +115,8 @@ pub struct SimDataPlane {
     cooldowns: watch::Receiver<usize>,
     /// Counts usage messages received, to wait on.
     usage: watch::Receiver<usize>,
+    /// Counts `LimitLeases` received, to wait on.
+    leases: watch::Receiver<usize>,
     outbound: mpsc::Sender<DataPlaneMessage>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -133,6 +152,7 @@ impl SimDataPlane {
         let (rev_tx, rev_rx) = watch::channel(held.revision);
         let (cooldowns_tx, cooldowns_rx) = watch::channel(0usize);
         let (usage_tx, usage_rx) = watch::channel(0usize);
+        let (leases_tx, leases_rx) = watch::channel(0usize);
         let state = Arc::new(Mutex::new(held));
         let shared = state.clone();
         let outbound = tx.clone();
@@ -169,7 +189,15 @@ impl SimDataPlane {
                             let _ = usage_tx.send(s.usage_acks.len() + s.usage_totals.len());
                             continue;
                         }
-                        Some(Outbound::LimitLeases(_)) => continue,
+                        Some(Outbound::LimitLeases(leases)) => {
+                            s.data_planes = leases.data_planes;
+                            for l in &leases.leases {
+                                s.shares.insert((l.scope, l.id.clone(), l.kind), l.share);
+                            }
+                            s.limit_leases.push((leases, Instant::now()));
+                            let _ = leases_tx.send(s.limit_leases.len());
+                            continue;
+                        }
                         Some(Outbound::Snapshot(snap)) => {
                             s.objects = objects_of(&snap);
                             s.revision = snap.revision;
@@ -230,6 +258,7 @@ impl SimDataPlane {
             revision: rev_rx,
             cooldowns: cooldowns_rx,
             usage: usage_rx,
+            leases: leases_rx,
             outbound,
             task,
         })
@@ -253,6 +282,40 @@ impl SimDataPlane {
             })
             .await
             .map_err(|_| anyhow::anyhow!("stream closed"))
+    }
+
+    /// Sends a rate-limit demand, as a real data plane does every second.
+    pub async fn send_limit_demand(&self, demand: LimitDemand) -> anyhow::Result<()> {
+        self.outbound
+            .send(DataPlaneMessage {
+                message: Some(Inbound::LimitDemand(demand)),
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("stream closed"))
+    }
+
+    /// Waits until the leases received so far satisfy `done`; returns the state.
+    pub async fn wait_for_leases(
+        &mut self,
+        within: Duration,
+        done: impl Fn(&SimState) -> bool,
+    ) -> anyhow::Result<SimState> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let state = self.state();
+            if done(&state) {
+                return Ok(state);
+            }
+            match tokio::time::timeout_at(deadline, self.leases.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => anyhow::bail!("stream ended before the leases awaited"),
+                Err(_) => anyhow::bail!(
+                    "leases not as awaited within {within:?}; data_planes {}, shares {:?}",
+                    state.data_planes,
+                    state.shares
+                ),
+            }
+        }
     }
 
     /// Sends `report` and waits for the next usage ack.

@@ -284,6 +284,7 @@ mod tests {
             None,
             false,
             Arc::new(Metrics::new()),
+            Default::default(),
             tokio_util::sync::CancellationToken::new(),
         );
         assert!(

@@ -14,12 +14,16 @@
 //! - [`cooldowns`]: fleet-wide cooldowns: data planes' reports coalesced and
 //!   rate-limited into `/sluice-status/cooldowns/` (with a TTL), watched by
 //!   every replica and relayed to its data planes.
+//! - [`limits`]: rate limits across data planes: each replica leases its
+//!   data planes shares of every limit they demand (a pure allocator,
+//!   `limits::allocate`), so that shares never sum past a limit.
 //!
 //! Usage rides the same stream (`crate::usage`): reports counted by
 //! [`crate::usage::Usage`], totals relayed from [`crate::usage::Totals`].
 
 pub mod cooldowns;
 pub mod hub;
+pub mod limits;
 pub mod objects;
 pub mod service;
 pub mod status;
@@ -31,6 +35,7 @@ pub use cooldowns::Cooldowns;
 use tokio_util::sync::CancellationToken;
 
 pub use hub::Hub;
+pub use limits::{LimitSettings, Limits};
 pub use service::ConfigDiscoveryService;
 pub use status::Registry;
 pub use stream::{Discovery, Tokens};
@@ -49,6 +54,7 @@ pub struct Distribution {
     pub cooldowns: Cooldowns,
     pub usage: Usage,
     pub totals: Totals,
+    pub limits: Limits,
     /// Cancelled at shutdown: every config stream then ends.
     pub shutdown: CancellationToken,
 }
@@ -61,15 +67,23 @@ impl Distribution {
         static_token: Option<String>,
         require_client_certificate: bool,
         metrics: Arc<Metrics>,
+        limit_settings: LimitSettings,
         shutdown: CancellationToken,
     ) -> Self {
         let hub = Hub::start(store.clone(), metrics.clone());
+        let registry = Registry::new(store.clone(), replica_id, metrics.clone());
         Self {
+            limits: Limits::start(
+                hub.clone(),
+                registry.clone(),
+                metrics.clone(),
+                limit_settings,
+            ),
             usage: Usage::new(store.clone(), hub.clone(), metrics.clone()),
             totals: Totals::start(store.clone(), metrics.clone()),
             hub,
             cooldowns: Cooldowns::start(store.clone(), metrics.clone()),
-            registry: Registry::new(store.clone(), replica_id, metrics),
+            registry,
             store,
             tokens: Tokens {
                 static_token: static_token.map(Arc::from),
@@ -88,6 +102,7 @@ impl Distribution {
             cooldowns: self.cooldowns.clone(),
             usage: self.usage.clone(),
             totals: self.totals.clone(),
+            limits: self.limits.clone(),
             shutdown: self.shutdown.clone(),
         }
     }

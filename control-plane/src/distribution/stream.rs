@@ -27,6 +27,12 @@
 //! with more than [`USAGE_QUEUE`] reports unanswered), and acks leave in
 //! the order the reports came. Every send is one whole message, so nothing
 //! lands inside another.
+//!
+//! Rate-limit leases too (`super::limits`): after the usage totals, a
+//! `LimitLeases` with `data_planes` and every lease the data plane holds
+//! from this replica, then one whenever the allocation tick changed its
+//! shares or `data_planes` (so at most one per tick). Its `LimitDemand`s go
+//! to [`Limits::demand`], which takes a lock briefly and never waits.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,13 +42,16 @@ use futures::Stream;
 use prost::Message;
 use prost::bytes::Bytes;
 use sluice_proto::config::v1::data_plane_message::Message as Inbound;
-use sluice_proto::config::v1::{DataPlaneMessage, FleetCooldowns, Hello, UsageReport, UsageTotal};
+use sluice_proto::config::v1::{
+    DataPlaneMessage, FleetCooldowns, Hello, LimitLeases, UsageReport, UsageTotal,
+};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::cooldowns::{self, CooldownRecord, Cooldowns};
 use super::hub::{Hub, Published};
+use super::limits::Limits;
 use super::status::{Registry, StreamStatus};
 use crate::secrets;
 use crate::store::Store;
@@ -89,6 +98,7 @@ pub struct Discovery {
     pub cooldowns: Cooldowns,
     pub usage: Usage,
     pub totals: Totals,
+    pub limits: Limits,
     /// Cancelled at shutdown (`crate::shutdown`): every session then ends.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -134,6 +144,17 @@ pub struct EncodedMessage {
     /// An encoded `UsageTotals`.
     #[prost(bytes = "bytes", optional, tag = "6")]
     pub usage_totals: Option<Bytes>,
+    /// An encoded `LimitLeases` (per session).
+    #[prost(bytes = "bytes", optional, tag = "7")]
+    pub limit_leases: Option<Bytes>,
+}
+
+fn leases_message(leases: &LimitLeases, control_plane_id: &str) -> EncodedMessage {
+    EncodedMessage {
+        limit_leases: Some(Bytes::from(leases.encode_to_vec())),
+        control_plane_id: control_plane_id.to_owned(),
+        ..Default::default()
+    }
 }
 
 /// `UsageTotals` messages of `totals` (none for none).
@@ -273,6 +294,8 @@ async fn session(
     let replica = discovery.registry.replica_id().to_string();
     let (ready_tx, ready) = watch::channel(false);
     let (reports_tx, reports) = mpsc::channel(USAGE_QUEUE);
+    // Dropped with the session: the data plane's grace period starts.
+    let leases = discovery.limits.connect(&node_id);
     tokio::spawn(count_reports(
         discovery.usage.clone(),
         node_id.clone(),
@@ -348,6 +371,13 @@ async fn session(
                         return;
                     }
                 }
+                if tx
+                    .send(Ok(leases_message(&leases.initial(), &replica)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
                 ready_tx.send_replace(true);
             }
             // Config changes and cooldowns, each sent whole before the next.
@@ -368,6 +398,13 @@ async fn session(
                         };
                         if let Some(out) = fleet_message(&records, cooldowns::now_ms(), &replica)
                             && tx.send(Ok(out)).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    () = leases.changed() => {
+                        if let Some(changed) = leases.take()
+                            && tx.send(Ok(leases_message(&changed, &replica))).await.is_err()
                         {
                             return;
                         }
@@ -433,6 +470,12 @@ async fn session(
                     if reports_tx.send(report).await.is_err() {
                         return;
                     }
+                }
+                Ok(Some(DataPlaneMessage {
+                    message: Some(Inbound::LimitDemand(demand)),
+                })) => {
+                    tracing::trace!(%node_id, demands = demand.demands.len(), "limit demand");
+                    discovery.limits.demand(&node_id, &demand);
                 }
                 Ok(Some(_)) => tracing::debug!(%node_id, "ignoring an unexpected message"),
                 Ok(None) => return,
