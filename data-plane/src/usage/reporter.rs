@@ -195,7 +195,9 @@ impl Reporter {
                 self.send_demands();
                 last_demand = Instant::now();
             }
-            if last_sync.elapsed() >= SYNC_EVERY && self.journal.as_ref().is_some_and(Journal::dirty) {
+            if last_sync.elapsed() >= SYNC_EVERY
+                && self.journal.as_ref().is_some_and(Journal::dirty)
+            {
                 self.sync();
                 last_sync = Instant::now();
             }
@@ -471,13 +473,18 @@ mod tests {
         let started = Instant::now();
         let mut sent = 0u64;
         let first = loop {
-            events.send(Event::Used(used("k1", "t1", "gpt", 100))).unwrap();
+            events
+                .send(Event::Used(used("k1", "t1", "gpt", 100)))
+                .unwrap();
             sent += 1;
             std::thread::sleep(Duration::from_millis(2));
             if let Ok(report) = reports.try_recv() {
                 break report;
             }
-            assert!(started.elapsed() < Duration::from_secs(3), "no report under load");
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "no report under load"
+            );
         };
         assert_eq!(first.from_record, 0);
         assert!(first.to_record >= 1 && first.to_record <= sent);
@@ -493,7 +500,9 @@ mod tests {
             }))
             .unwrap();
         let (done, drained) = std::sync::mpsc::channel();
-        events.send(Event::Drain(Duration::from_millis(200), done)).unwrap();
+        events
+            .send(Event::Drain(Duration::from_millis(200), done))
+            .unwrap();
         let left = drained.recv().unwrap();
         thread.join().unwrap();
         // The rest stays journaled for after the restart.

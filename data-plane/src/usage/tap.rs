@@ -202,7 +202,14 @@ impl hyper::body::Body for Tap {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.finished || (self.bill.is_none() && self.inner.is_end_stream())
+        match self.watch {
+            // hyper stops polling a body of known length once it says it is
+            // at its end: it must say so as soon as the upstream's does (the
+            // request is then settled when it is dropped).
+            Watch::Whole { .. } => self.finished || self.inner.is_end_stream(),
+            // A stream is polled to its end, which lets out what is held back.
+            Watch::Stream { .. } => self.finished,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -232,5 +239,78 @@ mod tests {
         assert_eq!(data_lines(b"data: {\"x\":\"data:\"}\n\n"), 1);
         assert_eq!(data_lines(b": ping\n\n"), 0);
         assert_eq!(data_lines(b"event: e\r\ndata: 1\r\n\r\n"), 1);
+    }
+}
+
+#[cfg(test)]
+mod body_tests {
+    use super::*;
+    use crate::body::{BodyEnd, Carried, carrying};
+    use crate::metrics::Metrics;
+    use http_body_util::{BodyExt, StreamBody};
+    use std::sync::Mutex;
+
+    struct Seen(Arc<Mutex<Option<BodyEnd>>>);
+    impl Carried for Seen {
+        fn ended(&mut self, end: BodyEnd) {
+            *self.0.lock().unwrap() = Some(end);
+        }
+    }
+
+    fn bill() -> Bill {
+        Bill {
+            reservation: Reservation::default(),
+            limits: Held::default(),
+            who: Who::default(),
+            deployment_id: "d".into(),
+            input_cost_per_token: 0.0,
+            output_cost_per_token: 0.0,
+            credits_per_call: 0,
+            prompt_estimate: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_whole_answer_says_it_is_at_its_end_when_the_upstream_does() {
+        let answer = Bytes::from_static(
+            b"{\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}",
+        );
+        let inner = crate::body::full(answer.clone());
+        let metering = Metering::in_memory(Arc::new(Metrics::new()));
+        let mut body = tap(metering, inner, false, false, bill());
+        assert_eq!(
+            hyper::body::Body::size_hint(&body).exact(),
+            Some(answer.len() as u64)
+        );
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), answer);
+        // What hyper asks before it would poll for the end.
+        assert!(hyper::body::Body::is_end_stream(&body));
+    }
+
+    #[tokio::test]
+    async fn a_stripped_stream_ends_complete_for_what_carries_it() {
+        let events = [
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n",
+            "data: [DONE]\n\n",
+        ];
+        let frames = futures::stream::iter(
+            events
+                .into_iter()
+                .map(|e| Ok::<_, BoxError>(Frame::data(Bytes::from(e)))),
+        );
+        let inner = StreamBody::new(frames).boxed_unsync();
+        let metering = Metering::in_memory(Arc::new(Metrics::new()));
+        let seen = Arc::new(Mutex::new(None));
+        let body = carrying(
+            tap(metering, inner, true, true, bill()),
+            Seen(Arc::clone(&seen)),
+        );
+        let got = body.collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&got);
+        assert!(!text.contains("prompt_tokens"), "{text}");
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        assert!(matches!(*seen.lock().unwrap(), Some(BodyEnd::Complete)));
     }
 }
