@@ -350,11 +350,14 @@ async fn a_key_budget_holds_across_three_data_planes_and_its_30s_window_resets()
     assert_eq!(served + refused, answers.len(), "{answers:?}");
     // Each of 3 data planes judging alone would serve 11 (33 in all). Shared,
     // each spends at most its third of what is left beyond what is counted,
-    // plus one request: the README's bound, budget + data planes × the
-    // dearest request.
+    // or one request at a time: the README's bound, budget + data planes ×
+    // the dearest request while their views of the counted spend are
+    // current (13 here), and up to (n−1)/n of a report round's spend more
+    // when a view is a report behind (2 more here at most: each other data
+    // plane's share of the last 3,000 µ$ it has not heard of).
     println!("served {served} of 300 against a budget of 10 requests");
     assert!(served >= 10, "served {served}");
-    assert!(served <= 10 + 3, "served {served}");
+    assert!(served <= 10 + 3 + 2, "served {served}");
     assert!(refused > 0);
     let usage = gw.admin.usage_of(Scope::KeyId(key_id(&key))).await.unwrap();
     assert_eq!(usage.budget_duration, "30s");

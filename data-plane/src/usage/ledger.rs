@@ -14,12 +14,16 @@
 //! two racing requests the second sees the first's reservation — and when it
 //! ends swaps that for its real cost in `local`. Across a fleet of `n` data
 //! planes, each may spend beyond what the control plane has counted only its
-//! share of what is left: `local + reserved` not above `(max_budget −
-//! reported) / n`. So the data planes together cannot spend more than the
-//! budget between two reports (the reservations' estimates aside), where
-//! each judging alone would let `n` budgets through; a data plane that hits
-//! its share is paced (429 with `Retry-After: 1`) until the next totals
-//! raise `reported` and lower `local`. When the control plane
+//! share of what is left: `local + reserved` and the request's own worst case
+//! not above `(max_budget − reported) / n` — or, when nothing of its own is
+//! uncounted, one request at a time on the budget's own rule, so a share
+//! smaller than a request does not stop a budget that is not spent. A data
+//! plane that hits its share is paced (429 with `Retry-After: 1`) until the
+//! next totals raise `reported` and lower `local`. Where each data plane
+//! judging alone would let `n` budgets through, together they pass the
+//! budget by at most one request each, plus what the reservations'
+//! estimates miss, plus what a data plane admits within its share while its
+//! view of the counted spend is a report behind. When the control plane
 //! counts a batch it answers with the new totals: `reported` is raised
 //! first, then `local` lowered by the batch, so for that instant the batch
 //! counts twice (a refusal too many, never one too few).
@@ -298,7 +302,12 @@ impl Ledger {
                 let headroom = max.saturating_sub(state.reported.load(Ordering::Relaxed));
                 let share = headroom / i64::from(data_planes);
                 let unreported = state.local.load(Ordering::Relaxed).saturating_add(before);
-                if unreported > share {
+                // Within the share with its own worst case; or, with nothing
+                // of its own uncounted, one request on the budget's own rule
+                // (so a share smaller than a request still lets requests
+                // through, one data plane round trip at a time).
+                let within = unreported.saturating_add(spend) <= share;
+                if !within && unreported > 0 {
                     return Err(Refusal::Pacing {
                         scope: b.scope,
                         id: b.id.to_owned(),
