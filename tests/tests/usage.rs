@@ -728,3 +728,47 @@ async fn a_data_plane_stopped_with_sigterm_reports_its_usage_before_it_exits() {
     // Counted without the data plane coming back.
     usage_reaches(&gw, Scope::KeyId(key_id(&key)), want).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_the_client_abandons_is_billed_by_the_documented_estimate() {
+    let gw = Gateway::start(1).await;
+    priced(&gw, "gpt-4o", 1e-6, 1e-6, 0).await;
+    let key = gw.key(None, &["gpt-4o"]).await;
+    gw.sync().await;
+    // The upstream sends its first chunk, then holds the rest (and its
+    // usage) back; the client reads that chunk and leaves.
+    let _gate = gw.upstream.hold_streams();
+    let r = gw.start_stream(&key, "gpt-4o").await;
+    let mut stream = r.bytes_stream();
+    let first = stream.next().await.expect("a first chunk").expect("read");
+    assert!(String::from_utf8_lossy(&first).starts_with("data: "));
+    drop(stream);
+    // Billed: the prompt at 4 bytes of request body a token, and one
+    // completion token per event that carried content beyond the role and
+    // finish events (none got that far).
+    let mut body = chat_body("gpt-4o");
+    body["stream"] = json!(true);
+    let prompt = (body.to_string().len() as u64).div_ceil(4);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let usage = gw.admin.usage_of(Scope::KeyId(key_id(&key))).await.unwrap();
+        let u = usage.usage.unwrap_or_default();
+        if u.requests == 1 {
+            assert!(
+                u.prompt_tokens.abs_diff(prompt) <= 1,
+                "prompt {} vs estimate {prompt}",
+                u.prompt_tokens
+            );
+            assert_eq!(u.completion_tokens, 0);
+            assert_eq!(u.spend, cost(u.prompt_tokens, 0, 1e-6, 1e-6));
+            break;
+        }
+        assert!(Instant::now() < deadline, "never billed: {u:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = gw.planes[0].metrics().await.unwrap();
+    assert!(
+        metrics.contains("sluice_usage_estimated_total 1"),
+        "{metrics}"
+    );
+}

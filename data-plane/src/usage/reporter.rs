@@ -74,6 +74,8 @@ pub const DEMAND_EVERY: Duration = Duration::from_secs(1);
 struct Outstanding {
     to: u64,
     sent: Instant,
+    /// The batch stopped before the end of what was waiting.
+    full: bool,
 }
 
 impl Reporter {
@@ -170,9 +172,14 @@ impl Reporter {
                         tracing::warn!(journal_id = %ack.journal_id, "a usage answer for another journal; ignored");
                         continue;
                     }
+                    let full = self.outstanding.as_ref().is_some_and(|o| o.full);
                     self.counted(ack);
-                    // More may be waiting: report again without the pause.
-                    last_report = Instant::now() - REPORT_EVERY;
+                    // A batch that had to stop short (a backlog, after an
+                    // outage): the next goes at once. Otherwise the pause
+                    // keeps etcd at about a transaction a second.
+                    if full {
+                        last_report = Instant::now() - REPORT_EVERY;
+                    }
                 }
                 Ok(Event::Drain(within, done)) => {
                     let unreported = self.drain(&events, within, &mut next_number);
@@ -256,9 +263,11 @@ impl Reporter {
                 tracing::debug!("usage report not queued: the config stream is not taking them")
             }
         }
+        let full = self.pending.back().is_some_and(|(last, _)| *last > to);
         self.outstanding = Some(Outstanding {
             to,
             sent: Instant::now(),
+            full,
         });
     }
 
