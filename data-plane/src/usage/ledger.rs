@@ -133,7 +133,8 @@ impl ScopeState {
 /// Every scope's state on this data plane.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    scopes: Sharded<(Scope, Box<str>), ScopeState>,
+    /// By scope: keys, teams, organizations.
+    scopes: [Sharded<Box<str>, ScopeState>; 3],
 }
 
 /// A budget that applies to a request: the scope, its `max_budget` and
@@ -222,12 +223,12 @@ impl Drop for Reservation {
 impl Ledger {
     /// The state of a scope, made on first use.
     fn state(&self, scope: Scope, id: &str) -> Arc<ScopeState> {
-        self.scopes.get_or_default((scope, id.into()))
+        self.scopes[scope as usize].get_or_default(id)
     }
 
     /// The state of a scope, if this data plane tracks it.
     pub fn get(&self, scope: Scope, id: &str) -> Option<Arc<ScopeState>> {
-        self.scopes.get(&(scope, id.into()))
+        self.scopes[scope as usize].get(id)
     }
 
     /// Admits a request whose worst case is `spend` micro-USD and `credits`,

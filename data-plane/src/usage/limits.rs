@@ -195,7 +195,8 @@ impl Drop for Held {
 /// Every limit's state on this data plane.
 #[derive(Debug)]
 pub struct Limiter {
-    limits: Sharded<(Scope, Box<str>, Kind), LimitState>,
+    /// By scope (keys, teams, organizations), then kind.
+    limits: [[Sharded<Box<str>, LimitState>; 3]; 3],
     /// The fleet's data planes, as the control plane counts them; 0 until
     /// it has said (then this data plane assumes it is alone: with no
     /// control plane ever heard from, there is no fleet to share with).
@@ -205,7 +206,7 @@ pub struct Limiter {
 impl Default for Limiter {
     fn default() -> Self {
         Limiter {
-            limits: Sharded::default(),
+            limits: Default::default(),
             data_planes: AtomicU32::new(0),
         }
     }
@@ -213,12 +214,12 @@ impl Default for Limiter {
 
 impl Limiter {
     fn state(&self, scope: Scope, id: &str, kind: Kind) -> Arc<LimitState> {
-        self.limits.get_or_default((scope, id.into(), kind))
+        self.limits[scope as usize][kind as usize].get_or_default(id)
     }
 
     /// Whether no limit has been used or leased here.
     pub fn is_empty(&self) -> bool {
-        self.limits.is_empty()
+        self.limits.iter().flatten().all(Sharded::is_empty)
     }
 
     /// The fleet's data planes as last told (at least 1).
@@ -337,8 +338,30 @@ impl Limiter {
     /// what was refused since the last call (which this resets).
     pub fn demands(&self, now_s: i64) -> Vec<Demand> {
         let mut out = Vec::new();
-        self.limits.for_each(|(scope, id, kind), state| {
-            if *kind != Kind::Parallel {
+        for (scope, kinds) in [Scope::Key, Scope::Team, Scope::Organization]
+            .into_iter()
+            .zip(&self.limits)
+        {
+            for (kind, map) in [Kind::Rpm, Kind::Tpm, Kind::Parallel]
+                .into_iter()
+                .zip(kinds)
+            {
+                self.demands_of(scope, kind, map, now_s, &mut out);
+            }
+        }
+        out
+    }
+
+    fn demands_of(
+        &self,
+        scope: Scope,
+        kind: Kind,
+        map: &Sharded<Box<str>, LimitState>,
+        now_s: i64,
+        out: &mut Vec<Demand>,
+    ) {
+        map.for_each(|id, state| {
+            if kind != Kind::Parallel {
                 state.roll(now_s);
             }
             let used = state.used.load(Ordering::Relaxed);
@@ -349,7 +372,7 @@ impl Limiter {
             }
             let limit = state.limit.load(Ordering::Relaxed);
             out.push(Demand {
-                scope: scope_wire(*scope) as i32,
+                scope: scope_wire(scope) as i32,
                 id: id.to_string(),
                 kind: kind.wire() as i32,
                 limit,
@@ -358,7 +381,6 @@ impl Limiter {
                 refused,
             });
         });
-        out
     }
 }
 

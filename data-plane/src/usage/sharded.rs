@@ -2,6 +2,7 @@
 //! limiter's limits: sharded, so that a lookup takes one uncontended read
 //! lock (an atomic) and only a key's first use takes a shard's write lock.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -26,18 +27,25 @@ impl<K, V> Default for Sharded<K, V> {
 }
 
 impl<K: Hash + Eq, V: Default> Sharded<K, V> {
-    fn shard(&self, key: &K) -> &Shard<K, V> {
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Shard<K, V> {
         let h = self.hasher.hash_one(key) as usize;
         &self.shards[h % SHARDS]
     }
 
-    /// The state of `key`, made on first use.
-    pub fn get_or_default(&self, key: K) -> Arc<V> {
-        let shard = self.shard(&key);
+    /// The state of `key`, made on first use. Looked up by a borrowed key
+    /// (a `&str` for a `Box<str>`): the request path allocates nothing
+    /// but a key's first use.
+    pub fn get_or_default<Q>(&self, key: &Q) -> Arc<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+        for<'q> &'q Q: Into<K>,
+    {
+        let shard = self.shard(key);
         if let Some(v) = shard
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
+            .get(key)
         {
             return Arc::clone(v);
         }
@@ -45,13 +53,17 @@ impl<K: Hash + Eq, V: Default> Sharded<K, V> {
             shard
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
-                .entry(key)
+                .entry(key.into())
                 .or_default(),
         )
     }
 
     /// The state of `key`, if it has one.
-    pub fn get(&self, key: &K) -> Option<Arc<V>> {
+    pub fn get<Q>(&self, key: &Q) -> Option<Arc<V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.shard(key)
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -82,13 +94,13 @@ mod tests {
 
     #[test]
     fn one_state_per_key_shared_by_every_lookup() {
-        let map: Sharded<(u8, Box<str>), AtomicU64> = Sharded::default();
+        let map: Sharded<Box<str>, AtomicU64> = Sharded::default();
         assert!(map.is_empty());
-        let a = map.get_or_default((1, "a".into()));
+        let a = map.get_or_default("a");
         a.fetch_add(2, Ordering::Relaxed);
-        let again = map.get_or_default((1, "a".into()));
+        let again = map.get_or_default("a");
         assert_eq!(again.load(Ordering::Relaxed), 2);
-        assert!(map.get(&(2, "a".into())).is_none());
+        assert!(map.get("b").is_none());
         let mut n = 0;
         map.for_each(|_, _| n += 1);
         assert_eq!(n, 1);
