@@ -211,23 +211,9 @@ pub fn price(field: &str, value: f64) -> AdminResult<()> {
     Ok(())
 }
 
-/// Parses a budget window like `30s`, `15m`, `1h`, `1d`, `30d` into seconds.
-pub fn parse_window(value: &str) -> Option<u64> {
-    let unit = value.chars().last()?;
-    let number = &value[..value.len() - unit.len_utf8()];
-    if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit()) || number.starts_with('0') {
-        return None;
-    }
-    let n: u64 = number.parse().ok()?;
-    let seconds = match unit {
-        's' => n,
-        'm' => n.checked_mul(60)?,
-        'h' => n.checked_mul(3600)?,
-        'd' => n.checked_mul(86_400)?,
-        _ => return None,
-    };
-    (seconds <= 3650 * 86_400).then_some(seconds)
-}
+/// A budget window like `30s`, `15m`, `1h`, `1d`, `30d` in seconds: the rule
+/// both planes share.
+pub use sluice_proto::budget::parse_window;
 
 /// A budget window; empty means none.
 pub fn window(field: &str, value: &str) -> AdminResult<()> {

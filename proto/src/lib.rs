@@ -8,8 +8,10 @@
 //! - [`wire`]: `config::v1`'s messages with keys left encoded, as the control
 //!   plane encodes and the data plane decodes them.
 //! - [`providers`]: the provider prefixes Sluice knows and how each is spoken to.
+//! - [`budget`]: budget windows, the rule both planes count by.
 //! - [`FILE_DESCRIPTOR_SET`]: every file above, for gRPC server reflection.
 
+pub mod budget;
 pub mod providers;
 pub mod wire;
 

@@ -46,3 +46,27 @@ pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
+
+/// Runs the pytest file `script` (under `tests/python/`) with `env`, and
+/// fails with its output unless every test in it passed. The official SDKs'
+/// tests go through here.
+pub async fn pytest<K, V>(script: &str, env: impl IntoIterator<Item = (K, V)>)
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    let path = format!("{}/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::process::Command::new("python3")
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", &path])
+        .envs(env)
+        .output()
+        .await
+        .expect("python3 runs (scripts/test.sh installs the SDKs and pytest)");
+    assert!(
+        out.status.success(),
+        "{script} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

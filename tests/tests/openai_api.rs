@@ -1562,29 +1562,22 @@ async fn the_official_openai_python_sdk_works_against_the_gateway() {
         .await;
     gw.sync().await;
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/test_openai_sdk.py");
-    let out = tokio::process::Command::new("python3")
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", script])
-        .env("SLUICE_TEST_BASE_URL", gw.url("/v1"))
-        .env("SLUICE_TEST_KEY", &key)
-        .env("SLUICE_TEST_MODEL", "gpt-4o")
-        .env("SLUICE_TEST_SLASHED_MODEL", "vendor/chat-model")
-        .env("SLUICE_TEST_EMBEDDING_MODEL", "text-embedding-3-small")
-        .env("SLUICE_TEST_DENIED_MODEL", "gpt-4o-mini")
-        .env("SLUICE_TEST_MISSING_MODEL", "retired-model")
-        .env("SLUICE_TEST_FAILING_MODEL", "failing")
-        .env("SLUICE_TEST_RATE_LIMITED_MODEL", "limited")
-        .envs(mock_upstream::sdk_expectations())
-        .output()
-        .await
-        .expect("python3 runs (scripts/test.sh installs openai and pytest)");
-    assert!(
-        out.status.success(),
-        "the OpenAI SDK tests failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut env: Vec<(&str, String)> = vec![
+        ("SLUICE_TEST_BASE_URL", gw.url("/v1")),
+        ("SLUICE_TEST_KEY", key.clone()),
+        ("SLUICE_TEST_MODEL", "gpt-4o".into()),
+        ("SLUICE_TEST_SLASHED_MODEL", "vendor/chat-model".into()),
+        (
+            "SLUICE_TEST_EMBEDDING_MODEL",
+            "text-embedding-3-small".into(),
+        ),
+        ("SLUICE_TEST_DENIED_MODEL", "gpt-4o-mini".into()),
+        ("SLUICE_TEST_MISSING_MODEL", "retired-model".into()),
+        ("SLUICE_TEST_FAILING_MODEL", "failing".into()),
+        ("SLUICE_TEST_RATE_LIMITED_MODEL", "limited".into()),
+    ];
+    env.extend(mock_upstream::sdk_expectations());
+    sluice_tests::pytest("test_openai_sdk.py", env).await;
     assert!(
         !failing.requests().is_empty() && !limited.requests().is_empty(),
         "the failure tests reached their upstreams"

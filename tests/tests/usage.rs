@@ -104,17 +104,8 @@ fn key_id(key: &str) -> String {
 
 /// Sends `body` to data plane `dp` and returns (status, body text).
 async fn send(gw: &Gateway, dp: usize, key: &str, body: &Value) -> (u16, String) {
-    let r = gw
-        .http
-        .post(gw.planes[dp].url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("data plane answers");
-    let status = r.status().as_u16();
-    (status, r.text().await.unwrap_or_default())
+    let answer = gw.post_to(dp, key, "/v1/chat/completions", body).await;
+    (answer.status, answer.text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -506,26 +497,16 @@ async fn the_official_openai_sdk_raises_rate_limit_error_for_quota_and_limits() 
     if into > 50 {
         tokio::time::sleep(Duration::from_secs(61 - into)).await;
     }
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/python/test_openai_sdk_quota.py"
-    );
-    let out = tokio::process::Command::new("python3")
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", script])
-        .env("SLUICE_TEST_BASE_URL", gw.url("/v1"))
-        .env("SLUICE_TEST_MODEL", "gpt-4o")
-        .env("SLUICE_TEST_BUDGET_KEY", &budget_key)
-        .env("SLUICE_TEST_RPM_KEY", &rpm_key)
-        .output()
-        .await
-        .expect("python3 runs (scripts/test.sh installs openai and pytest)");
-    assert!(
-        out.status.success(),
-        "the OpenAI SDK tests failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sluice_tests::pytest(
+        "test_openai_sdk_quota.py",
+        [
+            ("SLUICE_TEST_BASE_URL", gw.url("/v1")),
+            ("SLUICE_TEST_MODEL", "gpt-4o".into()),
+            ("SLUICE_TEST_BUDGET_KEY", budget_key.clone()),
+            ("SLUICE_TEST_RPM_KEY", rpm_key.clone()),
+        ],
+    )
+    .await;
 }
 
 /// Waits until every data plane has heard from the control plane that the

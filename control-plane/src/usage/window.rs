@@ -2,7 +2,7 @@
 //! rule (not in code) with the data plane, which must reset its own view of
 //! a budget at the same instants.
 
-use crate::validate::parse_window;
+use sluice_proto::budget::parse_window;
 
 /// A budget window.
 ///
@@ -12,7 +12,7 @@ use crate::validate::parse_window;
 ///   configured now*: a number and a unit, `s`, `m`, `h` or `d` (seconds,
 ///   minutes, hours, days of 86,400 s; so `30s`, `15m`, `1h`, `1d`, `30d`),
 ///   the number ≥ 1 without a leading zero, at most 3650 days in all
-///   (`validate::parse_window`, what the admin API accepts).
+///   (`sluice_proto::budget::parse_window`, what the admin API accepts).
 /// - Windows are aligned to the unix epoch, in UTC, with no calendar: the
 ///   window holding the instant `t` (unix seconds) is
 ///   `[t - t mod d, t - t mod d + d)`, `mod` being the Euclidean remainder
@@ -69,7 +69,7 @@ pub fn window_of(budget_duration: &str, at_s: i64) -> Window {
     match length_of(budget_duration) {
         None => Window::LIFETIME,
         Some(d) => Window {
-            start_s: at_s - at_s.rem_euclid(d),
+            start_s: sluice_proto::budget::window_start(d.unsigned_abs(), at_s),
             length_s: Some(d),
         },
     }

@@ -32,13 +32,12 @@
 //! (uncontended: one atomic) per scope it checks; a scope's first request
 //! takes the write lock once.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
 
 use sluice_proto::config::v1::{UsageScope, UsageTotal};
 
+use super::sharded::Sharded;
 use super::window;
 
 /// What a budget is set on.
@@ -131,24 +130,11 @@ impl ScopeState {
     }
 }
 
-const SHARDS: usize = 64;
-
-type Shard = RwLock<HashMap<(Scope, Box<str>), Arc<ScopeState>, foldhash::fast::RandomState>>;
-
 /// Every scope's state on this data plane.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Ledger {
-    shards: Box<[Shard]>,
-    hasher: foldhash::fast::RandomState,
-}
-
-impl Default for Ledger {
-    fn default() -> Self {
-        Ledger {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-            hasher: foldhash::fast::RandomState::default(),
-        }
-    }
+    /// By scope: keys, teams, organizations.
+    scopes: [Sharded<Box<str>, ScopeState>; 3],
 }
 
 /// A budget that applies to a request: the scope, its `max_budget` and
@@ -235,36 +221,14 @@ impl Drop for Reservation {
 }
 
 impl Ledger {
-    fn shard(&self, key: &(Scope, &str)) -> &Shard {
-        let h = self.hasher.hash_one(key) as usize;
-        &self.shards[h % SHARDS]
-    }
-
     /// The state of a scope, made on first use.
     fn state(&self, scope: Scope, id: &str) -> Arc<ScopeState> {
-        let shard = self.shard(&(scope, id));
-        let key = (scope, Box::<str>::from(id));
-        if let Some(s) = shard
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
-            return Arc::clone(s);
-        }
-        Arc::clone(
-            shard
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(key)
-                .or_default(),
-        )
+        self.scopes[scope as usize].get_or_default(id)
     }
 
     /// The state of a scope, if this data plane tracks it.
     pub fn get(&self, scope: Scope, id: &str) -> Option<Arc<ScopeState>> {
-        let shard = self.shard(&(scope, id));
-        let map = shard.read().unwrap_or_else(PoisonError::into_inner);
-        map.get(&(scope, Box::<str>::from(id))).cloned()
+        self.scopes[scope as usize].get(id)
     }
 
     /// Admits a request whose worst case is `spend` micro-USD and `credits`,

@@ -17,14 +17,13 @@
 //! what was used, what share is applied and what was refused for want of
 //! share: the control plane moves shares to where they are wanted.
 
-use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
 
 use sluice_proto::config::v1::{Demand, LimitKind, LimitLeases, UsageScope};
 
 use super::ledger::Scope;
+use super::sharded::Sharded;
 
 /// What a limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -193,14 +192,11 @@ impl Drop for Held {
     }
 }
 
-const SHARDS: usize = 64;
-type Shard = RwLock<HashMap<(Scope, Box<str>, Kind), Arc<LimitState>, foldhash::fast::RandomState>>;
-
 /// Every limit's state on this data plane.
 #[derive(Debug)]
 pub struct Limiter {
-    shards: Box<[Shard]>,
-    hasher: foldhash::fast::RandomState,
+    /// By scope (keys, teams, organizations), then kind.
+    limits: [[Sharded<Box<str>, LimitState>; 3]; 3],
     /// The fleet's data planes, as the control plane counts them; 0 until
     /// it has said (then this data plane assumes it is alone: with no
     /// control plane ever heard from, there is no fleet to share with).
@@ -210,43 +206,20 @@ pub struct Limiter {
 impl Default for Limiter {
     fn default() -> Self {
         Limiter {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-            hasher: foldhash::fast::RandomState::default(),
+            limits: Default::default(),
             data_planes: AtomicU32::new(0),
         }
     }
 }
 
 impl Limiter {
-    fn shard(&self, scope: Scope, id: &str, kind: Kind) -> &Shard {
-        let h = self.hasher.hash_one((scope, id, kind)) as usize;
-        &self.shards[h % SHARDS]
-    }
-
     fn state(&self, scope: Scope, id: &str, kind: Kind) -> Arc<LimitState> {
-        let shard = self.shard(scope, id, kind);
-        let key = (scope, Box::<str>::from(id), kind);
-        if let Some(s) = shard
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
-            return Arc::clone(s);
-        }
-        Arc::clone(
-            shard
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(key)
-                .or_default(),
-        )
+        self.limits[scope as usize][kind as usize].get_or_default(id)
     }
 
     /// Whether no limit has been used or leased here.
     pub fn is_empty(&self) -> bool {
-        self.shards
-            .iter()
-            .all(|s| s.read().unwrap_or_else(PoisonError::into_inner).is_empty())
+        self.limits.iter().flatten().all(Sharded::is_empty)
     }
 
     /// The fleet's data planes as last told (at least 1).
@@ -365,31 +338,49 @@ impl Limiter {
     /// what was refused since the last call (which this resets).
     pub fn demands(&self, now_s: i64) -> Vec<Demand> {
         let mut out = Vec::new();
-        for shard in self.shards.iter() {
-            let map = shard.read().unwrap_or_else(PoisonError::into_inner);
-            for ((scope, id, kind), state) in map.iter() {
-                if *kind != Kind::Parallel {
-                    state.roll(now_s);
-                }
-                let used = state.used.load(Ordering::Relaxed);
-                let refused = state.refused.swap(0, Ordering::Relaxed);
-                let leased = state.leased.load(Ordering::Relaxed);
-                if used == 0 && refused == 0 && !leased {
-                    continue;
-                }
-                let limit = state.limit.load(Ordering::Relaxed);
-                out.push(Demand {
-                    scope: scope_wire(*scope) as i32,
-                    id: id.to_string(),
-                    kind: kind.wire() as i32,
-                    limit,
-                    used,
-                    held: self.share(state, limit),
-                    refused,
-                });
+        for (scope, kinds) in [Scope::Key, Scope::Team, Scope::Organization]
+            .into_iter()
+            .zip(&self.limits)
+        {
+            for (kind, map) in [Kind::Rpm, Kind::Tpm, Kind::Parallel]
+                .into_iter()
+                .zip(kinds)
+            {
+                self.demands_of(scope, kind, map, now_s, &mut out);
             }
         }
         out
+    }
+
+    fn demands_of(
+        &self,
+        scope: Scope,
+        kind: Kind,
+        map: &Sharded<Box<str>, LimitState>,
+        now_s: i64,
+        out: &mut Vec<Demand>,
+    ) {
+        map.for_each(|id, state| {
+            if kind != Kind::Parallel {
+                state.roll(now_s);
+            }
+            let used = state.used.load(Ordering::Relaxed);
+            let refused = state.refused.swap(0, Ordering::Relaxed);
+            let leased = state.leased.load(Ordering::Relaxed);
+            if used == 0 && refused == 0 && !leased {
+                return;
+            }
+            let limit = state.limit.load(Ordering::Relaxed);
+            out.push(Demand {
+                scope: scope_wire(scope) as i32,
+                id: id.to_string(),
+                kind: kind.wire() as i32,
+                limit,
+                used,
+                held: self.share(state, limit),
+                refused,
+            });
+        });
     }
 }
 

@@ -9,6 +9,7 @@
 //!   ask it for); when the body ends the request is settled and journaled.
 //! - [`limits`]: `rpm_limit`, `tpm_limit`, `max_parallel_requests` against
 //!   this data plane's share of each, leased by the control plane.
+//! - [`sharded`]: the concurrent map both keep their states in.
 //! - [`journal`]: the file every answered request's usage is written to
 //!   before it is reported; [`reporter`]: the thread that owns it, reports
 //!   batches on the config stream and hands the control plane's answers to
@@ -22,6 +23,7 @@ pub mod ledger;
 pub mod limits;
 pub mod price;
 pub mod reporter;
+pub mod sharded;
 pub mod tap;
 pub mod window;
 

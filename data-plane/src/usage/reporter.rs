@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use sluice_proto::config::v1::{LimitDemand, UsageAck, UsageEntry, UsageReport};
@@ -145,7 +145,8 @@ impl Reporter {
                 within(SYNC_EVERY.saturating_sub(last_sync.elapsed()));
             }
             match &self.outstanding {
-                Some(o) => within(RESEND_AFTER.saturating_sub(o.sent.elapsed())),
+                // An answer is awaited: look for it every flush interval.
+                Some(_) => within(FLUSH_EVERY),
                 None if !self.pending.is_empty() => {
                     within(REPORT_EVERY.saturating_sub(last_report.elapsed()));
                 }
@@ -154,43 +155,69 @@ impl Reporter {
             if self.limits.as_ref().is_some_and(|(l, _)| !l.is_empty()) {
                 within(DEMAND_EVERY.saturating_sub(last_demand.elapsed()));
             }
-            let received = match wait {
-                Some(wait) => events.recv_timeout(wait),
-                None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            // Busy, it sleeps rather than waits on the channel, so a request
+            // sending its usage never has to wake it (a futex wake, and a
+            // context switch per request on a small machine); what arrived
+            // meanwhile is taken in one go. Idle, it waits on the channel,
+            // so no timer of its own wakes an idle data plane.
+            let first = match wait {
+                Some(wait) => {
+                    std::thread::sleep(wait);
+                    None
+                }
+                None => match events.recv() {
+                    Ok(event) => Some(event),
+                    Err(_) => {
+                        self.write_out(true);
+                        return;
+                    }
+                },
             };
-            match received {
-                Ok(Event::Used(entry)) => {
-                    next_number += 1;
-                    if let Some(j) = self.journal.as_mut() {
-                        j.append(next_number, entry.clone());
+            let mut gone = false;
+            let arrived = first
+                .into_iter()
+                .chain(std::iter::from_fn(|| match events.try_recv() {
+                    Ok(event) => Some(event),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => {
+                        gone = true;
+                        None
                     }
-                    self.pending.push_back((next_number, entry));
-                    unflushed_since.get_or_insert_with(Instant::now);
-                }
-                Ok(Event::Counted(ack)) => {
-                    if ack.journal_id != self.state.journal_id {
-                        tracing::warn!(journal_id = %ack.journal_id, "a usage answer for another journal; ignored");
-                        continue;
+                }));
+            for event in arrived {
+                match event {
+                    Event::Used(entry) => {
+                        next_number += 1;
+                        if let Some(j) = self.journal.as_mut() {
+                            j.append(next_number, entry.clone());
+                        }
+                        self.pending.push_back((next_number, entry));
+                        unflushed_since.get_or_insert_with(Instant::now);
                     }
-                    let full = self.outstanding.as_ref().is_some_and(|o| o.full);
-                    self.counted(ack);
-                    // A batch that had to stop short (a backlog, after an
-                    // outage): the next goes at once. Otherwise the pause
-                    // keeps etcd at about a transaction a second.
-                    if full {
-                        last_report = Instant::now() - REPORT_EVERY;
+                    Event::Counted(ack) => {
+                        if ack.journal_id != self.state.journal_id {
+                            tracing::warn!(journal_id = %ack.journal_id, "a usage answer for another journal; ignored");
+                            continue;
+                        }
+                        let full = self.outstanding.as_ref().is_some_and(|o| o.full);
+                        self.counted(ack);
+                        // A batch that had to stop short (a backlog, after
+                        // an outage): the next goes at once. Otherwise the
+                        // pause keeps etcd at about a transaction a second.
+                        if full {
+                            last_report = Instant::now() - REPORT_EVERY;
+                        }
+                    }
+                    Event::Drain(within, done) => {
+                        let unreported = self.drain(&events, within, &mut next_number);
+                        let _ = done.send(Drained { unreported });
+                        return;
                     }
                 }
-                Ok(Event::Drain(within, done)) => {
-                    let unreported = self.drain(&events, within, &mut next_number);
-                    let _ = done.send(Drained { unreported });
-                    return;
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.write_out(true);
-                    return;
-                }
+            }
+            if gone {
+                self.write_out(true);
+                return;
             }
             if unflushed_since.is_some_and(|s| s.elapsed() >= FLUSH_EVERY) {
                 self.write_out(false);
