@@ -217,7 +217,7 @@ impl ApiError {
                             at.saturating_sub(now_s).max(0)
                         )
                     }
-                    None => "this budget does not reset (no budget_duration): ask the operator                              to raise max_budget"
+                    None => "this budget does not reset (no budget_duration): ask the operator to raise max_budget"
                         .to_owned(),
                 };
                 format!(

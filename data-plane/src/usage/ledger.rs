@@ -92,7 +92,11 @@ impl ScopeState {
     /// is on an older one: the old window's spend no longer counts.
     fn roll(&self, duration_s: u64, now_s: i64) {
         let start = window::start(duration_s, now_s);
-        if self.duration_s.swap(duration_s, Ordering::Relaxed) != duration_s {
+        // Read before written: a write every request to a line every worker
+        // reads would bounce it between cores.
+        if self.duration_s.load(Ordering::Relaxed) != duration_s
+            && self.duration_s.swap(duration_s, Ordering::Relaxed) != duration_s
+        {
             // A new length: the window is the new one's, whatever was counted.
             self.window_start.store(start, Ordering::Relaxed);
             self.reported.store(0, Ordering::Relaxed);
@@ -248,10 +252,15 @@ impl Ledger {
             let duration = window::seconds(b.budget_duration);
             let state = self.state(b.scope, b.id);
             state.roll(duration, now_s);
-            state.configured.store(true, Ordering::Relaxed);
+            if !state.configured.load(Ordering::Relaxed) {
+                state.configured.store(true, Ordering::Relaxed);
+            }
             let before = state.reserved.fetch_add(spend, Ordering::Relaxed);
-            // Keep it held now, so that a refusal below gives it back.
-            held.budgets.push((Arc::clone(&state), spend));
+            // Held now, so that a refusal below gives it back (moved, not
+            // cloned: each clone of a state every worker shares is a
+            // contended atomic).
+            held.budgets.push((state, spend));
+            let state = &held.budgets[held.budgets.len() - 1].0;
             let standing = state.committed().saturating_add(before);
             if standing > max {
                 return Err(Refusal::Budget {

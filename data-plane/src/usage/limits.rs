@@ -251,7 +251,11 @@ impl Limiter {
         let reset_s = (60 - now_s.rem_euclid(60)) as u64;
         for l in limits {
             let state = self.state(l.scope, l.id, l.kind);
-            state.limit.store(l.limit, Ordering::Relaxed);
+            // Written only when it changes: a store to a line every worker
+            // reads would bounce it between cores on every request.
+            if state.limit.load(Ordering::Relaxed) != l.limit {
+                state.limit.store(l.limit, Ordering::Relaxed);
+            }
             let share = self.share(&state, l.limit);
             let exceeded = || Exceeded {
                 scope: l.scope,
@@ -273,7 +277,6 @@ impl Limiter {
                         return Err(exceeded());
                     }
                     if l.kind == Kind::Rpm {
-                        counted.push(Arc::clone(&state));
                         tightest(
                             &mut held.standing.requests,
                             Window {
@@ -282,6 +285,7 @@ impl Limiter {
                                 reset_s,
                             },
                         );
+                        counted.push(state);
                     } else {
                         held.parallel.push(state);
                     }
@@ -305,11 +309,8 @@ impl Limiter {
                             reset_s,
                         },
                     );
-                    held.tokens.push((
-                        Arc::clone(&state),
-                        state.minute.load(Ordering::Relaxed),
-                        prompt_tokens,
-                    ));
+                    let minute = state.minute.load(Ordering::Relaxed);
+                    held.tokens.push((state, minute, prompt_tokens));
                 }
             }
         }
