@@ -57,7 +57,17 @@ impl Scope {
         }
     }
 
-    fn from_wire(scope: i32) -> Option<Scope> {
+    /// The protocol's name of the scope.
+    pub fn wire(self) -> UsageScope {
+        match self {
+            Scope::Key => UsageScope::Key,
+            Scope::Team => UsageScope::Team,
+            Scope::Organization => UsageScope::Organization,
+        }
+    }
+
+    /// A scope of the protocol's that budgets and limits apply to.
+    pub fn from_wire(scope: i32) -> Option<Scope> {
         match UsageScope::try_from(scope).ok()? {
             UsageScope::Key => Some(Scope::Key),
             UsageScope::Team => Some(Scope::Team),

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
-use sluice_proto::config::v1::{Demand, LimitKind, LimitLeases, UsageScope};
+use sluice_proto::config::v1::{Demand, LimitKind, LimitLeases};
 
 use super::ledger::Scope;
 use super::sharded::Sharded;
@@ -66,23 +66,6 @@ impl Kind {
             Kind::Tpm => "tokens per minute",
             Kind::Parallel => "parallel requests",
         }
-    }
-}
-
-fn scope_wire(scope: Scope) -> UsageScope {
-    match scope {
-        Scope::Key => UsageScope::Key,
-        Scope::Team => UsageScope::Team,
-        Scope::Organization => UsageScope::Organization,
-    }
-}
-
-fn scope_from_wire(scope: i32) -> Option<Scope> {
-    match UsageScope::try_from(scope).ok()? {
-        UsageScope::Key => Some(Scope::Key),
-        UsageScope::Team => Some(Scope::Team),
-        UsageScope::Organization => Some(Scope::Organization),
-        UsageScope::ModelGroup | UsageScope::Unspecified => None,
     }
 }
 
@@ -325,7 +308,7 @@ impl Limiter {
         }
         for lease in &leases.leases {
             let (Some(scope), Some(kind)) =
-                (scope_from_wire(lease.scope), Kind::from_wire(lease.kind))
+                (Scope::from_wire(lease.scope), Kind::from_wire(lease.kind))
             else {
                 continue;
             };
@@ -373,7 +356,7 @@ impl Limiter {
             }
             let limit = state.limit.load(Ordering::Relaxed);
             out.push(Demand {
-                scope: scope_wire(scope) as i32,
+                scope: scope.wire() as i32,
                 id: id.to_string(),
                 kind: kind.wire() as i32,
                 limit,
@@ -409,7 +392,7 @@ fn undo(counted: &[Arc<LimitState>], held: &Held) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_proto::config::v1::Lease;
+    use sluice_proto::config::v1::{Lease, UsageScope};
 
     const NOW: i64 = 1_796_189_410;
 
