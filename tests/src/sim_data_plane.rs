@@ -300,22 +300,14 @@ impl SimDataPlane {
         within: Duration,
         done: impl Fn(&SimState) -> bool,
     ) -> anyhow::Result<SimState> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let state = self.state();
-            if done(&state) {
-                return Ok(state);
-            }
-            match tokio::time::timeout_at(deadline, self.leases.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => anyhow::bail!("stream ended before the leases awaited"),
-                Err(_) => anyhow::bail!(
-                    "leases not as awaited within {within:?}; data_planes {}, shares {:?}",
-                    state.data_planes,
-                    state.shares
-                ),
-            }
-        }
+        let shared = Arc::clone(&self.state);
+        wait_until(&shared, &mut self.leases, within, done, |s| {
+            format!(
+                "leases not as awaited within {within:?}; data_planes {}, shares {:?}",
+                s.data_planes, s.shares
+            )
+        })
+        .await
     }
 
     /// Sends `report` and waits for the next usage ack.
@@ -342,22 +334,14 @@ impl SimDataPlane {
         within: Duration,
         done: impl Fn(&SimState) -> bool,
     ) -> anyhow::Result<SimState> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let state = self.state();
-            if done(&state) {
-                return Ok(state);
-            }
-            match tokio::time::timeout_at(deadline, self.usage.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => anyhow::bail!("stream ended before the usage awaited"),
-                Err(_) => anyhow::bail!(
-                    "usage not as awaited within {within:?}; acks {:?}, totals {:?}",
-                    state.usage_acks,
-                    state.usage_totals
-                ),
-            }
-        }
+        let shared = Arc::clone(&self.state);
+        wait_until(&shared, &mut self.usage, within, done, |s| {
+            format!(
+                "usage not as awaited within {within:?}; acks {:?}, totals {:?}",
+                s.usage_acks, s.usage_totals
+            )
+        })
+        .await
     }
 
     /// Waits for a fleet cooldown of `deployment_id`; returns it and when it
@@ -468,4 +452,27 @@ pub async fn expected(store: &dyn sluice_control_plane::store::Store) -> (Object
         out.insert((kind as i32, id), bytes);
     }
     (out, range.revision)
+}
+
+/// Waits until `state` satisfies `done`, woken by `changes`; on time-out
+/// fails with `why` of the last state seen.
+async fn wait_until(
+    state: &Mutex<SimState>,
+    changes: &mut watch::Receiver<usize>,
+    within: Duration,
+    done: impl Fn(&SimState) -> bool,
+    why: impl Fn(&SimState) -> String,
+) -> anyhow::Result<SimState> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let seen = state.lock().map(|s| s.clone()).unwrap_or_default();
+        if done(&seen) {
+            return Ok(seen);
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => anyhow::bail!("the stream ended: {}", why(&seen)),
+            Err(_) => anyhow::bail!("{}", why(&seen)),
+        }
+    }
 }

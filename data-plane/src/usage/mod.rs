@@ -177,40 +177,32 @@ impl Metering {
     /// Counts a request against every rate limit of its key and team, or
     /// refuses it naming the first it would pass.
     pub fn limit(&self, config: &Config, key: &Key, parsed: &Parsed) -> Result<Held, Exceeded> {
-        let mut limits: [Option<Limit<'_>>; 5] = [None; 5];
-        let mut add = |i: usize, scope, id, kind, limit: Option<u64>| {
-            limits[i] = limit.map(|limit| Limit {
-                scope,
-                id,
-                kind,
-                limit,
-            });
-        };
-        add(
-            0,
-            Scope::Key,
-            key.key_id.as_str(),
-            Kind::Parallel,
-            key.max_parallel_requests,
-        );
-        add(1, Scope::Key, key.key_id.as_str(), Kind::Rpm, key.rpm_limit);
-        add(2, Scope::Key, key.key_id.as_str(), Kind::Tpm, key.tpm_limit);
-        if let Some(team) = config.team(&key.team_id) {
-            add(
-                3,
+        let key_id = key.key_id.as_str();
+        let team = config.team(&key.team_id);
+        let team_id = team.map_or("", |t| t.team_id.as_str());
+        let set = [
+            (
+                Scope::Key,
+                key_id,
+                Kind::Parallel,
+                key.max_parallel_requests,
+            ),
+            (Scope::Key, key_id, Kind::Rpm, key.rpm_limit),
+            (Scope::Key, key_id, Kind::Tpm, key.tpm_limit),
+            (
                 Scope::Team,
-                team.team_id.as_str(),
+                team_id,
                 Kind::Rpm,
-                team.rpm_limit,
-            );
-            add(
-                4,
+                team.and_then(|t| t.rpm_limit),
+            ),
+            (
                 Scope::Team,
-                team.team_id.as_str(),
+                team_id,
                 Kind::Tpm,
-                team.tpm_limit,
-            );
-        }
+                team.and_then(|t| t.tpm_limit),
+            ),
+        ];
+        // On the stack: most keys have none, the rest one or two.
         let mut list = [Limit {
             scope: Scope::Key,
             id: "",
@@ -218,9 +210,16 @@ impl Metering {
             limit: 0,
         }; 5];
         let mut n = 0;
-        for l in limits.into_iter().flatten() {
-            list[n] = l;
-            n += 1;
+        for (scope, id, kind, limit) in set {
+            if let Some(limit) = limit {
+                list[n] = Limit {
+                    scope,
+                    id,
+                    kind,
+                    limit,
+                };
+                n += 1;
+            }
         }
         if n == 0 {
             return Ok(Held::default());
