@@ -2144,18 +2144,18 @@ model_list:
   - model_name: ok
     litellm_params: {model: mock/ok}
   - model_name: claude
-    litellm_params: {model: anthropic/claude-3-5-sonnet}
+    litellm_params: {model: bedrock/anthropic.claude-3-5-sonnet}
 "#;
         let (path, message) = invalid_at(yaml);
         assert_eq!(path, "model_list[1].litellm_params.model");
         assert_eq!(
             message,
             format!(
-                "unknown provider prefix \"anthropic\"; known: {}",
+                "unknown provider prefix \"bedrock\"; known: {}",
                 providers::known_prefixes()
             )
         );
-        assert!(message.contains("azure, deepinfra"));
+        assert!(message.contains("anthropic, azure, deepinfra"));
         assert_eq!(
             parse(yaml).map(|_| ()).unwrap_err().to_string(),
             format!("model_list[1].litellm_params.model: {message}")

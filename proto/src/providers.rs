@@ -10,6 +10,9 @@ pub enum Wire {
     OpenAi,
     /// Azure OpenAI: deployment URL, `api-version` query, `api-key` header.
     Azure,
+    /// Anthropic's Messages API (`{api_base}/v1/messages`, `x-api-key`,
+    /// `anthropic-version`): translated to and from OpenAI's shapes.
+    Anthropic,
     /// Answered locally with a canned completion; no upstream.
     Mock,
 }
@@ -33,6 +36,11 @@ const fn openai_compatible(prefix: &'static str, base: &'static str) -> Provider
 
 /// Every provider prefix Sluice accepts, sorted by prefix.
 pub const PROVIDERS: &[Provider] = &[
+    Provider {
+        prefix: "anthropic",
+        wire: Wire::Anthropic,
+        default_api_base: Some("https://api.anthropic.com"),
+    },
     Provider {
         prefix: "azure",
         wire: Wire::Azure,

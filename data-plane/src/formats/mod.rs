@@ -28,18 +28,24 @@ pub enum Format {
     Completions,
     /// OpenAI's `/embeddings`.
     Embeddings,
+    /// Anthropic's `/v1/messages`.
+    Messages,
+    /// Anthropic's `/v1/messages/count_tokens`.
+    CountTokens,
 }
 
 impl Format {
     /// How many formats there are: what is kept per format is an array
     /// indexed by [`Format::index`].
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 5;
 
     /// Every format, in [`Format::index`] order.
     pub const ALL: [Format; Format::COUNT] = [
         Format::ChatCompletions,
         Format::Completions,
         Format::Embeddings,
+        Format::Messages,
+        Format::CountTokens,
     ];
 
     /// A dense index, below [`Format::COUNT`].
@@ -47,13 +53,22 @@ impl Format {
         self as usize
     }
 
-    /// The path after the API base, as OpenAI-compatible providers name it.
+    /// The path after the API base, as the API's own providers name it
+    /// (OpenAI's after `/v1`, Anthropic's with it).
     pub fn path(self) -> &'static str {
         match self {
             Format::ChatCompletions => "/chat/completions",
             Format::Completions => "/completions",
             Format::Embeddings => "/embeddings",
+            Format::Messages => "/v1/messages",
+            Format::CountTokens => "/v1/messages/count_tokens",
         }
+    }
+
+    /// Whether the format is Anthropic's (its answers, streams and errors
+    /// are in Anthropic's shapes).
+    pub fn is_anthropic(self) -> bool {
+        matches!(self, Format::Messages | Format::CountTokens)
     }
 }
 

@@ -15,6 +15,7 @@
 //! `Host`, proxy decided) and kept with the deployment. Sending, timeouts
 //! and relaying are [`crate::forward`]'s, the same for all.
 
+pub mod anthropic;
 pub mod azure;
 pub mod mock;
 pub mod openai;
@@ -62,6 +63,7 @@ pub fn backend(deployment: &Deployment) -> Result<Backend, ProviderError> {
     Ok(match provider.wire {
         Wire::OpenAi => Backend::Http(&openai::OpenAi),
         Wire::Azure => Backend::Http(&azure::Azure),
+        Wire::Anthropic => Backend::Http(&anthropic::Anthropic),
         Wire::Mock => Backend::Mock,
     })
 }

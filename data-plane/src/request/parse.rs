@@ -34,6 +34,7 @@ fn required_input(format: Format) -> (&'static str, &'static [JsonType]) {
         Format::ChatCompletions => ("messages", &[JsonType::Array]),
         Format::Completions => ("prompt", &[JsonType::String, JsonType::Array]),
         Format::Embeddings => ("input", &[JsonType::String, JsonType::Array]),
+        Format::Messages | Format::CountTokens => ("messages", &[JsonType::Array]),
     }
 }
 

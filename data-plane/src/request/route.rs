@@ -14,6 +14,10 @@ pub enum Route {
     Completions,
     /// `POST /v1/embeddings`.
     Embeddings,
+    /// `POST /v1/messages` (Anthropic's Messages API).
+    Messages,
+    /// `POST /v1/messages/count_tokens`.
+    CountTokens,
 }
 
 impl Route {
@@ -23,6 +27,8 @@ impl Route {
             "/chat/completions" => Some(Route::ChatCompletions),
             "/completions" => Some(Route::Completions),
             "/embeddings" => Some(Route::Embeddings),
+            "/messages" => Some(Route::Messages),
+            "/messages/count_tokens" => Some(Route::CountTokens),
             _ => None,
         }
     }
@@ -33,6 +39,8 @@ impl Route {
             Route::ChatCompletions => Format::ChatCompletions,
             Route::Completions => Format::Completions,
             Route::Embeddings => Format::Embeddings,
+            Route::Messages => Format::Messages,
+            Route::CountTokens => Format::CountTokens,
         }
     }
 }
@@ -49,6 +57,11 @@ mod tests {
         );
         assert_eq!(Route::from_path("/completions"), Some(Route::Completions));
         assert_eq!(Route::from_path("/v1/embeddings"), Some(Route::Embeddings));
+        assert_eq!(Route::from_path("/v1/messages"), Some(Route::Messages));
+        assert_eq!(
+            Route::from_path("/v1/messages/count_tokens"),
+            Some(Route::CountTokens)
+        );
         assert_eq!(Route::from_path("/v1/models"), None);
         assert_eq!(Route::from_path("/v2/embeddings"), None);
     }
