@@ -4,6 +4,8 @@
 //!
 //! - [`Format`]: which API's body shapes a body is in (what the client
 //!   sent, and what an upstream is sent).
+//! - [`chat`]: OpenAI's chat completions on the wire: request, answer,
+//!   streamed chunk, usage and error, both ways.
 //! - [`openai`]: OpenAI's error shape.
 //! - [`sse`]: server-sent events, as OpenAI-compatible APIs stream them.
 //! - [`usage`]: the tokens an answer used, from a whole answer or a stream.
@@ -12,6 +14,7 @@
 //! `/v1/responses`) and the conversions between them go here, one module
 //! per format.
 
+pub mod chat;
 pub mod openai;
 pub mod sse;
 pub mod usage;
