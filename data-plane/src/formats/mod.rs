@@ -12,6 +12,7 @@
 //! `/v1/responses`) and the conversions between them go here, one module
 //! per format.
 
+pub mod anthropic;
 pub mod openai;
 pub mod sse;
 pub mod usage;
