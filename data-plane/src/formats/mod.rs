@@ -14,6 +14,7 @@
 //! `/v1/responses`) and the conversions between them go here, one module
 //! per format.
 
+pub mod anthropic;
 pub mod chat;
 pub mod openai;
 pub mod sse;

@@ -1,0 +1,1 @@
+//! An OpenAI chat completions request → an Anthropic Messages request.

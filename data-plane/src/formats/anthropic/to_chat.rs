@@ -1,0 +1,1 @@
+//! An Anthropic Messages answer and stream → OpenAI chat completions.

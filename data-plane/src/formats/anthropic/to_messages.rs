@@ -1,0 +1,1 @@
+//! Written on branch anth-b.
