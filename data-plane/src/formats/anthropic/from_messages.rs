@@ -9,8 +9,12 @@
 //!   assistant's `tool_use` → its `tool_calls` (`input` → `arguments`, the
 //!   JSON text as the client wrote it); a user's `tool_result`s → one `tool`
 //!   message each, in order, before the rest of that turn (OpenAI wants a
-//!   call's results right after the call). Content of text only is a string
-//!   when it is one block, else parts.
+//!   call's results right after the call). Content of text only (in any
+//!   role, `system` and tool results too) is one string, several text
+//!   blocks joined by a blank line: the one shape every OpenAI-compatible
+//!   server reads (several refuse arrays for `system` or `tool` content,
+//!   and Anthropic clients send `system` as blocks). Content with images is
+//!   parts, each text block its own part.
 //! - `tool_result.is_error` has no OpenAI counterpart and is not sent: the
 //!   result's own text (where tools write their error) is what the model
 //!   reads either way. A result's images cannot be sent (OpenAI's `tool`
@@ -382,14 +386,24 @@ fn block_kind(block: &ContentBlock<'_>) -> String {
     }
 }
 
-/// Content of text parts only: a string when there is one.
+/// Content of text parts only: one string, the blocks' texts joined by a
+/// blank line (see the module's doc).
 fn texts(mut parts: Vec<PartOut<'_>>) -> ContentOut<'_> {
     if parts.len() == 1
         && let Some(PartOut::Text { text }) = parts.pop()
     {
         return ContentOut::Text(text);
     }
-    ContentOut::Parts(parts)
+    let mut joined = String::new();
+    for part in &parts {
+        if let PartOut::Text { text } = part {
+            if !joined.is_empty() {
+                joined.push_str("\n\n");
+            }
+            joined.push_str(text);
+        }
+    }
+    ContentOut::Text(Cow::Owned(joined))
 }
 
 fn translate_message<'a>(
@@ -717,6 +731,117 @@ mod tests {
             String::from_utf8(out).unwrap(),
             r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hello, Claude"}],"max_tokens":1024}"#
         );
+    }
+
+    /// Requests written from Anthropic's Messages reference, translated;
+    /// each reviewed in its snapshot.
+    #[test]
+    fn fixtures() {
+        let weather = json!({"name": "get_weather", "description": "Get the current weather in a given location",
+            "input_schema": {"type": "object", "properties": {"location": {"type": "string",
+                "description": "The city and state, e.g. San Francisco, CA"}}, "required": ["location"]},
+            "cache_control": {"type": "ephemeral"}});
+        let time = json!({"type": "custom", "name": "get_time", "input_schema": {"type": "object", "properties": {}}, "strict": true});
+        let ask =
+            json!([{"role": "user", "content": "What is the weather like in San Francisco?"}]);
+        let fixtures = [
+            (
+                "system_as_blocks",
+                json!({
+                    "model": "claude-sonnet-4-5", "max_tokens": 1024,
+                    "system": [
+                        {"type": "text", "text": "You are a helpful assistant.", "cache_control": {"type": "ephemeral"}},
+                        {"type": "text", "text": "Answer in French."}
+                    ],
+                    "messages": [{"role": "user", "content": [{"type": "text", "text": "Hello"}]}],
+                    "temperature": 0.2, "top_p": 0.9, "top_k": 40,
+                    "metadata": {"user_id": "13803d75-b4b5-4c3e-b2a2-6f21399b021b"},
+                    "service_tier": "auto"
+                }),
+            ),
+            (
+                "images_base64_and_url",
+                json!({
+                    "model": "claude-sonnet-4-5", "max_tokens": 1024,
+                    "messages": [{"role": "user", "content": [
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/4AAQSkZJRg=="}},
+                        {"type": "image", "source": {"type": "url", "url": "https://upload.wikimedia.org/a.jpg"}},
+                        {"type": "text", "text": "Compare these images."}
+                    ]}]
+                }),
+            ),
+            (
+                "tool_choice_auto_disable_parallel",
+                json!({
+                    "model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": ask,
+                    "tools": [weather, time], "tool_choice": {"type": "auto", "disable_parallel_tool_use": true}
+                }),
+            ),
+            (
+                "tool_choice_any",
+                json!({
+                    "model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": ask,
+                    "tools": [weather], "tool_choice": {"type": "any"}
+                }),
+            ),
+            (
+                "tool_choice_tool",
+                json!({
+                    "model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": ask,
+                    "tools": [weather], "tool_choice": {"type": "tool", "name": "get_weather"}
+                }),
+            ),
+            (
+                "tool_choice_none",
+                json!({
+                    "model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": ask,
+                    "tools": [weather], "tool_choice": {"type": "none"}
+                }),
+            ),
+            (
+                "multi_turn_tool_use_and_results",
+                json!({
+                    "model": "claude-sonnet-4-5", "max_tokens": 1024, "tools": [weather],
+                    "messages": [
+                        {"role": "user", "content": "What's the weather in SF and NYC?"},
+                        {"role": "assistant", "content": [
+                            {"type": "thinking", "thinking": "Two cities, two calls.", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"},
+                            {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpP"},
+                            {"type": "text", "text": "I'll check both."},
+                            {"type": "tool_use", "id": "toolu_01A09q90qw90lq917835lq9", "name": "get_weather", "input": {"location": "San Francisco, CA"}},
+                            {"type": "tool_use", "id": "toolu_01B09q90qw90lq917835lq9", "name": "get_weather", "input": {"location": "New York, NY"}}
+                        ]},
+                        {"role": "user", "content": [
+                            {"type": "tool_result", "tool_use_id": "toolu_01A09q90qw90lq917835lq9", "content": "15 degrees"},
+                            {"type": "tool_result", "tool_use_id": "toolu_01B09q90qw90lq917835lq9", "is_error": true,
+                             "content": [{"type": "text", "text": "Error: "}, {"type": "text", "text": "service unavailable"}]},
+                            {"type": "text", "text": "Also, is it sunny?"}
+                        ]},
+                        {"role": "assistant", "content": "SF is 15 degrees; NYC could not be read."}
+                    ]
+                }),
+            ),
+            (
+                "stop_sequences_and_stream",
+                json!({
+                    "model": "claude-sonnet-4-5", "max_tokens": 256, "messages": ask,
+                    "stop_sequences": ["\n\nHuman:", "END"], "stream": true
+                }),
+            ),
+            (
+                "thinking_and_structured_output",
+                json!({
+                    "model": "claude-sonnet-4-5", "max_tokens": 16000, "messages": ask,
+                    "thinking": {"type": "enabled", "budget_tokens": 10000},
+                    "output_config": {"format": {"type": "json_schema", "schema": {"type": "object",
+                        "properties": {"temperature": {"type": "number"}}, "required": ["temperature"],
+                        "additionalProperties": false}}}
+                }),
+            ),
+        ];
+        for (name, body) in fixtures {
+            insta::assert_json_snapshot!(name, translate(body));
+        }
     }
 
     #[test]
