@@ -4,6 +4,8 @@
 //!
 //! - [`Format`]: which API's body shapes a body is in (what the client
 //!   sent, and what an upstream is sent).
+//! - [`chat`]: OpenAI's chat completions on the wire: request, answer,
+//!   streamed chunk, usage and error, both ways.
 //! - [`openai`]: OpenAI's error shape.
 //! - [`sse`]: server-sent events, as OpenAI-compatible APIs stream them.
 //! - [`usage`]: the tokens an answer used, from a whole answer or a stream.
@@ -13,6 +15,7 @@
 //! per format.
 
 pub mod anthropic;
+pub mod chat;
 pub mod openai;
 pub mod sse;
 pub mod usage;
