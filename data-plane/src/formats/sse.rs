@@ -71,6 +71,10 @@ pub struct EventReader {
     /// Bytes pushed and not yet read, from `pos`.
     buf: Vec<u8>,
     pos: usize,
+    /// Where in `buf` the search for the line under way's end resumes:
+    /// bytes before it are known to hold none, so a long line arriving in
+    /// small chunks is scanned once, not once per chunk.
+    searched: usize,
     /// The event under way: its data (each line followed by LF) and name.
     data: Vec<u8>,
     name: Vec<u8>,
@@ -104,6 +108,7 @@ impl EventReader {
         EventReader {
             buf: Vec::new(),
             pos: 0,
+            searched: 0,
             data: Vec::new(),
             name: Vec::new(),
             has_data: false,
@@ -120,6 +125,7 @@ impl EventReader {
     pub fn push(&mut self, chunk: &[u8]) {
         if self.pos > 0 {
             self.buf.drain(..self.pos);
+            self.searched = self.searched.saturating_sub(self.pos);
             self.pos = 0;
         }
         self.buf.extend_from_slice(chunk);
@@ -164,8 +170,14 @@ impl EventReader {
                     self.pos += 1;
                 }
             }
+            let from = self.searched.max(self.pos);
             let rest = &self.buf[self.pos..];
-            let Some(at) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            let found = self.buf[from..]
+                .iter()
+                .position(|&b| b == b'\n' || b == b'\r')
+                .map(|p| from - self.pos + p);
+            let Some(at) = found else {
+                self.searched = self.buf.len();
                 // The line is unfinished: hold it while the event fits.
                 if !self.too_long && self.data.len() + self.name.len() + rest.len() > self.limit {
                     self.too_long = true;
@@ -309,6 +321,21 @@ mod tests {
             let one_by_one: Vec<&[u8]> = bytes.chunks(1).collect();
             assert_eq!(read(&one_by_one, MAX_EVENT), expected, "{eol:?}");
         }
+    }
+
+    #[test]
+    fn a_long_line_in_small_chunks_is_scanned_once() {
+        // Scanned again per chunk, this would take some 10^10 steps.
+        let line = format!("data: {}\n\n", "x".repeat(200_000));
+        let mut reader = EventReader::new();
+        let mut sizes = Vec::new();
+        for b in line.as_bytes() {
+            reader.push(std::slice::from_ref(b));
+            while let Some(event) = reader.next_event() {
+                sizes.push(event.unwrap().data.len());
+            }
+        }
+        assert_eq!(sizes, vec![200_000]);
     }
 
     #[test]
