@@ -137,9 +137,11 @@ pub fn request(messages_body: &[u8], upstream_model: &str) -> Result<Vec<u8>, Tr
     Ok(body)
 }
 
-/// `reasoning_effort` for a thinking budget: the inverse of the usual
-/// effort → budget table (`low` 1024, `medium` 2048, `high` 4096 tokens):
-/// below 2048 `low`, below 4096 `medium`, else `high`.
+/// `reasoning_effort` for a thinking budget: the inverse of the other
+/// direction's table ([`super::from_chat::thinking_budget`]: `low` 1024,
+/// `medium` 2048, `high` 4096 tokens): below 2048 `low`, below 4096
+/// `medium`, else `high` (not `xhigh`, which few OpenAI-compatible servers
+/// know).
 pub fn effort_for_budget(budget_tokens: u64) -> &'static str {
     match budget_tokens {
         0..2048 => "low",
@@ -910,6 +912,13 @@ mod tests {
         assert_eq!(effort_for_budget(2048), "medium");
         assert_eq!(effort_for_budget(4095), "medium");
         assert_eq!(effort_for_budget(32000), "high");
+        // The inverse of the other direction's table (from_chat).
+        for effort in ["low", "medium", "high"] {
+            let budget = super::super::from_chat::thinking_budget(effort)
+                .unwrap()
+                .unwrap();
+            assert_eq!(effort_for_budget(budget), effort);
+        }
         let out = translate(json!({"model": "m", "max_tokens": 8000, "messages": [],
             "thinking": {"type": "enabled", "budget_tokens": 3000}}));
         assert_eq!(out["reasoning_effort"], "medium");

@@ -1764,3 +1764,38 @@ mod tests {
         }
     }
 }
+
+/// Rough costs, printed: `cargo test … -- --ignored --nocapture timings`
+/// (an unoptimized build is several times slower than a release one).
+#[cfg(test)]
+mod timings {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore]
+    fn timings() {
+        let request = br#"{"model":"claude-sonnet-4-5","max_tokens":1024,"system":[{"type":"text","text":"You are a helpful assistant.","cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user","content":"What is the weather like in San Francisco?"}],"tools":[{"name":"get_weather","description":"Get the weather","input_schema":{"type":"object","properties":{"location":{"type":"string"}},"required":["location"]}}],"stream":true}"#;
+        let n = 2_000;
+        let start = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(super::super::from_messages::request(request, "gpt-4o").unwrap());
+        }
+        println!("request: {:?} each", start.elapsed() / n);
+        let event = br#"data: {"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion.chunk","created":1741570283,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_fc9f1d7035","choices":[{"index":0,"delta":{"content":" world"},"logprobs":null,"finish_reason":null}],"usage":null}
+
+"#;
+        let mut stream = MessagesStream::new();
+        let start = Instant::now();
+        for _ in 0..n * 10 {
+            std::hint::black_box(stream.feed(event));
+        }
+        println!("stream: {:?} per text event", start.elapsed() / (n * 10));
+        let chat = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help?","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0}}}"#;
+        let start = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(answer(chat).unwrap());
+        }
+        println!("answer: {:?} each", start.elapsed() / n);
+    }
+}
