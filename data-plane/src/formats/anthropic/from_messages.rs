@@ -40,7 +40,8 @@
 //!   `high`) → `reasoning_effort` as it is, winning over a budget's;
 //!   `output_config.format` (`json_schema`) → `response_format` with that
 //!   schema, `strict` (Anthropic's structured outputs are guaranteed).
-//! - `stop_sequences` → `stop`; `temperature`, `top_p` as sent; `top_k` is
+//! - `stop_sequences` → `stop` (all of them: OpenAI takes at most 4 and
+//!   refuses more itself, other servers take more); `temperature`, `top_p` as sent; `top_k` is
 //!   sent as `top_k`, which vLLM, Together, Fireworks and OpenRouter read
 //!   and OpenAI refuses (the client then hears the upstream's refusal rather
 //!   than have it dropped); `metadata.user_id` → `user`; `service_tier` is a

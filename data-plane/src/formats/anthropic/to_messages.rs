@@ -342,6 +342,11 @@ pub fn count_tokens(messages_body: &[u8]) -> Result<u64, TranslateError> {
     Ok(tally.tokens + tally.bytes.div_ceil(BYTES_PER_TOKEN))
 }
 
+/// The `count_tokens` answer: `{"input_tokens": n}`.
+pub fn count_tokens_answer(input_tokens: u64) -> Vec<u8> {
+    format!(r#"{{"input_tokens":{input_tokens}}}"#).into_bytes()
+}
+
 #[derive(Default)]
 struct Tally {
     bytes: u64,
