@@ -251,10 +251,10 @@ impl ControlPlane {
 
     /// Whether the process has exited (it is then reaped).
     pub fn exited(&mut self) -> bool {
-        match self.child.as_mut().map(|c| c.try_wait()) {
-            Some(Ok(Some(_))) | None => true,
-            _ => false,
-        }
+        matches!(
+            self.child.as_mut().map(|c| c.try_wait()),
+            Some(Ok(Some(_))) | None
+        )
     }
 
     /// Stops the process with SIGKILL.
