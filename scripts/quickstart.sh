@@ -87,6 +87,12 @@ Call the mock deployments through the data plane, with curl or the official Open
 
   (model "o1" is in access group "premium": that key gets 403 model_access_denied for it)
 
+Anthropic's clients (the anthropic SDK, Claude Code with ANTHROPIC_BASE_URL) call /v1/messages with the
+same key; the mock deployments speak OpenAI's API, so the request is translated both ways:
+
+  curl http://$DP_LISTEN/v1/messages -H "x-api-key: $APP_KEY" -H "anthropic-version: 2023-06-01" \
+    -H "content-type: application/json" -d '{"model": "gpt-4o-mini", "max_tokens": 100, "messages": [{"role": "user", "content": "Hello"}]}'
+
 Administer it, in another terminal:
 
   export SLUICE_MASTER_KEY=$SLUICE_MASTER_KEY

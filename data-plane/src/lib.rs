@@ -41,8 +41,10 @@
 //!    strategies, `order`, caps), and on failure retries, cooldowns shared
 //!    with the fleet, and fallbacks checked against the key's access.
 //! 5. [`forward`]: one attempt to one deployment, with [`providers`]
-//!    (`openai` and compatibles, `azure`, `mock`; each deployment's
-//!    [`providers::Target`] made once) through [`upstream`]'s pooled client
+//!    (`openai` and compatibles, `azure`, `anthropic`, `mock`; each
+//!    deployment's [`providers::Target`] made once; the body passed through
+//!    or translated between OpenAI's and Anthropic's APIs,
+//!    [`providers::exchange`]) through [`upstream`]'s pooled client
 //!    (direct, or via the environment's proxy; one deadline per exchange;
 //!    [`upstream::UpstreamError`] by kind), streamed back with back-pressure.
 //! 6. [`meter`]: metrics and one log line when the answer is over.
@@ -56,7 +58,9 @@
 //!
 //! **Wire formats** ([`formats`]): what a body is shaped for
 //! ([`formats::Format`], the upstream's as much as the client's), OpenAI's
-//! error shape, server-sent events; pure.
+//! chat types and error shape, Anthropic's Messages API and the
+//! translations both ways ([`formats::anthropic`]), server-sent events;
+//! pure.
 //!
 //! **Serving**: [`http`], the top: the server, the OpenAI API
 //! ([`http::openai`]), the operator's endpoints ([`http::ops`]: health,
@@ -73,7 +77,7 @@
 //! metrics, names in one table), [`tls`] (the HTTPS server's certificate and
 //! the config stream's TLS, from PEM files).
 //!
-//! Still to come: rate limits across data planes, non-OpenAI wire formats.
+//! Still to come: OpenAI's Responses API.
 
 pub mod backoff;
 pub mod body;

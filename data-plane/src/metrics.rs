@@ -22,7 +22,7 @@
 //! | `sluice_requests_in_flight` | gauge | OpenAI API requests being answered, streams included |
 //! | `sluice_handler_panics_total` | counter | requests whose handler panicked (answered 500; the process keeps serving) |
 //! | `sluice_router_attempts_total{deployment}` | counter | upstream attempts made by the router |
-//! | `sluice_router_failures_total{deployment, kind}` | counter | failed attempts, by kind (`rate_limited`, `timeout`, `server_error`, `connection`, `auth`, `not_found`, `context_window`, `content_policy`, `bad_request`, `misconfigured`) |
+//! | `sluice_router_failures_total{deployment, kind}` | counter | failed attempts, by kind (`rate_limited`, `overloaded` (529), `timeout`, `server_error`, `connection`, `auth`, `not_found`, `context_window`, `content_policy`, `bad_request`, `misconfigured`) |
 //! | `sluice_router_retries_total{deployment}` | counter | retries decided after a failure of that deployment |
 //! | `sluice_router_cooldowns_total{deployment, source}` | counter | cooldowns entered: `own` (this data plane's) or `fleet` (heard from the control plane) |
 //! | `sluice_router_fallbacks_total{model_group, fallback, kind}` | counter | fallbacks taken (`generic`, `context_window`, `content_policy`), or skipped because the key may not use them (`denied`) |

@@ -4,6 +4,8 @@
 //!
 //! - [`Format`]: which API's body shapes a body is in (what the client
 //!   sent, and what an upstream is sent).
+//! - [`chat`]: OpenAI's chat completions on the wire: request, answer,
+//!   streamed chunk, usage and error, both ways.
 //! - [`openai`]: OpenAI's error shape.
 //! - [`sse`]: server-sent events, as OpenAI-compatible APIs stream them.
 //! - [`usage`]: the tokens an answer used, from a whole answer or a stream.
@@ -12,9 +14,42 @@
 //! `/v1/responses`) and the conversions between them go here, one module
 //! per format.
 
+pub mod anthropic;
+pub mod chat;
 pub mod openai;
 pub mod sse;
 pub mod usage;
+
+/// The shape an upstream's error body is in, which decides how it reaches
+/// a client: relayed as is to a client of the same API, translated to the
+/// client's otherwise, summarised when it is neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// `{"error": {"message", "type", …}}`.
+    OpenAi,
+    /// `{"type": "error", "error": {"type", "message"}}`.
+    Anthropic,
+    /// Not JSON, or JSON of neither shape.
+    Other,
+}
+
+impl ErrorShape {
+    /// The shape of `body`. Anthropic's is told first: it has an `error`
+    /// object too.
+    pub fn of(body: &[u8]) -> ErrorShape {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return ErrorShape::Other;
+        };
+        let error = value.get("error").filter(|e| e.is_object());
+        match (value.get("type").and_then(|t| t.as_str()), error) {
+            (Some("error"), Some(e)) if e.get("type").is_some_and(|t| t.is_string()) => {
+                ErrorShape::Anthropic
+            }
+            (_, Some(_)) => ErrorShape::OpenAi,
+            _ => ErrorShape::Other,
+        }
+    }
+}
 
 /// The API a request body (and its answer) is shaped for. The inbound route
 /// ([`crate::request::Route`]) says which format the client speaks; the
@@ -75,6 +110,18 @@ impl Format {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_shapes() {
+        let of = |b: &str| ErrorShape::of(b.as_bytes());
+        assert_eq!(of(r#"{"error":{"message":"x"}}"#), ErrorShape::OpenAi);
+        assert_eq!(
+            of(r#"{"type":"error","error":{"type":"overloaded_error","message":"x"}}"#),
+            ErrorShape::Anthropic
+        );
+        assert_eq!(of(r#"{"error":"x"}"#), ErrorShape::Other);
+        assert_eq!(of("<html>"), ErrorShape::Other);
+    }
 
     #[test]
     fn indexes_are_dense_and_in_order() {

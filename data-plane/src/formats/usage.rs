@@ -7,6 +7,13 @@
 //! cached tokens (`prompt_tokens_details.cached_tokens`) inside the first and
 //! reasoning tokens (`completion_tokens_details.reasoning_tokens`) inside the
 //! second, so adding the details would count them twice.
+//!
+//! Anthropic's answers ([`Dialect::Anthropic`]) count the other way:
+//! `input_tokens` leaves out the tokens written to and read from the prompt
+//! cache (`cache_creation_input_tokens`, `cache_read_input_tokens`), so the
+//! prompt is the sum of the three; `output_tokens` is the completion. A
+//! stream reports them in `message_start` and `message_delta` (whose counts
+//! are cumulative and win when present).
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -23,17 +30,100 @@ pub struct Usage {
     pub completion_tokens: u64,
 }
 
+/// Whose way of writing `usage` an answer follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI's: `prompt_tokens`, `completion_tokens`.
+    OpenAi,
+    /// Anthropic's Messages API: `input_tokens` + cache tokens,
+    /// `output_tokens`.
+    Anthropic,
+}
+
 /// The top-level `usage` of a JSON answer (chat completions, completions,
-/// embeddings); `None` when it is absent, `null`, or the body is not such
-/// an answer.
-pub fn from_answer(body: &[u8]) -> Option<Usage> {
+/// embeddings; an Anthropic message); `None` when it is absent, `null`, or
+/// the body is not such an answer.
+pub fn from_answer(dialect: Dialect, body: &[u8]) -> Option<Usage> {
     #[derive(Deserialize)]
-    struct Answer {
-        usage: Option<WireUsage>,
+    struct Answer<U> {
+        usage: Option<U>,
     }
     // serde_json skips every other member without building it.
-    let answer: Answer = serde_json::from_slice(body).ok()?;
-    answer.usage.map(Usage::from)
+    match dialect {
+        Dialect::OpenAi => serde_json::from_slice::<Answer<WireUsage>>(body)
+            .ok()?
+            .usage
+            .map(Usage::from),
+        Dialect::Anthropic => {
+            let usage = serde_json::from_slice::<Answer<AnthropicUsage>>(body)
+                .ok()?
+                .usage?;
+            // A `usage` with neither count is not Anthropic's.
+            if usage.input_tokens.is_none() && usage.output_tokens.is_none() {
+                return None;
+            }
+            Some(AnthropicCounts::default().with(&usage).usage())
+        }
+    }
+}
+
+/// `usage` as Anthropic writes it; every count optional (a `message_delta`
+/// carries only those that changed).
+#[derive(Deserialize, Default)]
+struct AnthropicUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+}
+
+/// An Anthropic stream's counts so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct AnthropicCounts {
+    input: u64,
+    cache_creation: u64,
+    cache_read: u64,
+    output: u64,
+}
+
+impl AnthropicCounts {
+    /// These counts with `u`'s present ones instead.
+    fn with(mut self, u: &AnthropicUsage) -> Self {
+        self.input = u.input_tokens.unwrap_or(self.input);
+        self.cache_creation = u.cache_creation_input_tokens.unwrap_or(self.cache_creation);
+        self.cache_read = u.cache_read_input_tokens.unwrap_or(self.cache_read);
+        self.output = u.output_tokens.unwrap_or(self.output);
+        self
+    }
+
+    /// Each token once: the cache's tokens are not in `input_tokens`.
+    fn usage(self) -> Usage {
+        Usage {
+            prompt_tokens: self
+                .input
+                .saturating_add(self.cache_creation)
+                .saturating_add(self.cache_read),
+            completion_tokens: self.output,
+        }
+    }
+}
+
+/// One event of an Anthropic stream, as far as metering cares.
+#[derive(Deserialize)]
+struct AnthropicEvent {
+    /// `message_start`'s message.
+    message: Option<Answer>,
+    /// `message_delta`'s usage.
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    usage: Option<AnthropicUsage>,
 }
 
 /// `usage` as OpenAI writes it; a count some compatible servers send as
@@ -80,6 +170,8 @@ const MAX_EVENT: usize = 1 << 20;
 pub struct StreamUsage {
     strip: bool,
     usage: Option<Usage>,
+    /// Set for an Anthropic stream: its counts so far.
+    anthropic: Option<AnthropicCounts>,
     /// The event under way, as far as earlier chunks brought it: held back
     /// from the client with `strip`, a copy to read it from without.
     held: Vec<u8>,
@@ -98,11 +190,21 @@ impl StreamUsage {
         StreamUsage {
             strip,
             usage: None,
+            anthropic: None,
             held: Vec::new(),
             at_line_start: true,
             after_cr: false,
             cr_ended: None,
             oversized: false,
+        }
+    }
+
+    /// Reads an Anthropic stream's usage (`message_start`, `message_delta`);
+    /// nothing is ever removed from it.
+    pub fn anthropic() -> Self {
+        StreamUsage {
+            anthropic: Some(AnthropicCounts::default()),
+            ..StreamUsage::new(false)
         }
     }
 
@@ -258,6 +360,14 @@ impl StreamUsage {
             return None;
         }
         let data = event_data(event);
+        if let Some(counts) = self.anthropic {
+            let event: AnthropicEvent = serde_json::from_slice(&data).ok()?;
+            let usage = event.usage.or(event.message.and_then(|m| m.usage))?;
+            let counts = counts.with(&usage);
+            self.anthropic = Some(counts);
+            self.usage = Some(counts.usage());
+            return Some(false);
+        }
         let chunk: StreamChunk = serde_json::from_slice(&data).ok()?;
         self.usage = Some(chunk.usage?.into());
         Some(chunk.choices.is_none_or(|c| c.is_empty()))
@@ -457,11 +567,11 @@ mod tests {
         let chat = format!(
             r#"{{"id":"x","choices":[{{"message":{{"content":"hi"}}}}],"usage":{USAGE_OBJECT}}}"#
         );
-        assert_eq!(from_answer(chat.as_bytes()), Some(USAGE));
+        assert_eq!(from_answer(Dialect::OpenAi, chat.as_bytes()), Some(USAGE));
         let embeddings =
             br#"{"object":"list","data":[{"embedding":[0.1]}],"usage":{"prompt_tokens":5,"total_tokens":5}}"#;
         assert_eq!(
-            from_answer(embeddings),
+            from_answer(Dialect::OpenAi, embeddings),
             Some(Usage {
                 prompt_tokens: 5,
                 completion_tokens: 0
@@ -476,7 +586,63 @@ mod tests {
             b"",
             &[0xff, 0xfe],
         ] {
-            assert_eq!(from_answer(none), None, "{}", String::from_utf8_lossy(none));
+            for dialect in [Dialect::OpenAi, Dialect::Anthropic] {
+                let got = from_answer(dialect, none);
+                assert_eq!(got, None, "{}", String::from_utf8_lossy(none));
+            }
+        }
+    }
+
+    /// Anthropic's cache tokens are outside `input_tokens`: the prompt is
+    /// all three, each once.
+    #[test]
+    fn anthropic_answers_count_cache_tokens_once() {
+        let message = br#"{"id":"msg_1","type":"message","content":[],"usage":{"input_tokens":10,"cache_creation_input_tokens":100,"cache_read_input_tokens":1000,"output_tokens":7}}"#;
+        let want = Usage {
+            prompt_tokens: 1110,
+            completion_tokens: 7,
+        };
+        assert_eq!(from_answer(Dialect::Anthropic, message), Some(want));
+        let plain = br#"{"usage":{"input_tokens":3,"output_tokens":2}}"#;
+        assert_eq!(
+            from_answer(Dialect::Anthropic, plain),
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 2
+            })
+        );
+    }
+
+    #[test]
+    fn an_anthropic_stream_split_anywhere_gives_its_usage_and_passes_whole() {
+        let events = concat!(
+            "event: message_start\n",
+            r#"data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"usage":{"input_tokens":10,"cache_creation_input_tokens":0,"cache_read_input_tokens":1000,"output_tokens":1}}}"#,
+            "\n\nevent: content_block_delta\n",
+            r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"the \"usage\": 5"}}"#,
+            "\n\nevent: message_delta\n",
+            r#"data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}"#,
+            "\n\nevent: message_stop\n",
+            r#"data: {"type":"message_stop"}"#,
+            "\n\n",
+        );
+        let bytes = events.as_bytes();
+        for at in 0..=bytes.len() {
+            let mut scanner = StreamUsage::anthropic();
+            let mut out = Vec::new();
+            for part in [&bytes[..at], &bytes[at..]] {
+                out.extend_from_slice(&scanner.feed(Bytes::copy_from_slice(part)));
+            }
+            out.extend_from_slice(&scanner.finish());
+            assert_eq!(out, bytes, "split at {at}");
+            assert_eq!(
+                scanner.usage(),
+                Some(Usage {
+                    prompt_tokens: 1010,
+                    completion_tokens: 15
+                }),
+                "split at {at}"
+            );
         }
     }
 

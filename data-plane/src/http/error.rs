@@ -26,6 +26,12 @@
 //!
 //! An upstream error that already has OpenAI's shape is relayed as the
 //! upstream sent it (status and body), not rebuilt here.
+//!
+//! On Anthropic's routes (`/v1/messages`, `/v1/messages/count_tokens`, and
+//! `/v1/models` asked with `anthropic-version`) the same errors are written
+//! in Anthropic's envelope, `{"type": "error", "error": {"type",
+//! "message"}}` ([`ApiError::anthropic_body`]): same status and message,
+//! the `type` Anthropic gives that status.
 
 use crate::formats;
 use crate::request::access::KeyRejection;
@@ -392,6 +398,14 @@ impl ApiError {
             "server_error",
             Some("internal_error"),
             format!("{what}; this is a bug in the data plane, see its log"),
+        )
+    }
+
+    /// The body in Anthropic's envelope, the type its status has there.
+    pub fn anthropic_body(&self) -> String {
+        formats::anthropic::error::envelope(
+            formats::anthropic::error::type_for_status(self.status.as_u16()),
+            &self.message,
         )
     }
 

@@ -56,6 +56,7 @@ use tokio_util::either::Either;
 use crate::body::{Body, carrying_released_after_write, full};
 use crate::config::applied::AppliedConfig;
 use crate::config::secrets::Secret;
+use crate::formats::Format;
 use crate::headers::{self, REQUEST_ID};
 use crate::metrics::Metrics;
 use crate::request::Route;
@@ -400,18 +401,25 @@ pub async fn route(
         return if method == Method::POST {
             openai::completion(state, route, req, request_id).await
         } else {
-            error_response(&ApiError::method_not_allowed(method.as_str(), path, "POST"))
+            let error = ApiError::method_not_allowed(method.as_str(), path, "POST");
+            error_response_in(route.format(), &error)
         };
     }
     if let Some(model) = models_path(path) {
+        // Anthropic's clients (Claude Code among them) list models with
+        // `anthropic-version` set, and read Anthropic's shapes.
+        let format = if req.headers().contains_key("anthropic-version") {
+            Format::Messages
+        } else {
+            Format::ChatCompletions
+        };
         let answer = match (method == Method::GET, model) {
-            (true, None) => openai::list_models(state, req.headers()),
-            (true, Some(model)) => {
-                path_model(model).and_then(|model| openai::get_model(state, req.headers(), &model))
-            }
+            (true, None) => openai::list_models(state, req.headers(), format),
+            (true, Some(model)) => path_model(model)
+                .and_then(|model| openai::get_model(state, req.headers(), &model, format)),
             (false, _) => Err(ApiError::method_not_allowed(method.as_str(), path, "GET")),
         };
-        return answer.unwrap_or_else(|e| error_response(&e));
+        return answer.unwrap_or_else(|e| error_response_in(format, &e));
     }
     let method = &method;
     let answer = match (method, path) {
@@ -432,6 +440,16 @@ pub async fn route(
 
 fn error_response(error: &ApiError) -> Response<Body> {
     json_response(error.status, error.body())
+}
+
+/// The error in the shape the client's API has: Anthropic's envelope for
+/// Anthropic's formats, OpenAI's for the rest.
+fn error_response_in(format: Format, error: &ApiError) -> Response<Body> {
+    if format.is_anthropic() {
+        json_response(error.status, error.anthropic_body())
+    } else {
+        error_response(error)
+    }
 }
 
 fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {

@@ -1,17 +1,23 @@
-//! The OpenAI API: the request path, top to bottom.
+//! The request path, top to bottom, for OpenAI's API and Anthropic's.
 //!
-//! `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings` (a
+//! `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, and
+//! Anthropic's `/v1/messages` and `/v1/messages/count_tokens` (a
 //! [`Route`]): config → [`auth`] →
 //! [`parse`] checks → [`access`] → budgets and credits
-//! ([`crate::usage`]) → [`router`] → [`forward`] → the answer watched for
-//! its usage ([`crate::usage::tap`]) → [`meter`](crate::meter).
+//! ([`crate::usage`]) → [`router`] → [`forward`] (which translates when the
+//! deployment speaks the other API) → the answer watched for its usage
+//! ([`crate::usage::tap`]) → [`meter`](crate::meter). The route decides only
+//! the shapes the client is answered in; `count_tokens` is not metered.
 //!
-//! `GET /v1/models` and `GET /v1/models/{model}`: only what the key may use.
+//! `GET /v1/models` and `GET /v1/models/{model}`: only what the key may use,
+//! in Anthropic's shape when asked with `anthropic-version`.
 //!
 //! Each failure becomes exactly one [`ApiError`] (one row of DESIGN §4's
-//! table) here, except an upstream error in OpenAI's shape, which is relayed
-//! as the upstream sent it. An upstream error, relayed or not, keeps the
-//! upstream's advice on when to retry (`retry-after`, `retry-after-ms`).
+//! table) here, in the client's API's shape, except an upstream error in
+//! OpenAI's or Anthropic's shape, which is relayed as the upstream sent it
+//! to a client of its API and translated for the other. An upstream error,
+//! relayed or not, keeps the upstream's advice on when to retry
+//! (`retry-after`, `retry-after-ms`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,6 +34,8 @@ use tracing::Instrument;
 use super::{ApiError, HttpState, json_response};
 use crate::body::{Body, Interruption, carrying};
 use crate::config::snapshot::Config;
+use crate::formats::usage::Dialect;
+use crate::formats::{self, ErrorShape, Format};
 use crate::forward::{self, Answer, Call};
 use crate::meter::Meter;
 use crate::providers;
@@ -51,15 +59,19 @@ pub async fn completion(
 ) -> Response<Body> {
     let mut meter = Meter::start(state.metrics.clone(), request_id);
     let mut routed = HeaderMap::new();
+    let format = route.format();
     let resp = match complete(state, route, req, request_id, &mut meter, &mut routed).await {
         Ok(answer) => relay(answer, meter),
         Err(Failure::Api(e)) => {
             meter.answered(e.status, e.code.unwrap_or_default());
-            meter.ride(super::error_response(&e))
+            meter.ride(super::error_response_in(format, &e))
         }
         Err(Failure::Summarised { error, relayed }) => {
             meter.answered(error.status, error.code.unwrap_or_default());
-            with_headers(meter.ride(super::error_response(&error)), *relayed)
+            with_headers(
+                meter.ride(super::error_response_in(format, &error)),
+                *relayed,
+            )
         }
         Err(Failure::Relayed {
             status,
@@ -84,7 +96,8 @@ enum Failure {
         error: ApiError,
         relayed: Box<HeaderMap>,
     },
-    /// An upstream error in OpenAI's shape: relayed with its status and
+    /// An upstream error in the client's API's shape (as the upstream sent
+    /// it, or translated from the other API's): relayed with its status and
     /// advice on when to retry.
     Relayed {
         status: StatusCode,
@@ -124,6 +137,7 @@ async fn complete(
 
     let limits = state.limits;
     parse::check_headers(req.headers(), limits.max_body_bytes).map_err(request_error)?;
+    let anthropic_beta = req.headers().get(&providers::anthropic::BETA).cloned();
     let mut reading = std::pin::pin!(parse::read_body(req.into_body(), limits.max_body_bytes));
     // A small body comes in the same packets as its headers: read it without
     // arming a timer; only a body still on its way is timed.
@@ -172,16 +186,22 @@ async fn complete(
     meter.known.model_group = group.name().to_owned();
 
     // Rate limits, budgets and credits (DESIGN §7): decided here from what
-    // this data plane knows, never by asking anyone.
-    let limits = state
-        .usage
-        .limit(&config, key, &parsed)
-        .map_err(|exceeded| limit_failure(&config, key, &exceeded))?;
-    rate_limit_headers(&limits.standing, routed);
-    let reservation = state
-        .usage
-        .admit(&config, key, group, &parsed)
-        .map_err(|refusal| quota_failure(&config, key, &refusal))?;
+    // this data plane knows, never by asking anyone. Counting a prompt's
+    // tokens costs nothing upstream and generates nothing: not metered.
+    let quota = if route == Route::CountTokens {
+        None
+    } else {
+        let limits = state
+            .usage
+            .limit(&config, key, &parsed)
+            .map_err(|exceeded| limit_failure(&config, key, &exceeded))?;
+        rate_limit_headers(&limits.standing, routed);
+        let reservation = state
+            .usage
+            .admit(&config, key, group, &parsed)
+            .map_err(|refusal| quota_failure(&config, key, &refusal))?;
+        Some((limits, reservation))
+    };
 
     let table = state.router.tables().for_config(&config);
     // A fallback is subject to the caller's access (DESIGN §3.4): one the
@@ -201,6 +221,7 @@ async fn complete(
     let events = state.router.events(&state.metrics);
     let interruption = Interruption::default();
     let (parsed, interruption_ref) = (&parsed, &interruption);
+    let anthropic_beta = anthropic_beta.as_ref();
     let result = attempts::run(&table, Router::clock, &request, &events, |a| {
         let deployment = a.deployment.deployment();
         let requested = a.fallback_name.as_deref().unwrap_or(&parsed.model);
@@ -210,7 +231,8 @@ async fn complete(
         async move {
             let call = Call {
                 deployment: a.deployment,
-                // Sent in the client's own format: no provider translates yet.
+                // Sent in the client's format, or translated for the
+                // deployment's API.
                 format: route.format(),
                 request: parsed,
                 upstream_model: &upstream_model,
@@ -221,6 +243,7 @@ async fn complete(
                 // from the answer when the client did not).
                 ask_usage: true,
                 interruption: interruption_ref,
+                anthropic_beta,
             };
             let priced = Priced {
                 input_cost_per_token: deployment.input_cost_per_token,
@@ -248,25 +271,34 @@ async fn complete(
             if answer.event_stream {
                 meter.watch(interruption);
             }
-            let bill = Bill {
-                reservation,
-                limits,
-                who: Who::new(&config, key, served.group),
-                deployment_id: served.deployment.to_owned(),
-                input_cost_per_token: priced.input_cost_per_token,
-                output_cost_per_token: priced.output_cost_per_token,
-                credits_per_call: priced.credits_per_call,
-                prompt_estimate: parsed.prompt_tokens,
-            };
-            // Sluice asked for the usage chunk itself when the client did not.
-            let strip = answer.event_stream && !parsed.include_usage;
-            answer.body = tap(
-                Arc::clone(&state.usage),
-                answer.body,
-                answer.event_stream,
-                strip,
-                bill,
-            );
+            if let Some((limits, reservation)) = quota {
+                let bill = Bill {
+                    reservation,
+                    limits,
+                    who: Who::new(&config, key, served.group),
+                    deployment_id: served.deployment.to_owned(),
+                    input_cost_per_token: priced.input_cost_per_token,
+                    output_cost_per_token: priced.output_cost_per_token,
+                    credits_per_call: priced.credits_per_call,
+                    prompt_estimate: parsed.prompt_tokens,
+                };
+                // The answer is in the client's API's shape, translated or not.
+                let dialect = if route.format().is_anthropic() {
+                    Dialect::Anthropic
+                } else {
+                    Dialect::OpenAi
+                };
+                // Sluice asked for the usage chunk itself when the client did not.
+                let strip = answer.event_stream && !parsed.include_usage;
+                answer.body = tap(
+                    Arc::clone(&state.usage),
+                    answer.body,
+                    dialect,
+                    answer.event_stream,
+                    strip,
+                    bill,
+                );
+            }
             answer.body = carrying(answer.body, served.in_flight);
             Ok(answer)
         }
@@ -279,7 +311,7 @@ async fn complete(
             if let Some(d) = exhausted.last_deployment {
                 d.clone_into(&mut meter.known.deployment);
             }
-            Err(exhausted_failure(exhausted, &state.metrics))
+            Err(exhausted_failure(exhausted, route.format(), &state.metrics))
         }
     }
 }
@@ -418,6 +450,7 @@ fn header_value(text: &str) -> HeaderValue {
 /// prompt fits no deployment.
 fn exhausted_failure(
     exhausted: attempts::Exhausted<'_, UpstreamError>,
+    format: Format,
     metrics: &crate::metrics::Metrics,
 ) -> Failure {
     let summary = exhausted.summary();
@@ -439,7 +472,7 @@ fn exhausted_failure(
         return Failure::Summarised { error, relayed };
     };
     let deployment = exhausted.last_deployment.unwrap_or_default();
-    match upstream_failure(deployment, last) {
+    match upstream_failure(deployment, last, format) {
         Failure::Relayed {
             status,
             body,
@@ -461,7 +494,8 @@ fn exhausted_failure(
     }
 }
 
-/// An upstream's OpenAI-shaped error body with the attempt list added to its
+/// An upstream's error body (OpenAI's shape or Anthropic's: both keep the
+/// message at `/error/message`) with the attempt list added to its
 /// message; every other field as the upstream sent it.
 fn with_attempts(body: &Bytes, summary: &str) -> Bytes {
     let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
@@ -514,42 +548,85 @@ fn holder(config: &Config, key: &Key) -> String {
     holder
 }
 
-fn upstream_failure(deployment: &str, e: UpstreamError) -> Failure {
+fn upstream_failure(deployment: &str, e: UpstreamError, format: Format) -> Failure {
     tracing::warn!(deployment, error = %e, retryable = e.is_retryable(), "upstream failed");
     match e {
         UpstreamError::Status {
             status,
             body,
-            openai_error: true,
+            shape,
             relayed,
-        } => Failure::Relayed {
-            status,
-            body,
-            relayed,
+        } if shape != ErrorShape::Other => match in_clients_shape(format, shape, status, &body) {
+            Some(body) => Failure::Relayed {
+                status,
+                body,
+                relayed,
+            },
+            None => summarised(deployment, status, &body, relayed),
         },
         UpstreamError::Status {
             status,
             body,
             relayed,
             ..
-        } => {
-            let text = String::from_utf8_lossy(&body);
-            let snippet: String = text.chars().take(300).collect();
-            let snippet = if snippet.trim().is_empty() {
-                "no body".to_owned()
-            } else {
-                snippet
-            };
-            Failure::Summarised {
-                error: ApiError::upstream_status(deployment, status, &snippet),
-                relayed,
-            }
-        }
+        } => summarised(deployment, status, &body, relayed),
         UpstreamError::Timeout(after) => ApiError::upstream_timeout(deployment, after).into(),
-        UpstreamError::Connection(detail) => ApiError::upstream_error(deployment, &detail).into(),
+        UpstreamError::Connection(detail) | UpstreamError::UnreadableAnswer(detail) => {
+            ApiError::upstream_error(deployment, &detail).into()
+        }
         UpstreamError::Misconfigured(p) => {
             ApiError::upstream_error(deployment, &p.to_string()).into()
         }
+        UpstreamError::Untranslatable { param, message } => {
+            ApiError::invalid_request(param.as_deref(), message).into()
+        }
+    }
+}
+
+/// An upstream's error body, in either API's shape, in the client's: as
+/// sent when the client speaks the upstream's API, translated otherwise
+/// (the message kept, the type mapped); `None` when it cannot be.
+fn in_clients_shape(
+    format: Format,
+    shape: ErrorShape,
+    status: StatusCode,
+    body: &Bytes,
+) -> Option<Bytes> {
+    match (format.is_anthropic(), shape) {
+        (false, ErrorShape::OpenAi) | (true, ErrorShape::Anthropic) => Some(body.clone()),
+        (false, ErrorShape::Anthropic) => {
+            formats::anthropic::error::to_openai(body).map(Bytes::from)
+        }
+        (true, ErrorShape::OpenAi) => {
+            let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+            let message = value.pointer("/error/message")?.as_str()?;
+            let kind = formats::anthropic::error::type_for_status(status.as_u16());
+            Some(Bytes::from(formats::anthropic::error::envelope(
+                kind, message,
+            )))
+        }
+        (_, ErrorShape::Other) => None,
+    }
+}
+
+/// An upstream error not in a shape Sluice can relay: summarised as ours,
+/// with the start of its body.
+fn summarised(
+    deployment: &str,
+    status: StatusCode,
+    body: &[u8],
+    relayed: Box<HeaderMap>,
+) -> Failure {
+    let text = String::from_utf8_lossy(body);
+    let snippet: String = text.chars().take(300).collect();
+    let snippet = if snippet.trim().is_empty() {
+        "no body".to_owned()
+    } else {
+        snippet
+    };
+    Failure::Summarised {
+        error: ApiError::upstream_status(deployment, status, &snippet),
+        relayed,
     }
 }
 
@@ -572,18 +649,30 @@ fn relay(answer: Answer, meter: Meter) -> Response<Body> {
     resp
 }
 
-/// `GET /v1/models`.
-pub fn list_models(state: &HttpState, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+/// `GET /v1/models`, in OpenAI's shape, or Anthropic's for `format`
+/// [`Format::Messages`] (asked with `anthropic-version`, as Claude Code
+/// does): `data`, `has_more` (always false: one page), `first_id`,
+/// `last_id`.
+pub fn list_models(
+    state: &HttpState,
+    headers: &HeaderMap,
+    format: Format,
+) -> Result<Response<Body>, ApiError> {
     let config = current_config(state)?;
     let key = &authenticate(&config, headers)?;
-    let data: Vec<_> = access::available_models(&config, key)
-        .iter()
-        .map(|m| model_object(m))
-        .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        json!({ "object": "list", "data": data }).to_string(),
-    ))
+    let models = access::available_models(&config, key);
+    let data: Vec<_> = models.iter().map(|m| model_object(m, format)).collect();
+    let body = if format.is_anthropic() {
+        json!({
+            "data": data,
+            "has_more": false,
+            "first_id": models.first(),
+            "last_id": models.last(),
+        })
+    } else {
+        json!({ "object": "list", "data": data })
+    };
+    Ok(json_response(StatusCode::OK, body.to_string()))
 }
 
 /// `GET /v1/models/{model}`: 403 for a name the key may not use, 404 for an
@@ -592,13 +681,14 @@ pub fn get_model(
     state: &HttpState,
     headers: &HeaderMap,
     model: &str,
+    format: Format,
 ) -> Result<Response<Body>, ApiError> {
     let config = current_config(state)?;
     let key = &authenticate(&config, headers)?;
     match access::check(&config, key, model) {
         Decision::Allowed { .. } => Ok(json_response(
             StatusCode::OK,
-            model_object(model).to_string(),
+            model_object(model, format).to_string(),
         )),
         Decision::Denied {
             model,
@@ -612,8 +702,14 @@ pub fn get_model(
     }
 }
 
-fn model_object(id: &str) -> serde_json::Value {
-    json!({ "id": id, "object": "model", "created": created(), "owned_by": "sluice" })
+fn model_object(id: &str, format: Format) -> serde_json::Value {
+    if format.is_anthropic() {
+        let at = UNIX_EPOCH + std::time::Duration::from_secs(created());
+        let created_at = humantime::format_rfc3339_seconds(at).to_string();
+        json!({ "type": "model", "id": id, "display_name": id, "created_at": created_at })
+    } else {
+        json!({ "id": id, "object": "model", "created": created(), "owned_by": "sluice" })
+    }
 }
 
 /// Model objects carry the time they are listed: the config does not record

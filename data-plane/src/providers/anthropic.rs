@@ -7,7 +7,7 @@
 
 use hyper::header::{HeaderName, HeaderValue};
 
-use super::{Address, Provider, ProviderError, api_base, secret_header};
+use super::{Address, Provider, ProviderError, Speaks, api_base, secret_header};
 use crate::config::snapshot::ResolvedDeployment;
 use crate::formats::Format;
 
@@ -57,5 +57,9 @@ impl Provider for Anthropic {
                 .map_err(|_| ProviderError::InvalidHeader("api_version"))?,
         ));
         Ok(Address { url, headers })
+    }
+
+    fn speaks(&self) -> Speaks {
+        Speaks::Anthropic
     }
 }

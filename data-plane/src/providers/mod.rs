@@ -6,8 +6,14 @@
 //!   `together_ai`, …): `{api_base}/chat/completions`, `Authorization: Bearer`.
 //! - [`azure`], Azure OpenAI: `{api_base}/openai/deployments/{model}/…?api-version=…`,
 //!   `api-key` header.
+//! - [`anthropic`]: Anthropic's Messages API: `{api_base}/v1/messages`,
+//!   `x-api-key`, `anthropic-version`.
 //! - [`mock`]: answered in-process with canned OpenAI-shaped bodies; no
 //!   network. Its knobs are in its module doc.
+//!
+//! Which API a backend [`Speaks`] decides the [`Exchange`]: the body passes
+//! through when the client speaks it too, and is translated otherwise
+//! ([`crate::formats::anthropic`]).
 //!
 //! An HTTP provider is a [`Provider`]: a pure function from (deployment,
 //! upstream model, upstream format) to the URL and headers to send
@@ -46,12 +52,78 @@ pub trait Provider: Send + Sync {
         upstream_model: &str,
         format: Format,
     ) -> Result<Address, ProviderError>;
+
+    /// The API whose bodies the provider takes.
+    fn speaks(&self) -> Speaks {
+        Speaks::OpenAi
+    }
+}
+
+/// The API whose bodies a backend takes and answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaks {
+    /// OpenAI's (chat completions, completions, embeddings).
+    OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
 }
 
 /// What serves a deployment.
 pub enum Backend {
     Http(&'static dyn Provider),
     Mock,
+}
+
+impl Backend {
+    pub fn speaks(&self) -> Speaks {
+        match self {
+            Backend::Http(provider) => provider.speaks(),
+            Backend::Mock => Speaks::OpenAi,
+        }
+    }
+}
+
+/// How a client's request reaches a backend, and its answer comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchange {
+    /// Client and upstream speak the same API: the body goes through byte
+    /// for byte but `model`, and the answer comes back as sent.
+    Same(Format),
+    /// An OpenAI chat client, an Anthropic upstream
+    /// ([`crate::formats::anthropic::from_chat`], `to_chat`).
+    ChatToMessages,
+    /// An Anthropic client, an OpenAI-compatible upstream
+    /// ([`crate::formats::anthropic::from_messages`], `to_messages`).
+    MessagesToChat,
+    /// `count_tokens` for a deployment that is not Anthropic's: answered by
+    /// the data plane with an estimate, nothing sent.
+    EstimateTokens,
+}
+
+impl Exchange {
+    /// The format the upstream is sent.
+    pub fn upstream_format(self) -> Format {
+        match self {
+            Exchange::Same(format) => format,
+            Exchange::ChatToMessages => Format::Messages,
+            Exchange::MessagesToChat | Exchange::EstimateTokens => Format::ChatCompletions,
+        }
+    }
+}
+
+/// How a request in the client's `format` reaches a backend that `speaks`
+/// an API; `None` when the backend does not serve that operation at all
+/// (Anthropic has no completions or embeddings).
+pub fn exchange(format: Format, speaks: Speaks) -> Option<Exchange> {
+    use Format::*;
+    Some(match (speaks, format) {
+        (Speaks::OpenAi, ChatCompletions | Completions | Embeddings) => Exchange::Same(format),
+        (Speaks::OpenAi, Messages) => Exchange::MessagesToChat,
+        (Speaks::OpenAi, CountTokens) => Exchange::EstimateTokens,
+        (Speaks::Anthropic, Messages | CountTokens) => Exchange::Same(format),
+        (Speaks::Anthropic, ChatCompletions) => Exchange::ChatToMessages,
+        (Speaks::Anthropic, Completions | Embeddings) => return None,
+    })
 }
 
 /// The backend for `deployment`, by its provider prefix (`openai` when it
@@ -144,6 +216,39 @@ mod tests {
         assert_eq!(upstream_model(&d("openai", "*"), "openai/gpt-4o"), "gpt-4o");
         assert_eq!(upstream_model(&d("groq", "*"), "llama-3"), "llama-3");
         assert_eq!(upstream_model(&d("", "gpt-4o"), "x"), "gpt-4o");
+    }
+
+    #[test]
+    fn exchanges_by_client_format_and_upstream_api() {
+        use Format::*;
+        assert_eq!(
+            exchange(ChatCompletions, Speaks::OpenAi),
+            Some(Exchange::Same(ChatCompletions))
+        );
+        assert_eq!(
+            exchange(ChatCompletions, Speaks::Anthropic),
+            Some(Exchange::ChatToMessages)
+        );
+        assert_eq!(
+            exchange(Messages, Speaks::Anthropic),
+            Some(Exchange::Same(Messages))
+        );
+        assert_eq!(
+            exchange(CountTokens, Speaks::Anthropic),
+            Some(Exchange::Same(CountTokens))
+        );
+        assert_eq!(
+            exchange(Messages, Speaks::OpenAi),
+            Some(Exchange::MessagesToChat)
+        );
+        assert_eq!(
+            exchange(CountTokens, Speaks::OpenAi),
+            Some(Exchange::EstimateTokens)
+        );
+        assert_eq!(exchange(Embeddings, Speaks::Anthropic), None);
+        assert_eq!(exchange(Completions, Speaks::Anthropic), None);
+        assert_eq!(Exchange::ChatToMessages.upstream_format(), Messages);
+        assert_eq!(Exchange::MessagesToChat.upstream_format(), ChatCompletions);
     }
 
     #[test]

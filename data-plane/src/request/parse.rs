@@ -89,7 +89,8 @@ pub struct Parsed {
     /// The prompt's estimated tokens ([`estimate_tokens`]).
     pub prompt_tokens: u64,
     /// `stream_options: {"include_usage": true}`: the client wants the
-    /// final usage chunk, so it is not kept from it.
+    /// final usage chunk, so it is not kept from it. Always so for
+    /// Anthropic's formats, whose streams carry usage unasked.
     pub include_usage: bool,
     /// `max_completion_tokens`, else `max_tokens`.
     pub max_tokens: Option<u64>,
@@ -382,7 +383,8 @@ pub fn parse(format: Format, body: Bytes) -> Result<Parsed, Refused> {
         parsed.fallbacks.disabled |= controls.disabled;
         return Ok(parsed);
     }
-    let include_usage = fields.stream_options.is_some_and(asks_usage);
+    // Anthropic's streams always carry their usage: nothing to ask for.
+    let include_usage = format.is_anthropic() || fields.stream_options.is_some_and(asks_usage);
     let usage_edit = if stream && !include_usage {
         Some(usage_edit(&body, fields.stream_options).ok_or_else(|| {
             refused(RequestError::invalid(

@@ -9,6 +9,7 @@
 //! | upstream said | class |
 //! |---|---|
 //! | 429 | [`ErrorClass::RateLimit`] |
+//! | 529 (Anthropic's `overloaded_error`) | [`ErrorClass::Overloaded`] |
 //! | 408, or no answer in time | [`ErrorClass::Timeout`] |
 //! | 5xx | [`ErrorClass::InternalServer`] |
 //! | connecting, sending or reading failed | [`ErrorClass::Connection`] |
@@ -28,6 +29,9 @@ use hyper::header::{self, HeaderMap, HeaderName};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
     RateLimit,
+    /// Anthropic's 529 `overloaded_error`: the provider as a whole is
+    /// busy, not this account's quota; kept apart from 429 in metrics.
+    Overloaded,
     Timeout,
     InternalServer,
     Connection,
@@ -40,8 +44,9 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 10] = [
+    pub const ALL: [ErrorClass; 11] = [
         ErrorClass::RateLimit,
+        ErrorClass::Overloaded,
         ErrorClass::Timeout,
         ErrorClass::InternalServer,
         ErrorClass::Connection,
@@ -57,6 +62,7 @@ impl ErrorClass {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorClass::RateLimit => "rate_limited",
+            ErrorClass::Overloaded => "overloaded",
             ErrorClass::Timeout => "timeout",
             ErrorClass::InternalServer => "server_error",
             ErrorClass::Connection => "connection",
@@ -76,6 +82,7 @@ impl ErrorClass {
         matches!(
             self,
             ErrorClass::RateLimit
+                | ErrorClass::Overloaded
                 | ErrorClass::Timeout
                 | ErrorClass::InternalServer
                 | ErrorClass::Connection
@@ -84,11 +91,15 @@ impl ErrorClass {
 
     /// Whether one such answer cools the deployment at once (LiteLLM's rule:
     /// 429, 401 and 404 say the deployment itself cannot serve right now;
-    /// 403 is an authentication failure too).
+    /// 403 is an authentication failure too; Anthropic's 529 says the same
+    /// as a 429).
     pub fn cools_at_once(self) -> bool {
         matches!(
             self,
-            ErrorClass::RateLimit | ErrorClass::Authentication | ErrorClass::NotFound
+            ErrorClass::RateLimit
+                | ErrorClass::Overloaded
+                | ErrorClass::Authentication
+                | ErrorClass::NotFound
         )
     }
 
@@ -162,6 +173,7 @@ pub fn classify_status(
 ) -> Failure {
     let class = match status.as_u16() {
         429 => ErrorClass::RateLimit,
+        529 => ErrorClass::Overloaded,
         408 => ErrorClass::Timeout,
         401 | 403 => ErrorClass::Authentication,
         404 => ErrorClass::NotFound,
@@ -251,6 +263,20 @@ mod tests {
     #[test]
     fn statuses() {
         assert_eq!(class(429, ""), ErrorClass::RateLimit);
+        assert_eq!(
+            class(
+                529,
+                r#"{"type":"error","error":{"type":"overloaded_error"}}"#
+            ),
+            ErrorClass::Overloaded
+        );
+        assert_eq!(
+            class(
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 250000 tokens > 200000 maximum"}}"#
+            ),
+            ErrorClass::ContextWindow
+        );
         assert_eq!(class(408, ""), ErrorClass::Timeout);
         assert_eq!(class(500, ""), ErrorClass::InternalServer);
         assert_eq!(class(502, ""), ErrorClass::InternalServer);
@@ -331,11 +357,15 @@ mod tests {
         for c in ErrorClass::ALL {
             assert_eq!(
                 c.retryable_by_default(),
-                matches!(c, RateLimit | Timeout | InternalServer | Connection),
+                matches!(
+                    c,
+                    RateLimit | Overloaded | Timeout | InternalServer | Connection
+                ),
                 "{c:?}"
             );
         }
         assert!(RateLimit.cools_at_once() && NotFound.cools_at_once());
+        assert!(Overloaded.cools_at_once() && Overloaded.counts_as_failure());
         assert!(!InternalServer.cools_at_once());
         assert!(InternalServer.counts_as_failure());
         assert!(!BadRequest.counts_as_failure());

@@ -188,6 +188,12 @@ impl AttemptError for UpstreamError {
             UpstreamError::Timeout(_) => classify::without_answer(ErrorClass::Timeout),
             UpstreamError::Connection(_) => classify::without_answer(ErrorClass::Connection),
             UpstreamError::Misconfigured(_) => classify::without_answer(ErrorClass::Misconfigured),
+            UpstreamError::Untranslatable { .. } => {
+                classify::without_answer(ErrorClass::BadRequest)
+            }
+            UpstreamError::UnreadableAnswer(_) => {
+                classify::without_answer(ErrorClass::InternalServer)
+            }
         }
     }
 }
@@ -206,7 +212,7 @@ mod tests {
         let e = UpstreamError::Status {
             status: StatusCode::TOO_MANY_REQUESTS,
             body: Bytes::new(),
-            openai_error: true,
+            shape: crate::formats::ErrorShape::OpenAi,
             relayed: Box::new(relayed),
         };
         let f = e.failure();

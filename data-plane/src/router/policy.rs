@@ -166,14 +166,19 @@ impl Policy {
 /// The classes each of LiteLLM's six policy entries covers, in the order
 /// both policies list them: `BadRequest…`, `Authentication…` (401, 403 and
 /// 404), `Timeout…`, `RateLimit…`, `ContentPolicyViolation…`,
-/// `InternalServer…` (5xx and connection errors).
+/// `InternalServer…` (5xx, Anthropic's 529 among them, and connection
+/// errors).
 const POLICY_CLASSES: [&[ErrorClass]; 6] = [
     &[ErrorClass::BadRequest],
     &[ErrorClass::Authentication, ErrorClass::NotFound],
     &[ErrorClass::Timeout],
     &[ErrorClass::RateLimit],
     &[ErrorClass::ContentPolicy],
-    &[ErrorClass::InternalServer, ErrorClass::Connection],
+    &[
+        ErrorClass::InternalServer,
+        ErrorClass::Overloaded,
+        ErrorClass::Connection,
+    ],
 ];
 
 /// Sets the per-class `values` a policy gives (in [`POLICY_CLASSES`]'

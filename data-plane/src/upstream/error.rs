@@ -8,6 +8,7 @@ use hyper::StatusCode;
 use hyper::body::Bytes;
 use hyper::header::HeaderMap;
 
+use crate::formats::ErrorShape;
 use crate::providers::target::ProviderError;
 
 /// Why forwarding failed.
@@ -26,15 +27,29 @@ pub enum UpstreamError {
     /// No answer within the deployment's timeout (504).
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    /// The upstream answered an error status. `openai_error` tells whether
-    /// `body` is OpenAI's error shape, which is then relayed as is;
+    /// The request cannot be put in the deployment's API without changing
+    /// what it asks (400): a parameter or content the translation cannot
+    /// express, or an endpoint the provider does not serve. Nothing was
+    /// sent; another deployment of the same provider would refuse it too.
+    #[error("{message}")]
+    Untranslatable {
+        param: Option<String>,
+        message: String,
+    },
+    /// The upstream answered success with a body its API does not allow
+    /// (502): it could not be translated for the client.
+    #[error("the upstream's answer could not be read: {0}")]
+    UnreadableAnswer(String),
+    /// The upstream answered an error status. `shape` tells whether `body`
+    /// is in OpenAI's or Anthropic's error shape, which is then relayed to a
+    /// client of the same API as is, and translated for the other;
     /// `relayed` holds its
     /// [`RELAYED_ERROR_HEADERS`](crate::forward::RELAYED_ERROR_HEADERS).
     #[error("the upstream answered {status}")]
     Status {
         status: StatusCode,
         body: Bytes,
-        openai_error: bool,
+        shape: ErrorShape,
         /// Boxed: only error answers carry it, and inline it would make
         /// every `Result` holding an `UpstreamError` twice as large.
         relayed: Box<HeaderMap>,
@@ -49,8 +64,10 @@ impl UpstreamError {
     /// misconfiguration, which no attempt or cooldown mends.
     pub fn is_retryable(&self) -> bool {
         match self {
-            UpstreamError::Misconfigured(_) => false,
-            UpstreamError::Connection(_) | UpstreamError::Timeout(_) => true,
+            UpstreamError::Misconfigured(_) | UpstreamError::Untranslatable { .. } => false,
+            UpstreamError::Connection(_)
+            | UpstreamError::Timeout(_)
+            | UpstreamError::UnreadableAnswer(_) => true,
             UpstreamError::Status { status, .. } => {
                 *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
             }
@@ -66,7 +83,7 @@ mod tests {
         UpstreamError::Status {
             status: StatusCode::from_u16(s).expect("status"),
             body: Bytes::new(),
-            openai_error: false,
+            shape: ErrorShape::Other,
             relayed: Box::default(),
         }
     }

@@ -22,7 +22,7 @@ use super::ledger::Reservation;
 use super::limits::Held;
 use super::{Metering, Settled, Tokens, Who};
 use crate::body::{Body, BoxError};
-use crate::formats::usage::{self, StreamUsage};
+use crate::formats::usage::{self, Dialect, StreamUsage};
 
 /// A whole answer longer than this is not kept for its usage (it is relayed
 /// all the same, and metered by estimate).
@@ -44,8 +44,15 @@ pub struct Bill {
 }
 
 enum Watch {
-    Whole { kept: Vec<Bytes>, len: usize },
-    Stream { scanner: StreamUsage, events: u64 },
+    Whole {
+        dialect: Dialect,
+        kept: Vec<Bytes>,
+        len: usize,
+    },
+    Stream {
+        scanner: StreamUsage,
+        events: u64,
+    },
 }
 
 struct Tap {
@@ -57,20 +64,32 @@ struct Tap {
     finished: bool,
 }
 
-/// `body` watched for usage; `stream` for an event stream, `strip` to take
-/// the usage chunk out of it.
-pub fn tap(metering: Arc<Metering>, body: Body, stream: bool, strip: bool, bill: Bill) -> Body {
+/// `body` watched for usage written in `dialect`; `stream` for an event
+/// stream, `strip` to take the usage chunk out of it (OpenAI's only:
+/// Anthropic's usage rides on events that carry more).
+pub fn tap(
+    metering: Arc<Metering>,
+    body: Body,
+    dialect: Dialect,
+    stream: bool,
+    strip: bool,
+    bill: Bill,
+) -> Body {
     use http_body_util::BodyExt;
-    let watch = if stream {
-        Watch::Stream {
+    let watch = match (stream, dialect) {
+        (true, Dialect::OpenAi) => Watch::Stream {
             scanner: StreamUsage::new(strip),
             events: 0,
-        }
-    } else {
-        Watch::Whole {
+        },
+        (true, Dialect::Anthropic) => Watch::Stream {
+            scanner: StreamUsage::anthropic(),
+            events: 0,
+        },
+        (false, _) => Watch::Whole {
+            dialect,
             kept: Vec::new(),
             len: 0,
-        }
+        },
     };
     Tap {
         inner: body,
@@ -88,11 +107,11 @@ impl Tap {
             return;
         };
         let (reported, completion_estimate) = match &mut self.watch {
-            Watch::Whole { kept, len } => {
+            Watch::Whole { dialect, kept, len } => {
                 let reported = match kept.len() {
                     0 => None,
-                    1 => usage::from_answer(&kept[0]),
-                    _ => usage::from_answer(&kept.concat()),
+                    1 => usage::from_answer(*dialect, &kept[0]),
+                    _ => usage::from_answer(*dialect, &kept.concat()),
                 };
                 (reported, (*len as u64) / 4)
             }
@@ -163,7 +182,7 @@ impl hyper::body::Body for Tap {
                         Err(frame) => return Poll::Ready(Some(Ok(frame))),
                     };
                     match &mut this.watch {
-                        Watch::Whole { kept, len } => {
+                        Watch::Whole { kept, len, .. } => {
                             *len += data.len();
                             if *len <= MAX_KEPT {
                                 kept.push(data.clone());
@@ -277,7 +296,7 @@ mod body_tests {
         );
         let inner = crate::body::full(answer.clone());
         let metering = Metering::in_memory(Arc::new(Metrics::new()));
-        let mut body = tap(metering, inner, false, false, bill());
+        let mut body = tap(metering, inner, Dialect::OpenAi, false, false, bill());
         assert_eq!(
             hyper::body::Body::size_hint(&body).exact(),
             Some(answer.len() as u64)
@@ -304,7 +323,7 @@ mod body_tests {
         let metering = Metering::in_memory(Arc::new(Metrics::new()));
         let seen = Arc::new(Mutex::new(None));
         let body = carrying(
-            tap(metering, inner, true, true, bill()),
+            tap(metering, inner, Dialect::OpenAi, true, true, bill()),
             Seen(Arc::clone(&seen)),
         );
         let got = body.collect().await.unwrap().to_bytes();

@@ -43,9 +43,11 @@ use crate::config::snapshot::ResolvedDeployment;
 use crate::formats::{self, Format};
 use crate::headers::REQUEST_ID;
 use crate::metrics::{DeploymentLabel, Metrics};
-use crate::providers::{self, Backend, Target, mock};
+use crate::providers::{self, Backend, Exchange, Target, mock};
 use crate::request::parse::Parsed;
 use crate::upstream::{Upstream, UpstreamError};
+
+mod translate;
 
 /// The most of an upstream's error body read to relay it.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
@@ -71,8 +73,8 @@ pub struct Answer {
 /// One upstream call.
 pub struct Call<'a> {
     pub deployment: &'a ResolvedDeployment,
-    /// The format the upstream is sent: the client's own while no provider
-    /// translates.
+    /// The client's format (its route's): the upstream is sent it, or its
+    /// translation for the deployment's API ([`providers::exchange`]).
     pub format: Format,
     pub request: &'a Parsed,
     pub upstream_model: &'a str,
@@ -86,6 +88,8 @@ pub struct Call<'a> {
     /// Ask a stream for its final usage chunk (`stream_options.include_usage`)
     /// when the client did not.
     pub ask_usage: bool,
+    /// The client's `anthropic-beta`, passed on to an Anthropic upstream.
+    pub anthropic_beta: Option<&'a HeaderValue>,
 }
 
 /// Sends `call` and returns the answer to relay. Metrics for the upstream
@@ -95,22 +99,38 @@ pub async fn forward(
     metrics: &Arc<Metrics>,
     call: Call<'_>,
 ) -> Result<Answer, UpstreamError> {
-    match providers::backend(call.deployment.deployment())? {
-        Backend::Mock => answer_mock(call).await,
+    let backend = providers::backend(call.deployment.deployment())?;
+    let exchange = providers::exchange(call.format, backend.speaks()).ok_or_else(|| {
+        UpstreamError::Untranslatable {
+            param: None,
+            message: format!(
+                "Deployment {:?} ({}) does not serve {}; call a model group whose deployments do",
+                call.deployment.deployment().id,
+                call.deployment.deployment().model,
+                call.format.path(),
+            ),
+        }
+    })?;
+    if exchange == Exchange::EstimateTokens {
+        return translate::estimate_tokens(call.request);
+    }
+    let body = translate::request_body(&call, exchange)?;
+    let upstream_format = exchange.upstream_format();
+    match backend {
+        Backend::Mock => answer_mock(call, exchange, body).await,
         Backend::Http(provider) => {
-            let target =
-                call.deployment
-                    .targets()
-                    .get_or_make(call.format, call.upstream_model, || {
-                        let address =
-                            provider.address(call.deployment, call.upstream_model, call.format)?;
-                        Target::new(&address.url, address.headers, |uri| {
-                            upstream.is_proxied(uri)
-                        })
-                    })?;
-            let ask_usage = call.ask_usage && call.format != Format::Embeddings;
-            let mut request =
-                Request::new(call.request.upstream_body(call.upstream_model, ask_usage));
+            let target = call.deployment.targets().get_or_make(
+                upstream_format,
+                call.upstream_model,
+                || {
+                    let address =
+                        provider.address(call.deployment, call.upstream_model, upstream_format)?;
+                    Target::new(&address.url, address.headers, |uri| {
+                        upstream.is_proxied(uri)
+                    })
+                },
+            )?;
+            let mut request = Request::new(body);
             *request.method_mut() = Method::POST;
             let headers = request.headers_mut();
             headers.insert(
@@ -123,6 +143,11 @@ pub async fn forward(
                     header::ACCEPT,
                     HeaderValue::from_static("text/event-stream"),
                 );
+            }
+            if upstream_format.is_anthropic()
+                && let Some(beta) = call.anthropic_beta
+            {
+                headers.insert(providers::anthropic::BETA, beta.clone());
             }
             for (name, value) in target.headers() {
                 headers.insert(name.clone(), value.clone());
@@ -137,7 +162,7 @@ pub async fn forward(
                 metrics.upstream_first_byte(&deployment, first_byte);
                 let body = read_error_body(body).await;
                 metrics.upstream_done(&deployment, started.elapsed());
-                let openai_error = formats::openai::is_error(&body);
+                let shape = formats::ErrorShape::of(&body);
                 let mut relayed = Box::new(HeaderMap::new());
                 for name in RELAYED_ERROR_HEADERS {
                     if let Some(value) = parts.headers.get(&name) {
@@ -147,7 +172,7 @@ pub async fn forward(
                 return Err(UpstreamError::Status {
                     status,
                     body,
-                    openai_error,
+                    shape,
                     relayed,
                 });
             }
@@ -172,18 +197,34 @@ pub async fn forward(
                 started,
                 first_byte: (!event_stream).then_some(first_byte),
             };
-            let mut body = carrying(body, timer);
-            if event_stream {
-                body = first_event(body, &call, started).await?;
-            }
-            Ok(Answer {
+            let answer = Answer {
                 status,
                 content_type,
                 event_stream,
-                body,
-            })
+                body: carrying(body, timer),
+            };
+            for_client(answer, exchange, &call, started).await
         }
     }
+}
+
+/// The answer in the client's format: translated when the exchange says so
+/// (a stream event by event, a whole answer once read), and a stream
+/// awaited to its first event.
+async fn for_client(
+    mut answer: Answer,
+    exchange: Exchange,
+    call: &Call<'_>,
+    started: Instant,
+) -> Result<Answer, UpstreamError> {
+    if answer.event_stream {
+        let body = translate::stream(answer.body, exchange, call.interruption);
+        answer.body = first_event(body, call, started).await?;
+    } else if exchange != Exchange::Same(call.format) {
+        answer.body = translate::whole(answer.body, exchange).await?;
+        answer.content_type = HeaderValue::from_static("application/json");
+    }
+    Ok(answer)
 }
 
 /// Waits for a stream's first frame (within `stream_timeout` when set, and
@@ -213,6 +254,7 @@ async fn first_event(
         silence: call.stream_timeout.map(|t| Box::pin(tokio::time::sleep(t))),
         interruption: call.interruption.clone(),
         deployment: call.deployment.deployment().id.clone(),
+        format: call.format,
         done: false,
     }
     .boxed_unsync())
@@ -227,6 +269,8 @@ struct Guarded {
     silence: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     interruption: Interruption,
     deployment: String,
+    /// The client's: the error event is written in its shape.
+    format: Format,
     done: bool,
 }
 
@@ -238,6 +282,10 @@ impl Guarded {
             "The stream from deployment {:?} was cut: {why}; the answer is incomplete, retry the request",
             self.deployment
         );
+        if self.format.is_anthropic() {
+            let data = formats::anthropic::error::envelope("api_error", &message);
+            return Frame::data(Bytes::from(format!("event: error\ndata: {data}\n\n")));
+        }
         let error = formats::openai::Error {
             message: &message,
             kind: "api_error",
@@ -347,50 +395,70 @@ async fn read_error_body(mut body: Body) -> Bytes {
 
 /// The mock's answer; a `fail=` status is an upstream error, as a real
 /// upstream's would be, so the router retries, cools and falls back on it.
-async fn answer_mock(call: Call<'_>) -> Result<Answer, UpstreamError> {
+/// The mock speaks OpenAI's formats: an Anthropic client's request reaches
+/// it translated (`body`), and its answer goes back the same way.
+async fn answer_mock(
+    call: Call<'_>,
+    exchange: Exchange,
+    body: Bytes,
+) -> Result<Answer, UpstreamError> {
     let settings = mock::Settings::from_api_base(call.deployment.secrets().api_base.expose());
     if !settings.latency.is_zero() {
         tokio::time::sleep(settings.latency).await;
     }
-    Ok(
-        match mock::answer(
-            &settings,
-            call.format,
-            call.request,
-            call.upstream_model,
-            call.ask_usage,
-        ) {
-            mock::Reply::Json { status, body } if !status.is_success() => {
-                return Err(UpstreamError::Status {
-                    status,
-                    body: Bytes::from(body),
-                    openai_error: true,
-                    relayed: Box::default(),
-                });
-            }
-            mock::Reply::Json { status, body } => Answer {
+    let translated;
+    let (format, request) = match exchange {
+        Exchange::Same(format) => (format, call.request),
+        _ => {
+            let format = exchange.upstream_format();
+            translated = crate::request::parse::parse(format, body).map_err(|refused| {
+                UpstreamError::UnreadableAnswer(format!(
+                    "the translated request was refused: {:?}",
+                    refused.error
+                ))
+            })?;
+            (format, &translated)
+        }
+    };
+    let started = Instant::now();
+    let answer = match mock::answer(
+        &settings,
+        format,
+        request,
+        call.upstream_model,
+        call.ask_usage,
+    ) {
+        mock::Reply::Json { status, body } if !status.is_success() => {
+            return Err(UpstreamError::Status {
                 status,
-                content_type: HeaderValue::from_static("application/json"),
-                event_stream: false,
-                body: crate::body::full(Bytes::from(body)),
-            },
-            mock::Reply::Stream { events } => {
-                let delay = settings.chunk_delay;
-                let chunks = futures::stream::iter(events.into_iter().enumerate()).then(
-                    move |(i, event)| async move {
-                        if i > 0 && !delay.is_zero() {
-                            tokio::time::sleep(delay).await;
-                        }
-                        Ok::<_, BoxError>(Frame::data(Bytes::from(event)))
-                    },
-                );
-                Answer {
-                    status: StatusCode::OK,
-                    content_type: HeaderValue::from_static("text/event-stream"),
-                    event_stream: true,
-                    body: StreamBody::new(chunks).boxed_unsync(),
-                }
-            }
+                body: Bytes::from(body),
+                shape: formats::ErrorShape::OpenAi,
+                relayed: Box::default(),
+            });
+        }
+        mock::Reply::Json { status, body } => Answer {
+            status,
+            content_type: HeaderValue::from_static("application/json"),
+            event_stream: false,
+            body: crate::body::full(Bytes::from(body)),
         },
-    )
+        mock::Reply::Stream { events } => {
+            let delay = settings.chunk_delay;
+            let chunks = futures::stream::iter(events.into_iter().enumerate()).then(
+                move |(i, event)| async move {
+                    if i > 0 && !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Ok::<_, BoxError>(Frame::data(Bytes::from(event)))
+                },
+            );
+            Answer {
+                status: StatusCode::OK,
+                content_type: HeaderValue::from_static("text/event-stream"),
+                event_stream: true,
+                body: StreamBody::new(chunks).boxed_unsync(),
+            }
+        }
+    };
+    for_client(answer, exchange, &call, started).await
 }
