@@ -120,6 +120,9 @@ async fn a_streamed_messages_request_is_translated_event_by_event() {
     let delta = &events.iter().find(|(n, _)| n == "message_delta").unwrap().1;
     assert_eq!(delta["delta"]["stop_reason"], "end_turn");
     assert_eq!(delta["usage"]["output_tokens"], COMPLETION_TOKENS);
+    // The prompt's tokens arrive at the end of an OpenAI stream: they ride
+    // on message_delta, where the SDK (and Sluice's metering) read them.
+    assert_eq!(delta["usage"]["input_tokens"], PROMPT_TOKENS);
     // The upstream was asked for its usage, which the translation needs.
     let seen = gw.upstream.last_request().unwrap().json();
     assert_eq!(seen["stream_options"], json!({"include_usage": true}));
