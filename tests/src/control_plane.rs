@@ -239,6 +239,24 @@ impl ControlPlane {
         self.spawn()
     }
 
+    /// Starts it again like [`ControlPlane::restart`], with `env` in place of
+    /// the environment variables it had.
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.restart()
+    }
+
+    /// Whether the process has exited (it is then reaped).
+    pub fn exited(&mut self) -> bool {
+        matches!(
+            self.child.as_mut().map(|c| c.try_wait()),
+            Some(Ok(Some(_))) | None
+        )
+    }
+
     /// Stops the process with SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

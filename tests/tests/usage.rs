@@ -475,6 +475,47 @@ async fn a_control_plane_killed_again_and_again_under_load_counts_every_request_
     usage_reaches(&gw, Scope::KeyId(key_id(&key)), want).await;
 }
 
+/// The crash DESIGN §7 is built for, made to happen exactly: the control
+/// plane aborts right after committing a report and before acknowledging
+/// it; the data plane resends the batch to the restarted control plane,
+/// which counts it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_control_plane_dying_between_commit_and_ack_counts_the_resent_batch_once() {
+    let mut gw = Gateway::start(1).await;
+    priced(&gw, "gpt-4o", 1e-6, 2e-6, 0).await;
+    let key = gw.key(None, &["gpt-4o"]).await;
+    gw.sync().await;
+    gw.cp
+        .restart_with_env(&[("SLUICE_FAULT_EXIT_AFTER_USAGE_COMMIT", "1")])
+        .unwrap();
+    gw.planes[0].wait_ready(WAIT).await.unwrap();
+    let mut want = Counted::default();
+    for i in 0..20u64 {
+        let (status, text) = send(&gw, 0, &key, &metered_body("gpt-4o", 50, 1 + i, None)).await;
+        assert_eq!(status, 200, "{text}");
+        want.add(50, 1 + i, cost(50, 1 + i, 1e-6, 2e-6));
+    }
+    let deadline = Instant::now() + WAIT;
+    while !gw.cp.exited() {
+        assert!(
+            Instant::now() < deadline,
+            "the control plane never took a report:\n{}\n{}",
+            gw.cp.log(),
+            gw.planes[0].log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        gw.cp
+            .log()
+            .contains("aborting after committing usage report"),
+        "{}",
+        gw.cp.log()
+    );
+    gw.cp.restart_with_env(&[]).unwrap();
+    usage_reaches(&gw, Scope::KeyId(key_id(&key)), want).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_official_openai_sdk_raises_rate_limit_error_for_quota_and_limits() {
     let gw = Gateway::start(1).await;

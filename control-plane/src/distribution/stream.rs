@@ -182,7 +182,15 @@ async fn count_reports(
 ) {
     while let Some(report) = reports.recv().await {
         let ack = match usage.apply(&node_id, &report).await {
-            Ok(ack) => ack,
+            Ok(ack) => {
+                crate::usage::fault::after_commit(
+                    &node_id,
+                    &report.journal_id,
+                    report.from_record,
+                    report.to_record,
+                );
+                ack
+            }
             Err(e) => {
                 tracing::warn!(%node_id, journal = %report.journal_id, from = report.from_record,
                     to = report.to_record, error = %e, "usage report not counted; not acknowledged");

@@ -11,11 +11,14 @@
 //! - [`apply`]: [`Usage::apply`], one guarded transaction per report.
 //! - [`totals`]: each replica's watched, in-memory totals ([`Totals`]),
 //!   announced to its config streams.
+//! - [`fault`]: the test hook that aborts between a report's commit and
+//!   its ack.
 //!
 //! Usage lives under `/sluice/` but is never configuration: the hub skips
 //! it (`distribution::hub`), and nothing of it is in a snapshot or delta.
 
 pub mod apply;
+pub mod fault;
 pub mod ledger;
 pub mod paths;
 pub mod totals;

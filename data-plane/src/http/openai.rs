@@ -551,6 +551,30 @@ fn holder(config: &Config, key: &Key) -> String {
 fn upstream_failure(deployment: &str, e: UpstreamError, format: Format) -> Failure {
     tracing::warn!(deployment, error = %e, retryable = e.is_retryable(), "upstream failed");
     match e {
+        // The deployment's own credentials were refused: relayed, the 401
+        // would tell the client its Sluice key is wrong. The upstream's
+        // words are left out too: some quote the credential back.
+        UpstreamError::Status {
+            status: status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
+            body,
+            ..
+        } => {
+            let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let kind = value
+                .pointer("/error/type")
+                .or_else(|| value.pointer("/error/code"))
+                .and_then(|t| t.as_str())
+                .filter(|t| {
+                    t.len() <= 64 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                })
+                .map(|t| format!(" {t}"))
+                .unwrap_or_default();
+            let detail = format!(
+                "the upstream refused the deployment's credentials ({}{kind}); its api_key needs fixing",
+                status.as_u16()
+            );
+            ApiError::upstream_error(deployment, &detail).into()
+        }
         UpstreamError::Status {
             status,
             body,
