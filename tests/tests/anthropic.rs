@@ -458,6 +458,120 @@ async fn claudes_answers_map_to_openais_stop_reasons_thinking_and_errors() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chat_requests_become_valid_messages_requests_and_streams_keep_every_tool_call() {
+    let gw = Gateway::start(1).await;
+    let claude_mock = MockAnthropic::start().await.unwrap();
+    gw.deploy(claude("c", "claude", &claude_mock)).await;
+    let key = gw.key(None, &["claude"]).await;
+    gw.sync().await;
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+    let tool = json!({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}});
+    let body = json!({
+        "model": "claude",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "What is in these?"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "high"}},
+                {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{png}")}},
+            ]},
+            {"role": "user", "content": "And the weather?"},
+        ],
+        "max_completion_tokens": 321,
+        "stop": "END",
+        "tools": [tool],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "parallel_tool_calls": false,
+    });
+    let a = chat(&gw, &key, &body).await;
+    a.assert_ok();
+    let sent = claude_mock.last_request().unwrap().json();
+    assert_eq!(
+        sent["max_tokens"], 321,
+        "max_completion_tokens honoured: {sent}"
+    );
+    assert_eq!(sent["stop_sequences"], json!(["END"]), "{sent}");
+    assert_eq!(text_of(&sent["system"]), "Be brief.");
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "consecutive user turns merged: {sent}");
+    let blocks = messages[0]["content"].as_array().unwrap();
+    let images: Vec<&Value> = blocks.iter().filter(|b| b["type"] == "image").collect();
+    assert_eq!(images.len(), 2, "{sent}");
+    assert_eq!(
+        images[0]["source"],
+        json!({"type": "url", "url": "https://example.com/cat.png"})
+    );
+    assert_eq!(images[1]["source"]["type"], "base64");
+    assert_eq!(images[1]["source"]["media_type"], "image/png");
+    assert_eq!(images[1]["source"]["data"], png);
+    assert!(text_of(&messages[0]["content"]).contains("And the weather?"));
+    assert_eq!(sent["tool_choice"]["type"], "tool", "{sent}");
+    assert_eq!(sent["tool_choice"]["name"], "get_weather");
+    assert_eq!(sent["tool_choice"]["disable_parallel_tool_use"], true);
+    let mut none = body.clone();
+    none["tool_choice"] = json!("none");
+    none.as_object_mut().unwrap().remove("parallel_tool_calls");
+    chat(&gw, &key, &none).await.assert_ok();
+    let sent = claude_mock.last_request().unwrap().json();
+    assert_eq!(sent["tool_choice"], json!({"type": "none"}), "{sent}");
+
+    // A text block then two tool blocks, streamed: the text, and both calls
+    // at indices 0 and 1 with every argument, equal to the whole answer.
+    claude_mock.reply(Reply::TextThenToolUse {
+        text: "Let me check.".into(),
+        tools: vec![weather("Paris"), weather("Tokyo")],
+    });
+    let ask = json!({"model": "claude", "messages": [{"role": "user", "content": "Weather?"}], "tools": [tool]});
+    let whole = chat(&gw, &key, &ask).await;
+    whole.assert_ok();
+    let message = &whole.json["choices"][0]["message"];
+    assert_eq!(message["content"], "Let me check.", "{}", whole.text);
+    let calls = message["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{}", whole.text);
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let a = chat(&gw, &key, &streamed).await;
+    a.assert_ok();
+    let (mut content, mut args, mut names, mut finish) = (
+        String::new(),
+        [String::new(), String::new()],
+        [String::new(), String::new()],
+        Value::Null,
+    );
+    let mut roles = 0;
+    for (_, chunk) in sse_events(&a.text) {
+        let Some(choice) = chunk["choices"].get(0) else {
+            continue;
+        };
+        let delta = &choice["delta"];
+        roles += usize::from(delta.get("role").is_some_and(|r| !r.is_null()));
+        content.push_str(delta["content"].as_str().unwrap_or_default());
+        for call in delta["tool_calls"].as_array().into_iter().flatten() {
+            let i = call["index"].as_u64().expect("an index") as usize;
+            assert!(i < 2, "{}", a.text);
+            names[i].push_str(call["function"]["name"].as_str().unwrap_or_default());
+            args[i].push_str(call["function"]["arguments"].as_str().unwrap_or_default());
+        }
+        if !choice["finish_reason"].is_null() {
+            finish = choice["finish_reason"].clone();
+        }
+    }
+    assert_eq!(roles, 1, "one role chunk: {}", a.text);
+    assert_eq!(content, "Let me check.");
+    assert_eq!(finish, "tool_calls");
+    for (i, city) in ["Paris", "Tokyo"].iter().enumerate() {
+        assert_eq!(names[i], "get_weather", "{}", a.text);
+        let parsed: Value =
+            serde_json::from_str(&args[i]).unwrap_or_else(|e| panic!("{e}: {}", a.text));
+        assert_eq!(parsed, json!({"city": city}));
+        let whole_args: Value =
+            serde_json::from_str(calls[i]["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(parsed, whole_args, "streamed = whole");
+    }
+    assert!(a.text.trim_end().ends_with("data: [DONE]"), "{}", a.text);
+}
+
 /// Issue 19, item 4: Claude refusing the deployment's key is the upstream's
 /// failure, not the client's (its Sluice key is fine): `upstream_error`,
 /// never Anthropic's `authentication_error` or a 401 an SDK would take for a
@@ -786,9 +900,9 @@ async fn messages_pass_through_byte_for_byte_except_the_model() {
         .await
         .unwrap();
     assert_eq!(
-        sse_events(&normalize_ids(&a.text)),
-        sse_events(&normalize_ids(&direct)),
-        "the stream's events as sent"
+        normalize_ids(&a.text),
+        normalize_ids(&direct),
+        "the stream byte for byte as sent"
     );
     let signature = sse_events(&a.text)
         .into_iter()
