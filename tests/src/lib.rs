@@ -15,6 +15,9 @@
 //!   the admin writes and HTTP calls they make.
 //! - [`mock_upstream`]: an in-process OpenAI-compatible upstream that records
 //!   what the data plane forwards and can be slow, fail, or hold a stream.
+//! - [`mock_anthropic`]: an in-process Anthropic Messages API that checks
+//!   what the real one requires, records requests, and answers scripted
+//!   replies and faults, whole or in Anthropic's exact stream sequence.
 //! - [`connect_proxy`]: an egress proxy that tunnels HTTPS (`CONNECT`).
 //! - [`relay`]: a TCP relay a test can cut, to partition two processes.
 //! - [`sim_data_plane`]: a simulated data plane speaking the real

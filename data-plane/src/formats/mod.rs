@@ -3,15 +3,19 @@
 //! deployment or a connection; it imports nothing of this crate but itself.
 //!
 //! - [`Format`]: which API's body shapes a body is in (what the client
-//!   sent, and what an upstream is sent).
+//!   sent, and what an upstream is sent); [`ErrorShape`]: which API's error
+//!   an upstream's error body is.
+//! - [`anthropic`]: Anthropic's Messages API (types, errors) and the
+//!   translations between it and chat completions, both ways.
 //! - [`chat`]: OpenAI's chat completions on the wire: request, answer,
 //!   streamed chunk, usage and error, both ways.
 //! - [`openai`]: OpenAI's error shape.
-//! - [`sse`]: server-sent events, as OpenAI-compatible APIs stream them.
-//! - [`usage`]: the tokens an answer used, from a whole answer or a stream.
+//! - [`sse`]: server-sent events: writing OpenAI's, reading any
+//!   ([`sse::EventReader`]).
+//! - [`usage`]: the tokens an answer used, from a whole answer or a stream,
+//!   written OpenAI's way or Anthropic's.
 //!
-//! Other APIs' formats (Anthropic's `/v1/messages`, OpenAI's
-//! `/v1/responses`) and the conversions between them go here, one module
+//! OpenAI's `/v1/responses` and its conversions go here too, one module
 //! per format.
 
 pub mod anthropic;
