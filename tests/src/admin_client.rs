@@ -93,6 +93,30 @@ impl Admin {
         Ok(self.usage.clone().get_usage(request).await?.into_inner())
     }
 
+    /// Polls [`Admin::usage_of`] `scope` until `view` of it equals `want`
+    /// (usage is reported about once a second per data plane); fails with
+    /// the last answer after `within`.
+    pub async fn usage_reaches<T: PartialEq + std::fmt::Debug>(
+        &self,
+        scope: api::get_usage_request::Scope,
+        want: &T,
+        view: impl Fn(&api::GetUsageResponse) -> T,
+        within: std::time::Duration,
+    ) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let got = self.usage_of(scope.clone()).await.map(|u| view(&u));
+            if got.as_ref().ok() == Some(want) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "GetUsage {scope:?}: {got:?}, want {want:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     /// `CreditService/GetBalance`.
     pub async fn balance(&self, team_id: &str) -> anyhow::Result<api::GetBalanceResponse> {
         let request = api::GetBalanceRequest {

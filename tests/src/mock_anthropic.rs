@@ -460,22 +460,11 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         header("anthropic-version"),
         header("content-type"),
     );
-    state.requests.lock().unwrap().push(Recorded {
-        method: parts.method.to_string(),
-        version: parts.version,
-        path: path.clone(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: body.clone(),
-    });
+    state
+        .requests
+        .lock()
+        .unwrap()
+        .push(Recorded::new(&parts, &path, &body));
     let n = state.counter.fetch_add(1, Ordering::SeqCst) + 1;
     let request_id = format!("req_mock_{n:06}");
     let rid = request_id.as_str();

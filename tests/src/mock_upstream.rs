@@ -72,6 +72,26 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    /// A request as it arrived: `path` with its query, `body` read whole.
+    pub fn new(parts: &hyper::http::request::Parts, path: &str, body: &Bytes) -> Recorded {
+        Recorded {
+            method: parts.method.to_string(),
+            version: parts.version,
+            path: path.to_owned(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: body.clone(),
+        }
+    }
+
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
@@ -455,22 +475,11 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| parts.uri.path().to_string());
-    state.requests.lock().unwrap().push(Recorded {
-        method: parts.method.to_string(),
-        version: parts.version,
-        path: path.clone(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: body.clone(),
-    });
+    state
+        .requests
+        .lock()
+        .unwrap()
+        .push(Recorded::new(&parts, &path, &body));
     let (mut latency, mut failure, gate, fault) = {
         let mut b = state.behaviour.lock().unwrap();
         let fault = b.script.pop_front();

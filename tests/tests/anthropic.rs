@@ -12,7 +12,7 @@
 //!   `/v1/models` in Anthropic's shape.
 //! - Usage from Anthropic answers (cache tokens once) reaching `GetUsage`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice_tests::admin_client::api;
@@ -1092,22 +1092,9 @@ impl Counted {
 
 /// Polls `GetUsage` of `scope` until it equals `want`; fails with the last.
 async fn usage_reaches(gw: &Gateway, scope: Scope, want: Counted) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = gw
-            .admin
-            .usage_of(scope.clone())
-            .await
-            .map(|u| Counted::of(&u));
-        if got.as_ref().ok() == Some(&want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "GetUsage {scope:?}: {got:?}, want {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    gw.admin
+        .usage_reaches(scope, &want, Counted::of, WAIT)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

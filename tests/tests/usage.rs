@@ -80,22 +80,9 @@ impl Counted {
 /// Polls `GetUsage` of `scope` until it equals `want` (reports arrive
 /// about once a second per data plane); fails with the last answer.
 async fn usage_reaches(gw: &Gateway, scope: Scope, want: Counted) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = gw
-            .admin
-            .usage_of(scope.clone())
-            .await
-            .map(|u| Counted::of(&u));
-        if got.as_ref().ok() == Some(&want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "GetUsage {scope:?}: {got:?}, want {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    gw.admin
+        .usage_reaches(scope, &want, Counted::of, WAIT)
+        .await;
 }
 
 fn key_id(key: &str) -> String {

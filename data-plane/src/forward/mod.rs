@@ -220,7 +220,7 @@ async fn for_client(
     if answer.event_stream {
         let body = translate::stream(answer.body, exchange, call.interruption);
         answer.body = first_event(body, call, started).await?;
-    } else if exchange != Exchange::Same(call.format) {
+    } else if !matches!(exchange, Exchange::Same(_)) {
         answer.body = translate::whole(answer.body, exchange).await?;
         answer.content_type = HeaderValue::from_static("application/json");
     }
