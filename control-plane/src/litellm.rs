@@ -1809,6 +1809,7 @@ router_settings:
             stream_timeout: secs(0, 1),
             order: u32::MAX,
             max_input_tokens: Some(u64::MAX),
+            supported_endpoints: Vec::new(),
             access_groups: strings(&["g1", "2024"]),
             input_cost_per_token: 1e-7,
             output_cost_per_token: 0.1 + 0.2,

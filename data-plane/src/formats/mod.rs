@@ -15,14 +15,44 @@
 //! - [`usage`]: the tokens an answer used, from a whole answer or a stream,
 //!   written OpenAI's way or Anthropic's.
 //!
-//! OpenAI's `/v1/responses` and its conversions go here too, one module
-//! per format.
+//! - [`responses`]: OpenAI's Responses API (`/v1/responses`) and its
+//!   translation to chat completions and back, both ways.
+//! - [`TranslateError`]: why a translation between APIs could not be made.
 
 pub mod anthropic;
 pub mod chat;
 pub mod openai;
+pub mod responses;
 pub mod sse;
 pub mod usage;
+
+/// Why a translation could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TranslateError {
+    /// The request asks for something the other API cannot express
+    /// faithfully (or is not a valid request): the gateway answers 400 with
+    /// this message, naming `param`, before any upstream call.
+    #[error("{message}")]
+    Invalid {
+        /// The request member at fault, as the client wrote it
+        /// (`n`, `messages[2].tool_calls[0].function.arguments`).
+        param: Option<String>,
+        message: String,
+    },
+    /// An upstream answer that is not what its API promises.
+    #[error("the upstream's answer is malformed: {0}")]
+    Answer(String),
+}
+
+impl TranslateError {
+    /// An [`TranslateError::Invalid`] naming `param`.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        TranslateError::Invalid {
+            param: Some(param.into()),
+            message: message.into(),
+        }
+    }
+}
 
 /// The shape an upstream's error body is in, which decides how it reaches
 /// a client: relayed as is to a client of the same API, translated to the
@@ -71,12 +101,14 @@ pub enum Format {
     Messages,
     /// Anthropic's `/v1/messages/count_tokens`.
     CountTokens,
+    /// OpenAI's `/responses`.
+    Responses,
 }
 
 impl Format {
     /// How many formats there are: what is kept per format is an array
     /// indexed by [`Format::index`].
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
 
     /// Every format, in [`Format::index`] order.
     pub const ALL: [Format; Format::COUNT] = [
@@ -85,6 +117,7 @@ impl Format {
         Format::Embeddings,
         Format::Messages,
         Format::CountTokens,
+        Format::Responses,
     ];
 
     /// A dense index, below [`Format::COUNT`].
@@ -101,6 +134,7 @@ impl Format {
             Format::Embeddings => "/embeddings",
             Format::Messages => "/v1/messages",
             Format::CountTokens => "/v1/messages/count_tokens",
+            Format::Responses => "/responses",
         }
     }
 

@@ -137,7 +137,7 @@ pub fn answer(
     match format {
         // The mock speaks OpenAI's formats; a Messages request reaches it
         // translated (`crate::forward`), so this is a caller's mistake.
-        Format::Messages | Format::CountTokens => Reply::Json {
+        Format::Messages | Format::CountTokens | Format::Responses => Reply::Json {
             status: StatusCode::BAD_REQUEST,
             body: json!({"error": {
                 "message": "the mock provider answers OpenAI's formats only",

@@ -117,12 +117,14 @@ impl Exchange {
 pub fn exchange(format: Format, speaks: Speaks) -> Option<Exchange> {
     use Format::*;
     Some(match (speaks, format) {
-        (Speaks::OpenAi, ChatCompletions | Completions | Embeddings) => Exchange::Same(format),
+        (Speaks::OpenAi, ChatCompletions | Completions | Embeddings | Responses) => {
+            Exchange::Same(format)
+        }
         (Speaks::OpenAi, Messages) => Exchange::MessagesToChat,
         (Speaks::OpenAi, CountTokens) => Exchange::EstimateTokens,
         (Speaks::Anthropic, Messages | CountTokens) => Exchange::Same(format),
         (Speaks::Anthropic, ChatCompletions) => Exchange::ChatToMessages,
-        (Speaks::Anthropic, Completions | Embeddings) => return None,
+        (Speaks::Anthropic, Completions | Embeddings | Responses) => return None,
     })
 }
 

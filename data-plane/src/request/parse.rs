@@ -35,6 +35,7 @@ fn required_input(format: Format) -> (&'static str, &'static [JsonType]) {
         Format::Completions => ("prompt", &[JsonType::String, JsonType::Array]),
         Format::Embeddings => ("input", &[JsonType::String, JsonType::Array]),
         Format::Messages | Format::CountTokens => ("messages", &[JsonType::Array]),
+        Format::Responses => ("input", &[JsonType::String, JsonType::Array]),
     }
 }
 
@@ -92,8 +93,12 @@ pub struct Parsed {
     /// final usage chunk, so it is not kept from it. Always so for
     /// Anthropic's formats, whose streams carry usage unasked.
     pub include_usage: bool,
-    /// `max_completion_tokens`, else `max_tokens`.
+    /// `max_completion_tokens`, else `max_tokens`, else the Responses
+    /// API's `max_output_tokens`.
     pub max_tokens: Option<u64>,
+    /// The Responses API's `previous_response_id`: the request continues a
+    /// response an upstream stored.
+    pub previous_response_id: Option<String>,
     body: Bytes,
     /// Where `model`'s JSON value (with its quotes) sits in `body`.
     model_span: Range<usize>,
@@ -326,6 +331,24 @@ pub fn parse(format: Format, body: Bytes) -> Result<Parsed, Refused> {
     let max_completion_tokens =
         read_max_tokens("max_completion_tokens", fields.max_completion_tokens).map_err(refused)?;
     let max_tokens = read_max_tokens("max_tokens", fields.max_tokens).map_err(refused)?;
+    let max_output_tokens =
+        read_max_tokens("max_output_tokens", fields.max_output_tokens).map_err(refused)?;
+    let previous_response_id = match fields.previous_response_id.map(JsonType::of) {
+        None | Some(JsonType::Null) => None,
+        Some(JsonType::String) => fields
+            .previous_response_id
+            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+            .filter(|id| !id.is_empty()),
+        Some(other) => {
+            return Err(refused(RequestError::invalid(
+                Some("previous_response_id"),
+                format!(
+                    "`previous_response_id` must be a string, got {}",
+                    other.describe()
+                ),
+            )));
+        }
+    };
     let (name, allowed) = required_input(format);
     let input = INPUTS
         .iter()
@@ -383,8 +406,11 @@ pub fn parse(format: Format, body: Bytes) -> Result<Parsed, Refused> {
         parsed.fallbacks.disabled |= controls.disabled;
         return Ok(parsed);
     }
-    // Anthropic's streams always carry their usage: nothing to ask for.
-    let include_usage = format.is_anthropic() || fields.stream_options.is_some_and(asks_usage);
+    // Anthropic's streams and the Responses API's always carry their
+    // usage: nothing to ask for.
+    let include_usage = format.is_anthropic()
+        || format == Format::Responses
+        || fields.stream_options.is_some_and(asks_usage);
     let usage_edit = if stream && !include_usage {
         Some(usage_edit(&body, fields.stream_options).ok_or_else(|| {
             refused(RequestError::invalid(
@@ -401,7 +427,8 @@ pub fn parse(format: Format, body: Bytes) -> Result<Parsed, Refused> {
         fallbacks: RequestFallbacks::default(),
         prompt_tokens: estimate_tokens(&body),
         include_usage,
-        max_tokens: max_completion_tokens.or(max_tokens),
+        max_tokens: max_completion_tokens.or(max_tokens).or(max_output_tokens),
+        previous_response_id,
         model_span: span,
         usage_edit,
         body: body.clone(),
@@ -678,6 +705,9 @@ struct TopLevel<'a> {
     stream_options: Option<&'a RawValue>,
     max_tokens: Option<&'a RawValue>,
     max_completion_tokens: Option<&'a RawValue>,
+    /// The Responses API's.
+    max_output_tokens: Option<&'a RawValue>,
+    previous_response_id: Option<&'a RawValue>,
     /// `messages`, `prompt`, `input` in that order ([`INPUTS`]): whichever
     /// the endpoint needs is checked.
     inputs: [Option<&'a RawValue>; 3],
@@ -709,6 +739,8 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
             stream_options: None,
             max_tokens: None,
             max_completion_tokens: None,
+            max_output_tokens: None,
+            previous_response_id: None,
             inputs: [None; 3],
         };
         // Keys are decoded (so `"mo\u0064el"` counts as `model`); a
@@ -722,6 +754,8 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
                 "stream_options" => Some(&mut out.stream_options),
                 "max_tokens" => Some(&mut out.max_tokens),
                 "max_completion_tokens" => Some(&mut out.max_completion_tokens),
+                "max_output_tokens" => Some(&mut out.max_output_tokens),
+                "previous_response_id" => Some(&mut out.previous_response_id),
                 _ => None,
             };
             if let Some(slot) = last_wins {

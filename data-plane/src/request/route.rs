@@ -18,6 +18,8 @@ pub enum Route {
     Messages,
     /// `POST /v1/messages/count_tokens`.
     CountTokens,
+    /// `POST /v1/responses` (OpenAI's Responses API).
+    Responses,
 }
 
 impl Route {
@@ -29,6 +31,7 @@ impl Route {
             "/embeddings" => Some(Route::Embeddings),
             "/messages" => Some(Route::Messages),
             "/messages/count_tokens" => Some(Route::CountTokens),
+            "/responses" => Some(Route::Responses),
             _ => None,
         }
     }
@@ -41,6 +44,7 @@ impl Route {
             Route::Embeddings => Format::Embeddings,
             Route::Messages => Format::Messages,
             Route::CountTokens => Format::CountTokens,
+            Route::Responses => Format::Responses,
         }
     }
 }
@@ -62,6 +66,7 @@ mod tests {
             Route::from_path("/v1/messages/count_tokens"),
             Some(Route::CountTokens)
         );
+        assert_eq!(Route::from_path("/v1/responses"), Some(Route::Responses));
         assert_eq!(Route::from_path("/v1/models"), None);
         assert_eq!(Route::from_path("/v2/embeddings"), None);
     }

@@ -30,30 +30,4 @@ pub mod types;
 /// figure Sluice's usage reservation assumes for such a request.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
-/// Why a translation could not be made.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TranslateError {
-    /// The request asks for something the other API cannot express
-    /// faithfully (or is not a valid request): the gateway answers 400 with
-    /// this message, naming `param`, before any upstream call.
-    #[error("{message}")]
-    Invalid {
-        /// The request member at fault, as the client wrote it
-        /// (`n`, `messages[2].tool_calls[0].function.arguments`).
-        param: Option<String>,
-        message: String,
-    },
-    /// An upstream answer that is not what its API promises.
-    #[error("the upstream's answer is malformed: {0}")]
-    Answer(String),
-}
-
-impl TranslateError {
-    /// An [`TranslateError::Invalid`] naming `param`.
-    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
-        TranslateError::Invalid {
-            param: Some(param.into()),
-            message: message.into(),
-        }
-    }
-}
+pub use super::TranslateError;
