@@ -387,6 +387,9 @@ fn read_model_info(
                 };
             }
             Some("max_input_tokens") => d.max_input_tokens = count(value, &p)?,
+            Some("supported_endpoints") => {
+                d.supported_endpoints = string_list(value, &p)?.unwrap_or_default();
+            }
             Some("input_cost_per_token") => costs.input = price(value, &p)?,
             Some("output_cost_per_token") => costs.output = price(value, &p)?,
             _ => warnings.push(unsupported(&p)),
@@ -999,6 +1002,12 @@ fn deployment_node(d: &Deployment, include_secrets: bool) -> (Node, bool) {
     }
     if let Some(n) = d.max_input_tokens {
         info.push(("max_input_tokens".to_owned(), Node::Scalar(n.to_string())));
+    }
+    if !d.supported_endpoints.is_empty() {
+        info.push((
+            "supported_endpoints".to_owned(),
+            Node::strings(&d.supported_endpoints),
+        ));
     }
 
     let mut entry = vec![
@@ -1809,7 +1818,7 @@ router_settings:
             stream_timeout: secs(0, 1),
             order: u32::MAX,
             max_input_tokens: Some(u64::MAX),
-            supported_endpoints: Vec::new(),
+            supported_endpoints: strings(&["/v1/chat/completions", "/v1/responses"]),
             access_groups: strings(&["g1", "2024"]),
             input_cost_per_token: 1e-7,
             output_cost_per_token: 0.1 + 0.2,

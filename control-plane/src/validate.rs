@@ -291,6 +291,7 @@ pub fn deployment(d: &mut Deployment, field: &str) -> AdminResult<()> {
     non_negative(&f("credits_per_call"), d.credits_per_call)?;
     duration(&f("timeout"), d.timeout.as_ref())?;
     duration(&f("stream_timeout"), d.stream_timeout.as_ref())?;
+    endpoints(&f("supported_endpoints"), &mut d.supported_endpoints)?;
     if d.max_input_tokens == Some(0) {
         // Every prompt has a token: the deployment could never be picked.
         return Err(AdminError::invalid(
@@ -307,6 +308,31 @@ pub fn deployment(d: &mut Deployment, field: &str) -> AdminResult<()> {
 pub fn dedup(list: &mut Vec<String>) {
     let mut seen = std::collections::HashSet::new();
     list.retain(|x| seen.insert(x.clone()));
+}
+
+/// `supported_endpoints`: API paths (`/v1/responses`), each at most once.
+/// Any well-formed path is kept, as LiteLLM lists endpoints Sluice does not
+/// serve; only `/v1/responses` changes anything today (a data plane passes
+/// those requests through instead of translating them).
+fn endpoints(field: &str, endpoints: &mut Vec<String>) -> Result<(), AdminError> {
+    for (i, e) in endpoints.iter_mut().enumerate() {
+        let trimmed = e.trim().trim_end_matches('/');
+        let well_formed = trimmed.len() > 1
+            && trimmed.len() <= 64
+            && trimmed.starts_with('/')
+            && trimmed
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"/_-.".contains(&b));
+        if !well_formed {
+            return Err(AdminError::invalid(
+                format!("{field}[{i}]"),
+                "must be an API path such as \"/v1/responses\" (lowercase; at most 64 chars)",
+            ));
+        }
+        *e = trimmed.to_owned();
+    }
+    dedup(endpoints);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -387,4 +387,15 @@ mod tests {
         };
         assert_eq!(refused(d), "deployment.max_input_tokens");
     }
+
+    #[test]
+    fn supported_endpoints_must_be_paths() {
+        for bad in ["responses", "/V1/Responses", "/v1/responses?x", ""] {
+            let d = Deployment {
+                supported_endpoints: vec!["/v1/chat/completions".into(), bad.into()],
+                ..mock("d1")
+            };
+            assert_eq!(refused(d), "deployment.supported_endpoints[1]", "{bad:?}");
+        }
+    }
 }

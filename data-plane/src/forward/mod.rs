@@ -100,8 +100,9 @@ pub async fn forward(
     call: Call<'_>,
 ) -> Result<Answer, UpstreamError> {
     let backend = providers::backend(call.deployment.deployment())?;
-    let exchange = providers::exchange(call.format, backend.speaks()).ok_or_else(|| {
-        UpstreamError::Untranslatable {
+    let responses = backend.serves_responses(call.deployment.deployment());
+    let exchange = providers::exchange(call.format, backend.speaks(), responses).ok_or_else(
+        || UpstreamError::Untranslatable {
             param: None,
             message: format!(
                 "Deployment {:?} ({}) does not serve {}; call a model group whose deployments do",
@@ -109,8 +110,8 @@ pub async fn forward(
                 call.deployment.deployment().model,
                 call.format.path(),
             ),
-        }
-    })?;
+        },
+    )?;
     if exchange == Exchange::EstimateTokens {
         return translate::estimate_tokens(call.request);
     }
@@ -218,10 +219,10 @@ async fn for_client(
     started: Instant,
 ) -> Result<Answer, UpstreamError> {
     if answer.event_stream {
-        let body = translate::stream(answer.body, exchange, call.interruption);
+        let body = translate::stream(answer.body, exchange, call);
         answer.body = first_event(body, call, started).await?;
     } else if !matches!(exchange, Exchange::Same(_)) {
-        answer.body = translate::whole(answer.body, exchange).await?;
+        answer.body = translate::whole(answer.body, exchange, call).await?;
         answer.content_type = HeaderValue::from_static("application/json");
     }
     Ok(answer)
@@ -284,6 +285,18 @@ impl Guarded {
         );
         if self.format.is_anthropic() {
             let data = formats::anthropic::error::envelope("api_error", &message);
+            return Frame::data(Bytes::from(format!("event: error\ndata: {data}\n\n")));
+        }
+        if self.format == Format::Responses {
+            // The Responses API's error event; its `sequence_number` is the
+            // upstream's to count, which this guard does not read, so it is
+            // left out.
+            let data = serde_json::json!({
+                "type": "error",
+                "code": "stream_interrupted",
+                "message": message,
+                "param": null,
+            });
             return Frame::data(Bytes::from(format!("event: error\ndata: {data}\n\n")));
         }
         let error = formats::openai::Error {

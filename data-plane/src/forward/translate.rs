@@ -16,7 +16,10 @@ use hyper::header::HeaderValue;
 use super::{Answer, Call};
 use crate::body::{Body, BoxError, Interruption};
 use crate::formats::Format;
-use crate::formats::anthropic::{TranslateError, from_chat, from_messages, to_chat, to_messages};
+use crate::formats::TranslateError;
+use crate::formats::anthropic::{from_chat, from_messages, to_chat, to_messages};
+use crate::formats::responses::echo::Echo;
+use crate::formats::responses::{from_responses, to_responses};
 use crate::providers::Exchange;
 use crate::request::parse::Parsed;
 use crate::upstream::UpstreamError;
@@ -35,6 +38,9 @@ pub(super) fn request_body(call: &Call<'_>, exchange: Exchange) -> Result<Bytes,
         }
         Exchange::ChatToMessages => from_chat::request(call.request.body(), model),
         Exchange::MessagesToChat => from_messages::request(call.request.body(), model),
+        Exchange::ResponsesToChat => from_responses::request(call.request.body(), model),
+        Exchange::ResponsesToMessages => from_responses::request(call.request.body(), model)
+            .and_then(|chat| from_chat::request(&chat, model)),
         Exchange::EstimateTokens => Ok(Vec::new()),
     };
     translated.map(Bytes::from).map_err(untranslatable)
@@ -62,12 +68,29 @@ pub(super) fn estimate_tokens(request: &Parsed) -> Result<Answer, UpstreamError>
     })
 }
 
+/// The base of the ids of a `response` object Sluice writes (`resp_…`).
+fn response_id() -> String {
+    crate::headers::random_hex(16)
+}
+
 /// A whole answer, read and translated.
-pub(super) async fn whole(body: Body, exchange: Exchange) -> Result<Body, UpstreamError> {
+pub(super) async fn whole(
+    body: Body,
+    exchange: Exchange,
+    call: &Call<'_>,
+) -> Result<Body, UpstreamError> {
     let read = read(body).await?;
     let translated = match exchange {
         Exchange::ChatToMessages => to_chat::answer(&read),
         Exchange::MessagesToChat => to_messages::answer(&read),
+        Exchange::ResponsesToChat => {
+            let echo = Echo::from_request(call.request.body());
+            to_responses::answer(&read, &echo, &response_id())
+        }
+        Exchange::ResponsesToMessages => to_chat::answer(&read).and_then(|chat| {
+            let echo = Echo::from_request(call.request.body());
+            to_responses::answer(&chat, &echo, &response_id())
+        }),
         Exchange::Same(_) | Exchange::EstimateTokens => return Ok(crate::body::full(read)),
     };
     translated
@@ -94,9 +117,18 @@ async fn read(mut body: Body) -> Result<Bytes, UpstreamError> {
 }
 
 /// A stream, translated event by event.
-pub(super) fn stream(body: Body, exchange: Exchange, interruption: &Interruption) -> Body {
-    let interruption = interruption.clone();
+pub(super) fn stream(body: Body, exchange: Exchange, call: &Call<'_>) -> Body {
+    let interruption = call.interruption.clone();
+    let responses = || {
+        to_responses::ResponsesStream::new(Echo::from_request(call.request.body()), response_id())
+    };
     match exchange {
+        Exchange::ResponsesToChat => Translating::boxed(body, responses(), interruption),
+        Exchange::ResponsesToMessages => Translating::boxed(
+            body,
+            Chained(to_chat::ChatStream::new(), responses()),
+            interruption,
+        ),
         Exchange::ChatToMessages => {
             Translating::boxed(body, to_chat::ChatStream::new(), interruption)
         }
@@ -135,6 +167,41 @@ impl StreamTranslation for to_messages::MessagesStream {
     }
     fn failed(&self) -> bool {
         to_messages::MessagesStream::failed(self)
+    }
+}
+
+impl StreamTranslation for to_responses::ResponsesStream {
+    fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        to_responses::ResponsesStream::feed(self, chunk)
+    }
+    fn finish(&mut self) -> Vec<u8> {
+        to_responses::ResponsesStream::finish(self)
+    }
+    fn failed(&self) -> bool {
+        to_responses::ResponsesStream::failed(self)
+    }
+}
+
+/// Two translations one after the other: an Anthropic stream made a chat
+/// stream, and that the Responses API's.
+struct Chained<A, B>(A, B);
+
+impl<A: StreamTranslation, B: StreamTranslation> StreamTranslation for Chained<A, B> {
+    fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let middle = self.0.feed(chunk);
+        if middle.is_empty() {
+            return middle;
+        }
+        self.1.feed(&middle)
+    }
+    fn finish(&mut self) -> Vec<u8> {
+        let middle = self.0.finish();
+        let mut out = self.1.feed(&middle);
+        out.extend(self.1.finish());
+        out
+    }
+    fn failed(&self) -> bool {
+        self.0.failed() || self.1.failed()
     }
 }
 

@@ -33,7 +33,7 @@ use tracing::Instrument;
 
 use super::{ApiError, HttpState, json_response};
 use crate::body::{Body, Interruption, carrying};
-use crate::config::snapshot::Config;
+use crate::config::snapshot::{Config, ResolvedDeployment};
 use crate::formats::usage::Dialect;
 use crate::formats::{self, ErrorShape, Format};
 use crate::forward::{self, Answer, Call};
@@ -210,6 +210,16 @@ async fn complete(
         Decision::Allowed { group, .. } => Some(group),
         _ => None,
     };
+    // A Responses request continuing a stored response goes only where
+    // upstreams keep state (README, "Responses API"):
+    // while the group has such a deployment, the translated ones are left
+    // out; with none, the translation refuses it with a 400 saying why.
+    let stateful = |d: &ResolvedDeployment| {
+        providers::backend(d.deployment()).is_ok_and(|b| b.serves_responses(d.deployment()))
+    };
+    let continues = route == Route::Responses && parsed.previous_response_id.is_some();
+    let eligible: Option<&(dyn Fn(&ResolvedDeployment) -> bool + Sync)> =
+        (continues && group.deployments().iter().any(stateful)).then_some(&stateful);
     let request = attempts::Request {
         config: &config,
         requested: &parsed.model,
@@ -217,6 +227,7 @@ async fn complete(
         fallbacks: &parsed.fallbacks,
         prompt_tokens: parsed.prompt_tokens,
         allowed: &allowed,
+        eligible,
     };
     let events = state.router.events(&state.metrics);
     let interruption = Interruption::default();

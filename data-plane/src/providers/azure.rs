@@ -1,6 +1,9 @@
 //! Azure OpenAI: the deployment name is in the URL,
 //! `{api_base}/openai/deployments/{model}/chat/completions?api-version={api_version}`,
-//! and the key goes in an `api-key` header (no `Authorization`).
+//! and the key goes in an `api-key` header (no `Authorization`). The
+//! Responses API is `{api_base}/openai/responses?api-version=…` with the
+//! deployment name as the body's `model`, its version defaulting to
+//! [`RESPONSES_API_VERSION`].
 //!
 //! `api_version` defaults to [`DEFAULT_API_VERSION`] when the deployment sets
 //! none: Azure refuses requests without one.
@@ -15,6 +18,10 @@ use crate::formats::Format;
 /// embeddings.
 pub const DEFAULT_API_VERSION: &str = "2024-10-21";
 
+/// The `api-version` of a `/v1/responses` request when the deployment sets
+/// none: the first that serves Azure's Responses API.
+pub const RESPONSES_API_VERSION: &str = "2025-04-01-preview";
+
 pub struct Azure;
 
 impl Provider for Azure {
@@ -24,19 +31,34 @@ impl Provider for Azure {
         upstream_model: &str,
         format: Format,
     ) -> Result<Address, ProviderError> {
-        let version = deployment.secrets().api_version.expose().trim();
-        let version = if version.is_empty() {
+        let configured = deployment.secrets().api_version.expose().trim();
+        let version = if configured.is_empty() {
             DEFAULT_API_VERSION
         } else {
-            version
+            configured
         };
-        let url = format!(
-            "{}/openai/deployments/{}{}?api-version={}",
-            api_base(deployment)?,
-            encode_component(upstream_model),
-            format.path(),
-            encode_component(version),
-        );
+        let url = if format == Format::Responses {
+            // The Responses API is not under a deployment: the deployment
+            // is the body's `model`, and it needs a newer version.
+            let version = if configured.is_empty() {
+                RESPONSES_API_VERSION
+            } else {
+                version
+            };
+            format!(
+                "{}/openai/responses?api-version={}",
+                api_base(deployment)?,
+                encode_component(version),
+            )
+        } else {
+            format!(
+                "{}/openai/deployments/{}{}?api-version={}",
+                api_base(deployment)?,
+                encode_component(upstream_model),
+                format.path(),
+                encode_component(version),
+            )
+        };
         let key = deployment.secrets().api_key.expose();
         let mut headers = Vec::new();
         if !key.is_empty() {

@@ -59,6 +59,9 @@ pub trait Provider: Send + Sync {
     }
 }
 
+/// The path a deployment's `supported_endpoints` names the Responses API by.
+pub const RESPONSES_ENDPOINT: &str = "/v1/responses";
+
 /// The API whose bodies a backend takes and answers in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Speaks {
@@ -81,6 +84,24 @@ impl Backend {
             Backend::Mock => Speaks::OpenAi,
         }
     }
+
+    /// Whether `deployment`'s upstream takes `/v1/responses` requests as
+    /// they are: its `supported_endpoints` when it lists any, else the
+    /// provider's default: OpenAI's and Azure's do, the other
+    /// OpenAI-compatible providers (which mostly serve chat completions
+    /// only) and the mock do not. Anthropic's never does.
+    pub fn serves_responses(&self, deployment: &Deployment) -> bool {
+        if self.speaks() != Speaks::OpenAi {
+            return false;
+        }
+        if !deployment.supported_endpoints.is_empty() {
+            return deployment
+                .supported_endpoints
+                .iter()
+                .any(|e| e.trim_end_matches('/') == RESPONSES_ENDPOINT);
+        }
+        matches!(provider_prefix(deployment), "openai" | "azure")
+    }
 }
 
 /// How a client's request reaches a backend, and its answer comes back.
@@ -98,6 +119,13 @@ pub enum Exchange {
     /// `count_tokens` for a deployment that is not Anthropic's: answered by
     /// the data plane with an estimate, nothing sent.
     EstimateTokens,
+    /// A Responses API client, an upstream serving only chat completions
+    /// ([`crate::formats::responses::from_responses`], `to_responses`).
+    ResponsesToChat,
+    /// A Responses API client, an Anthropic upstream: the Responses request
+    /// is made a chat request and that a Messages request; the answer comes
+    /// back the same way.
+    ResponsesToMessages,
 }
 
 impl Exchange {
@@ -105,26 +133,30 @@ impl Exchange {
     pub fn upstream_format(self) -> Format {
         match self {
             Exchange::Same(format) => format,
-            Exchange::ChatToMessages => Format::Messages,
-            Exchange::MessagesToChat | Exchange::EstimateTokens => Format::ChatCompletions,
+            Exchange::ChatToMessages | Exchange::ResponsesToMessages => Format::Messages,
+            Exchange::MessagesToChat | Exchange::EstimateTokens | Exchange::ResponsesToChat => {
+                Format::ChatCompletions
+            }
         }
     }
 }
 
 /// How a request in the client's `format` reaches a backend that `speaks`
-/// an API; `None` when the backend does not serve that operation at all
-/// (Anthropic has no completions or embeddings).
-pub fn exchange(format: Format, speaks: Speaks) -> Option<Exchange> {
+/// an API (and, for OpenAI's, serves the Responses API itself when
+/// `responses`); `None` when the backend does not serve that operation at
+/// all (Anthropic has no completions or embeddings).
+pub fn exchange(format: Format, speaks: Speaks, responses: bool) -> Option<Exchange> {
     use Format::*;
     Some(match (speaks, format) {
-        (Speaks::OpenAi, ChatCompletions | Completions | Embeddings | Responses) => {
-            Exchange::Same(format)
-        }
+        (Speaks::OpenAi, ChatCompletions | Completions | Embeddings) => Exchange::Same(format),
+        (Speaks::OpenAi, Responses) if responses => Exchange::Same(format),
+        (Speaks::OpenAi, Responses) => Exchange::ResponsesToChat,
         (Speaks::OpenAi, Messages) => Exchange::MessagesToChat,
         (Speaks::OpenAi, CountTokens) => Exchange::EstimateTokens,
         (Speaks::Anthropic, Messages | CountTokens) => Exchange::Same(format),
         (Speaks::Anthropic, ChatCompletions) => Exchange::ChatToMessages,
-        (Speaks::Anthropic, Completions | Embeddings | Responses) => return None,
+        (Speaks::Anthropic, Responses) => Exchange::ResponsesToMessages,
+        (Speaks::Anthropic, Completions | Embeddings) => return None,
     })
 }
 
@@ -224,33 +256,69 @@ mod tests {
     fn exchanges_by_client_format_and_upstream_api() {
         use Format::*;
         assert_eq!(
-            exchange(ChatCompletions, Speaks::OpenAi),
+            exchange(ChatCompletions, Speaks::OpenAi, false),
             Some(Exchange::Same(ChatCompletions))
         );
         assert_eq!(
-            exchange(ChatCompletions, Speaks::Anthropic),
+            exchange(ChatCompletions, Speaks::Anthropic, false),
             Some(Exchange::ChatToMessages)
         );
         assert_eq!(
-            exchange(Messages, Speaks::Anthropic),
+            exchange(Messages, Speaks::Anthropic, false),
             Some(Exchange::Same(Messages))
         );
         assert_eq!(
-            exchange(CountTokens, Speaks::Anthropic),
+            exchange(CountTokens, Speaks::Anthropic, false),
             Some(Exchange::Same(CountTokens))
         );
         assert_eq!(
-            exchange(Messages, Speaks::OpenAi),
+            exchange(Messages, Speaks::OpenAi, false),
             Some(Exchange::MessagesToChat)
         );
         assert_eq!(
-            exchange(CountTokens, Speaks::OpenAi),
+            exchange(CountTokens, Speaks::OpenAi, false),
             Some(Exchange::EstimateTokens)
         );
-        assert_eq!(exchange(Embeddings, Speaks::Anthropic), None);
-        assert_eq!(exchange(Completions, Speaks::Anthropic), None);
+        assert_eq!(exchange(Embeddings, Speaks::Anthropic, false), None);
+        assert_eq!(exchange(Completions, Speaks::Anthropic, false), None);
+        assert_eq!(
+            exchange(Responses, Speaks::OpenAi, true),
+            Some(Exchange::Same(Responses))
+        );
+        assert_eq!(
+            exchange(Responses, Speaks::OpenAi, false),
+            Some(Exchange::ResponsesToChat)
+        );
+        assert_eq!(
+            exchange(Responses, Speaks::Anthropic, true),
+            Some(Exchange::ResponsesToMessages)
+        );
+        assert_eq!(Exchange::ResponsesToMessages.upstream_format(), Messages);
+        assert_eq!(Exchange::ResponsesToChat.upstream_format(), ChatCompletions);
         assert_eq!(Exchange::ChatToMessages.upstream_format(), Messages);
         assert_eq!(Exchange::MessagesToChat.upstream_format(), ChatCompletions);
+    }
+
+    #[test]
+    fn responses_are_served_by_openai_and_azure_unless_a_deployment_says() {
+        let serves = |provider: &str, endpoints: &[&str]| {
+            let mut deployment = d(provider, "x");
+            deployment.supported_endpoints = endpoints.iter().map(|e| e.to_string()).collect();
+            backend(&deployment)
+                .expect("a known provider")
+                .serves_responses(&deployment)
+        };
+        assert!(serves("openai", &[]));
+        assert!(serves("azure", &[]));
+        assert!(!serves("hosted_vllm", &[]));
+        assert!(!serves("mock", &[]));
+        assert!(!serves("anthropic", &[]));
+        assert!(!serves("openai", &["/v1/chat/completions"]));
+        assert!(serves(
+            "hosted_vllm",
+            &["/v1/chat/completions", "/v1/responses"]
+        ));
+        assert!(!serves("anthropic", &["/v1/responses"]));
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub struct Request<'r, 'c> {
     /// The group a fallback name resolves to when the caller may use it
     /// (DESIGN §3.4); `None` skips it.
     pub allowed: &'r (dyn Fn(&str) -> Option<&'c ModelGroup> + Sync),
+    /// The deployments the request may use at all, when not every one may
+    /// (a Responses request continuing a stored response needs an upstream
+    /// that keeps state); `None`: every one.
+    pub eligible: Option<&'r (dyn Fn(&ResolvedDeployment) -> bool + Sync)>,
 }
 
 /// One attempt to make.
@@ -193,6 +197,13 @@ where
         let states = table.group(group.name());
         let deployments = group.deployments();
         tried.clear();
+        if let Some(eligible) = req.eligible {
+            for (i, d) in deployments.iter().enumerate() {
+                if !eligible(d) {
+                    tried.exclude(i);
+                }
+            }
+        }
         let mut retries = 0u32;
         let mut last_failure: Option<Failure> = None;
         let leave = loop {
@@ -471,6 +482,7 @@ mod tests {
             fallbacks,
             prompt_tokens: 10,
             allowed,
+            eligible: None,
         };
         run(&table, clock, &req, &(), |a: Attempt<'c>| {
             let r = script.call(&a.deployment.deployment().id);

@@ -35,6 +35,8 @@ pub struct Tried {
     bits: Vec<u64>,
     /// Whether a tried deployment may be picked again.
     repeat: bool,
+    /// Deployments this request may not use at all (repeats or not).
+    excluded: Vec<u64>,
 }
 
 impl Tried {
@@ -52,6 +54,21 @@ impl Tried {
             .is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 
+    /// Deployment `i` is never picked for this request (until [`Tried::clear`]).
+    pub fn exclude(&mut self, i: usize) {
+        let (word, bit) = (i / 64, i % 64);
+        if self.excluded.len() <= word {
+            self.excluded.resize(word + 1, 0);
+        }
+        self.excluded[word] |= 1 << bit;
+    }
+
+    pub fn is_excluded(&self, i: usize) -> bool {
+        self.excluded
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
     /// From now on, deployments already tried may be picked again.
     pub fn allow_repeat(&mut self) {
         self.repeat = true;
@@ -59,6 +76,7 @@ impl Tried {
 
     pub fn clear(&mut self) {
         self.bits.clear();
+        self.excluded.clear();
         self.repeat = false;
     }
 }
@@ -129,8 +147,13 @@ pub fn pick<D: Routable>(
     // pass, no allocation.
     let mut best_rank = u32::MAX;
     let mut any = false;
+    let mut excluded = 0usize;
     for (i, (d, s)) in deployments.iter().zip(states).enumerate() {
         let (d, s) = (d.deployment(), s.as_ref());
+        if tried.is_excluded(i) {
+            excluded += 1;
+            continue;
+        }
         if policy.pre_call_checks
             && d.max_input_tokens
                 .is_some_and(|max| ask.prompt_tokens > max)
@@ -159,7 +182,7 @@ pub fn pick<D: Routable>(
     if !any {
         return Err(if usable_tried > 0 {
             Unavailable::AllTried
-        } else if too_small == deployments.len() {
+        } else if too_small > 0 && too_small + excluded == deployments.len() {
             Unavailable::TooSmall
         } else if retry_at < u64::MAX {
             Unavailable::Resting { retry_at }
@@ -169,7 +192,8 @@ pub fn pick<D: Routable>(
     }
     let candidate = |i: usize| {
         let (d, s) = (deployments[i].deployment(), states[i].as_ref());
-        fits(policy, d, ask.prompt_tokens)
+        !tried.is_excluded(i)
+            && fits(policy, d, ask.prompt_tokens)
             && !s.is_cooling(now)
             && !s.at_cap(d.rpm, d.tpm, now)
             && (tried.repeat || !tried.contains(i))
@@ -422,6 +446,35 @@ mod tests {
             }),
             "back when the first cooldown ends (before the minute does)"
         );
+    }
+
+    #[test]
+    fn excluded_deployments_are_never_picked_even_on_repeat() {
+        let g = group(vec![d(0), d(1), d(2)]);
+        let p = Policy::default();
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut tried = Tried::default();
+        tried.exclude(0);
+        tried.exclude(2);
+        tried.insert(1);
+        assert_eq!(
+            pick(&g.deployments, &g.states, &p, ask(), &tried, &mut rng),
+            Err(Unavailable::AllTried)
+        );
+        tried.allow_repeat();
+        for _ in 0..50 {
+            assert_eq!(
+                pick(&g.deployments, &g.states, &p, ask(), &tried, &mut rng),
+                Ok(1)
+            );
+        }
+        tried.exclude(1);
+        assert_eq!(
+            pick(&g.deployments, &g.states, &p, ask(), &tried, &mut rng),
+            Err(Unavailable::Empty)
+        );
+        tried.clear();
+        assert!(pick(&g.deployments, &g.states, &p, ask(), &tried, &mut rng).is_ok());
     }
 
     #[test]
