@@ -35,6 +35,7 @@ pub mod connection;
 pub mod error;
 pub mod openai;
 pub mod ops;
+mod remember;
 
 use std::borrow::Cow;
 use std::convert::Infallible;

@@ -43,6 +43,7 @@ use crate::request::Route;
 use crate::request::access::{self, Decision};
 use crate::request::auth::{self, AuthError};
 use crate::request::parse::{self, ReadError, RequestError};
+use crate::router::affinity::Account;
 use crate::router::{Router, attempts, policy};
 use crate::upstream::UpstreamError;
 use crate::usage::Who;
@@ -214,10 +215,25 @@ async fn complete(
     // upstreams keep state (README, "Responses API"):
     // while the group has such a deployment, the translated ones are left
     // out; with none, the translation refuses it with a 400 saying why.
-    let stateful = |d: &ResolvedDeployment| {
+    // A response this data plane saw answered goes back to its account,
+    // while the group has a deployment of it.
+    let continues = route == Route::Responses && parsed.previous_response_id.is_some();
+    let serves = |d: &ResolvedDeployment| {
         providers::backend(d.deployment()).is_ok_and(|b| b.serves_responses(d.deployment()))
     };
-    let continues = route == Route::Responses && parsed.previous_response_id.is_some();
+    let home = parsed
+        .previous_response_id
+        .as_deref()
+        .filter(|_| continues)
+        .and_then(|id| state.router.affinity().home(id))
+        .filter(|home| {
+            group
+                .deployments()
+                .iter()
+                .any(|d| serves(d) && Account::of(d) == *home)
+        });
+    let stateful =
+        |d: &ResolvedDeployment| serves(d) && home.is_none_or(|home| Account::of(d) == home);
     let eligible: Option<&(dyn Fn(&ResolvedDeployment) -> bool + Sync)> =
         (continues && group.deployments().iter().any(stateful)).then_some(&stateful);
     let request = attempts::Request {
@@ -256,6 +272,10 @@ async fn complete(
                 interruption: interruption_ref,
                 anthropic_beta,
             };
+            // A passed-through Responses answer's id is remembered with its
+            // account, for requests that continue it.
+            let account = (route == Route::Responses && serves(a.deployment))
+                .then(|| Account::of(a.deployment));
             let priced = Priced {
                 input_cost_per_token: deployment.input_cost_per_token,
                 output_cost_per_token: deployment.output_cost_per_token,
@@ -264,7 +284,16 @@ async fn complete(
             forward::forward(&state.upstream, &state.metrics, call)
                 .instrument(span)
                 .await
-                .map(|answer| (answer, priced))
+                .map(|mut answer| {
+                    if let Some(account) = account {
+                        answer.body = super::remember::remembering(
+                            answer.body,
+                            Arc::clone(&state.router),
+                            account,
+                        );
+                    }
+                    (answer, priced)
+                })
         }
     })
     .await;

@@ -16,12 +16,15 @@
 //!   pick, then `order`, then the strategy).
 //! - [`plan`]: the fallback groups, by why the group failed.
 //! - [`attempts`]: the loop that drives them, generic over the attempt.
+//! - [`affinity`]: which upstream account stored a Responses API response,
+//!   so a request continuing it reaches that account.
 //!
 //! [`Router`] holds this data plane's state and the queue of its own
 //! cooldowns to the control plane, which spreads them to the fleet
 //! ([`crate::config::discovery`] carries both ways); nothing here is on the
 //! network.
 
+pub mod affinity;
 pub mod attempts;
 pub mod classify;
 pub mod pick;
@@ -56,6 +59,7 @@ pub const REPORT_QUEUE: usize = 1024;
 pub struct Router {
     tables: Tables,
     reports: mpsc::Sender<OwnCooldown>,
+    affinity: affinity::Affinity,
 }
 
 /// The receiving end of a [`Router`]'s own cooldowns, for the config stream.
@@ -68,6 +72,7 @@ impl Router {
             Arc::new(Router {
                 tables: Tables::default(),
                 reports,
+                affinity: affinity::Affinity::default(),
             }),
             rx,
         )
@@ -75,6 +80,10 @@ impl Router {
 
     pub fn tables(&self) -> &Tables {
         &self.tables
+    }
+
+    pub fn affinity(&self) -> &affinity::Affinity {
+        &self.affinity
     }
 
     /// The clock routing state is kept in (unix milliseconds).
