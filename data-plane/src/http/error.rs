@@ -11,6 +11,7 @@
 //! | model not allowed | 403 | `model_access_denied` (+ `available_models`) | [`ApiError::model_access_denied`] |
 //! | allowed model, no deployment | 404 | `model_not_found` | [`ApiError::model_not_found`] |
 //! | bad JSON, missing `model`, wrong types, wrong `Content-Type` | 400 | `invalid_request_error` (+ `param`) | [`ApiError::invalid_request`] |
+//! | a stored response this data plane did not pass through (`GET`/`DELETE /v1/responses/{id}`) | 404 | `response_not_found` | [`ApiError::response_not_found`] |
 //! | body over the limit | 413 | `request_too_large` | [`ApiError::request_too_large`] |
 //! | group with no usable deployment (every one cooling: with `Retry-After`) | 503 | `no_healthy_deployment` | [`ApiError::no_healthy_deployment`] |
 //! | prompt above every deployment's `max_input_tokens` (pre-call checks) | 400 | `context_length_exceeded` | [`ApiError::prompt_too_large`] |
@@ -137,6 +138,22 @@ impl ApiError {
         );
         e.param = Some("model".into());
         e
+    }
+
+    /// 404: `GET` or `DELETE /v1/responses/{id}` for a response this data
+    /// plane did not see a stateful upstream answer for this key.
+    pub fn response_not_found(id: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("response_not_found"),
+            format!(
+                "No stored response {id:?} is known here: a response can be retrieved through \
+                 the data plane that passed it through from a deployment that stores \
+                 responses, with the key that created it; responses Sluice translated for a \
+                 stateless deployment are never stored"
+            ),
+        )
     }
 
     /// 400 for a request that cannot be understood; `param` names the field.

@@ -8,7 +8,8 @@
 //! | `GET /metrics` | Prometheus metrics ([`crate::metrics`]) |
 //! | `GET /debug/config` | the applied config as a protobuf `sluice.config.v1.Snapshot`, literal provider `api_key`s redacted; needs the data-plane token |
 //! | `GET /debug/routing` | each model group's deployments with their routing state on this data plane (JSON); needs the data-plane token |
-//! | `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings` (and without `/v1`) | the OpenAI API ([`openai`]) |
+//! | `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses` (and without `/v1`); Anthropic's `/v1/messages`, `/v1/messages/count_tokens` | the OpenAI API, and Anthropic's ([`openai`]) |
+//! | `GET`, `DELETE /v1/responses/{id}` | a response a stateful upstream stored, through the account that answered it ([`stored`]) |
 //! | `GET /v1/models`, `GET /v1/models/{model}` (and without `/v1`; `{model}` percent-decoded, as SDKs encode `vendor/model`) | the models the key may use, OpenAI's list / model objects |
 //! | a known path, another method | 405, OpenAI's error shape |
 //! | anything else | 404, OpenAI's error shape |
@@ -36,6 +37,7 @@ pub mod error;
 pub mod openai;
 pub mod ops;
 mod remember;
+pub mod stored;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -404,6 +406,19 @@ pub async fn route(
         } else {
             let error = ApiError::method_not_allowed(method.as_str(), path, "POST");
             error_response_in(route.format(), &error)
+        };
+    }
+    if let Some(id) = stored::response_path(path) {
+        return if method == Method::GET || method == Method::DELETE {
+            stored::stored_response(state, req, id, request_id)
+                .await
+                .unwrap_or_else(|e| error_response(&e))
+        } else {
+            error_response(&ApiError::method_not_allowed(
+                method.as_str(),
+                path,
+                "GET, DELETE",
+            ))
         };
     }
     if let Some(model) = models_path(path) {

@@ -43,7 +43,7 @@ use crate::request::Route;
 use crate::request::access::{self, Decision};
 use crate::request::auth::{self, AuthError};
 use crate::request::parse::{self, ReadError, RequestError};
-use crate::router::affinity::Account;
+use crate::router::affinity::{self, Account, Home};
 use crate::router::{Router, attempts, policy};
 use crate::upstream::UpstreamError;
 use crate::usage::Who;
@@ -218,6 +218,7 @@ async fn complete(
     // A response this data plane saw answered goes back to its account,
     // while the group has a deployment of it.
     let continues = route == Route::Responses && parsed.previous_response_id.is_some();
+    let owner = affinity::owner(&key.key_id);
     let serves = |d: &ResolvedDeployment| {
         providers::backend(d.deployment()).is_ok_and(|b| b.serves_responses(d.deployment()))
     };
@@ -226,6 +227,8 @@ async fn complete(
         .as_deref()
         .filter(|_| continues)
         .and_then(|id| state.router.affinity().home(id))
+        .filter(|home| home.owner == owner)
+        .map(|home| home.account)
         .filter(|home| {
             group
                 .deployments()
@@ -274,8 +277,10 @@ async fn complete(
             };
             // A passed-through Responses answer's id is remembered with its
             // account, for requests that continue it.
-            let account = (route == Route::Responses && serves(a.deployment))
-                .then(|| Account::of(a.deployment));
+            let home = (route == Route::Responses && serves(a.deployment)).then(|| Home {
+                account: Account::of(a.deployment),
+                owner,
+            });
             let priced = Priced {
                 input_cost_per_token: deployment.input_cost_per_token,
                 output_cost_per_token: deployment.output_cost_per_token,
@@ -285,11 +290,11 @@ async fn complete(
                 .instrument(span)
                 .await
                 .map(|mut answer| {
-                    if let Some(account) = account {
+                    if let Some(home) = home {
                         answer.body = super::remember::remembering(
                             answer.body,
                             Arc::clone(&state.router),
-                            account,
+                            home,
                         );
                     }
                     (answer, priced)

@@ -11,17 +11,17 @@ use hyper::body::{Bytes, Frame};
 
 use crate::body::{Body, BoxError};
 use crate::router::Router;
-use crate::router::affinity::{Account, Affinity};
+use crate::router::affinity::{Affinity, Home};
 
 /// How far into an answer its id is looked for: it is in the object's or
 /// the first event's first members.
 const LOOK: usize = 16 << 10;
 
-pub(super) fn remembering(inner: Body, router: Arc<Router>, account: Account) -> Body {
+pub(super) fn remembering(inner: Body, router: Arc<Router>, home: Home) -> Body {
     Remembering {
         inner,
         router,
-        account,
+        home,
         seen: Vec::new(),
         done: false,
     }
@@ -31,7 +31,7 @@ pub(super) fn remembering(inner: Body, router: Arc<Router>, account: Account) ->
 struct Remembering {
     inner: Body,
     router: Arc<Router>,
-    account: Account,
+    home: Home,
     seen: Vec<u8>,
     /// Found, or looked far enough.
     done: bool,
@@ -47,7 +47,7 @@ impl Remembering {
         };
         match found {
             Some(id) => {
-                self.router.affinity().remember(&id, self.account);
+                self.router.affinity().remember(&id, self.home);
                 self.done = true;
             }
             None if self.seen.len() + data.len() > LOOK => self.done = true,

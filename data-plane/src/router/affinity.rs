@@ -51,7 +51,23 @@ impl Account {
     }
 }
 
-/// Response id → the account that stored it.
+/// Where a response is stored, and whose it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Home {
+    pub account: Account,
+    /// A hash of the key that created it: only that key is routed to it or
+    /// may retrieve it through this data plane.
+    pub owner: u64,
+}
+
+/// The [`Home::owner`] of a key, by its id (the hash of the key).
+pub fn owner(key_id: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    key_id.hash(&mut h);
+    h.finish()
+}
+
+/// Response id → where it is stored.
 pub struct Affinity {
     shards: Vec<Mutex<Shard>>,
     per_shard: usize,
@@ -59,7 +75,7 @@ pub struct Affinity {
 
 #[derive(Default)]
 struct Shard {
-    homes: HashMap<String, Account>,
+    homes: HashMap<String, Home>,
     order: VecDeque<String>,
 }
 
@@ -91,10 +107,10 @@ impl Affinity {
         &self.shards[h.finish() as usize % SHARDS]
     }
 
-    /// `id` was answered by `account`.
-    pub fn remember(&self, id: &str, account: Account) {
+    /// `id` was answered from `home`.
+    pub fn remember(&self, id: &str, home: Home) {
         let mut shard = self.shard(id).lock().unwrap_or_else(|e| e.into_inner());
-        if shard.homes.insert(id.to_owned(), account).is_none() {
+        if shard.homes.insert(id.to_owned(), home).is_none() {
             shard.order.push_back(id.to_owned());
         }
         while shard.order.len() > self.per_shard {
@@ -129,8 +145,8 @@ impl Affinity {
         None
     }
 
-    /// The account that answered `id`, when this data plane saw it.
-    pub fn home(&self, id: &str) -> Option<Account> {
+    /// Where `id` is stored, when this data plane saw it answered.
+    pub fn home(&self, id: &str) -> Option<Home> {
         let shard = self.shard(id).lock().unwrap_or_else(|e| e.into_inner());
         shard.homes.get(id).copied()
     }
@@ -176,11 +192,15 @@ mod tests {
     #[test]
     fn remembers_and_forgets_the_oldest_past_capacity() {
         let affinity = Affinity::with_capacity(SHARDS * 2);
-        affinity.remember("resp_a", Account(1));
-        assert_eq!(affinity.home("resp_a"), Some(Account(1)));
+        let home = |a| Home {
+            account: Account(a),
+            owner: owner("k"),
+        };
+        affinity.remember("resp_a", home(1));
+        assert_eq!(affinity.home("resp_a"), Some(home(1)));
         assert_eq!(affinity.home("resp_b"), None);
         for i in 0..SHARDS * 10 {
-            affinity.remember(&format!("resp_{i}"), Account(2));
+            affinity.remember(&format!("resp_{i}"), home(2));
         }
         let kept = (0..SHARDS * 10)
             .filter(|i| affinity.home(&format!("resp_{i}")).is_some())
