@@ -7,7 +7,7 @@
 //!
 //! What maps, and how:
 //!
-//! - `instructions` → one `system` message first.
+//! - `instructions` → one `system` message first (none when empty).
 //! - `input` as a string → one `user` message. As items:
 //!   - `message` items (or items with a `role` and no `type`): `user`
 //!     content (a string, or `input_text` → `text` parts and `input_image`
@@ -16,8 +16,11 @@
 //!     sent as `system`, which every OpenAI-compatible server reads), text
 //!     parts joined by a blank line; `assistant` content: `output_text`
 //!     parts → the message's text (joined by a blank line), `refusal` parts
-//!     → its `refusal`. An image given by `file_id`, and `input_file` parts,
-//!     need OpenAI's file store: refused. An item's `id` and `status` are
+//!     → its `refusal`. `input_text` and `output_text` are read alike in
+//!     any role, as Codex writes them. An image given by `file_id`, and
+//!     `input_file` parts, need OpenAI's file store: refused. An item's
+//!     `id`, `status`, `phase` and `end_turn`, and a text part's
+//!     `annotations` and `logprobs` (of an output given back whole), are
 //!     left out.
 //!   - `function_call` items → an assistant message's `tool_calls`
 //!     (`call_id` → `id`); consecutive calls, and an assistant message
@@ -56,11 +59,12 @@
 //! - `stream: true` → `stream: true` with `stream_options.include_usage`
 //!   (always: the gateway meters the stream's usage chunk).
 //!
-//! Left out on purpose: `metadata` (the gateway stores nothing),
-//! `stream_options` (usage is always asked for), `max_tool_calls`,
-//! `include: ["reasoning.encrypted_content"]` (what the answer's
-//! translation writes anyway), `store: false`, `truncation: "disabled"`,
-//! `background: false`, and `model` (replaced by the deployment's).
+//! Left out on purpose: `metadata` (the gateway stores nothing), Codex's
+//! `client_metadata`, `stream_options` (usage is always asked for),
+//! `max_tool_calls` (chat completions have no such cap: not enforced),
+//! `include: ["reasoning.encrypted_content"]` (about the answer, not the
+//! request), `store: false`, `truncation: "disabled"`, `background:
+//! false`, and `model` (replaced by the deployment's).
 //!
 //! Refused with [`TranslateError::Invalid`] naming the member, as a
 //! stateless translation cannot honour them: `previous_response_id`,
@@ -99,7 +103,7 @@ pub fn request(body: &[u8], model: &str) -> Result<Vec<u8>, TranslateError> {
     refuse_stateful(&req)?;
 
     let mut messages = Vec::new();
-    if let Some(instructions) = &req.instructions {
+    if let Some(instructions) = req.instructions.as_deref().filter(|i| !i.is_empty()) {
         messages.push(Message::System(InstructionMessage {
             content: Content::Text(Cow::Borrowed(instructions)),
             name: None,
@@ -224,6 +228,9 @@ struct ResponsesRequest {
     _stream_options: Option<IgnoredAny>,
     #[serde(rename = "max_tool_calls")]
     _max_tool_calls: Option<IgnoredAny>,
+    /// Codex's own metadata about itself.
+    #[serde(rename = "client_metadata")]
+    _client_metadata: Option<IgnoredAny>,
     #[serde(flatten)]
     extra: Map<String, Value>,
 }
@@ -354,6 +361,15 @@ fn kind<'a>(obj: &'a Map<String, Value>, at: &str) -> Result<Option<&'a str>, Tr
     opt_str(obj, "type", at)
 }
 
+/// The text part kinds a message's content may hold, in any role: Codex
+/// writes either in either (OpenAI's own `input_text` for what was read,
+/// `output_text` for what was written).
+const TEXTS: &[&str] = &["input_text", "output_text"];
+
+/// The members of a text part (`annotations` and `logprobs`, of an output
+/// given back as it came, are left out).
+const TEXT_MEMBERS: &[&str] = &["type", "text", "annotations", "logprobs"];
+
 fn text_part(text: &str) -> ContentPart<'_> {
     ContentPart::Text {
         text: Cow::Borrowed(text),
@@ -407,14 +423,15 @@ fn input_parts<'a>(
     parts: &'a [Value],
     at: &str,
     place: &str,
+    text_kinds: &[&str],
 ) -> Result<Vec<ContentPart<'a>>, TranslateError> {
     let mut out = Vec::with_capacity(parts.len());
     for (j, part) in parts.iter().enumerate() {
         let at = format!("{at}[{j}]");
         let part = object(part, &at)?;
         match kind(part, &at)? {
-            Some("input_text") => {
-                no_other(part, &["type", "text"], &at)?;
+            Some(k) if text_kinds.contains(&k) => {
+                no_other(part, TEXT_MEMBERS, &at)?;
                 out.push(text_part(req_str(part, "text", &at)?));
             }
             Some("input_image") => out.push(image_part(part, &at)?),
@@ -494,8 +511,12 @@ impl Conversation {
                     let content = match item.get("output") {
                         Some(Value::String(text)) => Content::Text(Cow::Borrowed(text)),
                         Some(Value::Array(parts)) => {
-                            let parts =
-                                input_parts(parts, &format!("{at}.output"), "a function's output")?;
+                            let parts = input_parts(
+                                parts,
+                                &format!("{at}.output"),
+                                "a function's output",
+                                &["input_text"],
+                            )?;
                             if parts.iter().all(|p| matches!(p, ContentPart::Text { .. })) {
                                 let texts = parts
                                     .iter()
@@ -638,7 +659,13 @@ impl Conversation {
         at: &str,
         out: &mut Vec<Message<'a>>,
     ) -> Result<bool, TranslateError> {
-        no_other(item, &["type", "id", "role", "content", "status"], at)?;
+        no_other(
+            item,
+            &[
+                "type", "id", "role", "content", "status", "phase", "end_turn",
+            ],
+            at,
+        )?;
         let role = req_str(item, "role", at)?;
         let content_at = format!("{at}.content");
         let parts = match item.get("content") {
@@ -658,7 +685,7 @@ impl Conversation {
                 let content = match (text, parts) {
                     (Some(text), _) => Content::Text(Cow::Borrowed(text)),
                     (None, Some(parts)) => {
-                        Content::Parts(input_parts(parts, &content_at, "a user message")?)
+                        Content::Parts(input_parts(parts, &content_at, "a user message", TEXTS)?)
                     }
                     (None, None) => Content::Parts(Vec::new()),
                 };
@@ -679,8 +706,8 @@ impl Conversation {
                             let at = format!("{content_at}[{j}]");
                             let part = object(part, &at)?;
                             match kind(part, &at)? {
-                                Some("input_text") => {
-                                    no_other(part, &["type", "text"], &at)?;
+                                Some(k) if TEXTS.contains(&k) => {
+                                    no_other(part, TEXT_MEMBERS, &at)?;
                                     texts.push(req_str(part, "text", &at)?);
                                 }
                                 other => {
@@ -713,12 +740,8 @@ impl Conversation {
                             let at = format!("{content_at}[{j}]");
                             let part = object(part, &at)?;
                             match kind(part, &at)? {
-                                Some("output_text") => {
-                                    no_other(
-                                        part,
-                                        &["type", "text", "annotations", "logprobs"],
-                                        &at,
-                                    )?;
+                                Some(k) if TEXTS.contains(&k) => {
+                                    no_other(part, TEXT_MEMBERS, &at)?;
                                     texts.push(req_str(part, "text", &at)?);
                                 }
                                 Some("refusal") => {
@@ -1201,11 +1224,47 @@ mod tests {
         let out = translate(
             json!({"model": "gpt-5", "input": "x", "store": false, "background": false,
             "truncation": "disabled", "metadata": {"a": "b"}, "max_tool_calls": 3,
-            "include": ["reasoning.encrypted_content"], "stream_options": {"include_obfuscation": true}}),
+            "include": ["reasoning.encrypted_content"], "stream_options": {"include_obfuscation": true},
+            "client_metadata": {"x": "y"}, "instructions": ""}),
         );
         assert_eq!(
             out,
             json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]})
+        );
+    }
+
+    #[test]
+    fn codex_items_as_codex_writes_them() {
+        let out = translate(json!({"input": [
+            {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "<permissions>"}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+            {"type": "reasoning", "summary": [], "content": null, "encrypted_content": "enc0"},
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "short"}],
+             "content": [{"type": "reasoning_text", "text": "long"}, {"type": "reasoning_text", "text": "er"}],
+             "encrypted_content": "enc1"},
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "more"}], "encrypted_content": "enc2"},
+            {"type": "message", "role": "assistant", "phase": "commentary", "end_turn": false,
+             "content": [{"type": "input_text", "text": "Looking."}]},
+            {"type": "function_call", "call_id": "c1", "name": "shell", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "dropped"}], "encrypted_content": "enc3"},
+            {"type": "message", "role": "user", "content": [{"type": "output_text", "text": "next"}]}
+        ]}));
+        assert_eq!(
+            out["messages"],
+            json!([
+                {"role": "system", "content": "<permissions>"},
+                {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                {"role": "assistant", "content": "Looking.",
+                 "reasoning_content": "long\n\ner\n\nmore",
+                 "thinking_blocks": [
+                     {"type": "thinking", "thinking": "long\n\ner", "signature": "enc1"},
+                     {"type": "thinking", "thinking": "more", "signature": "enc2"}
+                 ],
+                 "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "shell", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+                {"role": "user", "content": [{"type": "text", "text": "next"}]}
+            ])
         );
     }
 
