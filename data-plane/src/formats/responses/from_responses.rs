@@ -47,7 +47,9 @@
 //!   `file_search`, `code_interpreter`, `mcp`, `custom`, …) are refused.
 //! - `tool_choice`: `auto`, `none`, `required` as they are; `{"type":
 //!   "function", "name"}` → the named function; other forms refused.
-//! - `parallel_tool_calls`, `temperature`, `top_p`, `user`,
+//!   Without tools, `parallel_tool_calls` and a `tool_choice` of `auto` or
+//!   `none` are left out (OpenAI refuses them there, and they ask nothing).
+//! - `parallel_tool_calls` (with tools), `temperature`, `top_p`, `user`,
 //!   `safety_identifier`, `prompt_cache_key`, `service_tier`: as sent.
 //! - `max_output_tokens` → `max_completion_tokens`.
 //! - `reasoning.effort` → `reasoning_effort` (`null` → nothing);
@@ -69,9 +71,9 @@
 //! Refused with [`TranslateError::Invalid`] naming the member, as a
 //! stateless translation cannot honour them: `previous_response_id`,
 //! `conversation`, `store: true`, `background: true`, `prompt` (stored
-//! prompt templates), `truncation: "auto"`, `top_logprobs`, `include`
-//! entries other than `reasoning.encrypted_content`, and any member not
-//! named here.
+//! prompt templates), `truncation: "auto"`, `top_logprobs` (above 0),
+//! `include` entries other than `reasoning.encrypted_content`, and any
+//! member not named here.
 
 use std::borrow::Cow;
 
@@ -138,7 +140,16 @@ pub fn request(body: &[u8], model: &str) -> Result<Vec<u8>, TranslateError> {
                 .collect::<Result<Vec<_>, _>>()?,
         ),
     };
-    let tool_choice = req.tool_choice.as_ref().map(tool_choice_out).transpose()?;
+    let mut tool_choice = req.tool_choice.as_ref().map(tool_choice_out).transpose()?;
+    let mut parallel_tool_calls = req.parallel_tool_calls;
+    // Without tools, OpenAI refuses `parallel_tool_calls` and a
+    // `tool_choice`; those that ask nothing then are left out.
+    if tools.as_ref().is_none_or(Vec::is_empty) {
+        parallel_tool_calls = None;
+        if matches!(&tool_choice, Some(ToolChoice::Mode(m)) if m == "auto" || m == "none") {
+            tool_choice = None;
+        }
+    }
     let (response_format, verbosity) = text_out(req.text.as_ref())?;
     let reasoning_effort = match &req.reasoning {
         None => None,
@@ -178,7 +189,7 @@ pub fn request(body: &[u8], model: &str) -> Result<Vec<u8>, TranslateError> {
         }),
         tools,
         tool_choice,
-        parallel_tool_calls: req.parallel_tool_calls,
+        parallel_tool_calls,
         reasoning_effort,
         response_format,
         user: req.user.as_deref().map(Cow::Borrowed),
@@ -265,11 +276,11 @@ fn refuse_stateful(req: &ResponsesRequest) -> Result<(), TranslateError> {
     let refuse = |param: &str, what: &str| {
         Err(TranslateError::invalid(
             param,
-            format!("{param}: {what} cannot be honoured: {STATELESS}"),
+            format!("{param}: {what} cannot be honoured, as {STATELESS}"),
         ))
     };
     if req.previous_response_id.is_some() {
-        return refuse("previous_response_id", "a previous response");
+        return refuse("previous_response_id", "continuing a previous response");
     }
     if req.conversation.as_ref().is_some_and(|c| !c.is_null()) {
         return refuse("conversation", "a stored conversation");
@@ -289,7 +300,12 @@ fn refuse_stateful(req: &ResponsesRequest) -> Result<(), TranslateError> {
             "`truncation: \"auto\"` (which needs stored context)",
         );
     }
-    if req.top_logprobs.as_ref().is_some_and(|t| !t.is_null()) {
+    // 0 (asking for none) is what some clients send by default.
+    if req
+        .top_logprobs
+        .as_ref()
+        .is_some_and(|t| !t.is_null() && t.as_u64() != Some(0))
+    {
         return Err(TranslateError::invalid(
             "top_logprobs",
             "top_logprobs: log probabilities are not available on this deployment",
@@ -564,8 +580,8 @@ impl Conversation {
                     return Err(TranslateError::invalid(
                         at.clone(),
                         format!(
-                            "{at}: an `item_reference` names an item stored upstream: \
-                             {STATELESS}; send the full items instead of references"
+                            "{at}: an `item_reference` names a stored item, and {STATELESS}; \
+                             send the full items instead of references"
                         ),
                     ));
                 }
@@ -1048,10 +1064,19 @@ mod tests {
         let out =
             translate(json!({"input": "x", "reasoning": {"effort": null, "summary": "auto"}}));
         assert!(out.get("reasoning_effort").is_none());
+        let f = json!([{"type": "function", "name": "f"}]);
         for mode in ["auto", "none", "required"] {
-            let out = translate(json!({"input": "x", "tool_choice": mode}));
+            let out = translate(json!({"input": "x", "tool_choice": mode, "tools": f}));
             assert_eq!(out["tool_choice"], mode);
         }
+        // Without tools, what asks nothing is left out.
+        let out = translate(
+            json!({"input": "x", "tool_choice": "auto", "parallel_tool_calls": true, "top_logprobs": 0}),
+        );
+        assert!(out.get("tool_choice").is_none());
+        assert!(out.get("parallel_tool_calls").is_none());
+        let out = translate(json!({"input": "x", "tool_choice": "required", "tools": []}));
+        assert_eq!(out["tool_choice"], "required");
         // Reasoning without encrypted content is left out.
         let out = translate(json!({"input": [
             {"type": "reasoning", "summary": [{"type": "summary_text", "text": "hmm"}]},
