@@ -47,7 +47,8 @@
 //!   `file_search`, `code_interpreter`, `mcp`, `custom`, …) are refused.
 //! - `tool_choice`: `auto`, `none`, `required` as they are; `{"type":
 //!   "function", "name"}` → the named function; other forms refused.
-//!   Without tools, `parallel_tool_calls` and a `tool_choice` of `auto` or
+//!   Without tools (none, or an empty `tools`, which OpenAI refuses and
+//!   is left out), `parallel_tool_calls` and a `tool_choice` of `auto` or
 //!   `none` are left out (OpenAI refuses them there, and they ask nothing).
 //! - `parallel_tool_calls` (with tools), `temperature`, `top_p`, `user`,
 //!   `safety_identifier`, `prompt_cache_key`, `service_tier`: as sent.
@@ -138,13 +139,15 @@ pub fn request(body: &[u8], model: &str) -> Result<Vec<u8>, TranslateError> {
                 .enumerate()
                 .map(|(i, tool)| tool_out(tool, i))
                 .collect::<Result<Vec<_>, _>>()?,
-        ),
+        )
+        // OpenAI refuses an empty `tools`.
+        .filter(|tools: &Vec<_>| !tools.is_empty()),
     };
     let mut tool_choice = req.tool_choice.as_ref().map(tool_choice_out).transpose()?;
     let mut parallel_tool_calls = req.parallel_tool_calls;
     // Without tools, OpenAI refuses `parallel_tool_calls` and a
     // `tool_choice`; those that ask nothing then are left out.
-    if tools.as_ref().is_none_or(Vec::is_empty) {
+    if tools.is_none() {
         parallel_tool_calls = None;
         if matches!(&tool_choice, Some(ToolChoice::Mode(m)) if m == "auto" || m == "none") {
             tool_choice = None;
@@ -1077,6 +1080,12 @@ mod tests {
         assert!(out.get("parallel_tool_calls").is_none());
         let out = translate(json!({"input": "x", "tool_choice": "required", "tools": []}));
         assert_eq!(out["tool_choice"], "required");
+        assert!(out.get("tools").is_none());
+        // Integers where numbers go, through the flattened struct.
+        let out =
+            translate(json!({"input": "x", "temperature": 1, "top_p": 1, "max_output_tokens": 64}));
+        assert_eq!(out["temperature"], 1.0);
+        assert_eq!(out["max_completion_tokens"], 64);
         // Reasoning without encrypted content is left out.
         let out = translate(json!({"input": [
             {"type": "reasoning", "summary": [{"type": "summary_text", "text": "hmm"}]},
