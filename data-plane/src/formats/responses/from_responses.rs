@@ -24,7 +24,9 @@
 //!     left out.
 //!   - `function_call` items → an assistant message's `tool_calls`
 //!     (`call_id` → `id`); consecutive calls, and an assistant message
-//!     directly before them, make one assistant message.
+//!     directly before them, make one assistant message (unless reasoning
+//!     given back comes between: the calls then start a new assistant
+//!     message, which carries it).
 //!   - `function_call_output` items → `tool` messages (`call_id` →
 //!     `tool_call_id`); an output of parts (`input_text`, `input_image`) is
 //!     one string when it is text only, parts otherwise.
