@@ -199,6 +199,11 @@ struct StreamChunk {
 /// bytes): it is let through unread rather than buffered without bound.
 const MAX_EVENT: usize = 1 << 20;
 
+/// A Responses stream's terminal event repeats the whole output before its
+/// usage, so it may be far longer than [`MAX_EVENT`]: it is read up to
+/// this. (The translation that wrote it held that output too.)
+const MAX_RESPONSES_EVENT: usize = 64 << 20;
+
 /// Reads usage from a streamed chat or completions answer, chunk by chunk,
 /// wherever the chunks split its events.
 ///
@@ -216,6 +221,8 @@ pub struct StreamUsage {
     anthropic: Option<AnthropicCounts>,
     /// Set for a Responses stream: usage is read from its terminal event.
     responses: bool,
+    /// The longest event held to be read.
+    limit: usize,
     /// The event under way, as far as earlier chunks brought it: held back
     /// from the client with `strip`, a copy to read it from without.
     held: Vec<u8>,
@@ -225,7 +232,8 @@ pub struct StreamUsage {
     after_cr: bool,
     /// The last event ended on CR, so an LF next is its own: `Some(kept)`.
     cr_ended: Option<bool>,
-    /// The event under way outgrew [`MAX_EVENT`]: it passes unread.
+    /// The event under way outgrew the limit ([`MAX_EVENT`] unless a
+    /// Responses stream's): it passes unread.
     oversized: bool,
 }
 
@@ -236,6 +244,7 @@ impl StreamUsage {
             usage: None,
             anthropic: None,
             responses: false,
+            limit: MAX_EVENT,
             held: Vec::new(),
             at_line_start: true,
             after_cr: false,
@@ -259,6 +268,7 @@ impl StreamUsage {
     pub fn responses() -> Self {
         StreamUsage {
             responses: true,
+            limit: MAX_RESPONSES_EVENT,
             ..StreamUsage::new(false)
         }
     }
@@ -359,7 +369,7 @@ impl StreamUsage {
             out.push_range(chunk, tail);
             return;
         }
-        if self.held.len() + tail.len() > MAX_EVENT {
+        if self.held.len() + tail.len() > self.limit {
             self.oversized = true;
             let held = std::mem::take(&mut self.held);
             out.push_owned(chunk, held);
@@ -719,6 +729,20 @@ mod tests {
             assert_eq!(out, bytes, "split at {at}");
             assert_eq!(scanner.usage(), Some(USAGE), "split at {at}");
         }
+        // A terminal event longer than a chat stream's limit, in 16 KiB
+        // chunks, is still read.
+        let text = "x".repeat(2 * MAX_EVENT);
+        let big = format!(
+            "event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{{\"output\":[{{\"text\":\"{text}\"}}],\"usage\":{{\"input_tokens\":9,\"output_tokens\":12}}}}}}\n\n"
+        );
+        let mut scanner = StreamUsage::responses();
+        let mut out = 0;
+        for part in big.as_bytes().chunks(16 << 10) {
+            out += scanner.feed(Bytes::copy_from_slice(part)).len();
+        }
+        out += scanner.finish().len();
+        assert_eq!(out, big.len());
+        assert_eq!(scanner.usage(), Some(USAGE));
         // Incomplete and failed responses carry their usage too.
         for kind in ["response.incomplete", "response.failed"] {
             let event = format!(

@@ -1217,6 +1217,30 @@ mod tests {
         equivalent("stream_refusal", &chunks, &whole);
     }
 
+    /// Text then a refusal: two parts of one message, as in the answer.
+    #[test]
+    fn stream_text_then_refusal_is_one_message() {
+        let chunks = [
+            chunk(json!({"content": "Well"}), None),
+            chunk(json!({"refusal": "No."}), None),
+            chunk(json!({}), Some("stop")),
+        ];
+        let whole = completion(
+            json!({"content": "Well", "refusal": "No."}),
+            "stop",
+            Value::Null,
+        );
+        let (out, failed) = stream(&sse(&chunks));
+        assert!(!failed);
+        let mut got = accumulate(&out);
+        let mut want = translate(&whole);
+        for v in [&mut got, &mut want] {
+            v.as_object_mut().unwrap().remove("created_at");
+        }
+        assert_eq!(got, want);
+        assert_eq!(got["output"][0]["content"][1]["type"], "refusal");
+    }
+
     #[test]
     fn stream_length_is_incomplete() {
         let chunks = [
