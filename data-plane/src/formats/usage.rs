@@ -38,6 +38,10 @@ pub enum Dialect {
     /// Anthropic's Messages API: `input_tokens` + cache tokens,
     /// `output_tokens`.
     Anthropic,
+    /// OpenAI's Responses API: a `response` object's `input_tokens`,
+    /// `output_tokens` (cached and reasoning tokens inside them, as in
+    /// chat completions).
+    Responses,
 }
 
 /// The top-level `usage` of a JSON answer (chat completions, completions,
@@ -64,7 +68,45 @@ pub fn from_answer(dialect: Dialect, body: &[u8]) -> Option<Usage> {
             }
             Some(AnthropicCounts::default().with(&usage).usage())
         }
+        Dialect::Responses => serde_json::from_slice::<Answer<ResponsesUsage>>(body)
+            .ok()?
+            .usage
+            .map(Usage::from),
     }
+}
+
+/// `usage` as a `response` object writes it; a count written `null` reads
+/// as 0.
+#[derive(Deserialize)]
+struct ResponsesUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+}
+
+impl From<ResponsesUsage> for Usage {
+    fn from(u: ResponsesUsage) -> Self {
+        Usage {
+            prompt_tokens: u.input_tokens.unwrap_or(0),
+            completion_tokens: u.output_tokens.unwrap_or(0),
+        }
+    }
+}
+
+/// A Responses stream's event, as far as metering cares: the terminal
+/// ones (`response.completed`, `response.incomplete`, `response.failed`)
+/// carry the whole response, usage and all.
+#[derive(Deserialize)]
+struct ResponsesEvent<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    response: Option<ResponsesAnswer>,
+}
+
+#[derive(Deserialize)]
+struct ResponsesAnswer {
+    usage: Option<ResponsesUsage>,
 }
 
 /// `usage` as Anthropic writes it; every count optional (a `message_delta`
@@ -157,6 +199,11 @@ struct StreamChunk {
 /// bytes): it is let through unread rather than buffered without bound.
 const MAX_EVENT: usize = 1 << 20;
 
+/// A Responses stream's terminal event repeats the whole output before its
+/// usage, so it may be far longer than [`MAX_EVENT`]: it is read up to
+/// this. (The translation that wrote it held that output too.)
+const MAX_RESPONSES_EVENT: usize = 64 << 20;
+
 /// Reads usage from a streamed chat or completions answer, chunk by chunk,
 /// wherever the chunks split its events.
 ///
@@ -172,6 +219,10 @@ pub struct StreamUsage {
     usage: Option<Usage>,
     /// Set for an Anthropic stream: its counts so far.
     anthropic: Option<AnthropicCounts>,
+    /// Set for a Responses stream: usage is read from its terminal event.
+    responses: bool,
+    /// The longest event held to be read.
+    limit: usize,
     /// The event under way, as far as earlier chunks brought it: held back
     /// from the client with `strip`, a copy to read it from without.
     held: Vec<u8>,
@@ -181,7 +232,8 @@ pub struct StreamUsage {
     after_cr: bool,
     /// The last event ended on CR, so an LF next is its own: `Some(kept)`.
     cr_ended: Option<bool>,
-    /// The event under way outgrew [`MAX_EVENT`]: it passes unread.
+    /// The event under way outgrew the limit ([`MAX_EVENT`] unless a
+    /// Responses stream's): it passes unread.
     oversized: bool,
 }
 
@@ -191,6 +243,8 @@ impl StreamUsage {
             strip,
             usage: None,
             anthropic: None,
+            responses: false,
+            limit: MAX_EVENT,
             held: Vec::new(),
             at_line_start: true,
             after_cr: false,
@@ -204,6 +258,17 @@ impl StreamUsage {
     pub fn anthropic() -> Self {
         StreamUsage {
             anthropic: Some(AnthropicCounts::default()),
+            ..StreamUsage::new(false)
+        }
+    }
+
+    /// Reads a Responses stream's usage (the `response.completed`,
+    /// `response.incomplete` or `response.failed` event's
+    /// `response.usage`); nothing is ever removed from it.
+    pub fn responses() -> Self {
+        StreamUsage {
+            responses: true,
+            limit: MAX_RESPONSES_EVENT,
             ..StreamUsage::new(false)
         }
     }
@@ -304,7 +369,7 @@ impl StreamUsage {
             out.push_range(chunk, tail);
             return;
         }
-        if self.held.len() + tail.len() > MAX_EVENT {
+        if self.held.len() + tail.len() > self.limit {
             self.oversized = true;
             let held = std::mem::take(&mut self.held);
             out.push_owned(chunk, held);
@@ -366,6 +431,17 @@ impl StreamUsage {
             let counts = counts.with(&usage);
             self.anthropic = Some(counts);
             self.usage = Some(counts.usage());
+            return Some(false);
+        }
+        if self.responses {
+            let event: ResponsesEvent<'_> = serde_json::from_slice(&data).ok()?;
+            let terminal = matches!(
+                event.kind.as_deref(),
+                Some("response.completed" | "response.incomplete" | "response.failed")
+            );
+            if terminal {
+                self.usage = Some(event.response?.usage?.into());
+            }
             return Some(false);
         }
         let chunk: StreamChunk = serde_json::from_slice(&data).ok()?;
@@ -611,6 +687,71 @@ mod tests {
                 completion_tokens: 2
             })
         );
+    }
+
+    /// A `response` object's counts hold their cached and reasoning
+    /// tokens: they are read as they are, never added.
+    #[test]
+    fn responses_answers_usage() {
+        let response = br#"{"id":"resp_1","object":"response","output":[],"usage":{"input_tokens":9,"input_tokens_details":{"cached_tokens":3},"output_tokens":12,"output_tokens_details":{"reasoning_tokens":5},"total_tokens":21}}"#;
+        assert_eq!(from_answer(Dialect::Responses, response), Some(USAGE));
+        for none in [
+            &br#"{"output":[]}"#[..],
+            br#"{"usage":null}"#,
+            br#"{"usage":{"input_tokens":-1}}"#,
+            b"",
+        ] {
+            assert_eq!(from_answer(Dialect::Responses, none), None);
+        }
+    }
+
+    #[test]
+    fn a_responses_stream_split_anywhere_gives_its_usage_and_passes_whole() {
+        let events = concat!(
+            "event: response.created\n",
+            r#"data: {"type":"response.created","sequence_number":0,"response":{"id":"resp_1","status":"in_progress","output":[],"usage":null}}"#,
+            "\n\nevent: response.output_text.delta\n",
+            r#"data: {"type":"response.output_text.delta","sequence_number":1,"delta":"the \"usage\": {\"input_tokens\":5}"}"#,
+            "\n\nevent: response.output_item.done\n",
+            r#"data: {"type":"response.output_item.done","sequence_number":2,"item":{"type":"message"},"response":{"usage":{"input_tokens":1,"output_tokens":1}}}"#,
+            "\n\nevent: response.completed\n",
+            r#"data: {"type":"response.completed","sequence_number":3,"response":{"id":"resp_1","status":"completed","output":[],"usage":{"input_tokens":9,"input_tokens_details":{"cached_tokens":3},"output_tokens":12,"output_tokens_details":{"reasoning_tokens":5},"total_tokens":21}}}"#,
+            "\n\n",
+        );
+        let bytes = events.as_bytes();
+        for at in 0..=bytes.len() {
+            let mut scanner = StreamUsage::responses();
+            let mut out = Vec::new();
+            for part in [&bytes[..at], &bytes[at..]] {
+                out.extend_from_slice(&scanner.feed(Bytes::copy_from_slice(part)));
+            }
+            out.extend_from_slice(&scanner.finish());
+            assert_eq!(out, bytes, "split at {at}");
+            assert_eq!(scanner.usage(), Some(USAGE), "split at {at}");
+        }
+        // A terminal event longer than a chat stream's limit, in 16 KiB
+        // chunks, is still read.
+        let text = "x".repeat(2 * MAX_EVENT);
+        let big = format!(
+            "event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{{\"output\":[{{\"text\":\"{text}\"}}],\"usage\":{{\"input_tokens\":9,\"output_tokens\":12}}}}}}\n\n"
+        );
+        let mut scanner = StreamUsage::responses();
+        let mut out = 0;
+        for part in big.as_bytes().chunks(16 << 10) {
+            out += scanner.feed(Bytes::copy_from_slice(part)).len();
+        }
+        out += scanner.finish().len();
+        assert_eq!(out, big.len());
+        assert_eq!(scanner.usage(), Some(USAGE));
+        // Incomplete and failed responses carry their usage too.
+        for kind in ["response.incomplete", "response.failed"] {
+            let event = format!(
+                "event: {kind}\ndata: {{\"type\":\"{kind}\",\"response\":{{\"usage\":{{\"input_tokens\":9,\"output_tokens\":12}}}}}}\n\n"
+            );
+            let mut scanner = StreamUsage::responses();
+            assert_eq!(scanner.feed(Bytes::from(event.clone())), event.as_bytes());
+            assert_eq!(scanner.usage(), Some(USAGE), "{kind}");
+        }
     }
 
     #[test]

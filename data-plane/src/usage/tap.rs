@@ -85,6 +85,10 @@ pub fn tap(
             scanner: StreamUsage::anthropic(),
             events: 0,
         },
+        (true, Dialect::Responses) => Watch::Stream {
+            scanner: StreamUsage::responses(),
+            events: 0,
+        },
         (false, _) => Watch::Whole {
             dialect,
             kept: Vec::new(),
