@@ -93,6 +93,11 @@ same key; the mock deployments speak OpenAI's API, so the request is translated 
   curl http://$DP_LISTEN/v1/messages -H "x-api-key: $APP_KEY" -H "anthropic-version: 2023-06-01" \
     -H "content-type: application/json" -d '{"model": "gpt-4o-mini", "max_tokens": 100, "messages": [{"role": "user", "content": "Hello"}]}'
 
+OpenAI's Responses API (the SDK's client.responses, Codex) works the same way; the mock serves chat
+completions only, so it is translated (send the whole conversation with store: false):
+
+  python3 -c 'from openai import OpenAI; c = OpenAI(base_url="http://$DP_LISTEN/v1", api_key="$APP_KEY"); print(c.responses.create(model="gpt-4o", input="Hello", store=False).output_text)'
+
 Administer it, in another terminal:
 
   export SLUICE_MASTER_KEY=$SLUICE_MASTER_KEY

@@ -330,6 +330,8 @@ async fn complete(
                 // The answer is in the client's API's shape, translated or not.
                 let dialect = if route.format().is_anthropic() {
                     Dialect::Anthropic
+                } else if route == Route::Responses {
+                    Dialect::Responses
                 } else {
                     Dialect::OpenAi
                 };
