@@ -12,6 +12,10 @@
 //! - translated: the same check, the request translated, the answer
 //!   translated back and its usage read.
 //!
+//! The same for OpenAI's Responses API: a Responses request to a
+//! chat-only deployment and to an Anthropic one (through chat), against a
+//! pass-through to a deployment that serves `/v1/responses`.
+//!
 //! Per streamed event: the pass-through's work on a stream (its usage
 //! scanned, the usage chunk stripped) against the translation's (each
 //! upstream event turned into the client's, and the same scan of what
@@ -24,6 +28,8 @@ use hyper::body::Bytes;
 use serde_json::json;
 use sluice_data_plane::formats::Format;
 use sluice_data_plane::formats::anthropic::{from_chat, from_messages, to_chat, to_messages};
+use sluice_data_plane::formats::responses::echo::Echo;
+use sluice_data_plane::formats::responses::{from_responses, to_responses};
 use sluice_data_plane::formats::usage::{self, Dialect, StreamUsage};
 use sluice_data_plane::request::parse;
 
@@ -71,6 +77,20 @@ fn chat_request(text: &str) -> Bytes {
     )
 }
 
+fn responses_request(text: &str) -> Bytes {
+    Bytes::from(
+        json!({
+            "model": "gpt",
+            "instructions": "You are terse.",
+            "input": [{"role": "user", "content": text}],
+            "max_output_tokens": 256,
+            "temperature": 0.2,
+            "store": false,
+        })
+        .to_string(),
+    )
+}
+
 fn messages_request(text: &str) -> Bytes {
     Bytes::from(
         json!({
@@ -88,6 +108,8 @@ fn messages_request(text: &str) -> Bytes {
 const ANTHROPIC_ANSWER: &str = r#"{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"Hello! How can I help you today?"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":9}}"#;
 
 const CHAT_ANSWER: &str = r#"{"id":"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT","object":"chat.completion","created":1741569952,"model":"gpt-4.1-2025-04-14","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default"}"#;
+
+const RESPONSES_ANSWER: &str = r#"{"id":"resp_67ccd2bed1ec8190b14f964abc054267","object":"response","created_at":1741476542,"status":"completed","error":null,"incomplete_details":null,"instructions":"You are terse.","max_output_tokens":256,"model":"gpt-4.1-2025-04-14","output":[{"type":"message","id":"msg_67ccd2bf17f0819081ff3bb2cf6508e6","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Hello! How can I help you today?","annotations":[]}]}],"parallel_tool_calls":true,"previous_response_id":null,"reasoning":{"effort":null,"summary":null},"store":false,"temperature":0.2,"text":{"format":{"type":"text"}},"tool_choice":"auto","tools":[],"top_p":1.0,"truncation":"disabled","usage":{"input_tokens":19,"input_tokens_details":{"cached_tokens":0},"output_tokens":10,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":29},"user":null,"metadata":{}}"#;
 
 /// An Anthropic stream of `deltas` text events, one event per chunk.
 fn anthropic_stream(deltas: usize) -> Vec<Bytes> {
@@ -180,6 +202,43 @@ fn main() {
             pass,
             translated,
         );
+
+        let responses = responses_request(&text);
+        let pass = time(n, || {
+            let parsed = parse::parse(Format::Responses, responses.clone()).expect("valid");
+            black_box(parsed.upstream_body("gpt-4.1", false));
+            black_box(usage::from_answer(
+                Dialect::Responses,
+                RESPONSES_ANSWER.as_bytes(),
+            ));
+        });
+        let translated = time(n, || {
+            let parsed = parse::parse(Format::Responses, responses.clone()).expect("valid");
+            black_box(from_responses::request(parsed.body(), "gpt-4.1").expect("translates"));
+            let echo = Echo::from_request(parsed.body());
+            let answer =
+                to_responses::answer(CHAT_ANSWER.as_bytes(), &echo, "0123").expect("translates");
+            black_box(usage::from_answer(Dialect::Responses, &answer));
+        });
+        report(
+            &format!("responses → chat, {size} prompt"),
+            pass,
+            translated,
+        );
+        let translated = time(n, || {
+            let parsed = parse::parse(Format::Responses, responses.clone()).expect("valid");
+            let chat = from_responses::request(parsed.body(), "claude").expect("translates");
+            black_box(from_chat::request(&chat, "claude-sonnet-4-5").expect("translates"));
+            let echo = Echo::from_request(parsed.body());
+            let chat = to_chat::answer(ANTHROPIC_ANSWER.as_bytes()).expect("translates");
+            let answer = to_responses::answer(&chat, &echo, "0123").expect("translates");
+            black_box(usage::from_answer(Dialect::Responses, &answer));
+        });
+        report(
+            &format!("responses → Anthropic, {size} prompt"),
+            pass,
+            translated,
+        );
     }
 
     println!();
@@ -233,6 +292,42 @@ fn main() {
     report_events(
         "chat chunks → Anthropic events",
         per_event(anthropic.len(), pass),
+        per_event(openai.len(), translated),
+    );
+
+    // A pass-through Responses stream: the events the translation writes
+    // for the same answer, as an upstream serving them would send them.
+    let echo = Echo::from_request(&responses_request("Hi"));
+    let responses_events: Vec<Bytes> = {
+        let mut stream = to_responses::ResponsesStream::new(echo.clone(), "0123".into());
+        let mut events: Vec<Bytes> = openai
+            .iter()
+            .map(|e| Bytes::from(stream.feed(e)))
+            .filter(|e| !e.is_empty())
+            .collect();
+        events.push(Bytes::from(stream.finish()));
+        events
+    };
+    let pass = time(stream_rounds, || {
+        let mut scan = StreamUsage::responses();
+        for event in &responses_events {
+            black_box(scan.feed(event.clone()));
+        }
+        black_box(scan.finish());
+    });
+    let translated = time(stream_rounds, || {
+        let mut stream = to_responses::ResponsesStream::new(echo.clone(), "0123".into());
+        let mut scan = StreamUsage::responses();
+        for event in &openai {
+            let out = stream.feed(event);
+            black_box(scan.feed(Bytes::from(out)));
+        }
+        black_box(scan.feed(Bytes::from(stream.finish())));
+        black_box(scan.finish());
+    });
+    report_events(
+        "chat chunks → Responses events",
+        per_event(responses_events.len(), pass),
         per_event(openai.len(), translated),
     );
 }
