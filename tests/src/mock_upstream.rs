@@ -200,6 +200,9 @@ struct Behaviour {
     gate: Option<Arc<Notify>>,
     /// Consumed one per request, before the rest.
     script: std::collections::VecDeque<Fault>,
+    /// Chat answers call tools and follow `response_format` schemas
+    /// ([`MockUpstream::call_tools_and_follow_schemas`]).
+    model_like: bool,
 }
 
 #[derive(Default)]
@@ -376,6 +379,18 @@ impl MockUpstream {
         self.shared.behaviour.lock().unwrap().script = faults.into_iter().collect();
     }
 
+    /// From now on, chat completions answer as a model would when asked
+    /// for more than text: a chat request with function `tools` whose last
+    /// message is not a `tool` result gets one `tool_calls` entry for its
+    /// first function (`finish_reason: "tool_calls"`, arguments made from
+    /// its parameters' schema), and one whose `response_format` is
+    /// `json_schema` gets JSON made from the schema as its content. Off by
+    /// default: chat answers are [`CHAT_CONTENT`] whatever they are asked.
+    /// (The Responses API answers this way always.)
+    pub fn call_tools_and_follow_schemas(&self) {
+        self.shared.behaviour.lock().unwrap().model_like = true;
+    }
+
     /// How many requests reached this upstream.
     pub fn hits(&self) -> usize {
         self.shared.requests.lock().unwrap().len()
@@ -501,10 +516,16 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         .lock()
         .unwrap()
         .push(Recorded::new(&parts, &path, &body));
-    let (mut latency, mut failure, gate, fault) = {
+    let (mut latency, mut failure, gate, fault, model_like) = {
         let mut b = state.behaviour.lock().unwrap();
         let fault = b.script.pop_front();
-        (b.latency, b.failure.clone(), b.gate.clone(), fault)
+        (
+            b.latency,
+            b.failure.clone(),
+            b.gate.clone(),
+            fault,
+            b.model_like,
+        )
     };
     let mut stream_fault = None;
     match fault {
@@ -612,6 +633,21 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         ));
     };
     let model = request["model"].as_str().unwrap_or("").to_string();
+    if endpoint == Endpoint::Chat
+        && let Some(reply) = model_like.then(|| chat_reply(&request)).flatten()
+    {
+        let usage = usage(&request);
+        return Ok(if request["stream"] == json!(true) {
+            let include_usage =
+                (request["stream_options"]["include_usage"] == json!(true)).then_some(usage);
+            stream_chat_reply(&model, &reply, include_usage)
+        } else {
+            json_response(
+                StatusCode::OK,
+                &chat_reply_completion(&model, &reply, usage),
+            )
+        });
+    }
     let response = match endpoint {
         Endpoint::Chat if request["stream"] == json!(true) => {
             let include_usage = (request["stream_options"]["include_usage"] == json!(true))
@@ -816,6 +852,115 @@ fn stream_chat(
         .header("cache-control", "no-cache")
         .body(BodyExt::boxed(StreamBody::new(ReceiverStream::new(rx))))
         .expect("valid response")
+}
+
+/// A chat answer beyond [`CHAT_CONTENT`]
+/// ([`MockUpstream::call_tools_and_follow_schemas`]).
+enum ChatReply {
+    /// `(id, name, arguments)`.
+    ToolCall(String, String, String),
+    Json(String),
+}
+
+/// What a model-like chat answer to `request` is; `None`: [`CHAT_CONTENT`].
+fn chat_reply(request: &Value) -> Option<ChatReply> {
+    let answered = request["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .is_some_and(|m| m["role"] == "tool");
+    let tool = request["tools"]
+        .as_array()
+        .and_then(|tools| tools.iter().find(|t| t["type"] == "function"));
+    if let Some(tool) = tool.filter(|_| !answered && request["tool_choice"] != json!("none")) {
+        let function = &tool["function"];
+        let arguments = sample_of(&function["parameters"]).to_string();
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        return Some(ChatReply::ToolCall(
+            format!("call_mock_{n:x}"),
+            function["name"].as_str().unwrap_or_default().to_owned(),
+            arguments,
+        ));
+    }
+    let format = &request["response_format"];
+    match format["type"].as_str() {
+        Some("json_schema") => Some(ChatReply::Json(
+            sample_of(&format["json_schema"]["schema"]).to_string(),
+        )),
+        Some("json_object") => Some(ChatReply::Json(json!({"answer": CHAT_CONTENT}).to_string())),
+        _ => None,
+    }
+}
+
+fn chat_reply_completion(model: &str, reply: &ChatReply, usage: Value) -> Value {
+    let (message, finish) = match reply {
+        ChatReply::ToolCall(id, name, arguments) => (
+            json!({"role": "assistant", "content": null, "tool_calls": [{
+                "id": id, "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }]}),
+            "tool_calls",
+        ),
+        ChatReply::Json(text) => (json!({"role": "assistant", "content": text}), "stop"),
+    };
+    json!({
+        "id": "chatcmpl-mock-upstream",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+        "usage": usage,
+    })
+}
+
+fn stream_chat_reply(
+    model: &str,
+    reply: &ChatReply,
+    include_usage: Option<Value>,
+) -> Response<Body> {
+    let mut events = Vec::new();
+    let finish = match reply {
+        ChatReply::ToolCall(id, name, arguments) => {
+            events.push(chunk(
+                model,
+                json!({"role": "assistant", "content": null, "tool_calls": [{
+                    "index": 0, "id": id, "type": "function",
+                    "function": {"name": name, "arguments": ""},
+                }]}),
+                Value::Null,
+            ));
+            events.push(chunk(
+                model,
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]}),
+                Value::Null,
+            ));
+            "tool_calls"
+        }
+        ChatReply::Json(text) => {
+            events.push(chunk(
+                model,
+                json!({"role": "assistant", "content": text}),
+                Value::Null,
+            ));
+            "stop"
+        }
+    };
+    events.push(chunk(model, json!({}), json!(finish)));
+    if let Some(usage) = include_usage {
+        let mut last = chunk(model, json!({}), Value::Null);
+        last["choices"] = json!([]);
+        last["usage"] = usage;
+        events.push(last);
+    }
+    let mut body: Vec<u8> = events.iter().flat_map(|e| sse(e).to_vec()).collect();
+    body.extend_from_slice(b"data: [DONE]\n\n");
+    let mut response = full(StatusCode::OK, "text/event-stream", body);
+    response
+        .headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
+    response
 }
 
 // ---------------------------------------------------------------------------

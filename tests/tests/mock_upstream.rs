@@ -374,3 +374,65 @@ async fn the_official_openai_sdk_accepts_the_mocks_responses() {
             .all(|r| r.path_only() == "/v1/responses")
     );
 }
+
+/// Told to, chat completions call the first function tool (until a tool
+/// result is the last message) and follow a `response_format` schema,
+/// whole and streamed; by default they answer text whatever they are asked.
+#[tokio::test]
+async fn chat_calls_tools_and_follows_schemas_when_told() {
+    let upstream = MockUpstream::start().await.unwrap();
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let asked =
+        json!({"model": "m", "tools": tools, "messages": [{"role": "user", "content": "?"}]});
+    let url = upstream.url("/v1/chat/completions");
+    let (_, plain) = post(&url, &[], &asked).await;
+    assert_eq!(
+        plain["choices"][0]["message"]["content"],
+        mock_upstream::CHAT_CONTENT
+    );
+    upstream.call_tools_and_follow_schemas();
+    let (_, called) = post(&url, &[], &asked).await;
+    let choice = &called["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{called}");
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string());
+    let mut answered = asked.clone();
+    answered["messages"] = json!([
+        {"role": "user", "content": "?"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "sunny"},
+    ]);
+    let (_, text) = post(&url, &[], &answered).await;
+    assert_eq!(
+        text["choices"][0]["message"]["content"],
+        mock_upstream::CHAT_CONTENT
+    );
+    let schema = json!({"model": "m", "messages": [], "response_format": {"type": "json_schema",
+        "json_schema": {"name": "w", "schema": {"type": "object", "properties": {"t": {"type": "number"}}}}}});
+    let (_, json_answer) = post(&url, &[], &schema).await;
+    let content: Value = serde_json::from_str(
+        json_answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(content["t"].is_number(), "{content}");
+    let mut streamed = asked.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let r = sluice_tests::http_client()
+        .post(&url)
+        .body(streamed.to_string())
+        .send()
+        .await
+        .unwrap();
+    let all = r.text().await.unwrap();
+    assert!(all.contains("\"tool_calls\""), "{all}");
+    assert!(all.contains("\"finish_reason\":\"tool_calls\""), "{all}");
+    assert!(all.contains("\"usage\""), "{all}");
+    assert!(all.ends_with("data: [DONE]\n\n"), "{all}");
+}
