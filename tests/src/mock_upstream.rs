@@ -16,7 +16,17 @@
 //! Answered paths (a query string is allowed on any): `/v1/chat/completions`,
 //! `/chat/completions`, `/v1/completions`, `/completions`, `/v1/embeddings`,
 //! `/embeddings`, and `/openai/deployments/{deployment}/chat/completions`
-//! (and `/embeddings`). Anything else gets 404 in OpenAI's error shape.
+//! (and `/embeddings`), and OpenAI's Responses API: `POST /v1/responses`
+//! (`/responses`, whole or streamed in its exact event sequence) and
+//! `GET /v1/responses/{id}` of a stored one. Anything else gets 404 in
+//! OpenAI's error shape.
+//!
+//! A Responses request answers a `message` with [`CHAT_CONTENT`]
+//! ([`STREAM_PIECES`] when streamed); a `function_call` of its first function
+//! tool instead when it has one and its last input item is not a
+//! `function_call_output`; and JSON made from the schema when `text.format`
+//! is `json_schema`. It is stored unless `store: false`; an unknown
+//! `previous_response_id` gets OpenAI's 400 `previous_response_not_found`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -190,6 +200,9 @@ struct Behaviour {
     gate: Option<Arc<Notify>>,
     /// Consumed one per request, before the rest.
     script: std::collections::VecDeque<Fault>,
+    /// Chat answers call tools and follow `response_format` schemas
+    /// ([`MockUpstream::call_tools_and_follow_schemas`]).
+    model_like: bool,
 }
 
 #[derive(Default)]
@@ -199,6 +212,10 @@ struct Shared {
     first_chunks_sent: Notify,
     /// Requests whose caller went away before the whole answer was sent.
     abandoned: AtomicUsize,
+    /// Responses API answers by id, unless asked `store: false`.
+    responses: Mutex<std::collections::HashMap<String, Value>>,
+    /// Numbers the ids of Responses API objects.
+    ids: AtomicUsize,
 }
 
 /// Counts a request as abandoned unless disarmed: dropped with the handler
@@ -362,6 +379,18 @@ impl MockUpstream {
         self.shared.behaviour.lock().unwrap().script = faults.into_iter().collect();
     }
 
+    /// From now on, chat completions answer as a model would when asked
+    /// for more than text: a chat request with function `tools` whose last
+    /// message is not a `tool` result gets one `tool_calls` entry for its
+    /// first function (`finish_reason: "tool_calls"`, arguments made from
+    /// its parameters' schema), and one whose `response_format` is
+    /// `json_schema` gets JSON made from the schema as its content. Off by
+    /// default: chat answers are [`CHAT_CONTENT`] whatever they are asked.
+    /// (The Responses API answers this way always.)
+    pub fn call_tools_and_follow_schemas(&self) {
+        self.shared.behaviour.lock().unwrap().model_like = true;
+    }
+
     /// How many requests reached this upstream.
     pub fn hits(&self) -> usize {
         self.shared.requests.lock().unwrap().len()
@@ -388,6 +417,11 @@ impl MockUpstream {
     /// went away before `[DONE]`.
     pub fn abandoned(&self) -> usize {
         self.shared.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// The stored Responses API answer `id`, as `GET /v1/responses/{id}` gives it.
+    pub fn stored_response(&self, id: &str) -> Option<Value> {
+        self.shared.responses.lock().unwrap().get(id).cloned()
     }
 
     /// Resolves once a held stream has sent its first chunk.
@@ -430,6 +464,7 @@ enum Endpoint {
     Chat,
     Completions,
     Embeddings,
+    Responses,
 }
 
 fn endpoint(path: &str) -> Option<Endpoint> {
@@ -447,6 +482,7 @@ fn endpoint(path: &str) -> Option<Endpoint> {
         "/chat/completions" => Some(Endpoint::Chat),
         "/completions" => Some(Endpoint::Completions),
         "/embeddings" => Some(Endpoint::Embeddings),
+        "/responses" => Some(Endpoint::Responses),
         _ => None,
     }
 }
@@ -480,10 +516,16 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         .lock()
         .unwrap()
         .push(Recorded::new(&parts, &path, &body));
-    let (mut latency, mut failure, gate, fault) = {
+    let (mut latency, mut failure, gate, fault, model_like) = {
         let mut b = state.behaviour.lock().unwrap();
         let fault = b.script.pop_front();
-        (b.latency, b.failure.clone(), b.gate.clone(), fault)
+        (
+            b.latency,
+            b.failure.clone(),
+            b.gate.clone(),
+            fault,
+            b.model_like,
+        )
     };
     let mut stream_fault = None;
     match fault {
@@ -532,6 +574,22 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         tokio::time::sleep(latency).await;
         abandoned.disarm();
     }
+    if parts.method == hyper::Method::GET
+        && let Some(id) = stored_response_path(&path)
+    {
+        return Ok(match state.responses.lock().unwrap().get(id) {
+            Some(response) => json_response(StatusCode::OK, response),
+            None => json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": {
+                    "message": format!("Response with id '{id}' not found."),
+                    "type": "invalid_request_error",
+                    "param": null,
+                    "code": null,
+                }}),
+            ),
+        });
+    }
     let Some(endpoint) = endpoint(&path) else {
         return Ok(error(
             StatusCode::NOT_FOUND,
@@ -575,6 +633,21 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         ));
     };
     let model = request["model"].as_str().unwrap_or("").to_string();
+    if endpoint == Endpoint::Chat
+        && let Some(reply) = model_like.then(|| chat_reply(&request)).flatten()
+    {
+        let usage = usage(&request);
+        return Ok(if request["stream"] == json!(true) {
+            let include_usage =
+                (request["stream_options"]["include_usage"] == json!(true)).then_some(usage);
+            stream_chat_reply(&model, &reply, include_usage)
+        } else {
+            json_response(
+                StatusCode::OK,
+                &chat_reply_completion(&model, &reply, usage),
+            )
+        });
+    }
     let response = match endpoint {
         Endpoint::Chat if request["stream"] == json!(true) => {
             let include_usage = (request["stream_options"]["include_usage"] == json!(true))
@@ -584,6 +657,7 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         Endpoint::Chat => json_response(StatusCode::OK, &chat_completion(&model, &request)),
         Endpoint::Completions => json_response(StatusCode::OK, &text_completion(&model, &request)),
         Endpoint::Embeddings => json_response(StatusCode::OK, &embeddings(&model, &request)),
+        Endpoint::Responses => responses(&state, &model, &request),
     };
     Ok(response)
 }
@@ -780,6 +854,388 @@ fn stream_chat(
         .expect("valid response")
 }
 
+/// A chat answer beyond [`CHAT_CONTENT`]
+/// ([`MockUpstream::call_tools_and_follow_schemas`]).
+enum ChatReply {
+    /// `(id, name, arguments)`.
+    ToolCall(String, String, String),
+    Json(String),
+}
+
+/// What a model-like chat answer to `request` is; `None`: [`CHAT_CONTENT`].
+fn chat_reply(request: &Value) -> Option<ChatReply> {
+    let answered = request["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .is_some_and(|m| m["role"] == "tool");
+    let tool = request["tools"]
+        .as_array()
+        .and_then(|tools| tools.iter().find(|t| t["type"] == "function"));
+    if let Some(tool) = tool.filter(|_| !answered && request["tool_choice"] != json!("none")) {
+        let function = &tool["function"];
+        let arguments = sample_of(&function["parameters"]).to_string();
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        return Some(ChatReply::ToolCall(
+            format!("call_mock_{n:x}"),
+            function["name"].as_str().unwrap_or_default().to_owned(),
+            arguments,
+        ));
+    }
+    let format = &request["response_format"];
+    match format["type"].as_str() {
+        Some("json_schema") => Some(ChatReply::Json(
+            sample_of(&format["json_schema"]["schema"]).to_string(),
+        )),
+        Some("json_object") => Some(ChatReply::Json(json!({"answer": CHAT_CONTENT}).to_string())),
+        _ => None,
+    }
+}
+
+fn chat_reply_completion(model: &str, reply: &ChatReply, usage: Value) -> Value {
+    let (message, finish) = match reply {
+        ChatReply::ToolCall(id, name, arguments) => (
+            json!({"role": "assistant", "content": null, "tool_calls": [{
+                "id": id, "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }]}),
+            "tool_calls",
+        ),
+        ChatReply::Json(text) => (json!({"role": "assistant", "content": text}), "stop"),
+    };
+    json!({
+        "id": "chatcmpl-mock-upstream",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+        "usage": usage,
+    })
+}
+
+fn stream_chat_reply(
+    model: &str,
+    reply: &ChatReply,
+    include_usage: Option<Value>,
+) -> Response<Body> {
+    let mut events = Vec::new();
+    let finish = match reply {
+        ChatReply::ToolCall(id, name, arguments) => {
+            events.push(chunk(
+                model,
+                json!({"role": "assistant", "content": null, "tool_calls": [{
+                    "index": 0, "id": id, "type": "function",
+                    "function": {"name": name, "arguments": ""},
+                }]}),
+                Value::Null,
+            ));
+            events.push(chunk(
+                model,
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]}),
+                Value::Null,
+            ));
+            "tool_calls"
+        }
+        ChatReply::Json(text) => {
+            events.push(chunk(
+                model,
+                json!({"role": "assistant", "content": text}),
+                Value::Null,
+            ));
+            "stop"
+        }
+    };
+    events.push(chunk(model, json!({}), json!(finish)));
+    if let Some(usage) = include_usage {
+        let mut last = chunk(model, json!({}), Value::Null);
+        last["choices"] = json!([]);
+        last["usage"] = usage;
+        events.push(last);
+    }
+    let mut body: Vec<u8> = events.iter().flat_map(|e| sse(e).to_vec()).collect();
+    body.extend_from_slice(b"data: [DONE]\n\n");
+    let mut response = full(StatusCode::OK, "text/event-stream", body);
+    response
+        .headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
+    response
+}
+
+// ---------------------------------------------------------------------------
+// The Responses API
+// ---------------------------------------------------------------------------
+
+/// `id` of `/v1/responses/{id}` (or `/responses/{id}`), query allowed.
+fn stored_response_path(path: &str) -> Option<&str> {
+    let path = path.split('?').next().unwrap_or(path);
+    let rest = path.strip_prefix("/v1").unwrap_or(path);
+    let id = rest.strip_prefix("/responses/")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+/// A fresh id with `prefix` (`resp_`, `msg_`, `fc_`, `call_`): random
+/// looking, unique per mock.
+fn fresh_id(state: &Shared, prefix: &str) -> String {
+    let n = state.ids.fetch_add(1, Ordering::SeqCst) as u64;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    // splitmix64 of the time and the counter.
+    let mut x = nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    format!("{prefix}{x:016x}{n:04x}")
+}
+
+/// The `usage` of a Responses answer: [`PROMPT_TOKENS`] in and
+/// [`COMPLETION_TOKENS`] out unless `mock_usage` says otherwise.
+fn responses_usage(request: &Value) -> Value {
+    let chat = usage(request);
+    let (input, output) = (
+        chat["prompt_tokens"].clone(),
+        chat["completion_tokens"].clone(),
+    );
+    json!({
+        "input_tokens": input,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": output,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": chat["total_tokens"],
+    })
+}
+
+/// A value that fits JSON schema `schema`: what a model would fill in.
+fn sample_of(schema: &Value) -> Value {
+    if let Some(first) = schema["enum"].as_array().and_then(|e| e.first()) {
+        return first.clone();
+    }
+    match schema["type"].as_str() {
+        Some("object") | None if schema["properties"].is_object() => Value::Object(
+            schema["properties"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), sample_of(v)))
+                .collect(),
+        ),
+        Some("object") => json!({}),
+        Some("array") => json!([sample_of(&schema["items"])]),
+        Some("integer") => json!(1),
+        Some("number") => json!(1.5),
+        Some("boolean") => json!(true),
+        Some("null") => Value::Null,
+        _ => json!("Paris"),
+    }
+}
+
+/// The first function tool of a Responses request, unless the last input
+/// item is a `function_call_output` (the call was answered) or
+/// `tool_choice` is `"none"`.
+fn function_to_call(request: &Value) -> Option<&Value> {
+    if request["tool_choice"] == json!("none") {
+        return None;
+    }
+    let answered = request["input"]
+        .as_array()
+        .and_then(|items| items.last())
+        .is_some_and(|last| last["type"] == "function_call_output");
+    if answered {
+        return None;
+    }
+    request["tools"]
+        .as_array()?
+        .iter()
+        .find(|t| t["type"] == "function")
+}
+
+/// The text a message answer carries: JSON from the schema when
+/// `text.format` asks for it, else [`CHAT_CONTENT`].
+fn responses_text(request: &Value) -> Option<String> {
+    let format = &request["text"]["format"];
+    match format["type"].as_str() {
+        Some("json_schema") => Some(sample_of(&format["schema"]).to_string()),
+        Some("json_object") => Some(json!({"answer": CHAT_CONTENT}).to_string()),
+        _ => None,
+    }
+}
+
+/// A `response` object of `status` with `output` (and `usage` once completed).
+fn response_object(
+    id: &str,
+    model: &str,
+    request: &Value,
+    status: &str,
+    output: Vec<Value>,
+) -> Value {
+    let completed = status == "completed";
+    let or = |name: &str, default: Value| match &request[name] {
+        Value::Null => default,
+        v => v.clone(),
+    };
+    json!({
+        "id": id,
+        "object": "response",
+        "created_at": 1_700_000_000,
+        "status": status,
+        "background": false,
+        "error": null,
+        "incomplete_details": null,
+        "instructions": or("instructions", Value::Null),
+        "max_output_tokens": or("max_output_tokens", Value::Null),
+        "max_tool_calls": null,
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": or("parallel_tool_calls", json!(true)),
+        "previous_response_id": or("previous_response_id", Value::Null),
+        "reasoning": {"effort": null, "summary": null},
+        "service_tier": "default",
+        "store": or("store", json!(true)),
+        "temperature": or("temperature", json!(1.0)),
+        "text": or("text", json!({"format": {"type": "text"}})),
+        "tool_choice": or("tool_choice", json!("auto")),
+        "tools": or("tools", json!([])),
+        "top_p": or("top_p", json!(1.0)),
+        "truncation": or("truncation", json!("disabled")),
+        "usage": if completed { responses_usage(request) } else { Value::Null },
+        "user": or("user", Value::Null),
+        "metadata": or("metadata", json!({})),
+    })
+}
+
+fn output_text_part(text: &str) -> Value {
+    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+}
+
+/// `POST /v1/responses`.
+fn responses(state: &Arc<Shared>, model: &str, request: &Value) -> Response<Body> {
+    if let Some(previous) = request["previous_response_id"].as_str()
+        && !state.responses.lock().unwrap().contains_key(previous)
+    {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": {
+                "message": format!("Previous response with id '{previous}' not found."),
+                "type": "invalid_request_error",
+                "param": "previous_response_id",
+                "code": "previous_response_not_found",
+            }}),
+        );
+    }
+    let id = fresh_id(state, "resp_");
+    let call = function_to_call(request).map(|tool| {
+        let arguments = sample_of(&tool["parameters"]).to_string();
+        let name = tool["name"].as_str().unwrap_or_default().to_owned();
+        (
+            fresh_id(state, "fc_"),
+            fresh_id(state, "call_"),
+            name,
+            arguments,
+        )
+    });
+    let message_id = fresh_id(state, "msg_");
+    let text = responses_text(request).unwrap_or_else(|| CHAT_CONTENT.to_owned());
+    let item = match &call {
+        Some((fc, call_id, name, arguments)) => json!({
+            "id": fc, "type": "function_call", "status": "completed",
+            "call_id": call_id, "name": name, "arguments": arguments,
+        }),
+        None => json!({
+            "id": message_id, "type": "message", "status": "completed", "role": "assistant",
+            "content": [output_text_part(&text)],
+        }),
+    };
+    let done = response_object(&id, model, request, "completed", vec![item.clone()]);
+    if request["store"] != json!(false) {
+        state
+            .responses
+            .lock()
+            .unwrap()
+            .insert(id.clone(), done.clone());
+    }
+    if request["stream"] != json!(true) {
+        return json_response(StatusCode::OK, &done);
+    }
+    // The event sequence OpenAI streams, each `event: TYPE` + `data: {...}`.
+    let mut events = Vec::new();
+    let started = response_object(&id, model, request, "in_progress", Vec::new());
+    events.push(json!({"type": "response.created", "response": started}));
+    events.push(json!({"type": "response.in_progress", "response": started}));
+    match &call {
+        Some((fc, call_id, name, arguments)) => {
+            events.push(json!({
+                "type": "response.output_item.added", "output_index": 0,
+                "item": {"id": fc, "type": "function_call", "status": "in_progress",
+                         "call_id": call_id, "name": name, "arguments": ""},
+            }));
+            let mid = arguments.len() / 2;
+            let mid = (mid..=arguments.len())
+                .find(|&i| arguments.is_char_boundary(i))
+                .unwrap_or(arguments.len());
+            for delta in [&arguments[..mid], &arguments[mid..]] {
+                events.push(json!({
+                    "type": "response.function_call_arguments.delta",
+                    "item_id": fc, "output_index": 0, "delta": delta,
+                }));
+            }
+            events.push(json!({
+                "type": "response.function_call_arguments.done",
+                "item_id": fc, "output_index": 0, "name": name, "arguments": arguments,
+            }));
+        }
+        None => {
+            events.push(json!({
+                "type": "response.output_item.added", "output_index": 0,
+                "item": {"id": message_id, "type": "message", "status": "in_progress",
+                         "role": "assistant", "content": []},
+            }));
+            events.push(json!({
+                "type": "response.content_part.added", "item_id": message_id,
+                "output_index": 0, "content_index": 0,
+                "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+            }));
+            let pieces: Vec<String> = if text == CHAT_CONTENT {
+                STREAM_PIECES.iter().map(|p| p.to_string()).collect()
+            } else {
+                vec![text.clone()]
+            };
+            for delta in pieces {
+                events.push(json!({
+                    "type": "response.output_text.delta", "item_id": message_id,
+                    "output_index": 0, "content_index": 0, "delta": delta, "logprobs": [],
+                }));
+            }
+            events.push(json!({
+                "type": "response.output_text.done", "item_id": message_id,
+                "output_index": 0, "content_index": 0, "text": text, "logprobs": [],
+            }));
+            events.push(json!({
+                "type": "response.content_part.done", "item_id": message_id,
+                "output_index": 0, "content_index": 0, "part": output_text_part(&text),
+            }));
+        }
+    }
+    events.push(json!({"type": "response.output_item.done", "output_index": 0, "item": item}));
+    events.push(json!({"type": "response.completed", "response": done}));
+    let body: String = events
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut event)| {
+            event["sequence_number"] = json!(n);
+            let name = event["type"].as_str().unwrap_or_default().to_owned();
+            format!("event: {name}\ndata: {event}\n\n")
+        })
+        .collect();
+    let mut response = full(StatusCode::OK, "text/event-stream", body);
+    response
+        .headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -797,6 +1253,14 @@ mod tests {
         assert!(endpoint("/v1/embeddings") == Some(Endpoint::Embeddings));
         assert!(endpoint("/v1/models").is_none());
         assert!(endpoint("/openai/deployments//chat/completions").is_none());
+        assert!(endpoint("/v1/responses") == Some(Endpoint::Responses));
+        assert!(endpoint("/responses") == Some(Endpoint::Responses));
+        assert_eq!(stored_response_path("/v1/responses/resp_1"), Some("resp_1"));
+        assert_eq!(
+            stored_response_path("/responses/resp_1?x=1"),
+            Some("resp_1")
+        );
+        assert_eq!(stored_response_path("/v1/responses/"), None);
     }
 
     #[test]
