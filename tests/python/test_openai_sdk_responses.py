@@ -129,6 +129,21 @@ def function_calls(response):
     return calls
 
 
+def replayed(call, with_id=True):
+    """A function call item sent back as input: what the API accepts (the
+    stream helper's `parsed_arguments` is the SDK's own, not the API's).
+    Codex (`store: false`) sends no item ids: nothing was stored to name."""
+    item = {
+        "type": "function_call",
+        "call_id": call.call_id,
+        "name": call.name,
+        "arguments": call.arguments,
+    }
+    if with_id and call.id:
+        item["id"] = call.id
+    return item
+
+
 def test_create(client, model):
     response = client.responses.create(
         model=model, input="Say hello", instructions="Be brief.", max_output_tokens=256
@@ -187,7 +202,7 @@ def test_a_function_tool_round_trip(client, model):
     assert_usage(first)
     replay = [question]
     for call in calls:
-        replay.append(call.model_dump(exclude_none=True))
+        replay.append(replayed(call))
         replay.append(
             {"type": "function_call_output", "call_id": call.call_id, "output": '{"temp_c": 21}'}
         )
@@ -229,7 +244,7 @@ def test_a_codex_style_multi_turn_exchange(client, model):
     first = turn()
     calls = function_calls(first)
     for call in calls:
-        conversation.append(call.model_dump(exclude_none=True))
+        conversation.append(replayed(call, with_id=False))
         conversation.append(
             {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21C"}
         )

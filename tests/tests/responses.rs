@@ -245,7 +245,6 @@ impl Counted {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "usage metering of Responses answers lands with the main merge"]
 async fn usage_of_passed_through_responses_reaches_get_usage() {
     let (gw, key) = Gateway::serving(PASS_GROUP, PASS_MODEL).await;
     // Whole and streamed (usage in `response.completed`), each with its own
@@ -287,7 +286,6 @@ async fn usage_of_passed_through_responses_reaches_get_usage() {
 /// The same SDK calls as the pass-through's, against a deployment that
 /// serves only chat completions: results of the same shape.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "translation lands with the formats::responses merge"]
 async fn the_official_sdk_gets_the_same_shapes_from_a_chat_only_deployment() {
     let gw = Gateway::start(1).await;
     gw.upstream.call_tools_and_follow_schemas();
@@ -326,7 +324,6 @@ async fn the_official_sdk_gets_the_same_shapes_from_a_chat_only_deployment() {
 /// A `provider: mock` deployment answers whole and streamed text in shape
 /// (it calls no tools, so only the text tests run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "translation lands with the formats::responses merge"]
 async fn the_official_sdk_gets_text_from_a_mock_provider_deployment() {
     let gw = Gateway::start(1).await;
     gw.deploy(api::Deployment {
@@ -352,7 +349,6 @@ async fn the_official_sdk_gets_text_from_a_mock_provider_deployment() {
 
 /// The same SDK calls against Claude: results of the same shape.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "translation lands with the formats::responses merge"]
 async fn the_official_sdk_gets_the_same_shapes_from_claude() {
     let gw = Gateway::start(1).await;
     let m = MockAnthropic::start().await.unwrap();
@@ -385,7 +381,6 @@ async fn the_official_sdk_gets_the_same_shapes_from_claude() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "translation lands with the formats::responses merge"]
 async fn previous_response_id_on_a_translated_deployment_is_refused_as_stateless() {
     let gw = Gateway::start(1).await;
     let m = MockAnthropic::start().await.unwrap();
@@ -420,7 +415,6 @@ async fn previous_response_id_on_a_translated_deployment_is_refused_as_stateless
 /// A translated usage: the chat answer's tokens, as the Responses answer's
 /// and `GetUsage`'s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "translation lands with the formats::responses merge"]
 async fn a_translated_answer_reports_the_upstreams_usage() {
     let gw = Gateway::start(1).await;
     gw.deploy(chat_only(&gw.upstream, "gpt-chat")).await;
