@@ -26,7 +26,9 @@
 //! tool instead when it has one and its last input item is not a
 //! `function_call_output`; and JSON made from the schema when `text.format`
 //! is `json_schema`. It is stored unless `store: false`; an unknown
-//! `previous_response_id` gets OpenAI's 400 `previous_response_not_found`.
+//! `previous_response_id` gets OpenAI's 400 `previous_response_not_found`,
+//! and input items OpenAI refuses (an unknown member, a
+//! `function_call_output` answering no call) its 400 too.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -1110,6 +1112,58 @@ fn output_text_part(text: &str) -> Value {
     json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
 }
 
+/// Refuses `input` items OpenAI refuses: an unknown member of a message,
+/// `function_call` or `function_call_output` item (`Unknown parameter`), and
+/// a `function_call_output` that answers no `function_call` before it when
+/// there is no `previous_response_id` to find it in. `(message, param, code)`.
+fn check_input(request: &Value) -> Result<(), (String, Value, Value)> {
+    let Some(items) = request["input"].as_array() else {
+        return Ok(());
+    };
+    let mut calls = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let kind = item["type"].as_str().unwrap_or("message");
+        let known: &[&str] = match kind {
+            "message" => &["type", "id", "role", "content", "status"],
+            "function_call" => &["type", "id", "call_id", "name", "arguments", "status"],
+            "function_call_output" => &["type", "id", "call_id", "output", "status"],
+            _ => continue,
+        };
+        if let Some(unknown) = item
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+            .find(|k| !known.contains(&k.as_str()))
+        {
+            let param = format!("input[{i}].{unknown}");
+            return Err((
+                format!("Unknown parameter: '{param}'."),
+                json!(param),
+                json!("unknown_parameter"),
+            ));
+        }
+        match kind {
+            "function_call" => calls.push(item["call_id"].clone()),
+            "function_call_output"
+                if request["previous_response_id"].is_null()
+                    && !calls.contains(&item["call_id"]) =>
+            {
+                return Err((
+                    format!(
+                        "No tool call found for function call output with call_id {}.",
+                        item["call_id"].as_str().unwrap_or_default()
+                    ),
+                    json!("input"),
+                    Value::Null,
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// `POST /v1/responses`.
 fn responses(state: &Arc<Shared>, model: &str, request: &Value) -> Response<Body> {
     if let Some(previous) = request["previous_response_id"].as_str()
@@ -1122,6 +1176,17 @@ fn responses(state: &Arc<Shared>, model: &str, request: &Value) -> Response<Body
                 "type": "invalid_request_error",
                 "param": "previous_response_id",
                 "code": "previous_response_not_found",
+            }}),
+        );
+    }
+    if let Err(message) = check_input(request) {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": {
+                "message": message.0,
+                "type": "invalid_request_error",
+                "param": message.1,
+                "code": message.2,
             }}),
         );
     }

@@ -298,6 +298,33 @@ async fn answers_the_responses_api_like_openai() {
     )
     .await;
     assert_eq!(answered["output"][0]["type"], "message", "{answered}");
+    // What OpenAI refuses in input items.
+    let mut extra = call["output"][0].clone();
+    extra["parsed_arguments"] = json!({"city": "Paris"});
+    let (status, refused) = post(
+        &upstream.url("/v1/responses"),
+        &[],
+        &json!({"model": "m", "input": [{"role": "user", "content": "?"}, extra]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(refused["error"]["param"], "input[1].parsed_arguments");
+    let (status, orphan) = post(
+        &upstream.url("/v1/responses"),
+        &[],
+        &json!({"model": "m", "store": false, "input": [
+            {"role": "user", "content": "?"},
+            {"type": "function_call_output", "call_id": "call_other", "output": "sunny"},
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{orphan}");
+    assert!(
+        orphan["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("call_other")
+    );
 
     let r = sluice_tests::http_client()
         .post(upstream.url("/v1/responses"))
