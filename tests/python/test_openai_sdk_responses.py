@@ -17,18 +17,23 @@ with:
 
 Every run asserts the same shapes of the SDK's accumulated results (item
 types, `output_text`, a function call's name and parsed arguments, usage),
-so passing for every deployment kind means the shapes agree.
+so passing for every deployment kind means the shapes agree. The `strict`
+tests also validate results and events against the SDK's own pydantic
+types (the SDK itself builds them without validating).
 """
 
 import json
 import os
+import typing
 
 try:  # newer SDKs are built on httpx2
     import httpx2 as httpx
 except ImportError:
     import httpx
 import openai
+import pydantic
 import pytest
+from openai.types.responses import Response, ResponseStreamEvent
 
 TOOLS = [
     {
@@ -95,6 +100,27 @@ def client():
 @pytest.fixture
 def model():
     return env("SLUICE_TEST_MODEL")
+
+
+def _event_types():
+    union = typing.get_args(ResponseStreamEvent)[0]
+    return {
+        typing.get_args(cls.model_fields["type"].annotation)[0]: cls
+        for cls in typing.get_args(union)
+    }
+
+
+EVENT_TYPES = _event_types()
+
+
+def strictly(model_type, value):
+    """`value` (as the SDK built it, without validating) validated against
+    the SDK's own type: every required field there, of its type. An event
+    against the type its `type` names."""
+    data = value.model_dump(mode="json", exclude_unset=True)
+    if model_type is ResponseStreamEvent:
+        model_type = EVENT_TYPES[data["type"]]
+    pydantic.TypeAdapter(model_type).validate_python(data)
 
 
 def assert_text_response(response, expected=None):
@@ -261,3 +287,17 @@ def test_a_codex_style_multi_turn_exchange(client, model):
     third = turn()
     function_calls(third)
     assert_usage(third)
+
+
+# The SDK builds its results without validating them: these two validate
+# them against its types, strictly (`-k strict` selects them).
+
+
+def test_strict_response_types(client, model):
+    strictly(Response, client.responses.create(model=model, input="Say hello"))
+    strictly(Response, client.responses.create(model=model, input="Weather in Paris?", tools=TOOLS))
+
+
+def test_strict_stream_event_types(client, model):
+    for event in client.responses.create(model=model, input="Say hello", stream=True):
+        strictly(ResponseStreamEvent, event)

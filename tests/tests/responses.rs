@@ -101,8 +101,9 @@ async fn the_official_sdk_reaches_an_openai_deployment_byte_for_byte_but_model()
         .collect();
     files.sort();
     let seen = gw.upstream.requests();
-    // plain, stream helper, create(stream), 2 round trip, JSON, 3 Codex turns
-    assert_eq!(files.len(), 9, "{files:?}");
+    // plain, stream helper, create(stream), 2 round trip, JSON, 3 Codex
+    // turns, 3 strict
+    assert_eq!(files.len(), 12, "{files:?}");
     assert_eq!(seen.len(), files.len(), "one upstream call per SDK call");
     let group = format!("\"{PASS_GROUP}\"");
     let upstream_model = format!("\"{PASS_MODEL}\"");
@@ -292,7 +293,11 @@ async fn the_official_sdk_gets_the_same_shapes_from_a_chat_only_deployment() {
     gw.deploy(chat_only(&gw.upstream, "gpt-chat")).await;
     let key = gw.key(None, &["gpt-chat"]).await;
     gw.sync().await;
-    sluice_tests::pytest(SDK_TESTS, sdk_env(&gw, &key, "gpt-chat", CHAT_CONTENT)).await;
+    sluice_tests::pytest(
+        SDK_TESTS,
+        only(sdk_env(&gw, &key, "gpt-chat", CHAT_CONTENT), "not strict"),
+    )
+    .await;
     let seen = gw.upstream.requests();
     assert!(
         seen.iter().all(|r| r.path_only() == "/v1/chat/completions"),
@@ -453,4 +458,34 @@ async fn a_translated_answer_reports_the_upstreams_usage() {
             WAIT,
         )
         .await;
+}
+
+/// Translated answers and events validate against the SDK's own types
+/// (`openai` 3.57's `ResponseUsage` requires
+/// `input_tokens_details.cache_write_tokens`), as passed-through ones do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "translated usage lacks input_tokens_details.cache_write_tokens, which the installed openai SDK's ResponseUsage requires"]
+async fn translated_answers_validate_strictly_against_the_sdks_types() {
+    let gw = Gateway::start(1).await;
+    gw.upstream.call_tools_and_follow_schemas();
+    let m = MockAnthropic::start().await.unwrap();
+    gw.deploy(chat_only(&gw.upstream, "gpt-chat")).await;
+    gw.deploy(claude("claude", &m)).await;
+    let key = gw.key(None, &["gpt-chat", "claude"]).await;
+    gw.sync().await;
+    sluice_tests::pytest(
+        SDK_TESTS,
+        only(sdk_env(&gw, &key, "gpt-chat", CHAT_CONTENT), "strict"),
+    )
+    .await;
+    m.reply_next(Reply::Text(mock_anthropic::TEXT.into()));
+    m.reply_next(Reply::ToolUse(vec![(
+        "get_weather".into(),
+        json!({"city": "Paris"}),
+    )]));
+    sluice_tests::pytest(
+        SDK_TESTS,
+        only(sdk_env(&gw, &key, "claude", mock_anthropic::TEXT), "strict"),
+    )
+    .await;
 }
