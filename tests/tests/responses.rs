@@ -285,19 +285,30 @@ async fn usage_of_passed_through_responses_reaches_get_usage() {
 // ---------------------------------------------------------------------------
 
 /// The same SDK calls as the pass-through's, against a deployment that
-/// serves only chat completions: results of the same shape.
+/// serves only chat completions (`supported_endpoints` without
+/// `/v1/responses`, and `hosted_vllm/`): results of the same shape.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_official_sdk_gets_the_same_shapes_from_a_chat_only_deployment() {
     let gw = Gateway::start(1).await;
     gw.upstream.call_tools_and_follow_schemas();
     gw.deploy(chat_only(&gw.upstream, "gpt-chat")).await;
-    let key = gw.key(None, &["gpt-chat"]).await;
-    gw.sync().await;
-    sluice_tests::pytest(
-        SDK_TESTS,
-        only(sdk_env(&gw, &key, "gpt-chat", CHAT_CONTENT), "not strict"),
-    )
+    // An OpenAI-compatible provider other than OpenAI: chat only by default.
+    gw.deploy(api::Deployment {
+        model_name: "vllm".into(),
+        model: "hosted_vllm/llama-3.1-8b".into(),
+        api_base: gw.upstream.url("/v1"),
+        ..Default::default()
+    })
     .await;
+    let key = gw.key(None, &["gpt-chat", "vllm"]).await;
+    gw.sync().await;
+    for group in ["gpt-chat", "vllm"] {
+        sluice_tests::pytest(
+            SDK_TESTS,
+            only(sdk_env(&gw, &key, group, CHAT_CONTENT), "not strict"),
+        )
+        .await;
+    }
     let seen = gw.upstream.requests();
     assert!(
         seen.iter().all(|r| r.path_only() == "/v1/chat/completions"),
