@@ -9,6 +9,7 @@
 //! - `GET /v1/responses/{id}` reaches it, for the key that created it only.
 //! - An id this data plane never saw goes only to deployments that keep
 //!   state, never to a translated one; a group with none refuses it.
+//! - Budgets and rate limits refuse /v1/responses as they refuse chat.
 
 use serde_json::json;
 use sluice_tests::admin_client::api;
@@ -143,4 +144,72 @@ async fn an_unknown_previous_response_goes_only_where_state_is_kept() {
         "{error}"
     );
     assert_eq!(chat_only.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn budgets_and_rate_limits_hold_on_responses_as_on_chat() {
+    let gw = Gateway::start(1).await;
+    gw.deploy(api::Deployment {
+        input_cost_per_token: 1e-6,
+        output_cost_per_token: 1e-6,
+        ..openai_deployment(&gw.upstream, GROUP, "gpt-4o")
+    })
+    .await;
+    let budget_key = gw
+        .key_from(api::Key {
+            models: vec![GROUP.into()],
+            max_budget: Some(1),
+            ..Default::default()
+        })
+        .await;
+    let rpm_key = gw
+        .key_from(api::Key {
+            models: vec![GROUP.into()],
+            rpm_limit: Some(1),
+            ..Default::default()
+        })
+        .await;
+    gw.sync().await;
+    let into = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60;
+    if into > 50 {
+        tokio::time::sleep(std::time::Duration::from_secs(61 - into)).await;
+    }
+    let body = json!({"model": GROUP, "input": "Hello", "store": false});
+
+    // A budget of one micro-dollar: spent by the first answer at the
+    // latest, refused after, and the upstream not called for the refusal.
+    let mut refused = None;
+    for _ in 0..3 {
+        let a = gw.post(&budget_key, "/v1/responses", &body).await;
+        if a.status == 429 {
+            refused = Some(a);
+            break;
+        }
+        a.assert_ok();
+    }
+    let refused = refused.expect("the budget is enforced on /v1/responses");
+    let calls = gw.upstream.hits();
+    refused.assert_error(429, "insufficient_quota");
+    let again = gw.post(&budget_key, "/v1/responses", &body).await;
+    again.assert_error(429, "insufficient_quota");
+    assert_eq!(gw.upstream.hits(), calls, "a refused request is not sent");
+
+    // One request a minute.
+    gw.post(&rpm_key, "/v1/responses", &body).await.assert_ok();
+    let limited = gw.post(&rpm_key, "/v1/responses", &body).await;
+    limited.assert_error(429, "rate_limit_exceeded");
+    assert_eq!(
+        limited
+            .headers
+            .get("x-ratelimit-limit-requests")
+            .map(|v| v.to_str().unwrap()),
+        Some("1"),
+        "{:?}",
+        limited.headers
+    );
+    assert!(limited.headers.contains_key("retry-after"));
 }
