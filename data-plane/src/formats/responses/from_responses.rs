@@ -388,8 +388,9 @@ fn kind<'a>(obj: &'a Map<String, Value>, at: &str) -> Result<Option<&'a str>, Tr
 const TEXTS: &[&str] = &["input_text", "output_text"];
 
 /// The members of a text part (`annotations` and `logprobs`, of an output
-/// given back as it came, are left out).
-const TEXT_MEMBERS: &[&str] = &["type", "text", "annotations", "logprobs"];
+/// given back as it came, are left out; so is `parsed`, which the openai
+/// SDK's parse helpers add to the parts they hand back).
+const TEXT_MEMBERS: &[&str] = &["type", "text", "annotations", "logprobs", "parsed"];
 
 fn text_part(text: &str) -> ContentPart<'_> {
     ContentPart::Text {
@@ -502,7 +503,17 @@ impl Conversation {
                 "function_call" => {
                     no_other(
                         item,
-                        &["type", "id", "call_id", "name", "arguments", "status"],
+                        // `parsed_arguments`: the openai SDK's parse
+                        // helpers add it to the items they hand back.
+                        &[
+                            "type",
+                            "id",
+                            "call_id",
+                            "name",
+                            "arguments",
+                            "status",
+                            "parsed_arguments",
+                        ],
                         &at,
                     )?;
                     let call = ToolCall {
@@ -944,6 +955,28 @@ fn text_out(text: Option<&TextParam>) -> Result<(Option<Value>, Option<String>),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn items_the_sdk_hands_back_are_taken_as_they_come() {
+        // `client.responses.stream(...).get_final_response()` items dumped
+        // into the next turn's input carry the SDK's own `parsed_*`.
+        let body = serde_json::json!({
+            "model": "m",
+            "input": [
+                {"role": "user", "content": "Weather?"},
+                {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "w",
+                 "arguments": "{}", "parsed_arguments": {}, "status": "completed"},
+                {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+                {"type": "message", "role": "assistant", "id": "msg_1", "status": "completed",
+                 "content": [{"type": "output_text", "text": "Sunny.", "annotations": [],
+                              "parsed": null}]},
+            ],
+        });
+        let chat = request(body.to_string().as_bytes(), "m").expect("translates");
+        let chat: serde_json::Value = serde_json::from_slice(&chat).expect("JSON");
+        assert_eq!(chat["messages"][1]["tool_calls"][0]["id"], "call_1");
+        assert_eq!(chat["messages"][3]["content"], "Sunny.");
+    }
 
     fn translate(body: Value) -> Value {
         let out = request(body.to_string().as_bytes(), "gpt-4o").unwrap();
