@@ -473,6 +473,11 @@ fn endpoint(path: &str) -> Option<Endpoint> {
     let path = path.split('?').next().unwrap_or(path);
     let rest = path
         .strip_prefix("/v1")
+        // Azure's Responses API: /openai/responses.
+        .or_else(|| {
+            path.strip_prefix("/openai")
+                .filter(|r| r.starts_with("/responses"))
+        })
         .or_else(|| {
             // /openai/deployments/{deployment}/...
             let tail = path.strip_prefix("/openai/deployments/")?;
@@ -969,10 +974,14 @@ fn stream_chat_reply(
 // The Responses API
 // ---------------------------------------------------------------------------
 
-/// `id` of `/v1/responses/{id}` (or `/responses/{id}`), query allowed.
+/// `id` of `/v1/responses/{id}` (or `/responses/{id}`, or Azure's
+/// `/openai/responses/{id}`), query allowed.
 fn stored_response_path(path: &str) -> Option<&str> {
     let path = path.split('?').next().unwrap_or(path);
-    let rest = path.strip_prefix("/v1").unwrap_or(path);
+    let rest = path
+        .strip_prefix("/v1")
+        .or_else(|| path.strip_prefix("/openai"))
+        .unwrap_or(path);
     let id = rest.strip_prefix("/responses/")?;
     (!id.is_empty() && !id.contains('/')).then_some(id)
 }

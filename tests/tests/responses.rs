@@ -475,7 +475,6 @@ async fn a_translated_answer_reports_the_upstreams_usage() {
 /// (`openai` 3.57's `ResponseUsage` requires
 /// `input_tokens_details.cache_write_tokens`), as passed-through ones do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "translated usage lacks input_tokens_details.cache_write_tokens, which the installed openai SDK's ResponseUsage requires"]
 async fn translated_answers_validate_strictly_against_the_sdks_types() {
     let gw = Gateway::start(1).await;
     gw.upstream.call_tools_and_follow_schemas();

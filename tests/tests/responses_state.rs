@@ -10,6 +10,7 @@
 //! - An id this data plane never saw goes only to deployments that keep
 //!   state, never to a translated one; a group with none refuses it.
 //! - Budgets and rate limits refuse /v1/responses as they refuse chat.
+//! - Azure: `/openai/responses?api-version=…`, the deployment as `model`.
 
 use serde_json::json;
 use sluice_tests::admin_client::api;
@@ -212,4 +213,43 @@ async fn budgets_and_rate_limits_hold_on_responses_as_on_chat() {
         limited.headers
     );
     assert!(limited.headers.contains_key("retry-after"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn azure_serves_responses_at_its_own_url_and_keeps_them() {
+    let gw = Gateway::start(1).await;
+    gw.deploy(api::Deployment {
+        model_name: "azure-gpt".into(),
+        provider: "azure".into(),
+        model: "my-gpt4o-deployment".into(),
+        api_base: gw.upstream.url(""),
+        api_key: "azure-upstream-secret".into(),
+        ..Default::default()
+    })
+    .await;
+    let key = gw.key(None, &["azure-gpt"]).await;
+    gw.sync().await;
+    let a = gw
+        .post(
+            &key,
+            "/v1/responses",
+            &json!({"model": "azure-gpt", "input": "Hello"}),
+        )
+        .await;
+    a.assert_ok();
+    let seen = gw.upstream.last_request().unwrap();
+    assert_eq!(seen.path_only(), "/openai/responses");
+    assert_eq!(seen.query("api-version"), Some("2025-04-01-preview"));
+    assert_eq!(seen.header("api-key"), Some("azure-upstream-secret"));
+    assert_eq!(
+        seen.json()["model"],
+        "my-gpt4o-deployment",
+        "the deployment is the body's model"
+    );
+    let id = a.json["id"].as_str().unwrap();
+    let got = gw.get(&key, &format!("/v1/responses/{id}")).await;
+    assert_eq!(got.status, 200, "{}", got.text);
+    let seen = gw.upstream.last_request().unwrap();
+    assert_eq!(seen.path_only(), format!("/openai/responses/{id}"));
+    assert_eq!(seen.query("api-version"), Some("2025-04-01-preview"));
 }

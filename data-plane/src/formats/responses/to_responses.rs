@@ -60,6 +60,10 @@ fn usage_out(usage: Option<&Value>) -> Value {
     let input = count(u.get("prompt_tokens"));
     let output = count(u.get("completion_tokens"));
     let cached = count(u.pointer("/prompt_tokens_details/cached_tokens"));
+    // The current openai SDK reads it; chat usage seldom carries it (a
+    // Claude deployment's cache writes are inside `input_tokens`, as
+    // Anthropic's chat translation counts them), so it is mostly 0.
+    let cache_writes = count(u.pointer("/prompt_tokens_details/cache_write_tokens"));
     let reasoning = count(u.pointer("/completion_tokens_details/reasoning_tokens"));
     let total = u
         .get("total_tokens")
@@ -67,7 +71,7 @@ fn usage_out(usage: Option<&Value>) -> Value {
         .unwrap_or(input.saturating_add(output));
     json!({
         "input_tokens": input,
-        "input_tokens_details": {"cached_tokens": cached},
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": cache_writes},
         "output_tokens": output,
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": total,
