@@ -801,3 +801,30 @@ mod tests {
         assert!(ErrorBody::read(b"<html>").is_none());
     }
 }
+
+/// Chat completions stream pieces for the translations' tests.
+#[cfg(test)]
+pub mod fixtures {
+    use serde_json::{Value, json};
+
+    /// A streamed `tool_calls[]` delta: the first of a call carries its id
+    /// and name, the others only argument bytes.
+    pub fn call(index: u32, id: Option<&str>, name: Option<&str>, arguments: &str) -> Value {
+        let mut call = json!({"index": index, "function": {"arguments": arguments}});
+        if let Some(id) = id {
+            call["id"] = json!(id);
+            call["type"] = json!("function");
+        }
+        if let Some(name) = name {
+            call["function"]["name"] = json!(name);
+        }
+        call
+    }
+
+    /// The events as an upstream writes them, ended by `[DONE]`.
+    pub fn sse(chunks: &[Value]) -> String {
+        let mut out: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+        out.push_str("data: [DONE]\n\n");
+        out
+    }
+}

@@ -848,24 +848,7 @@ mod tests {
         })
     }
 
-    fn call(index: u32, id: Option<&str>, name: Option<&str>, arguments: &str) -> Value {
-        let mut call = json!({"index": index, "function": {"arguments": arguments}});
-        if let Some(id) = id {
-            call["id"] = json!(id);
-            call["type"] = json!("function");
-        }
-        if let Some(name) = name {
-            call["function"]["name"] = json!(name);
-        }
-        call
-    }
-
-    /// The events as an upstream writes them, ended by `[DONE]`.
-    fn sse(chunks: &[Value]) -> String {
-        let mut out: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
-        out.push_str("data: [DONE]\n\n");
-        out
-    }
+    use crate::formats::chat::fixtures::{call, sse};
 
     fn stream_whole(input: &[u8]) -> (String, bool) {
         let mut stream = ResponsesStream::new(echo(), ID.to_owned());
