@@ -212,33 +212,31 @@ async fn complete(
         _ => None,
     };
     // A Responses request continuing a stored response goes only where
-    // upstreams keep state (README, "Responses API"):
-    // while the group has such a deployment, the translated ones are left
-    // out; with none, the translation refuses it with a 400 saying why.
-    // A response this data plane saw answered goes back to its account,
-    // while the group has a deployment of it.
-    let continues = route == Route::Responses && parsed.previous_response_id.is_some();
-    let owner = affinity::owner(&key.key_id);
-    let serves = |d: &ResolvedDeployment| {
-        providers::backend(d.deployment()).is_ok_and(|b| b.serves_responses(d.deployment()))
-    };
-    let home = parsed
+    // upstreams keep state (README, "The Responses API"): to the account
+    // that answered it when this data plane saw that and the group has it,
+    // else to any deployment that keeps state; with none, the translation
+    // refuses it with a 400 saying why.
+    let owner = (route == Route::Responses).then(|| affinity::owner(&key.key_id));
+    let continuing = parsed
         .previous_response_id
         .as_deref()
-        .filter(|_| continues)
+        .filter(|_| owner.is_some());
+    let home = continuing
         .and_then(|id| state.router.affinity().home(id))
-        .filter(|home| home.owner == owner)
+        .filter(|home| Some(home.owner) == owner)
         .map(|home| home.account)
         .filter(|home| {
             group
                 .deployments()
                 .iter()
-                .any(|d| serves(d) && Account::of(d) == *home)
+                .any(|d| providers::serves_responses(d.deployment()) && Account::of(d) == *home)
         });
-    let stateful =
-        |d: &ResolvedDeployment| serves(d) && home.is_none_or(|home| Account::of(d) == home);
+    let stateful = |d: &ResolvedDeployment| {
+        providers::serves_responses(d.deployment())
+            && home.is_none_or(|home| Account::of(d) == home)
+    };
     let eligible: Option<&(dyn Fn(&ResolvedDeployment) -> bool + Sync)> =
-        (continues && group.deployments().iter().any(stateful)).then_some(&stateful);
+        (continuing.is_some() && group.deployments().iter().any(stateful)).then_some(&stateful);
     let request = attempts::Request {
         config: &config,
         requested: &parsed.model,
@@ -277,10 +275,12 @@ async fn complete(
             };
             // A passed-through Responses answer's id is remembered with its
             // account, for requests that continue it.
-            let home = (route == Route::Responses && serves(a.deployment)).then(|| Home {
-                account: Account::of(a.deployment),
-                owner,
-            });
+            let home = owner
+                .filter(|_| providers::serves_responses(deployment))
+                .map(|owner| Home {
+                    account: Account::of(a.deployment),
+                    owner,
+                });
             let priced = Priced {
                 input_cost_per_token: deployment.input_cost_per_token,
                 output_cost_per_token: deployment.output_cost_per_token,
@@ -556,7 +556,7 @@ fn with_attempts(body: &Bytes, summary: &str) -> Bytes {
     Bytes::from(value.to_string())
 }
 
-fn current_config(state: &HttpState) -> Result<Arc<Config>, ApiError> {
+pub(super) fn current_config(state: &HttpState) -> Result<Arc<Config>, ApiError> {
     state.applied.current().ok_or_else(|| {
         let reason = match state.applied.readiness() {
             crate::config::applied::Readiness::NotReady { reason } => reason,
@@ -566,7 +566,7 @@ fn current_config(state: &HttpState) -> Result<Arc<Config>, ApiError> {
     })
 }
 
-fn authenticate(config: &Config, headers: &HeaderMap) -> Result<Arc<Key>, ApiError> {
+pub(super) fn authenticate(config: &Config, headers: &HeaderMap) -> Result<Arc<Key>, ApiError> {
     auth::authenticate(config, headers, SystemTime::now()).map_err(|e| match e {
         AuthError::Missing => ApiError::invalid_api_key(false),
         AuthError::Unknown => ApiError::invalid_api_key(true),

@@ -38,24 +38,15 @@ struct Remembering {
 }
 
 impl Remembering {
+    /// Reads `data` as far as [`LOOK`] into the answer: a copy of its first
+    /// bytes, once per answer.
     fn look(&mut self, data: &[u8]) {
-        let found = if self.seen.is_empty() {
-            Affinity::id_in(data).map(str::to_owned)
-        } else {
-            self.seen.extend_from_slice(data);
-            Affinity::id_in(&self.seen).map(str::to_owned)
-        };
-        match found {
-            Some(id) => {
-                self.router.affinity().remember(&id, self.home);
-                self.done = true;
-            }
-            None if self.seen.len() + data.len() > LOOK => self.done = true,
-            None => {
-                if self.seen.is_empty() {
-                    self.seen.extend_from_slice(data);
-                }
-            }
+        self.seen.extend_from_slice(data);
+        if let Some(id) = Affinity::id_in(&self.seen) {
+            self.router.affinity().remember(id, self.home);
+            self.done = true;
+        } else if self.seen.len() > LOOK {
+            self.done = true;
         }
         if self.done {
             self.seen = Vec::new();

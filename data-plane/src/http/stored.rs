@@ -5,7 +5,7 @@
 //! ([`ApiError::response_not_found`]), which says why.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
@@ -19,7 +19,6 @@ use crate::formats::Format;
 use crate::headers::REQUEST_ID;
 use crate::providers::{self, Backend, Target};
 use crate::request::access::{self, Decision};
-use crate::request::auth::{self, AuthError};
 use crate::router::affinity::{self, Account};
 
 /// How long the upstream has to answer a retrieval.
@@ -46,16 +45,8 @@ pub async fn stored_response(
     id: &str,
     request_id: &HeaderValue,
 ) -> Result<Response<Body>, ApiError> {
-    let config = state
-        .applied
-        .current()
-        .ok_or_else(|| ApiError::no_configuration("none applied yet"))?;
-    let key =
-        auth::authenticate(&config, req.headers(), SystemTime::now()).map_err(|e| match e {
-            AuthError::Missing => ApiError::invalid_api_key(false),
-            AuthError::Unknown => ApiError::invalid_api_key(true),
-            AuthError::Rejected(r) => ApiError::key_rejected(r),
-        })?;
+    let config = super::openai::current_config(state)?;
+    let key = super::openai::authenticate(&config, req.headers())?;
     let home = state
         .router
         .affinity()
@@ -125,10 +116,7 @@ fn deployment_of<'c>(
         group
             .deployments()
             .iter()
-            .find(|d| {
-                providers::backend(d.deployment()).is_ok_and(|b| b.serves_responses(d.deployment()))
-                    && Account::of(d) == account
-            })
+            .find(|d| providers::serves_responses(d.deployment()) && Account::of(d) == account)
             .map(|d| (d, group.name()))
     })
 }

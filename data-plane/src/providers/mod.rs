@@ -160,6 +160,12 @@ pub fn exchange(format: Format, speaks: Speaks, responses: bool) -> Option<Excha
     })
 }
 
+/// Whether `deployment` takes `/v1/responses` requests as they are
+/// ([`Backend::serves_responses`]); `false` for an unknown provider.
+pub fn serves_responses(deployment: &Deployment) -> bool {
+    backend(deployment).is_ok_and(|b| b.serves_responses(deployment))
+}
+
 /// The backend for `deployment`, by its provider prefix (`openai` when it
 /// names none, as LiteLLM does).
 pub fn backend(deployment: &Deployment) -> Result<Backend, ProviderError> {

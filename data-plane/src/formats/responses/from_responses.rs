@@ -972,8 +972,7 @@ mod tests {
                               "parsed": null}]},
             ],
         });
-        let chat = request(body.to_string().as_bytes(), "m").expect("translates");
-        let chat: serde_json::Value = serde_json::from_slice(&chat).expect("JSON");
+        let chat = translate(body);
         assert_eq!(chat["messages"][1]["tool_calls"][0]["id"], "call_1");
         assert_eq!(chat["messages"][3]["content"], "Sunny.");
     }
