@@ -50,6 +50,20 @@ TOOLS = [
     }
 ]
 
+# Codex's freeform `apply_patch`: a custom tool with a grammar.
+CUSTOM_TOOLS = [
+    {
+        "type": "custom",
+        "name": "apply_patch",
+        "description": "Apply a patch to the workspace's files.",
+        "format": {
+            "type": "grammar",
+            "syntax": "lark",
+            "definition": 'start: "*** Begin Patch" /(.|\\n)*/ "*** End Patch"',
+        },
+    }
+]
+
 SCHEMA_FORMAT = {
     "type": "json_schema",
     "name": "city_weather",
@@ -287,6 +301,59 @@ def test_a_codex_style_multi_turn_exchange(client, model):
     third = turn()
     function_calls(third)
     assert_usage(third)
+
+
+def test_translated_custom_tool_round_trip(client, model):
+    """A custom tool (Codex's `apply_patch`) on a translated deployment,
+    where it is a function of one string: its calls come back as
+    `custom_tool_call`s, streamed and whole, and its call and output go
+    back as input. Validated strictly against the SDK's types. (Pass-through
+    deployments send custom tools as they are: `-k 'not translated'`.)"""
+    conversation = [
+        {"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "Fix the typo in a.rs"}]},
+    ]
+
+    def turn():
+        events = []
+        with client.responses.stream(
+            model=model, input=conversation, tools=CUSTOM_TOOLS, store=False
+        ) as stream:
+            for event in stream:
+                strictly(ResponseStreamEvent, event)
+                events.append(event)
+            final = stream.get_final_response()
+        strictly(Response, final)
+        return events, final
+
+    events, first = turn()
+    calls = [item for item in first.output if item.type == "custom_tool_call"]
+    assert len(calls) == 1, first
+    call = calls[0]
+    assert call.name == "apply_patch" and call.call_id and call.input, call
+    streamed = "".join(
+        e.delta for e in events if e.type == "response.custom_tool_call_input.delta"
+    )
+    assert streamed == call.input, events
+    done = [e for e in events if e.type == "response.custom_tool_call_input.done"]
+    assert [e.input for e in done] == [call.input], events
+
+    whole = client.responses.create(
+        model=model, input=conversation, tools=CUSTOM_TOOLS, store=False
+    )
+    strictly(Response, whole)
+    assert [item.type for item in whole.output] == ["custom_tool_call"], whole
+    assert whole.output[0].input == call.input
+
+    conversation.append(
+        {"type": "custom_tool_call", "call_id": call.call_id, "name": call.name,
+         "input": call.input}
+    )
+    conversation.append(
+        {"type": "custom_tool_call_output", "call_id": call.call_id, "output": "Done."}
+    )
+    _, second = turn()
+    assert_text_response(second)
 
 
 # The SDK builds its results without validating them: these two validate

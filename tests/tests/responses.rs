@@ -93,7 +93,8 @@ async fn the_official_sdk_reaches_an_openai_deployment_byte_for_byte_but_model()
         "SLUICE_TEST_SENT_DIR".into(),
         sent.path().display().to_string(),
     ));
-    sluice_tests::pytest(SDK_TESTS, env).await;
+    // Custom tools pass through as they are: that test is the translation's.
+    sluice_tests::pytest(SDK_TESTS, only(env, "not translated")).await;
 
     let mut files: Vec<_> = std::fs::read_dir(sent.path())
         .unwrap()
@@ -335,6 +336,34 @@ async fn the_official_sdk_gets_the_same_shapes_from_a_chat_only_deployment() {
                 && m["tool_calls"][0]["function"]["name"] == "get_weather"),
         "{codex}"
     );
+    // Codex's custom `apply_patch` went upstream as a function of one
+    // string, and its call and output came back as a tool call and result.
+    let patched = seen
+        .iter()
+        .map(|r| r.json())
+        .find(|b| {
+            b["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["role"] == "tool"))
+                && b["tools"][0]["function"]["name"] == "apply_patch"
+        })
+        .expect("the custom tool's second turn went upstream");
+    let tool = &patched["tools"][0]["function"];
+    assert_eq!(tool["parameters"]["required"], json!(["input"]), "{tool}");
+    assert!(
+        tool["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("lark grammar")),
+        "{tool}"
+    );
+    let call = &patched["messages"][1]["tool_calls"][0]["function"];
+    assert_eq!(call["name"], "apply_patch");
+    assert!(
+        call["arguments"]
+            .as_str()
+            .unwrap()
+            .starts_with(r#"{"input":"#)
+    );
 }
 
 /// A `provider: mock` deployment answers whole and streamed text in shape
@@ -392,6 +421,15 @@ async fn the_official_sdk_gets_the_same_shapes_from_claude() {
     m.reply_next(Reply::Text(mock_anthropic::TEXT.into()));
     m.reply_next(Reply::ToolUse(weather()));
     sluice_tests::pytest(SDK_TESTS, only(env(), "test_a_codex_style")).await;
+    // Codex's `apply_patch`, streamed, whole, then answered.
+    let patch = || {
+        let input = "*** Begin Patch\n*** Update File: a.rs\n-teh\n+the\n*** End Patch";
+        vec![("apply_patch".to_string(), json!({ "input": input }))]
+    };
+    m.reply_next(Reply::ToolUse(patch()));
+    m.reply_next(Reply::ToolUse(patch()));
+    m.reply_next(Reply::Text(mock_anthropic::TEXT.into()));
+    sluice_tests::pytest(SDK_TESTS, only(env(), "test_translated_custom_tool")).await;
     // Every request was a valid Messages request (the mock refuses others).
     assert!(m.requests().iter().all(|r| r.path_only() == "/v1/messages"));
 }

@@ -28,6 +28,9 @@ pub struct Echo {
     truncation: Option<Value>,
     metadata: Option<Value>,
     user: Option<Value>,
+    /// The names of the request's `custom` tools: the answer's calls of
+    /// them are `custom_tool_call`s.
+    custom_tools: Vec<String>,
 }
 
 impl Echo {
@@ -44,6 +47,13 @@ impl Echo {
                 "summary": r.get("summary").cloned().unwrap_or(Value::Null),
             })
         });
+        let tools = take("tools").filter(Value::is_array);
+        let custom_tools = tools
+            .iter()
+            .flat_map(|t| t.as_array().into_iter().flatten())
+            .filter(|t| t["type"] == "custom")
+            .filter_map(|t| t["name"].as_str().map(str::to_owned))
+            .collect();
         Echo {
             instructions: take("instructions"),
             max_output_tokens: take("max_output_tokens").filter(Value::is_u64),
@@ -55,11 +65,17 @@ impl Echo {
             top_p: take("top_p").filter(Value::is_number),
             text: take("text").filter(Value::is_object),
             tool_choice: take("tool_choice"),
-            tools: take("tools").filter(Value::is_array),
+            tools,
             truncation: take("truncation").filter(Value::is_string),
             metadata: take("metadata").filter(Value::is_object),
             user: take("user").filter(Value::is_string),
+            custom_tools,
         }
+    }
+
+    /// Whether `name` is one of the request's `custom` tools.
+    pub(crate) fn is_custom(&self, name: &str) -> bool {
+        self.custom_tools.iter().any(|t| t == name)
     }
 
     /// Writes the echoed members into `response`; `model` is the
@@ -166,5 +182,15 @@ mod tests {
         assert_eq!(got["metadata"], json!({"k": "v"}));
         assert_eq!(got["user"], "u1");
         assert_eq!(got["store"], false);
+    }
+
+    #[test]
+    fn knows_which_tools_are_custom() {
+        let echo = Echo::from_request(
+            br#"{"tools":[{"type":"function","name":"f"},{"type":"custom","name":"apply_patch"}]}"#,
+        );
+        assert!(echo.is_custom("apply_patch"));
+        assert!(!echo.is_custom("f"));
+        assert!(!Echo::from_request(b"{}").is_custom("apply_patch"));
     }
 }

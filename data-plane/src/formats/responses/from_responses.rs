@@ -40,15 +40,25 @@
 //!     (the signature is what Anthropic checks). Reasoning no assistant
 //!     message follows before the next user, system or tool message is
 //!     left out.
+//!   - `custom_tool_call` items → tool calls like `function_call`s, their
+//!     `input` as the arguments `{"input": input}`;
+//!     `custom_tool_call_output` items → `tool` messages like
+//!     `function_call_output`s.
 //!   - `item_reference` (an item stored upstream) and any other item type
 //!     (built-in tools' calls: `web_search_call`, `file_search_call`,
-//!     `computer_call`, `custom_tool_call`, `local_shell_call`, `mcp_*`, …)
-//!     are refused.
+//!     `computer_call`, `local_shell_call`, `mcp_*`, …) are refused.
 //! - `tools`: `function` tools → chat function tools (`name`,
-//!   `description`, `parameters`, `strict`); built-in tools (`web_search`,
-//!   `file_search`, `code_interpreter`, `mcp`, `custom`, …) are refused.
+//!   `description`, `parameters`, `strict`). `custom` tools (free-form
+//!   input, as Codex's `apply_patch`) → function tools of one string
+//!   parameter, `input`; a `grammar` format's syntax and definition are
+//!   appended to the description (chat completions cannot constrain the
+//!   output to them: the model is asked to follow them). The answer's calls
+//!   of them come back as `custom_tool_call`s ([`super::to_responses`]).
+//!   Two tools of one name are refused. Built-in tools (`web_search`,
+//!   `file_search`, `code_interpreter`, `mcp`, …) are refused.
 //! - `tool_choice`: `auto`, `none`, `required` as they are; `{"type":
-//!   "function", "name"}` → the named function; other forms refused.
+//!   "function" | "custom", "name"}` → the named function; other forms
+//!   refused.
 //!   Without tools (none, or an empty `tools`, which OpenAI refuses and
 //!   is left out), `parallel_tool_calls` and a `tool_choice` of `auto` or
 //!   `none` are left out (OpenAI refuses them there, and they ask nothing).
@@ -140,7 +150,8 @@ pub fn request(body: &[u8], model: &str) -> Result<Vec<u8>, TranslateError> {
                 .iter()
                 .enumerate()
                 .map(|(i, tool)| tool_out(tool, i))
-                .collect::<Result<Vec<_>, _>>()?,
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(distinct_names)?,
         )
         // OpenAI refuses an empty `tools`.
         .filter(|tools: &Vec<_>| !tools.is_empty()),
@@ -516,29 +527,21 @@ impl Conversation {
                         ],
                         &at,
                     )?;
-                    let call = ToolCall {
-                        id: Cow::Borrowed(req_str(item, "call_id", &at)?),
-                        kind: Cow::Borrowed("function"),
-                        function: FunctionCall {
-                            name: Cow::Borrowed(req_str(item, "name", &at)?),
-                            arguments: Cow::Borrowed(req_str(item, "arguments", &at)?),
-                            extra: Extra::new(),
-                        },
-                        extra: Extra::new(),
-                    };
-                    match out.last_mut() {
-                        Some(Message::Assistant(m)) if open && self.reasoning.is_empty() => {
-                            m.tool_calls.get_or_insert_with(Vec::new).push(call);
-                        }
-                        _ => {
-                            let mut m = self.assistant();
-                            m.tool_calls = Some(vec![call]);
-                            out.push(Message::Assistant(m));
-                        }
-                    }
+                    let arguments = Cow::Borrowed(req_str(item, "arguments", &at)?);
+                    self.call(item, arguments, &at, open, out)?;
                     open = true;
                 }
-                "function_call_output" => {
+                "custom_tool_call" => {
+                    no_other(
+                        item,
+                        &["type", "id", "call_id", "name", "input", "status"],
+                        &at,
+                    )?;
+                    let input = req_str(item, "input", &at)?;
+                    self.call(item, Cow::Owned(custom_arguments(input)), &at, open, out)?;
+                    open = true;
+                }
+                "function_call_output" | "custom_tool_call_output" => {
                     no_other(item, &["type", "id", "call_id", "output", "status"], &at)?;
                     let content = match item.get("output") {
                         Some(Value::String(text)) => Content::Text(Cow::Borrowed(text)),
@@ -611,6 +614,40 @@ impl Conversation {
                         ),
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// A call (`function_call` or `custom_tool_call` with its arguments)
+    /// → a tool call of the assistant message before it, when `open`, or
+    /// of a new one.
+    fn call<'a>(
+        &mut self,
+        item: &'a Map<String, Value>,
+        arguments: Cow<'a, str>,
+        at: &str,
+        open: bool,
+        out: &mut Vec<Message<'a>>,
+    ) -> Result<(), TranslateError> {
+        let call = ToolCall {
+            id: Cow::Borrowed(req_str(item, "call_id", at)?),
+            kind: Cow::Borrowed("function"),
+            function: FunctionCall {
+                name: Cow::Borrowed(req_str(item, "name", at)?),
+                arguments,
+                extra: Extra::new(),
+            },
+            extra: Extra::new(),
+        };
+        match out.last_mut() {
+            Some(Message::Assistant(m)) if open && self.reasoning.is_empty() => {
+                m.tool_calls.get_or_insert_with(Vec::new).push(call);
+            }
+            _ => {
+                let mut m = self.assistant();
+                m.tool_calls = Some(vec![call]);
+                out.push(Message::Assistant(m));
             }
         }
         Ok(())
@@ -842,11 +879,106 @@ fn tool_out(tool: &Value, i: usize) -> Result<Tool<'_>, TranslateError> {
                 extra: Extra::new(),
             })
         }
+        Some("custom") => {
+            no_other(tool, &["type", "name", "description", "format"], &at)?;
+            let name = req_str(tool, "name", &at)?;
+            let description = opt_str(tool, "description", &at)?;
+            let grammar = custom_format(tool.get("format"), &at)?;
+            let description = match (description, grammar) {
+                (d, None) => d.map(Cow::Borrowed),
+                (d, Some((syntax, definition))) => Some(Cow::Owned(format!(
+                    "{}The `input` must follow this {syntax} grammar:\n{definition}",
+                    d.map(|d| format!("{d}\n\n")).unwrap_or_default()
+                ))),
+            };
+            Ok(Tool::Function {
+                function: FunctionDef {
+                    name: Cow::Borrowed(name),
+                    description,
+                    parameters: Some(custom_parameters()),
+                    strict: None,
+                    extra: Extra::new(),
+                },
+                extra: Extra::new(),
+            })
+        }
         other => Err(TranslateError::invalid(
             format!("{at}.type"),
             format!(
                 "{at}.type: `{}` tools: built-in tools are not available on this deployment, \
-                 which serves chat completions; only `function` tools are",
+                 which serves chat completions; only `function` and `custom` tools are",
+                other.unwrap_or("null")
+            ),
+        )),
+    }
+}
+
+/// Refuses two tools of one name: a custom tool and a function tool are
+/// both functions upstream, and the answer's calls are told apart by name.
+fn distinct_names(tools: Vec<Tool<'_>>) -> Result<Vec<Tool<'_>>, TranslateError> {
+    fn name<'t>(tool: &'t Tool<'_>) -> Option<&'t str> {
+        match tool {
+            Tool::Function { function, .. } => Some(&function.name),
+            Tool::Other(_) => None,
+        }
+    }
+    for (i, tool) in tools.iter().enumerate() {
+        let Some(this) = name(tool) else { continue };
+        if tools[..i].iter().any(|t| name(t) == Some(this)) {
+            return Err(TranslateError::invalid(
+                format!("tools[{i}].name"),
+                format!("tools[{i}].name: `{this}` names two tools"),
+            ));
+        }
+    }
+    Ok(tools)
+}
+
+/// The one parameter a custom tool's function takes: the free-form text
+/// the model writes for it.
+pub const CUSTOM_INPUT: &str = "input";
+
+fn custom_parameters() -> Value {
+    json!({
+        "type": "object",
+        "properties": {CUSTOM_INPUT: {"type": "string", "description": "The tool's input, as free-form text."}},
+        "required": [CUSTOM_INPUT],
+        "additionalProperties": false,
+    })
+}
+
+/// A custom tool call's `input` as the arguments of its function.
+fn custom_arguments(input: &str) -> String {
+    json!({ CUSTOM_INPUT: input }).to_string()
+}
+
+/// A custom tool's `format`: `None` for free text (absent, `null` or
+/// `{"type": "text"}`), else a grammar's syntax and definition.
+fn custom_format<'a>(
+    format: Option<&'a Value>,
+    at: &str,
+) -> Result<Option<(&'a str, &'a str)>, TranslateError> {
+    let at = format!("{at}.format");
+    let format = match format {
+        None | Some(Value::Null) => return Ok(None),
+        Some(format) => object(format, &at)?,
+    };
+    match kind(format, &at)? {
+        Some("text") => {
+            no_other(format, &["type"], &at)?;
+            Ok(None)
+        }
+        Some("grammar") => {
+            no_other(format, &["type", "syntax", "definition"], &at)?;
+            Ok(Some((
+                req_str(format, "syntax", &at)?,
+                req_str(format, "definition", &at)?,
+            )))
+        }
+        other => Err(TranslateError::invalid(
+            format!("{at}.type"),
+            format!(
+                "{at}.type: `{}` is not a custom tool format (`text`, `grammar`)",
                 other.unwrap_or("null")
             ),
         )),
@@ -859,7 +991,7 @@ fn tool_choice_out(choice: &Value) -> Result<ToolChoice<'_>, TranslateError> {
             "tool_choice",
             format!(
                 "tool_choice: {what} is not available on this deployment (`auto`, `none`, \
-                 `required` or a function are)"
+                 `required`, a function or a custom tool are)"
             ),
         ))
     };
@@ -869,7 +1001,8 @@ fn tool_choice_out(choice: &Value) -> Result<ToolChoice<'_>, TranslateError> {
         }
         Value::String(mode) => refuse(&format!("`{mode}`")),
         Value::Object(obj) => match obj.get("type").and_then(Value::as_str) {
-            Some("function") => {
+            // A custom tool is a function upstream.
+            Some("function" | "custom") => {
                 no_other(obj, &["type", "name"], "tool_choice")?;
                 Ok(ToolChoice::Function(NamedToolChoice {
                     kind: Cow::Borrowed("function"),
@@ -975,6 +1108,54 @@ mod tests {
         let chat = translate(body);
         assert_eq!(chat["messages"][1]["tool_calls"][0]["id"], "call_1");
         assert_eq!(chat["messages"][3]["content"], "Sunny.");
+    }
+
+    #[test]
+    fn custom_tools_are_functions_of_one_string_and_their_calls_tool_calls() {
+        let grammar = "start: \"*** Begin Patch\" /(.|\\n)*/ \"*** End Patch\"";
+        let body = serde_json::json!({
+            "model": "m",
+            "tools": [
+                {"type": "custom", "name": "apply_patch", "description": "Edit files.",
+                 "format": {"type": "grammar", "syntax": "lark", "definition": grammar}},
+                {"type": "custom", "name": "note"},
+            ],
+            "tool_choice": {"type": "custom", "name": "apply_patch"},
+            "input": [
+                {"role": "user", "content": "Fix the typo."},
+                {"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_1",
+                 "name": "apply_patch", "input": "*** Begin Patch\n\"x\"\n*** End Patch",
+                 "status": "completed"},
+                {"type": "custom_tool_call_output", "call_id": "call_1", "output": "Done."},
+            ],
+        });
+        let chat = translate(body);
+        let patch = &chat["tools"][0]["function"];
+        assert_eq!(patch["name"], "apply_patch");
+        assert_eq!(
+            patch["description"],
+            format!("Edit files.\n\nThe `input` must follow this lark grammar:\n{grammar}")
+        );
+        assert_eq!(patch["parameters"]["required"], json!(["input"]));
+        assert_eq!(patch["parameters"]["properties"]["input"]["type"], "string");
+        assert!(chat["tools"][1]["function"].get("description").is_none());
+        assert_eq!(
+            chat["tool_choice"],
+            json!({"type": "function", "function": {"name": "apply_patch"}})
+        );
+        let call = &chat["messages"][1]["tool_calls"][0];
+        assert_eq!(call["id"], "call_1");
+        assert_eq!(call["function"]["name"], "apply_patch");
+        let arguments: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            arguments,
+            json!({"input": "*** Begin Patch\n\"x\"\n*** End Patch"})
+        );
+        assert_eq!(
+            chat["messages"][2],
+            json!({"role": "tool", "tool_call_id": "call_1", "content": "Done."})
+        );
     }
 
     fn translate(body: Value) -> Value {
@@ -1197,8 +1378,16 @@ mod tests {
                 "tools[0].type",
             ),
             (
-                json!({"input": "x", "tools": [{"type": "custom", "name": "x"}]}),
-                "tools[0].type",
+                json!({"input": "x", "tools": [{"type": "custom", "name": "x", "format": {"type": "regex"}}]}),
+                "tools[0].format.type",
+            ),
+            (
+                json!({"input": "x", "tools": [{"type": "custom", "name": "x", "defer_loading": true}]}),
+                "tools[0].defer_loading",
+            ),
+            (
+                json!({"input": "x", "tools": [{"type": "function", "name": "x"}, {"type": "custom", "name": "x"}]}),
+                "tools[1].name",
             ),
             (
                 json!({"input": "x", "tool_choice": {"type": "file_search"}}),
@@ -1232,8 +1421,8 @@ mod tests {
                 "input[0].type",
             ),
             (
-                json!({"input": [{"type": "custom_tool_call", "call_id": "c"}]}),
-                "input[0].type",
+                json!({"input": [{"type": "custom_tool_call", "call_id": "c", "name": "x"}]}),
+                "input[0].input",
             ),
             (
                 json!({"input": [{"type": "local_shell_call", "call_id": "c"}]}),

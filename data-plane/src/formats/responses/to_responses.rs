@@ -14,7 +14,9 @@
 //!   `output_text` part and `refusal` → a `refusal` part of one `message`
 //!   item (`msg_{id}`); each `tool_calls` entry, in order → a
 //!   `function_call` item (`fc_{id}_{n}`) whose `call_id` is the upstream's
-//!   call id. Empty strings make nothing.
+//!   call id; a call of one of the request's `custom` tools → a
+//!   `custom_tool_call` item (`ctc_{id}_{n}`) whose `input` is the
+//!   arguments' `input` string. Empty strings make nothing.
 //! - `status`: `completed`; `incomplete` for `finish_reason` `length`
 //!   (`incomplete_details.reason` `max_output_tokens`) and `content_filter`
 //!   (reason `content_filter`), and then the items are `incomplete` too.
@@ -117,6 +119,32 @@ fn call_item(item_id: &str, call_id: &str, name: &str, arguments: &str, status: 
         "arguments": arguments,
         "status": status,
     })
+}
+
+/// A call of a `custom` tool (a function of one string upstream, see
+/// [`super::from_responses`]): the model's `input`.
+fn custom_item(item_id: &str, call_id: &str, name: &str, input: &str) -> Value {
+    json!({
+        "type": "custom_tool_call",
+        "id": item_id,
+        "call_id": call_id,
+        "name": name,
+        "input": input,
+    })
+}
+
+/// A custom tool's `input` from its function's arguments: the `input`
+/// string of `{"input": …}`; arguments of another shape (a model that did
+/// not keep to the schema) are given as they came.
+fn custom_input(arguments: &str) -> String {
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(Value::Object(mut args)) => match args.remove(super::from_responses::CUSTOM_INPUT) {
+            Some(Value::String(input)) => input,
+            _ => arguments.to_owned(),
+        },
+        Ok(Value::String(input)) => input,
+        _ => arguments.to_owned(),
+    }
 }
 
 /// A call's id; a made-up one when the upstream gave none, so the
@@ -233,13 +261,19 @@ pub fn answer(chat: &[u8], echo: &Echo, id: &str) -> Result<Vec<u8>, TranslateEr
     }
     for (n, call) in calls.into_iter().enumerate() {
         let function = call.get("function").unwrap_or(&Value::Null);
-        output.push(call_item(
-            &format!("fc_{id}_{n}"),
-            &call_id(str_of(call, "id"), n),
-            str_of(function, "name").unwrap_or(""),
-            str_of(function, "arguments").unwrap_or(""),
-            status,
-        ));
+        let name = str_of(function, "name").unwrap_or("");
+        let arguments = str_of(function, "arguments").unwrap_or("");
+        let call_id = call_id(str_of(call, "id"), n);
+        output.push(if echo.is_custom(name) {
+            custom_item(
+                &format!("ctc_{id}_{n}"),
+                &call_id,
+                name,
+                &custom_input(arguments),
+            )
+        } else {
+            call_item(&format!("fc_{id}_{n}"), &call_id, name, arguments, status)
+        });
     }
 
     let response = response_object(
@@ -279,7 +313,12 @@ pub fn answer(chat: &[u8], echo: &Echo, id: &str) -> Result<Vec<u8>, TranslateEr
 /// - Each chat `tool_calls[].index` → its own `function_call` item and
 ///   `output_index`: `output_item.added` (arguments `""`),
 ///   `function_call_arguments.delta`s, `.done`, `output_item.done`. Calls
-///   stay open side by side (parallel calls interleave).
+///   stay open side by side (parallel calls interleave). A call of a
+///   `custom` tool → a `custom_tool_call` item: `output_item.added` (input
+///   `""`), then, once its arguments have ended, one
+///   `custom_tool_call_input.delta` with the whole input, `.done`,
+///   `output_item.done` (the input is a string inside the arguments' JSON,
+///   so it is not relayed piece by piece).
 /// - An item is closed when an item of another kind starts, or at the end.
 /// - After the upstream's `[DONE]` (or the end of its body, once a
 ///   `finish_reason` was seen): `response.completed`, or
@@ -342,6 +381,9 @@ struct OpenCall {
     call_id: String,
     name: String,
     arguments: String,
+    /// A call of a custom tool: its arguments are held, and its input
+    /// written whole when they end.
+    custom: bool,
 }
 
 impl ResponsesStream {
@@ -694,15 +736,22 @@ impl ResponsesStream {
                 let index = self.take_index();
                 let n = self.calls_seen;
                 self.calls_seen += 1;
+                let name = str_of(function, "name").unwrap_or("").to_owned();
+                let custom = self.echo.is_custom(&name);
                 let open = OpenCall {
                     chat_index,
                     index,
-                    item_id: format!("fc_{}_{n}", self.id),
+                    item_id: format!("{}_{}_{n}", if custom { "ctc" } else { "fc" }, self.id),
                     call_id: call_id(str_of(call, "id"), n),
-                    name: str_of(function, "name").unwrap_or("").to_owned(),
+                    name,
                     arguments: String::new(),
+                    custom,
                 };
-                let item = call_item(&open.item_id, &open.call_id, &open.name, "", "in_progress");
+                let item = if custom {
+                    custom_item(&open.item_id, &open.call_id, &open.name, "")
+                } else {
+                    call_item(&open.item_id, &open.call_id, &open.name, "", "in_progress")
+                };
                 self.emit(
                     "response.output_item.added",
                     json!({"output_index": index, "item": item}),
@@ -716,17 +765,37 @@ impl ResponsesStream {
         }
         let c = &mut self.calls[at];
         c.arguments.push_str(arguments);
+        // A custom tool's input is a string inside the arguments' JSON:
+        // written once they are whole.
+        if c.custom {
+            return;
+        }
         let data = json!({"item_id": c.item_id, "output_index": c.index, "delta": arguments});
         self.emit("response.function_call_arguments.delta", data);
     }
 
     fn close_calls(&mut self, status: &str) {
         for c in std::mem::take(&mut self.calls) {
-            self.emit(
-                "response.function_call_arguments.done",
-                json!({"item_id": c.item_id, "output_index": c.index, "arguments": c.arguments}),
-            );
-            let item = call_item(&c.item_id, &c.call_id, &c.name, &c.arguments, status);
+            let item = if c.custom {
+                let input = custom_input(&c.arguments);
+                if !input.is_empty() {
+                    self.emit(
+                        "response.custom_tool_call_input.delta",
+                        json!({"item_id": c.item_id, "output_index": c.index, "delta": input}),
+                    );
+                }
+                self.emit(
+                    "response.custom_tool_call_input.done",
+                    json!({"item_id": c.item_id, "output_index": c.index, "input": input}),
+                );
+                custom_item(&c.item_id, &c.call_id, &c.name, &input)
+            } else {
+                self.emit(
+                    "response.function_call_arguments.done",
+                    json!({"item_id": c.item_id, "output_index": c.index, "arguments": c.arguments}),
+                );
+                call_item(&c.item_id, &c.call_id, &c.name, &c.arguments, status)
+            };
             self.emit(
                 "response.output_item.done",
                 json!({"output_index": c.index, "item": item}),
@@ -825,8 +894,21 @@ mod tests {
         )
     }
 
+    /// A request with a custom tool beside the function.
+    fn custom_echo() -> Echo {
+        Echo::from_request(
+            br#"{"model":"gpt-5-codex","input":"hi","tools":[
+                {"type":"function","name":"get_weather","parameters":{"type":"object"}},
+                {"type":"custom","name":"apply_patch","description":"Edit files."}]}"#,
+        )
+    }
+
     fn translate(chat: &Value) -> Value {
-        serde_json::from_slice(&answer(chat.to_string().as_bytes(), &echo(), ID).unwrap()).unwrap()
+        translate_with(chat, &echo())
+    }
+
+    fn translate_with(chat: &Value, echo: &Echo) -> Value {
+        serde_json::from_slice(&answer(chat.to_string().as_bytes(), echo, ID).unwrap()).unwrap()
     }
 
     fn chunk(delta: Value, finish_reason: Option<&str>) -> Value {
@@ -850,8 +932,8 @@ mod tests {
 
     use crate::formats::chat::fixtures::{call, sse};
 
-    fn stream_whole(input: &[u8]) -> (String, bool) {
-        let mut stream = ResponsesStream::new(echo(), ID.to_owned());
+    fn stream_whole(input: &[u8], echo: &Echo) -> (String, bool) {
+        let mut stream = ResponsesStream::new(echo.clone(), ID.to_owned());
         let mut out = stream.feed(input);
         out.extend(stream.finish());
         (String::from_utf8(out).unwrap(), stream.failed())
@@ -860,17 +942,21 @@ mod tests {
     /// The same input split at every byte, and a byte at a time, gives the
     /// same bytes.
     fn stream(input: &str) -> (String, bool) {
-        let whole = stream_whole(input.as_bytes());
+        stream_with(input, &echo())
+    }
+
+    fn stream_with(input: &str, echo: &Echo) -> (String, bool) {
+        let whole = stream_whole(input.as_bytes(), echo);
         let bytes = input.as_bytes();
         for at in 0..=bytes.len() {
-            let mut stream = ResponsesStream::new(echo(), ID.to_owned());
+            let mut stream = ResponsesStream::new(echo.clone(), ID.to_owned());
             let mut out = stream.feed(&bytes[..at]);
             out.extend(stream.feed(&bytes[at..]));
             out.extend(stream.finish());
             assert_eq!(String::from_utf8(out).unwrap(), whole.0, "split at {at}");
             assert_eq!(stream.failed(), whole.1);
         }
-        let mut stream = ResponsesStream::new(echo(), ID.to_owned());
+        let mut stream = ResponsesStream::new(echo.clone(), ID.to_owned());
         let mut out = Vec::new();
         for byte in bytes.chunks(1) {
             out.extend(stream.feed(byte));
@@ -969,6 +1055,20 @@ mod tests {
                     let item = open(&mut items);
                     assert_eq!(item["arguments"], data["arguments"]);
                 }
+                "response.custom_tool_call_input.delta" => {
+                    open(&mut items);
+                    let item = items.get_mut(&index.unwrap()).unwrap();
+                    let input = &mut item["input"];
+                    *input = json!(format!(
+                        "{}{}",
+                        input.as_str().unwrap(),
+                        data["delta"].as_str().unwrap()
+                    ));
+                }
+                "response.custom_tool_call_input.done" => {
+                    let item = open(&mut items);
+                    assert_eq!(item["input"], data["input"]);
+                }
                 "response.content_part.done" => {
                     let item = open(&mut items);
                     let at = data["content_index"].as_u64().unwrap() as usize;
@@ -991,6 +1091,9 @@ mod tests {
                     if added["type"] == "function_call" {
                         assert_eq!(added["arguments"], data["item"]["arguments"]);
                     }
+                    if added["type"] == "custom_tool_call" {
+                        assert_eq!(added["input"], data["item"]["input"]);
+                    }
                     done.insert(index.unwrap(), data["item"].clone());
                 }
                 "response.completed" | "response.incomplete" | "response.failed" => {
@@ -1010,11 +1113,15 @@ mod tests {
     /// A stream and the whole answer that says the same: the snapshot of
     /// the events, and the accumulated response equal to `answer`'s.
     fn equivalent(name: &str, chunks: &[Value], whole: &Value) {
-        let (out, failed) = stream(&sse(chunks));
+        equivalent_with(name, &echo(), chunks, whole);
+    }
+
+    fn equivalent_with(name: &str, echo: &Echo, chunks: &[Value], whole: &Value) {
+        let (out, failed) = stream_with(&sse(chunks), echo);
         assert!(!failed);
         insta::assert_snapshot!(name, out);
         let mut got = accumulate(&out);
-        let mut want = translate(whole);
+        let mut want = translate_with(whole, echo);
         // The one thing a stream cannot know of its answer before it ends.
         for v in [&mut got, &mut want] {
             v.as_object_mut().unwrap().remove("created_at");
@@ -1182,6 +1289,57 @@ mod tests {
             usage(82, 40, 64, 0),
         );
         equivalent("stream_parallel_function_calls", &chunks, &whole);
+    }
+
+    /// A call of a custom tool, whole and streamed, beside a function call.
+    #[test]
+    fn custom_tool_calls_come_back_as_custom_tool_calls() {
+        let patch = "*** Begin Patch\n*** Update File: a.rs\n-\"x\"\n+\"y\"\n*** End Patch";
+        let arguments = json!({"input": patch}).to_string();
+        let whole = completion(
+            json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_abc", "type": "function", "function": {"name": "apply_patch", "arguments": arguments}},
+                {"id": "call_def", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+            ]}),
+            "tool_calls",
+            usage(82, 40, 0, 0),
+        );
+        let got = translate_with(&whole, &custom_echo());
+        assert_eq!(
+            got["output"][0],
+            json!({"type": "custom_tool_call", "id": format!("ctc_{ID}_0"), "call_id": "call_abc",
+                   "name": "apply_patch", "input": patch})
+        );
+        assert_eq!(got["output"][1]["type"], "function_call");
+        // Without the custom tool in the request, the same call is a function call.
+        assert_eq!(translate(&whole)["output"][0]["type"], "function_call");
+
+        let (head, tail) = arguments.split_at(arguments.len() / 2);
+        let chunks = [
+            chunk(
+                json!({"role": "assistant", "content": null, "tool_calls": [
+                call(0, Some("call_abc"), Some("apply_patch"), "")]}),
+                None,
+            ),
+            chunk(json!({"tool_calls": [call(0, None, None, head)]}), None),
+            chunk(json!({"tool_calls": [call(0, None, None, tail)]}), None),
+            chunk(
+                json!({"tool_calls": [call(1, Some("call_def"), Some("get_weather"), "{}")]}),
+                None,
+            ),
+            chunk(json!({}), Some("tool_calls")),
+            usage_chunk(82, 40, 0, 0),
+        ];
+        equivalent_with("stream_custom_tool_call", &custom_echo(), &chunks, &whole);
+    }
+
+    #[test]
+    fn custom_input_of_arguments_of_another_shape_is_given_as_it_came() {
+        assert_eq!(custom_input(r#"{"input":"a\nb"}"#), "a\nb");
+        assert_eq!(custom_input(r#""just a string""#), "just a string");
+        assert_eq!(custom_input(r#"{"patch":"x"}"#), r#"{"patch":"x"}"#);
+        assert_eq!(custom_input("not json"), "not json");
+        assert_eq!(custom_input(""), "");
     }
 
     #[test]
