@@ -984,7 +984,11 @@ async fn bench() -> anyhow::Result<()> {
         // For profiling by hand: keep everything up and say where it is.
         eprintln!("key: {key}");
         for t in &targets {
-            eprintln!("{}: {} (pid {}) body {}", t.name, t.url, t.pid, t.body);
+            let key = t.key.as_deref().unwrap_or(&key);
+            eprintln!(
+                "{}: {} (pid {}) key {key} body {}",
+                t.name, t.url, t.pid, t.body
+            );
         }
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }

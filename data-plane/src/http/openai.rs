@@ -59,7 +59,9 @@ pub async fn completion(
     request_id: &HeaderValue,
 ) -> Response<Body> {
     let mut meter = Meter::start(state.metrics.clone(), request_id);
-    let mut routed = HeaderMap::new();
+    // Room for what routing and the rate limits write (group, deployment,
+    // attempts, fallback, six `x-ratelimit-*`): allocated once, not grown.
+    let mut routed = HeaderMap::with_capacity(12);
     let format = route.format();
     let resp = match complete(state, route, req, request_id, &mut meter, &mut routed).await {
         Ok(answer) => relay(answer, meter),
@@ -108,7 +110,11 @@ enum Failure {
 }
 
 fn with_headers(mut resp: Response<Body>, headers: HeaderMap) -> Response<Body> {
-    resp.headers_mut().extend(headers);
+    if !headers.is_empty() {
+        let map = resp.headers_mut();
+        map.reserve(headers.len());
+        map.extend(headers);
+    }
     resp
 }
 
@@ -444,16 +450,41 @@ fn limit_failure(config: &Config, key: &Key, exceeded: &Exceeded) -> Failure {
 /// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`: the
 /// tightest limit of each kind; `remaining` is of this data plane's share.
 fn rate_limit_headers(standing: &Standing, headers: &mut HeaderMap) {
-    for (window, [limit, remaining, reset]) in [
+    use std::fmt::Write as _;
+    let windows = [
         (standing.requests, RATE_LIMIT_REQUESTS),
         (standing.tokens, RATE_LIMIT_TOKENS),
-    ] {
+    ];
+    if windows.iter().all(|(w, _)| w.is_none()) {
+        return;
+    }
+    // Every value written into one buffer and each header a slice of it:
+    // two allocations on the request path, not one per value.
+    let mut text = String::with_capacity(72);
+    let mut ends = [0usize; 6];
+    for (i, (window, _)) in windows.iter().enumerate() {
         if let Some(w) = window {
-            headers.insert(limit, HeaderValue::from(w.limit));
-            headers.insert(remaining, HeaderValue::from(w.remaining));
-            if let Ok(v) = HeaderValue::from_str(&format!("{}s", w.reset_s)) {
-                headers.insert(reset, v);
+            let _ = write!(text, "{}", w.limit);
+            ends[i * 3] = text.len();
+            let _ = write!(text, "{}", w.remaining);
+            ends[i * 3 + 1] = text.len();
+            let _ = write!(text, "{}s", w.reset_s);
+            ends[i * 3 + 2] = text.len();
+        }
+    }
+    let bytes = Bytes::from(text);
+    let mut start = 0;
+    for (i, (window, names)) in windows.into_iter().enumerate() {
+        if window.is_none() {
+            continue;
+        }
+        for (j, name) in names.into_iter().enumerate() {
+            let end = ends[i * 3 + j];
+            // Digits and `s`: always a valid value.
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes.slice(start..end)) {
+                headers.insert(name, v);
             }
+            start = end;
         }
     }
 }
@@ -789,4 +820,56 @@ fn created() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(standing: Standing) -> Vec<(String, String)> {
+        let mut headers = HeaderMap::new();
+        rate_limit_headers(&standing, &mut headers);
+        let mut out: Vec<_> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn rate_limit_headers_say_each_window_that_applies() {
+        let w = |limit, remaining, reset_s| Window {
+            limit,
+            remaining,
+            reset_s,
+        };
+        assert!(written(Standing::default()).is_empty());
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(
+            written(Standing {
+                requests: Some(w(60, 19, 7)),
+                tokens: Some(w(100_000, 99_989, 53)),
+            }),
+            [
+                pair("x-ratelimit-limit-requests", "60"),
+                pair("x-ratelimit-limit-tokens", "100000"),
+                pair("x-ratelimit-remaining-requests", "19"),
+                pair("x-ratelimit-remaining-tokens", "99989"),
+                pair("x-ratelimit-reset-requests", "7s"),
+                pair("x-ratelimit-reset-tokens", "53s"),
+            ]
+        );
+        assert_eq!(
+            written(Standing {
+                requests: None,
+                tokens: Some(w(5, 0, 60)),
+            }),
+            [
+                pair("x-ratelimit-limit-tokens", "5"),
+                pair("x-ratelimit-remaining-tokens", "0"),
+                pair("x-ratelimit-reset-tokens", "60s"),
+            ]
+        );
+    }
 }

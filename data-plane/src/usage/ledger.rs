@@ -35,6 +35,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use smallvec::SmallVec;
 use sluice_proto::config::v1::{UsageScope, UsageTotal};
 
 use super::sharded::Sharded;
@@ -199,7 +200,8 @@ pub struct CreditAsk<'a> {
 /// What an admitted request holds until it ends.
 #[derive(Debug, Default)]
 pub struct Reservation {
-    budgets: Vec<(Arc<ScopeState>, i64)>,
+    /// Inline: a key, its team and its organization at most.
+    budgets: SmallVec<[(Arc<ScopeState>, i64); 3]>,
     credits: Option<(Arc<ScopeState>, i64)>,
 }
 

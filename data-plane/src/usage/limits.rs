@@ -20,6 +20,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
+use smallvec::SmallVec;
 use sluice_proto::config::v1::{Demand, LimitKind, LimitLeases};
 
 use super::ledger::Scope;
@@ -136,8 +137,10 @@ pub struct Window {
 /// counted by estimate until it ends.
 #[derive(Debug, Default)]
 pub struct Held {
-    parallel: Vec<Arc<LimitState>>,
-    tokens: Vec<(Arc<LimitState>, i64, u64)>,
+    /// Inline: a key has one parallel limit, a key and its team a TPM
+    /// limit each.
+    parallel: SmallVec<[Arc<LimitState>; 1]>,
+    tokens: SmallVec<[(Arc<LimitState>, i64, u64); 2]>,
     pub standing: Standing,
 }
 
@@ -230,7 +233,7 @@ impl Limiter {
     ) -> Result<Held, Exceeded> {
         let mut held = Held::default();
         // Undone if a later limit refuses.
-        let mut counted: Vec<Arc<LimitState>> = Vec::new();
+        let mut counted: SmallVec<[Arc<LimitState>; 2]> = SmallVec::new();
         let reset_s = (60 - now_s.rem_euclid(60)) as u64;
         for l in limits {
             let state = self.state(l.scope, l.id, l.kind);
