@@ -35,8 +35,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use smallvec::SmallVec;
 use sluice_proto::config::v1::{UsageScope, UsageTotal};
+use smallvec::SmallVec;
 
 use super::sharded::Sharded;
 use super::window;

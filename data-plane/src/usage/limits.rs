@@ -20,8 +20,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
-use smallvec::SmallVec;
 use sluice_proto::config::v1::{Demand, LimitKind, LimitLeases};
+use smallvec::SmallVec;
 
 use super::ledger::Scope;
 use super::sharded::Sharded;
