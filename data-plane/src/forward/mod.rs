@@ -257,6 +257,7 @@ async fn first_event(
         deployment: call.deployment.deployment().id.clone(),
         format: call.format,
         done: false,
+        events: Events::default(),
     }
     .boxed_unsync())
 }
@@ -273,9 +274,48 @@ struct Guarded {
     /// The client's: the error event is written in its shape.
     format: Format,
     done: bool,
+    /// The events relayed (counted for the Responses API only, whose
+    /// error event carries the next `sequence_number`).
+    events: Events,
+}
+
+/// Counts the SSE events that went by: the blank lines that end them,
+/// however the frames split them (`\r` ignored, for CRLF streams).
+#[derive(Debug, Default)]
+struct Events {
+    ended: u64,
+    /// Whether the last byte read ended a line.
+    newline: bool,
+}
+
+impl Events {
+    fn read(&mut self, data: &[u8]) {
+        for &b in data {
+            match b {
+                b'\n' if self.newline => {
+                    self.ended += 1;
+                    self.newline = false;
+                }
+                b'\n' => self.newline = true,
+                b'\r' => {}
+                _ => self.newline = false,
+            }
+        }
+    }
 }
 
 impl Guarded {
+    /// A frame on its way to the client.
+    fn relay(&mut self, frame: Frame<Bytes>) -> Frame<Bytes> {
+        self.heard();
+        if self.format == Format::Responses
+            && let Some(data) = frame.data_ref()
+        {
+            self.events.read(data);
+        }
+        frame
+    }
+
     fn cut(&mut self, why: &str) -> Frame<Bytes> {
         self.done = true;
         self.interruption.set();
@@ -288,14 +328,14 @@ impl Guarded {
             return Frame::data(Bytes::from(format!("event: error\ndata: {data}\n\n")));
         }
         if self.format == Format::Responses {
-            // The Responses API's error event; its `sequence_number` is the
-            // upstream's to count, which this guard does not read, so it is
-            // left out.
+            // The Responses API's error event, numbered after the events
+            // relayed (each of which had one number, from 0).
             let data = serde_json::json!({
                 "type": "error",
                 "code": "stream_interrupted",
                 "message": message,
                 "param": null,
+                "sequence_number": self.events.ended,
             });
             return Frame::data(Bytes::from(format!("event: error\ndata: {data}\n\n")));
         }
@@ -327,17 +367,13 @@ impl hyper::body::Body for Guarded {
         use std::task::Poll;
         let this = &mut *self;
         if let Some(first) = this.first.take() {
-            this.heard();
-            return Poll::Ready(Some(Ok(first)));
+            return Poll::Ready(Some(Ok(this.relay(first))));
         }
         if this.done {
             return Poll::Ready(None);
         }
         match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                this.heard();
-                Poll::Ready(Some(Ok(frame)))
-            }
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(this.relay(frame)))),
             Poll::Ready(Some(Err(e))) => {
                 let why = format!("the upstream broke off ({e})");
                 Poll::Ready(Some(Ok(this.cut(&why))))
@@ -474,4 +510,55 @@ async fn answer_mock(
         }
     };
     for_client(answer, exchange, &call, started).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_counted_however_the_frames_split_them() {
+        let stream = "event: a\ndata: {}\n\nevent: b\r\ndata: {}\r\n\r\nevent: c\ndata: {}\n\n";
+        for at in 0..stream.len() {
+            let mut events = Events::default();
+            events.read(&stream.as_bytes()[..at]);
+            events.read(&stream.as_bytes()[at..]);
+            assert_eq!(events.ended, 3, "split at {at}");
+        }
+        let mut events = Events::default();
+        events.read(b"event: a\ndata: {\"x\": 1}\n");
+        assert_eq!(events.ended, 0, "an event not yet ended");
+    }
+
+    /// A Responses stream broken after two events ends with an error event
+    /// numbered 2, in the API's shape.
+    #[tokio::test]
+    async fn a_cut_responses_stream_ends_with_the_next_sequence_number() {
+        let event = |n: u64| {
+            Frame::data(Bytes::from(format!(
+                "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":{n}}}\n\n"
+            )))
+        };
+        let rest: Vec<Result<Frame<Bytes>, BoxError>> =
+            vec![Ok(event(1)), Err("connection reset".into())];
+        let guarded = Guarded {
+            first: Some(event(0)),
+            inner: StreamBody::new(futures::stream::iter(rest)).boxed_unsync(),
+            idle: None,
+            silence: None,
+            interruption: Interruption::default(),
+            deployment: "d".into(),
+            format: Format::Responses,
+            done: false,
+            events: Events::default(),
+        };
+        let text = guarded.collect().await.unwrap().to_bytes();
+        let text = std::str::from_utf8(&text).unwrap();
+        let last = text.trim_end().rsplit("\n\n").next().unwrap();
+        let data = last.strip_prefix("event: error\ndata: ").expect(text);
+        let error: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(error["type"], "error");
+        assert_eq!(error["code"], "stream_interrupted");
+        assert_eq!(error["sequence_number"], 2, "{text}");
+    }
 }
