@@ -1031,13 +1031,19 @@ mod tests {
                         data["delta"].as_str().unwrap()
                     ));
                 }
-                "response.function_call_arguments.delta" => {
+                "response.function_call_arguments.delta"
+                | "response.custom_tool_call_input.delta" => {
                     open(&mut items);
                     let item = items.get_mut(&index.unwrap()).unwrap();
-                    let arguments = &mut item["arguments"];
-                    *arguments = json!(format!(
+                    let key = if name == "response.custom_tool_call_input.delta" {
+                        "input"
+                    } else {
+                        "arguments"
+                    };
+                    let so_far = &mut item[key];
+                    *so_far = json!(format!(
                         "{}{}",
-                        arguments.as_str().unwrap(),
+                        so_far.as_str().unwrap(),
                         data["delta"].as_str().unwrap()
                     ));
                 }
@@ -1054,16 +1060,6 @@ mod tests {
                 "response.function_call_arguments.done" => {
                     let item = open(&mut items);
                     assert_eq!(item["arguments"], data["arguments"]);
-                }
-                "response.custom_tool_call_input.delta" => {
-                    open(&mut items);
-                    let item = items.get_mut(&index.unwrap()).unwrap();
-                    let input = &mut item["input"];
-                    *input = json!(format!(
-                        "{}{}",
-                        input.as_str().unwrap(),
-                        data["delta"].as_str().unwrap()
-                    ));
                 }
                 "response.custom_tool_call_input.done" => {
                     let item = open(&mut items);
