@@ -64,7 +64,10 @@
 //!   `none` are left out (OpenAI refuses them there, and they ask nothing).
 //! - `parallel_tool_calls` (with tools), `temperature`, `top_p`, `user`,
 //!   `safety_identifier`, `prompt_cache_key`, `service_tier`: as sent.
-//! - `max_output_tokens` → `max_completion_tokens`.
+//! - `max_output_tokens` → `max_tokens`, which every OpenAI-compatible
+//!   server reads; with a `reasoning.effort` → `max_completion_tokens`
+//!   instead, which OpenAI's reasoning models require (as the Messages
+//!   translation does).
 //! - `reasoning.effort` → `reasoning_effort` (`null` → nothing);
 //!   `reasoning.summary` has no chat counterpart: left out.
 //! - `text.format`: `text` → nothing; `json_schema` → `response_format`
@@ -191,11 +194,16 @@ pub fn request(body: &[u8], model: &str) -> Result<Vec<u8>, TranslateError> {
             extra.insert(name.into(), Value::String(value.clone()));
         }
     }
+    // As the Messages translation does: `max_tokens`, which every
+    // OpenAI-compatible server reads, unless reasoning is asked for, which
+    // OpenAI's reasoning models take only as `max_completion_tokens`.
+    let reasoning = reasoning_effort.is_some();
     let streaming = req.stream == Some(true);
     let out = ChatRequest {
         model: Cow::Borrowed(model),
         messages,
-        max_completion_tokens: req.max_output_tokens,
+        max_tokens: (!reasoning).then_some(req.max_output_tokens).flatten(),
+        max_completion_tokens: reasoning.then_some(req.max_output_tokens).flatten(),
         temperature: req.temperature,
         top_p: req.top_p,
         stream: streaming.then_some(true),
@@ -1300,7 +1308,13 @@ mod tests {
         let out =
             translate(json!({"input": "x", "temperature": 1, "top_p": 1, "max_output_tokens": 64}));
         assert_eq!(out["temperature"], 1.0);
+        assert_eq!(out["max_tokens"], 64);
+        assert!(out.get("max_completion_tokens").is_none());
+        let out = translate(
+            json!({"input": "x", "max_output_tokens": 64, "reasoning": {"effort": "low"}}),
+        );
         assert_eq!(out["max_completion_tokens"], 64);
+        assert!(out.get("max_tokens").is_none());
         // Reasoning without encrypted content is left out.
         let out = translate(json!({"input": [
             {"type": "reasoning", "summary": [{"type": "summary_text", "text": "hmm"}]},
