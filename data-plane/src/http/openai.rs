@@ -461,31 +461,25 @@ fn rate_limit_headers(standing: &Standing, headers: &mut HeaderMap) {
     // Every value written into one buffer and each header a slice of it:
     // two allocations on the request path, not one per value.
     let mut text = String::with_capacity(72);
-    let mut ends = [0usize; 6];
-    for (i, (window, _)) in windows.iter().enumerate() {
+    let mut ends: smallvec::SmallVec<[(HeaderName, usize); 6]> = smallvec::SmallVec::new();
+    for (window, [limit, remaining, reset]) in windows {
         if let Some(w) = window {
             let _ = write!(text, "{}", w.limit);
-            ends[i * 3] = text.len();
+            ends.push((limit, text.len()));
             let _ = write!(text, "{}", w.remaining);
-            ends[i * 3 + 1] = text.len();
+            ends.push((remaining, text.len()));
             let _ = write!(text, "{}s", w.reset_s);
-            ends[i * 3 + 2] = text.len();
+            ends.push((reset, text.len()));
         }
     }
     let bytes = Bytes::from(text);
     let mut start = 0;
-    for (i, (window, names)) in windows.into_iter().enumerate() {
-        if window.is_none() {
-            continue;
+    for (name, end) in ends {
+        // Digits and `s`: always a valid value.
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes.slice(start..end)) {
+            headers.insert(name, v);
         }
-        for (j, name) in names.into_iter().enumerate() {
-            let end = ends[i * 3 + j];
-            // Digits and `s`: always a valid value.
-            if let Ok(v) = HeaderValue::from_maybe_shared(bytes.slice(start..end)) {
-                headers.insert(name, v);
-            }
-            start = end;
-        }
+        start = end;
     }
 }
 
