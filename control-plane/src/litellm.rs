@@ -286,6 +286,21 @@ fn parse_entry(
         path,
         warnings,
     );
+    // Unset stays unset: the cache's tokens then cost the input price.
+    d.cache_read_input_token_cost = pick_optional_cost(
+        params_costs.cache_read,
+        info_costs.cache_read,
+        "cache_read_input_token_cost",
+        path,
+        warnings,
+    );
+    d.cache_creation_input_token_cost = pick_optional_cost(
+        params_costs.cache_creation,
+        info_costs.cache_creation,
+        "cache_creation_input_token_cost",
+        path,
+        warnings,
+    );
 
     let explicit = explicit_id.is_some();
     d.id = explicit_id.unwrap_or_default();
@@ -300,6 +315,23 @@ fn parse_entry(
 struct Costs {
     input: Option<f64>,
     output: Option<f64>,
+    cache_read: Option<f64>,
+    cache_creation: Option<f64>,
+}
+
+impl Costs {
+    /// Reads `key` when it is one of the four prices; false when it is not.
+    fn read(&mut self, key: Option<&str>, value: &Value, path: &str) -> Result<bool, ImportError> {
+        let slot = match key {
+            Some("input_cost_per_token") => &mut self.input,
+            Some("output_cost_per_token") => &mut self.output,
+            Some("cache_read_input_token_cost") => &mut self.cache_read,
+            Some("cache_creation_input_token_cost") => &mut self.cache_creation,
+            _ => return Ok(false),
+        };
+        *slot = price(value, path)?;
+        Ok(true)
+    }
 }
 
 fn read_litellm_params(
@@ -330,9 +362,11 @@ fn read_litellm_params(
                     ));
                 }
             }
-            Some("input_cost_per_token") => costs.input = price(value, &p)?,
-            Some("output_cost_per_token") => costs.output = price(value, &p)?,
-            _ => warnings.push(unsupported(&p)),
+            other => {
+                if !costs.read(other, value, &p)? {
+                    warnings.push(unsupported(&p));
+                }
+            }
         }
     }
 
@@ -390,9 +424,11 @@ fn read_model_info(
             Some("supported_endpoints") => {
                 d.supported_endpoints = string_list(value, &p)?.unwrap_or_default();
             }
-            Some("input_cost_per_token") => costs.input = price(value, &p)?,
-            Some("output_cost_per_token") => costs.output = price(value, &p)?,
-            _ => warnings.push(unsupported(&p)),
+            other => {
+                if !costs.read(other, value, &p)? {
+                    warnings.push(unsupported(&p));
+                }
+            }
         }
     }
     Ok((id, costs))
@@ -405,12 +441,22 @@ fn pick_cost(
     entry_path: &str,
     warnings: &mut Vec<String>,
 ) -> f64 {
+    pick_optional_cost(in_params, in_info, name, entry_path, warnings).unwrap_or_default()
+}
+
+fn pick_optional_cost(
+    in_params: Option<f64>,
+    in_info: Option<f64>,
+    name: &str,
+    entry_path: &str,
+    warnings: &mut Vec<String>,
+) -> Option<f64> {
     if in_params.is_some() && in_info.is_some() {
         warnings.push(format!(
             "{entry_path}.model_info.{name}: ignored, {entry_path}.litellm_params.{name} takes precedence"
         ));
     }
-    in_params.or(in_info).unwrap_or_default()
+    in_params.or(in_info)
 }
 
 fn api_key(value: &Value, path: &str) -> Result<String, ImportError> {
@@ -988,6 +1034,17 @@ fn deployment_node(d: &Deployment, include_secrets: bool) -> (Node, bool) {
         "output_cost_per_token",
         d.output_cost_per_token,
     );
+    for (name, price) in [
+        ("cache_read_input_token_cost", d.cache_read_input_token_cost),
+        (
+            "cache_creation_input_token_cost",
+            d.cache_creation_input_token_cost,
+        ),
+    ] {
+        if let Some(p) = price {
+            params.push((name.to_owned(), Node::Scalar(yaml_float(p))));
+        }
+    }
 
     let mut info = Vec::new();
     put_string(&mut info, "id", &d.id);
@@ -1822,6 +1879,9 @@ router_settings:
             access_groups: strings(&["g1", "2024"]),
             input_cost_per_token: 1e-7,
             output_cost_per_token: 0.1 + 0.2,
+            // Free cache reads are a price, distinct from unset.
+            cache_read_input_token_cost: Some(0.0),
+            cache_creation_input_token_cost: Some(3.75e-6),
             credits_per_call: i64::MAX,
             created_at: Some(prost_types::Timestamp {
                 seconds: 1_700_000_000,
@@ -2251,6 +2311,46 @@ model_list:
             strings(&[
                 "model_list[0].model_info.input_cost_per_token: ignored, model_list[0].litellm_params.input_cost_per_token takes precedence"
             ])
+        );
+    }
+
+    #[test]
+    fn cache_prices_are_read_in_either_place_and_unset_stays_unset() {
+        let imported = parse_ok(
+            r#"
+model_list:
+  - model_name: claude
+    litellm_params:
+      model: anthropic/claude-sonnet-4-5
+      input_cost_per_token: 0.000003
+      cache_read_input_token_cost: 0.0000003
+    model_info:
+      cache_read_input_token_cost: 0.000001
+      cache_creation_input_token_cost: 0.00000375
+  - model_name: plain
+    litellm_params: {model: mock/a, input_cost_per_token: 0.000001}
+"#,
+        );
+        let claude = &imported.deployments[0];
+        assert_eq!(claude.cache_read_input_token_cost, Some(3e-7));
+        assert_eq!(claude.cache_creation_input_token_cost, Some(3.75e-6));
+        assert_eq!(
+            imported.warnings,
+            strings(&[
+                "model_list[0].model_info.cache_read_input_token_cost: ignored, model_list[0].litellm_params.cache_read_input_token_cost takes precedence"
+            ])
+        );
+        let plain = &imported.deployments[1];
+        assert_eq!(plain.cache_read_input_token_cost, None);
+        assert_eq!(plain.cache_creation_input_token_cost, None);
+        let bad = parse(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: mock/a, cache_creation_input_token_cost: -1}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("model_list[0].litellm_params.cache_creation_input_token_cost"),
+            "{bad}"
         );
     }
 

@@ -288,6 +288,12 @@ pub fn deployment(d: &mut Deployment, field: &str) -> AdminResult<()> {
     text(&f("api_version"), &d.api_version)?;
     price(&f("input_cost_per_token"), d.input_cost_per_token)?;
     price(&f("output_cost_per_token"), d.output_cost_per_token)?;
+    if let Some(p) = d.cache_read_input_token_cost {
+        price(&f("cache_read_input_token_cost"), p)?;
+    }
+    if let Some(p) = d.cache_creation_input_token_cost {
+        price(&f("cache_creation_input_token_cost"), p)?;
+    }
     non_negative(&f("credits_per_call"), d.credits_per_call)?;
     duration(&f("timeout"), d.timeout.as_ref())?;
     duration(&f("stream_timeout"), d.stream_timeout.as_ref())?;

@@ -671,19 +671,27 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
 
 /// The `usage` an answer reports: [`PROMPT_TOKENS`] and
 /// [`COMPLETION_TOKENS`], or what the request's `mock_usage` member asks
-/// for (`{"prompt_tokens": n, "completion_tokens": m}`: a gateway passes
-/// members it does not know), so metering tests can vary it per request.
+/// for (`{"prompt_tokens": n, "completion_tokens": m}`, and the prompt's
+/// `cached_tokens` and `cache_write_tokens` for `prompt_tokens_details`: a
+/// gateway passes members it does not know), so metering tests can vary it
+/// per request.
 fn usage(request: &Value) -> Value {
     let asked = &request["mock_usage"];
     let prompt = asked["prompt_tokens"].as_u64().unwrap_or(PROMPT_TOKENS);
     let completion = asked["completion_tokens"]
         .as_u64()
         .unwrap_or(COMPLETION_TOKENS);
-    json!({
+    let mut usage = json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-    })
+    });
+    for detail in ["cached_tokens", "cache_write_tokens"] {
+        if let Some(n) = asked[detail].as_u64() {
+            usage["prompt_tokens_details"][detail] = json!(n);
+        }
+    }
+    usage
 }
 
 fn chat_completion(model: &str, request: &Value) -> Value {
@@ -1010,9 +1018,17 @@ fn responses_usage(request: &Value) -> Value {
         chat["prompt_tokens"].clone(),
         chat["completion_tokens"].clone(),
     );
+    let detail = |name: &str| {
+        chat["prompt_tokens_details"][name]
+            .as_u64()
+            .unwrap_or_default()
+    };
     json!({
         "input_tokens": input,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "input_tokens_details": {
+            "cached_tokens": detail("cached_tokens"),
+            "cache_write_tokens": detail("cache_write_tokens"),
+        },
         "output_tokens": output,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": chat["total_tokens"],

@@ -833,3 +833,60 @@ async fn routing_fields_are_settable_maskable_and_exported() {
     }
     assert!(!yaml.contains("retry_policy"), "{yaml}");
 }
+
+/// A deployment's cache prices and endpoints through grpcurl: set, updated
+/// through a field mask, refused when not a price, exported in LiteLLM's
+/// names.
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_prices_and_endpoints_are_settable_maskable_and_exported() {
+    let (_etcd, cp) = start().await;
+    let created = rpc(
+        &cp,
+        &format!("{MODELS}/CreateDeployment"),
+        json!({"deployment": {
+            "id": "claude", "model_name": "claude", "model": "mock/claude",
+            "input_cost_per_token": 3e-6, "cache_read_input_token_cost": 3e-7
+        }}),
+    )
+    .ok();
+    assert_eq!(created["deployment"]["cacheReadInputTokenCost"], 3e-7);
+    assert!(
+        created["deployment"]
+            .get("cacheCreationInputTokenCost")
+            .is_none(),
+        "unset stays unset: {created}"
+    );
+    let updated = rpc(
+        &cp,
+        &format!("{MODELS}/UpdateDeployment"),
+        json!({"id": "claude",
+               "update": {"cache_creation_input_token_cost": 3.75e-6, "supported_endpoints": ["/v1/chat/completions"]},
+               "update_mask": {"paths": ["cache_creation_input_token_cost", "supported_endpoints"]}}),
+    )
+    .ok();
+    let d = &updated["deployment"];
+    assert_eq!(d["cacheReadInputTokenCost"], 3e-7, "{d}");
+    assert_eq!(d["cacheCreationInputTokenCost"], 3.75e-6, "{d}");
+    assert_eq!(d["supportedEndpoints"], json!(["/v1/chat/completions"]));
+    let refused = rpc(
+        &cp,
+        &format!("{MODELS}/UpdateDeployment"),
+        json!({"id": "claude", "update": {"cache_read_input_token_cost": -1.0},
+               "update_mask": {"paths": ["cache_read_input_token_cost"]}}),
+    )
+    .err();
+    assert_eq!(refused.0, "InvalidArgument", "{refused:?}");
+    assert!(
+        refused.1.contains("cache_read_input_token_cost"),
+        "{refused:?}"
+    );
+
+    let exported = rpc(&cp, &format!("{CONFIG}/ExportConfig"), json!({})).ok();
+    let yaml = exported["yaml"].as_str().unwrap();
+    for line in [
+        "      cache_read_input_token_cost: 0.0000003\n",
+        "      cache_creation_input_token_cost: 0.00000375\n",
+    ] {
+        assert!(yaml.contains(line), "{line:?} not in:\n{yaml}");
+    }
+}

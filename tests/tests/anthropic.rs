@@ -1077,6 +1077,7 @@ struct Counted {
     requests: u64,
     prompt_tokens: u64,
     completion_tokens: u64,
+    spend: i64,
 }
 
 impl Counted {
@@ -1086,6 +1087,7 @@ impl Counted {
             requests: u.requests,
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
+            spend: u.spend,
         }
     }
 }
@@ -1108,7 +1110,17 @@ async fn usage_from_claude_with_cache_tokens_reaches_get_usage_exactly() {
         cache_read_input_tokens: 50,
     };
     claude_mock.usage(usage);
-    gw.deploy(claude("c", "claude", &claude_mock)).await;
+    // Claude's list prices, cache reads at a tenth and writes at 1.25× of
+    // the input price: each request costs 7 × 3 + 100 × 3.75 + 50 × 0.3 +
+    // 13 × 15 = 606 µ$ (at the input price alone it would be 666).
+    gw.deploy(api::Deployment {
+        input_cost_per_token: 3e-6,
+        output_cost_per_token: 1.5e-5,
+        cache_read_input_token_cost: Some(3e-7),
+        cache_creation_input_token_cost: Some(3.75e-6),
+        ..claude("c", "claude", &claude_mock)
+    })
+    .await;
     let key = gw.key(None, &["claude"]).await;
     gw.sync().await;
     let prompt = usage.prompt_tokens();
@@ -1125,6 +1137,7 @@ async fn usage_from_claude_with_cache_tokens_reaches_get_usage_exactly() {
         assert_eq!(u["completion_tokens"], 13);
         assert_eq!(u["total_tokens"], prompt + 13);
         assert_eq!(u["prompt_tokens_details"]["cached_tokens"], 50);
+        assert_eq!(u["prompt_tokens_details"]["cache_write_tokens"], 100);
         requests += 1;
     }
     for include_usage in [true, false, true, false] {
@@ -1144,10 +1157,40 @@ async fn usage_from_claude_with_cache_tokens_reaches_get_usage_exactly() {
             assert_eq!(usages.len(), 1, "{}", a.text);
             assert_eq!(usages[0]["prompt_tokens"], prompt, "{}", a.text);
             assert_eq!(usages[0]["prompt_tokens_details"]["cached_tokens"], 50);
+            assert_eq!(
+                usages[0]["prompt_tokens_details"]["cache_write_tokens"],
+                100
+            );
         } else {
             assert!(usages.is_empty(), "not asked for: {}", a.text);
         }
         assert!(a.text.trim_end().ends_with("data: [DONE]"), "{}", a.text);
+        requests += 1;
+    }
+    // The Responses API, translated (Responses → chat → Messages and back):
+    // the cache's counts in `input_tokens_details`, priced as Claude's.
+    for stream in [false, true] {
+        let body = json!({"model": "claude", "input": "Say hello", "stream": stream});
+        let a = gw.post(&key, "/v1/responses", &body).await;
+        a.assert_ok();
+        let usage = if stream {
+            let done = sse_events(&a.text)
+                .into_iter()
+                .find(|(event, _)| event == "response.completed")
+                .unwrap_or_else(|| panic!("no response.completed: {}", a.text));
+            done.1["response"]["usage"].clone()
+        } else {
+            a.json["usage"].clone()
+        };
+        assert_eq!(usage["input_tokens"], prompt, "{usage}");
+        assert_eq!(
+            usage["input_tokens_details"]["cached_tokens"], 50,
+            "{usage}"
+        );
+        assert_eq!(
+            usage["input_tokens_details"]["cache_write_tokens"], 100,
+            "{usage}"
+        );
         requests += 1;
     }
     // Messages, passed through: whole and streamed. count_tokens is free.
@@ -1181,6 +1224,7 @@ async fn usage_from_claude_with_cache_tokens_reaches_get_usage_exactly() {
         requests,
         prompt_tokens: requests * prompt,
         completion_tokens: requests * 13,
+        spend: requests as i64 * 606,
     };
     let key_id = sluice_control_plane::secrets::sha256_hex(&key);
     usage_reaches(&gw, Scope::KeyId(key_id), want).await;

@@ -361,6 +361,69 @@ async fn a_key_budget_holds_across_three_data_planes_and_its_30s_window_resets()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cached_prompt_tokens_cost_the_deployments_cache_prices() {
+    let gw = Gateway::start(1).await;
+    // gpt-4o's list prices with its cached input at half, and a price for
+    // cache writes; "plain" sets no cache prices: every prompt token costs
+    // the input price.
+    let cached_at = |group: &str| api::Deployment {
+        input_cost_per_token: 2.5e-6,
+        output_cost_per_token: 1e-5,
+        cache_read_input_token_cost: Some(1.25e-6),
+        cache_creation_input_token_cost: Some(5e-6),
+        ..openai_deployment(&gw.upstream, group, "gpt-4o")
+    };
+    gw.deploy(cached_at("cached")).await;
+    priced(&gw, "plain", 2.5e-6, 1e-5, 0).await;
+    let key = gw.key(None, &["cached", "plain"]).await;
+    gw.sync().await;
+    let asked = json!({"prompt_tokens": 1000, "completion_tokens": 100,
+                       "cached_tokens": 600, "cache_write_tokens": 200});
+    // 200 × 2.5 + 600 × 1.25 + 200 × 5 + 100 × 10 = 3,250 µ$ (3,500 plain).
+    let (cached, plain) = (3_250, cost(1000, 100, 2.5e-6, 1e-5));
+    assert_eq!(plain, 3_500);
+
+    let mut want = HashMap::<&str, Counted>::new();
+    for group in ["cached", "plain"] {
+        for stream in [None, Some(true), Some(false)] {
+            let mut body = metered_body(group, 0, 0, stream);
+            body["mock_usage"] = asked.clone();
+            let (status, text) = send(&gw, 0, &key, &body).await;
+            assert_eq!(status, 200, "{text}");
+            let spend = if group == "cached" { cached } else { plain };
+            want.entry(group).or_default().add(1000, 100, spend);
+        }
+    }
+    // The Responses API names the cache's tokens in `input_tokens_details`
+    // (translated answers too: tests/anthropic.rs, Claude's cache usage).
+    let mut body = json!({"model": "cached", "input": "Say hello"});
+    body["mock_usage"] = asked.clone();
+    let answer = gw.post_to(0, &key, "/v1/responses", &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let usage = &answer.json["usage"];
+    assert_eq!(
+        usage["input_tokens_details"]["cached_tokens"], 600,
+        "{usage}"
+    );
+    assert_eq!(
+        usage["input_tokens_details"]["cache_write_tokens"], 200,
+        "{usage}"
+    );
+    want.entry("cached").or_default().add(1000, 100, cached);
+
+    for (group, want) in want {
+        usage_reaches(&gw, Scope::ModelGroup(group.into()), want).await;
+    }
+    let all = Counted {
+        requests: 7,
+        prompt_tokens: 7000,
+        completion_tokens: 700,
+        spend: 4 * cached + 3 * plain,
+    };
+    usage_reaches(&gw, Scope::KeyId(key_id(&key)), all).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_spent_budget_is_refused_with_insufficient_quota_naming_it() {
     let gw = Gateway::start(1).await;
     priced(&gw, "gpt-4o", 1e-6, 0.0, 0).await;

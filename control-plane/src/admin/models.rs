@@ -195,6 +195,9 @@ impl ModelService for Admin {
                     order,
                     stream_timeout,
                     max_input_tokens,
+                    supported_endpoints,
+                    cache_read_input_token_cost,
+                    cache_creation_input_token_cost,
                 ]
             );
             validate::deployment(&mut d, "update")?;
@@ -386,6 +389,27 @@ mod tests {
             ..mock("d1")
         };
         assert_eq!(refused(d), "deployment.max_input_tokens");
+    }
+
+    #[test]
+    fn cache_prices_must_be_prices_when_set() {
+        for bad in [-1e-9, f64::NAN, f64::INFINITY] {
+            let d = Deployment {
+                cache_read_input_token_cost: Some(bad),
+                ..mock("d1")
+            };
+            assert_eq!(refused(d), "deployment.cache_read_input_token_cost");
+            let d = Deployment {
+                cache_creation_input_token_cost: Some(bad),
+                ..mock("d1")
+            };
+            assert_eq!(refused(d), "deployment.cache_creation_input_token_cost");
+        }
+        let mut free_reads = Deployment {
+            cache_read_input_token_cost: Some(0.0),
+            ..mock("d1")
+        };
+        validate::deployment(&mut free_reads, "deployment").unwrap();
     }
 
     #[test]

@@ -555,6 +555,10 @@ impl Usage {
 pub struct PromptTokensDetails {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_tokens: Option<u64>,
+    /// Written to the prompt cache (OpenAI's newer field; Anthropic's
+    /// `cache_creation_input_tokens` when translated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio_tokens: Option<u64>,
     #[serde(flatten)]

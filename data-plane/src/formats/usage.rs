@@ -3,17 +3,21 @@
 //! the final usage chunk as the events go by and can keep it from a client
 //! that did not ask for it.
 //!
-//! Only `prompt_tokens` and `completion_tokens` are read: OpenAI counts
-//! cached tokens (`prompt_tokens_details.cached_tokens`) inside the first and
-//! reasoning tokens (`completion_tokens_details.reasoning_tokens`) inside the
-//! second, so adding the details would count them twice.
+//! `prompt_tokens` and `completion_tokens` are the totals: OpenAI counts
+//! the prompt's cached tokens (`prompt_tokens_details.cached_tokens`, read
+//! from the cache, and `cache_write_tokens`, written to it) inside the first
+//! and reasoning tokens inside the second, so the details are never added to
+//! them; the cache's two are read as parts of the prompt
+//! ([`Usage::cache_read_tokens`], [`Usage::cache_write_tokens`]), which
+//! deployments may price apart.
 //!
 //! Anthropic's answers ([`Dialect::Anthropic`]) count the other way:
 //! `input_tokens` leaves out the tokens written to and read from the prompt
 //! cache (`cache_creation_input_tokens`, `cache_read_input_tokens`), so the
 //! prompt is the sum of the three; `output_tokens` is the completion. A
 //! stream reports them in `message_start` and `message_delta` (whose counts
-//! are cumulative and win when present).
+//! are cumulative and win when present). The Responses API writes the
+//! cache's counts in `input_tokens_details`, as chat completions do.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -25,9 +29,44 @@ use serde::de::IgnoredAny;
 /// An answer's tokens, as its upstream counted them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Every prompt token, the cache's included.
     pub prompt_tokens: u64,
     /// 0 for embeddings, whose usage has only prompt and total tokens.
     pub completion_tokens: u64,
+    /// Of `prompt_tokens`, those read from the upstream's prompt cache.
+    pub cache_read_tokens: u64,
+    /// Of `prompt_tokens`, those written to it.
+    pub cache_write_tokens: u64,
+}
+
+impl Usage {
+    /// The cache's counts as parts of the prompt: an upstream that reports
+    /// more than the prompt (none should) is believed only up to it.
+    fn with_cache(mut self, read: u64, write: u64) -> Self {
+        self.cache_read_tokens = read.min(self.prompt_tokens);
+        self.cache_write_tokens = write.min(self.prompt_tokens - self.cache_read_tokens);
+        self
+    }
+}
+
+/// `prompt_tokens_details` (chat completions) and `input_tokens_details`
+/// (Responses): the cache's share of the prompt.
+#[derive(Deserialize, Default)]
+struct CacheDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    cache_write_tokens: Option<u64>,
+}
+
+impl CacheDetails {
+    fn apply(details: Option<CacheDetails>, usage: Usage) -> Usage {
+        let d = details.unwrap_or_default();
+        usage.with_cache(
+            d.cached_tokens.unwrap_or(0),
+            d.cache_write_tokens.unwrap_or(0),
+        )
+    }
 }
 
 /// Whose way of writing `usage` an answer follows.
@@ -83,14 +122,18 @@ struct ResponsesUsage {
     input_tokens: Option<u64>,
     #[serde(default)]
     output_tokens: Option<u64>,
+    #[serde(default)]
+    input_tokens_details: Option<CacheDetails>,
 }
 
 impl From<ResponsesUsage> for Usage {
     fn from(u: ResponsesUsage) -> Self {
-        Usage {
+        let usage = Usage {
             prompt_tokens: u.input_tokens.unwrap_or(0),
             completion_tokens: u.output_tokens.unwrap_or(0),
-        }
+            ..Usage::default()
+        };
+        CacheDetails::apply(u.input_tokens_details, usage)
     }
 }
 
@@ -150,7 +193,9 @@ impl AnthropicCounts {
                 .saturating_add(self.cache_creation)
                 .saturating_add(self.cache_read),
             completion_tokens: self.output,
+            ..Usage::default()
         }
+        .with_cache(self.cache_read, self.cache_creation)
     }
 }
 
@@ -176,14 +221,18 @@ struct WireUsage {
     prompt_tokens: Option<u64>,
     #[serde(default)]
     completion_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<CacheDetails>,
 }
 
 impl From<WireUsage> for Usage {
     fn from(w: WireUsage) -> Self {
-        Usage {
+        let usage = Usage {
             prompt_tokens: w.prompt_tokens.unwrap_or(0),
             completion_tokens: w.completion_tokens.unwrap_or(0),
-        }
+            ..Usage::default()
+        };
+        CacheDetails::apply(w.prompt_tokens_details, usage)
     }
 }
 
@@ -585,10 +634,22 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// `USAGE_OBJECT`'s: 3 of its 9 prompt tokens read from the cache.
     const USAGE: Usage = Usage {
         prompt_tokens: 9,
         completion_tokens: 12,
+        cache_read_tokens: 3,
+        cache_write_tokens: 0,
     };
+
+    /// A usage with no cache counts.
+    fn plain(prompt_tokens: u64, completion_tokens: u64) -> Usage {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            ..Usage::default()
+        }
+    }
 
     fn chunk(choices: &str, usage: &str) -> String {
         format!(
@@ -646,13 +707,7 @@ mod tests {
         assert_eq!(from_answer(Dialect::OpenAi, chat.as_bytes()), Some(USAGE));
         let embeddings =
             br#"{"object":"list","data":[{"embedding":[0.1]}],"usage":{"prompt_tokens":5,"total_tokens":5}}"#;
-        assert_eq!(
-            from_answer(Dialect::OpenAi, embeddings),
-            Some(Usage {
-                prompt_tokens: 5,
-                completion_tokens: 0
-            })
-        );
+        assert_eq!(from_answer(Dialect::OpenAi, embeddings), Some(plain(5, 0)));
         for none in [
             &br#"{"choices":[]}"#[..],
             br#"{"usage":null}"#,
@@ -669,6 +724,31 @@ mod tests {
         }
     }
 
+    /// The cache's parts of a prompt, in chat completions' and the
+    /// Responses API's details; never more than the prompt.
+    #[test]
+    fn cache_reads_and_writes_are_read_as_parts_of_the_prompt() {
+        let chat = br#"{"usage":{"prompt_tokens":100,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":60,"cache_write_tokens":30}}}"#;
+        let want = Usage {
+            prompt_tokens: 100,
+            completion_tokens: 2,
+            cache_read_tokens: 60,
+            cache_write_tokens: 30,
+        };
+        assert_eq!(from_answer(Dialect::OpenAi, chat), Some(want));
+        let response = br#"{"usage":{"input_tokens":100,"output_tokens":2,"input_tokens_details":{"cached_tokens":60,"cache_write_tokens":30}}}"#;
+        assert_eq!(from_answer(Dialect::Responses, response), Some(want));
+        // Details some servers write as null, or not at all.
+        let nulls = br#"{"usage":{"prompt_tokens":100,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":null}}}"#;
+        assert_eq!(from_answer(Dialect::OpenAi, nulls), Some(plain(100, 2)));
+        let null = br#"{"usage":{"prompt_tokens":100,"completion_tokens":2,"prompt_tokens_details":null}}"#;
+        assert_eq!(from_answer(Dialect::OpenAi, null), Some(plain(100, 2)));
+        // More than the prompt is believed up to the prompt.
+        let over = br#"{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":8,"cache_write_tokens":8}}}"#;
+        let got = from_answer(Dialect::OpenAi, over).unwrap();
+        assert_eq!((got.cache_read_tokens, got.cache_write_tokens), (8, 2));
+    }
+
     /// Anthropic's cache tokens are outside `input_tokens`: the prompt is
     /// all three, each once.
     #[test]
@@ -677,16 +757,12 @@ mod tests {
         let want = Usage {
             prompt_tokens: 1110,
             completion_tokens: 7,
+            cache_read_tokens: 1000,
+            cache_write_tokens: 100,
         };
         assert_eq!(from_answer(Dialect::Anthropic, message), Some(want));
-        let plain = br#"{"usage":{"input_tokens":3,"output_tokens":2}}"#;
-        assert_eq!(
-            from_answer(Dialect::Anthropic, plain),
-            Some(Usage {
-                prompt_tokens: 3,
-                completion_tokens: 2
-            })
-        );
+        let uncached = br#"{"usage":{"input_tokens":3,"output_tokens":2}}"#;
+        assert_eq!(from_answer(Dialect::Anthropic, uncached), Some(plain(3, 2)));
     }
 
     /// A `response` object's counts hold their cached and reasoning
@@ -742,7 +818,7 @@ mod tests {
         }
         out += scanner.finish().len();
         assert_eq!(out, big.len());
-        assert_eq!(scanner.usage(), Some(USAGE));
+        assert_eq!(scanner.usage(), Some(plain(9, 12)));
         // Incomplete and failed responses carry their usage too.
         for kind in ["response.incomplete", "response.failed"] {
             let event = format!(
@@ -750,7 +826,7 @@ mod tests {
             );
             let mut scanner = StreamUsage::responses();
             assert_eq!(scanner.feed(Bytes::from(event.clone())), event.as_bytes());
-            assert_eq!(scanner.usage(), Some(USAGE), "{kind}");
+            assert_eq!(scanner.usage(), Some(plain(9, 12)), "{kind}");
         }
     }
 
@@ -780,7 +856,9 @@ mod tests {
                 scanner.usage(),
                 Some(Usage {
                     prompt_tokens: 1010,
-                    completion_tokens: 15
+                    completion_tokens: 15,
+                    cache_read_tokens: 1000,
+                    cache_write_tokens: 0,
                 }),
                 "split at {at}"
             );

@@ -49,6 +49,7 @@ use crate::upstream::UpstreamError;
 use crate::usage::Who;
 use crate::usage::ledger::{Refusal, Scope};
 use crate::usage::limits::{Exceeded, Kind, Standing, Window};
+use crate::usage::price::Prices;
 use crate::usage::tap::{Bill, tap};
 
 /// Answers a completion or embedding request.
@@ -288,8 +289,7 @@ async fn complete(
                     owner,
                 });
             let priced = Priced {
-                input_cost_per_token: deployment.input_cost_per_token,
-                output_cost_per_token: deployment.output_cost_per_token,
+                prices: Prices::of(deployment),
                 credits_per_call: deployment.credits_per_call,
             };
             forward::forward(&state.upstream, &state.metrics, call)
@@ -328,8 +328,7 @@ async fn complete(
                     limits,
                     who: Who::new(&config, key, served.group),
                     deployment_id: served.deployment.to_owned(),
-                    input_cost_per_token: priced.input_cost_per_token,
-                    output_cost_per_token: priced.output_cost_per_token,
+                    prices: priced.prices,
                     credits_per_call: priced.credits_per_call,
                     prompt_estimate: parsed.prompt_tokens,
                 };
@@ -371,8 +370,7 @@ async fn complete(
 
 /// A deployment's prices, kept from the attempt that answered.
 struct Priced {
-    input_cost_per_token: f64,
-    output_cost_per_token: f64,
+    prices: Prices,
     credits_per_call: i64,
 }
 

@@ -49,8 +49,13 @@ use reporter::{Drained, Event, Reporter};
 /// Tokens of one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tokens {
+    /// Every prompt token, the cache's included.
     pub prompt: u64,
     pub completion: u64,
+    /// Of `prompt`, read from the upstream's prompt cache.
+    pub cache_read: u64,
+    /// Of `prompt`, written to it.
+    pub cache_write: u64,
 }
 
 /// Reports queued for the config stream at most; the reporter resends what
@@ -283,13 +288,12 @@ impl Metering {
             reservation,
             who,
             deployment_id,
-            input_cost_per_token,
-            output_cost_per_token,
+            prices,
             credits_per_call,
             tokens,
             estimated,
         } = settled;
-        let spend = price::cost(input_cost_per_token, output_cost_per_token, tokens);
+        let spend = price::cost(prices, tokens);
         let credits = credits_per_call.max(0);
         reservation.settle(spend, credits);
         self.metrics.metered(
@@ -353,8 +357,7 @@ struct Settled {
     reservation: Reservation,
     who: Who,
     deployment_id: String,
-    input_cost_per_token: f64,
-    output_cost_per_token: f64,
+    prices: price::Prices,
     credits_per_call: i64,
     tokens: Tokens,
     estimated: bool,

@@ -6,6 +6,12 @@
 //! nearest micro-dollar (halves away from zero), once per request. Sums of
 //! requests are exact integers from there on: what `GetUsage` answers is the
 //! sum of these per-request figures, never a product of summed tokens.
+//!
+//! The prompt's tokens read from the upstream's prompt cache, and those
+//! written to it, cost the deployment's `cache_read_input_token_cost` and
+//! `cache_creation_input_token_cost` when it sets them (LiteLLM's names):
+//! each such token adds the difference from `input_cost_per_token` to the
+//! sum above, so a deployment that sets neither costs exactly what it did.
 
 use sluice_proto::admin::v1::Deployment;
 
@@ -15,10 +21,43 @@ use super::Tokens;
 /// `max_completion_tokens`.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
-/// micro-USD for `tokens` at a deployment's prices (USD per token).
-pub fn cost(input_cost_per_token: f64, output_cost_per_token: f64, tokens: Tokens) -> i64 {
-    let usd = tokens.prompt as f64 * input_cost_per_token
-        + tokens.completion as f64 * output_cost_per_token;
+/// A deployment's prices, USD per token.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Prices {
+    pub input: f64,
+    pub output: f64,
+    /// A prompt token read from the cache; unset: `input`.
+    pub cache_read: Option<f64>,
+    /// A prompt token written to the cache; unset: `input`.
+    pub cache_write: Option<f64>,
+}
+
+impl Prices {
+    pub fn of(d: &Deployment) -> Prices {
+        Prices {
+            input: d.input_cost_per_token,
+            output: d.output_cost_per_token,
+            cache_read: d.cache_read_input_token_cost,
+            cache_write: d.cache_creation_input_token_cost,
+        }
+    }
+
+    /// The most a prompt token can cost: a cache write may cost more than
+    /// `input` (Anthropic's are 1.25×), a read never should.
+    fn dearest_prompt_token(&self) -> f64 {
+        self.input.max(self.cache_write.unwrap_or(self.input))
+    }
+}
+
+/// micro-USD for `tokens` at `prices`.
+pub fn cost(prices: Prices, tokens: Tokens) -> i64 {
+    // A cache price adds its difference from `input`: with none set the
+    // terms are exactly 0, and the sum is the plain formula's to the bit.
+    let delta = |price: Option<f64>, n: u64| price.map_or(0.0, |p| n as f64 * (p - prices.input));
+    let usd = tokens.prompt as f64 * prices.input
+        + tokens.completion as f64 * prices.output
+        + delta(prices.cache_read, tokens.cache_read)
+        + delta(prices.cache_write, tokens.cache_write);
     saturate((usd * 1_000_000.0).round())
 }
 
@@ -36,7 +75,8 @@ fn saturate(m: f64) -> i64 {
 
 /// What a request may cost at most among `deployments` (the group it asks
 /// for: the router has not picked yet): the highest prices of any, for the
-/// estimated prompt and the completion it allows, rounded up; and the most
+/// estimated prompt (every token at its dearest, a cache write when that
+/// costs more) and the completion it allows, rounded up; and the most
 /// credits any charges per call.
 pub fn worst_case<'a>(
     deployments: impl IntoIterator<Item = &'a Deployment>,
@@ -45,8 +85,9 @@ pub fn worst_case<'a>(
 ) -> (i64, i64) {
     let (mut input, mut output, mut credits) = (0f64, 0f64, 0i64);
     for d in deployments {
-        input = input.max(d.input_cost_per_token);
-        output = output.max(d.output_cost_per_token);
+        let prices = Prices::of(d);
+        input = input.max(prices.dearest_prompt_token());
+        output = output.max(prices.output);
         credits = credits.max(d.credits_per_call.max(0));
     }
     let completion = max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
@@ -68,10 +109,26 @@ mod tests {
         }
     }
 
+    fn plain(input: f64, output: f64) -> Prices {
+        Prices {
+            input,
+            output,
+            ..Prices::default()
+        }
+    }
+
+    fn t(prompt: u64, completion: u64) -> Tokens {
+        Tokens {
+            prompt,
+            completion,
+            ..Tokens::default()
+        }
+    }
+
     #[test]
     fn cost_is_rounded_once_per_request() {
         // gpt-4o's list prices: $2.50 and $10 per million tokens.
-        let t = |prompt, completion| Tokens { prompt, completion };
+        let cost = |input, output, tokens| cost(plain(input, output), tokens);
         let gpt4o = |tokens| cost(2.5e-6, 1e-5, tokens);
         assert_eq!(gpt4o(t(1_000_000, 0)), 2_500_000);
         assert_eq!(gpt4o(t(10, 20)), 225);
@@ -81,6 +138,56 @@ mod tests {
         assert_eq!(cost(4e-8, 0.0, t(10, 0)), 0); // 0.4 µ$
         assert_eq!(cost(0.0, 0.0, t(1 << 40, 1 << 40)), 0);
         assert_eq!(cost(1e300, 0.0, t(u64::MAX, 0)), i64::MAX);
+    }
+
+    #[test]
+    fn cached_prompt_tokens_cost_the_cache_prices_when_set() {
+        // Claude Sonnet's list prices: $3 in, $15 out, cache reads $0.30,
+        // writes $3.75 per million tokens.
+        let sonnet = Prices {
+            input: 3e-6,
+            output: 1.5e-5,
+            cache_read: Some(3e-7),
+            cache_write: Some(3.75e-6),
+        };
+        let tokens = Tokens {
+            prompt: 1_000_000 + 2_000_000 + 100_000,
+            completion: 10_000,
+            cache_read: 2_000_000,
+            cache_write: 100_000,
+        };
+        // 3.00 + 0.60 + 0.375 + 0.15 USD.
+        assert_eq!(cost(sonnet, tokens), 4_125_000);
+        // Unset, a cached token costs `input`: exactly the plain figure.
+        let unset = Prices {
+            cache_read: None,
+            cache_write: None,
+            ..sonnet
+        };
+        assert_eq!(cost(unset, tokens), cost(unset, t(tokens.prompt, 10_000)));
+        assert_eq!(cost(unset, tokens), 9_450_000);
+        // One set, the other not.
+        let reads_only = Prices {
+            cache_write: None,
+            ..sonnet
+        };
+        assert_eq!(cost(reads_only, tokens), 4_050_000);
+        // Free cache reads are a price too.
+        let free = Prices {
+            cache_read: Some(0.0),
+            ..reads_only
+        };
+        assert_eq!(cost(free, tokens), 3_450_000);
+    }
+
+    #[test]
+    fn a_dear_cache_write_raises_the_worst_case() {
+        let mut d = priced(1e-6, 0.0, 0);
+        d.cache_creation_input_token_cost = Some(2e-6);
+        d.cache_read_input_token_cost = Some(1e-7);
+        assert_eq!(worst_case([&d], 1000, Some(0)), (2000, 0));
+        d.cache_creation_input_token_cost = Some(5e-7);
+        assert_eq!(worst_case([&d], 1000, Some(0)), (1000, 0));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use hyper::body::{Bytes, Frame, SizeHint};
 
 use super::ledger::Reservation;
 use super::limits::Held;
+use super::price::Prices;
 use super::{Metering, Settled, Tokens, Who};
 use crate::body::{Body, BoxError};
 use crate::formats::usage::{self, Dialect, StreamUsage};
@@ -36,8 +37,7 @@ pub struct Bill {
     pub limits: Held,
     pub who: Who,
     pub deployment_id: String,
-    pub input_cost_per_token: f64,
-    pub output_cost_per_token: f64,
+    pub prices: Prices,
     pub credits_per_call: i64,
     /// The prompt's estimated tokens, for when the upstream reports none.
     pub prompt_estimate: u64,
@@ -126,6 +126,8 @@ impl Tap {
                 Tokens {
                     prompt: u.prompt_tokens,
                     completion: u.completion_tokens,
+                    cache_read: u.cache_read_tokens,
+                    cache_write: u.cache_write_tokens,
                 },
                 false,
             ),
@@ -133,6 +135,7 @@ impl Tap {
                 Tokens {
                     prompt: bill.prompt_estimate,
                     completion: completion_estimate,
+                    ..Tokens::default()
                 },
                 true,
             ),
@@ -144,8 +147,7 @@ impl Tap {
             reservation: bill.reservation,
             who: bill.who,
             deployment_id: bill.deployment_id,
-            input_cost_per_token: bill.input_cost_per_token,
-            output_cost_per_token: bill.output_cost_per_token,
+            prices: bill.prices,
             credits_per_call: bill.credits_per_call,
             tokens,
             estimated,
@@ -286,8 +288,7 @@ mod body_tests {
             limits: Held::default(),
             who: Who::default(),
             deployment_id: "d".into(),
-            input_cost_per_token: 0.0,
-            output_cost_per_token: 0.0,
+            prices: Prices::default(),
             credits_per_call: 0,
             prompt_estimate: 1,
         }

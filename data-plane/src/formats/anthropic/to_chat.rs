@@ -30,10 +30,11 @@
 //! last cache breakpoint, so `prompt_tokens` = `input_tokens` +
 //! `cache_creation_input_tokens` + `cache_read_input_tokens` (every prompt
 //! token once), `prompt_tokens_details.cached_tokens` =
-//! `cache_read_input_tokens` (a part of `prompt_tokens`, as OpenAI counts
-//! it), `completion_tokens` = `output_tokens` (thinking included), and
-//! `total_tokens` their sum. Metering, which reads `prompt_tokens` and
-//! `completion_tokens`, works unchanged.
+//! `cache_read_input_tokens` and `.cache_write_tokens` =
+//! `cache_creation_input_tokens` (parts of `prompt_tokens`, as OpenAI counts
+//! them; the second only when Anthropic said it), `completion_tokens` = `output_tokens` (thinking included), and
+//! `total_tokens` their sum. Metering reads these as it reads OpenAI's, so
+//! a deployment's cache prices apply to Claude answered in chat's shape.
 
 use std::borrow::Cow;
 
@@ -78,6 +79,7 @@ pub fn usage(
         total_tokens: prompt.saturating_add(output_tokens),
         prompt_tokens_details: Some(PromptTokensDetails {
             cached_tokens: Some(cache_read),
+            cache_write_tokens: cache_creation_input_tokens,
             ..PromptTokensDetails::default()
         }),
         completion_tokens_details: None,

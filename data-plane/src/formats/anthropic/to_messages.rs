@@ -26,9 +26,10 @@
 //!   clients run tools on `tool_use`), with a refusal `refusal`. OpenAI
 //!   does not say which stop sequence ended an answer, so it is `end_turn`
 //!   and `stop_sequence` is always `null`.
-//! - `usage`: `input_tokens` = `prompt_tokens` − `cached_tokens`,
-//!   `cache_read_input_tokens` = `cached_tokens`,
-//!   `cache_creation_input_tokens` = 0 (OpenAI reports no cache writes),
+//! - `usage`: `input_tokens` = `prompt_tokens` − `cached_tokens` −
+//!   `cache_write_tokens`, `cache_read_input_tokens` = `cached_tokens`,
+//!   `cache_creation_input_tokens` = `cache_write_tokens` (0 when not said:
+//!   most OpenAI-compatible servers report no cache writes),
 //!   `output_tokens` = `completion_tokens` (reasoning included): each token
 //!   counted once, as Anthropic's prompt is the sum of the three input
 //!   counts.
@@ -128,6 +129,8 @@ struct WireUsage {
 struct WireDetails {
     #[serde(default)]
     cached_tokens: Option<u64>,
+    #[serde(default)]
+    cache_write_tokens: Option<u64>,
 }
 
 /// The counts an Anthropic usage is made of.
@@ -135,20 +138,24 @@ struct WireDetails {
 struct Counts {
     input: u64,
     cache_read: u64,
+    cache_write: u64,
     output: u64,
 }
 
 impl From<WireUsage> for Counts {
     fn from(u: WireUsage) -> Self {
         let prompt = u.prompt_tokens.unwrap_or(0);
-        let cached = u
-            .prompt_tokens_details
-            .and_then(|d| d.cached_tokens)
+        let details = u.prompt_tokens_details.unwrap_or_default();
+        // Parts of the prompt: never more than it.
+        let cache_read = details.cached_tokens.unwrap_or(0).min(prompt);
+        let cache_write = details
+            .cache_write_tokens
             .unwrap_or(0)
-            .min(prompt);
+            .min(prompt - cache_read);
         Counts {
-            input: prompt - cached,
-            cache_read: cached,
+            input: prompt - cache_read - cache_write,
+            cache_read,
+            cache_write,
             output: u.completion_tokens.unwrap_or(0),
         }
     }
@@ -278,7 +285,7 @@ pub fn answer(chat_body: &[u8]) -> Result<Vec<u8>, TranslateError> {
         usage: Usage {
             input_tokens: counts.input,
             output_tokens: counts.output,
-            cache_creation_input_tokens: Some(0),
+            cache_creation_input_tokens: Some(counts.cache_write),
             cache_read_input_tokens: Some(counts.cache_read),
             extra: Extra::new(),
         },
@@ -735,7 +742,7 @@ impl UsageOut {
         match counts {
             Some(c) => UsageOut {
                 input_tokens: Some(c.input),
-                cache_creation_input_tokens: Some(0),
+                cache_creation_input_tokens: Some(c.cache_write),
                 cache_read_input_tokens: Some(c.cache_read),
                 output_tokens: c.output,
             },
@@ -1443,6 +1450,20 @@ mod tests {
             out["usage"],
             json!({"input_tokens": 0, "output_tokens": 0,
                    "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0})
+        );
+        // Cache writes, where the upstream reports them, are Anthropic's
+        // cache creation: each prompt token in one count.
+        let written = json!({"prompt_tokens": 100, "completion_tokens": 5, "total_tokens": 105,
+                             "prompt_tokens_details": {"cached_tokens": 60, "cache_write_tokens": 30}});
+        let chat = completion(
+            json!({"role": "assistant", "content": "x"}),
+            "stop",
+            written,
+        );
+        assert_eq!(
+            translate(&chat)["usage"],
+            json!({"input_tokens": 10, "output_tokens": 5,
+                   "cache_creation_input_tokens": 30, "cache_read_input_tokens": 60})
         );
         for bad in [
             &b""[..],
