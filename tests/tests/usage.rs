@@ -421,6 +421,18 @@ async fn cached_prompt_tokens_cost_the_deployments_cache_prices() {
         spend: 4 * cached + 3 * plain,
     };
     usage_reaches(&gw, Scope::KeyId(key_id(&key)), all).await;
+    // GetUsage counts the cache's tokens too, per model group as well.
+    let usage = gw.admin.usage_of(Scope::KeyId(key_id(&key))).await.unwrap();
+    let cache = |c: Option<api::UsageCounters>| {
+        let c = c.unwrap_or_default();
+        (c.cache_read_tokens, c.cache_write_tokens)
+    };
+    assert_eq!(cache(usage.usage), (7 * 600, 7 * 200));
+    for g in &usage.by_model_group {
+        let n = if g.model_group == "cached" { 4 } else { 3 };
+        assert_eq!(cache(g.usage), (n * 600, n * 200), "{}", g.model_group);
+    }
+    assert_eq!(usage.by_model_group.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -154,6 +154,8 @@ fn add(c: &mut UsageCounters, e: &UsageEntry) {
     c.requests = c.requests.saturating_add(e.requests);
     c.prompt_tokens = c.prompt_tokens.saturating_add(e.prompt_tokens);
     c.completion_tokens = c.completion_tokens.saturating_add(e.completion_tokens);
+    c.cache_read_tokens = c.cache_read_tokens.saturating_add(e.cache_read_tokens);
+    c.cache_write_tokens = c.cache_write_tokens.saturating_add(e.cache_write_tokens);
     c.spend = c.spend.saturating_add(e.spend);
     c.credits_used = c.credits_used.saturating_add(e.credits_used);
 }
@@ -163,6 +165,8 @@ pub fn sum(into: &mut UsageCounters, c: &UsageCounters) {
     into.requests = into.requests.saturating_add(c.requests);
     into.prompt_tokens = into.prompt_tokens.saturating_add(c.prompt_tokens);
     into.completion_tokens = into.completion_tokens.saturating_add(c.completion_tokens);
+    into.cache_read_tokens = into.cache_read_tokens.saturating_add(c.cache_read_tokens);
+    into.cache_write_tokens = into.cache_write_tokens.saturating_add(c.cache_write_tokens);
     into.spend = into.spend.saturating_add(c.spend);
     into.credits_used = into.credits_used.saturating_add(c.credits_used);
 }
@@ -276,6 +280,8 @@ mod tests {
             completion_tokens: 5,
             spend,
             credits_used: 1,
+            cache_read_tokens: 4,
+            cache_write_tokens: 2,
         }
     }
 
@@ -395,6 +401,20 @@ mod tests {
         let team = &docs.totals[&Scope::new(ScopeKind::Team, "t")];
         assert_eq!(team.lifetime.as_ref().unwrap().spend, 35);
         assert_eq!(team.lifetime.as_ref().unwrap().requests, 3);
+        // The cache's tokens are counted beside the prompt's.
+        let lifetime = team.lifetime.as_ref().unwrap();
+        assert_eq!(
+            (
+                lifetime.prompt_tokens,
+                lifetime.cache_read_tokens,
+                lifetime.cache_write_tokens
+            ),
+            (30, 12, 6)
+        );
+        let mut both = UsageCounters::default();
+        sum(&mut both, lifetime);
+        sum(&mut both, lifetime);
+        assert_eq!((both.cache_read_tokens, both.cache_write_tokens), (24, 12));
         // The third entry is in the next day's window: the window moved.
         assert_eq!(team.window_start_s, T + DAY - 3600);
         assert_eq!(team.window.as_ref().unwrap().spend, 5);

@@ -314,6 +314,8 @@ impl Metering {
             requests: 1,
             prompt_tokens: tokens.prompt,
             completion_tokens: tokens.completion,
+            cache_read_tokens: tokens.cache_read,
+            cache_write_tokens: tokens.cache_write,
             spend,
             credits_used: credits,
         }));

@@ -445,6 +445,8 @@ pub fn batch(
                 s.requests += e.requests;
                 s.prompt_tokens += e.prompt_tokens;
                 s.completion_tokens += e.completion_tokens;
+                s.cache_read_tokens += e.cache_read_tokens;
+                s.cache_write_tokens += e.cache_write_tokens;
                 s.spend = s.spend.saturating_add(e.spend);
                 s.credits_used = s.credits_used.saturating_add(e.credits_used);
             }
@@ -484,6 +486,8 @@ mod tests {
             completion_tokens: 5,
             spend: 7,
             credits_used: 1,
+            cache_read_tokens: 3,
+            cache_write_tokens: 2,
             ..Default::default()
         }
     }
@@ -559,6 +563,9 @@ mod tests {
         let total: u64 = report.entries.iter().map(|e| e.requests).sum();
         assert_eq!(total, 10);
         assert_eq!(report.entries.iter().map(|e| e.spend).sum::<i64>(), 70);
+        let cache = |f: fn(&UsageEntry) -> u64| report.entries.iter().map(f).sum::<u64>();
+        assert_eq!(cache(|e| e.cache_read_tokens), 30);
+        assert_eq!(cache(|e| e.cache_write_tokens), 20);
         // What was counted is not reported again.
         let (report, _) = batch("j", 6, &pending).unwrap();
         assert_eq!(report.from_record, 6);
