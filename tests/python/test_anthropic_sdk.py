@@ -86,6 +86,28 @@ def test_create_with_an_openai_model_answers_in_anthropics_shape():
     assert (m.usage.input_tokens, m.usage.output_tokens) == (prompt, completion)
 
 
+def test_an_agents_request_reaches_an_openai_model():
+    # What Claude Code sends: cached system blocks and tools, a user id,
+    # thinking, and context management (beta), streamed.
+    with client().beta.messages.stream(
+        model=env("SLUICE_TEST_GPT"),
+        max_tokens=32000,
+        betas=["context-management-2025-06-27"],
+        system=[{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}],
+        messages=HELLO,
+        tools=[{**TOOLS[0], "cache_control": {"type": "ephemeral"}}],
+        metadata={"user_id": "user_abc_session_1"},
+        thinking={"type": "enabled", "budget_tokens": 2048},
+        context_management={"edits": [{"type": "clear_tool_uses_20250919"}]},
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == env("SLUICE_TEST_GPT_TEXT")
+    assert final.stop_reason == "end_turn"
+    prompt, completion = ints("SLUICE_TEST_GPT_USAGE")
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (prompt, completion)
+
+
 @pytest.mark.parametrize("model", ["SLUICE_TEST_CLAUDE", "SLUICE_TEST_GPT"])
 def test_stream_builds_the_final_message(model):
     with client().messages.stream(model=env(model), max_tokens=256, messages=HELLO) as stream:

@@ -770,10 +770,19 @@ async fn the_official_anthropic_sdk_reaches_claude_and_openai_models() {
             .all(|r| r.header("authorization") == Some(&format!("Bearer {UPSTREAM_KEY}"))),
         "the provider key, not the client's"
     );
+    // The agent-shaped request went without what only Anthropic does.
+    let agents = gpt
+        .iter()
+        .map(|r| r.json())
+        .find(|b| b["user"] == "user_abc_session_1")
+        .expect("the agent's request");
+    assert!(agents.get("context_management").is_none(), "{agents}");
+    assert!(!agents.to_string().contains("cache_control"), "{agents}");
+    assert_eq!(agents["reasoning_effort"], "medium", "{agents}");
     let with_tools = gpt
         .iter()
         .map(|r| r.json())
-        .find(|b| b.get("tools").is_some())
+        .find(|b| b.get("tool_choice").is_some())
         .expect("the tool request");
     assert_eq!(with_tools["model"], "gpt-4o-2024-08-06");
     assert_eq!(with_tools["tools"][0]["type"], "function", "{with_tools}");

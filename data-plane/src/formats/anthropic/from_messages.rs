@@ -46,6 +46,13 @@
 //!   and OpenAI refuses (the client then hears the upstream's refusal rather
 //!   than have it dropped); `metadata.user_id` → `user`; `service_tier` is a
 //!   scheduling hint, left out.
+//! - `context_management` (Anthropic clearing old tool results or thinking
+//!   from the context it keeps, which Claude Code sends on every request) is
+//!   left out: an OpenAI-compatible upstream edits no context, so the model
+//!   reads the whole conversation the client sent, as it would without the
+//!   edits; what changes is only how many prompt tokens it costs (a prompt
+//!   grown past the window gets the upstream's own context-length error,
+//!   and `context_window_fallbacks`).
 //! - `stream: true` → `stream: true` with `stream_options.include_usage`, so
 //!   the stream ends with its usage (for the client's `message_delta` and
 //!   for metering).
@@ -75,8 +82,9 @@ pub fn request(messages_body: &[u8], upstream_model: &str) -> Result<Vec<u8>, Tr
             &format!("the request body is not a valid Messages request: {e}"),
         )
     })?;
-    // `service_tier` is a scheduling hint: left out.
-    no_other(&request.extra, &[], "")?;
+    // `service_tier` is a scheduling hint and `context_management` edits a
+    // context only Anthropic keeps: both left out (see the module doc).
+    no_other(&request.extra, &["context_management"], "")?;
     let Some(max_tokens) = request.max_tokens else {
         return Err(invalid(Some("max_tokens"), "max_tokens: Field required"));
     };
@@ -880,6 +888,45 @@ mod tests {
                 {"role": "user", "content": "Here:"}
             ])
         );
+    }
+
+    /// A request the way Claude Code sends one (cached system blocks and
+    /// tools, a user id, thinking, `context_management`, a stream) goes to
+    /// an OpenAI-compatible model without what only Anthropic can do.
+    #[test]
+    fn an_agents_request_translates_without_context_management() {
+        let body = json!({
+            "model": "claude-sonnet-4-5", "max_tokens": 32000, "stream": true,
+            "system": [
+                {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
+                {"type": "text", "text": "Work in /repo.", "cache_control": {"type": "ephemeral"}}
+            ],
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "List the files.", "cache_control": {"type": "ephemeral"}}
+            ]}],
+            "tools": [{"name": "Bash", "description": "Runs a command",
+                "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]},
+                "cache_control": {"type": "ephemeral"}}],
+            "metadata": {"user_id": "user_abc_session_1"},
+            "thinking": {"type": "enabled", "budget_tokens": 31999},
+            "context_management": {"edits": [
+                {"type": "clear_thinking_20251015", "keep": "all"},
+                {"type": "clear_tool_uses_20250919", "trigger": {"type": "input_tokens", "value": 100000}}
+            ]}
+        });
+        let out = translate(body);
+        assert!(out.get("context_management").is_none(), "{out}");
+        assert_eq!(
+            out["messages"][0]["content"],
+            "You are Claude Code.\n\nWork in /repo."
+        );
+        assert_eq!(out["messages"][1]["content"], "List the files.");
+        assert_eq!(out["tools"][0]["function"]["name"], "Bash");
+        assert_eq!(out["user"], "user_abc_session_1");
+        assert_eq!(out["reasoning_effort"], "high");
+        assert_eq!(out["max_completion_tokens"], 32000);
+        assert_eq!(out["stream_options"]["include_usage"], true);
+        assert!(!out.to_string().contains("cache_control"), "{out}");
     }
 
     #[test]
