@@ -356,6 +356,54 @@ def test_translated_custom_tool_round_trip(client, model):
     assert_text_response(second)
 
 
+def test_translated_codex_tool_declarations(client, model):
+    """What Codex declares on a translated deployment: its function and
+    custom tools (some in namespaces, some in an `additional_tools` input
+    item) are offered, built-in tools a chat upstream cannot run are left
+    out, and a call of a namespaced tool names its namespace. The upstream
+    is made to call `lookup`, the first function offered."""
+    tools = [
+        {"type": "namespace", "name": "crm", "description": "The CRM.", "tools": [
+            {"type": "function", "name": "lookup", "description": "Finds a customer.",
+             "parameters": {"type": "object", "properties": {"name": {"type": "string"}},
+                            "required": ["name"], "additionalProperties": False},
+             "strict": True, "defer_loading": True}]},
+        *TOOLS,
+        {"type": "web_search", "external_web_access": False},
+        {"type": "image_generation"},
+        {"type": "local_shell"},
+    ]
+    conversation = [
+        {"type": "additional_tools", "role": "developer", "tools": [
+            {"type": "namespace", "name": "functions", "description": "Code mode.",
+             "tools": [{"type": "custom", "name": "exec", "description": "Runs JavaScript."}]}]},
+        {"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "Who is Ada?"}]},
+    ]
+    with client.responses.stream(
+        model=model, input=conversation, tools=tools, store=False
+    ) as stream:
+        for event in stream:
+            strictly(ResponseStreamEvent, event)
+        streamed = stream.get_final_response()
+    whole = client.responses.create(model=model, input=conversation, tools=tools, store=False)
+    for response in (streamed, whole):
+        strictly(Response, response)
+        calls = [item for item in response.output if item.type == "function_call"]
+        assert [(c.name, c.namespace) for c in calls] == [("lookup", "crm")], response
+    call = whole.output[0]
+    conversation.append(
+        {"type": "function_call", "call_id": call.call_id, "name": call.name,
+         "namespace": call.namespace, "arguments": call.arguments}
+    )
+    conversation.append(
+        {"type": "function_call_output", "call_id": call.call_id, "output": "Ada Lovelace"}
+    )
+    assert_text_response(
+        client.responses.create(model=model, input=conversation, tools=tools, store=False)
+    )
+
+
 # The SDK builds its results without validating them: these two validate
 # them against its types, strictly (`-k strict` selects them).
 

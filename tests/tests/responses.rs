@@ -364,6 +364,20 @@ async fn the_official_sdk_gets_the_same_shapes_from_a_chat_only_deployment() {
             .unwrap()
             .starts_with(r#"{"input":"#)
     );
+    // Codex's declarations: namespaces flattened, the additional tools
+    // offered after the request's, built-in tools left out.
+    let declared = seen
+        .iter()
+        .map(|r| r.json())
+        .find(|b| b["tools"][0]["function"]["name"] == "lookup")
+        .expect("the Codex declarations went upstream");
+    let names: Vec<&str> = declared["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["lookup", "get_weather", "exec"], "{declared}");
 }
 
 /// A `provider: mock` deployment answers whole and streamed text in shape
@@ -430,6 +444,13 @@ async fn the_official_sdk_gets_the_same_shapes_from_claude() {
     m.reply_next(Reply::ToolUse(patch()));
     m.reply_next(Reply::Text(mock_anthropic::TEXT.into()));
     sluice_tests::pytest(SDK_TESTS, only(env(), "test_translated_custom_tool")).await;
+    // Codex's declarations: `lookup` (in the `crm` namespace) called
+    // streamed and whole, then answered.
+    let lookup = || vec![("lookup".to_string(), json!({"name": "Ada"}))];
+    m.reply_next(Reply::ToolUse(lookup()));
+    m.reply_next(Reply::ToolUse(lookup()));
+    m.reply_next(Reply::Text(mock_anthropic::TEXT.into()));
+    sluice_tests::pytest(SDK_TESTS, only(env(), "test_translated_codex_tool")).await;
     // Every request was a valid Messages request (the mock refuses others).
     assert!(m.requests().iter().all(|r| r.path_only() == "/v1/messages"));
 }

@@ -31,6 +31,9 @@ pub struct Echo {
     /// The names of the request's `custom` tools: the answer's calls of
     /// them are `custom_tool_call`s.
     custom_tools: Vec<String>,
+    /// The tools declared in a `namespace`, by name, with its name: the
+    /// answer's calls of them name it again.
+    namespaced: Vec<(String, String)>,
 }
 
 impl Echo {
@@ -39,6 +42,7 @@ impl Echo {
         let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(body) else {
             return Echo::default();
         };
+        let input = request.remove("input");
         // `null` is as good as absent: the default is written instead.
         let mut take = |key: &str| request.remove(key).filter(|v| !v.is_null());
         let reasoning = take("reasoning").filter(Value::is_object).map(|r| {
@@ -48,12 +52,7 @@ impl Echo {
             })
         });
         let tools = take("tools").filter(Value::is_array);
-        let custom_tools = tools
-            .iter()
-            .flat_map(|t| t.as_array().into_iter().flatten())
-            .filter(|t| t["type"] == "custom")
-            .filter_map(|t| t["name"].as_str().map(str::to_owned))
-            .collect();
+        let (custom_tools, namespaced) = declared_tools(tools.as_ref(), input.as_ref());
         Echo {
             instructions: take("instructions"),
             max_output_tokens: take("max_output_tokens").filter(Value::is_u64),
@@ -70,12 +69,21 @@ impl Echo {
             metadata: take("metadata").filter(Value::is_object),
             user: take("user").filter(Value::is_string),
             custom_tools,
+            namespaced,
         }
     }
 
     /// Whether `name` is one of the request's `custom` tools.
     pub(crate) fn is_custom(&self, name: &str) -> bool {
         self.custom_tools.iter().any(|t| t == name)
+    }
+
+    /// The namespace the tool `name` was declared in, if any.
+    pub(crate) fn namespace_of(&self, name: &str) -> Option<&str> {
+        self.namespaced
+            .iter()
+            .find(|(tool, _)| tool == name)
+            .map(|(_, namespace)| namespace.as_str())
     }
 
     /// Writes the echoed members into `response`; `model` is the
@@ -128,6 +136,45 @@ impl Echo {
             response.insert(key.to_owned(), value);
         }
     }
+}
+
+/// The names of the `custom` tools among `tools` and those of `input`'s
+/// `additional_tools` items, and each tool declared in a `namespace` with
+/// that namespace's name.
+fn declared_tools(
+    tools: Option<&Value>,
+    input: Option<&Value>,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let added = input
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|item| item["type"] == "additional_tools")
+        .filter_map(|item| item["tools"].as_array());
+    let mut declared = Vec::new();
+    for list in tools.and_then(Value::as_array).into_iter().chain(added) {
+        for tool in list {
+            if tool["type"] == "namespace" {
+                let namespace = tool["name"].as_str().unwrap_or_default();
+                for inner in tool["tools"].as_array().into_iter().flatten() {
+                    declared.push((Some(namespace), inner));
+                }
+            } else {
+                declared.push((None, tool));
+            }
+        }
+    }
+    let named = |t: &Value| t["name"].as_str().map(str::to_owned);
+    let custom = declared
+        .iter()
+        .filter(|(_, t)| t["type"] == "custom")
+        .filter_map(|(_, t)| named(t))
+        .collect();
+    let namespaced = declared
+        .iter()
+        .filter_map(|(ns, t)| Some((named(t)?, (*ns)?.to_owned())))
+        .collect();
+    (custom, namespaced)
 }
 
 #[cfg(test)]

@@ -43,7 +43,10 @@
 //!   - `custom_tool_call` items → tool calls like `function_call`s, their
 //!     `input` as the arguments `{"input": input}`;
 //!     `custom_tool_call_output` items → `tool` messages like
-//!     `function_call_output`s.
+//!     `function_call_output`s. A call's `namespace` is left out (tools are
+//!     functions of their own names upstream).
+//!   - `additional_tools` items (tools Codex adds mid-conversation): their
+//!     tools are offered with `tools`'s, after them.
 //!   - `item_reference` (an item stored upstream) and any other item type
 //!     (built-in tools' calls: `web_search_call`, `file_search_call`,
 //!     `computer_call`, `local_shell_call`, `mcp_*`, …) are refused.
@@ -54,11 +57,19 @@
 //!   appended to the description (chat completions cannot constrain the
 //!   output to them: the model is asked to follow them). The answer's calls
 //!   of them come back as `custom_tool_call`s ([`super::to_responses`]).
-//!   Two tools of one name are refused. Built-in tools (`web_search`,
-//!   `file_search`, `code_interpreter`, `mcp`, …) are refused.
+//!   `namespace` tools → their function and custom tools, by their own
+//!   names; the answer's calls of them name the namespace again. A function
+//!   tool's `defer_loading`, `allowed_callers` and `output_schema` are left
+//!   out (chat completions have no tool search: every tool is offered at
+//!   once). Two tools of one name are refused. Built-in tools
+//!   ([`BUILT_IN_TOOLS`]: `web_search`, `file_search`, `code_interpreter`,
+//!   `image_generation`, `mcp`, `local_shell`, `shell`, `apply_patch`, …)
+//!   are left out: the upstream cannot run them, and Codex declares some on
+//!   every request; the model is offered the others. A tool type not known
+//!   at all is refused.
 //! - `tool_choice`: `auto`, `none`, `required` as they are; `{"type":
-//!   "function" | "custom", "name"}` → the named function; other forms
-//!   refused.
+//!   "function" | "custom", "name"}` (a `namespace` with it) → the named
+//!   function; other forms (a built-in tool forced) refused.
 //!   Without tools (none, or an empty `tools`, which OpenAI refuses and
 //!   is left out), `parallel_tool_calls` and a `tool_choice` of `auto` or
 //!   `none` are left out (OpenAI refuses them there, and they ask nothing).
@@ -146,19 +157,30 @@ pub fn request(body: &[u8], model: &str) -> Result<Vec<u8>, TranslateError> {
         }
     }
 
-    let tools = match &req.tools {
-        None => None,
-        Some(tools) => Some(
-            tools
-                .iter()
-                .enumerate()
-                .map(|(i, tool)| tool_out(tool, i))
-                .collect::<Result<Vec<_>, _>>()
-                .and_then(distinct_names)?,
-        )
-        // OpenAI refuses an empty `tools`.
-        .filter(|tools: &Vec<_>| !tools.is_empty()),
-    };
+    // The request's tools, and those `additional_tools` input items add
+    // (Codex sends its own that way): one list upstream.
+    let mut declared = Vec::new();
+    for (i, tool) in req.tools.iter().flatten().enumerate() {
+        tool_out(tool, &format!("tools[{i}]"), &mut declared)?;
+    }
+    if let Some(Value::Array(items)) = &req.input {
+        for (i, item) in items.iter().enumerate() {
+            if item.get("type").and_then(Value::as_str) == Some("additional_tools") {
+                let at = format!("input[{i}].tools");
+                let Some(Value::Array(tools)) = item.get("tools") else {
+                    return Err(TranslateError::invalid(
+                        at.clone(),
+                        format!("{at}: must be an array of tools"),
+                    ));
+                };
+                for (j, tool) in tools.iter().enumerate() {
+                    tool_out(tool, &format!("{at}[{j}]"), &mut declared)?;
+                }
+            }
+        }
+    }
+    // OpenAI refuses an empty `tools`.
+    let tools = Some(distinct_names(declared)?).filter(|tools| !tools.is_empty());
     let mut tool_choice = req.tool_choice.as_ref().map(tool_choice_out).transpose()?;
     let mut parallel_tool_calls = req.parallel_tool_calls;
     // Without tools, OpenAI refuses `parallel_tool_calls` and a
@@ -529,6 +551,7 @@ impl Conversation {
                             "id",
                             "call_id",
                             "name",
+                            "namespace",
                             "arguments",
                             "status",
                             "parsed_arguments",
@@ -542,7 +565,15 @@ impl Conversation {
                 "custom_tool_call" => {
                     no_other(
                         item,
-                        &["type", "id", "call_id", "name", "input", "status"],
+                        &[
+                            "type",
+                            "id",
+                            "call_id",
+                            "name",
+                            "namespace",
+                            "input",
+                            "status",
+                        ],
                         &at,
                     )?;
                     let input = req_str(item, "input", &at)?;
@@ -603,6 +634,8 @@ impl Conversation {
                     )?;
                     self.reasoning(item, &at)?;
                 }
+                // Its tools are offered with the request's (see `request`).
+                "additional_tools" => no_other(item, &["type", "id", "role", "tools"], &at)?,
                 "item_reference" => {
                     return Err(TranslateError::invalid(
                         at.clone(),
@@ -856,16 +889,59 @@ impl Conversation {
     }
 }
 
-fn tool_out(tool: &Value, i: usize) -> Result<Tool<'_>, TranslateError> {
-    let at = format!("tools[{i}]");
-    let tool = object(tool, &at)?;
-    match kind(tool, &at)? {
+/// Built-in tools the upstream would have to run, or that only OpenAI's
+/// own models call (`shell`, `apply_patch`, `local_shell`, `computer`):
+/// a chat completions upstream has none of them, so they are left out and
+/// the model is offered the others. Codex declares some of them beside its
+/// function tools on every request, which a refusal would make unusable.
+const BUILT_IN_TOOLS: &[&str] = &[
+    "web_search",
+    "web_search_preview",
+    "file_search",
+    "code_interpreter",
+    "image_generation",
+    "computer",
+    "computer_use_preview",
+    "mcp",
+    "local_shell",
+    "shell",
+    "apply_patch",
+    "tool_search",
+    "programmatic_tool_calling",
+];
+
+/// Whether `kind` is one of [`BUILT_IN_TOOLS`], or a dated version of one
+/// (`web_search_preview_2025_03_11`).
+fn is_built_in(kind: &str) -> bool {
+    BUILT_IN_TOOLS.iter().any(|b| {
+        kind.strip_prefix(b).is_some_and(|rest| {
+            rest.is_empty()
+                || rest.strip_prefix('_').is_some_and(|date| {
+                    date.starts_with(|c: char| c.is_ascii_digit())
+                        && date.bytes().all(|c| c.is_ascii_digit() || c == b'_')
+                })
+        })
+    })
+}
+
+/// Members of a function tool that describe how OpenAI offers it, with no
+/// chat counterpart: left out (`defer_loading`: chat completions have no
+/// tool search, so every tool is offered at once).
+const FUNCTION_HINTS: &[&str] = &["defer_loading", "allowed_callers", "output_schema"];
+
+/// The chat tools for the Responses tool `tool` (at `at`), pushed onto
+/// `out`: a function or custom tool is one, a `namespace` its tools, a
+/// built-in tool none.
+fn tool_out<'a>(tool: &'a Value, at: &str, out: &mut Vec<Tool<'a>>) -> Result<(), TranslateError> {
+    let tool = object(tool, at)?;
+    match kind(tool, at)? {
         Some("function") => {
-            no_other(
-                tool,
+            let known = [
                 &["type", "name", "description", "parameters", "strict"],
-                &at,
-            )?;
+                FUNCTION_HINTS,
+            ]
+            .concat();
+            no_other(tool, &known, at)?;
             let strict = match tool.get("strict") {
                 None | Some(Value::Null) => None,
                 Some(Value::Bool(b)) => Some(*b),
@@ -876,22 +952,26 @@ fn tool_out(tool: &Value, i: usize) -> Result<Tool<'_>, TranslateError> {
                     ));
                 }
             };
-            Ok(Tool::Function {
+            out.push(Tool::Function {
                 function: FunctionDef {
-                    name: Cow::Borrowed(req_str(tool, "name", &at)?),
-                    description: opt_str(tool, "description", &at)?.map(Cow::Borrowed),
+                    name: Cow::Borrowed(req_str(tool, "name", at)?),
+                    description: opt_str(tool, "description", at)?.map(Cow::Borrowed),
                     parameters: tool.get("parameters").filter(|p| !p.is_null()).cloned(),
                     strict,
                     extra: Extra::new(),
                 },
                 extra: Extra::new(),
-            })
+            });
         }
         Some("custom") => {
-            no_other(tool, &["type", "name", "description", "format"], &at)?;
-            let name = req_str(tool, "name", &at)?;
-            let description = opt_str(tool, "description", &at)?;
-            let grammar = custom_format(tool.get("format"), &at)?;
+            no_other(
+                tool,
+                &["type", "name", "description", "format", "defer_loading"],
+                at,
+            )?;
+            let name = req_str(tool, "name", at)?;
+            let description = opt_str(tool, "description", at)?;
+            let grammar = custom_format(tool.get("format"), at)?;
             let description = match (description, grammar) {
                 (d, None) => d.map(Cow::Borrowed),
                 (d, Some((syntax, definition))) => Some(Cow::Owned(format!(
@@ -899,7 +979,7 @@ fn tool_out(tool: &Value, i: usize) -> Result<Tool<'_>, TranslateError> {
                     d.map(|d| format!("{d}\n\n")).unwrap_or_default()
                 ))),
             };
-            Ok(Tool::Function {
+            out.push(Tool::Function {
                 function: FunctionDef {
                     name: Cow::Borrowed(name),
                     description,
@@ -908,17 +988,47 @@ fn tool_out(tool: &Value, i: usize) -> Result<Tool<'_>, TranslateError> {
                     extra: Extra::new(),
                 },
                 extra: Extra::new(),
-            })
+            });
         }
-        other => Err(TranslateError::invalid(
-            format!("{at}.type"),
-            format!(
-                "{at}.type: `{}` tools: built-in tools are not available on this deployment, \
-                 which serves chat completions; only `function` and `custom` tools are",
-                other.unwrap_or("null")
-            ),
-        )),
+        // Its tools, by their own names (which must differ from every other
+        // tool's): the answer's calls of them name their namespace again
+        // (see [`super::echo::Echo`]).
+        Some("namespace") => {
+            no_other(tool, &["type", "name", "description", "tools"], at)?;
+            req_str(tool, "name", at)?;
+            let Some(Value::Array(tools)) = tool.get("tools") else {
+                return Err(TranslateError::invalid(
+                    format!("{at}.tools"),
+                    format!("{at}.tools: must be an array of function and custom tools"),
+                ));
+            };
+            for (j, inner) in tools.iter().enumerate() {
+                let inner_at = format!("{at}.tools[{j}]");
+                match inner.get("type").and_then(Value::as_str) {
+                    Some("function" | "custom") => tool_out(inner, &inner_at, out)?,
+                    _ => {
+                        return Err(TranslateError::invalid(
+                            format!("{inner_at}.type"),
+                            format!("{inner_at}.type: a namespace holds function and custom tools"),
+                        ));
+                    }
+                }
+            }
+        }
+        Some(built_in) if is_built_in(built_in) => {}
+        other => {
+            return Err(TranslateError::invalid(
+                format!("{at}.type"),
+                format!(
+                    "{at}.type: `{}` is not a tool type this deployment, which serves chat \
+                     completions, knows: `function`, `custom` and `namespace` tools are \
+                     offered to the model, built-in tools left out",
+                    other.unwrap_or("null")
+                ),
+            ));
+        }
     }
+    Ok(())
 }
 
 /// Refuses two tools of one name: a custom tool and a function tool are
@@ -934,8 +1044,11 @@ fn distinct_names(tools: Vec<Tool<'_>>) -> Result<Vec<Tool<'_>>, TranslateError>
         let Some(this) = name(tool) else { continue };
         if tools[..i].iter().any(|t| name(t) == Some(this)) {
             return Err(TranslateError::invalid(
-                format!("tools[{i}].name"),
-                format!("tools[{i}].name: `{this}` names two tools"),
+                "tools",
+                format!(
+                    "tools: `{this}` names two tools (custom tools and the tools of namespaces \
+                     are functions upstream, told apart by name)"
+                ),
             ));
         }
     }
@@ -1011,7 +1124,7 @@ fn tool_choice_out(choice: &Value) -> Result<ToolChoice<'_>, TranslateError> {
         Value::Object(obj) => match obj.get("type").and_then(Value::as_str) {
             // A custom tool is a function upstream.
             Some("function" | "custom") => {
-                no_other(obj, &["type", "name"], "tool_choice")?;
+                no_other(obj, &["type", "name", "namespace"], "tool_choice")?;
                 Ok(ToolChoice::Function(NamedToolChoice {
                     kind: Cow::Borrowed("function"),
                     function: FunctionName {
@@ -1380,28 +1493,38 @@ mod tests {
                 "text.format.schema",
             ),
             (
-                json!({"input": "x", "tools": [{"type": "function", "name": "f"}, {"type": "web_search"}]}),
+                json!({"input": "x", "tools": [{"type": "function", "name": "f"}, {"type": "web_searcher"}]}),
                 "tools[1].type",
-            ),
-            (
-                json!({"input": "x", "tools": [{"type": "file_search", "vector_store_ids": []}]}),
-                "tools[0].type",
-            ),
-            (
-                json!({"input": "x", "tools": [{"type": "mcp", "server_label": "x"}]}),
-                "tools[0].type",
             ),
             (
                 json!({"input": "x", "tools": [{"type": "custom", "name": "x", "format": {"type": "regex"}}]}),
                 "tools[0].format.type",
             ),
             (
-                json!({"input": "x", "tools": [{"type": "custom", "name": "x", "defer_loading": true}]}),
-                "tools[0].defer_loading",
+                json!({"input": "x", "tools": [{"type": "custom", "name": "x", "cache": true}]}),
+                "tools[0].cache",
             ),
             (
                 json!({"input": "x", "tools": [{"type": "function", "name": "x"}, {"type": "custom", "name": "x"}]}),
-                "tools[1].name",
+                "tools",
+            ),
+            (
+                json!({"input": "x", "tools": [{"type": "function", "name": "x"},
+                    {"type": "namespace", "name": "ns", "description": "d", "tools": [{"type": "function", "name": "x"}]}]}),
+                "tools",
+            ),
+            (
+                json!({"input": "x", "tools": [{"type": "namespace", "name": "ns", "description": "d",
+                    "tools": [{"type": "web_search"}]}]}),
+                "tools[0].tools[0].type",
+            ),
+            (
+                json!({"input": "x", "tools": [{"type": "namespace", "description": "d", "tools": []}]}),
+                "tools[0].name",
+            ),
+            (
+                json!({"input": [{"type": "additional_tools", "role": "developer", "tools": {}}]}),
+                "input[0].tools",
             ),
             (
                 json!({"input": "x", "tool_choice": {"type": "file_search"}}),
@@ -1483,11 +1606,77 @@ mod tests {
         assert!(message.contains("store: false"), "{message}");
         let (_, message) = refused(json!({"input": [{"type": "item_reference", "id": "msg_1"}]}));
         assert!(message.contains("stateless"), "{message}");
-        let (_, message) = refused(json!({"input": "x", "tools": [{"type": "web_search"}]}));
-        assert!(
-            message.contains("built-in tools are not available"),
-            "{message}"
+        let (_, message) = refused(json!({"input": "x", "tools": [{"type": "websearch"}]}));
+        assert!(message.contains("built-in tools left out"), "{message}");
+    }
+
+    /// What Codex declares: function and custom tools (some in a
+    /// namespace, some in an `additional_tools` item) beside built-in tools
+    /// a chat upstream cannot run, which are left out.
+    #[test]
+    fn codex_tool_declarations_offer_what_chat_can_call() {
+        let out = translate(json!({
+            "input": [
+                {"type": "additional_tools", "role": "developer", "tools": [
+                    {"type": "namespace", "name": "functions", "description": "Code mode.", "tools": [
+                        {"type": "custom", "name": "exec", "description": "Runs JavaScript."}
+                    ]}
+                ]},
+                {"role": "user", "content": "List the files."},
+                {"type": "function_call", "call_id": "c1", "name": "lookup", "namespace": "crm", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "none"},
+                {"type": "custom_tool_call", "call_id": "c2", "name": "exec", "namespace": "functions", "input": "1"},
+                {"type": "custom_tool_call_output", "call_id": "c2", "output": "1"}
+            ],
+            "tools": [
+                {"type": "function", "name": "shell", "parameters": {"type": "object"}, "defer_loading": false},
+                {"type": "custom", "name": "apply_patch"},
+                {"type": "web_search", "external_web_access": false},
+                {"type": "web_search_preview_2025_03_11"},
+                {"type": "image_generation", "output_format": "png"},
+                {"type": "local_shell"},
+                {"type": "namespace", "name": "crm", "description": "The CRM.", "tools": [
+                    {"type": "function", "name": "lookup", "description": "Finds a customer.",
+                     "parameters": {"type": "object"}, "defer_loading": true, "allowed_callers": ["direct"]}
+                ]}
+            ],
+            "tool_choice": {"type": "function", "name": "lookup", "namespace": "crm"}
+        }));
+        let names: Vec<&str> = out["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["function"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["shell", "apply_patch", "lookup", "exec"], "{out}");
+        assert!(out["tools"][2]["function"].get("defer_loading").is_none());
+        assert_eq!(out["tool_choice"]["function"]["name"], "lookup");
+        let calls: Vec<&str> = out["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["tool_calls"][0]["function"]["name"].as_str())
+            .collect();
+        assert_eq!(calls, ["lookup", "exec"], "{out}");
+        // Only built-in tools: none are offered.
+        let out = translate(
+            json!({"input": "x", "tools": [{"type": "web_search"}], "parallel_tool_calls": true}),
         );
+        assert!(out.get("tools").is_none(), "{out}");
+        assert!(out.get("parallel_tool_calls").is_none(), "{out}");
+        for built_in in [
+            "web_search",
+            "web_search_2025_08_26",
+            "file_search",
+            "mcp",
+            "shell",
+            "apply_patch",
+        ] {
+            assert!(is_built_in(built_in), "{built_in}");
+        }
+        for other in ["web_searcher", "web_search_x", "shell_", "function"] {
+            assert!(!is_built_in(other), "{other}");
+        }
     }
 
     #[test]

@@ -110,27 +110,46 @@ fn message_item(item_id: &str, status: &str, content: Vec<Value>) -> Value {
     })
 }
 
-fn call_item(item_id: &str, call_id: &str, name: &str, arguments: &str, status: &str) -> Value {
-    json!({
+fn call_item(
+    echo: &Echo,
+    item_id: &str,
+    call_id: &str,
+    name: &str,
+    arguments: &str,
+    status: &str,
+) -> Value {
+    let mut item = json!({
         "type": "function_call",
         "id": item_id,
         "call_id": call_id,
         "name": name,
         "arguments": arguments,
         "status": status,
-    })
+    });
+    with_namespace(echo, &mut item, name);
+    item
 }
 
 /// A call of a `custom` tool (a function of one string upstream, see
 /// [`super::from_responses`]): the model's `input`.
-fn custom_item(item_id: &str, call_id: &str, name: &str, input: &str) -> Value {
-    json!({
+fn custom_item(echo: &Echo, item_id: &str, call_id: &str, name: &str, input: &str) -> Value {
+    let mut item = json!({
         "type": "custom_tool_call",
         "id": item_id,
         "call_id": call_id,
         "name": name,
         "input": input,
-    })
+    });
+    with_namespace(echo, &mut item, name);
+    item
+}
+
+/// A call of a tool declared in a `namespace` names it, as OpenAI's do:
+/// upstream its tools were functions of their own names.
+fn with_namespace(echo: &Echo, item: &mut Value, name: &str) {
+    if let (Some(namespace), Some(item)) = (echo.namespace_of(name), item.as_object_mut()) {
+        item.insert("namespace".into(), Value::String(namespace.to_owned()));
+    }
 }
 
 /// A custom tool's `input` from its function's arguments: the `input`
@@ -266,13 +285,21 @@ pub fn answer(chat: &[u8], echo: &Echo, id: &str) -> Result<Vec<u8>, TranslateEr
         let call_id = call_id(str_of(call, "id"), n);
         output.push(if echo.is_custom(name) {
             custom_item(
+                echo,
                 &format!("ctc_{id}_{n}"),
                 &call_id,
                 name,
                 &custom_input(arguments),
             )
         } else {
-            call_item(&format!("fc_{id}_{n}"), &call_id, name, arguments, status)
+            call_item(
+                echo,
+                &format!("fc_{id}_{n}"),
+                &call_id,
+                name,
+                arguments,
+                status,
+            )
         });
     }
 
@@ -748,9 +775,16 @@ impl ResponsesStream {
                     custom,
                 };
                 let item = if custom {
-                    custom_item(&open.item_id, &open.call_id, &open.name, "")
+                    custom_item(&self.echo, &open.item_id, &open.call_id, &open.name, "")
                 } else {
-                    call_item(&open.item_id, &open.call_id, &open.name, "", "in_progress")
+                    call_item(
+                        &self.echo,
+                        &open.item_id,
+                        &open.call_id,
+                        &open.name,
+                        "",
+                        "in_progress",
+                    )
                 };
                 self.emit(
                     "response.output_item.added",
@@ -788,13 +822,20 @@ impl ResponsesStream {
                     "response.custom_tool_call_input.done",
                     json!({"item_id": c.item_id, "output_index": c.index, "input": input}),
                 );
-                custom_item(&c.item_id, &c.call_id, &c.name, &input)
+                custom_item(&self.echo, &c.item_id, &c.call_id, &c.name, &input)
             } else {
                 self.emit(
                     "response.function_call_arguments.done",
                     json!({"item_id": c.item_id, "output_index": c.index, "arguments": c.arguments}),
                 );
-                call_item(&c.item_id, &c.call_id, &c.name, &c.arguments, status)
+                call_item(
+                    &self.echo,
+                    &c.item_id,
+                    &c.call_id,
+                    &c.name,
+                    &c.arguments,
+                    status,
+                )
             };
             self.emit(
                 "response.output_item.done",
@@ -1327,6 +1368,69 @@ mod tests {
             usage_chunk(82, 40, 0, 0),
         ];
         equivalent_with("stream_custom_tool_call", &custom_echo(), &chunks, &whole);
+    }
+
+    /// Calls of tools declared in a namespace (in `tools` or an
+    /// `additional_tools` item) name it, whole and streamed.
+    #[test]
+    fn calls_of_namespaced_tools_name_their_namespace() {
+        let echo = Echo::from_request(
+            br#"{"model":"gpt-5-codex","tools":[
+                {"type":"function","name":"get_weather","parameters":{"type":"object"}},
+                {"type":"namespace","name":"crm","description":"The CRM.","tools":[
+                    {"type":"function","name":"lookup","parameters":{"type":"object"}}]}],
+               "input":[{"type":"additional_tools","role":"developer","tools":[
+                {"type":"namespace","name":"functions","description":"Code mode.","tools":[
+                    {"type":"custom","name":"exec"}]}]}]}"#,
+        );
+        let whole = completion(
+            json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}},
+                {"id": "c2", "type": "function", "function": {"name": "exec", "arguments": "{\"input\":\"1+1\"}"}},
+                {"id": "c3", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+            ]}),
+            "tool_calls",
+            usage(10, 5, 0, 0),
+        );
+        let got = translate_with(&whole, &echo);
+        let output = got["output"].as_array().unwrap();
+        assert_eq!(output[0]["namespace"], "crm", "{got}");
+        assert_eq!(output[1]["type"], "custom_tool_call");
+        assert_eq!(output[1]["namespace"], "functions");
+        assert_eq!(output[1]["input"], "1+1");
+        assert!(output[2].get("namespace").is_none(), "{got}");
+
+        let chunks = [
+            chunk(
+                json!({"role": "assistant", "content": null, "tool_calls": [
+                    call(0, Some("c1"), Some("lookup"), "{}")]}),
+                None,
+            ),
+            chunk(
+                json!({"tool_calls": [call(1, Some("c2"), Some("exec"), "{\"input\":\"1+1\"}")]}),
+                None,
+            ),
+            chunk(
+                json!({"tool_calls": [call(2, Some("c3"), Some("get_weather"), "{}")]}),
+                None,
+            ),
+            chunk(json!({}), Some("tool_calls")),
+            usage_chunk(10, 5, 0, 0),
+        ];
+        let (out, failed) = stream_with(&sse(&chunks), &echo);
+        assert!(!failed);
+        let mut streamed = accumulate(&out);
+        let mut want = got;
+        for v in [&mut streamed, &mut want] {
+            v.as_object_mut().unwrap().remove("created_at");
+        }
+        assert_eq!(streamed, want);
+        let added: Vec<Value> = out
+            .split_terminator("\n\n")
+            .filter_map(|e| e.strip_prefix("event: response.output_item.added\ndata: "))
+            .map(|data| serde_json::from_str::<Value>(data).unwrap()["item"]["namespace"].clone())
+            .collect();
+        assert_eq!(added, [json!("crm"), json!("functions"), Value::Null]);
     }
 
     #[test]
