@@ -193,6 +193,39 @@ def test_tool_use_with_an_openai_model_is_translated():
     assert m.content[0].text == env("SLUICE_TEST_GPT_TEXT")
 
 
+def test_a_tool_results_image_reaches_an_openai_model():
+    # Claude Code's Read of an image file: the image rides in the user
+    # message after the tool message (checked by the Rust side).
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    m = client().messages.create(
+        model=env("SLUICE_TEST_GPT"),
+        max_tokens=256,
+        tools=TOOLS,
+        messages=[
+            {"role": "user", "content": "What is in pixel.png?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "toolu_img", "name": "get_weather", "input": {"city": "pixel.png"}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_img",
+                        "content": [
+                            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}}
+                        ],
+                    }
+                ],
+            },
+        ],
+    )
+    assert m.content[0].text == env("SLUICE_TEST_GPT_TEXT")
+
+
 def test_count_tokens_on_both():
     inp, created, read, _ = ints("SLUICE_TEST_CLAUDE_USAGE")
     counted = client().messages.count_tokens(model=env("SLUICE_TEST_CLAUDE"), messages=HELLO)

@@ -770,6 +770,23 @@ async fn the_official_anthropic_sdk_reaches_claude_and_openai_models() {
             .all(|r| r.header("authorization") == Some(&format!("Bearer {UPSTREAM_KEY}"))),
         "the provider key, not the client's"
     );
+    // A tool result's image went in a user message after the tool message.
+    let imaged = gpt
+        .iter()
+        .map(|r| r.json())
+        .find(|b| b["messages"][2]["tool_call_id"] == "toolu_img")
+        .expect("the request with a tool result's image");
+    assert_eq!(
+        imaged["messages"][2]["content"], "(an image: in the next message)",
+        "{imaged}"
+    );
+    assert_eq!(imaged["messages"][3]["role"], "user", "{imaged}");
+    assert!(
+        imaged["messages"][3]["content"][1]["image_url"]["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("data:image/png;base64,")),
+        "{imaged}"
+    );
     // The agent-shaped request went without what only Anthropic does.
     let agents = gpt
         .iter()

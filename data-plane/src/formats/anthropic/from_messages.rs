@@ -17,8 +17,11 @@
 //!   parts, each text block its own part.
 //! - `tool_result.is_error` has no OpenAI counterpart and is not sent: the
 //!   result's own text (where tools write their error) is what the model
-//!   reads either way. A result's images cannot be sent (OpenAI's `tool`
-//!   messages carry text only): refused.
+//!   reads either way. A result's images (Claude Code's Read of an image
+//!   file) cannot ride in its `tool` message, which carries text only: they
+//!   go in the user message that follows the turn's tool messages, after a
+//!   line naming the call they came from (and a result of images only says
+//!   so in its `tool` message).
 //! - `thinking` and `redacted_thinking` blocks of earlier turns are left
 //!   out: their signatures can only be checked by Anthropic, and chat
 //!   completions have no input for earlier reasoning.
@@ -463,10 +466,22 @@ fn translate_message<'a>(
             (ContentBlock::ToolResult(result), true) => {
                 // `is_error` has no counterpart: see the module's doc.
                 no_other(&result.extra, CACHE, &at)?;
+                let (content, images) = tool_result_content(result.content.as_ref(), &at)?;
                 out.push(MessageOut::Tool {
                     tool_call_id: Cow::Borrowed(&result.tool_use_id),
-                    content: tool_result_content(result.content.as_ref(), &at)?,
+                    content,
                 });
+                if !images.is_empty() {
+                    parts.push(PartOut::Text {
+                        text: Cow::Owned(format!(
+                            "The image{} returned by tool call {}:",
+                            if images.len() == 1 { "" } else { "s" },
+                            result.tool_use_id
+                        )),
+                    });
+                    parts.extend(images);
+                    has_image = true;
+                }
             }
             (ContentBlock::ToolUse(call), false) => {
                 no_other(&call.extra, CACHE, &at)?;
@@ -537,28 +552,45 @@ fn image_url<'a>(source: &'a Source<'a>, at: &str) -> Result<Cow<'a, str>, Trans
     }
 }
 
+/// A tool result's text, for its `tool` message, and its images, for the
+/// user message after.
 fn tool_result_content<'a>(
     content: Option<&'a Content<'a>>,
     at: &str,
-) -> Result<ContentOut<'a>, TranslateError> {
-    match content {
-        None => Ok(ContentOut::Text(Cow::Borrowed(""))),
-        Some(Content::Text(text)) => Ok(ContentOut::Text(Cow::Borrowed(text))),
-        Some(Content::Blocks(blocks)) => {
-            let mut parts = Vec::with_capacity(blocks.len());
-            for (k, block) in blocks.iter().enumerate() {
-                parts.push(text_only(
-                    block,
-                    &format!("{at}.content[{k}]"),
-                    "a tool result",
-                )?);
+) -> Result<(ContentOut<'a>, Vec<PartOut<'a>>), TranslateError> {
+    let blocks = match content {
+        None => return Ok((ContentOut::Text(Cow::Borrowed("")), Vec::new())),
+        Some(Content::Text(text)) => {
+            return Ok((ContentOut::Text(Cow::Borrowed(text)), Vec::new()));
+        }
+        Some(Content::Blocks(blocks)) => blocks,
+    };
+    let mut parts = Vec::with_capacity(blocks.len());
+    let mut images = Vec::new();
+    for (k, block) in blocks.iter().enumerate() {
+        let at = format!("{at}.content[{k}]");
+        match block {
+            ContentBlock::Image(image) => {
+                no_other(&image.extra, CACHE, &at)?;
+                images.push(PartOut::ImageUrl {
+                    image_url: ImageUrlOut {
+                        url: image_url(&image.source, &at)?,
+                    },
+                });
             }
-            if parts.is_empty() {
-                return Ok(ContentOut::Text(Cow::Borrowed("")));
-            }
-            Ok(texts(parts))
+            other => parts.push(text_only(other, &at, "a tool result")?),
         }
     }
+    let text = if parts.is_empty() {
+        ContentOut::Text(Cow::Borrowed(if images.is_empty() {
+            ""
+        } else {
+            "(an image: in the next message)"
+        }))
+    } else {
+        texts(parts)
+    };
+    Ok((text, images))
 }
 
 fn tool_out<'a>(tool: &'a Tool<'a>, i: usize) -> Result<ToolOut<'a>, TranslateError> {
@@ -929,6 +961,48 @@ mod tests {
         assert!(!out.to_string().contains("cache_control"), "{out}");
     }
 
+    /// A tool result's images (Claude Code reading an image file) go in the
+    /// user message after the turn's tool messages, named by their call.
+    #[test]
+    fn tool_result_images_follow_the_tool_messages() {
+        let png = json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}});
+        let out = translate(json!({"model": "m", "max_tokens": 1, "messages": [
+            {"role": "user", "content": "Look at both."},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"file_path": "a.png"}},
+                {"type": "tool_use", "id": "toolu_2", "name": "Read", "input": {"file_path": "b.txt"}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [png]},
+                {"type": "tool_result", "tool_use_id": "toolu_2", "content": [{"type": "text", "text": "hello"},
+                    {"type": "image", "source": {"type": "url", "url": "https://example.com/c.png"}}]},
+                {"type": "text", "text": "What do you see?"}
+            ]}
+        ]}));
+        let messages = out["messages"].as_array().unwrap();
+        let roles: Vec<&str> = messages
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            roles,
+            ["user", "assistant", "tool", "tool", "user"],
+            "{out}"
+        );
+        assert_eq!(messages[2]["content"], "(an image: in the next message)");
+        assert_eq!(messages[3]["content"], "hello");
+        assert_eq!(
+            messages[4]["content"],
+            json!([
+                {"type": "text", "text": "The image returned by tool call toolu_1:"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                {"type": "text", "text": "The image returned by tool call toolu_2:"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/c.png"}},
+                {"type": "text", "text": "What do you see?"}
+            ])
+        );
+    }
+
     #[test]
     fn what_cannot_be_expressed_is_refused_by_name() {
         let base = |content: Value| json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": content}]});
@@ -947,7 +1021,7 @@ mod tests {
         let (param, _) = refused(json!({"model": "m", "messages": []}));
         assert_eq!(param.as_deref(), Some("max_tokens"));
         let (param, _) = refused(base(json!([{"type": "tool_result", "tool_use_id": "t",
-            "content": [{"type": "image", "source": {"type": "url", "url": "https://x"}}]}])));
+            "content": [{"type": "document", "source": {"type": "text", "data": "x"}}]}])));
         assert_eq!(param.as_deref(), Some("messages[0].content[0].content[0]"));
         let (param, _) = refused(json!({"model": "m", "max_tokens": 1, "messages": [],
             "thinking": {"type": "enabled"}}));
