@@ -226,6 +226,27 @@ def test_a_tool_results_image_reaches_an_openai_model():
     assert m.content[0].text == env("SLUICE_TEST_GPT_TEXT")
 
 
+def test_a_pdf_reaches_an_openai_model_as_a_file():
+    m = client().messages.create(
+        model=env("SLUICE_TEST_GPT"),
+        max_tokens=256,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "document",
+                        "title": "report.pdf",
+                        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"},
+                    },
+                    {"type": "text", "text": "Summarise the report."},
+                ],
+            }
+        ],
+    )
+    assert m.content[0].text == env("SLUICE_TEST_GPT_TEXT")
+
+
 def test_count_tokens_on_both():
     inp, created, read, _ = ints("SLUICE_TEST_CLAUDE_USAGE")
     counted = client().messages.count_tokens(model=env("SLUICE_TEST_CLAUDE"), messages=HELLO)

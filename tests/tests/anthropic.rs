@@ -787,6 +787,16 @@ async fn the_official_anthropic_sdk_reaches_claude_and_openai_models() {
             .is_some_and(|u| u.starts_with("data:image/png;base64,")),
         "{imaged}"
     );
+    // A PDF document went as a `file` part.
+    let pdf = gpt
+        .iter()
+        .map(|r| r.json())
+        .find(|b| b["messages"][0]["content"][0]["type"] == "file")
+        .expect("the request with a PDF");
+    assert_eq!(
+        pdf["messages"][0]["content"][0]["file"],
+        json!({"filename": "report.pdf", "file_data": "data:application/pdf;base64,JVBERi0xLjQK"})
+    );
     // The agent-shaped request went without what only Anthropic does.
     let agents = gpt
         .iter()

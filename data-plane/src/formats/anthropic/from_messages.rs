@@ -60,9 +60,16 @@
 //!   the stream ends with its usage (for the client's `message_delta` and
 //!   for metering).
 //!
-//! Anything else (a `document`, `search_result` or server-tool block, a
-//! server tool such as `web_search`, a member or parameter not named here)
-//! is refused with [`TranslateError::Invalid`] naming it: never dropped.
+//! - A `document` block: a base64 PDF → a `file` part (`file_data`, the
+//!   `title` as its file name), which OpenAI's chat completions read; a
+//!   plain-text document → its text; its `context` → text before it;
+//!   `citations` left out (chat answers carry none). In a tool result a PDF
+//!   follows the tool messages, as an image does. A document by URL or
+//!   file id needs a store the upstream does not share: refused.
+//!
+//! Anything else (a `search_result` or server-tool block, a server tool
+//! such as `web_search`, a member or parameter not named here) is refused
+//! with [`TranslateError::Invalid`] naming it: never dropped.
 
 use std::borrow::Cow;
 
@@ -72,8 +79,8 @@ use serde_json::value::RawValue;
 
 use super::TranslateError;
 use super::types::{
-    Content, ContentBlock, Extra, InputMessage, MessagesRequest, OutputConfig, RawJson, Role,
-    Source, Thinking, Tool, ToolChoice, borrow_opt,
+    Content, ContentBlock, DocumentBlock, Extra, InputMessage, MessagesRequest, OutputConfig,
+    RawJson, Role, Source, Thinking, Tool, ToolChoice, borrow_opt,
 };
 
 /// The chat completions request (JSON) for Anthropic's `messages_body`, for
@@ -250,6 +257,13 @@ enum ContentOut<'a> {
 enum PartOut<'a> {
     Text { text: Cow<'a, str> },
     ImageUrl { image_url: ImageUrlOut<'a> },
+    File { file: FileOut<'a> },
+}
+
+#[derive(Serialize)]
+struct FileOut<'a> {
+    filename: Cow<'a, str>,
+    file_data: String,
 }
 
 #[derive(Serialize)]
@@ -463,6 +477,9 @@ fn translate_message<'a>(
                 });
                 has_image = true;
             }
+            (ContentBlock::Document(document), true) => {
+                has_image |= document_parts(document, &at, &mut parts)?;
+            }
             (ContentBlock::ToolResult(result), true) => {
                 // `is_error` has no counterpart: see the module's doc.
                 no_other(&result.extra, CACHE, &at)?;
@@ -474,7 +491,8 @@ fn translate_message<'a>(
                 if !images.is_empty() {
                     parts.push(PartOut::Text {
                         text: Cow::Owned(format!(
-                            "The image{} returned by tool call {}:",
+                            "The {}{} returned by tool call {}:",
+                            media_noun(&images),
                             if images.len() == 1 { "" } else { "s" },
                             result.tool_use_id
                         )),
@@ -529,6 +547,61 @@ fn translate_message<'a>(
     Ok(())
 }
 
+/// A `document` block's parts: a base64 PDF → a `file` part (OpenAI's
+/// chat completions read PDFs given as `file_data`), a plain-text document
+/// → its text; its `context`, when given, as text before it; its `title`
+/// names the file. Whether it made a part other than text.
+fn document_parts<'a>(
+    document: &'a DocumentBlock<'a>,
+    at: &str,
+    out: &mut Vec<PartOut<'a>>,
+) -> Result<bool, TranslateError> {
+    no_other(&document.extra, DOCUMENT_HINTS, at)?;
+    let text_of = |key: &str| document.extra.get(key).and_then(Value::as_str);
+    if let Some(context) = text_of("context") {
+        out.push(PartOut::Text {
+            text: Cow::Borrowed(context),
+        });
+    }
+    let source = &document.source;
+    let source_at = format!("{at}.source");
+    let readable = matches!(
+        (&*source.kind, source.media_type.as_deref()),
+        ("base64", Some("application/pdf")) | ("text", _)
+    );
+    if readable {
+        no_other(&source.extra, &[], &source_at)?;
+    }
+    match (&*source.kind, source.media_type.as_deref(), &source.data) {
+        ("base64", Some("application/pdf"), Some(data)) => {
+            out.push(PartOut::File {
+                file: FileOut {
+                    filename: Cow::Borrowed(text_of("title").unwrap_or("document.pdf")),
+                    file_data: format!("data:application/pdf;base64,{data}"),
+                },
+            });
+            Ok(true)
+        }
+        ("text", _, Some(data)) => {
+            out.push(PartOut::Text {
+                text: Cow::Borrowed(data),
+            });
+            Ok(false)
+        }
+        (kind, media_type, _) => Err(cannot(
+            &source_at,
+            &format!(
+                "a document of source `{kind}`{} (a base64 PDF or plain text can be)",
+                media_type.map(|m| format!(" ({m})")).unwrap_or_default()
+            ),
+        )),
+    }
+}
+
+/// A document's members with no chat counterpart beyond what
+/// [`document_parts`] makes of them.
+const DOCUMENT_HINTS: &[&str] = &["cache_control", "citations", "title", "context"];
+
 fn image_url<'a>(source: &'a Source<'a>, at: &str) -> Result<Cow<'a, str>, TranslateError> {
     let at = format!("{at}.source");
     no_other(&source.extra, &[], &at)?;
@@ -578,19 +651,36 @@ fn tool_result_content<'a>(
                     },
                 });
             }
+            // A PDF goes with the images; a text document stays text.
+            ContentBlock::Document(document) => {
+                let mut out = Vec::new();
+                if document_parts(document, &at, &mut out)? {
+                    images.extend(out);
+                } else {
+                    parts.extend(out);
+                }
+            }
             other => parts.push(text_only(other, &at, "a tool result")?),
         }
     }
-    let text = if parts.is_empty() {
-        ContentOut::Text(Cow::Borrowed(if images.is_empty() {
-            ""
-        } else {
-            "(an image: in the next message)"
-        }))
-    } else {
-        texts(parts)
+    let text = match (parts.is_empty(), images.is_empty()) {
+        (false, _) => texts(parts),
+        (true, true) => ContentOut::Text(Cow::Borrowed("")),
+        (true, false) => ContentOut::Text(Cow::Borrowed(match media_noun(&images) {
+            "image" => "(an image: in the next message)",
+            _ => "(a file: in the next message)",
+        })),
     };
     Ok((text, images))
+}
+
+/// What a tool result's parts moved to the next message are called.
+fn media_noun(parts: &[PartOut<'_>]) -> &'static str {
+    if parts.iter().all(|p| matches!(p, PartOut::ImageUrl { .. })) {
+        "image"
+    } else {
+        "file"
+    }
 }
 
 fn tool_out<'a>(tool: &'a Tool<'a>, i: usize) -> Result<ToolOut<'a>, TranslateError> {
@@ -961,6 +1051,38 @@ mod tests {
         assert!(!out.to_string().contains("cache_control"), "{out}");
     }
 
+    /// Documents: a base64 PDF → a `file` part named by its title, plain
+    /// text → text (its `context` before it); in a tool result, a PDF
+    /// follows like an image.
+    #[test]
+    fn documents_become_files_or_text() {
+        let pdf = json!({"type": "document", "title": "report.pdf", "citations": {"enabled": true},
+            "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}});
+        let out = translate(json!({"model": "m", "max_tokens": 1, "messages": [
+            {"role": "user", "content": [
+                pdf,
+                {"type": "document", "context": "Notes from Monday.", "source": {"type": "text", "media_type": "text/plain", "data": "Ship it."}},
+                {"type": "text", "text": "Summarise both."}
+            ]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [pdf]}]}
+        ]}));
+        let file = json!({"type": "file", "file": {"filename": "report.pdf", "file_data": "data:application/pdf;base64,JVBERi0x"}});
+        assert_eq!(
+            out["messages"][0]["content"],
+            json!([file, {"type": "text", "text": "Notes from Monday."}, {"type": "text", "text": "Ship it."},
+                   {"type": "text", "text": "Summarise both."}])
+        );
+        assert_eq!(
+            out["messages"][2]["content"],
+            "(a file: in the next message)"
+        );
+        assert_eq!(
+            out["messages"][3]["content"],
+            json!([{"type": "text", "text": "The file returned by tool call toolu_1:"}, file])
+        );
+    }
+
     /// A tool result's images (Claude Code reading an image file) go in the
     /// user message after the turn's tool messages, named by their call.
     #[test]
@@ -1007,9 +1129,13 @@ mod tests {
     fn what_cannot_be_expressed_is_refused_by_name() {
         let base = |content: Value| json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": content}]});
         let (param, message) = refused(base(json!([{"type": "document",
-            "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBER"}, "title": "t"}])));
+            "source": {"type": "url", "url": "https://example.com/a.pdf"}, "title": "t"}])));
+        assert_eq!(param.as_deref(), Some("messages[0].content[0].source"));
+        assert!(message.contains("source `url`"), "{message}");
+        let (param, _) = refused(base(
+            json!([{"type": "search_result", "source": "s", "title": "t", "content": []}]),
+        ));
         assert_eq!(param.as_deref(), Some("messages[0].content[0]"));
-        assert!(message.contains("`document`"), "{message}");
         let (param, _) = refused(json!({"model": "m", "max_tokens": 1, "messages": [],
             "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]}));
         assert_eq!(param.as_deref(), Some("tools[0]"));
@@ -1021,8 +1147,11 @@ mod tests {
         let (param, _) = refused(json!({"model": "m", "messages": []}));
         assert_eq!(param.as_deref(), Some("max_tokens"));
         let (param, _) = refused(base(json!([{"type": "tool_result", "tool_use_id": "t",
-            "content": [{"type": "document", "source": {"type": "text", "data": "x"}}]}])));
-        assert_eq!(param.as_deref(), Some("messages[0].content[0].content[0]"));
+            "content": [{"type": "document", "source": {"type": "file", "file_id": "file_1"}}]}])));
+        assert_eq!(
+            param.as_deref(),
+            Some("messages[0].content[0].content[0].source")
+        );
         let (param, _) = refused(json!({"model": "m", "max_tokens": 1, "messages": [],
             "thinking": {"type": "enabled"}}));
         assert_eq!(param.as_deref(), Some("thinking.budget_tokens"));
