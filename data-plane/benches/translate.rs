@@ -214,7 +214,10 @@ fn main() {
         });
         let translated = time(n, || {
             let parsed = parse::parse(Format::Responses, responses.clone()).expect("valid");
-            black_box(from_responses::request(parsed.body(), "gpt-4.1").expect("translates"));
+            black_box(
+                from_responses::request(parsed.body(), "gpt-4.1", from_responses::Target::Chat)
+                    .expect("translates"),
+            );
             let echo = Echo::from_request(parsed.body());
             let answer =
                 to_responses::answer(CHAT_ANSWER.as_bytes(), &echo, "0123").expect("translates");
@@ -227,7 +230,9 @@ fn main() {
         );
         let translated = time(n, || {
             let parsed = parse::parse(Format::Responses, responses.clone()).expect("valid");
-            let chat = from_responses::request(parsed.body(), "claude").expect("translates");
+            let chat =
+                from_responses::request(parsed.body(), "claude", from_responses::Target::Messages)
+                    .expect("translates");
             black_box(from_chat::request(&chat, "claude-sonnet-4-5").expect("translates"));
             let echo = Echo::from_request(parsed.body());
             let chat = to_chat::answer(ANTHROPIC_ANSWER.as_bytes()).expect("translates");

@@ -455,6 +455,41 @@ async fn the_official_sdk_gets_the_same_shapes_from_claude() {
     assert!(m.requests().iter().all(|r| r.path_only() == "/v1/messages"));
 }
 
+/// A function output's image (Codex's `view_image`): to a chat upstream in
+/// a user message after the tool message, to Claude inside the tool result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_function_outputs_image_goes_where_each_upstream_reads_images() {
+    let gw = Gateway::start(1).await;
+    let m = MockAnthropic::start().await.unwrap();
+    gw.deploy(chat_only(&gw.upstream, "gpt-chat")).await;
+    gw.deploy(claude("claude", &m)).await;
+    let key = gw.key(None, &["gpt-chat", "claude"]).await;
+    gw.sync().await;
+    let png = "data:image/png;base64,iVBORw0KGgo=";
+    let body = |group: &str| {
+        json!({"model": group, "store": false, "input": [
+            {"role": "user", "content": "What is in the screenshot?"},
+            {"type": "function_call", "call_id": "call_1", "name": "view_image", "arguments": "{\"path\":\"s.png\"}"},
+            {"type": "function_call_output", "call_id": "call_1", "output": [
+                {"type": "input_image", "image_url": png}]}
+        ], "tools": [{"type": "function", "name": "view_image", "parameters": {"type": "object"}}]})
+    };
+    for group in ["gpt-chat", "claude"] {
+        let a = post_responses(&gw, &key, &body(group)).await;
+        assert_eq!(a.status, 200, "{group}: {}", a.text);
+    }
+    let chat = gw.upstream.last_request().unwrap().json();
+    let messages = chat["messages"].as_array().unwrap();
+    assert_eq!(messages[2]["role"], "tool", "{chat}");
+    assert_eq!(messages[2]["content"], "(an image: in the next message)");
+    assert_eq!(messages[3]["role"], "user", "{chat}");
+    assert_eq!(messages[3]["content"][1]["image_url"]["url"], png, "{chat}");
+    let sent = m.last_request().unwrap().json();
+    let result = &sent["messages"][2]["content"][0];
+    assert_eq!(result["type"], "tool_result", "{sent}");
+    assert_eq!(result["content"][0]["type"], "image", "{sent}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn previous_response_id_on_a_translated_deployment_is_refused_as_stateless() {
     let gw = Gateway::start(1).await;

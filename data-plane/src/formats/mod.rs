@@ -17,7 +17,9 @@
 //!
 //! - [`responses`]: OpenAI's Responses API (`/v1/responses`) and its
 //!   translation to chat completions and back, both ways.
-//! - [`TranslateError`]: why a translation between APIs could not be made.
+//! - [`TranslateError`]: why a translation between APIs could not be made;
+//!   [`moved`]: the words that tie a tool result's images, moved out of its
+//!   tool message, to their call.
 
 pub mod anthropic;
 pub mod chat;
@@ -50,6 +52,26 @@ impl TranslateError {
         TranslateError::Invalid {
             param: Some(param.into()),
             message: message.into(),
+        }
+    }
+}
+
+/// What a chat upstream cannot take in a `tool` message (images, files:
+/// it reads them only from users) follows the turn's tool messages in a
+/// user message; these are the words that tie them to their call, shared
+/// by the translations that move them.
+pub mod moved {
+    /// The line before what tool call `call_id` returned: `n` of `noun`.
+    pub fn heading(noun: &str, n: usize, call_id: &str) -> String {
+        let plural = if n == 1 { "" } else { "s" };
+        format!("The {noun}{plural} returned by tool call {call_id}:")
+    }
+
+    /// A tool message whose whole result was moved.
+    pub fn placeholder(noun: &str) -> &'static str {
+        match noun {
+            "image" => "(an image: in the next message)",
+            _ => "(a file: in the next message)",
         }
     }
 }

@@ -38,9 +38,13 @@ pub(super) fn request_body(call: &Call<'_>, exchange: Exchange) -> Result<Bytes,
         }
         Exchange::ChatToMessages => from_chat::request(call.request.body(), model),
         Exchange::MessagesToChat => from_messages::request(call.request.body(), model),
-        Exchange::ResponsesToChat => from_responses::request(call.request.body(), model),
-        Exchange::ResponsesToMessages => from_responses::request(call.request.body(), model)
-            .and_then(|chat| from_chat::request(&chat, model)),
+        Exchange::ResponsesToChat => {
+            from_responses::request(call.request.body(), model, from_responses::Target::Chat)
+        }
+        Exchange::ResponsesToMessages => {
+            from_responses::request(call.request.body(), model, from_responses::Target::Messages)
+                .and_then(|chat| from_chat::request(&chat, model))
+        }
         Exchange::EstimateTokens => Ok(Vec::new()),
     };
     translated.map(Bytes::from).map_err(untranslatable)

@@ -82,6 +82,7 @@ use super::types::{
     Content, ContentBlock, DocumentBlock, Extra, InputMessage, MessagesRequest, OutputConfig,
     RawJson, Role, Source, Thinking, Tool, ToolChoice, borrow_opt,
 };
+use crate::formats::moved;
 
 /// The chat completions request (JSON) for Anthropic's `messages_body`, for
 /// the model `upstream_model`.
@@ -490,11 +491,10 @@ fn translate_message<'a>(
                 });
                 if !images.is_empty() {
                     parts.push(PartOut::Text {
-                        text: Cow::Owned(format!(
-                            "The {}{} returned by tool call {}:",
+                        text: Cow::Owned(moved::heading(
                             media_noun(&images),
-                            if images.len() == 1 { "" } else { "s" },
-                            result.tool_use_id
+                            images.len(),
+                            &result.tool_use_id,
                         )),
                     });
                     parts.extend(images);
@@ -666,10 +666,7 @@ fn tool_result_content<'a>(
     let text = match (parts.is_empty(), images.is_empty()) {
         (false, _) => texts(parts),
         (true, true) => ContentOut::Text(Cow::Borrowed("")),
-        (true, false) => ContentOut::Text(Cow::Borrowed(match media_noun(&images) {
-            "image" => "(an image: in the next message)",
-            _ => "(a file: in the next message)",
-        })),
+        (true, false) => ContentOut::Text(Cow::Borrowed(moved::placeholder(media_noun(&images)))),
     };
     Ok((text, images))
 }

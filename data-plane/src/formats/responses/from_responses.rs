@@ -29,7 +29,11 @@
 //!     message, which carries it).
 //!   - `function_call_output` items → `tool` messages (`call_id` →
 //!     `tool_call_id`); an output of parts (`input_text`, `input_image`) is
-//!     one string when it is text only, parts otherwise.
+//!     one string when it is text only. Its images, for a chat upstream
+//!     ([`Target::Chat`], which reads images only from users), follow the
+//!     turn's tool messages in a user message, each after a line naming its
+//!     call; for Claude ([`Target::Messages`]) they stay parts, which the
+//!     Anthropic translation sends inside the tool result.
 //!   - `reasoning` items of earlier turns are left out (chat completions
 //!     have no input for earlier reasoning), except one with
 //!     `encrypted_content` and text (its `content`'s `reasoning_text`s, else
@@ -108,16 +112,28 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value, json};
 
-use crate::formats::TranslateError;
 use crate::formats::chat::{
     AssistantMessage, ChatRequest, Content, ContentPart, Extra, FunctionCall, FunctionDef,
     FunctionName, ImageUrl, InstructionMessage, Message, NamedToolChoice, StreamOptions, Tool,
     ToolCall, ToolChoice, ToolMessage, UserMessage,
 };
+use crate::formats::{TranslateError, moved};
+
+/// Where the chat request goes, which decides where a tool output's images
+/// go: an OpenAI-compatible upstream reads images only in user messages,
+/// Sluice's own Anthropic translation reads them in a tool result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A chat completions upstream: a function output's images follow its
+    /// tool messages in a user message naming the call.
+    Chat,
+    /// [`crate::formats::anthropic::from_chat`]: kept in the tool message.
+    Messages,
+}
 
 /// The chat completions request for a Responses request `body`, asking the
 /// upstream for `model`.
-pub fn request(body: &[u8], model: &str) -> Result<Vec<u8>, TranslateError> {
+pub fn request(body: &[u8], model: &str, target: Target) -> Result<Vec<u8>, TranslateError> {
     let req: ResponsesRequest =
         serde_json::from_slice(body).map_err(|e| TranslateError::Invalid {
             param: None,
@@ -148,7 +164,11 @@ pub fn request(body: &[u8], model: &str) -> Result<Vec<u8>, TranslateError> {
             name: None,
             extra: Extra::new(),
         })),
-        Some(Value::Array(items)) => Conversation::default().items(items, &mut messages)?,
+        Some(Value::Array(items)) => Conversation {
+            images_follow: target == Target::Chat,
+            ..Conversation::default()
+        }
+        .items(items, &mut messages)?,
         Some(_) => {
             return Err(TranslateError::invalid(
                 "input",
@@ -440,6 +460,13 @@ fn text_part(text: &str) -> ContentPart<'_> {
     }
 }
 
+fn text_part_owned(text: String) -> ContentPart<'static> {
+    ContentPart::Text {
+        text: Cow::Owned(text),
+        extra: Extra::new(),
+    }
+}
+
 /// The texts joined by a blank line, borrowed when there is one.
 fn joined<'a>(mut texts: Vec<&'a str>) -> Cow<'a, str> {
     if texts.len() == 1 {
@@ -510,15 +537,20 @@ fn input_parts<'a>(
     Ok(out)
 }
 
-/// A thinking block waiting for the next assistant message.
+/// A thinking block waiting for the next assistant message; function
+/// outputs' images waiting for the end of the tool messages.
 #[derive(Default)]
-struct Conversation {
+struct Conversation<'a> {
     reasoning: Vec<String>,
     thinking_blocks: Vec<Value>,
+    /// Outputs' images go in a user message after the tool messages
+    /// ([`Target::Chat`]) rather than in them.
+    images_follow: bool,
+    images: Vec<ContentPart<'a>>,
 }
 
-impl Conversation {
-    fn items<'a>(
+impl<'a> Conversation<'a> {
+    fn items(
         mut self,
         items: &'a [Value],
         out: &mut Vec<Message<'a>>,
@@ -539,6 +571,12 @@ impl Conversation {
                     ));
                 }
             };
+            if !matches!(
+                kind,
+                "function_call_output" | "custom_tool_call_output" | "additional_tools"
+            ) {
+                self.flush_images(out);
+            }
             match kind {
                 "message" => open = self.message(item, &at, out)?,
                 "function_call" => {
@@ -591,15 +629,11 @@ impl Conversation {
                                 "a function's output",
                                 &["input_text"],
                             )?;
-                            if parts.iter().all(|p| matches!(p, ContentPart::Text { .. })) {
-                                let texts = parts
-                                    .iter()
-                                    .filter_map(|p| match p {
-                                        ContentPart::Text { text, .. } => Some(&**text),
-                                        _ => None,
-                                    })
-                                    .collect();
-                                Content::Text(Cow::Owned(joined(texts).into_owned()))
+                            let text_only =
+                                parts.iter().all(|p| matches!(p, ContentPart::Text { .. }));
+                            if text_only || self.images_follow {
+                                let call_id = req_str(item, "call_id", &at)?;
+                                self.text_and_images(call_id, parts)
                             } else {
                                 Content::Parts(parts)
                             }
@@ -657,13 +691,49 @@ impl Conversation {
                 }
             }
         }
+        self.flush_images(out);
         Ok(())
+    }
+
+    /// A function output's parts as its tool message's text; its images
+    /// kept for the user message after the tool messages, after a line
+    /// naming the call (a tool message cannot carry them upstream).
+    fn text_and_images(&mut self, call_id: &str, parts: Vec<ContentPart<'a>>) -> Content<'a> {
+        let mut texts = Vec::new();
+        let mut images = Vec::new();
+        for part in parts {
+            match part {
+                ContentPart::Text { text, .. } => texts.push(text),
+                other => images.push(other),
+            }
+        }
+        if !images.is_empty() {
+            let heading = moved::heading("image", images.len(), call_id);
+            self.images.push(text_part_owned(heading));
+            self.images.extend(images);
+            if texts.is_empty() {
+                return Content::Text(Cow::Borrowed(moved::placeholder("image")));
+            }
+        }
+        let texts: Vec<&str> = texts.iter().map(|t| &**t).collect();
+        Content::Text(Cow::Owned(joined(texts).into_owned()))
+    }
+
+    /// The outputs' images, as a user message, once the tool messages end.
+    fn flush_images(&mut self, out: &mut Vec<Message<'a>>) {
+        if !self.images.is_empty() {
+            out.push(Message::User(UserMessage {
+                content: Content::Parts(std::mem::take(&mut self.images)),
+                name: None,
+                extra: Extra::new(),
+            }));
+        }
     }
 
     /// A call (`function_call` or `custom_tool_call` with its arguments)
     /// → a tool call of the assistant message before it, when `open`, or
     /// of a new one.
-    fn call<'a>(
+    fn call(
         &mut self,
         item: &'a Map<String, Value>,
         arguments: Cow<'a, str>,
@@ -695,7 +765,7 @@ impl Conversation {
     }
 
     /// A new assistant message, with the reasoning waiting for it.
-    fn assistant<'a>(&mut self) -> AssistantMessage<'a> {
+    fn assistant(&mut self) -> AssistantMessage<'a> {
         let mut m = AssistantMessage::default();
         if !self.reasoning.is_empty() {
             m.reasoning_content = Some(Cow::Owned(self.reasoning.join("\n\n")));
@@ -763,7 +833,7 @@ impl Conversation {
 
     /// A message item; whether it is an assistant message function calls
     /// may join.
-    fn message<'a>(
+    fn message(
         &mut self,
         item: &'a Map<String, Value>,
         at: &str,
@@ -1280,12 +1350,12 @@ mod tests {
     }
 
     fn translate(body: Value) -> Value {
-        let out = request(body.to_string().as_bytes(), "gpt-4o").unwrap();
+        let out = request(body.to_string().as_bytes(), "gpt-4o", Target::Chat).unwrap();
         serde_json::from_slice(&out).unwrap()
     }
 
     fn refused(body: Value) -> (Option<String>, String) {
-        match request(body.to_string().as_bytes(), "gpt-4o") {
+        match request(body.to_string().as_bytes(), "gpt-4o", Target::Chat) {
             Err(TranslateError::Invalid { param, message }) => (param, message),
             other => panic!("not refused: {other:?}"),
         }
@@ -1446,17 +1516,63 @@ mod tests {
         assert_eq!(out["messages"].as_array().unwrap().len(), 1);
         assert_eq!(out["messages"][0]["content"], "Checking.");
         assert_eq!(out["messages"][0]["tool_calls"][1]["id"], "c2");
-        // Output parts with an image stay parts.
-        let out = translate(json!({"input": [
+        // Output parts with an image: for Claude (Sluice's own translation
+        // reads images in a tool result) they stay parts; for a chat
+        // upstream, which reads images only from users, the images follow
+        // the turn's tool messages in a user message naming the call.
+        let body = json!({"input": [
+            {"type": "function_call", "call_id": "c1", "name": "view_image", "arguments": "{}"},
+            {"type": "function_call", "call_id": "c2", "name": "view_image", "arguments": "{}"},
             {"type": "function_call_output", "call_id": "c1", "output": [
                 {"type": "input_text", "text": "see"},
                 {"type": "input_image", "image_url": "https://x/a.png"}
+            ]},
+            {"type": "function_call_output", "call_id": "c2", "output": [
+                {"type": "input_image", "image_url": "https://x/b.png"}
+            ]},
+            {"role": "user", "content": "Compare them."}
+        ]});
+        let image = |url: &str| json!({"type": "image_url", "image_url": {"url": url}});
+        let claude = request(body.to_string().as_bytes(), "claude", Target::Messages).unwrap();
+        let claude: Value = serde_json::from_slice(&claude).unwrap();
+        assert_eq!(
+            claude["messages"][1]["content"][1],
+            image("https://x/a.png")
+        );
+        let out = translate(body);
+        let roles: Vec<&str> = out["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            roles,
+            ["assistant", "tool", "tool", "user", "user"],
+            "{out}"
+        );
+        assert_eq!(out["messages"][1]["content"], "see");
+        assert_eq!(
+            out["messages"][2]["content"],
+            "(an image: in the next message)"
+        );
+        assert_eq!(
+            out["messages"][3]["content"],
+            json!([
+                {"type": "text", "text": "The image returned by tool call c1:"},
+                image("https://x/a.png"),
+                {"type": "text", "text": "The image returned by tool call c2:"},
+                image("https://x/b.png")
+            ])
+        );
+        // Images of the last outputs come after them too.
+        let out = translate(json!({"input": [
+            {"type": "function_call", "call_id": "c1", "name": "view_image", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": [
+                {"type": "input_image", "image_url": "https://x/a.png"}
             ]}
         ]}));
-        assert_eq!(
-            out["messages"][0]["content"][1],
-            json!({"type": "image_url", "image_url": {"url": "https://x/a.png"}})
-        );
+        assert_eq!(out["messages"][2]["role"], "user", "{out}");
     }
 
     #[test]
@@ -1746,7 +1862,10 @@ mod tests {
             br#"{"input":[{"type":"reasoning","encrypted_content":"e","summary":[{"type":"x"}]}]}"#,
         ] {
             assert!(
-                matches!(request(body, "m"), Err(TranslateError::Invalid { .. })),
+                matches!(
+                    request(body, "m", Target::Chat),
+                    Err(TranslateError::Invalid { .. })
+                ),
                 "{}",
                 String::from_utf8_lossy(body)
             );
