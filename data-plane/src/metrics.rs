@@ -32,6 +32,8 @@
 //! | `sluice_usage_requests_total{team, model_group}` | counter | answered requests metered (DESIGN §7) |
 //! | `sluice_usage_prompt_tokens_total{team, model_group}` | counter | prompt tokens metered (the upstream's `usage`, or the estimate) |
 //! | `sluice_usage_completion_tokens_total{team, model_group}` | counter | completion tokens metered |
+//! | `sluice_usage_cache_read_tokens_total{team, model_group}` | counter | of the prompt tokens, those read from the upstream's prompt cache |
+//! | `sluice_usage_cache_write_tokens_total{team, model_group}` | counter | of the prompt tokens, those written to it |
 //! | `sluice_usage_spend_micro_usd_total{team, model_group}` | counter | spend metered, micro-USD |
 //! | `sluice_usage_estimated_total` | counter | requests metered from an estimate (the upstream reported no usage, or the client left first) |
 //! | `sluice_quota_refusals_total{kind}` | counter | requests refused 429 `insufficient_quota`: `key`, `team`, `organization` (budgets) or `credits` |
@@ -60,6 +62,19 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+
+/// One answered request's usage, for [`Metrics::metered`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Metered {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    /// micro-USD.
+    pub spend: i64,
+    /// From an estimate rather than the upstream's `usage`.
+    pub estimated: bool,
+}
 
 /// The `content-type` of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -99,6 +114,8 @@ struct UsageMetrics {
     requests: Family<UsageLabels, Counter>,
     prompt_tokens: Family<UsageLabels, Counter>,
     completion_tokens: Family<UsageLabels, Counter>,
+    cache_read_tokens: Family<UsageLabels, Counter>,
+    cache_write_tokens: Family<UsageLabels, Counter>,
     spend: Family<UsageLabels, Counter>,
     estimated: Counter,
     refusals: Family<RefusalLabel, Counter>,
@@ -349,6 +366,8 @@ impl Metrics {
             requests: Family::default(),
             prompt_tokens: Family::default(),
             completion_tokens: Family::default(),
+            cache_read_tokens: Family::default(),
+            cache_write_tokens: Family::default(),
             spend: Family::default(),
             estimated: Counter::default(),
             refusals: Family::default(),
@@ -372,6 +391,16 @@ impl Metrics {
             "sluice_usage_completion_tokens",
             "Completion tokens metered, by team and model group",
             usage.completion_tokens.clone(),
+        );
+        registry.register(
+            "sluice_usage_cache_read_tokens",
+            "Of the prompt tokens metered, those read from the upstream's prompt cache, by team and model group",
+            usage.cache_read_tokens.clone(),
+        );
+        registry.register(
+            "sluice_usage_cache_write_tokens",
+            "Of the prompt tokens metered, those written to the upstream's prompt cache, by team and model group",
+            usage.cache_write_tokens.clone(),
         );
         registry.register(
             "sluice_usage_spend_micro_usd",
@@ -448,15 +477,15 @@ impl Metrics {
     }
 
     /// One answered request's usage.
-    pub fn metered(
-        &self,
-        team: &str,
-        model_group: &str,
-        prompt_tokens: u64,
-        completion_tokens: u64,
-        spend: i64,
-        estimated: bool,
-    ) {
+    pub fn metered(&self, team: &str, model_group: &str, m: Metered) {
+        let Metered {
+            prompt_tokens,
+            completion_tokens,
+            cache_read_tokens,
+            cache_write_tokens,
+            spend,
+            estimated,
+        } = m;
         let labels = UsageLabels {
             team: team.to_owned(),
             model_group: model_group.to_owned(),
@@ -470,6 +499,15 @@ impl Metrics {
             .completion_tokens
             .get_or_create(&labels)
             .inc_by(completion_tokens);
+        // Most answers say nothing of a cache: no lookup for them.
+        for (family, n) in [
+            (&self.usage.cache_read_tokens, cache_read_tokens),
+            (&self.usage.cache_write_tokens, cache_write_tokens),
+        ] {
+            if n > 0 {
+                family.get_or_create(&labels).inc_by(n);
+            }
+        }
         self.usage
             .spend
             .get_or_create(&labels)

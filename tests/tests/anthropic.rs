@@ -1265,4 +1265,27 @@ async fn usage_from_claude_with_cache_tokens_reaches_get_usage_exactly() {
     let key_id = sluice_control_plane::secrets::sha256_hex(&key);
     usage_reaches(&gw, Scope::KeyId(key_id), want).await;
     usage_reaches(&gw, Scope::ModelGroup("claude".into()), want).await;
+    // The cache's tokens in GetUsage and the data plane's metrics too.
+    let got = gw
+        .admin
+        .usage_of(Scope::ModelGroup("claude".into()))
+        .await
+        .unwrap()
+        .usage
+        .unwrap_or_default();
+    assert_eq!(
+        (got.cache_read_tokens, got.cache_write_tokens),
+        (requests * 50, requests * 100)
+    );
+    let metrics = gw.planes[0].metrics_once_idle().await.unwrap();
+    for (name, n) in [
+        ("sluice_usage_cache_read_tokens_total", requests * 50),
+        ("sluice_usage_cache_write_tokens_total", requests * 100),
+    ] {
+        assert_eq!(
+            sluice_tests::data_plane::sample(&metrics, name),
+            Some(n as f64),
+            "{name} in:\n{metrics}"
+        );
+    }
 }

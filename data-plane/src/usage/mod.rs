@@ -39,7 +39,7 @@ use sluice_proto::config::v1::{
 use tokio::sync::mpsc as async_mpsc;
 
 use crate::config::snapshot::{Config, ModelGroup};
-use crate::metrics::Metrics;
+use crate::metrics::{Metered, Metrics};
 use crate::request::parse::Parsed;
 use journal::{Journal, JournalError, Replayed};
 use ledger::{Budget, CreditAsk, Ledger, Refusal, Reservation, Scope};
@@ -296,14 +296,16 @@ impl Metering {
         let spend = price::cost(prices, tokens);
         let credits = credits_per_call.max(0);
         reservation.settle(spend, credits);
-        self.metrics.metered(
-            &who.team_id,
-            &who.model_group,
-            tokens.prompt,
-            tokens.completion,
+        let metered = Metered {
+            prompt_tokens: tokens.prompt,
+            completion_tokens: tokens.completion,
+            cache_read_tokens: tokens.cache_read,
+            cache_write_tokens: tokens.cache_write,
             spend,
             estimated,
-        );
+        };
+        self.metrics
+            .metered(&who.team_id, &who.model_group, metered);
         let _ = self.events.send(Event::Used(UsageEntry {
             key_id: who.key_id,
             team_id: who.team_id,
