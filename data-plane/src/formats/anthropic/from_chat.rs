@@ -58,8 +58,8 @@
 //! - Refused, naming the parameter, as Anthropic cannot honour them and they
 //!   change the answer: `n` > 1, `logprobs: true`, `top_logprobs`,
 //!   `logit_bias`, `presence_penalty` / `frequency_penalty` other than 0,
-//!   `audio`, `modalities` other than text, `web_search_options`,
-//!   `verbosity`, the deprecated `functions` / `function_call`.
+//!   `audio`, `modalities` other than text, `web_search_options`, the
+//!   deprecated `functions` / `function_call`.
 //! - Ignored on purpose, as they do not change the answer or have no
 //!   meaning upstream: `stream_options` (the translated stream always ends
 //!   with its usage, which the gateway strips when it was not asked for),
@@ -67,6 +67,9 @@
 //!   effort at OpenAI too; Anthropic has none), `service_tier` (other
 //!   tiers), `prediction` (latency only), `prompt_cache_key` and
 //!   `prompt_cache_retention` (Anthropic caches by `cache_control`),
+//!   `verbosity` (advice on an answer's length, for which Claude has no
+//!   setting; Codex sends it, as `text.verbosity`, to models it takes for
+//!   GPT-5s),
 //!   `parallel_tool_calls: true` (the default), a message's `name`.
 //! - Any other member passes through unchanged, so a client can reach
 //!   Anthropic's own parameters (`top_k`, `thinking`, `output_config`,
@@ -109,17 +112,17 @@ pub fn thinking_budget(effort: &str) -> Result<Option<u64>, TranslateError> {
 /// Members of the request's `extra` refused: they change the answer and
 /// Anthropic cannot honour them. Each is refused unless it is `null` or
 /// the value that means "not used".
-const REFUSED: [&str; 6] = [
+const REFUSED: [&str; 5] = [
     "logit_bias",
     "audio",
     "web_search_options",
-    "verbosity",
     "functions",
     "function_call",
 ];
 
 /// Members of the request's `extra` ignored on purpose (see the module doc).
-const IGNORED: [&str; 7] = [
+const IGNORED: [&str; 8] = [
+    "verbosity",
     "store",
     "metadata",
     "service_tier",
@@ -289,7 +292,6 @@ fn refuse_unhonoured(chat: &ChatRequest<'_>) -> Result<(), TranslateError> {
                 "logit_bias" => "it has no token biases",
                 "audio" => "it answers in text only",
                 "web_search_options" => "use Anthropic's web search tool instead",
-                "verbosity" => "it has no verbosity setting",
                 _ => "use tools and tool_choice instead",
             };
             return refuse(param, why);
@@ -759,7 +761,7 @@ mod tests {
                 "system_parameters_and_ignored_ones",
                 json!({
                     "model": "claude-3-opus", "stream": true,
-                    "stream_options": {"include_usage": true}, "seed": 42, "store": false,
+                    "stream_options": {"include_usage": true}, "seed": 42, "store": false, "verbosity": "low",
                     "metadata": {"tag": "x"}, "service_tier": "auto", "n": 1, "logprobs": false,
                     "presence_penalty": 0, "temperature": 0.2, "top_p": 0.9, "stop": "\n\nUser:",
                     "max_tokens": 300, "user": "user-123", "modalities": ["text"], "logit_bias": {},
@@ -938,8 +940,8 @@ mod tests {
             ),
             (json!({"modalities": ["text", "audio"]}), "modalities"),
             (
-                json!({"web_search_options": {}, "verbosity": "low"}),
-                "verbosity",
+                json!({"verbosity": "low", "web_search_options": {"search_context_size": "low"}}),
+                "web_search_options",
             ),
             (json!({"functions": [{"name": "f"}]}), "functions"),
             (
