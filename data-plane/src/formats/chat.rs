@@ -28,6 +28,33 @@ pub const OBJECT_COMPLETION: &str = "chat.completion";
 /// The `object` of a streamed chunk.
 pub const OBJECT_CHUNK: &str = "chat.completion.chunk";
 
+/// Whether `model` is one of OpenAI's reasoning models (`o1`, `o3`,
+/// `o4-mini`, `gpt-5`, `gpt-5.1-codex`, …), which refuse `max_tokens` and
+/// take a cap only as `max_completion_tokens`. A translation writes the
+/// cap the first way for every other model: it is the one every
+/// OpenAI-compatible server reads. Read from the name alone, as the upstream
+/// knows it; a name with a path (`openai/o3` at a router) is a router's,
+/// which takes `max_tokens`.
+pub fn caps_completion_tokens_only(model: &str) -> bool {
+    let model = model.to_ascii_lowercase();
+    let o_series = model
+        .strip_prefix('o')
+        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+    !model.contains('/') && (o_series || model.starts_with("gpt-5") || model.starts_with("codex-"))
+}
+
+/// The token cap of a translated request, in the member `model` reads:
+/// `(max_tokens, max_completion_tokens)`. `reasoning`: the client asked for
+/// reasoning, which OpenAI's reasoning models count in the cap only as
+/// `max_completion_tokens`.
+pub fn token_cap(model: &str, cap: Option<u64>, reasoning: bool) -> (Option<u64>, Option<u64>) {
+    if reasoning || caps_completion_tokens_only(model) {
+        (None, cap)
+    } else {
+        (cap, None)
+    }
+}
+
 /// A `POST /chat/completions` body.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest<'a> {
@@ -627,6 +654,39 @@ where
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn openai_reasoning_models_take_the_cap_as_max_completion_tokens() {
+        for model in [
+            "o1",
+            "o1-mini",
+            "o3",
+            "o3-pro",
+            "o4-mini",
+            "gpt-5",
+            "GPT-5-mini",
+            "gpt-5.1-codex",
+            "gpt-5.5",
+            "codex-mini-latest",
+        ] {
+            assert!(caps_completion_tokens_only(model), "{model}");
+            assert_eq!(token_cap(model, Some(9), false), (None, Some(9)), "{model}");
+        }
+        for model in [
+            "gpt-4o",
+            "gpt-4.1-mini",
+            "llama-3.1-8b",
+            "openai/o3",
+            "omni",
+            "o",
+            "claude-sonnet-4-5",
+        ] {
+            assert!(!caps_completion_tokens_only(model), "{model}");
+            assert_eq!(token_cap(model, Some(9), false), (Some(9), None), "{model}");
+            assert_eq!(token_cap(model, Some(9), true), (None, Some(9)), "{model}");
+        }
+        assert_eq!(token_cap("gpt-4o", None, false), (None, None));
+    }
 
     /// Reads `body` as `T`, writes it back, and checks the JSON is the same.
     fn round_trip<'a, T>(body: &'a str) -> T

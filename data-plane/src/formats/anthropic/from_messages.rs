@@ -34,9 +34,11 @@
 //! - `max_tokens` → `max_tokens`, which every OpenAI-compatible server
 //!   reads (`max_completion_tokens` is OpenAI's newer name and several
 //!   servers do not know it); when the client asks for reasoning (`thinking`
-//!   enabled, or an `output_config.effort`) it is sent as
-//!   `max_completion_tokens` instead, which OpenAI's reasoning models
-//!   require and which counts the reasoning as Anthropic's `max_tokens` does.
+//!   enabled, or an `output_config.effort`), or the upstream model is one
+//!   of OpenAI's reasoning models by name (`o3`, `gpt-5`, …:
+//!   [`chat::caps_completion_tokens_only`]), it is sent as
+//!   `max_completion_tokens` instead, which those models require and which
+//!   counts the reasoning as Anthropic's `max_tokens` does.
 //! - `thinking: {"type": "enabled", "budget_tokens": n}` → `reasoning_effort`
 //!   by [`effort_for_budget`]; `disabled` and `adaptive` send nothing (the
 //!   upstream's own default). `output_config.effort` (`low`, `medium`,
@@ -82,7 +84,7 @@ use super::types::{
     Content, ContentBlock, DocumentBlock, Extra, InputMessage, MessagesRequest, OutputConfig,
     RawJson, Role, Source, Thinking, Tool, ToolChoice, borrow_opt,
 };
-use crate::formats::moved;
+use crate::formats::{chat, moved};
 
 /// The chat completions request (JSON) for Anthropic's `messages_body`, for
 /// the model `upstream_model`.
@@ -130,11 +132,13 @@ pub fn request(messages_body: &[u8], upstream_model: &str) -> Result<Vec<u8>, Tr
     };
     let streaming = request.stream == Some(true);
     let reasoning = thinking.enabled || effort.is_some();
+    let (max_tokens, max_completion_tokens) =
+        chat::token_cap(upstream_model, Some(max_tokens), reasoning);
     let out = ChatOut {
         model: upstream_model,
         messages,
-        max_tokens: (!reasoning).then_some(max_tokens),
-        max_completion_tokens: reasoning.then_some(max_tokens),
+        max_tokens,
+        max_completion_tokens,
         stop: request.stop_sequences.as_deref().filter(|s| !s.is_empty()),
         temperature: request.temperature,
         top_p: request.top_p,
@@ -1176,6 +1180,14 @@ mod tests {
             "thinking": {"type": "disabled"}}));
         assert!(out.get("reasoning_effort").is_none());
         assert_eq!(out["max_tokens"], 8000);
+        // An OpenAI reasoning model takes the cap only one way, thinking
+        // or not (Claude Code without thinking, in front of gpt-5).
+        let body = json!({"model": "m", "max_tokens": 8000, "messages": []});
+        let out: Value =
+            serde_json::from_slice(&request(body.to_string().as_bytes(), "gpt-5").unwrap())
+                .unwrap();
+        assert_eq!(out["max_completion_tokens"], 8000, "{out}");
+        assert!(out.get("max_tokens").is_none(), "{out}");
     }
 
     #[test]

@@ -80,9 +80,10 @@
 //! - `parallel_tool_calls` (with tools), `temperature`, `top_p`, `user`,
 //!   `safety_identifier`, `prompt_cache_key`, `service_tier`: as sent.
 //! - `max_output_tokens` → `max_tokens`, which every OpenAI-compatible
-//!   server reads; with a `reasoning.effort` → `max_completion_tokens`
-//!   instead, which OpenAI's reasoning models require (as the Messages
-//!   translation does).
+//!   server reads; with a `reasoning.effort`, or for one of OpenAI's
+//!   reasoning models by name ([`chat::caps_completion_tokens_only`]) →
+//!   `max_completion_tokens` instead, which those models require (as the
+//!   Messages translation does).
 //! - `reasoning.effort` → `reasoning_effort` (`null` → nothing);
 //!   `reasoning.summary` has no chat counterpart: left out.
 //! - `text.format`: `text` → nothing; `json_schema` → `response_format`
@@ -117,7 +118,7 @@ use crate::formats::chat::{
     FunctionName, ImageUrl, InstructionMessage, Message, NamedToolChoice, StreamOptions, Tool,
     ToolCall, ToolChoice, ToolMessage, UserMessage,
 };
-use crate::formats::{TranslateError, moved};
+use crate::formats::{TranslateError, chat, moved};
 
 /// Where the chat request goes, which decides where a tool output's images
 /// go: an OpenAI-compatible upstream reads images only in user messages,
@@ -237,15 +238,17 @@ pub fn request(body: &[u8], model: &str, target: Target) -> Result<Vec<u8>, Tran
         }
     }
     // As the Messages translation does: `max_tokens`, which every
-    // OpenAI-compatible server reads, unless reasoning is asked for, which
-    // OpenAI's reasoning models take only as `max_completion_tokens`.
-    let reasoning = reasoning_effort.is_some();
+    // OpenAI-compatible server reads, unless reasoning is asked for or the
+    // model is one of OpenAI's reasoning models, which take a cap only as
+    // `max_completion_tokens`.
+    let (max_tokens, max_completion_tokens) =
+        chat::token_cap(model, req.max_output_tokens, reasoning_effort.is_some());
     let streaming = req.stream == Some(true);
     let out = ChatRequest {
         model: Cow::Borrowed(model),
         messages,
-        max_tokens: (!reasoning).then_some(req.max_output_tokens).flatten(),
-        max_completion_tokens: reasoning.then_some(req.max_output_tokens).flatten(),
+        max_tokens,
+        max_completion_tokens,
         temperature: req.temperature,
         top_p: req.top_p,
         stream: streaming.then_some(true),
