@@ -455,16 +455,23 @@ async fn the_official_sdk_gets_the_same_shapes_from_claude() {
     assert!(m.requests().iter().all(|r| r.path_only() == "/v1/messages"));
 }
 
-/// A function output's image (Codex's `view_image`): to a chat upstream in
-/// a user message after the tool message, to Claude inside the tool result.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_function_outputs_image_goes_where_each_upstream_reads_images() {
+/// A gateway with a chat-only deployment (`gpt-chat`) and Claude
+/// (`claude`), and a key for both.
+async fn chat_only_and_claude() -> (Gateway, MockAnthropic, String) {
     let gw = Gateway::start(1).await;
     let m = MockAnthropic::start().await.unwrap();
     gw.deploy(chat_only(&gw.upstream, "gpt-chat")).await;
     gw.deploy(claude("claude", &m)).await;
     let key = gw.key(None, &["gpt-chat", "claude"]).await;
     gw.sync().await;
+    (gw, m, key)
+}
+
+/// A function output's image (Codex's `view_image`): to a chat upstream in
+/// a user message after the tool message, to Claude inside the tool result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_function_outputs_image_goes_where_each_upstream_reads_images() {
+    let (gw, m, key) = chat_only_and_claude().await;
     let png = "data:image/png;base64,iVBORw0KGgo=";
     let body = |group: &str| {
         json!({"model": group, "store": false, "input": [
@@ -492,12 +499,7 @@ async fn a_function_outputs_image_goes_where_each_upstream_reads_images() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn previous_response_id_on_a_translated_deployment_is_refused_as_stateless() {
-    let gw = Gateway::start(1).await;
-    let m = MockAnthropic::start().await.unwrap();
-    gw.deploy(chat_only(&gw.upstream, "gpt-chat")).await;
-    gw.deploy(claude("claude", &m)).await;
-    let key = gw.key(None, &["gpt-chat", "claude"]).await;
-    gw.sync().await;
+    let (gw, m, key) = chat_only_and_claude().await;
     for group in ["gpt-chat", "claude"] {
         for stream in [false, true] {
             let a = post_responses(
