@@ -404,6 +404,34 @@ def test_translated_codex_tool_declarations(client, model):
     )
 
 
+def test_compact_returns_a_compaction(client, model):
+    """Codex's remote compaction (`POST /v1/responses/compact`), run only
+    where SLUICE_TEST_COMPACT is set (a deployment serving the Responses
+    API: nothing else can make one)."""
+    env("SLUICE_TEST_COMPACT")
+    from openai.types.responses import ResponseCompactionItem, ResponseUsage
+
+    conversation = [
+        {"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "Fix the typo in a.rs"}]},
+        {"type": "message", "role": "assistant", "content": [
+            {"type": "output_text", "text": "Fixed."}]},
+    ]
+    compacted = client.responses.compact(model=model, input=conversation)
+    assert compacted.object == "response.compaction", compacted
+    assert compacted.output[-1].type == "compaction", compacted
+    strictly(ResponseCompactionItem, compacted.output[-1])
+    strictly(ResponseUsage, compacted.usage)
+    assert compacted.output[-1].encrypted_content
+    # The compaction goes back as input, as Codex sends it next turn.
+    follow = client.responses.create(
+        model=model,
+        input=[compacted.output[-1].model_dump(exclude_none=True),
+               {"type": "message", "role": "user", "content": "Go on."}],
+    )
+    assert follow.status == "completed", follow
+
+
 # The SDK builds its results without validating them: these two validate
 # them against its types, strictly (`-k strict` selects them).
 

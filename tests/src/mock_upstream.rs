@@ -17,8 +17,9 @@
 //! `/chat/completions`, `/v1/completions`, `/completions`, `/v1/embeddings`,
 //! `/embeddings`, and `/openai/deployments/{deployment}/chat/completions`
 //! (and `/embeddings`), and OpenAI's Responses API: `POST /v1/responses`
-//! (`/responses`, whole or streamed in its exact event sequence) and
-//! `GET /v1/responses/{id}` of a stored one. Anything else gets 404 in
+//! (`/responses`, whole or streamed in its exact event sequence),
+//! `POST /v1/responses/compact` and `GET /v1/responses/{id}` of a stored
+//! one. Anything else gets 404 in
 //! OpenAI's error shape.
 //!
 //! A Responses request answers a `message` with [`CHAT_CONTENT`]
@@ -467,6 +468,7 @@ enum Endpoint {
     Completions,
     Embeddings,
     Responses,
+    Compact,
 }
 
 fn endpoint(path: &str) -> Option<Endpoint> {
@@ -490,6 +492,7 @@ fn endpoint(path: &str) -> Option<Endpoint> {
         "/completions" => Some(Endpoint::Completions),
         "/embeddings" => Some(Endpoint::Embeddings),
         "/responses" => Some(Endpoint::Responses),
+        "/responses/compact" => Some(Endpoint::Compact),
         _ => None,
     }
 }
@@ -665,6 +668,7 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         Endpoint::Completions => json_response(StatusCode::OK, &text_completion(&model, &request)),
         Endpoint::Embeddings => json_response(StatusCode::OK, &embeddings(&model, &request)),
         Endpoint::Responses => responses(&state, &model, &request),
+        Endpoint::Compact => json_response(StatusCode::OK, &compacted(&request)),
     };
     Ok(response)
 }
@@ -1034,6 +1038,30 @@ fn responses_usage(request: &Value) -> Value {
         "total_tokens": chat["total_tokens"],
     })
 }
+
+/// `POST /v1/responses/compact`'s answer, as OpenAI's: the input's user
+/// messages, then one `compaction` item whose `encrypted_content` is
+/// [`COMPACTION`], and the pass's usage.
+fn compacted(request: &Value) -> Value {
+    let mut output: Vec<Value> = request["input"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|item| item["role"] == "user")
+        .cloned()
+        .collect();
+    output.push(json!({"type": "compaction", "id": "cmp_mock_1", "encrypted_content": COMPACTION}));
+    json!({
+        "id": "resp_mock_compacted",
+        "object": "response.compaction",
+        "created_at": 1_700_000_000,
+        "output": output,
+        "usage": responses_usage(request),
+    })
+}
+
+/// The `encrypted_content` of the mock's compaction item.
+pub const COMPACTION: &str = "gAAAAB-mock-compaction";
 
 /// A value that fits JSON schema `schema`: what a model would fill in.
 fn sample_of(schema: &Value) -> Value {

@@ -455,6 +455,67 @@ async fn the_official_sdk_gets_the_same_shapes_from_claude() {
     assert!(m.requests().iter().all(|r| r.path_only() == "/v1/messages"));
 }
 
+/// Codex's remote compaction, `POST /v1/responses/compact`: the official
+/// SDK's `responses.compact` reaches a deployment serving the Responses API
+/// and is metered; a group with a chat-only deployment beside one sends it
+/// to that one; a group that cannot make a compaction refuses it by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn remote_compaction_reaches_a_responses_upstream_and_is_metered() {
+    let gw = Gateway::start(1).await;
+    gw.deploy(openai_deployment(&gw.upstream, PASS_GROUP, PASS_MODEL))
+        .await;
+    gw.deploy(chat_only(&gw.upstream, "gpt-chat")).await;
+    gw.deploy(api::Deployment {
+        id: "mixed-chat".into(),
+        ..chat_only(&gw.upstream, "mixed")
+    })
+    .await;
+    gw.deploy(api::Deployment {
+        id: "mixed-responses".into(),
+        ..openai_deployment(&gw.upstream, "mixed", PASS_MODEL)
+    })
+    .await;
+    let key = gw.key(None, &[PASS_GROUP, "gpt-chat", "mixed"]).await;
+    gw.sync().await;
+
+    let mut env = sdk_env(&gw, &key, PASS_GROUP, CHAT_CONTENT);
+    env.push(("SLUICE_TEST_COMPACT".into(), "1".into()));
+    sluice_tests::pytest(SDK_TESTS, only(env, "test_compact")).await;
+    let compacted = gw
+        .upstream
+        .requests()
+        .into_iter()
+        .find(|r| r.path_only() == "/v1/responses/compact")
+        .expect("the compaction reached the upstream");
+    assert_eq!(compacted.json()["model"], PASS_MODEL);
+
+    let body = json!({"model": "mixed", "input": [{"role": "user", "content": "Summarise."}]});
+    for _ in 0..6 {
+        let a = gw.post(&key, "/v1/responses/compact", &body).await;
+        a.assert_ok();
+        assert_eq!(a.json["object"], "response.compaction", "{}", a.text);
+        assert_eq!(
+            gw.upstream.last_request().unwrap().path_only(),
+            "/v1/responses/compact"
+        );
+    }
+    let want = Counted {
+        requests: 6,
+        prompt_tokens: 6 * PROMPT_TOKENS,
+        completion_tokens: 6 * COMPLETION_TOKENS,
+    };
+    gw.admin
+        .usage_reaches(Scope::ModelGroup("mixed".into()), &want, Counted::of, WAIT)
+        .await;
+
+    let body = json!({"model": "gpt-chat", "input": "Summarise."});
+    let a = gw.post(&key, "/v1/responses/compact", &body).await;
+    assert_eq!(a.status, 400, "{}", a.text);
+    sluice_tests::gateway::assert_openai_error_shape(&a.json, &a.text);
+    let message = a.json["error"]["message"].as_str().unwrap();
+    assert!(message.contains("/responses/compact"), "{message}");
+}
+
 /// A gateway with a chat-only deployment (`gpt-chat`) and Claude
 /// (`claude`), and a key for both.
 async fn chat_only_and_claude() -> (Gateway, MockAnthropic, String) {

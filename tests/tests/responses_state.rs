@@ -252,4 +252,18 @@ async fn azure_serves_responses_at_its_own_url_and_keeps_them() {
     let seen = gw.upstream.last_request().unwrap();
     assert_eq!(seen.path_only(), format!("/openai/responses/{id}"));
     assert_eq!(seen.query("api-version"), Some("2025-04-01-preview"));
+    // A compaction, at Azure's compaction URL.
+    let a = gw
+        .post(
+            &key,
+            "/v1/responses/compact",
+            &json!({"model": "azure-gpt", "input": [{"role": "user", "content": "Hello"}]}),
+        )
+        .await;
+    a.assert_ok();
+    assert_eq!(a.json["object"], "response.compaction", "{}", a.text);
+    let seen = gw.upstream.last_request().unwrap();
+    assert_eq!(seen.path_only(), "/openai/responses/compact");
+    assert_eq!(seen.query("api-version"), Some("2025-04-01-preview"));
+    assert_eq!(seen.json()["model"], "my-gpt4o-deployment");
 }

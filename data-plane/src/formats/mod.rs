@@ -125,12 +125,16 @@ pub enum Format {
     CountTokens,
     /// OpenAI's `/responses`.
     Responses,
+    /// OpenAI's `/responses/compact`: a conversation compacted into a
+    /// `response.compaction` (the user's messages and one encrypted
+    /// `compaction` item), which only a Responses upstream can make.
+    ResponsesCompact,
 }
 
 impl Format {
     /// How many formats there are: what is kept per format is an array
     /// indexed by [`Format::index`].
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
 
     /// Every format, in [`Format::index`] order.
     pub const ALL: [Format; Format::COUNT] = [
@@ -140,6 +144,7 @@ impl Format {
         Format::Messages,
         Format::CountTokens,
         Format::Responses,
+        Format::ResponsesCompact,
     ];
 
     /// A dense index, below [`Format::COUNT`].
@@ -157,6 +162,7 @@ impl Format {
             Format::Messages => "/v1/messages",
             Format::CountTokens => "/v1/messages/count_tokens",
             Format::Responses => "/responses",
+            Format::ResponsesCompact => "/responses/compact",
         }
     }
 

@@ -222,8 +222,10 @@ async fn complete(
     // upstreams keep state (README, "The Responses API"): to the account
     // that answered it when this data plane saw that and the group has it,
     // else to any deployment that keeps state; with none, the translation
-    // refuses it with a 400 saying why.
-    let owner = (route == Route::Responses).then(|| affinity::owner(&key.key_id));
+    // refuses it with a 400 saying why. A compaction goes only to those
+    // too: nothing else can make one.
+    let responses = matches!(route, Route::Responses | Route::ResponsesCompact);
+    let owner = responses.then(|| affinity::owner(&key.key_id));
     let continuing = parsed
         .previous_response_id
         .as_deref()
@@ -242,8 +244,10 @@ async fn complete(
         providers::serves_responses(d.deployment())
             && home.is_none_or(|home| Account::of(d) == home)
     };
+    // A compaction too, which only a Responses upstream makes.
+    let needs_state = continuing.is_some() || route == Route::ResponsesCompact;
     let eligible: Option<&(dyn Fn(&ResolvedDeployment) -> bool + Sync)> =
-        (continuing.is_some() && group.deployments().iter().any(stateful)).then_some(&stateful);
+        (needs_state && group.deployments().iter().any(stateful)).then_some(&stateful);
     let request = attempts::Request {
         config: &config,
         requested: &parsed.model,
@@ -335,7 +339,7 @@ async fn complete(
                 // The answer is in the client's API's shape, translated or not.
                 let dialect = if route.format().is_anthropic() {
                     Dialect::Anthropic
-                } else if route == Route::Responses {
+                } else if responses {
                     Dialect::Responses
                 } else {
                     Dialect::OpenAi

@@ -37,7 +37,7 @@ impl Provider for Azure {
         } else {
             configured
         };
-        let url = if format == Format::Responses {
+        let url = if matches!(format, Format::Responses | Format::ResponsesCompact) {
             // The Responses API is not under a deployment: the deployment
             // is the body's `model`, and it needs a newer version.
             let version = if configured.is_empty() {
@@ -46,8 +46,9 @@ impl Provider for Azure {
                 version
             };
             format!(
-                "{}/openai/responses?api-version={}",
+                "{}/openai{}?api-version={}",
                 api_base(deployment)?,
+                format.path(),
                 encode_component(version),
             )
         } else {

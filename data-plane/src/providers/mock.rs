@@ -137,14 +137,16 @@ pub fn answer(
     match format {
         // The mock speaks OpenAI's formats; a Messages request reaches it
         // translated (`crate::forward`), so this is a caller's mistake.
-        Format::Messages | Format::CountTokens | Format::Responses => Reply::Json {
+        Format::Messages | Format::CountTokens | Format::Responses | Format::ResponsesCompact => {
+            Reply::Json {
             status: StatusCode::BAD_REQUEST,
             body: json!({"error": {
                 "message": "the mock provider answers OpenAI's formats only",
                 "type": "invalid_request_error", "param": null, "code": null,
             }})
             .to_string(),
-        },
+            }
+        }
         Format::Embeddings => embeddings(&body, model, prompt_tokens),
         Format::ChatCompletions if request.stream => {
             let chunk = |delta: Value, finish: Value| {

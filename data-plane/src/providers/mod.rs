@@ -149,8 +149,11 @@ pub fn exchange(format: Format, speaks: Speaks, responses: bool) -> Option<Excha
     use Format::*;
     Some(match (speaks, format) {
         (Speaks::OpenAi, ChatCompletions | Completions | Embeddings) => Exchange::Same(format),
-        (Speaks::OpenAi, Responses) if responses => Exchange::Same(format),
+        (Speaks::OpenAi, Responses | ResponsesCompact) if responses => Exchange::Same(format),
         (Speaks::OpenAi, Responses) => Exchange::ResponsesToChat,
+        // Compaction is the Responses API's own (its item is encrypted by
+        // the upstream): nothing translates to it.
+        (_, ResponsesCompact) => return None,
         (Speaks::OpenAi, Messages) => Exchange::MessagesToChat,
         (Speaks::OpenAi, CountTokens) => Exchange::EstimateTokens,
         (Speaks::Anthropic, Messages | CountTokens) => Exchange::Same(format),
@@ -300,6 +303,13 @@ mod tests {
             Some(Exchange::ResponsesToMessages)
         );
         assert_eq!(Exchange::ResponsesToMessages.upstream_format(), Messages);
+        // A compaction only where the Responses API is served.
+        assert_eq!(
+            exchange(ResponsesCompact, Speaks::OpenAi, true),
+            Some(Exchange::Same(ResponsesCompact))
+        );
+        assert_eq!(exchange(ResponsesCompact, Speaks::OpenAi, false), None);
+        assert_eq!(exchange(ResponsesCompact, Speaks::Anthropic, true), None);
         assert_eq!(Exchange::ResponsesToChat.upstream_format(), ChatCompletions);
         assert_eq!(Exchange::ChatToMessages.upstream_format(), Messages);
         assert_eq!(Exchange::MessagesToChat.upstream_format(), ChatCompletions);

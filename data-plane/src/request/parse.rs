@@ -35,7 +35,9 @@ fn required_input(format: Format) -> (&'static str, &'static [JsonType]) {
         Format::Completions => ("prompt", &[JsonType::String, JsonType::Array]),
         Format::Embeddings => ("input", &[JsonType::String, JsonType::Array]),
         Format::Messages | Format::CountTokens => ("messages", &[JsonType::Array]),
-        Format::Responses => ("input", &[JsonType::String, JsonType::Array]),
+        Format::Responses | Format::ResponsesCompact => {
+            ("input", &[JsonType::String, JsonType::Array])
+        }
     }
 }
 
@@ -409,7 +411,7 @@ pub fn parse(format: Format, body: Bytes) -> Result<Parsed, Refused> {
     // Anthropic's streams and the Responses API's always carry their
     // usage: nothing to ask for.
     let include_usage = format.is_anthropic()
-        || format == Format::Responses
+        || matches!(format, Format::Responses | Format::ResponsesCompact)
         || fields.stream_options.is_some_and(asks_usage);
     let usage_edit = if stream && !include_usage {
         Some(usage_edit(&body, fields.stream_options).ok_or_else(|| {

@@ -20,6 +20,8 @@ pub enum Route {
     CountTokens,
     /// `POST /v1/responses` (OpenAI's Responses API).
     Responses,
+    /// `POST /v1/responses/compact` (Codex's remote compaction).
+    ResponsesCompact,
 }
 
 impl Route {
@@ -32,6 +34,7 @@ impl Route {
             "/messages" => Some(Route::Messages),
             "/messages/count_tokens" => Some(Route::CountTokens),
             "/responses" => Some(Route::Responses),
+            "/responses/compact" => Some(Route::ResponsesCompact),
             _ => None,
         }
     }
@@ -45,6 +48,7 @@ impl Route {
             Route::Messages => Format::Messages,
             Route::CountTokens => Format::CountTokens,
             Route::Responses => Format::Responses,
+            Route::ResponsesCompact => Format::ResponsesCompact,
         }
     }
 }
@@ -67,6 +71,10 @@ mod tests {
             Some(Route::CountTokens)
         );
         assert_eq!(Route::from_path("/v1/responses"), Some(Route::Responses));
+        assert_eq!(
+            Route::from_path("/v1/responses/compact"),
+            Some(Route::ResponsesCompact)
+        );
         assert_eq!(Route::from_path("/v1/models"), None);
         assert_eq!(Route::from_path("/v2/embeddings"), None);
     }
