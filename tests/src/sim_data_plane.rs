@@ -48,6 +48,8 @@ pub struct SimState {
     pub data_planes: u32,
     /// The share of each limit leased explicitly: (scope, id, kind) -> share.
     pub shares: BTreeMap<(i32, String, i32), u64>,
+    /// Why the stream ended, once it has (the server's status, or "closed").
+    pub ended: Option<String>,
 }
 
 impl SimState {
@@ -156,102 +158,113 @@ impl SimDataPlane {
         let state = Arc::new(Mutex::new(held));
         let shared = state.clone();
         let outbound = tx.clone();
+        let ended = state.clone();
         let task = tokio::spawn(async move {
-            while let Some(msg) = inbound.message().await? {
-                let reply = {
-                    let mut s = shared.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-                    let kind = match &msg.message {
-                        Some(Outbound::Snapshot(_)) => "snapshot",
-                        Some(Outbound::Delta(_)) => "delta",
-                        Some(Outbound::Cooldowns(_)) => "cooldowns",
-                        Some(Outbound::UsageAck(_)) => "usage_ack",
-                        Some(Outbound::UsageTotals(_)) => "usage_totals",
-                        Some(Outbound::LimitLeases(_)) => "limit_leases",
-                        None => "none",
+            let result: anyhow::Result<()> = async {
+                while let Some(msg) = inbound.message().await? {
+                    let reply = {
+                        let mut s = shared.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                        let kind = match &msg.message {
+                            Some(Outbound::Snapshot(_)) => "snapshot",
+                            Some(Outbound::Delta(_)) => "delta",
+                            Some(Outbound::Cooldowns(_)) => "cooldowns",
+                            Some(Outbound::UsageAck(_)) => "usage_ack",
+                            Some(Outbound::UsageTotals(_)) => "usage_totals",
+                            Some(Outbound::LimitLeases(_)) => "limit_leases",
+                            None => "none",
+                        };
+                        s.kinds.push(kind);
+                        match msg.message {
+                            Some(Outbound::Cooldowns(fleet)) => {
+                                let at = Instant::now();
+                                s.cooldowns
+                                    .extend(fleet.cooldowns.into_iter().map(|c| (c, at)));
+                                let _ = cooldowns_tx.send(s.cooldowns.len());
+                                continue;
+                            }
+                            // Usage is not configuration: nothing to answer.
+                            Some(Outbound::UsageAck(ack)) => {
+                                s.usage_acks.push(ack);
+                                let _ = usage_tx.send(s.usage_acks.len() + s.usage_totals.len());
+                                continue;
+                            }
+                            Some(Outbound::UsageTotals(totals)) => {
+                                s.usage_totals.extend(totals.totals);
+                                let _ = usage_tx.send(s.usage_acks.len() + s.usage_totals.len());
+                                continue;
+                            }
+                            Some(Outbound::LimitLeases(leases)) => {
+                                s.data_planes = leases.data_planes;
+                                for l in &leases.leases {
+                                    s.shares.insert((l.scope, l.id.clone(), l.kind), l.share);
+                                }
+                                s.limit_leases.push((leases, Instant::now()));
+                                let _ = leases_tx.send(s.limit_leases.len());
+                                continue;
+                            }
+                            Some(Outbound::Snapshot(snap)) => {
+                                s.objects = objects_of(&snap);
+                                s.revision = snap.revision;
+                                s.snapshots += 1;
+                                Inbound::Ack(Ack {
+                                    revision: snap.revision,
+                                })
+                            }
+                            Some(Outbound::Delta(d)) if d.from_revision == s.revision => {
+                                if let Some(up) = &d.upserts {
+                                    s.objects.extend(objects_of(up));
+                                }
+                                for r in &d.removals {
+                                    s.objects.remove(&(r.kind, r.id.clone()));
+                                }
+                                s.revision = d.to_revision;
+                                s.deltas += 1;
+                                Inbound::Ack(Ack {
+                                    revision: d.to_revision,
+                                })
+                            }
+                            Some(Outbound::Delta(d)) => {
+                                s.nacks += 1;
+                                Inbound::Nack(Nack {
+                                    revision: d.to_revision,
+                                    reason: format!(
+                                        "delta from {} but I hold {}",
+                                        d.from_revision, s.revision
+                                    ),
+                                })
+                            }
+                            None => continue,
+                        }
                     };
-                    s.kinds.push(kind);
-                    match msg.message {
-                        Some(Outbound::Cooldowns(fleet)) => {
-                            let at = Instant::now();
-                            s.cooldowns
-                                .extend(fleet.cooldowns.into_iter().map(|c| (c, at)));
-                            let _ = cooldowns_tx.send(s.cooldowns.len());
-                            continue;
-                        }
-                        // Usage is not configuration: nothing to answer.
-                        Some(Outbound::UsageAck(ack)) => {
-                            s.usage_acks.push(ack);
-                            let _ = usage_tx.send(s.usage_acks.len() + s.usage_totals.len());
-                            continue;
-                        }
-                        Some(Outbound::UsageTotals(totals)) => {
-                            s.usage_totals.extend(totals.totals);
-                            let _ = usage_tx.send(s.usage_acks.len() + s.usage_totals.len());
-                            continue;
-                        }
-                        Some(Outbound::LimitLeases(leases)) => {
-                            s.data_planes = leases.data_planes;
-                            for l in &leases.leases {
-                                s.shares.insert((l.scope, l.id.clone(), l.kind), l.share);
+                    if let Inbound::Ack(a) = &reply {
+                        if let Ok(mut s) = shared.lock() {
+                            if s.applied.len() >= 10_000 {
+                                s.applied.pop_front();
                             }
-                            s.limit_leases.push((leases, Instant::now()));
-                            let _ = leases_tx.send(s.limit_leases.len());
-                            continue;
+                            s.applied.push_back((a.revision, Instant::now()));
                         }
-                        Some(Outbound::Snapshot(snap)) => {
-                            s.objects = objects_of(&snap);
-                            s.revision = snap.revision;
-                            s.snapshots += 1;
-                            Inbound::Ack(Ack {
-                                revision: snap.revision,
-                            })
-                        }
-                        Some(Outbound::Delta(d)) if d.from_revision == s.revision => {
-                            if let Some(up) = &d.upserts {
-                                s.objects.extend(objects_of(up));
-                            }
-                            for r in &d.removals {
-                                s.objects.remove(&(r.kind, r.id.clone()));
-                            }
-                            s.revision = d.to_revision;
-                            s.deltas += 1;
-                            Inbound::Ack(Ack {
-                                revision: d.to_revision,
-                            })
-                        }
-                        Some(Outbound::Delta(d)) => {
-                            s.nacks += 1;
-                            Inbound::Nack(Nack {
-                                revision: d.to_revision,
-                                reason: format!(
-                                    "delta from {} but I hold {}",
-                                    d.from_revision, s.revision
-                                ),
-                            })
-                        }
-                        None => continue,
+                        let _ = rev_tx.send(a.revision);
                     }
-                };
-                if let Inbound::Ack(a) = &reply {
-                    if let Ok(mut s) = shared.lock() {
-                        if s.applied.len() >= 10_000 {
-                            s.applied.pop_front();
-                        }
-                        s.applied.push_back((a.revision, Instant::now()));
+                    if tx
+                        .send(DataPlaneMessage {
+                            message: Some(reply),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        break;
                     }
-                    let _ = rev_tx.send(a.revision);
                 }
-                if tx
-                    .send(DataPlaneMessage {
-                        message: Some(reply),
-                    })
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
+                Ok(())
             }
-            Ok(())
+            .await;
+            if let Ok(mut s) = ended.lock() {
+                s.ended = Some(match &result {
+                    Ok(()) => "closed".to_owned(),
+                    Err(e) => format!("{e:#}"),
+                });
+            }
+            result
         });
         Ok(Self {
             state,
@@ -375,7 +388,10 @@ impl SimDataPlane {
             }
             match tokio::time::timeout_at(deadline, self.cooldowns.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => anyhow::bail!("stream ended before a cooldown of {deployment_id}"),
+                Ok(Err(_)) => anyhow::bail!(
+                    "stream ended before a cooldown of {deployment_id}: {}",
+                    self.state().ended.unwrap_or_default()
+                ),
                 Err(_) => anyhow::bail!(
                     "no cooldown of {deployment_id} within {within:?}; got {:?}",
                     self.state().cooldowns
@@ -395,7 +411,10 @@ impl SimDataPlane {
             .map(|r| r.is_ok());
         match waited {
             Ok(true) => Ok(Instant::now()),
-            Ok(false) => anyhow::bail!("stream ended before revision {revision}"),
+            Ok(false) => anyhow::bail!(
+                "stream ended before revision {revision}: {}",
+                self.state().ended.unwrap_or_default()
+            ),
             Err(_) => anyhow::bail!(
                 "revision {revision} not applied within {within:?}; at {}",
                 self.state().revision
