@@ -51,6 +51,8 @@
 //!     functions of their own names upstream).
 //!   - `additional_tools` items (tools Codex adds mid-conversation): their
 //!     tools are offered with `tools`'s, after them.
+//!   - `compaction` items (encrypted by the upstream that compacted) are
+//!     refused, saying where they can go.
 //!   - `item_reference` (an item stored upstream) and any other item type
 //!     (built-in tools' calls: `web_search_call`, `file_search_call`,
 //!     `computer_call`, `local_shell_call`, `mcp_*`, …) are refused.
@@ -679,6 +681,18 @@ impl<'a> Conversation<'a> {
                         format!(
                             "{at}: an `item_reference` names a stored item, and {STATELESS}; \
                              send the full items instead of references"
+                        ),
+                    ));
+                }
+                "compaction" => {
+                    return Err(TranslateError::invalid(
+                        format!("{at}.type"),
+                        format!(
+                            "{at}: a `compaction` item is encrypted by the Responses API upstream \
+                             that made it (`/v1/responses/compact`), and only a deployment \
+                             serving that API can read it; this one serves chat completions: \
+                             call a model group of OpenAI or Azure deployments, or compact the \
+                             conversation client-side"
                         ),
                     ));
                 }
@@ -1689,6 +1703,10 @@ mod tests {
                 "input[0].type",
             ),
             (
+                json!({"input": [{"type": "compaction", "encrypted_content": "gAAA"}]}),
+                "input[0].type",
+            ),
+            (
                 json!({"input": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"},
                 {"role": "user", "content": [{"type": "input_file", "file_id": "file_1"}]}]}),
                 "input[2].content[0].type",
@@ -1725,6 +1743,9 @@ mod tests {
         assert!(message.contains("store: false"), "{message}");
         let (_, message) = refused(json!({"input": [{"type": "item_reference", "id": "msg_1"}]}));
         assert!(message.contains("stateless"), "{message}");
+        let (_, message) =
+            refused(json!({"input": [{"type": "compaction", "encrypted_content": "e"}]}));
+        assert!(message.contains("/v1/responses/compact"), "{message}");
         let (_, message) = refused(json!({"input": "x", "tools": [{"type": "websearch"}]}));
         assert!(message.contains("built-in tools left out"), "{message}");
     }
