@@ -18,6 +18,7 @@ use sluice_tests::admin_client::api;
 use sluice_tests::admin_client::api::get_usage_request::Scope;
 use sluice_tests::gateway::{Answer, Gateway, UPSTREAM_KEY, openai_deployment, strings};
 use sluice_tests::mock_anthropic::{self, MockAnthropic, Reply};
+use sluice_tests::mock_upstream;
 use sluice_tests::mock_upstream::{
     CHAT_CONTENT, COMPLETION_TOKENS, MockUpstream, PROMPT_TOKENS, STREAM_PIECES,
 };
@@ -507,6 +508,20 @@ async fn remote_compaction_reaches_a_responses_upstream_and_is_metered() {
     gw.admin
         .usage_reaches(Scope::ModelGroup("mixed".into()), &want, Counted::of, WAIT)
         .await;
+    // The next turn, carrying the compaction, goes where it can be read,
+    // never to the group's chat-only deployment.
+    let next = json!({"model": "mixed", "input": [
+        {"type": "compaction", "id": "cmp_mock_1", "encrypted_content": mock_upstream::COMPACTION},
+        {"role": "user", "content": "Go on."}
+    ]});
+    for _ in 0..6 {
+        let a = post_responses(&gw, &key, &next).await;
+        a.assert_ok();
+        assert_eq!(
+            gw.upstream.last_request().unwrap().path_only(),
+            "/v1/responses"
+        );
+    }
 
     let body = json!({"model": "gpt-chat", "input": "Summarise."});
     let a = gw.post(&key, "/v1/responses/compact", &body).await;

@@ -244,8 +244,12 @@ async fn complete(
         providers::serves_responses(d.deployment())
             && home.is_none_or(|home| Account::of(d) == home)
     };
-    // A compaction too, which only a Responses upstream makes.
-    let needs_state = continuing.is_some() || route == Route::ResponsesCompact;
+    // A compaction too, which only a Responses upstream makes, and an
+    // input holding such an upstream's items (its compaction, a reference
+    // to what it stored), which only it can read.
+    let needs_state = continuing.is_some()
+        || route == Route::ResponsesCompact
+        || (responses && parsed.upstream_items);
     let eligible: Option<&(dyn Fn(&ResolvedDeployment) -> bool + Sync)> =
         (needs_state && group.deployments().iter().any(stateful)).then_some(&stateful);
     let request = attempts::Request {

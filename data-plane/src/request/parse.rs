@@ -101,6 +101,12 @@ pub struct Parsed {
     /// The Responses API's `previous_response_id`: the request continues a
     /// response an upstream stored.
     pub previous_response_id: Option<String>,
+    /// A Responses `input` holds items only a Responses upstream can read:
+    /// a `compaction` (its encrypted summary) or an `item_reference` (an
+    /// item it stored). Found by their `"type"` values' text, so an input
+    /// whose text quotes one exactly counts too: it then only prefers
+    /// deployments serving the Responses API.
+    pub upstream_items: bool,
     body: Bytes,
     /// Where `model`'s JSON value (with its quotes) sits in `body`.
     model_span: Range<usize>,
@@ -356,6 +362,8 @@ pub fn parse(format: Format, body: Bytes) -> Result<Parsed, Refused> {
         .iter()
         .position(|n| *n == name)
         .and_then(|i| fields.inputs[i]);
+    let upstream_items = matches!(format, Format::Responses | Format::ResponsesCompact)
+        && input.is_some_and(|raw| holds_upstream_items(raw.get().as_bytes()));
     match input.map(JsonType::of) {
         None => {
             return Err(refused(RequestError::invalid(
@@ -431,6 +439,7 @@ pub fn parse(format: Format, body: Bytes) -> Result<Parsed, Refused> {
         include_usage,
         max_tokens: max_completion_tokens.or(max_tokens).or(max_output_tokens),
         previous_response_id,
+        upstream_items,
         model_span: span,
         usage_edit,
         body: body.clone(),
@@ -697,6 +706,14 @@ impl JsonType {
 /// The fields that carry an endpoint's input.
 const INPUTS: [&str; 3] = ["messages", "prompt", "input"];
 
+/// Whether a Responses `input` names a `compaction` or `item_reference`
+/// item (see [`Parsed::upstream_items`]).
+fn holds_upstream_items(input: &[u8]) -> bool {
+    use memchr::memmem;
+    memmem::find(input, br#""compaction""#).is_some()
+        || memmem::find(input, br#""item_reference""#).is_some()
+}
+
 /// The top-level fields the gateway reads, borrowed from the body; the rest
 /// are skipped without being decoded.
 struct TopLevel<'a> {
@@ -817,6 +834,24 @@ mod tests {
 
     fn parse_str(format: Format, body: &str) -> Result<Parsed, Refused> {
         parse(format, Bytes::copy_from_slice(body.as_bytes()))
+    }
+
+    #[test]
+    fn responses_inputs_holding_upstream_items_are_marked() {
+        let marked = |format, body: &str| parse_str(format, body).expect("valid").upstream_items;
+        let compaction = r#"{"model":"m","input":[{"type":"compaction","encrypted_content":"e"},{"role":"user","content":"Go on."}]}"#;
+        assert!(marked(Format::Responses, compaction));
+        assert!(marked(Format::ResponsesCompact, compaction));
+        let reference = r#"{"model":"m","input":[{"type":"item_reference","id":"msg_1"}]}"#;
+        assert!(marked(Format::Responses, reference));
+        // The words inside a text are not the values.
+        let text = r#"{"model":"m","input":"run a compaction of the item_reference list"}"#;
+        assert!(!marked(Format::Responses, text));
+        // Elsewhere than the input, and in other formats, nothing is read.
+        let elsewhere = r#"{"model":"m","input":"x","metadata":{"type":"compaction"}}"#;
+        assert!(!marked(Format::Responses, elsewhere));
+        let chat = r#"{"model":"m","messages":[{"role":"user","content":"compaction"}]}"#;
+        assert!(!marked(Format::ChatCompletions, chat));
     }
 
     fn param_of(r: Result<Parsed, Refused>) -> Option<&'static str> {
