@@ -36,11 +36,13 @@ pub const OBJECT_CHUNK: &str = "chat.completion.chunk";
 /// knows it; a name with a path (`openai/o3` at a router) is a router's,
 /// which takes `max_tokens`.
 pub fn caps_completion_tokens_only(model: &str) -> bool {
-    let model = model.to_ascii_lowercase();
-    let o_series = model
-        .strip_prefix('o')
-        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
-    !model.contains('/') && (o_series || model.starts_with("gpt-5") || model.starts_with("codex-"))
+    let starts = |prefix: &str| {
+        model
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    let o_series = starts("o") && model[1..].starts_with(|c: char| c.is_ascii_digit());
+    !model.contains('/') && (o_series || starts("gpt-5") || starts("codex-"))
 }
 
 /// The token cap of a translated request, in the member `model` reads:

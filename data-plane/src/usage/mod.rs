@@ -58,6 +58,18 @@ pub struct Tokens {
     pub cache_write: u64,
 }
 
+impl From<crate::formats::usage::Usage> for Tokens {
+    /// An answer's usage as its upstream counted it.
+    fn from(u: crate::formats::usage::Usage) -> Self {
+        Tokens {
+            prompt: u.prompt_tokens,
+            completion: u.completion_tokens,
+            cache_read: u.cache_read_tokens,
+            cache_write: u.cache_write_tokens,
+        }
+    }
+}
+
 /// Reports queued for the config stream at most; the reporter resends what
 /// is not answered, so a full queue loses nothing.
 const REPORT_QUEUE: usize = 4;

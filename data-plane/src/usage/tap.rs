@@ -122,15 +122,7 @@ impl Tap {
             Watch::Stream { scanner, events } => (scanner.usage(), events.saturating_sub(2)),
         };
         let (tokens, estimated) = match reported {
-            Some(u) => (
-                Tokens {
-                    prompt: u.prompt_tokens,
-                    completion: u.completion_tokens,
-                    cache_read: u.cache_read_tokens,
-                    cache_write: u.cache_write_tokens,
-                },
-                false,
-            ),
+            Some(u) => (Tokens::from(u), false),
             None => (
                 Tokens {
                     prompt: bill.prompt_estimate,

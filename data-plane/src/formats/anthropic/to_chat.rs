@@ -32,8 +32,8 @@
 //! token once), `prompt_tokens_details.cached_tokens` =
 //! `cache_read_input_tokens` and `.cache_write_tokens` =
 //! `cache_creation_input_tokens` (parts of `prompt_tokens`, as OpenAI counts
-//! them; the second only when Anthropic said it), `completion_tokens` = `output_tokens` (thinking included), and
-//! `total_tokens` their sum. Metering reads these as it reads OpenAI's, so
+//! them; the second only when Anthropic said it), `completion_tokens` =
+//! `output_tokens` (thinking included), and `total_tokens` their sum. Metering reads these as it reads OpenAI's, so
 //! a deployment's cache prices apply to Claude answered in chat's shape.
 
 use std::borrow::Cow;
