@@ -2294,6 +2294,30 @@ environment_variables: {}
     }
 
     #[test]
+    fn a_gemini_model_is_googles_with_its_default_base() {
+        let imported = parse_ok(
+            r#"
+model_list:
+  - model_name: gemini-flash
+    litellm_params:
+      model: gemini/gemini-2.5-flash
+      api_key: os.environ/GEMINI_API_KEY
+"#,
+        );
+        let d = &imported.deployments[0];
+        assert_eq!(
+            (d.provider.as_str(), d.model.as_str(), d.api_base.as_str()),
+            ("gemini", "gemini-2.5-flash", "")
+        );
+        assert_eq!(d.api_key, "os.environ/GEMINI_API_KEY");
+        assert_eq!(imported.warnings, Vec::<String>::new());
+        assert_eq!(
+            providers::lookup("gemini").and_then(|p| p.default_api_base),
+            Some("https://generativelanguage.googleapis.com/v1beta/openai")
+        );
+    }
+
+    #[test]
     fn prices_in_both_places_prefer_litellm_params() {
         let imported = parse_ok(
             r#"

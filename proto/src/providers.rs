@@ -24,6 +24,10 @@ pub struct Provider {
     pub wire: Wire,
     /// Used when a deployment gives no `api_base`; `None` means one is required.
     pub default_api_base: Option<&'static str>,
+    /// Whether it serves the legacy `/completions` (an OpenAI-compatible
+    /// API that does not would answer 404, and a 404 cools the deployment
+    /// for every other request too: refused before sending instead).
+    pub legacy_completions: bool,
 }
 
 const fn openai_compatible(prefix: &'static str, base: &'static str) -> Provider {
@@ -31,6 +35,7 @@ const fn openai_compatible(prefix: &'static str, base: &'static str) -> Provider
         prefix,
         wire: Wire::OpenAi,
         default_api_base: Some(base),
+        legacy_completions: true,
     }
 }
 
@@ -40,15 +45,27 @@ pub const PROVIDERS: &[Provider] = &[
         prefix: "anthropic",
         wire: Wire::Anthropic,
         default_api_base: Some("https://api.anthropic.com"),
+        legacy_completions: false,
     },
     Provider {
         prefix: "azure",
         wire: Wire::Azure,
         default_api_base: None,
+        legacy_completions: true,
     },
     openai_compatible("deepinfra", "https://api.deepinfra.com/v1/openai"),
     openai_compatible("deepseek", "https://api.deepseek.com/v1"),
     openai_compatible("fireworks_ai", "https://api.fireworks.ai/inference/v1"),
+    // Google's OpenAI-compatible endpoint for the Gemini API (chat
+    // completions, embeddings; not the legacy completions), which takes the
+    // Gemini API key as a bearer token. Through it the translations Sluice
+    // already has (Anthropic's Messages, the Responses API) reach Gemini too.
+    Provider {
+        prefix: "gemini",
+        wire: Wire::OpenAi,
+        default_api_base: Some("https://generativelanguage.googleapis.com/v1beta/openai"),
+        legacy_completions: false,
+    },
     openai_compatible("groq", "https://api.groq.com/openai/v1"),
     openai_compatible("hosted_vllm", "http://localhost:8000/v1"),
     openai_compatible("lm_studio", "http://localhost:1234/v1"),
@@ -57,6 +74,7 @@ pub const PROVIDERS: &[Provider] = &[
         prefix: "mock",
         wire: Wire::Mock,
         default_api_base: Some(""),
+        legacy_completions: true,
     },
     openai_compatible("ollama", "http://localhost:11434/v1"),
     openai_compatible("openai", "https://api.openai.com/v1"),

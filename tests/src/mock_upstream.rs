@@ -474,7 +474,9 @@ enum Endpoint {
 fn endpoint(path: &str) -> Option<Endpoint> {
     let path = path.split('?').next().unwrap_or(path);
     let rest = path
-        .strip_prefix("/v1")
+        // Gemini's OpenAI-compatible API: /v1beta/openai/chat/completions.
+        .strip_prefix("/v1beta/openai")
+        .or_else(|| path.strip_prefix("/v1"))
         // Azure's Responses API: /openai/responses.
         .or_else(|| {
             path.strip_prefix("/openai")
@@ -991,7 +993,9 @@ fn stream_chat_reply(
 fn stored_response_path(path: &str) -> Option<&str> {
     let path = path.split('?').next().unwrap_or(path);
     let rest = path
-        .strip_prefix("/v1")
+        // Gemini's OpenAI-compatible API: /v1beta/openai/chat/completions.
+        .strip_prefix("/v1beta/openai")
+        .or_else(|| path.strip_prefix("/v1"))
         .or_else(|| path.strip_prefix("/openai"))
         .unwrap_or(path);
     let id = rest.strip_prefix("/responses/")?;

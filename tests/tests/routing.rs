@@ -675,6 +675,155 @@ async fn each_fallback_kind_takes_its_own_list() {
     assert_eq!(ups[4].hits(), 0);
 }
 
+/// A `gemini/…` deployment at `upstream`, as a LiteLLM config names one,
+/// reached through Google's OpenAI-compatible API (its path under the
+/// mock: `/v1beta/openai`).
+fn gemini(id: &str, group: &str, upstream: &MockUpstream) -> api::Deployment {
+    api::Deployment {
+        id: id.into(),
+        model_name: group.into(),
+        provider: "gemini".into(),
+        model: "gemini-2.5-flash".into(),
+        api_base: upstream.url("/v1beta/openai"),
+        api_key: "gemini-api-key-7Qm2".into(),
+        ..Default::default()
+    }
+}
+
+/// Google's error envelope, as Gemini's OpenAI-compatible API answers.
+fn google_error(code: u16, status: &str, message: &str, details: Value) -> Value {
+    json!([{"error": {"code": code, "message": message, "status": status, "details": details}}])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gemini_is_reached_and_its_errors_are_read_like_openais() {
+    let gw = Gateway::start(1).await;
+    let ups = upstreams(3).await;
+    gw.deploy(gemini("flash", "flash", &ups[0])).await;
+    gw.deploy(dep("big", "big", &ups[1])).await;
+    gw.deploy(dep("spare", "spare", &ups[2])).await;
+    gw.set_router(api::RouterSettings {
+        num_retries: Some(0),
+        cooldown_time: Some(millis(1000)),
+        context_window_fallbacks: vec![fallback("flash", &["big"])],
+        fallbacks: vec![fallback("flash", &["spare"])],
+        ..Default::default()
+    })
+    .await;
+    let key = gw.key(None, &["*"]).await;
+    gw.sync().await;
+
+    // Google's path, the Gemini key as a bearer token, Gemini's model name.
+    let a = gw.chat(&key, "flash").await;
+    a.assert_ok();
+    assert_eq!(a.header("x-sluice-deployment"), Some("flash"));
+    let sent = ups[0].last_request().unwrap();
+    assert_eq!(sent.path_only(), "/v1beta/openai/chat/completions");
+    assert_eq!(
+        sent.header("authorization"),
+        Some("Bearer gemini-api-key-7Qm2")
+    );
+    assert_eq!(sent.json()["model"], "gemini-2.5-flash");
+
+    // A prompt over Gemini's window, in Google's envelope: the context
+    // window fallback, not the generic one.
+    ups[0].script([Fault::Body {
+        status: 400,
+        body: google_error(
+            400,
+            "INVALID_ARGUMENT",
+            "The input token count (1200293) exceeds the maximum number of tokens allowed (1048576).",
+            json!([]),
+        ),
+    }]);
+    let a = gw.chat(&key, "flash").await;
+    a.assert_ok();
+    assert_eq!(a.header("x-sluice-fallback"), Some("big"));
+
+    // Gemini's quota error says when to come back in its body: the
+    // deployment cools that long (5 s), not cooldown_time (1 s).
+    ups[0].script([Fault::Body {
+        status: 429,
+        body: google_error(
+            429,
+            "RESOURCE_EXHAUSTED",
+            "You exceeded your current quota.",
+            json!([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "5s"}]),
+        ),
+    }]);
+    let a = gw.chat(&key, "flash").await;
+    a.assert_ok();
+    assert_eq!(a.header("x-sluice-fallback"), Some("spare"));
+    let remaining = state(&gw, 0, "flash").await["cooling"]["remaining_ms"]
+        .as_u64()
+        .expect("cooling");
+    assert!(remaining > 3_000, "Gemini's 5 s, not 1 s: {remaining} ms");
+    eventually("the cooldown to end", || async {
+        cooling(&gw, 0, "flash").await.is_none()
+    })
+    .await;
+
+    // An error no fallback is for reaches an OpenAI client in OpenAI's
+    // shape, and an Anthropic client in Anthropic's, with Gemini's words.
+    let bad = google_error(
+        400,
+        "INVALID_ARGUMENT",
+        "Invalid JSON payload received. Unknown name \"web_search_options\": Cannot find field.",
+        json!([]),
+    );
+    ups[0].script([Fault::Body {
+        status: 400,
+        body: bad.clone(),
+    }]);
+    let a = gw.chat(&key, "flash").await;
+    let error = a.assert_error(400, "invalid_argument");
+    assert_eq!(error["type"], "invalid_request_error");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Invalid JSON payload received.")),
+        "{error}"
+    );
+    ups[0].script([Fault::Body {
+        status: 400,
+        body: bad,
+    }]);
+    let messages = json!({"model": "flash", "max_tokens": 64,
+                          "messages": [{"role": "user", "content": "Say hello"}]});
+    let a = gw.post(&key, "/v1/messages", &messages).await;
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert_eq!(a.json["type"], "error", "{}", a.text);
+    assert_eq!(a.json["error"]["type"], "invalid_request_error");
+    assert!(
+        a.json["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("web_search_options")),
+        "{}",
+        a.text
+    );
+
+    // Gemini's compatible API has no legacy completions: refused before
+    // sending (its 404 would cool the deployment for everyone).
+    let hits = ups[0].hits();
+    let a = gw
+        .post(
+            &key,
+            "/v1/completions",
+            &json!({"model": "flash", "prompt": "Say hello"}),
+        )
+        .await;
+    let error = a.assert_error(400, "invalid_request_error");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not serve /completions")),
+        "{error}"
+    );
+    assert_eq!(ups[0].hits(), hits, "nothing was sent");
+    assert!(cooling(&gw, 0, "flash").await.is_none());
+    gw.chat(&key, "flash").await.assert_ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pre_call_checks_skip_a_small_context_deployment() {
     let gw = Gateway::start(1).await;

@@ -9,6 +9,8 @@
 //!   translations between it and chat completions, both ways.
 //! - [`chat`]: OpenAI's chat completions on the wire: request, answer,
 //!   streamed chunk, usage and error, both ways.
+//! - [`google`]: Google's error envelope (Gemini's OpenAI-compatible API),
+//!   unwrapped into OpenAI's.
 //! - [`openai`]: OpenAI's error shape.
 //! - [`sse`]: server-sent events: writing OpenAI's, reading any
 //!   ([`sse::EventReader`]).
@@ -23,6 +25,7 @@
 
 pub mod anthropic;
 pub mod chat;
+pub mod google;
 pub mod openai;
 pub mod responses;
 pub mod sse;
@@ -85,6 +88,8 @@ pub enum ErrorShape {
     OpenAi,
     /// `{"type": "error", "error": {"type", "message"}}`.
     Anthropic,
+    /// `[{"error": {"code", "message", "status"}}]` ([`google`]).
+    Google,
     /// Not JSON, or JSON of neither shape.
     Other,
 }
@@ -96,6 +101,12 @@ impl ErrorShape {
         let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
             return ErrorShape::Other;
         };
+        if value.is_array() {
+            return match google::error(body) {
+                Some(_) => ErrorShape::Google,
+                None => ErrorShape::Other,
+            };
+        }
         let error = value.get("error").filter(|e| e.is_object());
         match (value.get("type").and_then(|t| t.as_str()), error) {
             (Some("error"), Some(e)) if e.get("type").is_some_and(|t| t.is_string()) => {
@@ -187,6 +198,11 @@ mod tests {
         );
         assert_eq!(of(r#"{"error":"x"}"#), ErrorShape::Other);
         assert_eq!(of("<html>"), ErrorShape::Other);
+        assert_eq!(
+            of(r#"[{"error":{"code":400,"message":"x","status":"INVALID_ARGUMENT"}}]"#),
+            ErrorShape::Google
+        );
+        assert_eq!(of(r#"[{"message":"x"}]"#), ErrorShape::Other);
     }
 
     #[test]

@@ -101,8 +101,11 @@ pub async fn forward(
 ) -> Result<Answer, UpstreamError> {
     let backend = providers::backend(call.deployment.deployment())?;
     let responses = backend.serves_responses(call.deployment.deployment());
-    let exchange = providers::exchange(call.format, backend.speaks(), responses).ok_or_else(
-        || UpstreamError::Untranslatable {
+    let served = call.format != Format::Completions
+        || providers::serves_legacy_completions(call.deployment.deployment());
+    let exchange = providers::exchange(call.format, backend.speaks(), responses)
+        .filter(|_| served)
+        .ok_or_else(|| UpstreamError::Untranslatable {
             param: None,
             message: format!(
                 "Deployment {:?} ({}) does not serve {}; call a model group whose deployments do",
@@ -110,8 +113,7 @@ pub async fn forward(
                 call.deployment.deployment().model,
                 call.format.path(),
             ),
-        },
-    )?;
+        })?;
     if exchange == Exchange::EstimateTokens {
         return translate::estimate_tokens(call.request);
     }

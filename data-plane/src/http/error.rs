@@ -26,7 +26,8 @@
 //! | unknown path / wrong method | 404 / 405 | null / `method_not_allowed` | [`ApiError::unknown_route`] / [`ApiError::method_not_allowed`] |
 //!
 //! An upstream error that already has OpenAI's shape is relayed as the
-//! upstream sent it (status and body), not rebuilt here.
+//! upstream sent it (status and body), not rebuilt here; one in Google's
+//! envelope (Gemini) is unwrapped into OpenAI's ([`formats::google`]).
 //!
 //! On Anthropic's routes (`/v1/messages`, `/v1/messages/count_tokens`, and
 //! `/v1/models` asked with `anthropic-version`) the same errors are written

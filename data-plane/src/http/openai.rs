@@ -685,9 +685,10 @@ fn upstream_failure(deployment: &str, e: UpstreamError, format: Format) -> Failu
     }
 }
 
-/// An upstream's error body, in either API's shape, in the client's: as
-/// sent when the client speaks the upstream's API, translated otherwise
-/// (the message kept, the type mapped); `None` when it cannot be.
+/// An upstream's error body, in OpenAI's, Anthropic's or Google's shape, in
+/// the client's: as sent when the client speaks the upstream's API,
+/// translated otherwise (the message kept, the type mapped); `None` when it
+/// cannot be.
 fn in_clients_shape(
     format: Format,
     shape: ErrorShape,
@@ -705,6 +706,17 @@ fn in_clients_shape(
             let kind = formats::anthropic::error::type_for_status(status.as_u16());
             Some(Bytes::from(formats::anthropic::error::envelope(
                 kind, message,
+            )))
+        }
+        (false, ErrorShape::Google) => {
+            formats::google::to_openai(body, status.as_u16()).map(Bytes::from)
+        }
+        (true, ErrorShape::Google) => {
+            let error = formats::google::error(body)?;
+            let kind = formats::anthropic::error::type_for_status(status.as_u16());
+            Some(Bytes::from(formats::anthropic::error::envelope(
+                kind,
+                &error.message,
             )))
         }
         (_, ErrorShape::Other) => None,

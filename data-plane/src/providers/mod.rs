@@ -169,6 +169,13 @@ pub fn serves_responses(deployment: &Deployment) -> bool {
     backend(deployment).is_ok_and(|b| b.serves_responses(deployment))
 }
 
+/// Whether `deployment`'s provider serves the legacy `/completions`
+/// (Gemini's OpenAI-compatible API and Anthropic's do not); `false` for an
+/// unknown provider.
+pub fn serves_legacy_completions(deployment: &Deployment) -> bool {
+    providers::lookup(provider_prefix(deployment)).is_some_and(|p| p.legacy_completions)
+}
+
 /// The backend for `deployment`, by its provider prefix (`openai` when it
 /// names none, as LiteLLM does).
 pub fn backend(deployment: &Deployment) -> Result<Backend, ProviderError> {
@@ -335,6 +342,23 @@ mod tests {
             &["/v1/chat/completions", "/v1/responses"]
         ));
         assert!(!serves("anthropic", &["/v1/responses"]));
+    }
+
+    #[test]
+    fn legacy_completions_where_the_provider_serves_them() {
+        assert!(serves_legacy_completions(&d(
+            "openai",
+            "gpt-3.5-turbo-instruct"
+        )));
+        assert!(serves_legacy_completions(&d("", "hosted_vllm/x")));
+        assert!(serves_legacy_completions(&d("mock", "x")));
+        assert!(!serves_legacy_completions(&d("gemini", "gemini-2.5-flash")));
+        assert!(!serves_legacy_completions(&d(
+            "",
+            "gemini/gemini-2.5-flash"
+        )));
+        assert!(!serves_legacy_completions(&d("anthropic", "claude")));
+        assert!(!serves_legacy_completions(&d("nope", "x")));
     }
 
     #[test]

@@ -136,7 +136,8 @@ pub struct Failure {
 /// vLLM ("is longer than the model's context length", "maximum context
 /// length"), Mistral and Together ("too large for model", "exceeds the
 /// model's"), Ollama/llama.cpp ("exceeds the context window", "context
-/// size") and LiteLLM's own wording ("contextwindowexceeded").
+/// size"), Gemini ("The input token count (…) exceeds the maximum number of
+/// tokens allowed") and LiteLLM's own wording ("contextwindowexceeded").
 pub const CONTEXT_WINDOW_MARKERS: &[&str] = &[
     "context_length_exceeded",
     "maximum context length",
@@ -150,6 +151,7 @@ pub const CONTEXT_WINDOW_MARKERS: &[&str] = &[
     "too large for model",
     "exceeds the model's",
     "context size",
+    "exceeds the maximum number of tokens",
 ];
 
 /// Phrases in an error body that say the request was refused by a content
@@ -185,7 +187,7 @@ pub fn classify_status(
     Failure {
         class,
         status: Some(status),
-        retry_after: retry_after(headers, now),
+        retry_after: retry_after(headers, now).or_else(|| retry_delay(body)),
     }
 }
 
@@ -211,6 +213,25 @@ fn mentions(body: &[u8], markers: &[&str]) -> bool {
 }
 
 const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+
+/// Google's advice on when to try again, which it gives in the error body
+/// rather than a header: a `google.rpc.RetryInfo` detail's `retryDelay`, a
+/// protobuf duration in JSON (`"33s"`, `"1.5s"`). Looked for in the first
+/// 64 KiB only; capped at a day as [`retry_after`] is.
+pub fn retry_delay(body: &[u8]) -> Option<Duration> {
+    const FIELD: &[u8] = b"\"retryDelay\"";
+    let body = &body[..body.len().min(64 * 1024)];
+    let at = memchr::memmem::find(body, FIELD)? + FIELD.len();
+    let rest = std::str::from_utf8(&body[at..body.len().min(at + 64)])
+        .or_else(|e| std::str::from_utf8(&body[at..at + e.valid_up_to()]))
+        .ok()?;
+    let value = rest.trim_start().strip_prefix(':')?.trim_start();
+    let value = value.strip_prefix('"')?;
+    let seconds = &value[..value.find('"')?];
+    let seconds: f64 = seconds.strip_suffix('s')?.parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0)
+        .then(|| Duration::from_secs_f64(seconds.min(24.0 * 3600.0)))
+}
 
 /// The upstream's advice on when to try again: `retry-after-ms` (OpenAI,
 /// Azure) in milliseconds, else `retry-after` as seconds (fractions
@@ -298,6 +319,8 @@ mod tests {
             r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#,
             r#"{"object":"error","message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens","type":"BadRequestError","code":400}"#,
             r#"{"error":{"code":"context_length_exceeded","message":"..."}}"#,
+            // Gemini's OpenAI-compatible API wraps its error in an array.
+            r#"[{"error":{"code":400,"message":"The input token count (1200293) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}]"#,
         ] {
             assert_eq!(class(400, body), ErrorClass::ContextWindow, "{body}");
         }
@@ -349,6 +372,45 @@ mod tests {
             Some(Duration::from_secs(24 * 3600))
         );
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn googles_retry_delay_is_read_from_the_body() {
+        let quota = r#"[{"error":{"code":429,"message":"You exceeded your current quota.","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure"},{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay": "33s"}]}}]"#;
+        let failure = classify_status(
+            StatusCode::TOO_MANY_REQUESTS,
+            quota.as_bytes(),
+            &HeaderMap::new(),
+            SystemTime::now(),
+        );
+        assert_eq!(failure.class, ErrorClass::RateLimit);
+        assert_eq!(failure.retry_after, Some(Duration::from_secs(33)));
+        // A header, when there is one, is the advice.
+        let failure = classify_status(
+            StatusCode::TOO_MANY_REQUESTS,
+            quota.as_bytes(),
+            &headers(&[("retry-after", "2")]),
+            SystemTime::now(),
+        );
+        assert_eq!(failure.retry_after, Some(Duration::from_secs(2)));
+        assert_eq!(
+            retry_delay(br#"{"retryDelay":"1.5s"}"#),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            retry_delay(br#"{"retryDelay":"99999999s"}"#),
+            Some(Duration::from_secs(24 * 3600))
+        );
+        for bad in [
+            r#"{"retryDelay":"soon"}"#,
+            r#"{"retryDelay":"-3s"}"#,
+            r#"{"retryDelay":33}"#,
+            r#"{"retryDelay":"33"#,
+            r#"{"retryDelay""#,
+            "{}",
+        ] {
+            assert_eq!(retry_delay(bad.as_bytes()), None, "{bad}");
+        }
     }
 
     #[test]
