@@ -74,7 +74,7 @@
 //! **Leaves** every part may use, importing nothing of ours: [`body`] (the
 //! body type, what a body carries and how it ended), [`headers`] (the
 //! request id), [`backoff`] (the one backoff), [`metrics`] (the Prometheus
-//! metrics, names in one table), [`tls`] (the HTTPS server's certificate and
+//! metrics, names in one table, histograms on atomics), [`tls`] (the HTTPS server's certificate and
 //! the config stream's TLS, from PEM files).
 //!
 //! Still to come: OpenAI's Responses API.

@@ -46,7 +46,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::io;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use sha2::{Digest, Sha256};
 use sluice_proto::admin::v1::{
@@ -58,6 +58,7 @@ pub use crate::config::keys::KeyDigest;
 use crate::config::keys::{self, KeyIndex, StoredKey};
 use crate::config::secrets::{self, Env, MissingVariable, ProcessEnv, ProviderSecrets};
 use crate::config::wire::{DeltaWire, SnapshotWire};
+use crate::metrics::{Metrics, UpstreamMetrics};
 use crate::providers::target::Targets;
 
 /// Why a snapshot or delta was refused as a whole.
@@ -140,6 +141,8 @@ pub struct ResolvedDeployment {
     secrets: ProviderSecrets,
     /// Its upstream targets once made, for [`crate::forward`].
     targets: Arc<Targets>,
+    /// Its upstream histograms once looked up ([`Self::upstream_metrics`]).
+    upstream_metrics: OnceLock<UpstreamMetrics>,
 }
 
 impl ResolvedDeployment {
@@ -155,6 +158,14 @@ impl ResolvedDeployment {
 
     pub fn targets(&self) -> &Targets {
         &self.targets
+    }
+
+    /// Its upstream histograms in `metrics` (the process has one), looked
+    /// up on first use and kept, so a request records its upstream leg with
+    /// atomics only.
+    pub fn upstream_metrics(&self, metrics: &Metrics) -> &UpstreamMetrics {
+        self.upstream_metrics
+            .get_or_init(|| metrics.upstream(&self.deployment.id))
     }
 }
 
@@ -363,6 +374,7 @@ impl ModelIndex {
                     deployment: deployment.clone(),
                     secrets,
                     targets: Arc::default(),
+                    upstream_metrics: OnceLock::new(),
                 }),
                 Err(missing) => unusable.push(missing),
             }

@@ -42,7 +42,7 @@ use crate::body::{Body, BoxError, Carried, Interruption, carrying};
 use crate::config::snapshot::ResolvedDeployment;
 use crate::formats::{self, Format};
 use crate::headers::REQUEST_ID;
-use crate::metrics::{DeploymentLabel, Metrics};
+use crate::metrics::{Metrics, UpstreamMetrics};
 use crate::providers::{self, Backend, Exchange, Target, mock};
 use crate::request::parse::Parsed;
 use crate::upstream::{Upstream, UpstreamError};
@@ -158,13 +158,13 @@ pub async fn forward(
             let started = Instant::now();
             let response = upstream.send(&target, request, call.timeout).await?;
             let first_byte = started.elapsed();
-            let deployment = DeploymentLabel::new(&call.deployment.deployment().id);
+            let leg = call.deployment.upstream_metrics(metrics);
             let (parts, body) = response.into_parts();
             let status = parts.status;
             if !status.is_success() {
-                metrics.upstream_first_byte(&deployment, first_byte);
+                leg.first_byte(first_byte);
                 let body = read_error_body(body).await;
-                metrics.upstream_done(&deployment, started.elapsed());
+                leg.done(started.elapsed());
                 let shape = formats::ErrorShape::of(&body);
                 let mut relayed = Box::new(HeaderMap::new());
                 for name in RELAYED_ERROR_HEADERS {
@@ -190,13 +190,12 @@ pub async fn forward(
             // A stream's time to first byte is news while it lasts; a whole
             // answer's is recorded with its end, after the answer is written.
             if event_stream {
-                metrics.upstream_first_byte(&deployment, first_byte);
+                leg.first_byte(first_byte);
             }
             // Recorded when the body ends or is dropped, whichever comes
             // first: the timer travels with the body.
             let timer = UpstreamTimer {
-                metrics: Arc::clone(metrics),
-                deployment,
+                leg: leg.clone(),
                 started,
                 first_byte: (!event_stream).then_some(first_byte),
             };
@@ -409,8 +408,7 @@ impl hyper::body::Body for Guarded {
 /// Records the upstream leg's duration when dropped (and its time to first
 /// byte, when not recorded already).
 struct UpstreamTimer {
-    metrics: Arc<Metrics>,
-    deployment: DeploymentLabel,
+    leg: UpstreamMetrics,
     started: Instant,
     first_byte: Option<Duration>,
 }
@@ -420,11 +418,9 @@ impl Carried for UpstreamTimer {}
 impl Drop for UpstreamTimer {
     fn drop(&mut self) {
         if let Some(first_byte) = self.first_byte {
-            self.metrics
-                .upstream_first_byte(&self.deployment, first_byte);
+            self.leg.first_byte(first_byte);
         }
-        self.metrics
-            .upstream_done(&self.deployment, self.started.elapsed());
+        self.leg.done(self.started.elapsed());
     }
 }
 

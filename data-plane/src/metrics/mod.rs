@@ -51,6 +51,8 @@
 //! few hundred teams and millions of keys, so the series are at most teams ×
 //! model groups; per-key figures are `UsageService/GetUsage`'s.
 
+mod histogram;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -60,8 +62,10 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::{Registry, Unit};
+
+use histogram::Histogram;
 
 /// One answered request's usage, for [`Metrics::metered`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -182,14 +186,35 @@ struct GroupLabel {
     model_group: String,
 }
 
-/// The label of the upstream metrics: made once per request, used twice.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct DeploymentLabel {
+struct DeploymentLabel {
     deployment: String,
 }
 
+/// One deployment's `sluice_upstream_first_byte_seconds` and
+/// `sluice_upstream_duration_seconds` ([`Metrics::upstream`]); clones
+/// share the counts.
+#[derive(Debug, Clone)]
+pub struct UpstreamMetrics {
+    first_byte: Histogram,
+    duration: Histogram,
+}
+
+impl UpstreamMetrics {
+    /// From sending upstream to its response headers (a stream's first
+    /// chunk).
+    pub fn first_byte(&self, took: Duration) {
+        self.first_byte.observe(took);
+    }
+
+    /// From sending upstream to the end of its body.
+    pub fn done(&self, took: Duration) {
+        self.duration.observe(took);
+    }
+}
+
 impl DeploymentLabel {
-    pub fn new(deployment: &str) -> Self {
+    fn new(deployment: &str) -> Self {
         DeploymentLabel {
             deployment: deployment.to_owned(),
         }
@@ -543,7 +568,7 @@ impl Metrics {
     pub fn usage_counted(&self, records: u64, took: Option<Duration>) {
         self.usage.counted.inc_by(records);
         if let Some(took) = took {
-            self.usage.report_latency.observe(took.as_secs_f64());
+            self.usage.report_latency.observe(took);
         }
     }
 
@@ -592,19 +617,18 @@ impl Metrics {
             .get_or_create(&GroupLabel {
                 model_group: labels.model_group.clone(),
             })
-            .observe(took.as_secs_f64());
+            .observe(took);
     }
 
-    pub fn upstream_first_byte(&self, deployment: &DeploymentLabel, took: Duration) {
-        self.upstream_first_byte
-            .get_or_create(deployment)
-            .observe(took.as_secs_f64());
-    }
-
-    pub fn upstream_done(&self, deployment: &DeploymentLabel, took: Duration) {
-        self.upstream_duration
-            .get_or_create(deployment)
-            .observe(took.as_secs_f64());
+    /// `deployment`'s upstream histograms, for the deployment to keep
+    /// (the config does) so that a request records its upstream leg
+    /// without looking them up.
+    pub fn upstream(&self, deployment: &str) -> UpstreamMetrics {
+        let label = DeploymentLabel::new(deployment);
+        UpstreamMetrics {
+            first_byte: self.upstream_first_byte.get_or_create(&label).clone(),
+            duration: self.upstream_duration.get_or_create(&label).clone(),
+        }
     }
 
     pub fn request_started(&self) {
