@@ -14,6 +14,8 @@
 //! - [`openai`]: OpenAI's error shape.
 //! - [`sse`]: server-sent events: writing OpenAI's, reading any
 //!   ([`sse::EventReader`]).
+//! - [`thought`]: Gemini's thought signatures, carried in a tool call's
+//!   id through a translation (the client sends the id back unchanged).
 //! - [`usage`]: the tokens an answer used, from a whole answer or a stream,
 //!   written OpenAI's way or Anthropic's.
 //!
@@ -29,6 +31,7 @@ pub mod google;
 pub mod openai;
 pub mod responses;
 pub mod sse;
+pub mod thought;
 pub mod usage;
 
 /// Why a translation could not be made.

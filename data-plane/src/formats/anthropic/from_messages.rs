@@ -7,7 +7,9 @@
 //! - A turn's content (a string or blocks): `text` → text; `image` → an
 //!   `image_url` part (base64 → a `data:` URL, `url` → the URL); an
 //!   assistant's `tool_use` → its `tool_calls` (`input` → `arguments`, the
-//!   JSON text as the client wrote it); a user's `tool_result`s → one `tool`
+//!   JSON text as the client wrote it; a Gemini thought signature its `id`
+//!   carries → the call's `extra_content`, the id and the results' ids
+//!   without it: [`crate::formats::thought`]); a user's `tool_result`s → one `tool`
 //!   message each, in order, before the rest of that turn (OpenAI wants a
 //!   call's results right after the call). Content of text only (in any
 //!   role, `system` and tool results too) is one string, several text
@@ -84,7 +86,7 @@ use super::types::{
     Content, ContentBlock, DocumentBlock, Extra, InputMessage, MessagesRequest, OutputConfig,
     RawJson, Role, Source, Thinking, Tool, ToolChoice, borrow_opt,
 };
-use crate::formats::{chat, moved};
+use crate::formats::{chat, moved, thought};
 
 /// The chat completions request (JSON) for Anthropic's `messages_body`, for
 /// the model `upstream_model`.
@@ -282,6 +284,9 @@ struct ToolCallOut<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     function: FunctionCallOut<'a>,
+    /// Gemini's thought signature, from the id it travelled in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extra_content: Option<thought::ExtraContentOut>,
 }
 
 #[derive(Serialize)]
@@ -489,8 +494,9 @@ fn translate_message<'a>(
                 // `is_error` has no counterpart: see the module's doc.
                 no_other(&result.extra, CACHE, &at)?;
                 let (content, images) = tool_result_content(result.content.as_ref(), &at)?;
+                let call_id = thought::own_id(&result.tool_use_id);
                 out.push(MessageOut::Tool {
-                    tool_call_id: Cow::Borrowed(&result.tool_use_id),
+                    tool_call_id: Cow::Borrowed(call_id),
                     content,
                 });
                 if !images.is_empty() {
@@ -498,7 +504,7 @@ fn translate_message<'a>(
                         text: Cow::Owned(moved::heading(
                             media_noun(&images),
                             images.len(),
-                            &result.tool_use_id,
+                            call_id,
                         )),
                     });
                     parts.extend(images);
@@ -507,13 +513,15 @@ fn translate_message<'a>(
             }
             (ContentBlock::ToolUse(call), false) => {
                 no_other(&call.extra, CACHE, &at)?;
+                let (id, extra_content) = thought::split(&call.id);
                 tool_calls.push(ToolCallOut {
-                    id: Cow::Borrowed(&call.id),
+                    id: Cow::Borrowed(id),
                     kind: "function",
                     function: FunctionCallOut {
                         name: Cow::Borrowed(&call.name),
                         arguments: call.input.get(),
                     },
+                    extra_content,
                 });
             }
             // Earlier turns' thinking: left out (see the module's doc).

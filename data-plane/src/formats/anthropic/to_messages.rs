@@ -17,8 +17,9 @@
 //!   are, signatures and all. Then `content` → a `text` block, `refusal` →
 //!   a `text` block, each `tool_calls` entry → a `tool_use` block with its
 //!   `arguments` as `input`: `""` is `{}`, and arguments that are not a JSON
-//!   object are kept as the string under [`RAW_ARGUMENTS`]. Empty strings
-//!   make no block.
+//!   object are kept as the string under [`RAW_ARGUMENTS`], and Gemini's
+//!   thought signature joined to its `id` ([`crate::formats::thought`]).
+//!   Empty strings make no block.
 //! - `stop_reason`: `stop` → `end_turn`, `length` → `max_tokens`,
 //!   `tool_calls` and `function_call` → `tool_use`, `content_filter` →
 //!   `refusal`, any other value passed through. A `stop` (or missing) reason
@@ -50,6 +51,7 @@ use super::types::{
     ThinkingBlock, ToolUseBlock, Usage, borrow_opt,
 };
 use crate::formats::sse::EventReader;
+use crate::formats::thought;
 
 /// The `input` member holding a tool call's `arguments` when they are not a
 /// JSON object (the model wrote something else): `{"_raw_arguments": "…"}`.
@@ -104,6 +106,9 @@ struct WireToolCall<'a> {
     id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     function: Option<WireFunction<'a>>,
+    /// Gemini's thought signature ([`thought`]).
+    #[serde(default, borrow)]
+    extra_content: Option<thought::ExtraContent<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -251,19 +256,28 @@ pub fn answer(chat_body: &[u8]) -> Result<Vec<u8>, TranslateError> {
         }
     }
     let refusal = message.refusal.as_ref().is_some_and(|r| !r.is_empty());
-    let mut calls: Vec<(Option<Cow<str>>, WireFunction)> = Vec::new();
+    let mut calls: Vec<(
+        Option<Cow<str>>,
+        WireFunction,
+        Option<thought::ExtraContent>,
+    )> = Vec::new();
     for call in message.tool_calls.into_iter().flatten() {
         if let Some(function) = call.function {
-            calls.push((call.id, function));
+            calls.push((call.id, function, call.extra_content));
         }
     }
     if let Some(function) = message.function_call {
-        calls.push((None, function));
+        calls.push((None, function, None));
     }
     let tool_calls = !calls.is_empty();
-    for (i, (id, function)) in calls.iter().enumerate() {
+    for (i, (id, function, extra)) in calls.iter().enumerate() {
+        let id = call_id(id.as_deref(), i);
+        let id = match extra.as_ref().and_then(|e| e.signature()) {
+            Some(signature) => Cow::Owned(thought::sign(&id, signature)),
+            None => id,
+        };
         content.push(ContentBlock::ToolUse(ToolUseBlock {
-            id: call_id(id.as_deref(), i),
+            id,
             name: Cow::Borrowed(function.name.as_deref().unwrap_or("")),
             input: tool_input(function.arguments.as_deref()),
             extra: Extra::new(),
@@ -444,6 +458,11 @@ struct WireToolDelta<'a> {
     id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     function: Option<WireFunction<'a>>,
+    /// Gemini's thought signature ([`thought`]): Gemini sends a call whole
+    /// in one chunk, signature included; one arriving after the call's
+    /// block has started cannot join its id any more.
+    #[serde(default, borrow)]
+    extra_content: Option<thought::ExtraContent<'a>>,
 }
 
 /// A LiteLLM thinking block in a delta: only its signature is read (its
@@ -501,6 +520,8 @@ enum CallState {
 struct Call {
     index: u32,
     id: String,
+    /// Gemini's thought signature, to join the id when the block starts.
+    signature: Option<String>,
     name: String,
     state: CallState,
     held: String,
@@ -1076,6 +1097,7 @@ impl State {
                 self.calls.push(Call {
                     index: delta.index,
                     id: call_id(delta.id.as_deref(), position).into_owned(),
+                    signature: None,
                     name: String::new(),
                     state: CallState::Waiting,
                     held: String::new(),
@@ -1091,6 +1113,9 @@ impl State {
             }
             if let Some(name) = name {
                 call.name.push_str(&name);
+            }
+            if let Some(signature) = delta.extra_content.as_ref().and_then(|e| e.signature()) {
+                call.signature = Some(signature.to_owned());
             }
         }
         match call.state {
@@ -1126,7 +1151,10 @@ impl State {
         call.state = CallState::Open;
         call.json.feed(arguments);
         let held = std::mem::take(&mut call.held);
-        let (id, name) = (std::mem::take(&mut call.id), std::mem::take(&mut call.name));
+        let (mut id, name) = (std::mem::take(&mut call.id), std::mem::take(&mut call.name));
+        if let Some(signature) = call.signature.take() {
+            id = thought::sign(&id, &signature);
+        }
         let index = self.start_block(BlockOut::ToolUse {
             id: &id,
             name: &name,
@@ -1380,6 +1408,77 @@ mod tests {
             usage(82, 40, 0),
         );
         insta::assert_json_snapshot!(translate(&chat));
+    }
+
+    #[test]
+    fn geminis_thought_signatures_ride_in_the_tool_use_id_and_go_back() {
+        let signed = json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "function-call-1", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"},
+             "extra_content": {"google": {"thought_signature": "CiQB0e2Kb+/x9w=="}}},
+            {"id": "function-call-2", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"location\":\"Rome\"}"}}
+        ]});
+        let whole = completion(signed.clone(), "tool_calls", usage(20, 10, 0));
+        let answer = translate(&whole);
+        let first = answer["content"][0]["id"].as_str().unwrap().to_owned();
+        assert_eq!(first, "function-call-1__thought__CiQB0e2Kb-_x9w");
+        assert_eq!(
+            answer["content"][1]["id"], "function-call-2",
+            "unsigned: as it came"
+        );
+
+        // Streamed, Gemini's way: each call whole in one chunk.
+        let calls = signed["tool_calls"].as_array().unwrap();
+        let chunks = [
+            chunk(
+                json!({"role": "assistant", "tool_calls": [
+                    {"index": 0, "id": calls[0]["id"], "type": "function",
+                     "function": calls[0]["function"], "extra_content": calls[0]["extra_content"]}
+                ]}),
+                None,
+            ),
+            chunk(
+                json!({"tool_calls": [
+                    {"index": 1, "id": calls[1]["id"], "type": "function", "function": calls[1]["function"]}
+                ]}),
+                Some("tool_calls"),
+            ),
+        ];
+        let (out, failed) = stream(&sse(&chunks));
+        assert!(!failed);
+        assert_eq!(accumulate(&out)["content"], answer["content"]);
+
+        // The client's next turn sends the ids back: the chat request has
+        // the signature where Gemini reads it, and the ids Gemini gave.
+        let next = json!({
+            "model": "gemini", "max_tokens": 256,
+            "messages": [
+                {"role": "user", "content": "Weather in Paris and Rome?"},
+                {"role": "assistant", "content": answer["content"]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": first, "content": "18C"},
+                    {"type": "tool_result", "tool_use_id": "function-call-2", "content": "21C"}
+                ]}
+            ]
+        });
+        let chat =
+            super::super::from_messages::request(next.to_string().as_bytes(), "gemini-3-pro")
+                .unwrap();
+        let chat: Value = serde_json::from_slice(&chat).unwrap();
+        let messages = chat["messages"].as_array().unwrap();
+        assert_eq!(
+            messages[1]["tool_calls"],
+            json!([
+                {"id": "function-call-1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"},
+                 "extra_content": {"google": {"thought_signature": "CiQB0e2Kb+/x9w=="}}},
+                {"id": "function-call-2", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{\"location\":\"Rome\"}"}}
+            ])
+        );
+        assert_eq!(messages[2]["tool_call_id"], "function-call-1");
+        assert_eq!(messages[3]["tool_call_id"], "function-call-2");
     }
 
     #[test]

@@ -23,7 +23,10 @@
 //!     `annotations` and `logprobs` (of an output given back whole), are
 //!     left out.
 //!   - `function_call` items → an assistant message's `tool_calls`
-//!     (`call_id` → `id`); consecutive calls, and an assistant message
+//!     (`call_id` → `id`; for a chat upstream a Gemini thought signature
+//!     the id carries goes back as the call's `extra_content`, and the
+//!     outputs name the id without it: [`crate::formats::thought`]);
+//!     consecutive calls, and an assistant message
 //!     directly before them, make one assistant message (unless reasoning
 //!     given back comes between: the calls then start a new assistant
 //!     message, which carries it).
@@ -120,7 +123,7 @@ use crate::formats::chat::{
     FunctionName, ImageUrl, InstructionMessage, Message, NamedToolChoice, StreamOptions, Tool,
     ToolCall, ToolChoice, ToolMessage, UserMessage,
 };
-use crate::formats::{TranslateError, chat, moved};
+use crate::formats::{TranslateError, chat, moved, thought};
 
 /// Where the chat request goes, which decides where a tool output's images
 /// go: an OpenAI-compatible upstream reads images only in user messages,
@@ -169,6 +172,7 @@ pub fn request(body: &[u8], model: &str, target: Target) -> Result<Vec<u8>, Tran
         })),
         Some(Value::Array(items)) => Conversation {
             images_follow: target == Target::Chat,
+            signatures: target == Target::Chat,
             ..Conversation::default()
         }
         .items(items, &mut messages)?,
@@ -551,10 +555,24 @@ struct Conversation<'a> {
     /// Outputs' images go in a user message after the tool messages
     /// ([`Target::Chat`]) rather than in them.
     images_follow: bool,
+    /// Calls' ids are split from the thought signatures they carry
+    /// ([`thought`]; [`Target::Chat`]: Gemini is a chat upstream), rather
+    /// than kept whole (Claude has no use for them).
+    signatures: bool,
     images: Vec<ContentPart<'a>>,
 }
 
 impl<'a> Conversation<'a> {
+    /// A call id as the client sent it, as the upstream knows it
+    /// ([`Conversation::signatures`]).
+    fn own_id(&self, call_id: &'a str) -> &'a str {
+        if self.signatures {
+            thought::own_id(call_id)
+        } else {
+            call_id
+        }
+    }
+
     fn items(
         mut self,
         items: &'a [Value],
@@ -637,7 +655,7 @@ impl<'a> Conversation<'a> {
                             let text_only =
                                 parts.iter().all(|p| matches!(p, ContentPart::Text { .. }));
                             if text_only || self.images_follow {
-                                let call_id = req_str(item, "call_id", &at)?;
+                                let call_id = self.own_id(req_str(item, "call_id", &at)?);
                                 self.text_and_images(call_id, parts)
                             } else {
                                 Content::Parts(parts)
@@ -653,7 +671,7 @@ impl<'a> Conversation<'a> {
                     self.drop_reasoning();
                     out.push(Message::Tool(ToolMessage {
                         content,
-                        tool_call_id: Cow::Borrowed(req_str(item, "call_id", &at)?),
+                        tool_call_id: Cow::Borrowed(self.own_id(req_str(item, "call_id", &at)?)),
                         extra: Extra::new(),
                     }));
                     open = false;
@@ -758,15 +776,25 @@ impl<'a> Conversation<'a> {
         open: bool,
         out: &mut Vec<Message<'a>>,
     ) -> Result<(), TranslateError> {
+        let call_id = req_str(item, "call_id", at)?;
+        let (id, signed) = if self.signatures {
+            thought::split(call_id)
+        } else {
+            (call_id, None)
+        };
+        let mut extra = Extra::new();
+        if let Some(signed) = signed {
+            extra.insert("extra_content".to_owned(), signed.to_value());
+        }
         let call = ToolCall {
-            id: Cow::Borrowed(req_str(item, "call_id", at)?),
+            id: Cow::Borrowed(id),
             kind: Cow::Borrowed("function"),
             function: FunctionCall {
                 name: Cow::Borrowed(req_str(item, "name", at)?),
                 arguments,
                 extra: Extra::new(),
             },
-            extra: Extra::new(),
+            extra,
         };
         match out.last_mut() {
             Some(Message::Assistant(m)) if open && self.reasoning.is_empty() => {

@@ -14,7 +14,8 @@
 //!   `output_text` part and `refusal` → a `refusal` part of one `message`
 //!   item (`msg_{id}`); each `tool_calls` entry, in order → a
 //!   `function_call` item (`fc_{id}_{n}`) whose `call_id` is the upstream's
-//!   call id; a call of one of the request's `custom` tools → a
+//!   call id (with Gemini's thought signature joined:
+//!   [`crate::formats::thought`]); a call of one of the request's `custom` tools → a
 //!   `custom_tool_call` item (`ctc_{id}_{n}`) whose `input` is the
 //!   arguments' `input` string. Empty strings make nothing.
 //! - `status`: `completed`; `incomplete` for `finish_reason` `length`
@@ -32,6 +33,7 @@ use serde_json::{Map, Value, json};
 use super::echo::Echo;
 use crate::formats::TranslateError;
 use crate::formats::sse::EventReader;
+use crate::formats::thought;
 
 // ---- Shared: items and the response object. ----
 
@@ -166,12 +168,22 @@ fn custom_input(arguments: &str) -> String {
     }
 }
 
-/// A call's id; a made-up one when the upstream gave none, so the
-/// client's `function_call_output` can still name it.
-fn call_id(id: Option<&str>, n: usize) -> String {
-    match id {
+/// A chat tool call's id for the client: the upstream's (a made-up one
+/// when it gave none, so the client's `function_call_output` can still
+/// name it), with Gemini's thought signature joined when the call has one
+/// ([`thought`]).
+fn call_id(call: &Value, n: usize) -> String {
+    let id = match str_of(call, "id") {
         Some(id) if !id.is_empty() => id.to_owned(),
         _ => format!("call_{n}"),
+    };
+    match call
+        .pointer("/extra_content/google/thought_signature")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        Some(signature) => thought::sign(&id, signature),
+        None => id,
     }
 }
 
@@ -282,7 +294,7 @@ pub fn answer(chat: &[u8], echo: &Echo, id: &str) -> Result<Vec<u8>, TranslateEr
         let function = call.get("function").unwrap_or(&Value::Null);
         let name = str_of(function, "name").unwrap_or("");
         let arguments = str_of(function, "arguments").unwrap_or("");
-        let call_id = call_id(str_of(call, "id"), n);
+        let call_id = call_id(call, n);
         output.push(if echo.is_custom(name) {
             custom_item(
                 echo,
@@ -769,7 +781,7 @@ impl ResponsesStream {
                     chat_index,
                     index,
                     item_id: format!("{}_{}_{n}", if custom { "ctc" } else { "fc" }, self.id),
-                    call_id: call_id(str_of(call, "id"), n),
+                    call_id: call_id(call, n),
                     name,
                     arguments: String::new(),
                     custom,
@@ -1167,6 +1179,64 @@ mod tests {
     }
 
     // ---- Answers ----
+
+    #[test]
+    fn geminis_thought_signatures_ride_in_the_call_id_and_go_back() {
+        use crate::formats::responses::from_responses::{Target, request};
+        let signed_call = json!({"id": "function-call-1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"},
+            "extra_content": {"google": {"thought_signature": "CiQB0e2Kb+/x9w=="}}});
+        let whole = translate(&completion(
+            json!({"role": "assistant", "content": null, "tool_calls": [signed_call]}),
+            "tool_calls",
+            usage(20, 10, 0, 0),
+        ));
+        let item = &whole["output"][0];
+        assert_eq!(item["type"], "function_call");
+        assert_eq!(item["call_id"], "function-call-1__thought__CiQB0e2Kb-_x9w");
+
+        let mut first = signed_call.clone();
+        first["index"] = json!(0);
+        let (out, failed) = stream(&sse(&[
+            chunk(
+                json!({"role": "assistant", "tool_calls": [first]}),
+                Some("tool_calls"),
+            ),
+            usage_chunk(20, 10, 0, 0),
+        ]));
+        assert!(!failed);
+        assert!(
+            out.contains(r#""call_id":"function-call-1__thought__CiQB0e2Kb-_x9w""#),
+            "{out}"
+        );
+
+        // Codex's next turn: the call and its output, ids as it got them.
+        let next = json!({"model": "gemini", "input": [
+            {"role": "user", "content": "Weather in Paris?"},
+            item,
+            {"type": "function_call_output", "call_id": item["call_id"], "output": "18C"}
+        ]});
+        let chat: Value = serde_json::from_slice(
+            &request(next.to_string().as_bytes(), "gemini-3-pro", Target::Chat).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            chat["messages"][1]["tool_calls"][0],
+            json!({"id": "function-call-1", "type": "function",
+                   "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"},
+                   "extra_content": {"google": {"thought_signature": "CiQB0e2Kb+/x9w=="}}})
+        );
+        assert_eq!(chat["messages"][2]["tool_call_id"], "function-call-1");
+        // To Claude the id stays whole, on the call and its result alike.
+        let messages: Value = serde_json::from_slice(
+            &request(next.to_string().as_bytes(), "claude", Target::Messages).unwrap(),
+        )
+        .unwrap();
+        let call = &messages["messages"][1]["tool_calls"][0];
+        assert_eq!(call["id"], item["call_id"]);
+        assert!(call.get("extra_content").is_none(), "{call}");
+        assert_eq!(messages["messages"][2]["tool_call_id"], item["call_id"]);
+    }
 
     #[test]
     fn answer_text() {
