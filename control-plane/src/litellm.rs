@@ -349,6 +349,13 @@ fn read_litellm_params(
             Some("api_base") => d.api_base = string(value, &p)?.unwrap_or_default(),
             Some("api_key") => d.api_key = api_key(value, &p)?,
             Some("api_version") => d.api_version = string(value, &p)?.unwrap_or_default(),
+            Some("vertex_project") => d.vertex_project = string(value, &p)?.unwrap_or_default(),
+            Some("vertex_location") => {
+                d.vertex_location = string(value, &p)?.unwrap_or_default();
+            }
+            // Vertex AI's credentials are the deployment's api_key: a key
+            // file's path, or os.environ/NAME holding the key or a path.
+            Some("vertex_credentials") => d.api_key = api_key(value, &p)?,
             Some("rpm") => d.rpm = count(value, &p)?.unwrap_or_default(),
             Some("tpm") => d.tpm = count(value, &p)?.unwrap_or_default(),
             Some("weight") => d.weight = count_u32(value, &p)?.unwrap_or_default(),
@@ -1012,12 +1019,19 @@ fn deployment_node(d: &Deployment, include_secrets: bool) -> (Node, bool) {
     params.push(("model".to_owned(), Node::string(&model)));
     put_string(&mut params, "api_base", &d.api_base);
     let redact = !include_secrets && !d.api_key.is_empty() && !secret_is_reference(&d.api_key);
+    let vertex = d.provider == "vertex_ai";
     put_string(
         &mut params,
-        "api_key",
+        if vertex {
+            "vertex_credentials"
+        } else {
+            "api_key"
+        },
         if redact { REDACTED } else { &d.api_key },
     );
     put_string(&mut params, "api_version", &d.api_version);
+    put_string(&mut params, "vertex_project", &d.vertex_project);
+    put_string(&mut params, "vertex_location", &d.vertex_location);
     put_count(&mut params, "rpm", d.rpm);
     put_count(&mut params, "tpm", d.tpm);
     put_count(&mut params, "weight", u64::from(d.weight));
@@ -1882,6 +1896,9 @@ router_settings:
             // Free cache reads are a price, distinct from unset.
             cache_read_input_token_cost: Some(0.0),
             cache_creation_input_token_cost: Some(3.75e-6),
+            // Read back as strings, however YAML would read them unquoted.
+            vertex_project: "2024".into(),
+            vertex_location: "null".into(),
             credits_per_call: i64::MAX,
             created_at: Some(prost_types::Timestamp {
                 seconds: 1_700_000_000,
@@ -2315,6 +2332,39 @@ model_list:
             providers::lookup("gemini").and_then(|p| p.default_api_base),
             Some("https://generativelanguage.googleapis.com/v1beta/openai")
         );
+    }
+
+    #[test]
+    fn a_vertex_model_takes_its_project_location_and_credentials() {
+        let yaml = r#"
+model_list:
+  - model_name: gemini-pro
+    litellm_params:
+      model: vertex_ai/gemini-2.5-pro
+      vertex_project: my-project
+      vertex_location: europe-west4
+      vertex_credentials: os.environ/VERTEX_CREDENTIALS
+"#;
+        let imported = parse_ok(yaml);
+        let d = &imported.deployments[0];
+        assert_eq!(
+            (d.provider.as_str(), d.model.as_str()),
+            ("vertex_ai", "gemini-2.5-pro")
+        );
+        assert_eq!(
+            (d.vertex_project.as_str(), d.vertex_location.as_str()),
+            ("my-project", "europe-west4")
+        );
+        assert_eq!(d.api_key, "os.environ/VERTEX_CREDENTIALS");
+        assert_eq!(imported.warnings, Vec::<String>::new());
+        // Exported as LiteLLM writes it, and read back the same.
+        let exported = export(&imported.deployments, None, false);
+        assert!(
+            exported.contains("vertex_credentials: os.environ/VERTEX_CREDENTIALS"),
+            "{exported}"
+        );
+        assert!(!exported.contains("api_key"), "{exported}");
+        assert_eq!(parse_ok(&exported).deployments, imported.deployments);
     }
 
     #[test]

@@ -286,6 +286,7 @@ pub fn deployment(d: &mut Deployment, field: &str) -> AdminResult<()> {
     }
     text(&f("api_key"), &d.api_key)?;
     text(&f("api_version"), &d.api_version)?;
+    vertex(d, provider, &f)?;
     price(&f("input_cost_per_token"), d.input_cost_per_token)?;
     price(&f("output_cost_per_token"), d.output_cost_per_token)?;
     if let Some(p) = d.cache_read_input_token_cost {
@@ -307,6 +308,56 @@ pub fn deployment(d: &mut Deployment, field: &str) -> AdminResult<()> {
     }
     dedup(&mut d.access_groups);
     group_list(&f("access_groups"), &d.access_groups)?;
+    Ok(())
+}
+
+/// Vertex AI's settings: a project (or an `api_base` naming the endpoint),
+/// names that can go into its URL, and a model its OpenAI-compatible
+/// endpoint serves; none of them on another provider.
+fn vertex(
+    d: &Deployment,
+    provider: &providers::Provider,
+    f: &dyn Fn(&str) -> String,
+) -> AdminResult<()> {
+    let fields = [
+        ("vertex_project", &d.vertex_project),
+        ("vertex_location", &d.vertex_location),
+    ];
+    if provider.wire != providers::Wire::Vertex {
+        for (name, value) in fields {
+            if !value.is_empty() {
+                return Err(AdminError::invalid(
+                    f(name),
+                    "is only for provider \"vertex_ai\"",
+                ));
+            }
+        }
+        return Ok(());
+    }
+    if d.vertex_project.is_empty() && d.api_base.is_empty() {
+        return Err(AdminError::invalid(
+            f("vertex_project"),
+            "is required for provider \"vertex_ai\" (or an api_base naming the endpoint)",
+        ));
+    }
+    for (name, value) in fields {
+        let plain = value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !(plain || secret_is_reference(value)) {
+            return Err(AdminError::invalid(
+                f(name),
+                "may hold only letters, digits, '-', '_' and '.' (or be os.environ/NAME)",
+            ));
+        }
+    }
+    if d.model.starts_with("claude") {
+        return Err(AdminError::invalid(
+            f("model"),
+            "Claude on Vertex AI speaks Anthropic's API through rawPredict, which Sluice does \
+             not reach; use provider \"anthropic\", or a Gemini or Model Garden model here",
+        ));
+    }
     Ok(())
 }
 

@@ -15,6 +15,10 @@ pub enum Wire {
     Anthropic,
     /// Answered locally with a canned completion; no upstream.
     Mock,
+    /// Vertex AI's OpenAI-compatible endpoint
+    /// (`…/projects/{project}/locations/{location}/endpoints/openapi`), with
+    /// a Google OAuth access token made from the deployment's credentials.
+    Vertex,
 }
 
 /// A known provider prefix.
@@ -81,6 +85,13 @@ pub const PROVIDERS: &[Provider] = &[
     openai_compatible("openrouter", "https://openrouter.ai/api/v1"),
     openai_compatible("perplexity", "https://api.perplexity.ai"),
     openai_compatible("together_ai", "https://api.together.xyz/v1"),
+    // Its endpoint is made from `vertex_project` and `vertex_location`.
+    Provider {
+        prefix: "vertex_ai",
+        wire: Wire::Vertex,
+        default_api_base: Some(""),
+        legacy_completions: false,
+    },
     openai_compatible("xai", "https://api.x.ai/v1"),
 ];
 

@@ -2,7 +2,8 @@
 //! (`$SLUICE_OPENSSL_BIN`, else `openssl` on `PATH`) in a temporary directory
 //! that goes away with them: a CA, a server certificate for `127.0.0.1` and
 //! `localhost` (subjectAltName `IP:127.0.0.1, DNS:localhost`) and a client
-//! certificate, all ECDSA P-256 and valid for a day.
+//! certificate, all ECDSA P-256 and valid for a day; and a Google service
+//! account's key ([`ServiceAccountKey`]), RSA as Google's are.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -144,6 +145,94 @@ impl TestCerts {
 }
 
 struct Openssl(Command);
+
+/// A throwaway Google service account key (RSA 2048, made with `openssl`):
+/// its JSON key file, naming the token endpoint a test runs, and a check of
+/// the JWTs it signs.
+pub struct ServiceAccountKey {
+    dir: tempfile::TempDir,
+}
+
+impl ServiceAccountKey {
+    pub const EMAIL: &'static str = "sluice-test@test-project.iam.gserviceaccount.com";
+
+    /// A new key whose JSON file names `token_uri`.
+    pub fn generate(token_uri: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-sa-")
+            .tempdir()
+            .context("creating the key's temporary directory")?;
+        let key = Self { dir };
+        let pem = key.path("key.pem");
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
+        .arg("-out")
+        .arg(&pem)
+        .run()?;
+        openssl(&["pkey", "-pubout", "-in"])
+            .arg(&pem)
+            .arg("-out")
+            .arg(key.path("public.pem"))
+            .run()?;
+        let private_key = std::fs::read_to_string(&pem)?;
+        let json = serde_json::json!({
+            "type": "service_account",
+            "project_id": "test-project",
+            "private_key_id": "0123456789abcdef",
+            "private_key": private_key,
+            "client_email": Self::EMAIL,
+            "client_id": "1",
+            "token_uri": token_uri,
+        });
+        std::fs::write(key.key_file(), serde_json::to_vec_pretty(&json)?)?;
+        Ok(key)
+    }
+
+    /// The JSON key's path.
+    pub fn key_file(&self) -> PathBuf {
+        self.path("key.json")
+    }
+
+    /// The claims of `jwt` if this key signed it (RS256), checked by
+    /// `openssl`.
+    pub fn verify(&self, jwt: &str) -> anyhow::Result<serde_json::Value> {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut parts = jwt.split('.');
+        let (Some(header), Some(claims), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            bail!("not a JWT: {jwt}");
+        };
+        let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header)?)?;
+        if header["alg"] != "RS256" {
+            bail!("signed with {}", header["alg"]);
+        }
+        let signed = self.path("signed.txt");
+        std::fs::write(
+            &signed,
+            format!("{}.{claims}", jwt.split('.').next().unwrap_or("")),
+        )?;
+        let signature_file = self.path("signature.bin");
+        std::fs::write(&signature_file, URL_SAFE_NO_PAD.decode(signature)?)?;
+        openssl(&["dgst", "-sha256", "-verify"])
+            .arg(self.path("public.pem"))
+            .arg("-signature")
+            .arg(&signature_file)
+            .arg(&signed)
+            .run()?;
+        Ok(serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims)?)?)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
 
 fn openssl(args: &[&str]) -> Openssl {
     let binary = std::env::var_os("SLUICE_OPENSSL_BIN").unwrap_or_else(|| "openssl".into());

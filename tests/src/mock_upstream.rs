@@ -219,6 +219,8 @@ struct Shared {
     responses: Mutex<std::collections::HashMap<String, Value>>,
     /// Numbers the ids of Responses API objects.
     ids: AtomicUsize,
+    /// Seconds the tokens it hands out live (0: 3600).
+    token_life: std::sync::atomic::AtomicU64,
 }
 
 /// Counts a request as abandoned unless disarmed: dropped with the handler
@@ -395,6 +397,11 @@ impl MockUpstream {
     }
 
     /// How many requests reached this upstream.
+    /// How long the tokens it hands out as Google's token endpoint live.
+    pub fn set_token_life(&self, seconds: u64) {
+        self.shared.token_life.store(seconds, Ordering::SeqCst);
+    }
+
     pub fn hits(&self) -> usize {
         self.shared.requests.lock().unwrap().len()
     }
@@ -471,11 +478,58 @@ enum Endpoint {
     Compact,
 }
 
+/// The mock as Google's token endpoints: a service account's (`POST
+/// /token`, OAuth's JWT bearer grant) and the metadata server's (`GET
+/// /computeMetadata/v1/instance/service-accounts/default/token`, which
+/// wants `Metadata-Flavor: Google`). Tokens are `ya29.mock-{n}`, numbered,
+/// living [`MockUpstream::set_token_life`] seconds.
+fn google_token(
+    state: &Shared,
+    parts: &hyper::http::request::Parts,
+    path: &str,
+) -> Option<Response<Body>> {
+    let grant = parts.method == hyper::Method::POST && path == "/token";
+    let metadata = parts.method == hyper::Method::GET
+        && path == "/computeMetadata/v1/instance/service-accounts/default/token";
+    if !(grant || metadata) {
+        return None;
+    }
+    let flavored = parts
+        .headers
+        .get("metadata-flavor")
+        .is_some_and(|v| v == "Google");
+    if metadata && !flavored {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "Missing Metadata-Flavor: Google",
+        ));
+    }
+    // A standing failure ([`MockUpstream::fail_with_body`]) is the token
+    // endpoint's too: credentials it refuses.
+    if let Some((status, body)) = state.behaviour.lock().unwrap().failure.clone() {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        return Some(json_response(status, &body));
+    }
+    let n = state.ids.fetch_add(1, Ordering::SeqCst);
+    let life = match state.token_life.load(Ordering::SeqCst) {
+        0 => 3600,
+        n => n,
+    };
+    Some(json_response(
+        StatusCode::OK,
+        &json!({"access_token": format!("ya29.mock-{n}"), "expires_in": life, "token_type": "Bearer"}),
+    ))
+}
+
 fn endpoint(path: &str) -> Option<Endpoint> {
     let path = path.split('?').next().unwrap_or(path);
     let rest = path
+        // Vertex AI's OpenAI-compatible endpoint:
+        // /v1/projects/{p}/locations/{l}/endpoints/openapi/chat/completions.
+        .split_once("/endpoints/openapi")
+        .map(|(_, rest)| rest)
         // Gemini's OpenAI-compatible API: /v1beta/openai/chat/completions.
-        .strip_prefix("/v1beta/openai")
+        .or_else(|| path.strip_prefix("/v1beta/openai"))
         .or_else(|| path.strip_prefix("/v1"))
         // Azure's Responses API: /openai/responses.
         .or_else(|| {
@@ -528,6 +582,9 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         .lock()
         .unwrap()
         .push(Recorded::new(&parts, &path, &body));
+    if let Some(answer) = google_token(&state, &parts, &path) {
+        return Ok(answer);
+    }
     let (mut latency, mut failure, gate, fault, model_like) = {
         let mut b = state.behaviour.lock().unwrap();
         let fault = b.script.pop_front();
@@ -993,8 +1050,12 @@ fn stream_chat_reply(
 fn stored_response_path(path: &str) -> Option<&str> {
     let path = path.split('?').next().unwrap_or(path);
     let rest = path
+        // Vertex AI's OpenAI-compatible endpoint:
+        // /v1/projects/{p}/locations/{l}/endpoints/openapi/chat/completions.
+        .split_once("/endpoints/openapi")
+        .map(|(_, rest)| rest)
         // Gemini's OpenAI-compatible API: /v1beta/openai/chat/completions.
-        .strip_prefix("/v1beta/openai")
+        .or_else(|| path.strip_prefix("/v1beta/openai"))
         .or_else(|| path.strip_prefix("/v1"))
         .or_else(|| path.strip_prefix("/openai"))
         .unwrap_or(path);

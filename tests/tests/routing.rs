@@ -824,6 +824,166 @@ async fn gemini_is_reached_and_its_errors_are_read_like_openais() {
     gw.chat(&key, "flash").await.assert_ok();
 }
 
+/// A `vertex_ai/…` deployment whose endpoint is `upstream` (as an
+/// `api_base`, since the real one is Google's) and whose credentials are
+/// `api_key`: a key file's path, or empty for the metadata server.
+fn vertex(id: &str, group: &str, upstream: &MockUpstream, api_key: &str) -> api::Deployment {
+    api::Deployment {
+        id: id.into(),
+        model_name: group.into(),
+        provider: "vertex_ai".into(),
+        model: "gemini-2.5-flash".into(),
+        api_base: upstream.url("/v1/projects/test-project/locations/us-central1/endpoints/openapi"),
+        api_key: api_key.into(),
+        vertex_project: "test-project".into(),
+        ..Default::default()
+    }
+}
+
+/// The requests `upstream` answered as Google's token endpoints.
+fn token_requests(upstream: &MockUpstream) -> Vec<sluice_tests::mock_upstream::Recorded> {
+    upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r.path_only().ends_with("/token"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn vertex_ai_is_reached_with_google_tokens_fetched_once_and_kept() {
+    let google = MockUpstream::start().await.unwrap();
+    let metadata_host = format!("127.0.0.1:{}", google.port());
+    let gw = Gateway::start_with_env(1, &[], &[("GCE_METADATA_HOST", &metadata_host)]).await;
+    let vertex_up = MockUpstream::start().await.unwrap();
+    let key = sluice_tests::certs::ServiceAccountKey::generate(&google.url("/token")).unwrap();
+    let key_file = key.key_file().to_string_lossy().into_owned();
+    gw.deploy(vertex("sa", "gemini-sa", &vertex_up, &key_file))
+        .await;
+    gw.deploy(vertex("gke", "gemini-gke", &vertex_up, "")).await;
+    let client = gw.key(None, &["*"]).await;
+    gw.sync().await;
+
+    // A service account's key: a JWT it signed, exchanged for a token,
+    // which goes to Vertex's endpoint with Google's model name.
+    let answers = chats(&gw, &client, "gemini-sa", 8, 4).await;
+    assert_eq!(served_by(&answers).get("sa"), Some(&8));
+    let grants = token_requests(&google);
+    assert_eq!(
+        grants.len(),
+        1,
+        "one token for every request while it lives"
+    );
+    let form = String::from_utf8(grants[0].body.to_vec()).unwrap();
+    let assertion = form
+        .strip_prefix("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=")
+        .expect("OAuth's JWT bearer grant");
+    let claims = key
+        .verify(assertion)
+        .expect("signed with the account's key");
+    assert_eq!(claims["iss"], sluice_tests::certs::ServiceAccountKey::EMAIL);
+    assert_eq!(claims["aud"], google.url("/token"));
+    assert_eq!(
+        claims["scope"],
+        "https://www.googleapis.com/auth/cloud-platform"
+    );
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        3600
+    );
+    let sent = vertex_up.last_request().unwrap();
+    assert_eq!(
+        sent.path_only(),
+        "/v1/projects/test-project/locations/us-central1/endpoints/openapi/chat/completions"
+    );
+    assert_eq!(sent.header("authorization"), Some("Bearer ya29.mock-0"));
+    assert_eq!(sent.json()["model"], "google/gemini-2.5-flash");
+
+    // No credentials: the metadata server's token (GKE Workload Identity),
+    // asked with its header.
+    gw.chat(&client, "gemini-gke").await.assert_ok();
+    let asked = token_requests(&google);
+    assert_eq!(asked.len(), 2);
+    assert_eq!(
+        asked[1].path_only(),
+        "/computeMetadata/v1/instance/service-accounts/default/token"
+    );
+    assert_eq!(asked[1].header("metadata-flavor"), Some("Google"));
+    assert_eq!(
+        vertex_up.last_request().unwrap().header("authorization"),
+        Some("Bearer ya29.mock-1")
+    );
+
+    // A token with less than a minute to live is never sent: each request
+    // fetches a new one. (A new deployment starts with no token.)
+    google.set_token_life(30);
+    gw.deploy(vertex("short", "gemini-short", &vertex_up, &key_file))
+        .await;
+    gw.sync().await;
+    for _ in 0..2 {
+        gw.chat(&client, "gemini-short").await.assert_ok();
+    }
+    assert_eq!(token_requests(&google).len(), 4);
+
+    // A token with less than 5 minutes left is still sent, and a new one
+    // fetched in the background for the requests after.
+    google.set_token_life(200);
+    gw.deploy(vertex("soon", "gemini-soon", &vertex_up, &key_file))
+        .await;
+    gw.sync().await;
+    gw.chat(&client, "gemini-soon").await.assert_ok();
+    let first = vertex_up
+        .last_request()
+        .unwrap()
+        .header("authorization")
+        .map(str::to_owned);
+    gw.chat(&client, "gemini-soon").await.assert_ok();
+    let second = vertex_up
+        .last_request()
+        .unwrap()
+        .header("authorization")
+        .map(str::to_owned);
+    assert_eq!(first, second, "the stale token is used while it lasts");
+    eventually("the background fetch", || async {
+        token_requests(&google).len() == 6
+    })
+    .await;
+    gw.chat(&client, "gemini-soon").await.assert_ok();
+    let third = vertex_up
+        .last_request()
+        .unwrap()
+        .header("authorization")
+        .map(str::to_owned);
+    assert_ne!(third, first, "then the fetched one");
+    assert_eq!(
+        token_requests(&google).len(),
+        7,
+        "which is stale too: one more fetch"
+    );
+
+    // Credentials the token endpoint refuses: the client is told the
+    // deployment's credentials need fixing, and nothing reaches Vertex.
+    let refusing = MockUpstream::start().await.unwrap();
+    refusing.fail_with_body(
+        400,
+        json!({"error": "invalid_grant", "error_description": "Invalid JWT Signature."}),
+    );
+    let bad_key =
+        sluice_tests::certs::ServiceAccountKey::generate(&refusing.url("/token")).unwrap();
+    let bad_file = bad_key.key_file().to_string_lossy().into_owned();
+    gw.deploy(vertex("refused", "gemini-refused", &vertex_up, &bad_file))
+        .await;
+    gw.sync().await;
+    let hits = vertex_up.hits();
+    let a = gw.chat(&client, "gemini-refused").await;
+    let error = a.assert_error(502, "upstream_error");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("credentials"), "{message}");
+    assert!(!message.contains("Invalid JWT Signature"), "{message}");
+    assert_eq!(vertex_up.hits(), hits);
+    assert_eq!(cooling(&gw, 0, "refused").await.as_deref(), Some("own"));
+    gw.assert_logs_hold_none_of(&["ya29.mock-0", "BEGIN PRIVATE KEY"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pre_call_checks_skip_a_small_context_deployment() {
     let gw = Gateway::start(1).await;

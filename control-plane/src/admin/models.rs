@@ -198,6 +198,8 @@ impl ModelService for Admin {
                     supported_endpoints,
                     cache_read_input_token_cost,
                     cache_creation_input_token_cost,
+                    vertex_project,
+                    vertex_location,
                 ]
             );
             validate::deployment(&mut d, "update")?;
@@ -410,6 +412,55 @@ mod tests {
             ..mock("d1")
         };
         validate::deployment(&mut free_reads, "deployment").unwrap();
+    }
+
+    #[test]
+    fn vertex_deployments_need_a_project_and_a_model_its_endpoint_serves() {
+        let vertex = |project: &str, location: &str, model: &str| Deployment {
+            id: "v".into(),
+            model_name: "g".into(),
+            provider: "vertex_ai".into(),
+            model: model.into(),
+            vertex_project: project.into(),
+            vertex_location: location.into(),
+            ..Default::default()
+        };
+        validate::deployment(&mut vertex("my-proj", "", "gemini-2.5-pro"), "deployment").unwrap();
+        validate::deployment(
+            &mut vertex(
+                "os.environ/PROJECT",
+                "global",
+                "meta/llama-3.3-70b-instruct-maas",
+            ),
+            "deployment",
+        )
+        .unwrap();
+        let mut by_endpoint = Deployment {
+            api_base: "https://europe-west4-aiplatform.googleapis.com/v1/projects/p/locations/europe-west4/endpoints/openapi".into(),
+            ..vertex("", "", "gemini-2.5-pro")
+        };
+        validate::deployment(&mut by_endpoint, "deployment").unwrap();
+        assert_eq!(
+            refused(vertex("", "", "gemini-2.5-pro")),
+            "deployment.vertex_project"
+        );
+        assert_eq!(
+            refused(vertex("p/../x", "", "gemini-2.5-pro")),
+            "deployment.vertex_project"
+        );
+        assert_eq!(
+            refused(vertex("p", "us central", "gemini-2.5-pro")),
+            "deployment.vertex_location"
+        );
+        assert_eq!(
+            refused(vertex("p", "", "claude-sonnet-4@20250514")),
+            "deployment.model"
+        );
+        let elsewhere = Deployment {
+            vertex_project: "p".into(),
+            ..mock("d1")
+        };
+        assert_eq!(refused(elsewhere), "deployment.vertex_project");
     }
 
     #[test]

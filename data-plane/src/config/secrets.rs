@@ -1,5 +1,6 @@
 //! Provider secrets: a deployment's `api_key`, `api_base` and `api_version`
-//! are each a literal or a reference `os.environ/NAME` (LiteLLM's convention),
+//! (and Vertex AI's `vertex_project` and `vertex_location`) are each a
+//! literal or a reference `os.environ/NAME` (LiteLLM's convention),
 //! resolved here, on the data plane, when a config is applied. The control
 //! plane and etcd only ever hold the reference.
 //!
@@ -79,6 +80,9 @@ pub struct ProviderSecrets {
     pub api_key: Secret,
     pub api_base: Secret,
     pub api_version: Secret,
+    /// Vertex AI's project and location: not secret, but references too.
+    pub vertex_project: Secret,
+    pub vertex_location: Secret,
 }
 
 /// Why a deployment is unusable: a reference to a variable that is not set.
@@ -115,6 +119,8 @@ pub fn resolve(deployment: &Deployment, env: &dyn Env) -> Result<ProviderSecrets
         api_key: field("api_key", &deployment.api_key)?,
         api_base: field("api_base", &deployment.api_base)?,
         api_version: field("api_version", &deployment.api_version)?,
+        vertex_project: field("vertex_project", &deployment.vertex_project)?,
+        vertex_location: field("vertex_location", &deployment.vertex_location)?,
     })
 }
 

@@ -47,6 +47,7 @@ use crate::providers::{self, Backend, Exchange, Target, mock};
 use crate::request::parse::Parsed;
 use crate::upstream::{Upstream, UpstreamError};
 
+mod token;
 mod translate;
 
 /// The most of an upstream's error body read to relay it.
@@ -128,8 +129,13 @@ pub async fn forward(
                 || {
                     let address =
                         provider.address(call.deployment, call.upstream_model, upstream_format)?;
-                    Target::new(&address.url, address.headers, |uri| {
+                    let target = Target::new(&address.url, address.headers, |uri| {
                         upstream.is_proxied(uri)
+                    })?;
+                    Ok::<_, providers::ProviderError>(if provider.fetches_token() {
+                        target.with_token()
+                    } else {
+                        target
                     })
                 },
             )?;
@@ -154,6 +160,16 @@ pub async fn forward(
             }
             for (name, value) in target.headers() {
                 headers.insert(name.clone(), value.clone());
+            }
+            if let Some(cell) = target.token() {
+                let authorization = token::authorization(
+                    &target,
+                    cell,
+                    &call.deployment.secrets().api_key,
+                    upstream,
+                )
+                .await?;
+                headers.insert(header::AUTHORIZATION, authorization);
             }
             let started = Instant::now();
             let response = upstream.send(&target, request, call.timeout).await?;

@@ -8,6 +8,9 @@
 //!   `api-key` header.
 //! - [`anthropic`]: Anthropic's Messages API: `{api_base}/v1/messages`,
 //!   `x-api-key`, `anthropic-version`.
+//! - [`vertex`], Vertex AI's OpenAI-compatible endpoint, with a Google
+//!   OAuth token fetched from the deployment's credentials (kept in the
+//!   target's [`target::TokenCell`]).
 //! - [`mock`]: answered in-process with canned OpenAI-shaped bodies; no
 //!   network. Its knobs are in its module doc.
 //!
@@ -26,6 +29,7 @@ pub mod azure;
 pub mod mock;
 pub mod openai;
 pub mod target;
+pub mod vertex;
 
 use hyper::header::{HeaderName, HeaderValue};
 use sluice_proto::admin::v1::Deployment;
@@ -56,6 +60,12 @@ pub trait Provider: Send + Sync {
     /// The API whose bodies the provider takes.
     fn speaks(&self) -> Speaks {
         Speaks::OpenAi
+    }
+
+    /// Whether it authenticates with a token it fetches rather than with
+    /// headers made once ([`target::TokenCell`]; Vertex AI's).
+    fn fetches_token(&self) -> bool {
+        false
     }
 }
 
@@ -187,6 +197,7 @@ pub fn backend(deployment: &Deployment) -> Result<Backend, ProviderError> {
         Wire::Azure => Backend::Http(&azure::Azure),
         Wire::Anthropic => Backend::Http(&anthropic::Anthropic),
         Wire::Mock => Backend::Mock,
+        Wire::Vertex => Backend::Http(&vertex::Vertex),
     })
 }
 
@@ -210,12 +221,16 @@ pub fn upstream_model(d: &Deployment, requested: &str) -> String {
     } else {
         &d.model
     };
-    if model.contains('*') || model.is_empty() {
+    let model = if model.contains('*') || model.is_empty() {
         requested
             .strip_prefix(prefix)
             .and_then(|m| m.strip_prefix('/'))
             .unwrap_or(requested)
-            .to_owned()
+    } else {
+        model
+    };
+    if prefix == "vertex_ai" {
+        vertex::upstream_model(model)
     } else {
         model.to_owned()
     }
@@ -266,6 +281,14 @@ mod tests {
         assert_eq!(upstream_model(&d("openai", "*"), "openai/gpt-4o"), "gpt-4o");
         assert_eq!(upstream_model(&d("groq", "*"), "llama-3"), "llama-3");
         assert_eq!(upstream_model(&d("", "gpt-4o"), "x"), "gpt-4o");
+        assert_eq!(
+            upstream_model(&d("vertex_ai", "gemini-2.5-pro"), "x"),
+            "google/gemini-2.5-pro"
+        );
+        assert_eq!(
+            upstream_model(&d("vertex_ai", "*"), "vertex_ai/gemini-2.5-flash"),
+            "google/gemini-2.5-flash"
+        );
     }
 
     #[test]

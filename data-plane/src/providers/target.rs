@@ -2,14 +2,20 @@
 //! and kept with the deployment: the URL parsed and normalised, its `Host`
 //! header, the provider's headers, and whether the environment's proxy
 //! settings send it through a proxy ([`Target`]); and the deployment's
-//! targets, one per upstream format ([`Targets`]).
+//! targets, one per upstream format ([`Targets`]). A provider that
+//! authenticates with a token it fetches (Vertex AI) keeps the token with
+//! the target too ([`TokenCell`]).
 //!
 //! A leaf beside the providers: it imports nothing of this crate but
 //! [`crate::formats`], so the config can hold [`Targets`] without depending
 //! on the providers, the upstream client or the request path.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
 
 use hyper::Uri;
 use hyper::header::{HeaderName, HeaderValue};
@@ -36,6 +42,9 @@ pub enum ProviderError {
     UnsupportedScheme,
     #[error("the deployment's upstream URL has no host")]
     NoHost,
+    /// Never the credentials themselves, nor their path's contents.
+    #[error("the deployment's Google credentials cannot be used: {0}")]
+    Credentials(String),
 }
 
 /// Where and how requests to one deployment in one upstream format go.
@@ -48,6 +57,8 @@ pub struct Target {
     /// Whether the request goes through the environment's proxy.
     proxied: bool,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The bearer token the provider fetches, when it does.
+    token: Option<TokenCell>,
 }
 
 impl Target {
@@ -65,7 +76,20 @@ impl Target {
             proxied: proxied(&uri),
             uri,
             headers,
+            token: None,
         })
+    }
+
+    /// The target with a [`TokenCell`]: its provider authenticates with a
+    /// token it fetches.
+    pub fn with_token(mut self) -> Self {
+        self.token = Some(TokenCell::default());
+        self
+    }
+
+    /// The target's fetched token, when its provider uses one.
+    pub fn token(&self) -> Option<&TokenCell> {
+        self.token.as_ref()
     }
 
     pub fn uri(&self) -> &Uri {
@@ -83,6 +107,67 @@ impl Target {
     /// The provider's headers (authentication), set on every request.
     pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
         &self.headers
+    }
+}
+
+/// A bearer token a provider fetches and the requests to one target share:
+/// read without a lock on every request, fetched by one request at a time.
+/// A token is used while more than [`TokenCell::USABLE`] of its life is
+/// left, and fetched again, in the background, once less than
+/// [`TokenCell::FRESH`] is.
+#[derive(Debug, Default)]
+pub struct TokenCell {
+    current: ArcSwapOption<Token>,
+    /// One fetch at a time; requests without a usable token wait on it.
+    fetching: tokio::sync::Mutex<()>,
+    /// A background fetch is under way.
+    refreshing: AtomicBool,
+}
+
+/// A fetched token: its `Authorization` value (marked sensitive) and when
+/// it expires.
+#[derive(Debug)]
+pub struct Token {
+    pub authorization: HeaderValue,
+    pub expires_at: Instant,
+}
+
+impl TokenCell {
+    /// Below this much life left a token is not sent: the request could
+    /// reach the upstream after it expired.
+    pub const USABLE: Duration = Duration::from_secs(60);
+    /// Below this much life left a token is fetched again while it is
+    /// still used.
+    pub const FRESH: Duration = Duration::from_secs(300);
+
+    /// The current token's `Authorization` when it is usable at `now`, and
+    /// whether it is still fresh.
+    pub fn usable(&self, now: Instant) -> Option<(HeaderValue, bool)> {
+        let current = self.current.load();
+        let token = current.as_ref()?;
+        let left = token.expires_at.saturating_duration_since(now);
+        (left > Self::USABLE).then(|| (token.authorization.clone(), left > Self::FRESH))
+    }
+
+    pub fn store(&self, token: Token) {
+        self.current.store(Some(Arc::new(token)));
+    }
+
+    /// Waits for the fetch under way, if any; the caller then fetches
+    /// unless [`TokenCell::usable`] says another just did.
+    pub async fn fetching(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.fetching.lock().await
+    }
+
+    /// Whether the caller should start a background fetch: true for one
+    /// caller until [`TokenCell::refreshed`].
+    pub fn start_refresh(&self) -> bool {
+        !self.refreshing.swap(true, Ordering::AcqRel)
+    }
+
+    /// The background fetch is over (done or failed).
+    pub fn refreshed(&self) {
+        self.refreshing.store(false, Ordering::Release);
     }
 }
 
@@ -111,9 +196,14 @@ impl Targets {
         {
             return Ok(Arc::clone(target));
         }
-        let target = Arc::new(make()?);
-        let _ = slot.set((upstream_model.to_owned(), Arc::clone(&target)));
-        Ok(target)
+        let made = Arc::new(make()?);
+        let _ = slot.set((upstream_model.to_owned(), Arc::clone(&made)));
+        // Requests that raced to make it share the one kept, and so its
+        // token ([`TokenCell`]): one fetch, not one per racer.
+        match slot.get() {
+            Some((model, kept)) if model == upstream_model => Ok(Arc::clone(kept)),
+            _ => Ok(made),
+        }
     }
 }
 
@@ -181,6 +271,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!e.contains("sk-secret"), "{e}");
+    }
+
+    #[test]
+    fn requests_racing_to_make_a_target_share_the_one_kept() {
+        let targets = Targets::default();
+        let first = targets
+            .get_or_make(Format::ChatCompletions, "m", || {
+                // Another request makes and keeps it meanwhile.
+                let kept = targets
+                    .get_or_make(Format::ChatCompletions, "m", || {
+                        make("http://upstream.local/kept").map(Target::with_token)
+                    })
+                    .unwrap();
+                assert_eq!(kept.uri().to_string(), "http://upstream.local/kept");
+                make("http://upstream.local/lost").map(Target::with_token)
+            })
+            .unwrap();
+        assert_eq!(first.uri().to_string(), "http://upstream.local/kept");
+    }
+
+    #[test]
+    fn a_token_is_sent_while_usable_and_fetched_again_before_it_goes_stale() {
+        let cell = TokenCell::default();
+        let now = Instant::now();
+        assert!(cell.usable(now).is_none());
+        let token = |life: u64| Token {
+            authorization: HeaderValue::from_static("Bearer t"),
+            expires_at: now + Duration::from_secs(life),
+        };
+        cell.store(token(3600));
+        assert_eq!(cell.usable(now).map(|(_, fresh)| fresh), Some(true));
+        cell.store(token(200));
+        assert_eq!(cell.usable(now).map(|(_, fresh)| fresh), Some(false));
+        cell.store(token(60));
+        assert!(cell.usable(now).is_none(), "a minute or less: not sent");
+        assert!(cell.start_refresh());
+        assert!(!cell.start_refresh(), "one background fetch at a time");
+        cell.refreshed();
+        assert!(cell.start_refresh());
     }
 
     #[test]

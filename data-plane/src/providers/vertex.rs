@@ -1,0 +1,439 @@
+//! Vertex AI through its OpenAI-compatible endpoint:
+//! `https://{location}-aiplatform.googleapis.com/v1/projects/{project}/locations/{location}/endpoints/openapi/chat/completions`
+//! (`https://aiplatform.googleapis.com/…/locations/global/…` for the global
+//! location), or `{api_base}/chat/completions` when the deployment names the
+//! endpoint, with `Authorization: Bearer` and a Google OAuth access token.
+//! Gemini models are asked for as `google/{model}` (LiteLLM's
+//! `vertex_ai/gemini-2.5-pro` is `google/gemini-2.5-pro`); a model that
+//! names its publisher (`meta/llama-3.3-70b-instruct-maas`) as it is.
+//!
+//! The token comes from the deployment's credentials, its `api_key`
+//! (LiteLLM's `vertex_credentials`), resolved on the data plane:
+//! - a service account's JSON key, or the path of one: a JWT signed with its
+//!   key (RS256) is exchanged at its `token_uri` (OAuth's JWT bearer grant);
+//! - empty: Google's default credentials, the key file that
+//!   `GOOGLE_APPLICATION_CREDENTIALS` names, else the metadata server's
+//!   token for the machine's service account (`GCE_METADATA_HOST`, default
+//!   `metadata.google.internal`: GKE's Workload Identity, Compute Engine).
+//!
+//! This module makes the requests and reads the answers, pure but for
+//! reading a key file and the clock passed in; sending them, and keeping
+//! the token, are [`crate::forward`]'s and [`super::target::TokenCell`]'s.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hyper::header::{self, HeaderName, HeaderValue};
+use rustls_pki_types::PrivatePkcs8KeyDer;
+use rustls_pki_types::pem::PemObject;
+use serde::Deserialize;
+
+use super::{Address, Provider, ProviderError, secret_header};
+use crate::config::snapshot::ResolvedDeployment;
+use crate::formats::Format;
+
+/// The location when the deployment names none, as LiteLLM's default.
+pub const DEFAULT_LOCATION: &str = "us-central1";
+/// The scope the token is asked for.
+pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+/// Where a service account key without a `token_uri` exchanges its JWT.
+pub const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+/// The metadata server's host when `GCE_METADATA_HOST` names none.
+pub const METADATA_HOST: &str = "metadata.google.internal";
+/// How long a signed JWT is good for: Google's maximum.
+const ASSERTION_LIFETIME: Duration = Duration::from_secs(3600);
+
+pub struct Vertex;
+
+impl Provider for Vertex {
+    fn address(
+        &self,
+        deployment: &ResolvedDeployment,
+        _upstream_model: &str,
+        format: Format,
+    ) -> Result<Address, ProviderError> {
+        let secrets = deployment.secrets();
+        let base = endpoint(
+            secrets.api_base.expose(),
+            secrets.vertex_project.expose(),
+            secrets.vertex_location.expose(),
+        )?;
+        Ok(Address {
+            url: format!("{base}{}", format.path()),
+            headers: Vec::new(),
+        })
+    }
+
+    fn fetches_token(&self) -> bool {
+        true
+    }
+}
+
+/// The OpenAI-compatible endpoint: `api_base` when given, else made from
+/// the project and location.
+pub fn endpoint(api_base: &str, project: &str, location: &str) -> Result<String, ProviderError> {
+    let api_base = api_base.trim().trim_end_matches('/');
+    if !api_base.is_empty() {
+        return Ok(api_base.to_owned());
+    }
+    let project = project.trim();
+    if project.is_empty() {
+        return Err(ProviderError::MissingApiBase("vertex_ai"));
+    }
+    let location = match location.trim() {
+        "" => DEFAULT_LOCATION,
+        l => l,
+    };
+    // Both go into the URL's host and path: only what Google's names use.
+    let plain = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    };
+    if !plain(project) || !plain(location) {
+        return Err(ProviderError::InvalidUrl(
+            "vertex_project and vertex_location may hold only letters, digits, '-', '_' and '.'"
+                .into(),
+        ));
+    }
+    let host = if location == "global" {
+        "aiplatform.googleapis.com".to_owned()
+    } else {
+        format!("{location}-aiplatform.googleapis.com")
+    };
+    Ok(format!(
+        "https://{host}/v1/projects/{project}/locations/{location}/endpoints/openapi"
+    ))
+}
+
+/// The model as the endpoint names it: `google/{model}` unless it names
+/// its publisher already.
+pub fn upstream_model(model: &str) -> String {
+    if model.contains('/') {
+        model.to_owned()
+    } else {
+        format!("google/{model}")
+    }
+}
+
+/// Where a token comes from.
+pub enum Credentials {
+    ServiceAccount(ServiceAccount),
+    /// The metadata server at this host (and port).
+    MetadataServer(String),
+}
+
+/// The members of a service account's JSON key that make a token.
+#[derive(Deserialize)]
+pub struct ServiceAccount {
+    #[serde(rename = "type", default)]
+    kind: String,
+    client_email: String,
+    private_key: String,
+    #[serde(default)]
+    private_key_id: String,
+    #[serde(default)]
+    token_uri: String,
+}
+
+/// The credentials a deployment's resolved `api_key` names, `env` being
+/// the process environment: see the module doc.
+pub fn credentials(
+    api_key: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Credentials, ProviderError> {
+    let api_key = api_key.trim();
+    let key_json = if api_key.starts_with('{') {
+        api_key.to_owned()
+    } else {
+        let path = if api_key.is_empty() {
+            match env("GOOGLE_APPLICATION_CREDENTIALS").filter(|p| !p.is_empty()) {
+                Some(path) => path,
+                None => {
+                    let host = env("GCE_METADATA_HOST").filter(|h| !h.is_empty());
+                    return Ok(Credentials::MetadataServer(
+                        host.unwrap_or_else(|| METADATA_HOST.to_owned()),
+                    ));
+                }
+            }
+        } else {
+            api_key.to_owned()
+        };
+        // The path is the operator's and says nothing secret; the file's
+        // contents never appear in an error.
+        std::fs::read_to_string(&path).map_err(|e| {
+            ProviderError::Credentials(format!("the key file {path:?} cannot be read: {e}"))
+        })?
+    };
+    let account: ServiceAccount = serde_json::from_str(&key_json).map_err(|e| {
+        ProviderError::Credentials(format!(
+            "not a service account's JSON key (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if account.kind != "service_account" {
+        return Err(ProviderError::Credentials(format!(
+            "a key of type {:?}; Sluice takes a service account's (\"service_account\")",
+            account.kind
+        )));
+    }
+    Ok(Credentials::ServiceAccount(account))
+}
+
+/// A request for a token: what to send, and to where.
+#[derive(Debug)]
+pub struct TokenRequest {
+    pub url: String,
+    /// A form to POST, or `None` for a GET.
+    pub form: Option<String>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// The request that gets a token with `credentials` at `now` (seconds
+/// since the Unix epoch).
+pub fn token_request(credentials: &Credentials, now: u64) -> Result<TokenRequest, ProviderError> {
+    match credentials {
+        Credentials::MetadataServer(host) => Ok(TokenRequest {
+            url: format!(
+                "http://{host}/computeMetadata/v1/instance/service-accounts/default/token"
+            ),
+            form: None,
+            headers: vec![(
+                HeaderName::from_static("metadata-flavor"),
+                HeaderValue::from_static("Google"),
+            )],
+        }),
+        Credentials::ServiceAccount(account) => {
+            let token_uri = if account.token_uri.is_empty() {
+                DEFAULT_TOKEN_URI
+            } else {
+                &account.token_uri
+            };
+            let assertion = assertion(account, token_uri, now)?;
+            Ok(TokenRequest {
+                url: token_uri.to_owned(),
+                form: Some(format!(
+                    "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}"
+                )),
+                headers: vec![(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                )],
+            })
+        }
+    }
+}
+
+/// The JWT `account` signs to ask `token_uri` for a token (RFC 7523):
+/// `iss` the account, `aud` the token URI, `scope` [`SCOPE`], valid an hour
+/// from `now`.
+fn assertion(account: &ServiceAccount, token_uri: &str, now: u64) -> Result<String, ProviderError> {
+    let bad_key = |why: &str| ProviderError::Credentials(format!("its private_key {why}"));
+    let der = PrivatePkcs8KeyDer::from_pem_slice(account.private_key.as_bytes())
+        .map_err(|_| bad_key("is not a PKCS#8 PEM key"))?;
+    let key = ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der())
+        .map_err(|_| bad_key("is not an RSA key ring can sign with"))?;
+    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": account.private_key_id});
+    let claims = serde_json::json!({
+        "iss": account.client_email,
+        "scope": SCOPE,
+        "aud": token_uri,
+        "iat": now,
+        "exp": now + ASSERTION_LIFETIME.as_secs(),
+    });
+    let mut jwt = URL_SAFE_NO_PAD.encode(header.to_string());
+    jwt.push('.');
+    jwt.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let mut signature = vec![0; key.public().modulus_len()];
+    key.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        jwt.as_bytes(),
+        &mut signature,
+    )
+    .map_err(|_| bad_key("could not sign"))?;
+    jwt.push('.');
+    jwt.push_str(&URL_SAFE_NO_PAD.encode(signature));
+    Ok(jwt)
+}
+
+/// Why a token endpoint's answer gave no token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// The credentials were refused (a 4xx): OAuth's `error` code, when the
+    /// answer had one (`invalid_grant`), never its description.
+    #[error("refused the credentials ({0})")]
+    Refused(String),
+    /// The endpoint failed (5xx, 429) or answered something unreadable.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A token endpoint's answer: the `Authorization` value (sensitive) and how
+/// long it is good for.
+pub fn read_token(status: u16, body: &[u8]) -> Result<(HeaderValue, Duration), TokenError> {
+    #[derive(Deserialize)]
+    struct Answer {
+        access_token: Option<String>,
+        expires_in: Option<u64>,
+        error: Option<String>,
+    }
+    let answer: Option<Answer> = serde_json::from_slice(body).ok();
+    if !(200..300).contains(&status) {
+        let code = answer
+            .and_then(|a| a.error)
+            .filter(|e| e.len() <= 64 && e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            .unwrap_or_else(|| status.to_string());
+        return Err(if (400..500).contains(&status) && status != 429 {
+            TokenError::Refused(code)
+        } else {
+            TokenError::Failed(format!("the token endpoint answered {status} ({code})"))
+        });
+    }
+    let unreadable =
+        || TokenError::Failed("the token endpoint's answer has no access_token".into());
+    let answer = answer.ok_or_else(unreadable)?;
+    let token = answer
+        .access_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(unreadable)?;
+    let authorization = secret_header(&format!("Bearer {token}"), "access token")
+        .map_err(|_| TokenError::Failed("the access token is not a valid header value".into()))?;
+    Ok((
+        authorization,
+        Duration::from_secs(answer.expires_in.unwrap_or(3600)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_by_location_or_as_given() {
+        assert_eq!(
+            endpoint("", "my-proj", "").unwrap(),
+            "https://us-central1-aiplatform.googleapis.com/v1/projects/my-proj/locations/us-central1/endpoints/openapi"
+        );
+        assert_eq!(
+            endpoint("", "my-proj", "europe-west4").unwrap(),
+            "https://europe-west4-aiplatform.googleapis.com/v1/projects/my-proj/locations/europe-west4/endpoints/openapi"
+        );
+        assert_eq!(
+            endpoint("", "my-proj", "global").unwrap(),
+            "https://aiplatform.googleapis.com/v1/projects/my-proj/locations/global/endpoints/openapi"
+        );
+        assert_eq!(
+            endpoint("http://127.0.0.1:9/v1/x/", "", "").unwrap(),
+            "http://127.0.0.1:9/v1/x"
+        );
+        assert_eq!(
+            endpoint("", "", "us-east5"),
+            Err(ProviderError::MissingApiBase("vertex_ai"))
+        );
+        assert!(matches!(
+            endpoint("", "evil.com/x?", ""),
+            Err(ProviderError::InvalidUrl(_))
+        ));
+    }
+
+    #[test]
+    fn gemini_models_are_googles() {
+        assert_eq!(upstream_model("gemini-2.5-pro"), "google/gemini-2.5-pro");
+        assert_eq!(
+            upstream_model("meta/llama-3.3-70b-instruct-maas"),
+            "meta/llama-3.3-70b-instruct-maas"
+        );
+    }
+
+    #[test]
+    fn credentials_from_the_key_a_path_or_the_environment() {
+        let none = |_: &str| None;
+        assert!(matches!(
+            credentials("", none),
+            Ok(Credentials::MetadataServer(h)) if h == METADATA_HOST
+        ));
+        assert!(matches!(
+            credentials("", |v: &str| (v == "GCE_METADATA_HOST").then(|| "127.0.0.1:8080".to_owned())),
+            Ok(Credentials::MetadataServer(h)) if h == "127.0.0.1:8080"
+        ));
+        let missing = credentials("/nonexistent/key.json", none).err().unwrap();
+        assert!(
+            missing.to_string().contains("/nonexistent/key.json"),
+            "{missing}"
+        );
+        let from_env = credentials("", |v: &str| {
+            (v == "GOOGLE_APPLICATION_CREDENTIALS").then(|| "/nonexistent/adc.json".to_owned())
+        });
+        assert!(
+            from_env
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("/nonexistent/adc.json")
+        );
+        let user = r#"{"type": "authorized_user", "client_email": "a", "private_key": "b"}"#;
+        assert!(
+            credentials(user, none)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("authorized_user")
+        );
+        let secret = r#"{"type": "service_account", "private_key": "SECRET-KEY-MATERIAL"#;
+        let refused = credentials(secret, none).err().unwrap().to_string();
+        assert!(!refused.contains("SECRET"), "{refused}");
+        let no_key =
+            r#"{"type": "service_account", "client_email": "a@b", "private_key": "SECRET"}"#;
+        let Ok(Credentials::ServiceAccount(account)) = credentials(no_key, none) else {
+            panic!("a service account")
+        };
+        let refused = token_request(&Credentials::ServiceAccount(account), 0)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            refused.contains("PKCS#8") && !refused.contains("SECRET"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn the_metadata_server_is_asked_with_its_header() {
+        let request = token_request(&Credentials::MetadataServer("10.0.0.1".into()), 0).unwrap();
+        assert_eq!(
+            request.url,
+            "http://10.0.0.1/computeMetadata/v1/instance/service-accounts/default/token"
+        );
+        assert!(request.form.is_none());
+        assert_eq!(request.headers[0].0, "metadata-flavor");
+        assert_eq!(request.headers[0].1, "Google");
+    }
+
+    #[test]
+    fn token_answers_are_read_and_refusals_named() {
+        let (authorization, life) = read_token(
+            200,
+            br#"{"access_token":"ya29.a0","expires_in":3599,"token_type":"Bearer"}"#,
+        )
+        .unwrap();
+        assert_eq!(authorization, "Bearer ya29.a0");
+        assert!(authorization.is_sensitive());
+        assert_eq!(life, Duration::from_secs(3599));
+        assert_eq!(
+            read_token(
+                400,
+                br#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#
+            ),
+            Err(TokenError::Refused("invalid_grant".into()))
+        );
+        assert_eq!(
+            read_token(403, b"<html>"),
+            Err(TokenError::Refused("403".into()))
+        );
+        assert!(matches!(read_token(503, b""), Err(TokenError::Failed(_))));
+        assert!(matches!(read_token(429, b""), Err(TokenError::Failed(_))));
+        assert!(matches!(read_token(200, b"{}"), Err(TokenError::Failed(_))));
+    }
+}
