@@ -311,9 +311,9 @@ pub fn deployment(d: &mut Deployment, field: &str) -> AdminResult<()> {
     Ok(())
 }
 
-/// Vertex AI's settings: a project (or an `api_base` naming the endpoint),
-/// names that can go into its URL, and a model its OpenAI-compatible
-/// endpoint serves; none of them on another provider.
+/// Vertex AI's settings: a project (or an `api_base` naming the location's
+/// URL) and names that can go into its URL; none of them on another
+/// provider.
 fn vertex(
     d: &Deployment,
     provider: &providers::Provider,
@@ -337,7 +337,7 @@ fn vertex(
     if d.vertex_project.is_empty() && d.api_base.is_empty() {
         return Err(AdminError::invalid(
             f("vertex_project"),
-            "is required for provider \"vertex_ai\" (or an api_base naming the endpoint)",
+            "is required for provider \"vertex_ai\" (or an api_base naming the location's URL)",
         ));
     }
     for (name, value) in fields {
@@ -350,13 +350,6 @@ fn vertex(
                 "may hold only letters, digits, '-', '_' and '.' (or be os.environ/NAME)",
             ));
         }
-    }
-    if d.model.starts_with("claude") {
-        return Err(AdminError::invalid(
-            f("model"),
-            "Claude on Vertex AI speaks Anthropic's API through rawPredict, which Sluice does \
-             not reach; use provider \"anthropic\", or a Gemini or Model Garden model here",
-        ));
     }
     Ok(())
 }

@@ -43,6 +43,14 @@
 //! `message_delta` (stop reason and the cumulative usage) and `message_stop`,
 //! each as an `event:` line and a `data:` line. `count_tokens` answers
 //! `{"input_tokens"}` of the standing usage and never takes a scripted step.
+//!
+//! **As Vertex AI** ([`MockAnthropic::start_vertex`]) it serves Claude where
+//! Vertex does, `POST /v1/projects/{p}/locations/{l}/publishers/anthropic/models/{model}:rawPredict`
+//! (`:streamRawPredict` for a stream, and only for one) and
+//! `…/models/count-tokens:rawPredict`, and checks what Vertex wants instead
+//! of a key and a version header: `Authorization: Bearer ya29.…` (a Google
+//! token), `anthropic_version` `vertex-2023-10-16` in the body, no `model`
+//! there (it is the URL's) but for `count-tokens`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -215,6 +223,8 @@ struct Behaviour {
 
 struct Shared {
     key: String,
+    /// Serves Claude as Vertex AI does (see the module doc).
+    vertex: bool,
     requests: Mutex<Vec<Recorded>>,
     behaviour: Mutex<Behaviour>,
     /// Numbers requests (ids of messages, tool calls and request ids).
@@ -236,10 +246,21 @@ impl MockAnthropic {
 
     /// A mock requiring `key` in `x-api-key`.
     pub async fn start_with_key(key: &str) -> anyhow::Result<Self> {
+        Self::serve(key, false).await
+    }
+
+    /// A mock serving Claude as Vertex AI does (see the module doc); its
+    /// [`MockAnthropic::url`] is the host of a location's URL.
+    pub async fn start_vertex() -> anyhow::Result<Self> {
+        Self::serve("", true).await
+    }
+
+    async fn serve(key: &str, vertex: bool) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             key: key.to_string(),
+            vertex,
             requests: Mutex::default(),
             behaviour: Mutex::default(),
             counter: AtomicU64::new(0),
@@ -469,7 +490,12 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
     let request_id = format!("req_mock_{n:06}");
     let rid = request_id.as_str();
 
-    let Some(endpoint) = endpoint(&path) else {
+    let vertex = if state.vertex {
+        vertex_endpoint(&path)
+    } else {
+        endpoint(&path).map(|e| (e, None))
+    };
+    let Some((endpoint, vertex)) = vertex else {
         return Ok(error(
             404,
             "not_found_error",
@@ -484,6 +510,19 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
             &format!("Method {} not allowed; use POST", parts.method),
             rid,
         ));
+    }
+    if let Some(at) = vertex {
+        let request = match vertex_request(
+            header("authorization").as_deref(),
+            content_type.as_deref(),
+            &body,
+            endpoint,
+            at,
+        ) {
+            Ok(request) => request,
+            Err(response) => return Ok(response(rid)),
+        };
+        return Ok(respond(&state, endpoint, request, n, rid));
     }
     // Anthropic's API takes the key in `x-api-key`, and (as its current SDKs
     // send it) as a Bearer token.
@@ -531,7 +570,17 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
     if let Err(message) = validate(&request, endpoint == Endpoint::CountTokens) {
         return Ok(invalid(&message, rid));
     }
+    Ok(respond(&state, endpoint, request, n, rid))
+}
 
+/// The answer to a request that passed the checks.
+fn respond(
+    state: &Shared,
+    endpoint: Endpoint,
+    request: Value,
+    n: u64,
+    rid: &str,
+) -> Response<Body> {
     let (step, usage) = {
         let mut b = state.behaviour.lock().unwrap();
         let step = match endpoint {
@@ -547,24 +596,129 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
     let streamed = request["stream"] == json!(true);
     let reply = match step {
         Step::Fail(Fault::MidStreamError) if streamed && endpoint == Endpoint::Messages => {
-            return Ok(stream_then_fail(&request, usage, n, rid));
+            return stream_then_fail(&request, usage, n, rid);
         }
-        Step::Fail(fault) => return Ok(fault_response(&fault, rid)),
+        Step::Fail(fault) => return fault_response(&fault, rid),
         Step::Reply(reply) => reply,
     };
     if endpoint == Endpoint::CountTokens {
-        return Ok(json_response(
-            200,
-            rid,
-            &json!({"input_tokens": usage.prompt_tokens()}),
-        ));
+        return json_response(200, rid, &json!({"input_tokens": usage.prompt_tokens()}));
     }
     let message = message(&request, &reply, usage, n);
     if streamed {
-        Ok(stream(message, usage, rid))
+        stream(message, usage, rid)
     } else {
-        Ok(json_response(200, rid, &message))
+        json_response(200, rid, &message)
     }
+}
+
+/// Where a Vertex request is asked: the model in its URL (none for
+/// `count-tokens`) and whether the verb is the streaming one.
+#[derive(Clone, Copy, PartialEq, Debug)]
+struct VertexCall<'a> {
+    model: Option<&'a str>,
+    stream_verb: bool,
+}
+
+/// Vertex AI's Claude paths, under a location's
+/// `/v1/projects/{p}/locations/{l}`.
+fn vertex_endpoint(path: &str) -> Option<(Endpoint, Option<VertexCall<'_>>)> {
+    let path = path.split('?').next().unwrap_or(path);
+    let rest = path.strip_prefix("/v1/projects/")?;
+    let (_project, rest) = rest.split_once("/locations/")?;
+    let (_location, rest) = rest.split_once("/publishers/anthropic/models/")?;
+    let (model, verb) = rest.split_once(':')?;
+    let stream_verb = match verb {
+        "rawPredict" => false,
+        "streamRawPredict" => true,
+        _ => return None,
+    };
+    if model == "count-tokens" {
+        return (!stream_verb).then_some((
+            Endpoint::CountTokens,
+            Some(VertexCall {
+                model: None,
+                stream_verb,
+            }),
+        ));
+    }
+    (!model.is_empty() && !model.contains('/')).then_some((
+        Endpoint::Messages,
+        Some(VertexCall {
+            model: Some(model),
+            stream_verb,
+        }),
+    ))
+}
+
+/// A response made once the request id is known.
+type Refusal = Box<dyn FnOnce(&str) -> Response<Body>>;
+
+/// What Vertex checks of a Claude request, and the request as Anthropic's
+/// API would have had it (the URL's model in it, no `anthropic_version`).
+fn vertex_request(
+    authorization: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+    endpoint: Endpoint,
+    at: VertexCall<'_>,
+) -> Result<Value, Refusal> {
+    // Google's own envelope for what Vertex refuses before Claude sees it.
+    let google = |status: u16, code: &'static str, message: String| -> Refusal {
+        Box::new(move |rid: &str| {
+            json_response(
+                status,
+                rid,
+                &json!({"error": {"code": status, "message": message, "status": code}}),
+            )
+        })
+    };
+    if !authorization.is_some_and(|a| a.starts_with("Bearer ya29.")) {
+        return Err(google(
+            401,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials. Expected OAuth 2 access token.".into(),
+        ));
+    }
+    let refuse = |message: String| -> Refusal { Box::new(move |rid: &str| invalid(&message, rid)) };
+    if !content_type.is_some_and(|c| {
+        c.trim()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    }) {
+        return Err(refuse(format!(
+            "content-type: must be application/json, got {content_type:?}"
+        )));
+    }
+    let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(body) else {
+        return Err(refuse("body: it is not a JSON object".into()));
+    };
+    match request.remove("anthropic_version") {
+        Some(Value::String(v)) if v == "vertex-2023-10-16" => {}
+        Some(v) => {
+            return Err(refuse(format!(
+                "anthropic_version: Input should be 'vertex-2023-10-16', got {v}"
+            )));
+        }
+        None => return Err(refuse("anthropic_version: Field required".into())),
+    }
+    if let Some(model) = at.model {
+        if request.contains_key("model") {
+            return Err(refuse("model: Extra inputs are not permitted".into()));
+        }
+        request.insert("model".into(), json!(model));
+    }
+    let streamed = request.get("stream") == Some(&json!(true));
+    if endpoint == Endpoint::Messages && streamed != at.stream_verb {
+        return Err(google(
+            400,
+            "FAILED_PRECONDITION",
+            "Stream must be set to true for streamRawPredict and false for rawPredict.".into(),
+        ));
+    }
+    let request = Value::Object(request);
+    validate(&request, endpoint == Endpoint::CountTokens).map_err(refuse)?;
+    Ok(request)
 }
 
 fn is_date(v: &str) -> bool {

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use sluice_tests::admin_client::api;
 use sluice_tests::admin_client::api::get_usage_request::Scope;
 use sluice_tests::gateway::{Answer, Gateway, UPSTREAM_KEY, strings};
-use sluice_tests::mock_anthropic::{Fault, MockAnthropic, Reply, TEXT, Usage, sse_events};
+use sluice_tests::mock_anthropic::{Fault, MockAnthropic, Reply, TEXT, USAGE, Usage, sse_events};
 use sluice_tests::mock_upstream;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -1288,4 +1288,149 @@ async fn usage_from_claude_with_cache_tokens_reaches_get_usage_exactly() {
             "{name} in:\n{metrics}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Claude on Vertex AI
+// ---------------------------------------------------------------------------
+
+/// Claude as Vertex AI serves it: `provider: vertex_ai` and a `claude…`
+/// model reach `…/publishers/anthropic/models/{model}:rawPredict`
+/// (`:streamRawPredict` for streams, `count-tokens:rawPredict` to count)
+/// with a Google token, the body Anthropic's with `anthropic_version` in it
+/// and the model out of it; OpenAI and Anthropic clients both served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claude_on_vertex_ai_is_reached_through_raw_predict_with_a_google_token() {
+    let google = mock_upstream::MockUpstream::start().await.unwrap();
+    let metadata_host = format!("127.0.0.1:{}", google.port());
+    let gw = Gateway::start_with_env(1, &[], &[("GCE_METADATA_HOST", &metadata_host)]).await;
+    let vertex = MockAnthropic::start_vertex().await.unwrap();
+    let location = format!(
+        "{}/v1/projects/test-project/locations/us-east5",
+        vertex.url()
+    );
+    let model = "claude-sonnet-4-5@20250929";
+    gw.deploy(api::Deployment {
+        id: "vc".into(),
+        model_name: "vclaude".into(),
+        provider: "vertex_ai".into(),
+        model: model.into(),
+        api_base: location.clone(),
+        vertex_project: "test-project".into(),
+        vertex_location: "us-east5".into(),
+        ..Default::default()
+    })
+    .await;
+    let key = gw.key(None, &["vclaude"]).await;
+    gw.sync().await;
+    let models_path = "/v1/projects/test-project/locations/us-east5/publishers/anthropic/models";
+
+    // The OpenAI API, whole: translated to a Messages request Vertex takes.
+    let a = chat(
+        &gw,
+        &key,
+        &json!({"model": "vclaude", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 64}),
+    )
+    .await;
+    a.assert_ok();
+    assert_eq!(a.json["choices"][0]["message"]["content"], TEXT);
+    let seen = vertex.last_request().unwrap();
+    assert_eq!(
+        seen.path_only(),
+        format!("{models_path}/{model}:rawPredict")
+    );
+    assert_eq!(seen.header("authorization"), Some("Bearer ya29.mock-0"));
+    assert_eq!(seen.header("anthropic-version"), None);
+    let body = String::from_utf8_lossy(&seen.body).into_owned();
+    assert!(
+        body.starts_with(r#"{"anthropic_version":"vertex-2023-10-16","#),
+        "{body}"
+    );
+    assert!(seen.json().get("model").is_none(), "{body}");
+    assert_eq!(seen.json()["max_tokens"], 64);
+
+    // Streamed: the streaming verb, the events translated back.
+    let a = chat(
+        &gw,
+        &key,
+        &json!({"model": "vclaude", "messages": [{"role": "user", "content": "Hi"}], "stream": true}),
+    )
+    .await;
+    a.assert_ok();
+    let content: String = sse_events(&a.text)
+        .iter()
+        .filter_map(|(_, c)| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(content, TEXT, "{}", a.text);
+    assert!(a.text.trim_end().ends_with("data: [DONE]"), "{}", a.text);
+    let seen = vertex.last_request().unwrap();
+    assert_eq!(
+        seen.path_only(),
+        format!("{models_path}/{model}:streamRawPredict")
+    );
+
+    // Anthropic's own clients: their body as written but for the model and
+    // the version, whole and streamed, and token counting.
+    let headers = anthropic_headers(&key);
+    let native = r#"{"model": "vclaude", "max_tokens": 99, "messages": [{"role": "user", "content": "Hi \u00e9"}], "x_sluice_test_unknown": [1, 2.50]}"#;
+    let a = send(&gw, "/v1/messages", &headers, native).await;
+    a.assert_ok();
+    assert_eq!(a.json["content"][0]["text"], TEXT);
+    let seen = vertex.last_request().unwrap();
+    assert_eq!(
+        seen.path_only(),
+        format!("{models_path}/{model}:rawPredict")
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&seen.body),
+        r#"{"anthropic_version":"vertex-2023-10-16","max_tokens":99,"messages":[{"role": "user", "content": "Hi \u00e9"}],"x_sluice_test_unknown":[1, 2.50]}"#,
+        "the values byte for byte, in their order"
+    );
+    let streamed = native.replacen('{', r#"{"stream": true, "#, 1);
+    let a = send(&gw, "/v1/messages", &headers, &streamed).await;
+    a.assert_ok();
+    let events: Vec<String> = sse_events(&a.text).into_iter().map(|(e, _)| e).collect();
+    assert_eq!(events.first().map(String::as_str), Some("message_start"));
+    assert_eq!(events.last().map(String::as_str), Some("message_stop"));
+    assert_eq!(
+        vertex.last_request().unwrap().path_only(),
+        format!("{models_path}/{model}:streamRawPredict")
+    );
+    let a = send(
+        &gw,
+        "/v1/messages/count_tokens",
+        &headers,
+        r#"{"model": "vclaude", "messages": [{"role": "user", "content": "Hi"}]}"#,
+    )
+    .await;
+    a.assert_ok();
+    assert_eq!(a.json["input_tokens"], USAGE.prompt_tokens());
+    let seen = vertex.last_request().unwrap();
+    assert_eq!(
+        seen.path_only(),
+        format!("{models_path}/count-tokens:rawPredict")
+    );
+    assert_eq!(
+        seen.json()["model"],
+        model,
+        "count-tokens reads it from the body"
+    );
+
+    // Claude's errors come back in its envelope.
+    vertex.fail_next(Fault::Overloaded);
+    let a = send(&gw, "/v1/messages", &headers, native).await;
+    assert_eq!(a.status, 529, "{}", a.text);
+    assert_eq!(a.json["error"]["type"], "overloaded_error", "{}", a.text);
+    // One token served every request.
+    let grants = google
+        .requests()
+        .into_iter()
+        .filter(|r| r.path_only().ends_with("/token"))
+        .count();
+    assert_eq!(grants, 1);
+    gw.assert_logs_hold_none_of(&["ya29.mock-0"]);
 }

@@ -833,7 +833,7 @@ fn vertex(id: &str, group: &str, upstream: &MockUpstream, api_key: &str) -> api:
         model_name: group.into(),
         provider: "vertex_ai".into(),
         model: "gemini-2.5-flash".into(),
-        api_base: upstream.url("/v1/projects/test-project/locations/us-central1/endpoints/openapi"),
+        api_base: upstream.url("/v1/projects/test-project/locations/us-central1"),
         api_key: api_key.into(),
         vertex_project: "test-project".into(),
         ..Default::default()

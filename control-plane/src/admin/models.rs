@@ -415,7 +415,7 @@ mod tests {
     }
 
     #[test]
-    fn vertex_deployments_need_a_project_and_a_model_its_endpoint_serves() {
+    fn vertex_deployments_need_a_project_and_names_fit_for_a_url() {
         let vertex = |project: &str, location: &str, model: &str| Deployment {
             id: "v".into(),
             model_name: "g".into(),
@@ -436,7 +436,7 @@ mod tests {
         )
         .unwrap();
         let mut by_endpoint = Deployment {
-            api_base: "https://europe-west4-aiplatform.googleapis.com/v1/projects/p/locations/europe-west4/endpoints/openapi".into(),
+            api_base: "https://europe-west4-aiplatform.googleapis.com/v1/projects/p/locations/europe-west4".into(),
             ..vertex("", "", "gemini-2.5-pro")
         };
         validate::deployment(&mut by_endpoint, "deployment").unwrap();
@@ -452,10 +452,12 @@ mod tests {
             refused(vertex("p", "us central", "gemini-2.5-pro")),
             "deployment.vertex_location"
         );
-        assert_eq!(
-            refused(vertex("p", "", "claude-sonnet-4@20250514")),
-            "deployment.model"
-        );
+        // Claude, through Anthropic's API there.
+        validate::deployment(
+            &mut vertex("p", "us-east5", "claude-sonnet-4@20250514"),
+            "deployment",
+        )
+        .unwrap();
         let elsewhere = Deployment {
             vertex_project: "p".into(),
             ..mock("d1")

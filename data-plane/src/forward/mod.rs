@@ -123,19 +123,23 @@ pub async fn forward(
     match backend {
         Backend::Mock => answer_mock(call, exchange, body).await,
         Backend::Http(provider) => {
+            let body = provider
+                .adapt_body(body, upstream_format)
+                .map_err(translate::untranslatable)?;
+            let stream = call.request.stream;
             let target = call.deployment.targets().get_or_make(
                 upstream_format,
+                stream && provider.streams_elsewhere(),
                 call.upstream_model,
                 || {
-                    let address =
-                        provider.address(call.deployment, call.upstream_model, upstream_format)?;
-                    let target = Target::new(&address.url, address.headers, |uri| {
+                    let address = provider.address(
+                        call.deployment,
+                        call.upstream_model,
+                        upstream_format,
+                        stream,
+                    )?;
+                    Target::new(&address.url, address.headers, |uri| {
                         upstream.is_proxied(uri)
-                    })?;
-                    Ok::<_, providers::ProviderError>(if provider.fetches_token() {
-                        target.with_token()
-                    } else {
-                        target
                     })
                 },
             )?;
@@ -161,10 +165,9 @@ pub async fn forward(
             for (name, value) in target.headers() {
                 headers.insert(name.clone(), value.clone());
             }
-            if let Some(cell) = target.token() {
+            if provider.fetches_token() {
                 let authorization = token::authorization(
-                    &target,
-                    cell,
+                    call.deployment.targets().token(),
                     &call.deployment.secrets().api_key,
                     upstream,
                 )

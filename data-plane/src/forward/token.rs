@@ -1,5 +1,5 @@
 //! The bearer token of a provider that fetches one (Vertex AI): taken from
-//! the target's [`TokenCell`] without a lock while it is usable, fetched
+//! the deployment's [`TokenCell`] without a lock while it is usable, fetched
 //! again in the background before it goes stale, and fetched by one request
 //! at a time (the others waiting for it) when there is none. Only the first
 //! request to a deployment, and those after a failed fetch, wait on the
@@ -20,20 +20,17 @@ use crate::upstream::{Upstream, UpstreamError};
 /// How long a token endpoint has to answer.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The `Authorization` for a request to `target`, whose provider fetches
-/// its token with the credentials `api_key` names.
+/// The `Authorization` for a request to a deployment whose provider
+/// fetches its token, kept in `cell`, with the credentials `api_key` names.
 pub async fn authorization(
-    target: &Arc<Target>,
-    cell: &TokenCell,
+    cell: &Arc<TokenCell>,
     api_key: &Secret,
     upstream: &Upstream,
 ) -> Result<HeaderValue, UpstreamError> {
     if let Some((authorization, fresh)) = cell.usable(Instant::now()) {
         if !fresh && cell.start_refresh() {
-            let (target, api_key, upstream) =
-                (Arc::clone(target), api_key.clone(), upstream.clone());
+            let (cell, api_key, upstream) = (Arc::clone(cell), api_key.clone(), upstream.clone());
             tokio::spawn(async move {
-                let Some(cell) = target.token() else { return };
                 match fetch(&api_key, &upstream).await {
                     Ok(token) => cell.store(token),
                     // The current token is still usable; the next request

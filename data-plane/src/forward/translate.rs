@@ -50,7 +50,7 @@ pub(super) fn request_body(call: &Call<'_>, exchange: Exchange) -> Result<Bytes,
     translated.map(Bytes::from).map_err(untranslatable)
 }
 
-fn untranslatable(e: TranslateError) -> UpstreamError {
+pub(super) fn untranslatable(e: TranslateError) -> UpstreamError {
     match e {
         TranslateError::Invalid { param, message } => {
             UpstreamError::Untranslatable { param, message }

@@ -61,7 +61,7 @@ pub async fn stored_response(
     let d = deployment.deployment();
     let upstream_model = providers::upstream_model(d, group);
     let address = provider
-        .address(deployment, &upstream_model, Format::Responses)
+        .address(deployment, &upstream_model, Format::Responses, false)
         .map_err(|_| ApiError::upstream_error(&d.id, "its address could not be made"))?;
     // `…/responses` → `…/responses/{id}`, before any query (Azure's version).
     let url = match address.url.split_once('?') {

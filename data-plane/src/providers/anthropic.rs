@@ -28,6 +28,7 @@ impl Provider for Anthropic {
         deployment: &ResolvedDeployment,
         _upstream_model: &str,
         format: Format,
+        _stream: bool,
     ) -> Result<Address, ProviderError> {
         let path = match format {
             Format::CountTokens => "/v1/messages/count_tokens",

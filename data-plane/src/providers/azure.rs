@@ -30,6 +30,7 @@ impl Provider for Azure {
         deployment: &ResolvedDeployment,
         upstream_model: &str,
         format: Format,
+        _stream: bool,
     ) -> Result<Address, ProviderError> {
         let configured = deployment.secrets().api_version.expose().trim();
         let version = if configured.is_empty() {

@@ -8,9 +8,10 @@
 //!   `api-key` header.
 //! - [`anthropic`]: Anthropic's Messages API: `{api_base}/v1/messages`,
 //!   `x-api-key`, `anthropic-version`.
-//! - [`vertex`], Vertex AI's OpenAI-compatible endpoint, with a Google
-//!   OAuth token fetched from the deployment's credentials (kept in the
-//!   target's [`target::TokenCell`]).
+//! - [`vertex`], Vertex AI: its OpenAI-compatible endpoint, or Claude
+//!   through Anthropic's API there, with a Google OAuth token fetched from
+//!   the deployment's credentials (kept with its targets,
+//!   [`target::TokenCell`]).
 //! - [`mock`]: answered in-process with canned OpenAI-shaped bodies; no
 //!   network. Its knobs are in its module doc.
 //!
@@ -31,12 +32,13 @@ pub mod openai;
 pub mod target;
 pub mod vertex;
 
+use hyper::body::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 use sluice_proto::admin::v1::Deployment;
 use sluice_proto::providers::{self, Wire};
 
 use crate::config::snapshot::ResolvedDeployment;
-use crate::formats::Format;
+use crate::formats::{Format, TranslateError};
 pub use target::{ProviderError, Target, Targets};
 
 /// Where and how to send one request upstream, as the provider writes it;
@@ -50,12 +52,27 @@ pub struct Address {
 
 /// An HTTP provider.
 pub trait Provider: Send + Sync {
+    /// `stream`: the request asks for a stream, which matters only to a
+    /// provider that [`Provider::streams_elsewhere`].
     fn address(
         &self,
         deployment: &ResolvedDeployment,
         upstream_model: &str,
         format: Format,
+        stream: bool,
     ) -> Result<Address, ProviderError>;
+
+    /// Whether a streamed request goes to another URL than a whole one
+    /// (Vertex AI's `:streamRawPredict`): its targets are kept apart.
+    fn streams_elsewhere(&self) -> bool {
+        false
+    }
+
+    /// The body as the provider takes it, made from the one in its API's
+    /// `format` (Claude on Vertex AI: the model out of it, the version in).
+    fn adapt_body(&self, body: Bytes, _format: Format) -> Result<Bytes, TranslateError> {
+        Ok(body)
+    }
 
     /// The API whose bodies the provider takes.
     fn speaks(&self) -> Speaks {
@@ -197,8 +214,20 @@ pub fn backend(deployment: &Deployment) -> Result<Backend, ProviderError> {
         Wire::Azure => Backend::Http(&azure::Azure),
         Wire::Anthropic => Backend::Http(&anthropic::Anthropic),
         Wire::Mock => Backend::Mock,
+        Wire::Vertex if vertex::is_claude(model_of(deployment)) => {
+            Backend::Http(&vertex::VertexClaude)
+        }
         Wire::Vertex => Backend::Http(&vertex::Vertex),
     })
+}
+
+/// The model a deployment names, without its provider prefix.
+fn model_of(d: &Deployment) -> &str {
+    if d.provider.is_empty() {
+        providers::split_model(&d.model).1
+    } else {
+        &d.model
+    }
 }
 
 /// The provider prefix: `provider`, else the prefix of `model` as LiteLLM

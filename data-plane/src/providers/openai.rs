@@ -17,6 +17,7 @@ impl Provider for OpenAi {
         deployment: &ResolvedDeployment,
         _upstream_model: &str,
         format: Format,
+        _stream: bool,
     ) -> Result<Address, ProviderError> {
         let url = format!("{}{}", api_base(deployment)?, format.path());
         let key = deployment.secrets().api_key.expose();

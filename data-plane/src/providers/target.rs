@@ -4,7 +4,7 @@
 //! settings send it through a proxy ([`Target`]); and the deployment's
 //! targets, one per upstream format ([`Targets`]). A provider that
 //! authenticates with a token it fetches (Vertex AI) keeps the token with
-//! the target too ([`TokenCell`]).
+//! the targets too, one for all of them ([`TokenCell`]).
 //!
 //! A leaf beside the providers: it imports nothing of this crate but
 //! [`crate::formats`], so the config can hold [`Targets`] without depending
@@ -57,8 +57,6 @@ pub struct Target {
     /// Whether the request goes through the environment's proxy.
     proxied: bool,
     headers: Vec<(HeaderName, HeaderValue)>,
-    /// The bearer token the provider fetches, when it does.
-    token: Option<TokenCell>,
 }
 
 impl Target {
@@ -76,20 +74,7 @@ impl Target {
             proxied: proxied(&uri),
             uri,
             headers,
-            token: None,
         })
-    }
-
-    /// The target with a [`TokenCell`]: its provider authenticates with a
-    /// token it fetches.
-    pub fn with_token(mut self) -> Self {
-        self.token = Some(TokenCell::default());
-        self
-    }
-
-    /// The target's fetched token, when its provider uses one.
-    pub fn token(&self) -> Option<&TokenCell> {
-        self.token.as_ref()
     }
 
     pub fn uri(&self) -> &Uri {
@@ -110,7 +95,8 @@ impl Target {
     }
 }
 
-/// A bearer token a provider fetches and the requests to one target share:
+/// A bearer token a provider fetches and the requests to one deployment
+/// share, whatever their target:
 /// read without a lock on every request, fetched by one request at a time.
 /// A token is used while more than [`TokenCell::USABLE`] of its life is
 /// left, and fetched again, in the background, once less than
@@ -174,23 +160,32 @@ impl TokenCell {
 /// A deployment's [`Target`]s, one per upstream format, made on first use:
 /// parsing the URL (with IDNA processing of the host) and building the
 /// headers cost more than the rest of building a request. A provider's
-/// target is a function of (deployment, upstream format, upstream model), so
-/// each is kept with the upstream model it was made for and made anew for
+/// target is a function of (deployment, upstream format, upstream model, and
+/// for a provider that streams at another URL whether the request streams),
+/// so each is kept with the upstream model it was made for and made anew for
 /// another (a wildcard deployment's other models on Azure). Kept with the
-/// deployment in the config, so a config change starts afresh.
+/// deployment in the config, so a config change starts afresh; so is the
+/// token of a provider that fetches one ([`Targets::token`]).
 #[derive(Debug, Default)]
-pub struct Targets([OnceLock<(String, Arc<Target>)>; Format::COUNT]);
+pub struct Targets {
+    /// By format, then by whether streamed: a target and the model it is for.
+    made: [[Slot; 2]; Format::COUNT],
+    token: Arc<TokenCell>,
+}
+
+type Slot = OnceLock<(String, Arc<Target>)>;
 
 impl Targets {
-    /// The target for `format` and `upstream_model`, made by `make` unless
-    /// kept.
+    /// The target for `format`, `streamed` (true only where a stream goes
+    /// elsewhere) and `upstream_model`, made by `make` unless kept.
     pub fn get_or_make<E>(
         &self,
         format: Format,
+        streamed: bool,
         upstream_model: &str,
         make: impl FnOnce() -> Result<Target, E>,
     ) -> Result<Arc<Target>, E> {
-        let slot = &self.0[format.index()];
+        let slot = &self.made[format.index()][usize::from(streamed)];
         if let Some((model, target)) = slot.get()
             && model == upstream_model
         {
@@ -198,12 +193,19 @@ impl Targets {
         }
         let made = Arc::new(make()?);
         let _ = slot.set((upstream_model.to_owned(), Arc::clone(&made)));
-        // Requests that raced to make it share the one kept, and so its
-        // token ([`TokenCell`]): one fetch, not one per racer.
+        // Requests that raced to make it share the one kept.
         match slot.get() {
             Some((model, kept)) if model == upstream_model => Ok(Arc::clone(kept)),
             _ => Ok(made),
         }
+    }
+}
+
+impl Targets {
+    /// The deployment's token, for a provider that fetches one: every
+    /// target's requests send it.
+    pub fn token(&self) -> &Arc<TokenCell> {
+        &self.token
     }
 }
 
@@ -249,7 +251,7 @@ mod tests {
         let made = std::cell::Cell::new(0);
         let get = |format, model: &str| {
             targets
-                .get_or_make(format, model, || {
+                .get_or_make(format, false, model, || {
                     made.set(made.get() + 1);
                     make(&format!("http://upstream.local/{model}/{format:?}"))
                 })
@@ -277,15 +279,15 @@ mod tests {
     fn requests_racing_to_make_a_target_share_the_one_kept() {
         let targets = Targets::default();
         let first = targets
-            .get_or_make(Format::ChatCompletions, "m", || {
+            .get_or_make(Format::ChatCompletions, false, "m", || {
                 // Another request makes and keeps it meanwhile.
                 let kept = targets
-                    .get_or_make(Format::ChatCompletions, "m", || {
-                        make("http://upstream.local/kept").map(Target::with_token)
+                    .get_or_make(Format::ChatCompletions, false, "m", || {
+                        make("http://upstream.local/kept")
                     })
                     .unwrap();
                 assert_eq!(kept.uri().to_string(), "http://upstream.local/kept");
-                make("http://upstream.local/lost").map(Target::with_token)
+                make("http://upstream.local/lost")
             })
             .unwrap();
         assert_eq!(first.uri().to_string(), "http://upstream.local/kept");

@@ -1,11 +1,17 @@
-//! Vertex AI through its OpenAI-compatible endpoint:
-//! `https://{location}-aiplatform.googleapis.com/v1/projects/{project}/locations/{location}/endpoints/openapi/chat/completions`
-//! (`https://aiplatform.googleapis.com/…/locations/global/…` for the global
-//! location), or `{api_base}/chat/completions` when the deployment names the
-//! endpoint, with `Authorization: Bearer` and a Google OAuth access token.
-//! Gemini models are asked for as `google/{model}` (LiteLLM's
-//! `vertex_ai/gemini-2.5-pro` is `google/gemini-2.5-pro`); a model that
-//! names its publisher (`meta/llama-3.3-70b-instruct-maas`) as it is.
+//! Vertex AI, at a location's URL,
+//! `https://{location}-aiplatform.googleapis.com/v1/projects/{project}/locations/{location}`
+//! (`https://aiplatform.googleapis.com/…/locations/global` for the global
+//! location; the deployment's `api_base` when it names one), with
+//! `Authorization: Bearer` and a Google OAuth access token. Two APIs there:
+//! - [`Vertex`], the OpenAI-compatible endpoint, `{location}/endpoints/openapi/chat/completions`:
+//!   Gemini models asked for as `google/{model}` (LiteLLM's
+//!   `vertex_ai/gemini-2.5-pro` is `google/gemini-2.5-pro`), a model that
+//!   names its publisher (`meta/llama-3.3-70b-instruct-maas`) as it is;
+//! - [`VertexClaude`], Claude (a model named `claude…`) through Anthropic's
+//!   Messages API: `{location}/publishers/anthropic/models/{model}:rawPredict`,
+//!   `:streamRawPredict` for a stream, `…/models/count-tokens:rawPredict`;
+//!   the body in Anthropic's shape with `anthropic_version` in it and the
+//!   model in the URL ([`crate::formats::anthropic::hosted`]).
 //!
 //! The token comes from the deployment's credentials, its `api_key`
 //! (LiteLLM's `vertex_credentials`), resolved on the data plane:
@@ -24,14 +30,16 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hyper::body::Bytes;
 use hyper::header::{self, HeaderName, HeaderValue};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
 
-use super::{Address, Provider, ProviderError, secret_header};
+use super::{Address, Provider, ProviderError, Speaks, secret_header};
 use crate::config::snapshot::ResolvedDeployment;
-use crate::formats::Format;
+use crate::formats::anthropic::hosted;
+use crate::formats::{Format, TranslateError};
 
 /// The location when the deployment names none, as LiteLLM's default.
 pub const DEFAULT_LOCATION: &str = "us-central1";
@@ -41,6 +49,8 @@ pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 pub const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 /// The metadata server's host when `GCE_METADATA_HOST` names none.
 pub const METADATA_HOST: &str = "metadata.google.internal";
+/// The OpenAI-compatible endpoint, under a location's URL.
+const OPENAI_ENDPOINT: &str = "/endpoints/openapi";
 /// How long a signed JWT is good for: Google's maximum.
 const ASSERTION_LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -52,15 +62,14 @@ impl Provider for Vertex {
         deployment: &ResolvedDeployment,
         _upstream_model: &str,
         format: Format,
+        _stream: bool,
     ) -> Result<Address, ProviderError> {
-        let secrets = deployment.secrets();
-        let base = endpoint(
-            secrets.api_base.expose(),
-            secrets.vertex_project.expose(),
-            secrets.vertex_location.expose(),
-        )?;
         Ok(Address {
-            url: format!("{base}{}", format.path()),
+            url: format!(
+                "{}{OPENAI_ENDPOINT}{}",
+                location_url(deployment)?,
+                format.path()
+            ),
             headers: Vec::new(),
         })
     }
@@ -70,11 +79,94 @@ impl Provider for Vertex {
     }
 }
 
-/// The OpenAI-compatible endpoint: `api_base` when given, else made from
-/// the project and location.
-pub fn endpoint(api_base: &str, project: &str, location: &str) -> Result<String, ProviderError> {
+/// Claude on Vertex AI (see the module doc).
+pub struct VertexClaude;
+
+impl Provider for VertexClaude {
+    fn address(
+        &self,
+        deployment: &ResolvedDeployment,
+        upstream_model: &str,
+        format: Format,
+        stream: bool,
+    ) -> Result<Address, ProviderError> {
+        Ok(Address {
+            url: claude_url(&location_url(deployment)?, upstream_model, format, stream)?,
+            headers: Vec::new(),
+        })
+    }
+
+    fn speaks(&self) -> Speaks {
+        Speaks::Anthropic
+    }
+
+    fn fetches_token(&self) -> bool {
+        true
+    }
+
+    fn streams_elsewhere(&self) -> bool {
+        true
+    }
+
+    fn adapt_body(&self, body: Bytes, format: Format) -> Result<Bytes, TranslateError> {
+        let keep_model = format == Format::CountTokens;
+        hosted::body(&body, hosted::VERTEX_VERSION, keep_model).map(Bytes::from)
+    }
+}
+
+/// Where Claude at the location `base` answers `format`, streamed or not.
+fn claude_url(
+    base: &str,
+    model: &str,
+    format: Format,
+    stream: bool,
+) -> Result<String, ProviderError> {
+    let models = format!("{base}/publishers/anthropic/models");
+    if format == Format::CountTokens {
+        return Ok(format!("{models}/count-tokens:rawPredict"));
+    }
+    // `claude-sonnet-4@20250514`: a version after the `@`.
+    if model.is_empty() || !model.split('@').all(plain) {
+        return Err(ProviderError::InvalidUrl(
+            "a Vertex AI model may hold only letters, digits, '-', '_', '.' and '@'".into(),
+        ));
+    }
+    let verb = if stream {
+        "streamRawPredict"
+    } else {
+        "rawPredict"
+    };
+    Ok(format!("{models}/{model}:{verb}"))
+}
+
+/// Whether `model` is Claude, which Vertex AI serves through Anthropic's
+/// API rather than the OpenAI-compatible endpoint.
+pub fn is_claude(model: &str) -> bool {
+    model.starts_with("claude")
+}
+
+fn location_url(deployment: &ResolvedDeployment) -> Result<String, ProviderError> {
+    let secrets = deployment.secrets();
+    location(
+        secrets.api_base.expose(),
+        secrets.vertex_project.expose(),
+        secrets.vertex_location.expose(),
+    )
+}
+
+/// Only what Google's names use: they go into the URL's host and path.
+fn plain(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// The location's URL: `api_base` when given, else made from the project
+/// and location.
+pub fn location(api_base: &str, project: &str, location: &str) -> Result<String, ProviderError> {
     let api_base = api_base.trim().trim_end_matches('/');
     if !api_base.is_empty() {
+        // The OpenAI-compatible endpoint's URL names its location too.
+        let api_base = api_base.strip_suffix(OPENAI_ENDPOINT).unwrap_or(api_base);
         return Ok(api_base.to_owned());
     }
     let project = project.trim();
@@ -84,11 +176,6 @@ pub fn endpoint(api_base: &str, project: &str, location: &str) -> Result<String,
     let location = match location.trim() {
         "" => DEFAULT_LOCATION,
         l => l,
-    };
-    // Both go into the URL's host and path: only what Google's names use.
-    let plain = |s: &str| {
-        s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
     };
     if !plain(project) || !plain(location) {
         return Err(ProviderError::InvalidUrl(
@@ -102,14 +189,14 @@ pub fn endpoint(api_base: &str, project: &str, location: &str) -> Result<String,
         format!("{location}-aiplatform.googleapis.com")
     };
     Ok(format!(
-        "https://{host}/v1/projects/{project}/locations/{location}/endpoints/openapi"
+        "https://{host}/v1/projects/{project}/locations/{location}"
     ))
 }
 
-/// The model as the endpoint names it: `google/{model}` unless it names
-/// its publisher already.
+/// The model as Vertex names it: `google/{model}` unless it names its
+/// publisher already, or is Claude (named in the URL as it is).
 pub fn upstream_model(model: &str) -> String {
-    if model.contains('/') {
+    if model.contains('/') || is_claude(model) {
         model.to_owned()
     } else {
         format!("google/{model}")
@@ -311,36 +398,94 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoints_by_location_or_as_given() {
+    fn locations_by_name_or_as_given() {
         assert_eq!(
-            endpoint("", "my-proj", "").unwrap(),
-            "https://us-central1-aiplatform.googleapis.com/v1/projects/my-proj/locations/us-central1/endpoints/openapi"
+            location("", "my-proj", "").unwrap(),
+            "https://us-central1-aiplatform.googleapis.com/v1/projects/my-proj/locations/us-central1"
         );
         assert_eq!(
-            endpoint("", "my-proj", "europe-west4").unwrap(),
-            "https://europe-west4-aiplatform.googleapis.com/v1/projects/my-proj/locations/europe-west4/endpoints/openapi"
+            location("", "my-proj", "europe-west4").unwrap(),
+            "https://europe-west4-aiplatform.googleapis.com/v1/projects/my-proj/locations/europe-west4"
         );
         assert_eq!(
-            endpoint("", "my-proj", "global").unwrap(),
-            "https://aiplatform.googleapis.com/v1/projects/my-proj/locations/global/endpoints/openapi"
+            location("", "my-proj", "global").unwrap(),
+            "https://aiplatform.googleapis.com/v1/projects/my-proj/locations/global"
         );
         assert_eq!(
-            endpoint("http://127.0.0.1:9/v1/x/", "", "").unwrap(),
+            location("http://127.0.0.1:9/v1/x/", "", "").unwrap(),
             "http://127.0.0.1:9/v1/x"
         );
         assert_eq!(
-            endpoint("", "", "us-east5"),
+            location(
+                "https://h/v1/projects/p/locations/l/endpoints/openapi",
+                "",
+                ""
+            )
+            .unwrap(),
+            "https://h/v1/projects/p/locations/l",
+            "the OpenAI-compatible endpoint's URL names the location"
+        );
+        assert_eq!(
+            location("", "", "us-east5"),
             Err(ProviderError::MissingApiBase("vertex_ai"))
         );
         assert!(matches!(
-            endpoint("", "evil.com/x?", ""),
+            location("", "evil.com/x?", ""),
             Err(ProviderError::InvalidUrl(_))
         ));
     }
 
     #[test]
+    fn claude_is_asked_by_verb_and_counted_apart() {
+        let base = "https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5";
+        let models = format!("{base}/publishers/anthropic/models");
+        let model = "claude-sonnet-4@20250514";
+        assert_eq!(
+            claude_url(base, model, Format::Messages, false).unwrap(),
+            format!("{models}/claude-sonnet-4@20250514:rawPredict")
+        );
+        assert_eq!(
+            claude_url(base, model, Format::Messages, true).unwrap(),
+            format!("{models}/claude-sonnet-4@20250514:streamRawPredict")
+        );
+        assert_eq!(
+            claude_url(base, model, Format::CountTokens, false).unwrap(),
+            format!("{models}/count-tokens:rawPredict")
+        );
+        for bad in ["", "claude/../x", "claude?x=1", "claude:streamRawPredict"] {
+            assert!(
+                claude_url(base, bad, Format::Messages, false).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(is_claude("claude-opus-4-1@20250805"));
+        assert!(!is_claude("gemini-2.5-pro"));
+    }
+
+    #[test]
+    fn claudes_body_carries_the_version_and_not_the_model() {
+        let body = Bytes::from_static(br#"{"model":"c","max_tokens":5,"messages":[]}"#);
+        let adapted = VertexClaude
+            .adapt_body(body.clone(), Format::Messages)
+            .unwrap();
+        assert_eq!(
+            &adapted[..],
+            br#"{"anthropic_version":"vertex-2023-10-16","max_tokens":5,"messages":[]}"#
+        );
+        let counted = VertexClaude.adapt_body(body, Format::CountTokens).unwrap();
+        assert_eq!(
+            &counted[..],
+            br#"{"anthropic_version":"vertex-2023-10-16","model":"c","max_tokens":5,"messages":[]}"#
+        );
+    }
+
+    #[test]
     fn gemini_models_are_googles() {
         assert_eq!(upstream_model("gemini-2.5-pro"), "google/gemini-2.5-pro");
+        assert_eq!(
+            upstream_model("claude-sonnet-4@20250514"),
+            "claude-sonnet-4@20250514"
+        );
         assert_eq!(
             upstream_model("meta/llama-3.3-70b-instruct-maas"),
             "meta/llama-3.3-70b-instruct-maas"

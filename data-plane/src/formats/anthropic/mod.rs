@@ -14,6 +14,8 @@
 //!   Anthropic client, an OpenAI-compatible deployment).
 //! - [`to_messages`]: a chat completions answer and stream → a Messages
 //!   answer and stream.
+//! - [`hosted`]: a Messages request as a cloud hosting Claude takes it
+//!   (Vertex AI: `anthropic_version` in the body, the model in the URL).
 //!
 //! Nothing here performs I/O or knows a route or a deployment; the HTTP path
 //! chooses the function.
@@ -21,6 +23,7 @@
 pub mod error;
 pub mod from_chat;
 pub mod from_messages;
+pub mod hosted;
 pub mod to_chat;
 pub mod to_messages;
 pub mod types;

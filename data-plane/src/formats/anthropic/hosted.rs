@@ -1,0 +1,104 @@
+//! A Messages request as a cloud that hosts Claude takes it (Vertex AI's
+//! `rawPredict`): the model is in the URL, not the body, and the API
+//! version is a body member, `anthropic_version`, not a header. The other
+//! members go through as they came, values byte for byte, in their order.
+
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::TranslateError;
+
+/// Vertex AI's `anthropic_version`.
+pub const VERTEX_VERSION: &str = "vertex-2023-10-16";
+
+/// `messages_body` with `anthropic_version` first and, unless
+/// `keep_model` (Vertex's `count-tokens`, which reads it from the body),
+/// without `model`. A client's own `anthropic_version` is replaced.
+pub fn body(
+    messages_body: &[u8],
+    anthropic_version: &str,
+    keep_model: bool,
+) -> Result<Vec<u8>, TranslateError> {
+    let Members(members) =
+        serde_json::from_slice(messages_body).map_err(|e| TranslateError::Invalid {
+            param: None,
+            message: format!("the request body is not a JSON object: {e}"),
+        })?;
+    let mut out = Vec::with_capacity(messages_body.len() + 48);
+    out.extend_from_slice(b"{\"anthropic_version\":");
+    // Writing a &str to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, anthropic_version);
+    for (key, value) in &members {
+        if key == "anthropic_version" || (key == "model" && !keep_model) {
+            continue;
+        }
+        out.push(b',');
+        let _ = serde_json::to_writer(&mut out, key);
+        out.push(b':');
+        out.extend_from_slice(value.get().as_bytes());
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+/// A JSON object's members in order, their values as written.
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> Visitor<'de> for Object {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Object)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosted(body: &str, keep_model: bool) -> String {
+        String::from_utf8(super::body(body.as_bytes(), VERTEX_VERSION, keep_model).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn the_model_leaves_the_body_and_the_version_joins_it() {
+        let body = r#"{"model":"claude-sonnet-4@20250514", "max_tokens": 1024,
+            "messages":[{"role":"user","content":"Hi \u00e9"}],"thinking":{"type":"enabled","budget_tokens":2048}}"#;
+        assert_eq!(
+            hosted(body, false),
+            r#"{"anthropic_version":"vertex-2023-10-16","max_tokens":1024,"messages":[{"role":"user","content":"Hi \u00e9"}],"thinking":{"type":"enabled","budget_tokens":2048}}"#
+        );
+        assert_eq!(
+            hosted(
+                r#"{"anthropic_version":"bedrock-2023-05-31","model":"m","messages":[]}"#,
+                true
+            ),
+            r#"{"anthropic_version":"vertex-2023-10-16","model":"m","messages":[]}"#
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused() {
+        for bad in ["[1]", "\"x\"", "{", ""] {
+            assert!(
+                super::body(bad.as_bytes(), VERTEX_VERSION, false).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}
