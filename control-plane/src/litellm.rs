@@ -356,6 +356,16 @@ fn read_litellm_params(
             // Vertex AI's credentials are the deployment's api_key: a key
             // file's path, or os.environ/NAME holding the key or a path.
             Some("vertex_credentials") => d.api_key = api_key(value, &p)?,
+            Some("aws_region_name") => d.aws_region_name = string(value, &p)?.unwrap_or_default(),
+            Some("aws_access_key_id") => {
+                d.aws_access_key_id = string(value, &p)?.unwrap_or_default();
+            }
+            Some("aws_secret_access_key") => d.aws_secret_access_key = api_key(value, &p)?,
+            Some("aws_session_token") => d.aws_session_token = api_key(value, &p)?,
+            // Bedrock's runtime at another URL (a VPC endpoint, a proxy).
+            Some("aws_bedrock_runtime_endpoint") => {
+                d.api_base = string(value, &p)?.unwrap_or_default();
+            }
             Some("rpm") => d.rpm = count(value, &p)?.unwrap_or_default(),
             Some("tpm") => d.tpm = count(value, &p)?.unwrap_or_default(),
             Some("weight") => d.weight = count_u32(value, &p)?.unwrap_or_default(),
@@ -1008,7 +1018,8 @@ impl Node {
     }
 }
 
-/// The entry for one deployment, and whether its api_key was redacted.
+/// The entry for one deployment, and whether a secret of it (its api_key,
+/// an AWS secret key or session token) was redacted.
 fn deployment_node(d: &Deployment, include_secrets: bool) -> (Node, bool) {
     let mut params = Vec::new();
     let model = if d.provider.is_empty() {
@@ -1018,7 +1029,8 @@ fn deployment_node(d: &Deployment, include_secrets: bool) -> (Node, bool) {
     };
     params.push(("model".to_owned(), Node::string(&model)));
     put_string(&mut params, "api_base", &d.api_base);
-    let redact = !include_secrets && !d.api_key.is_empty() && !secret_is_reference(&d.api_key);
+    let literal = |secret: &str| !secret.is_empty() && !secret_is_reference(secret);
+    let redact = !include_secrets && literal(&d.api_key);
     let vertex = d.provider == "vertex_ai";
     put_string(
         &mut params,
@@ -1032,6 +1044,17 @@ fn deployment_node(d: &Deployment, include_secrets: bool) -> (Node, bool) {
     put_string(&mut params, "api_version", &d.api_version);
     put_string(&mut params, "vertex_project", &d.vertex_project);
     put_string(&mut params, "vertex_location", &d.vertex_location);
+    put_string(&mut params, "aws_region_name", &d.aws_region_name);
+    put_string(&mut params, "aws_access_key_id", &d.aws_access_key_id);
+    let mut redacted = redact;
+    for (name, secret) in [
+        ("aws_secret_access_key", &d.aws_secret_access_key),
+        ("aws_session_token", &d.aws_session_token),
+    ] {
+        let hide = !include_secrets && literal(secret);
+        redacted |= hide;
+        put_string(&mut params, name, if hide { REDACTED } else { secret });
+    }
     put_count(&mut params, "rpm", d.rpm);
     put_count(&mut params, "tpm", d.tpm);
     put_count(&mut params, "weight", u64::from(d.weight));
@@ -1088,7 +1111,7 @@ fn deployment_node(d: &Deployment, include_secrets: bool) -> (Node, bool) {
     if !info.is_empty() {
         entry.push(("model_info".to_owned(), Node::Map(info)));
     }
-    (Node::Map(entry), redact)
+    (Node::Map(entry), redacted)
 }
 
 fn router_node(r: &RouterSettings) -> Node {
@@ -1899,6 +1922,10 @@ router_settings:
             // Read back as strings, however YAML would read them unquoted.
             vertex_project: "2024".into(),
             vertex_location: "null".into(),
+            aws_region_name: "yes".into(),
+            aws_access_key_id: "0x1F".into(),
+            aws_secret_access_key: "~".into(),
+            aws_session_token: "a: b # c".into(),
             credits_per_call: i64::MAX,
             created_at: Some(prost_types::Timestamp {
                 seconds: 1_700_000_000,
@@ -2231,18 +2258,18 @@ model_list:
   - model_name: ok
     litellm_params: {model: mock/ok}
   - model_name: claude
-    litellm_params: {model: bedrock/anthropic.claude-3-5-sonnet}
+    litellm_params: {model: sagemaker/claude-endpoint}
 "#;
         let (path, message) = invalid_at(yaml);
         assert_eq!(path, "model_list[1].litellm_params.model");
         assert_eq!(
             message,
             format!(
-                "unknown provider prefix \"bedrock\"; known: {}",
+                "unknown provider prefix \"sagemaker\"; known: {}",
                 providers::known_prefixes()
             )
         );
-        assert!(message.contains("anthropic, azure, deepinfra"));
+        assert!(message.contains("anthropic, azure, bedrock, deepinfra"));
         assert_eq!(
             parse(yaml).map(|_| ()).unwrap_err().to_string(),
             format!("model_list[1].litellm_params.model: {message}")
@@ -2365,6 +2392,49 @@ model_list:
         );
         assert!(!exported.contains("api_key"), "{exported}");
         assert_eq!(parse_ok(&exported).deployments, imported.deployments);
+    }
+
+    #[test]
+    fn a_bedrock_model_takes_its_region_keys_and_endpoint() {
+        let yaml = r#"
+model_list:
+  - model_name: claude
+    litellm_params:
+      model: bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0
+      aws_region_name: us-west-2
+      aws_access_key_id: os.environ/AWS_ACCESS_KEY_ID
+      aws_secret_access_key: wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
+      aws_session_token: os.environ/AWS_SESSION_TOKEN
+      aws_bedrock_runtime_endpoint: https://vpce-1.bedrock-runtime.us-west-2.vpce.amazonaws.com
+"#;
+        let imported = parse_ok(yaml);
+        let d = &imported.deployments[0];
+        assert_eq!(
+            (d.provider.as_str(), d.model.as_str()),
+            ("bedrock", "us.anthropic.claude-sonnet-4-20250514-v1:0")
+        );
+        assert_eq!(d.aws_region_name, "us-west-2");
+        assert_eq!(d.aws_access_key_id, "os.environ/AWS_ACCESS_KEY_ID");
+        assert_eq!(
+            d.aws_secret_access_key,
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+        );
+        assert_eq!(d.aws_session_token, "os.environ/AWS_SESSION_TOKEN");
+        assert_eq!(
+            d.api_base,
+            "https://vpce-1.bedrock-runtime.us-west-2.vpce.amazonaws.com"
+        );
+        assert_eq!(imported.warnings, Vec::<String>::new());
+        // The literal secret key leaves only when asked for.
+        let exported = export(&imported.deployments, None, false);
+        assert!(!exported.contains("EXAMPLEKEY"), "{exported}");
+        assert!(
+            exported.contains("aws_secret_access_key: \"<redacted>\""),
+            "{exported}"
+        );
+        assert!(exported.starts_with("# Literal"), "{exported}");
+        let with_secrets = export(&imported.deployments, None, true);
+        assert_eq!(parse_ok(&with_secrets).deployments, imported.deployments);
     }
 
     #[test]

@@ -287,6 +287,7 @@ pub fn deployment(d: &mut Deployment, field: &str) -> AdminResult<()> {
     text(&f("api_key"), &d.api_key)?;
     text(&f("api_version"), &d.api_version)?;
     vertex(d, provider, &f)?;
+    bedrock(d, provider, &f)?;
     price(&f("input_cost_per_token"), d.input_cost_per_token)?;
     price(&f("output_cost_per_token"), d.output_cost_per_token)?;
     if let Some(p) = d.cache_read_input_token_cost {
@@ -350,6 +351,82 @@ fn vertex(
                 "may hold only letters, digits, '-', '_' and '.' (or be os.environ/NAME)",
             ));
         }
+    }
+    Ok(())
+}
+
+/// Amazon Bedrock's settings: a region that can go into a host name, AWS
+/// keys in pairs, and a model Sluice reaches there (Claude, through
+/// `InvokeModel`); none of them on another provider.
+fn bedrock(
+    d: &Deployment,
+    provider: &providers::Provider,
+    f: &dyn Fn(&str) -> String,
+) -> AdminResult<()> {
+    let fields = [
+        ("aws_region_name", &d.aws_region_name),
+        ("aws_access_key_id", &d.aws_access_key_id),
+        ("aws_secret_access_key", &d.aws_secret_access_key),
+        ("aws_session_token", &d.aws_session_token),
+    ];
+    if provider.wire != providers::Wire::Bedrock {
+        for (name, value) in fields {
+            if !value.is_empty() {
+                return Err(AdminError::invalid(
+                    f(name),
+                    "is only for provider \"bedrock\"",
+                ));
+            }
+        }
+        return Ok(());
+    }
+    for (name, value) in fields {
+        text(&f(name), value)?;
+    }
+    let region = &d.aws_region_name;
+    if !(secret_is_reference(region)
+        || region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+    {
+        return Err(AdminError::invalid(
+            f("aws_region_name"),
+            "must be an AWS region (us-east-1), or os.environ/NAME",
+        ));
+    }
+    if d.aws_access_key_id.is_empty() != d.aws_secret_access_key.is_empty() {
+        return Err(AdminError::invalid(
+            f("aws_secret_access_key"),
+            "and aws_access_key_id go together: set both, or neither (for the data plane's \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+        ));
+    }
+    if !d.aws_session_token.is_empty() && d.aws_access_key_id.is_empty() {
+        return Err(AdminError::invalid(
+            f("aws_session_token"),
+            "belongs to an access key: set aws_access_key_id and aws_secret_access_key too",
+        ));
+    }
+    let model = d
+        .model
+        .strip_prefix("invoke/")
+        .or_else(|| d.model.strip_prefix("converse/"))
+        .unwrap_or(&d.model);
+    if model.is_empty() || model.contains('*') {
+        return Err(AdminError::invalid(
+            f("model"),
+            "must name a Bedrock model id (anthropic.claude-sonnet-4-20250514-v1:0)",
+        ));
+    }
+    // An ARN (an inference profile of one's own) does not say its model:
+    // taken for Claude's.
+    if !(model.contains("anthropic.claude") || model.starts_with("arn:")) {
+        return Err(AdminError::invalid(
+            f("model"),
+            "is not Claude: Sluice reaches Bedrock's Claude models (anthropic.claude-…, \
+             us.anthropic.claude-…, or an inference profile's ARN) through InvokeModel; \
+             Bedrock's other models are not reached yet",
+        ));
     }
     Ok(())
 }

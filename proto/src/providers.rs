@@ -15,10 +15,15 @@ pub enum Wire {
     Anthropic,
     /// Answered locally with a canned completion; no upstream.
     Mock,
-    /// Vertex AI's OpenAI-compatible endpoint
-    /// (`…/projects/{project}/locations/{location}/endpoints/openapi`), with
-    /// a Google OAuth access token made from the deployment's credentials.
+    /// Vertex AI at a location's URL
+    /// (`…/projects/{project}/locations/{location}`): its OpenAI-compatible
+    /// endpoint, or Anthropic's API for Claude, with a Google OAuth access
+    /// token made from the deployment's credentials.
     Vertex,
+    /// Amazon Bedrock's runtime (`InvokeModel`) for Claude: Anthropic's
+    /// Messages API with the model in the URL, signed with AWS Signature
+    /// Version 4 (or a Bedrock API key), streamed in AWS's event stream.
+    Bedrock,
 }
 
 /// A known provider prefix.
@@ -56,6 +61,13 @@ pub const PROVIDERS: &[Provider] = &[
         wire: Wire::Azure,
         default_api_base: None,
         legacy_completions: true,
+    },
+    // Its endpoint is made from `aws_region_name`.
+    Provider {
+        prefix: "bedrock",
+        wire: Wire::Bedrock,
+        default_api_base: Some(""),
+        legacy_completions: false,
     },
     openai_compatible("deepinfra", "https://api.deepinfra.com/v1/openai"),
     openai_compatible("deepseek", "https://api.deepseek.com/v1"),

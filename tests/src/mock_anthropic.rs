@@ -51,6 +51,19 @@
 //! of a key and a version header: `Authorization: Bearer ya29.…` (a Google
 //! token), `anthropic_version` `vertex-2023-10-16` in the body, no `model`
 //! there (it is the URL's) but for `count-tokens`.
+//!
+//! **As Bedrock** ([`MockAnthropic::start_bedrock`]) it serves Claude at
+//! `POST /model/{model id}/invoke` and `/invoke-with-response-stream` (the
+//! id percent-encoded), and checks what Bedrock wants: a SigV4 signature of
+//! the request as it arrived, made with [`AWS_ACCESS_KEY_ID`] and
+//! [`AWS_SECRET_ACCESS_KEY`] for region [`AWS_REGION`] (the session token
+//! [`AWS_SESSION_TOKEN`] when one is sent), or a Bedrock API key as a bearer
+//! token; `anthropic_version` `bedrock-2023-05-31` in the body and no
+//! `model`. A stream is AWS's event stream, each of Anthropic's events
+//! base64-encoded in a `chunk`; errors are AWS's `{"message"}` with
+//! `x-amzn-errortype` (a 429 `ThrottlingException`, a 503
+//! `ServiceUnavailableException`, a 400 `ValidationException` "Input is too
+//! long for requested model."), a mid-stream one an exception message.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -72,6 +85,17 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
 pub use crate::mock_upstream::Recorded;
+
+/// The access key the mock as Bedrock signs with.
+pub const AWS_ACCESS_KEY_ID: &str = "AKIDMOCKBEDROCK";
+/// Its secret.
+pub const AWS_SECRET_ACCESS_KEY: &str = "mock/bedrock+secret/EXAMPLEKEY";
+/// The session token it accepts (or none).
+pub const AWS_SESSION_TOKEN: &str = "FwoGZXIvYXdzEMockSessionToken";
+/// The region it signs for.
+pub const AWS_REGION: &str = "us-east-1";
+/// The Bedrock API key it takes as a bearer token.
+pub const BEDROCK_API_KEY: &str = "ABSKmockbedrockapikey";
 
 /// The key the mock requires in `x-api-key` unless started with another.
 pub const KEY: &str = "sk-ant-mock-secret-4c1d9e7b";
@@ -221,10 +245,18 @@ struct Behaviour {
     script: VecDeque<Step>,
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum Cloud {
+    Anthropic,
+    Vertex,
+    Bedrock,
+}
+
 struct Shared {
     key: String,
-    /// Serves Claude as Vertex AI does (see the module doc).
-    vertex: bool,
+    /// Serves Claude as Anthropic's API does, or a cloud (see the module
+    /// doc).
+    cloud: Cloud,
     requests: Mutex<Vec<Recorded>>,
     behaviour: Mutex<Behaviour>,
     /// Numbers requests (ids of messages, tool calls and request ids).
@@ -246,21 +278,27 @@ impl MockAnthropic {
 
     /// A mock requiring `key` in `x-api-key`.
     pub async fn start_with_key(key: &str) -> anyhow::Result<Self> {
-        Self::serve(key, false).await
+        Self::serve(key, Cloud::Anthropic).await
     }
 
     /// A mock serving Claude as Vertex AI does (see the module doc); its
     /// [`MockAnthropic::url`] is the host of a location's URL.
     pub async fn start_vertex() -> anyhow::Result<Self> {
-        Self::serve("", true).await
+        Self::serve("", Cloud::Vertex).await
     }
 
-    async fn serve(key: &str, vertex: bool) -> anyhow::Result<Self> {
+    /// A mock serving Claude as Bedrock does (see the module doc); its
+    /// [`MockAnthropic::url`] is a deployment's `api_base`.
+    pub async fn start_bedrock() -> anyhow::Result<Self> {
+        Self::serve(BEDROCK_API_KEY, Cloud::Bedrock).await
+    }
+
+    async fn serve(key: &str, cloud: Cloud) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             key: key.to_string(),
-            vertex,
+            cloud,
             requests: Mutex::default(),
             behaviour: Mutex::default(),
             counter: AtomicU64::new(0),
@@ -490,7 +528,10 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
     let request_id = format!("req_mock_{n:06}");
     let rid = request_id.as_str();
 
-    let vertex = if state.vertex {
+    if state.cloud == Cloud::Bedrock {
+        return Ok(bedrock::answer(&state, &parts, &path, &body, n, rid));
+    }
+    let vertex = if state.cloud == Cloud::Vertex {
         vertex_endpoint(&path)
     } else {
         endpoint(&path).map(|e| (e, None))
@@ -573,6 +614,20 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
     Ok(respond(&state, endpoint, request, n, rid))
 }
 
+/// The scripted step and the usage for the next answer to `endpoint`.
+fn next_step(state: &Shared, endpoint: Endpoint) -> (Step, Usage) {
+    let mut b = state.behaviour.lock().unwrap();
+    let step = match endpoint {
+        Endpoint::CountTokens => b.fault.clone().map(Step::Fail),
+        Endpoint::Messages => b
+            .script
+            .pop_front()
+            .or_else(|| b.fault.clone().map(Step::Fail)),
+    };
+    let step = step.unwrap_or_else(|| Step::Reply(b.reply.clone()));
+    (step, b.usage)
+}
+
 /// The answer to a request that passed the checks.
 fn respond(
     state: &Shared,
@@ -581,18 +636,7 @@ fn respond(
     n: u64,
     rid: &str,
 ) -> Response<Body> {
-    let (step, usage) = {
-        let mut b = state.behaviour.lock().unwrap();
-        let step = match endpoint {
-            Endpoint::CountTokens => b.fault.clone().map(Step::Fail),
-            Endpoint::Messages => b
-                .script
-                .pop_front()
-                .or_else(|| b.fault.clone().map(Step::Fail)),
-        };
-        let step = step.unwrap_or_else(|| Step::Reply(b.reply.clone()));
-        (step, b.usage)
-    };
+    let (step, usage) = next_step(state, endpoint);
     let streamed = request["stream"] == json!(true);
     let reply = match step {
         Step::Fail(Fault::MidStreamError) if streamed && endpoint == Endpoint::Messages => {
@@ -609,6 +653,252 @@ fn respond(
         stream(message, usage, rid)
     } else {
         json_response(200, rid, &message)
+    }
+}
+
+/// Claude as Bedrock serves it (see the module doc).
+mod bedrock {
+    use super::*;
+    use sluice_data_plane::formats::eventstream;
+    use sluice_data_plane::providers::sigv4;
+
+    /// AWS's error, its kind in `x-amzn-errortype`.
+    fn aws_error(status: u16, kind: &str, message: &str, rid: &str) -> Response<Body> {
+        let mut response = json_response(status, rid, &json!({"message": message}));
+        response.headers_mut().insert(
+            "x-amzn-errortype",
+            format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/")
+                .parse()
+                .unwrap(),
+        );
+        response
+    }
+
+    fn fault(fault: &Fault, rid: &str) -> Response<Body> {
+        match fault {
+            Fault::RateLimited => aws_error(
+                429,
+                "ThrottlingException",
+                "Too many requests, please wait before trying again.",
+                rid,
+            ),
+            Fault::Overloaded => aws_error(
+                503,
+                "ServiceUnavailableException",
+                "Bedrock is unable to process your request.",
+                rid,
+            ),
+            Fault::PromptTooLong => aws_error(
+                400,
+                "ValidationException",
+                "Input is too long for requested model.",
+                rid,
+            ),
+            Fault::Authentication => aws_error(
+                403,
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+                rid,
+            ),
+            _ => aws_error(500, "InternalServerException", "Internal server error", rid),
+        }
+    }
+
+    /// Whether the request is signed as the mock's keys sign it, or carries
+    /// its API key; why not otherwise.
+    fn authenticated(
+        state: &Shared,
+        parts: &hyper::http::request::Parts,
+        body: &[u8],
+    ) -> Result<(), String> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let refused = |message: &str| Err(message.to_owned());
+        let Some(authorization) = header("authorization") else {
+            return refused("Missing Authentication Token");
+        };
+        if let Some(key) = authorization.strip_prefix("Bearer ") {
+            return if key == state.key {
+                Ok(())
+            } else {
+                refused("Invalid API Key format: Must start with pre-defined prefix")
+            };
+        }
+        let (Some(date), Some(host)) = (header("x-amz-date"), header("host")) else {
+            return refused("x-amz-date and host must be signed");
+        };
+        // 20261203T060000Z → 2026-12-03T06:00:00Z.
+        let rfc3339 = (date.len() == 16 && date.is_ascii()).then(|| {
+            format!(
+                "{}-{}-{}T{}:{}:{}Z",
+                &date[0..4],
+                &date[4..6],
+                &date[6..8],
+                &date[9..11],
+                &date[11..13],
+                &date[13..15]
+            )
+        });
+        let Some(at) = rfc3339.and_then(|t| humantime::parse_rfc3339(&t).ok()) else {
+            return refused("x-amz-date is not a date");
+        };
+        let token = header("x-amz-security-token");
+        if token.is_some_and(|t| t != AWS_SESSION_TOKEN) {
+            return refused("The security token included in the request is invalid.");
+        }
+        let uri: hyper::Uri = parts.uri.to_string().parse().unwrap();
+        let signed = sigv4::sign(
+            &sigv4::Credentials {
+                access_key_id: AWS_ACCESS_KEY_ID,
+                secret_access_key: AWS_SECRET_ACCESS_KEY,
+                session_token: token,
+            },
+            AWS_REGION,
+            "bedrock",
+            &sigv4::Request {
+                method: parts.method.as_str(),
+                uri: &uri,
+                host,
+                content_type: header("content-type").unwrap_or(""),
+                body,
+            },
+            at,
+        )
+        .unwrap();
+        if signed.authorization.to_str().ok() != Some(authorization) {
+            return refused(
+                "The request signature we calculated does not match the signature you provided.",
+            );
+        }
+        Ok(())
+    }
+
+    /// One of Anthropic's server-sent events as Bedrock's chunk.
+    fn chunk(sse: &[u8]) -> Option<Bytes> {
+        let text = std::str::from_utf8(sse).ok()?;
+        let data = text.lines().find_map(|l| l.strip_prefix("data: "))?;
+        let payload = json!({
+            "bytes": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data),
+        });
+        Some(Bytes::from(eventstream::encode(
+            &[
+                (":event-type", "chunk"),
+                (":content-type", "application/json"),
+                (":message-type", "event"),
+            ],
+            payload.to_string().as_bytes(),
+        )))
+    }
+
+    fn event_stream(frames: Vec<Bytes>, rid: &str) -> Response<Body> {
+        let stream =
+            futures::stream::iter(frames.into_iter().map(|b| Ok::<_, Broken>(Frame::data(b))));
+        Response::builder()
+            .status(200)
+            .header("content-type", "application/vnd.amazon.eventstream")
+            .header("x-amzn-requestid", rid)
+            .body(StreamBody::new(stream).boxed())
+            .expect("valid response")
+    }
+
+    pub fn answer(
+        state: &Shared,
+        parts: &hyper::http::request::Parts,
+        path: &str,
+        body: &[u8],
+        n: u64,
+        rid: &str,
+    ) -> Response<Body> {
+        let path = path.split('?').next().unwrap_or(path);
+        let Some((model, verb)) = path
+            .strip_prefix("/model/")
+            .and_then(|rest| rest.rsplit_once('/'))
+        else {
+            return aws_error(404, "UnknownOperationException", "Not found", rid);
+        };
+        let stream_verb = match verb {
+            "invoke" => false,
+            "invoke-with-response-stream" => true,
+            _ => return aws_error(404, "UnknownOperationException", "Not found", rid),
+        };
+        if model.contains(':') || model.contains('/') {
+            return aws_error(
+                400,
+                "ValidationException",
+                "The model id must be URL-encoded",
+                rid,
+            );
+        }
+        let model = percent_encoding::percent_decode_str(model).decode_utf8_lossy();
+        if let Err(message) = authenticated(state, parts, body) {
+            return aws_error(403, "InvalidSignatureException", &message, rid);
+        }
+        let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(body) else {
+            return aws_error(400, "ValidationException", "Malformed input request", rid);
+        };
+        match request.remove("anthropic_version") {
+            Some(Value::String(v)) if v == "bedrock-2023-05-31" => {}
+            _ => {
+                return aws_error(
+                    400,
+                    "ValidationException",
+                    "Malformed input request: #: required key [anthropic_version] not found",
+                    rid,
+                );
+            }
+        }
+        if request.contains_key("model") {
+            return aws_error(
+                400,
+                "ValidationException",
+                "Malformed input request: #: extraneous key [model] is not permitted",
+                rid,
+            );
+        }
+        if request.remove("stream").is_some() {
+            return aws_error(
+                400,
+                "ValidationException",
+                "Malformed input request: #: extraneous key [stream] is not permitted",
+                rid,
+            );
+        }
+        request.insert("model".into(), json!(model.as_ref()));
+        let request = Value::Object(request);
+        if let Err(message) = validate(&request, false) {
+            return aws_error(400, "ValidationException", &message, rid);
+        }
+        let (step, usage) = next_step(state, Endpoint::Messages);
+        let reply = match step {
+            Step::Fail(Fault::MidStreamError) if stream_verb => {
+                let message = message(&request, &Reply::Text(TEXT.into()), usage, n);
+                let mut frames: Vec<Bytes> = events(&message, usage)
+                    .iter()
+                    .take(3)
+                    .filter_map(|e| chunk(e))
+                    .collect();
+                frames.push(Bytes::from(eventstream::encode(
+                    &[
+                        (":exception-type", "modelStreamErrorException"),
+                        (":content-type", "application/json"),
+                        (":message-type", "exception"),
+                    ],
+                    br#"{"message":"The model stream failed."}"#,
+                )));
+                return event_stream(frames, rid);
+            }
+            Step::Fail(f) => return fault(&f, rid),
+            Step::Reply(reply) => reply,
+        };
+        let message = message(&request, &reply, usage, n);
+        if stream_verb {
+            let frames = events(&message, usage)
+                .iter()
+                .filter_map(|e| chunk(e))
+                .collect();
+            event_stream(frames, rid)
+        } else {
+            json_response(200, rid, &message)
+        }
     }
 }
 

@@ -1434,3 +1434,208 @@ async fn claude_on_vertex_ai_is_reached_through_raw_predict_with_a_google_token(
     assert_eq!(grants, 1);
     gw.assert_logs_hold_none_of(&["ya29.mock-0"]);
 }
+
+// ---------------------------------------------------------------------------
+// Claude on Bedrock
+// ---------------------------------------------------------------------------
+
+/// Claude as Bedrock serves it: `provider: bedrock` reaches
+/// `/model/{id}/invoke` (`/invoke-with-response-stream` for streams) with
+/// every request signed (SigV4, checked by the mock against the request as
+/// it arrived) by the deployment's keys, the environment's (with their
+/// session token), or a Bedrock API key; streams read from AWS's event
+/// stream; AWS's errors in the client's shape; token counts estimated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claude_on_bedrock_is_signed_streamed_and_answered_in_each_clients_shape() {
+    use sluice_tests::mock_anthropic::{
+        AWS_ACCESS_KEY_ID, AWS_REGION, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, BEDROCK_API_KEY,
+    };
+    let gw = Gateway::start_with_env(
+        1,
+        &[],
+        &[
+            ("MOCK_AWS_SECRET", AWS_SECRET_ACCESS_KEY),
+            ("AWS_ACCESS_KEY_ID", AWS_ACCESS_KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", AWS_SECRET_ACCESS_KEY),
+            ("AWS_SESSION_TOKEN", AWS_SESSION_TOKEN),
+            ("AWS_REGION", AWS_REGION),
+        ],
+    )
+    .await;
+    let bedrock = MockAnthropic::start_bedrock().await.unwrap();
+    let model = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+    let deployment = |id: &str, group: &str| api::Deployment {
+        id: id.into(),
+        model_name: group.into(),
+        provider: "bedrock".into(),
+        model: model.into(),
+        api_base: bedrock.url(),
+        ..Default::default()
+    };
+    gw.deploy(api::Deployment {
+        aws_region_name: AWS_REGION.into(),
+        aws_access_key_id: AWS_ACCESS_KEY_ID.into(),
+        aws_secret_access_key: "os.environ/MOCK_AWS_SECRET".into(),
+        ..deployment("keys", "bclaude")
+    })
+    .await;
+    gw.deploy(deployment("env", "bclaude-env")).await;
+    gw.deploy(api::Deployment {
+        api_key: BEDROCK_API_KEY.into(),
+        ..deployment("api-key", "bclaude-key")
+    })
+    .await;
+    gw.deploy(api::Deployment {
+        aws_region_name: AWS_REGION.into(),
+        aws_access_key_id: AWS_ACCESS_KEY_ID.into(),
+        aws_secret_access_key: "not-the-secret".into(),
+        ..deployment("wrong", "bclaude-wrong")
+    })
+    .await;
+    let key = gw
+        .key(
+            None,
+            &["bclaude", "bclaude-env", "bclaude-key", "bclaude-wrong"],
+        )
+        .await;
+    gw.sync().await;
+    let invoke = "/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/invoke";
+    let hello = |group: &str| json!({"model": group, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 64});
+
+    // The OpenAI API, whole: signed with the deployment's own keys.
+    let a = chat(&gw, &key, &hello("bclaude")).await;
+    a.assert_ok();
+    assert_eq!(a.json["choices"][0]["message"]["content"], TEXT);
+    assert_eq!(a.json["usage"]["prompt_tokens"], USAGE.prompt_tokens());
+    let seen = bedrock.last_request().unwrap();
+    assert_eq!(seen.path_only(), invoke);
+    let authorization = seen.header("authorization").unwrap();
+    assert!(
+        authorization.starts_with(&format!("AWS4-HMAC-SHA256 Credential={AWS_ACCESS_KEY_ID}/")),
+        "{authorization}"
+    );
+    assert!(authorization.contains("/us-east-1/bedrock/aws4_request"));
+    assert_eq!(seen.header("x-amz-security-token"), None);
+    let body = String::from_utf8_lossy(&seen.body).into_owned();
+    assert!(
+        body.starts_with(r#"{"anthropic_version":"bedrock-2023-05-31","#),
+        "{body}"
+    );
+    assert!(seen.json().get("model").is_none(), "{body}");
+
+    // Streamed, usage asked for: AWS's event stream read as Claude's events.
+    let mut streamed = hello("bclaude");
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let a = chat(&gw, &key, &streamed).await;
+    a.assert_ok();
+    assert_eq!(a.header("content-type"), Some("text/event-stream"));
+    let chunks = sse_events(&a.text);
+    let content: String = chunks
+        .iter()
+        .filter_map(|(_, c)| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(content, TEXT, "{}", a.text);
+    let usage = chunks
+        .iter()
+        .rev()
+        .find(|(_, c)| !c["usage"].is_null())
+        .map(|(_, c)| c["usage"].clone())
+        .expect("a usage chunk");
+    assert_eq!(usage["completion_tokens"], USAGE.output_tokens);
+    assert!(a.text.trim_end().ends_with("data: [DONE]"), "{}", a.text);
+    assert_eq!(
+        bedrock.last_request().unwrap().path_only(),
+        "/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/invoke-with-response-stream"
+    );
+
+    // Anthropic's clients: their body but for the model and the version;
+    // the stream as Claude sent its events.
+    let headers = anthropic_headers(&key);
+    let native = r#"{"model": "bclaude-env", "max_tokens": 99, "messages": [{"role": "user", "content": "Hi \u00e9"}]}"#;
+    let a = send(&gw, "/v1/messages", &headers, native).await;
+    a.assert_ok();
+    assert_eq!(a.json["content"][0]["text"], TEXT);
+    let seen = bedrock.last_request().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&seen.body),
+        r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":99,"messages":[{"role": "user", "content": "Hi \u00e9"}]}"#
+    );
+    // The environment's keys, with their session token.
+    assert_eq!(seen.header("x-amz-security-token"), Some(AWS_SESSION_TOKEN));
+    let stream = native.replacen('{', r#"{"stream": true, "#, 1);
+    let a = send(&gw, "/v1/messages", &headers, &stream).await;
+    a.assert_ok();
+    let events: Vec<String> = sse_events(&a.text).into_iter().map(|(e, _)| e).collect();
+    assert_eq!(events.first().map(String::as_str), Some("message_start"));
+    assert!(
+        events.contains(&"content_block_delta".to_owned()),
+        "{events:?}"
+    );
+    assert_eq!(events.last().map(String::as_str), Some("message_stop"));
+
+    // A Bedrock API key: a bearer token, nothing signed.
+    let a = chat(&gw, &key, &hello("bclaude-key")).await;
+    a.assert_ok();
+    let seen = bedrock.last_request().unwrap();
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {BEDROCK_API_KEY}").as_str())
+    );
+    assert_eq!(seen.header("x-amz-date"), None);
+
+    // Counting tokens: estimated, Bedrock not asked.
+    let hits = bedrock.hits();
+    let a = send(
+        &gw,
+        "/v1/messages/count_tokens",
+        &headers,
+        r#"{"model": "bclaude", "messages": [{"role": "user", "content": "How many tokens is this?"}]}"#,
+    )
+    .await;
+    a.assert_ok();
+    assert!(a.json["input_tokens"].as_u64().unwrap() > 0, "{}", a.text);
+    assert_eq!(bedrock.hits(), hits);
+
+    // AWS's errors in each client's shape; a mid-stream exception as
+    // Anthropic's error event.
+    bedrock.fail_next(Fault::PromptTooLong);
+    let a = chat(&gw, &key, &hello("bclaude")).await;
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert_eq!(
+        a.json["error"]["type"], "invalid_request_error",
+        "{}",
+        a.text
+    );
+    assert_eq!(
+        a.json["error"]["message"],
+        "Input is too long for requested model."
+    );
+    bedrock.fail_next(Fault::RateLimited);
+    let a = send(&gw, "/v1/messages", &headers, native).await;
+    assert_eq!(a.status, 429, "{}", a.text);
+    assert_eq!(a.json["type"], "error");
+    assert_eq!(a.json["error"]["type"], "rate_limit_error", "{}", a.text);
+    // (That deployment cools now; another one streams.)
+    bedrock.fail_next(Fault::MidStreamError);
+    let other = stream.replace("bclaude-env", "bclaude-key");
+    let a = send(&gw, "/v1/messages", &headers, &other).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let last = sse_events(&a.text).pop().expect("events");
+    assert_eq!(last.0, "error", "{}", a.text);
+    assert_eq!(last.1["error"]["message"], "The model stream failed.");
+
+    // A wrong secret: Bedrock refuses the signature, the client is told the
+    // deployment's credentials need fixing.
+    let a = chat(&gw, &key, &hello("bclaude-wrong")).await;
+    let error = a.assert_error(502, "upstream_error");
+    assert!(
+        error["message"].as_str().unwrap().contains("credentials"),
+        "{error}"
+    );
+    gw.assert_logs_hold_none_of(&[AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, BEDROCK_API_KEY]);
+}

@@ -24,10 +24,17 @@ use crate::secrets;
 use crate::store::Txn;
 use crate::validate;
 
-/// A deployment as answers show it: literal provider keys redacted.
+/// A deployment as answers show it: literal provider keys (and AWS secret
+/// keys and session tokens) redacted.
 pub fn redacted(mut d: Deployment) -> Deployment {
-    if !d.api_key.is_empty() && !secret_is_reference(&d.api_key) {
-        d.api_key = REDACTED.to_string();
+    for secret in [
+        &mut d.api_key,
+        &mut d.aws_secret_access_key,
+        &mut d.aws_session_token,
+    ] {
+        if !secret.is_empty() && !secret_is_reference(secret) {
+            *secret = REDACTED.to_string();
+        }
     }
     d
 }
@@ -200,8 +207,19 @@ impl ModelService for Admin {
                     cache_creation_input_token_cost,
                     vertex_project,
                     vertex_location,
+                    aws_region_name,
+                    aws_access_key_id,
+                    aws_secret_access_key,
+                    aws_session_token,
                 ]
             );
+            // A redacted secret sent back unchanged keeps the one stored.
+            if d.aws_secret_access_key == REDACTED {
+                d.aws_secret_access_key = current.value.aws_secret_access_key.clone();
+            }
+            if d.aws_session_token == REDACTED {
+                d.aws_session_token = current.value.aws_session_token.clone();
+            }
             validate::deployment(&mut d, "update")?;
             d.updated_at = Some(now());
             self.write_deployment(d, current.mod_revision, req.expected_revision)
@@ -463,6 +481,68 @@ mod tests {
             ..mock("d1")
         };
         assert_eq!(refused(elsewhere), "deployment.vertex_project");
+    }
+
+    #[test]
+    fn bedrock_deployments_name_claude_a_region_and_keys_in_pairs() {
+        let bedrock = |model: &str| Deployment {
+            id: "b".into(),
+            model_name: "claude".into(),
+            provider: "bedrock".into(),
+            model: model.into(),
+            aws_region_name: "us-east-1".into(),
+            ..Default::default()
+        };
+        for model in [
+            "anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "us.anthropic.claude-sonnet-4-20250514-v1:0",
+            "invoke/anthropic.claude-3-haiku-20240307-v1:0",
+            "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc",
+        ] {
+            validate::deployment(&mut bedrock(model), "deployment").unwrap();
+        }
+        assert_eq!(
+            refused(bedrock("meta.llama3-70b-instruct-v1:0")),
+            "deployment.model"
+        );
+        let keys = Deployment {
+            aws_access_key_id: "AKIDEXAMPLE".into(),
+            aws_secret_access_key: "os.environ/AWS_SECRET".into(),
+            aws_session_token: "os.environ/AWS_TOKEN".into(),
+            ..bedrock("anthropic.claude-3-5-sonnet-20240620-v1:0")
+        };
+        validate::deployment(&mut keys.clone(), "deployment").unwrap();
+        let half = Deployment {
+            aws_secret_access_key: String::new(),
+            aws_session_token: String::new(),
+            ..keys.clone()
+        };
+        assert_eq!(refused(half), "deployment.aws_secret_access_key");
+        let token_alone = Deployment {
+            aws_access_key_id: String::new(),
+            aws_secret_access_key: String::new(),
+            ..keys.clone()
+        };
+        assert_eq!(refused(token_alone), "deployment.aws_session_token");
+        let bad_region = Deployment {
+            aws_region_name: "us-east-1.evil.com/".into(),
+            ..keys.clone()
+        };
+        assert_eq!(refused(bad_region), "deployment.aws_region_name");
+        let elsewhere = Deployment {
+            aws_region_name: "us-east-1".into(),
+            ..mock("d1")
+        };
+        assert_eq!(refused(elsewhere), "deployment.aws_region_name");
+        // Shown with the literal secret redacted, references as they are.
+        let literal = Deployment {
+            aws_secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+            ..keys
+        };
+        let shown = redacted(literal);
+        assert_eq!(shown.aws_secret_access_key, REDACTED);
+        assert_eq!(shown.aws_session_token, "os.environ/AWS_TOKEN");
+        assert_eq!(shown.aws_access_key_id, "AKIDEXAMPLE");
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! Provider secrets: a deployment's `api_key`, `api_base` and `api_version`
-//! (and Vertex AI's `vertex_project` and `vertex_location`) are each a
+//! (Vertex AI's `vertex_project` and `vertex_location`, Bedrock's `aws_…`
+//! settings) are each a
 //! literal or a reference `os.environ/NAME` (LiteLLM's convention),
 //! resolved here, on the data plane, when a config is applied. The control
 //! plane and etcd only ever hold the reference.
 //!
 //! A reference to a variable that is not set makes that one deployment
 //! unusable; it never refuses the whole config, since the other deployments
-//! are still right.
+//! are still right. A Bedrock deployment that leaves its AWS settings empty
+//! takes them from the environment AWS's SDKs read (`AWS_REGION`,
+//! `AWS_ACCESS_KEY_ID`, …; [`AWS_DEFAULTS`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -83,7 +86,22 @@ pub struct ProviderSecrets {
     /// Vertex AI's project and location: not secret, but references too.
     pub vertex_project: Secret,
     pub vertex_location: Secret,
+    /// Bedrock's region and AWS credentials.
+    pub aws_region: Secret,
+    pub aws_access_key_id: Secret,
+    pub aws_secret_access_key: Secret,
+    pub aws_session_token: Secret,
 }
+
+/// For a Bedrock deployment, the variables an empty setting falls back to,
+/// in order, as AWS's SDKs read them (`api_key`: a Bedrock API key).
+pub const AWS_DEFAULTS: &[(&str, &[&str])] = &[
+    ("aws_region_name", &["AWS_REGION", "AWS_DEFAULT_REGION"]),
+    ("aws_access_key_id", &["AWS_ACCESS_KEY_ID"]),
+    ("aws_secret_access_key", &["AWS_SECRET_ACCESS_KEY"]),
+    ("aws_session_token", &["AWS_SESSION_TOKEN"]),
+    ("api_key", &["AWS_BEARER_TOKEN_BEDROCK"]),
+];
 
 /// Why a deployment is unusable: a reference to a variable that is not set.
 /// Names the deployment, the field and the variable, never a value.
@@ -115,13 +133,59 @@ pub fn resolve(deployment: &Deployment, env: &dyn Env) -> Result<ProviderSecrets
             }),
         }
     };
+    let bedrock = bedrock(deployment);
+    // An empty Bedrock setting is the environment's, as AWS's SDKs read it.
+    let aws = |name: &'static str, value: &str| -> Result<Secret, MissingVariable> {
+        let resolved = field(name, value)?;
+        if !resolved.is_empty() || !bedrock {
+            return Ok(resolved);
+        }
+        let fallbacks = AWS_DEFAULTS
+            .iter()
+            .find(|(field, _)| *field == name)
+            .map_or(&[][..], |(_, vars)| *vars);
+        Ok(fallbacks
+            .iter()
+            .find_map(|var| env.var(var).filter(|v| !v.is_empty()))
+            .map(Secret::new)
+            .unwrap_or_default())
+    };
+    // A deployment with keys of its own signs with them alone: the
+    // environment's session token belongs to the environment's keys, and its
+    // Bedrock API key would be sent instead of signing.
+    let own_keys = !deployment.aws_access_key_id.is_empty();
+    let (session_token, api_key) = if own_keys {
+        (
+            field("aws_session_token", &deployment.aws_session_token)?,
+            field("api_key", &deployment.api_key)?,
+        )
+    } else {
+        (
+            aws("aws_session_token", &deployment.aws_session_token)?,
+            aws("api_key", &deployment.api_key)?,
+        )
+    };
     Ok(ProviderSecrets {
-        api_key: field("api_key", &deployment.api_key)?,
+        api_key,
         api_base: field("api_base", &deployment.api_base)?,
         api_version: field("api_version", &deployment.api_version)?,
         vertex_project: field("vertex_project", &deployment.vertex_project)?,
         vertex_location: field("vertex_location", &deployment.vertex_location)?,
+        aws_region: aws("aws_region_name", &deployment.aws_region_name)?,
+        aws_access_key_id: aws("aws_access_key_id", &deployment.aws_access_key_id)?,
+        aws_secret_access_key: aws("aws_secret_access_key", &deployment.aws_secret_access_key)?,
+        aws_session_token: session_token,
     })
+}
+
+/// Whether `deployment` is Bedrock's (its provider, or its model's prefix).
+fn bedrock(deployment: &Deployment) -> bool {
+    let provider = if deployment.provider.is_empty() {
+        sluice_proto::providers::split_model(&deployment.model).0
+    } else {
+        &deployment.provider
+    };
+    provider == "bedrock"
 }
 
 /// Whether `value` is an `os.environ/` reference rather than a literal.
@@ -139,13 +203,20 @@ pub fn displayable_api_key(api_key: &str) -> &str {
     }
 }
 
-/// A copy of `deployment` whose literal `api_key` is replaced by
+/// A copy of `deployment` whose literal `api_key` (and AWS secret key and
+/// session token) is replaced by
 /// [`REDACTED`]; references are kept, so an operator can see which variable
 /// each data plane needs.
 pub fn redacted(deployment: &Deployment) -> Deployment {
     let mut d = deployment.clone();
-    if displayable_api_key(&d.api_key) == REDACTED {
-        d.api_key = REDACTED.to_owned();
+    for secret in [
+        &mut d.api_key,
+        &mut d.aws_secret_access_key,
+        &mut d.aws_session_token,
+    ] {
+        if displayable_api_key(secret) == REDACTED {
+            *secret = REDACTED.to_owned();
+        }
     }
     d
 }
@@ -159,6 +230,64 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn bedrock_settings_left_empty_are_the_environments() {
+        let bedrock = Deployment {
+            id: "b".into(),
+            provider: "bedrock".into(),
+            model: "anthropic.claude-sonnet-4-20250514-v1:0".into(),
+            ..Default::default()
+        };
+        let aws = env(&[
+            ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIDENV"),
+            ("AWS_SECRET_ACCESS_KEY", "secret-env"),
+            ("AWS_SESSION_TOKEN", "token-env"),
+        ]);
+        let s = resolve(&bedrock, &aws).unwrap();
+        assert_eq!(s.aws_region.expose(), "eu-west-1");
+        assert_eq!(s.aws_access_key_id.expose(), "AKIDENV");
+        assert_eq!(s.aws_secret_access_key.expose(), "secret-env");
+        assert_eq!(s.aws_session_token.expose(), "token-env");
+        assert!(s.api_key.is_empty());
+        // AWS_REGION before AWS_DEFAULT_REGION; the Bedrock API key too.
+        let mut more = aws.clone();
+        more.insert("AWS_REGION".into(), "us-west-2".into());
+        more.insert("AWS_BEARER_TOKEN_BEDROCK".into(), "bedrock-api-key".into());
+        let s = resolve(&bedrock, &more).unwrap();
+        assert_eq!(s.aws_region.expose(), "us-west-2");
+        assert_eq!(s.api_key.expose(), "bedrock-api-key");
+        // Keys of its own: nothing of the environment's credentials.
+        let own = Deployment {
+            aws_access_key_id: "AKIDOWN".into(),
+            aws_secret_access_key: "os.environ/MY_SECRET".into(),
+            ..bedrock.clone()
+        };
+        more.insert("MY_SECRET".into(), "secret-own".into());
+        let s = resolve(&own, &more).unwrap();
+        assert_eq!(s.aws_access_key_id.expose(), "AKIDOWN");
+        assert_eq!(s.aws_secret_access_key.expose(), "secret-own");
+        assert!(s.aws_session_token.is_empty());
+        assert!(s.api_key.is_empty());
+        assert_eq!(s.aws_region.expose(), "us-west-2");
+        // Another provider's deployment takes none of it.
+        let openai = Deployment {
+            model: "gpt-4o".into(),
+            ..Default::default()
+        };
+        let s = resolve(&openai, &more).unwrap();
+        assert!(s.aws_region.is_empty() && s.api_key.is_empty());
+        // Shown redacted.
+        let literal = Deployment {
+            aws_secret_access_key: "secret-own".into(),
+            aws_session_token: "os.environ/T".into(),
+            ..own
+        };
+        let shown = redacted(&literal);
+        assert_eq!(shown.aws_secret_access_key, REDACTED);
+        assert_eq!(shown.aws_session_token, "os.environ/T");
     }
 
     #[test]

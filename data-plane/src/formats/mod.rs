@@ -7,6 +7,8 @@
 //!   an upstream's error body is.
 //! - [`anthropic`]: Anthropic's Messages API (types, errors) and the
 //!   translations between it and chat completions, both ways.
+//! - [`bedrock`]: Bedrock's stream of Claude's events and its errors;
+//!   [`eventstream`]: AWS's binary event stream encoding it streams in.
 //! - [`chat`]: OpenAI's chat completions on the wire: request, answer,
 //!   streamed chunk, usage and error, both ways.
 //! - [`google`]: Google's error envelope (Gemini's OpenAI-compatible API),
@@ -26,7 +28,9 @@
 //!   tool message, to their call.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod chat;
+pub mod eventstream;
 pub mod google;
 pub mod openai;
 pub mod responses;
@@ -93,6 +97,8 @@ pub enum ErrorShape {
     Anthropic,
     /// `[{"error": {"code", "message", "status"}}]` ([`google`]).
     Google,
+    /// AWS's `{"message": "…"}` ([`bedrock`]).
+    Aws,
     /// Not JSON, or JSON of neither shape.
     Other,
 }
@@ -116,6 +122,7 @@ impl ErrorShape {
                 ErrorShape::Anthropic
             }
             (_, Some(_)) => ErrorShape::OpenAi,
+            _ if bedrock::error_message(body).is_some() => ErrorShape::Aws,
             _ => ErrorShape::Other,
         }
     }

@@ -47,6 +47,7 @@ use crate::providers::{self, Backend, Exchange, Target, mock};
 use crate::request::parse::Parsed;
 use crate::upstream::{Upstream, UpstreamError};
 
+mod eventstream;
 mod token;
 mod translate;
 
@@ -115,6 +116,11 @@ pub async fn forward(
                 call.format.path(),
             ),
         })?;
+    // An upstream that speaks Anthropic but counts no tokens (Bedrock).
+    let exchange = match exchange {
+        Exchange::Same(Format::CountTokens) if !backend.counts_tokens() => Exchange::EstimateTokens,
+        exchange => exchange,
+    };
     if exchange == Exchange::EstimateTokens {
         return translate::estimate_tokens(call.request);
     }
@@ -174,6 +180,7 @@ pub async fn forward(
                 .await?;
                 headers.insert(header::AUTHORIZATION, authorization);
             }
+            provider.sign(call.deployment, &target, &mut request)?;
             let started = Instant::now();
             let response = upstream.send(&target, request, call.timeout).await?;
             let first_byte = started.elapsed();
@@ -198,11 +205,18 @@ pub async fn forward(
                     relayed,
                 });
             }
-            let content_type = parts
+            let mut content_type = parts
                 .headers
                 .get(header::CONTENT_TYPE)
                 .cloned()
                 .unwrap_or_else(|| HeaderValue::from_static("application/json"));
+            // Bedrock's binary event stream, read on as Anthropic's events.
+            let body = if content_type == eventstream::CONTENT_TYPE {
+                content_type = HeaderValue::from_static("text/event-stream");
+                eventstream::as_sse(body)
+            } else {
+                body
+            };
             let event_stream = content_type
                 .to_str()
                 .is_ok_and(formats::sse::is_event_stream);

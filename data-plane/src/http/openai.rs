@@ -685,7 +685,7 @@ fn upstream_failure(deployment: &str, e: UpstreamError, format: Format) -> Failu
     }
 }
 
-/// An upstream's error body, in OpenAI's, Anthropic's or Google's shape, in
+/// An upstream's error body, in OpenAI's, Anthropic's, Google's or AWS's shape, in
 /// the client's: as sent when the client speaks the upstream's API,
 /// translated otherwise (the message kept, the type mapped); `None` when it
 /// cannot be.
@@ -718,6 +718,12 @@ fn in_clients_shape(
                 kind,
                 &error.message,
             )))
+        }
+        (false, ErrorShape::Aws) => {
+            formats::bedrock::to_openai(body, status.as_u16()).map(Bytes::from)
+        }
+        (true, ErrorShape::Aws) => {
+            formats::bedrock::to_anthropic(body, status.as_u16()).map(Bytes::from)
         }
         (_, ErrorShape::Other) => None,
     }

@@ -12,6 +12,9 @@
 //!   through Anthropic's API there, with a Google OAuth token fetched from
 //!   the deployment's credentials (kept with its targets,
 //!   [`target::TokenCell`]).
+//! - [`bedrock`], Amazon Bedrock: Claude through `InvokeModel`, each
+//!   request signed with AWS Signature Version 4 ([`sigv4`]) or a Bedrock
+//!   API key as a bearer token.
 //! - [`mock`]: answered in-process with canned OpenAI-shaped bodies; no
 //!   network. Its knobs are in its module doc.
 //!
@@ -27,8 +30,10 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod bedrock;
 pub mod mock;
 pub mod openai;
+pub mod sigv4;
 pub mod target;
 pub mod vertex;
 
@@ -68,6 +73,23 @@ pub trait Provider: Send + Sync {
         false
     }
 
+    /// Whether it answers `/v1/messages/count_tokens`; when not, the
+    /// tokens are estimated (Bedrock).
+    fn counts_tokens(&self) -> bool {
+        true
+    }
+
+    /// Signs `request` to `target` just before it is sent, when the provider
+    /// signs each request (Bedrock's SigV4): its headers and body are final.
+    fn sign(
+        &self,
+        _deployment: &ResolvedDeployment,
+        _target: &Target,
+        _request: &mut hyper::Request<Bytes>,
+    ) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
     /// The body as the provider takes it, made from the one in its API's
     /// `format` (Claude on Vertex AI: the model out of it, the version in).
     fn adapt_body(&self, body: Bytes, _format: Format) -> Result<Bytes, TranslateError> {
@@ -105,6 +127,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Whether it answers a token count itself ([`Provider::counts_tokens`]).
+    pub fn counts_tokens(&self) -> bool {
+        match self {
+            Backend::Http(provider) => provider.counts_tokens(),
+            Backend::Mock => true,
+        }
+    }
+
     pub fn speaks(&self) -> Speaks {
         match self {
             Backend::Http(provider) => provider.speaks(),
@@ -218,6 +248,7 @@ pub fn backend(deployment: &Deployment) -> Result<Backend, ProviderError> {
             Backend::Http(&vertex::VertexClaude)
         }
         Wire::Vertex => Backend::Http(&vertex::Vertex),
+        Wire::Bedrock => Backend::Http(&bedrock::Bedrock),
     })
 }
 
@@ -258,10 +289,10 @@ pub fn upstream_model(d: &Deployment, requested: &str) -> String {
     } else {
         model
     };
-    if prefix == "vertex_ai" {
-        vertex::upstream_model(model)
-    } else {
-        model.to_owned()
+    match prefix {
+        "vertex_ai" => vertex::upstream_model(model),
+        "bedrock" => bedrock::upstream_model(model),
+        _ => model.to_owned(),
     }
 }
 

@@ -43,7 +43,7 @@ pub enum ProviderError {
     #[error("the deployment's upstream URL has no host")]
     NoHost,
     /// Never the credentials themselves, nor their path's contents.
-    #[error("the deployment's Google credentials cannot be used: {0}")]
+    #[error("the deployment's credentials cannot be used: {0}")]
     Credentials(String),
 }
 

@@ -109,8 +109,12 @@ impl Provider for VertexClaude {
     }
 
     fn adapt_body(&self, body: Bytes, format: Format) -> Result<Bytes, TranslateError> {
-        let keep_model = format == Format::CountTokens;
-        hosted::body(&body, hosted::VERTEX_VERSION, keep_model).map(Bytes::from)
+        let drop = if format == Format::CountTokens {
+            &[][..]
+        } else {
+            hosted::VERTEX_DROPS
+        };
+        hosted::body(&body, hosted::VERTEX_VERSION, drop).map(Bytes::from)
     }
 }
 

@@ -1,7 +1,9 @@
 //! A Messages request as a cloud that hosts Claude takes it (Vertex AI's
-//! `rawPredict`): the model is in the URL, not the body, and the API
-//! version is a body member, `anthropic_version`, not a header. The other
-//! members go through as they came, values byte for byte, in their order.
+//! `rawPredict`, Bedrock's `InvokeModel`): the model is in the URL, not the
+//! body, and the API version is a body member, `anthropic_version`, not a
+//! header; Bedrock takes no `stream` member either (the URL says it). The
+//! other members go through as they came, values byte for byte, in their
+//! order.
 
 use std::fmt;
 
@@ -13,13 +15,18 @@ use super::TranslateError;
 /// Vertex AI's `anthropic_version`.
 pub const VERTEX_VERSION: &str = "vertex-2023-10-16";
 
-/// `messages_body` with `anthropic_version` first and, unless
-/// `keep_model` (Vertex's `count-tokens`, which reads it from the body),
-/// without `model`. A client's own `anthropic_version` is replaced.
+/// The members Vertex AI takes out: the model (but for `count-tokens`,
+/// which reads it from the body).
+pub const VERTEX_DROPS: &[&str] = &["model"];
+/// The members Bedrock takes out: it refuses both ("extraneous key").
+pub const BEDROCK_DROPS: &[&str] = &["model", "stream"];
+
+/// `messages_body` with `anthropic_version` first and without the members
+/// named in `drop`. A client's own `anthropic_version` is replaced.
 pub fn body(
     messages_body: &[u8],
     anthropic_version: &str,
-    keep_model: bool,
+    drop: &[&str],
 ) -> Result<Vec<u8>, TranslateError> {
     let Members(members) =
         serde_json::from_slice(messages_body).map_err(|e| TranslateError::Invalid {
@@ -31,7 +38,7 @@ pub fn body(
     // Writing a &str to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut out, anthropic_version);
     for (key, value) in &members {
-        if key == "anthropic_version" || (key == "model" && !keep_model) {
+        if key == "anthropic_version" || drop.contains(&key.as_str()) {
             continue;
         }
         out.push(b',');
@@ -71,8 +78,8 @@ mod tests {
     use super::*;
 
     fn hosted(body: &str, keep_model: bool) -> String {
-        String::from_utf8(super::body(body.as_bytes(), VERTEX_VERSION, keep_model).unwrap())
-            .unwrap()
+        let drop = if keep_model { &[][..] } else { VERTEX_DROPS };
+        String::from_utf8(super::body(body.as_bytes(), VERTEX_VERSION, drop).unwrap()).unwrap()
     }
 
     #[test]
@@ -93,10 +100,22 @@ mod tests {
     }
 
     #[test]
+    fn bedrock_takes_the_stream_member_out_too() {
+        let body = r#"{"stream":true,"model":"m","max_tokens":5,"messages":[]}"#;
+        assert_eq!(
+            String::from_utf8(
+                super::body(body.as_bytes(), "bedrock-2023-05-31", BEDROCK_DROPS).unwrap()
+            )
+            .unwrap(),
+            r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[]}"#
+        );
+    }
+
+    #[test]
     fn a_body_that_is_not_an_object_is_refused() {
         for bad in ["[1]", "\"x\"", "{", ""] {
             assert!(
-                super::body(bad.as_bytes(), VERTEX_VERSION, false).is_err(),
+                super::body(bad.as_bytes(), VERTEX_VERSION, VERTEX_DROPS).is_err(),
                 "{bad}"
             );
         }

@@ -1,0 +1,268 @@
+//! Amazon Bedrock's runtime, for Claude: `InvokeModel` at
+//! `https://bedrock-runtime.{region}.amazonaws.com/model/{model id}/invoke`
+//! (`/invoke-with-response-stream` for a stream; the deployment's
+//! `api_base` in place of the host when it names one, LiteLLM's
+//! `aws_bedrock_runtime_endpoint`), the body Anthropic's Messages request
+//! with `anthropic_version: bedrock-2023-05-31` in it and the model (and
+//! whether it streams) only in the URL ([`crate::formats::anthropic::hosted`]); streams come in AWS's
+//! event stream ([`crate::formats::bedrock`]). The model id is LiteLLM's
+//! after `bedrock/` (`anthropic.claude-…-v1:0`, an inference profile
+//! `us.anthropic.…`, or an ARN), its `invoke/` or `converse/` route prefix
+//! dropped.
+//!
+//! Authentication: a Bedrock API key (`api_key`, else
+//! `AWS_BEARER_TOKEN_BEDROCK`) as a bearer token; else every request signed
+//! with AWS Signature Version 4 ([`super::sigv4`]) with the deployment's
+//! (or the environment's) access key, secret and session token.
+//! Bedrock counts no tokens the way `/v1/messages/count_tokens` asks: they
+//! are estimated.
+
+use std::time::SystemTime;
+
+use hyper::Request;
+use hyper::body::Bytes;
+use hyper::header::{self, HeaderName};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use super::{Address, Provider, ProviderError, Speaks, Target, secret_header, sigv4};
+use crate::config::snapshot::ResolvedDeployment;
+use crate::formats::anthropic::hosted;
+use crate::formats::{Format, TranslateError};
+
+/// The `anthropic_version` Bedrock takes.
+pub const VERSION: &str = "bedrock-2023-05-31";
+/// The service requests are signed for.
+const SERVICE: &str = "bedrock";
+/// What a model id keeps unencoded in the URL's path.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
+const X_AMZ_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-amz-security-token");
+
+pub struct Bedrock;
+
+impl Provider for Bedrock {
+    fn address(
+        &self,
+        deployment: &ResolvedDeployment,
+        upstream_model: &str,
+        _format: Format,
+        stream: bool,
+    ) -> Result<Address, ProviderError> {
+        let secrets = deployment.secrets();
+        let base = endpoint(secrets.api_base.expose(), secrets.aws_region.expose())?;
+        let mut headers = Vec::new();
+        if !secrets.api_key.is_empty() {
+            headers.push((
+                header::AUTHORIZATION,
+                secret_header(&format!("Bearer {}", secrets.api_key.expose()), "api_key")?,
+            ));
+        } else if secrets.aws_access_key_id.is_empty() || secrets.aws_secret_access_key.is_empty() {
+            return Err(ProviderError::Credentials(
+                "no AWS credentials: set aws_access_key_id and aws_secret_access_key (or \
+                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY on the data plane), or an api_key \
+                 holding a Bedrock API key"
+                    .into(),
+            ));
+        } else if secrets.aws_region.is_empty() {
+            return Err(ProviderError::Credentials(
+                "no AWS region to sign for: set aws_region_name (or AWS_REGION on the data plane)"
+                    .into(),
+            ));
+        }
+        Ok(Address {
+            url: invoke_url(&base, upstream_model, stream)?,
+            headers,
+        })
+    }
+
+    fn speaks(&self) -> Speaks {
+        Speaks::Anthropic
+    }
+
+    fn streams_elsewhere(&self) -> bool {
+        true
+    }
+
+    fn counts_tokens(&self) -> bool {
+        false
+    }
+
+    fn adapt_body(&self, body: Bytes, _format: Format) -> Result<Bytes, TranslateError> {
+        hosted::body(&body, VERSION, hosted::BEDROCK_DROPS).map(Bytes::from)
+    }
+
+    fn sign(
+        &self,
+        deployment: &ResolvedDeployment,
+        target: &Target,
+        request: &mut Request<Bytes>,
+    ) -> Result<(), ProviderError> {
+        let secrets = deployment.secrets();
+        if !secrets.api_key.is_empty() {
+            // The bearer token is among the target's headers.
+            return Ok(());
+        }
+        let token = secrets.aws_session_token.expose();
+        let credentials = sigv4::Credentials {
+            access_key_id: secrets.aws_access_key_id.expose(),
+            secret_access_key: secrets.aws_secret_access_key.expose(),
+            session_token: (!token.is_empty()).then_some(token),
+        };
+        let host = target
+            .host()
+            .to_str()
+            .map_err(|_| ProviderError::InvalidHeader("host"))?;
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json");
+        let signed = sigv4::sign(
+            &credentials,
+            secrets.aws_region.expose(),
+            SERVICE,
+            &sigv4::Request {
+                method: request.method().as_str(),
+                uri: target.uri(),
+                host,
+                content_type,
+                body: request.body(),
+            },
+            SystemTime::now(),
+        )?;
+        let headers = request.headers_mut();
+        headers.insert(X_AMZ_DATE, signed.date);
+        headers.insert(header::AUTHORIZATION, signed.authorization);
+        if let Some(token) = signed.security_token {
+            headers.insert(X_AMZ_SECURITY_TOKEN, token);
+        }
+        Ok(())
+    }
+}
+
+/// The runtime's URL: `api_base` when given, else the region's.
+fn endpoint(api_base: &str, region: &str) -> Result<String, ProviderError> {
+    let api_base = api_base.trim().trim_end_matches('/');
+    if !api_base.is_empty() {
+        return Ok(api_base.to_owned());
+    }
+    let region = region.trim();
+    if region.is_empty() {
+        return Err(ProviderError::MissingApiBase("bedrock"));
+    }
+    if !region
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(ProviderError::InvalidUrl(
+            "aws_region_name may hold only lower-case letters, digits and '-'".into(),
+        ));
+    }
+    Ok(format!("https://bedrock-runtime.{region}.amazonaws.com"))
+}
+
+/// Where `model` is invoked, the id percent-encoded as one path segment
+/// (`:` and an ARN's `/` too).
+fn invoke_url(base: &str, model: &str, stream: bool) -> Result<String, ProviderError> {
+    if model.is_empty() {
+        return Err(ProviderError::InvalidUrl(
+            "the Bedrock model id is empty".into(),
+        ));
+    }
+    let verb = if stream {
+        "invoke-with-response-stream"
+    } else {
+        "invoke"
+    };
+    Ok(format!(
+        "{base}/model/{}/{verb}",
+        utf8_percent_encode(model, UNRESERVED)
+    ))
+}
+
+/// The model id as Bedrock names it: LiteLLM's `invoke/` or `converse/`
+/// route prefix dropped.
+pub fn upstream_model(model: &str) -> String {
+    model
+        .strip_prefix("invoke/")
+        .or_else(|| model.strip_prefix("converse/"))
+        .unwrap_or(model)
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runtime_is_the_regions_unless_named() {
+        assert_eq!(
+            endpoint("", "us-east-1").unwrap(),
+            "https://bedrock-runtime.us-east-1.amazonaws.com"
+        );
+        assert_eq!(
+            endpoint(
+                "https://vpce-1.bedrock-runtime.us-east-1.vpce.amazonaws.com/",
+                ""
+            )
+            .unwrap(),
+            "https://vpce-1.bedrock-runtime.us-east-1.vpce.amazonaws.com"
+        );
+        assert_eq!(
+            endpoint("", ""),
+            Err(ProviderError::MissingApiBase("bedrock"))
+        );
+        assert!(matches!(
+            endpoint("", "evil.com/x"),
+            Err(ProviderError::InvalidUrl(_))
+        ));
+    }
+
+    #[test]
+    fn model_ids_are_one_encoded_segment() {
+        let base = "https://bedrock-runtime.us-east-1.amazonaws.com";
+        assert_eq!(
+            invoke_url(base, "anthropic.claude-3-5-sonnet-20240620-v1:0", false).unwrap(),
+            format!("{base}/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/invoke")
+        );
+        assert_eq!(
+            invoke_url(base, "us.anthropic.claude-sonnet-4-20250514-v1:0", true).unwrap(),
+            format!(
+                "{base}/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/invoke-with-response-stream"
+            )
+        );
+        assert_eq!(
+            invoke_url(
+                base,
+                "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc",
+                false
+            )
+            .unwrap(),
+            format!(
+                "{base}/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Aapplication-inference-profile%2Fabc/invoke"
+            )
+        );
+        assert!(invoke_url(base, "", false).is_err());
+        assert_eq!(
+            upstream_model("invoke/anthropic.claude-3-haiku-20240307-v1:0"),
+            "anthropic.claude-3-haiku-20240307-v1:0"
+        );
+        assert_eq!(upstream_model("converse/us.anthropic.x"), "us.anthropic.x");
+        assert_eq!(upstream_model("anthropic.x"), "anthropic.x");
+    }
+
+    #[test]
+    fn claudes_body_carries_bedrocks_version_and_not_the_model() {
+        let body =
+            Bytes::from_static(br#"{"model":"c","max_tokens":5,"messages":[],"stream":true}"#);
+        let adapted = Bedrock.adapt_body(body, Format::Messages).unwrap();
+        assert_eq!(
+            &adapted[..],
+            br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[]}"#
+        );
+    }
+}
