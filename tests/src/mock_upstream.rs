@@ -396,12 +396,13 @@ impl MockUpstream {
         self.shared.behaviour.lock().unwrap().model_like = true;
     }
 
-    /// How many requests reached this upstream.
-    /// How long the tokens it hands out as Google's token endpoint live.
+    /// How long the tokens it hands out as Google's token endpoint live
+    /// (and the keys it hands out as AWS's credentials endpoints).
     pub fn set_token_life(&self, seconds: u64) {
         self.shared.token_life.store(seconds, Ordering::SeqCst);
     }
 
+    /// How many requests reached this upstream.
     pub fn hits(&self) -> usize {
         self.shared.requests.lock().unwrap().len()
     }
@@ -521,6 +522,110 @@ fn google_token(
     ))
 }
 
+/// The token a pod's EKS Pod Identity agent wants, as the mock plays it.
+pub const POD_IDENTITY_TOKEN: &str = "eks-pod-identity-token-mock";
+/// The service account token STS takes for a web identity's role.
+pub const WEB_IDENTITY_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.web-identity.mock";
+
+/// The mock as AWS's credentials endpoints, handing out the mock Bedrock's
+/// keys ([`crate::mock_anthropic::AWS_ACCESS_KEY_ID`] and its secret and
+/// session token) for [`MockUpstream::set_token_life`] seconds: the
+/// container credentials endpoint (`GET /v1/credentials`, which wants
+/// `Authorization:` [`POD_IDENTITY_TOKEN`]) and STS (`POST /sts/`,
+/// `AssumeRoleWithWebIdentity` with [`WEB_IDENTITY_TOKEN`], answering XML).
+fn aws_credentials(
+    state: &Shared,
+    parts: &hyper::http::request::Parts,
+    path: &str,
+    body: &[u8],
+) -> Option<Response<Body>> {
+    use crate::mock_anthropic::{AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN};
+    let container = parts.method == hyper::Method::GET && path == "/v1/credentials";
+    let sts = parts.method == hyper::Method::POST && path == "/sts/";
+    if !(container || sts) {
+        return None;
+    }
+    let life = match state.token_life.load(Ordering::SeqCst) {
+        0 => 3600,
+        n => n,
+    };
+    let expiration =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(life));
+    let xml = |status: StatusCode, text: String| {
+        Response::builder()
+            .status(status)
+            .header("content-type", "text/xml")
+            .body(
+                Full::new(Bytes::from(text))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .expect("valid response")
+    };
+    if container {
+        let authorized = parts
+            .headers
+            .get("authorization")
+            .is_some_and(|v| v == POD_IDENTITY_TOKEN);
+        if !authorized {
+            return Some(json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"code": "AccessDeniedException", "message": "Service account token cannot be empty"}),
+            ));
+        }
+        return Some(json_response(
+            StatusCode::OK,
+            &json!({
+                "AccessKeyId": AWS_ACCESS_KEY_ID,
+                "SecretAccessKey": AWS_SECRET_ACCESS_KEY,
+                "Token": AWS_SESSION_TOKEN,
+                "AccountId": "123456789012",
+                "Expiration": expiration.to_string(),
+            }),
+        ));
+    }
+    let form = String::from_utf8_lossy(body);
+    let field = |name: &str| {
+        form.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == name).then(|| {
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+        })
+    };
+    if field("Action").as_deref() != Some("AssumeRoleWithWebIdentity")
+        || field("RoleArn").is_none_or(|r| !r.starts_with("arn:aws:iam::"))
+    {
+        return Some(xml(
+            StatusCode::BAD_REQUEST,
+            "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code><Message>Could not find operation</Message></Error></ErrorResponse>".into(),
+        ));
+    }
+    if field("WebIdentityToken").as_deref() != Some(WEB_IDENTITY_TOKEN) {
+        return Some(xml(
+            StatusCode::BAD_REQUEST,
+            "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code><Message>Couldn't retrieve verification key from your identity provider</Message></Error></ErrorResponse>".into(),
+        ));
+    }
+    Some(xml(
+        StatusCode::OK,
+        format!(
+            r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <Credentials>
+      <AccessKeyId>{AWS_ACCESS_KEY_ID}</AccessKeyId>
+      <SecretAccessKey>{AWS_SECRET_ACCESS_KEY}</SecretAccessKey>
+      <SessionToken>{AWS_SESSION_TOKEN}</SessionToken>
+      <Expiration>{expiration}</Expiration>
+    </Credentials>
+  </AssumeRoleWithWebIdentityResult>
+</AssumeRoleWithWebIdentityResponse>"#
+        ),
+    ))
+}
+
 fn endpoint(path: &str) -> Option<Endpoint> {
     let path = path.split('?').next().unwrap_or(path);
     let rest = path
@@ -583,6 +688,9 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         .unwrap()
         .push(Recorded::new(&parts, &path, &body));
     if let Some(answer) = google_token(&state, &parts, &path) {
+        return Ok(answer);
+    }
+    if let Some(answer) = aws_credentials(&state, &parts, &path, &body) {
         return Ok(answer);
     }
     let (mut latency, mut failure, gate, fault, model_like) = {

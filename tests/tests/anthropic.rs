@@ -1639,3 +1639,129 @@ async fn claude_on_bedrock_is_signed_streamed_and_answered_in_each_clients_shape
     );
     gw.assert_logs_hold_none_of(&[AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, BEDROCK_API_KEY]);
 }
+
+/// Bedrock from a pod without keys: the data plane fetches temporary ones
+/// from the pod's identity, as AWS's SDKs do: EKS Pod Identity's container
+/// credentials endpoint (its token read from the file EKS mounts), or a
+/// service account's web identity exchanged at STS; fetched once for every
+/// request while they live, and refused identities answered as credentials
+/// needing fixing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bedrock_in_a_pod_signs_with_temporary_keys_from_its_identity() {
+    use sluice_tests::mock_anthropic::{AWS_ACCESS_KEY_ID, AWS_REGION, AWS_SESSION_TOKEN};
+    use sluice_tests::mock_upstream::{MockUpstream, POD_IDENTITY_TOKEN, WEB_IDENTITY_TOKEN};
+    let aws = MockUpstream::start().await.unwrap();
+    let bedrock = MockAnthropic::start_bedrock().await.unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let pod_token = files.path().join("eks-pod-identity-token");
+    std::fs::write(&pod_token, format!("{POD_IDENTITY_TOKEN}\n")).unwrap();
+    let web_token = files.path().join("token");
+    std::fs::write(&web_token, WEB_IDENTITY_TOKEN).unwrap();
+    let claude = |id: &str| api::Deployment {
+        id: id.into(),
+        model_name: id.into(),
+        provider: "bedrock".into(),
+        model: "anthropic.claude-3-5-haiku-20241022-v1:0".into(),
+        api_base: bedrock.url(),
+        aws_region_name: AWS_REGION.into(),
+        ..Default::default()
+    };
+    let asked = |path: &str| {
+        aws.requests()
+            .into_iter()
+            .filter(|r| r.path_only() == path)
+            .count()
+    };
+    let signed_with_the_pods_keys = || {
+        let seen = bedrock.last_request().unwrap();
+        assert!(
+            seen.header("authorization")
+                .unwrap()
+                .starts_with(&format!("AWS4-HMAC-SHA256 Credential={AWS_ACCESS_KEY_ID}/")),
+            "{:?}",
+            seen.header("authorization")
+        );
+        assert_eq!(seen.header("x-amz-security-token"), Some(AWS_SESSION_TOKEN));
+    };
+
+    // EKS Pod Identity.
+    let pod_url = aws.url("/v1/credentials");
+    let pod_token_path = pod_token.to_string_lossy().into_owned();
+    let gw = Gateway::start_with_env(
+        1,
+        &[],
+        &[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &pod_url),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &pod_token_path),
+        ],
+    )
+    .await;
+    gw.deploy(claude("pod")).await;
+    let key = gw.key(None, &["*"]).await;
+    gw.sync().await;
+    let body =
+        json!({"model": "pod", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 16});
+    let answers = futures::future::join_all((0..6).map(|_| chat(&gw, &key, &body))).await;
+    for a in &answers {
+        a.assert_ok();
+    }
+    assert_eq!(asked("/v1/credentials"), 1, "one fetch for every request");
+    let fetch = aws
+        .requests()
+        .into_iter()
+        .find(|r| r.path_only() == "/v1/credentials")
+        .unwrap();
+    assert_eq!(fetch.header("authorization"), Some(POD_IDENTITY_TOKEN));
+    signed_with_the_pods_keys();
+    gw.assert_logs_hold_none_of(&[AWS_SESSION_TOKEN, POD_IDENTITY_TOKEN]);
+    drop(gw);
+
+    // A service account's web identity, exchanged at STS.
+    let sts = aws.url("/sts");
+    let web_token_path = web_token.to_string_lossy().into_owned();
+    let gw = Gateway::start_with_env(
+        1,
+        &[],
+        &[
+            (
+                "AWS_ROLE_ARN",
+                "arn:aws:iam::123456789012:role/sluice-bedrock",
+            ),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", &web_token_path),
+            ("AWS_ENDPOINT_URL_STS", &sts),
+        ],
+    )
+    .await;
+    gw.deploy(claude("web")).await;
+    let key = gw.key(None, &["*"]).await;
+    gw.sync().await;
+    let body =
+        json!({"model": "web", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 16});
+    for _ in 0..3 {
+        chat(&gw, &key, &body).await.assert_ok();
+    }
+    assert_eq!(asked("/sts/"), 1);
+    let exchange = aws
+        .requests()
+        .into_iter()
+        .find(|r| r.path_only() == "/sts/")
+        .unwrap();
+    let form = String::from_utf8_lossy(&exchange.body).into_owned();
+    assert!(form.starts_with("Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fsluice-bedrock&"), "{form}");
+    signed_with_the_pods_keys();
+
+    // The token file is read on each fetch (Kubernetes rotates it): one
+    // STS refuses is the deployment's credentials needing fixing.
+    std::fs::write(&web_token, "eyJ.expired.token").unwrap();
+    gw.deploy(claude("refused")).await;
+    gw.sync().await;
+    let hits = bedrock.hits();
+    let body = json!({"model": "refused", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 16});
+    let a = chat(&gw, &key, &body).await;
+    let error = a.assert_error(502, "upstream_error");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("credentials"), "{message}");
+    assert!(!message.contains("verification key"), "{message}");
+    assert_eq!(bedrock.hits(), hits, "nothing reached Bedrock");
+    gw.assert_logs_hold_none_of(&[AWS_SESSION_TOKEN, WEB_IDENTITY_TOKEN]);
+}

@@ -43,7 +43,7 @@ use crate::config::snapshot::ResolvedDeployment;
 use crate::formats::{self, Format};
 use crate::headers::REQUEST_ID;
 use crate::metrics::{Metrics, UpstreamMetrics};
-use crate::providers::{self, Backend, Exchange, Target, mock};
+use crate::providers::{self, Backend, Exchange, Fetches, Target, mock};
 use crate::request::parse::Parsed;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -171,16 +171,21 @@ pub async fn forward(
             for (name, value) in target.headers() {
                 headers.insert(name.clone(), value.clone());
             }
-            if provider.fetches_token() {
-                let authorization = token::authorization(
-                    call.deployment.targets().token(),
-                    &call.deployment.secrets().api_key,
-                    upstream,
-                )
-                .await?;
-                headers.insert(header::AUTHORIZATION, authorization);
-            }
-            provider.sign(call.deployment, &target, &mut request)?;
+            let secrets = call.deployment.secrets();
+            let targets = call.deployment.targets();
+            let keys = match provider.fetches(call.deployment) {
+                Fetches::Nothing => None,
+                Fetches::Token => {
+                    let authorization =
+                        token::authorization(targets.token(), &secrets.api_key, upstream).await?;
+                    headers.insert(header::AUTHORIZATION, authorization);
+                    None
+                }
+                Fetches::AwsKeys => {
+                    Some(token::aws_keys(targets.aws_keys(), &secrets.aws_region, upstream).await?)
+                }
+            };
+            provider.sign(call.deployment, &target, &mut request, keys.as_deref())?;
             let started = Instant::now();
             let response = upstream.send(&target, request, call.timeout).await?;
             let first_byte = started.elapsed();

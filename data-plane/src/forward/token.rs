@@ -1,10 +1,11 @@
-//! The bearer token of a provider that fetches one (Vertex AI): taken from
-//! the deployment's [`TokenCell`] without a lock while it is usable, fetched
-//! again in the background before it goes stale, and fetched by one request
-//! at a time (the others waiting for it) when there is none. Only the first
-//! request to a deployment, and those after a failed fetch, wait on the
-//! token endpoint.
+//! What a provider fetches to authenticate (Vertex AI's bearer token,
+//! Bedrock's temporary AWS keys): taken from the deployment's
+//! [`Fetched`] cell without a lock while it is usable, fetched again in the
+//! background before it goes stale, and fetched by one request at a time
+//! (the others waiting for it) when there is none. Only the first request
+//! to a deployment, and those after a failed fetch, wait on the endpoint.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,11 +14,14 @@ use hyper::header::HeaderValue;
 use hyper::{Method, Request, StatusCode};
 
 use crate::config::secrets::Secret;
-use crate::providers::target::{Target, Token, TokenCell};
-use crate::providers::vertex::{self, TokenError};
+use crate::providers::aws_credentials;
+use crate::providers::target::{
+    AwsKeys, Expiring, Fetched, Target, Token, TokenCell, TokenError, TokenRequest,
+};
+use crate::providers::vertex;
 use crate::upstream::{Upstream, UpstreamError};
 
-/// How long a token endpoint has to answer.
+/// How long a credentials endpoint has to answer.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `Authorization` for a request to a deployment whose provider
@@ -27,39 +31,110 @@ pub async fn authorization(
     api_key: &Secret,
     upstream: &Upstream,
 ) -> Result<HeaderValue, UpstreamError> {
-    if let Some((authorization, fresh)) = cell.usable(Instant::now()) {
+    let (api_key, upstream) = (api_key.clone(), upstream.clone());
+    let token = current(cell, move || {
+        let (api_key, upstream) = (api_key.clone(), upstream.clone());
+        async move { fetch_token(&api_key, &upstream).await }
+    })
+    .await?;
+    Ok(token.authorization.clone())
+}
+
+/// The temporary AWS keys of a deployment in `region` whose provider
+/// fetches them, kept in `cell`, from the source the environment names.
+pub async fn aws_keys(
+    cell: &Arc<Fetched<AwsKeys>>,
+    region: &Secret,
+    upstream: &Upstream,
+) -> Result<Arc<AwsKeys>, UpstreamError> {
+    let (region, upstream) = (region.clone(), upstream.clone());
+    current(cell, move || {
+        let (region, upstream) = (region.clone(), upstream.clone());
+        async move { fetch_aws_keys(&region, &upstream).await }
+    })
+    .await
+}
+
+/// The value in `cell`, fetched with `fetch` when there is none usable, and
+/// again in the background when it is no longer fresh.
+async fn current<T, F, Fut>(cell: &Arc<Fetched<T>>, fetch: F) -> Result<Arc<T>, UpstreamError>
+where
+    T: Expiring,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, UpstreamError>> + Send + 'static,
+{
+    if let Some((value, fresh)) = cell.usable(Instant::now()) {
         if !fresh && cell.start_refresh() {
-            let (cell, api_key, upstream) = (Arc::clone(cell), api_key.clone(), upstream.clone());
+            let (cell, fetching) = (Arc::clone(cell), fetch());
             tokio::spawn(async move {
-                match fetch(&api_key, &upstream).await {
-                    Ok(token) => cell.store(token),
-                    // The current token is still usable; the next request
+                match fetching.await {
+                    Ok(value) => {
+                        cell.store(value);
+                    }
+                    // The current one is still usable; the next request
                     // past FRESH tries again.
-                    Err(e) => tracing::warn!(error = %e, "refreshing a provider token failed"),
+                    Err(e) => tracing::warn!(error = %e, "refreshing provider credentials failed"),
                 }
                 cell.refreshed();
             });
         }
-        return Ok(authorization);
+        return Ok(value);
     }
     let _fetching = cell.fetching().await;
     // Another request may have fetched it while this one waited.
-    if let Some((authorization, _)) = cell.usable(Instant::now()) {
-        return Ok(authorization);
+    if let Some((value, _)) = cell.usable(Instant::now()) {
+        return Ok(value);
     }
-    let token = fetch(api_key, upstream).await?;
-    let authorization = token.authorization.clone();
-    cell.store(token);
-    Ok(authorization)
+    // Used even when it is short-lived: it was just fetched.
+    Ok(cell.store(fetch().await?))
 }
 
 /// Fetches a token with the credentials `api_key` names.
-async fn fetch(api_key: &Secret, upstream: &Upstream) -> Result<Token, UpstreamError> {
+async fn fetch_token(api_key: &Secret, upstream: &Upstream) -> Result<Token, UpstreamError> {
     let credentials = vertex::credentials(api_key.expose(), |name| std::env::var(name).ok())?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let asked = vertex::token_request(&credentials, now)?;
+    let started = Instant::now();
+    let (status, body) = send(asked, upstream, "the Google token endpoint").await?;
+    match vertex::read_token(status.as_u16(), &body) {
+        Ok((authorization, life)) => Ok(Token {
+            authorization,
+            expires_at: started + life,
+        }),
+        Err(e) => Err(refused(e)),
+    }
+}
+
+/// Fetches temporary AWS keys from the source the environment names.
+async fn fetch_aws_keys(region: &Secret, upstream: &Upstream) -> Result<AwsKeys, UpstreamError> {
+    let source = aws_credentials::source(|name| std::env::var(name).ok(), region.expose())
+        .ok_or_else(|| {
+            crate::providers::ProviderError::Credentials(
+                "no AWS credentials in the data plane's environment".into(),
+            )
+        })?;
+    let asked = aws_credentials::request(&source, |path| std::fs::read_to_string(path))?;
+    let started = Instant::now();
+    let (status, body) = send(asked, upstream, "the AWS credentials endpoint").await?;
+    match aws_credentials::read(&source, status.as_u16(), &body, SystemTime::now()) {
+        Ok(keys) => Ok(AwsKeys {
+            access_key_id: keys.access_key_id,
+            secret_access_key: keys.secret_access_key,
+            session_token: keys.session_token,
+            expires_at: started + keys.life,
+        }),
+        Err(e) => Err(refused(e)),
+    }
+}
+
+/// Sends a credentials request; `what` names the endpoint in errors.
+async fn send(
+    asked: TokenRequest,
+    upstream: &Upstream,
+    what: &str,
+) -> Result<(StatusCode, Bytes), UpstreamError> {
     let target = Target::new(&asked.url, Vec::new(), |uri| upstream.is_proxied(uri))?;
     let (method, body) = match asked.form {
         Some(form) => (Method::POST, Bytes::from(form)),
@@ -68,32 +143,32 @@ async fn fetch(api_key: &Secret, upstream: &Upstream) -> Result<Token, UpstreamE
     let mut request = Request::new(body);
     *request.method_mut() = method;
     request.headers_mut().extend(asked.headers);
-    let started = Instant::now();
     let response = upstream
         .send(&target, request, FETCH_TIMEOUT)
         .await
         .map_err(|e| match e {
             UpstreamError::Connection(detail) => {
-                UpstreamError::Connection(format!("the Google token endpoint: {detail}"))
+                UpstreamError::Connection(format!("{what}: {detail}"))
             }
             other => other,
         })?;
     let status = response.status();
     let body = super::read_error_body(response.into_body()).await;
-    match vertex::read_token(status.as_u16(), &body) {
-        Ok((authorization, life)) => Ok(Token {
-            authorization,
-            expires_at: started + life,
-        }),
-        // Answered as the upstream refusing the deployment's credentials:
-        // the deployment cools, and the client is told its api_key needs
-        // fixing, never what the token endpoint said.
-        Err(TokenError::Refused(code)) => Err(UpstreamError::Status {
+    Ok((status, body))
+}
+
+/// A failed fetch as the request's error. Refused credentials are answered
+/// as the upstream refusing the deployment's: the deployment cools, and the
+/// client is told its credentials need fixing, never what the endpoint
+/// said.
+fn refused(e: TokenError) -> UpstreamError {
+    match e {
+        TokenError::Refused(code) => UpstreamError::Status {
             status: StatusCode::UNAUTHORIZED,
             body: Bytes::from(format!(r#"{{"error":{{"code":"{code}"}}}}"#)),
             shape: crate::formats::ErrorShape::Other,
             relayed: Box::default(),
-        }),
-        Err(TokenError::Failed(detail)) => Err(UpstreamError::Connection(detail)),
+        },
+        TokenError::Failed(detail) => UpstreamError::Connection(detail),
     }
 }

@@ -13,7 +13,9 @@
 //! Authentication: a Bedrock API key (`api_key`, else
 //! `AWS_BEARER_TOKEN_BEDROCK`) as a bearer token; else every request signed
 //! with AWS Signature Version 4 ([`super::sigv4`]) with the deployment's
-//! (or the environment's) access key, secret and session token.
+//! (or the environment's) access key, secret and session token, or with
+//! temporary keys fetched from the pod's or container's identity
+//! ([`super::aws_credentials`]).
 //! Bedrock counts no tokens the way `/v1/messages/count_tokens` asks: they
 //! are estimated.
 
@@ -22,9 +24,13 @@ use std::time::SystemTime;
 use hyper::Request;
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderName};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 
-use super::{Address, Provider, ProviderError, Speaks, Target, secret_header, sigv4};
+use super::target::AwsKeys;
+use super::{
+    Address, Fetches, Provider, ProviderError, Speaks, Target, aws_credentials, secret_header,
+    sigv4,
+};
 use crate::config::snapshot::ResolvedDeployment;
 use crate::formats::anthropic::hosted;
 use crate::formats::{Format, TranslateError};
@@ -33,12 +39,6 @@ use crate::formats::{Format, TranslateError};
 pub const VERSION: &str = "bedrock-2023-05-31";
 /// The service requests are signed for.
 const SERVICE: &str = "bedrock";
-/// What a model id keeps unencoded in the URL's path.
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
 const X_AMZ_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-amz-security-token");
 
@@ -60,16 +60,19 @@ impl Provider for Bedrock {
                 header::AUTHORIZATION,
                 secret_header(&format!("Bearer {}", secrets.api_key.expose()), "api_key")?,
             ));
-        } else if secrets.aws_access_key_id.is_empty() || secrets.aws_secret_access_key.is_empty() {
-            return Err(ProviderError::Credentials(
-                "no AWS credentials: set aws_access_key_id and aws_secret_access_key (or \
-                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY on the data plane), or an api_key \
-                 holding a Bedrock API key"
-                    .into(),
-            ));
         } else if secrets.aws_region.is_empty() {
             return Err(ProviderError::Credentials(
                 "no AWS region to sign for: set aws_region_name (or AWS_REGION on the data plane)"
+                    .into(),
+            ));
+        } else if !has_keys(deployment)
+            && aws_credentials::source(|name| std::env::var(name).ok(), "").is_none()
+        {
+            return Err(ProviderError::Credentials(
+                "no AWS credentials: set aws_access_key_id and aws_secret_access_key (or \
+                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY on the data plane), run it with a \
+                 pod's or container's identity (EKS Pod Identity, a service account's role), \
+                 or give an api_key holding a Bedrock API key"
                     .into(),
             ));
         }
@@ -91,6 +94,14 @@ impl Provider for Bedrock {
         false
     }
 
+    fn fetches(&self, deployment: &ResolvedDeployment) -> Fetches {
+        if deployment.secrets().api_key.is_empty() && !has_keys(deployment) {
+            Fetches::AwsKeys
+        } else {
+            Fetches::Nothing
+        }
+    }
+
     fn adapt_body(&self, body: Bytes, _format: Format) -> Result<Bytes, TranslateError> {
         hosted::body(&body, VERSION, hosted::BEDROCK_DROPS).map(Bytes::from)
     }
@@ -100,17 +111,27 @@ impl Provider for Bedrock {
         deployment: &ResolvedDeployment,
         target: &Target,
         request: &mut Request<Bytes>,
+        keys: Option<&AwsKeys>,
     ) -> Result<(), ProviderError> {
         let secrets = deployment.secrets();
         if !secrets.api_key.is_empty() {
             // The bearer token is among the target's headers.
             return Ok(());
         }
-        let token = secrets.aws_session_token.expose();
-        let credentials = sigv4::Credentials {
-            access_key_id: secrets.aws_access_key_id.expose(),
-            secret_access_key: secrets.aws_secret_access_key.expose(),
-            session_token: (!token.is_empty()).then_some(token),
+        let credentials = match keys {
+            Some(keys) => sigv4::Credentials {
+                access_key_id: &keys.access_key_id,
+                secret_access_key: &keys.secret_access_key,
+                session_token: (!keys.session_token.is_empty()).then_some(&*keys.session_token),
+            },
+            None => {
+                let token = secrets.aws_session_token.expose();
+                sigv4::Credentials {
+                    access_key_id: secrets.aws_access_key_id.expose(),
+                    secret_access_key: secrets.aws_secret_access_key.expose(),
+                    session_token: (!token.is_empty()).then_some(token),
+                }
+            }
         };
         let host = target
             .host()
@@ -142,6 +163,13 @@ impl Provider for Bedrock {
         }
         Ok(())
     }
+}
+
+/// Whether the deployment signs with static keys (its own, or the
+/// environment's `AWS_ACCESS_KEY_ID`).
+fn has_keys(deployment: &ResolvedDeployment) -> bool {
+    let secrets = deployment.secrets();
+    !secrets.aws_access_key_id.is_empty() && !secrets.aws_secret_access_key.is_empty()
 }
 
 /// The runtime's URL: `api_base` when given, else the region's.
@@ -180,7 +208,7 @@ fn invoke_url(base: &str, model: &str, stream: bool) -> Result<String, ProviderE
     };
     Ok(format!(
         "{base}/model/{}/{verb}",
-        utf8_percent_encode(model, UNRESERVED)
+        utf8_percent_encode(model, sigv4::UNRESERVED)
     ))
 }
 

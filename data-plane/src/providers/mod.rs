@@ -14,7 +14,8 @@
 //!   [`target::TokenCell`]).
 //! - [`bedrock`], Amazon Bedrock: Claude through `InvokeModel`, each
 //!   request signed with AWS Signature Version 4 ([`sigv4`]) or a Bedrock
-//!   API key as a bearer token.
+//!   API key as a bearer token; temporary keys from a pod's or a
+//!   container's identity ([`aws_credentials`]).
 //! - [`mock`]: answered in-process with canned OpenAI-shaped bodies; no
 //!   network. Its knobs are in its module doc.
 //!
@@ -29,6 +30,7 @@
 //! and relaying are [`crate::forward`]'s, the same for all.
 
 pub mod anthropic;
+pub mod aws_credentials;
 pub mod azure;
 pub mod bedrock;
 pub mod mock;
@@ -81,11 +83,13 @@ pub trait Provider: Send + Sync {
 
     /// Signs `request` to `target` just before it is sent, when the provider
     /// signs each request (Bedrock's SigV4): its headers and body are final.
+    /// `keys`: the ones fetched, when it [`Fetches::AwsKeys`].
     fn sign(
         &self,
         _deployment: &ResolvedDeployment,
         _target: &Target,
         _request: &mut hyper::Request<Bytes>,
+        _keys: Option<&target::AwsKeys>,
     ) -> Result<(), ProviderError> {
         Ok(())
     }
@@ -101,11 +105,22 @@ pub trait Provider: Send + Sync {
         Speaks::OpenAi
     }
 
-    /// Whether it authenticates with a token it fetches rather than with
-    /// headers made once ([`target::TokenCell`]; Vertex AI's).
-    fn fetches_token(&self) -> bool {
-        false
+    /// What it fetches to authenticate requests to `deployment`, rather
+    /// than headers made once ([`target::Fetched`]).
+    fn fetches(&self, _deployment: &ResolvedDeployment) -> Fetches {
+        Fetches::Nothing
     }
+}
+
+/// What a provider fetches to authenticate a deployment's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetches {
+    Nothing,
+    /// A bearer token (Vertex AI's Google token).
+    Token,
+    /// Temporary AWS keys to sign with (Bedrock in a pod: EKS Pod Identity,
+    /// a web identity's role).
+    AwsKeys,
 }
 
 /// The path a deployment's `supported_endpoints` names the Responses API by.

@@ -14,8 +14,9 @@ use ring::{digest, hmac};
 
 use super::ProviderError;
 
-/// What SigV4 leaves unencoded: letters, digits and `-_.~`.
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+/// What SigV4 (and AWS's URLs and forms) leave unencoded: letters, digits
+/// and `-_.~`.
+pub const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
     .remove(b'.')

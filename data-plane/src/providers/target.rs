@@ -95,19 +95,36 @@ impl Target {
     }
 }
 
-/// A bearer token a provider fetches and the requests to one deployment
-/// share, whatever their target:
-/// read without a lock on every request, fetched by one request at a time.
-/// A token is used while more than [`TokenCell::USABLE`] of its life is
-/// left, and fetched again, in the background, once less than
-/// [`TokenCell::FRESH`] is.
-#[derive(Debug, Default)]
-pub struct TokenCell {
-    current: ArcSwapOption<Token>,
-    /// One fetch at a time; requests without a usable token wait on it.
+/// What a provider fetches for a deployment and the requests to it share,
+/// whatever their target (a Google token, temporary AWS keys): read without
+/// a lock on every request, fetched by one request at a time. It is used
+/// while more than [`Fetched::USABLE`] of its life is left, and fetched
+/// again, in the background, once less than [`Fetched::FRESH`] is.
+#[derive(Debug)]
+pub struct Fetched<T> {
+    current: ArcSwapOption<T>,
+    /// One fetch at a time; requests without a usable one wait on it.
     fetching: tokio::sync::Mutex<()>,
     /// A background fetch is under way.
     refreshing: AtomicBool,
+}
+
+/// A provider's fetched token.
+pub type TokenCell = Fetched<Token>;
+
+/// What [`Fetched`] keeps: something that expires.
+pub trait Expiring: Send + Sync + 'static {
+    fn expires_at(&self) -> Instant;
+}
+
+impl<T> Default for Fetched<T> {
+    fn default() -> Self {
+        Fetched {
+            current: ArcSwapOption::empty(),
+            fetching: tokio::sync::Mutex::new(()),
+            refreshing: AtomicBool::new(false),
+        }
+    }
 }
 
 /// A fetched token: its `Authorization` value (marked sensitive) and when
@@ -118,35 +135,67 @@ pub struct Token {
     pub expires_at: Instant,
 }
 
-impl TokenCell {
-    /// Below this much life left a token is not sent: the request could
-    /// reach the upstream after it expired.
+impl Expiring for Token {
+    fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+}
+
+/// Temporary AWS keys fetched for a deployment (EKS Pod Identity, a web
+/// identity's role): `Debug` shows only the key id.
+pub struct AwsKeys {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    pub expires_at: Instant,
+}
+
+impl fmt::Debug for AwsKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsKeys")
+            .field("access_key_id", &self.access_key_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Expiring for AwsKeys {
+    fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+}
+
+impl<T: Expiring> Fetched<T> {
+    /// Below this much life left it is not used: the request could reach
+    /// the upstream after it expired.
     pub const USABLE: Duration = Duration::from_secs(60);
-    /// Below this much life left a token is fetched again while it is
-    /// still used.
+    /// Below this much life left it is fetched again while it is still
+    /// used.
     pub const FRESH: Duration = Duration::from_secs(300);
 
-    /// The current token's `Authorization` when it is usable at `now`, and
-    /// whether it is still fresh.
-    pub fn usable(&self, now: Instant) -> Option<(HeaderValue, bool)> {
-        let current = self.current.load();
-        let token = current.as_ref()?;
-        let left = token.expires_at.saturating_duration_since(now);
-        (left > Self::USABLE).then(|| (token.authorization.clone(), left > Self::FRESH))
+    /// The current one when it is usable at `now`, and whether it is still
+    /// fresh.
+    pub fn usable(&self, now: Instant) -> Option<(Arc<T>, bool)> {
+        let current = self.current.load_full()?;
+        let left = current.expires_at().saturating_duration_since(now);
+        (left > Self::USABLE).then_some((current, left > Self::FRESH))
     }
 
-    pub fn store(&self, token: Token) {
-        self.current.store(Some(Arc::new(token)));
+    /// Keeps `value` as the current one, and gives it back.
+    pub fn store(&self, value: T) -> Arc<T> {
+        let value = Arc::new(value);
+        self.current.store(Some(Arc::clone(&value)));
+        value
     }
 
     /// Waits for the fetch under way, if any; the caller then fetches
-    /// unless [`TokenCell::usable`] says another just did.
+    /// unless [`Fetched::usable`] says another just did.
     pub async fn fetching(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.fetching.lock().await
     }
 
     /// Whether the caller should start a background fetch: true for one
-    /// caller until [`TokenCell::refreshed`].
+    /// caller until [`Fetched::refreshed`].
     pub fn start_refresh(&self) -> bool {
         !self.refreshing.swap(true, Ordering::AcqRel)
     }
@@ -157,6 +206,28 @@ impl TokenCell {
     }
 }
 
+/// A request that fetches credentials: a token endpoint's, a metadata
+/// server's, STS's.
+#[derive(Debug)]
+pub struct TokenRequest {
+    pub url: String,
+    /// A form to POST, or `None` for a GET.
+    pub form: Option<String>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Why a credentials endpoint's answer gave none.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// The credentials were refused (a 4xx): the endpoint's error code,
+    /// when the answer had one (`invalid_grant`), never its description.
+    #[error("refused the credentials ({0})")]
+    Refused(String),
+    /// The endpoint failed (5xx, 429) or answered something unreadable.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// A deployment's [`Target`]s, one per upstream format, made on first use:
 /// parsing the URL (with IDNA processing of the host) and building the
 /// headers cost more than the rest of building a request. A provider's
@@ -164,13 +235,14 @@ impl TokenCell {
 /// for a provider that streams at another URL whether the request streams),
 /// so each is kept with the upstream model it was made for and made anew for
 /// another (a wildcard deployment's other models on Azure). Kept with the
-/// deployment in the config, so a config change starts afresh; so is the
-/// token of a provider that fetches one ([`Targets::token`]).
+/// deployment in the config, so a config change starts afresh; so is what
+/// a provider fetches ([`Targets::token`], [`Targets::aws_keys`]).
 #[derive(Debug, Default)]
 pub struct Targets {
     /// By format, then by whether streamed: a target and the model it is for.
     made: [[Slot; 2]; Format::COUNT],
     token: Arc<TokenCell>,
+    aws_keys: Arc<Fetched<AwsKeys>>,
 }
 
 type Slot = OnceLock<(String, Arc<Target>)>;
@@ -206,6 +278,11 @@ impl Targets {
     /// target's requests send it.
     pub fn token(&self) -> &Arc<TokenCell> {
         &self.token
+    }
+
+    /// The deployment's temporary AWS keys, when its provider fetches them.
+    pub fn aws_keys(&self) -> &Arc<Fetched<AwsKeys>> {
+        &self.aws_keys
     }
 }
 
@@ -304,6 +381,11 @@ mod tests {
         };
         cell.store(token(3600));
         assert_eq!(cell.usable(now).map(|(_, fresh)| fresh), Some(true));
+        assert_eq!(
+            cell.usable(now)
+                .map(|(token, _)| token.authorization.clone()),
+            Some(HeaderValue::from_static("Bearer t"))
+        );
         cell.store(token(200));
         assert_eq!(cell.usable(now).map(|(_, fresh)| fresh), Some(false));
         cell.store(token(60));

@@ -36,7 +36,8 @@ use rustls_pki_types::PrivatePkcs8KeyDer;
 use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
 
-use super::{Address, Provider, ProviderError, Speaks, secret_header};
+pub use super::target::{TokenError, TokenRequest};
+use super::{Address, Fetches, Provider, ProviderError, Speaks, secret_header};
 use crate::config::snapshot::ResolvedDeployment;
 use crate::formats::anthropic::hosted;
 use crate::formats::{Format, TranslateError};
@@ -74,8 +75,8 @@ impl Provider for Vertex {
         })
     }
 
-    fn fetches_token(&self) -> bool {
-        true
+    fn fetches(&self, _deployment: &ResolvedDeployment) -> Fetches {
+        Fetches::Token
     }
 }
 
@@ -100,8 +101,8 @@ impl Provider for VertexClaude {
         Speaks::Anthropic
     }
 
-    fn fetches_token(&self) -> bool {
-        true
+    fn fetches(&self, _deployment: &ResolvedDeployment) -> Fetches {
+        Fetches::Token
     }
 
     fn streams_elsewhere(&self) -> bool {
@@ -272,15 +273,6 @@ pub fn credentials(
     Ok(Credentials::ServiceAccount(account))
 }
 
-/// A request for a token: what to send, and to where.
-#[derive(Debug)]
-pub struct TokenRequest {
-    pub url: String,
-    /// A form to POST, or `None` for a GET.
-    pub form: Option<String>,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-}
-
 /// The request that gets a token with `credentials` at `now` (seconds
 /// since the Unix epoch).
 pub fn token_request(credentials: &Credentials, now: u64) -> Result<TokenRequest, ProviderError> {
@@ -347,18 +339,6 @@ fn assertion(account: &ServiceAccount, token_uri: &str, now: u64) -> Result<Stri
     jwt.push('.');
     jwt.push_str(&URL_SAFE_NO_PAD.encode(signature));
     Ok(jwt)
-}
-
-/// Why a token endpoint's answer gave no token.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
-    /// The credentials were refused (a 4xx): OAuth's `error` code, when the
-    /// answer had one (`invalid_grant`), never its description.
-    #[error("refused the credentials ({0})")]
-    Refused(String),
-    /// The endpoint failed (5xx, 429) or answered something unreadable.
-    #[error("{0}")]
-    Failed(String),
 }
 
 /// A token endpoint's answer: the `Authorization` value (sensitive) and how
