@@ -312,6 +312,27 @@ pub fn deployment(d: &mut Deployment, field: &str) -> AdminResult<()> {
     Ok(())
 }
 
+/// Whether `provider` is the one (`wire`, named `name`) the settings
+/// `fields` are for; refused when it is not and one of them is set.
+fn only_for(
+    provider: &providers::Provider,
+    wire: providers::Wire,
+    name: &str,
+    fields: &[(&str, &String)],
+    f: &dyn Fn(&str) -> String,
+) -> AdminResult<bool> {
+    if provider.wire == wire {
+        return Ok(true);
+    }
+    match fields.iter().find(|(_, value)| !value.is_empty()) {
+        Some((field, _)) => Err(AdminError::invalid(
+            f(field),
+            format!("is only for provider {name:?}"),
+        )),
+        None => Ok(false),
+    }
+}
+
 /// Vertex AI's settings: a project (or an `api_base` naming the location's
 /// URL) and names that can go into its URL; none of them on another
 /// provider.
@@ -324,15 +345,7 @@ fn vertex(
         ("vertex_project", &d.vertex_project),
         ("vertex_location", &d.vertex_location),
     ];
-    if provider.wire != providers::Wire::Vertex {
-        for (name, value) in fields {
-            if !value.is_empty() {
-                return Err(AdminError::invalid(
-                    f(name),
-                    "is only for provider \"vertex_ai\"",
-                ));
-            }
-        }
+    if !only_for(provider, providers::Wire::Vertex, "vertex_ai", &fields, f)? {
         return Ok(());
     }
     if d.vertex_project.is_empty() && d.api_base.is_empty() {
@@ -356,8 +369,9 @@ fn vertex(
 }
 
 /// Amazon Bedrock's settings: a region that can go into a host name, AWS
-/// keys in pairs, and a model Sluice reaches there (Claude, through
-/// `InvokeModel`); none of them on another provider.
+/// keys in pairs, and a model Sluice reaches there (Claude through
+/// `InvokeModel`, the open-weight models through its OpenAI-compatible API);
+/// none of them on another provider.
 fn bedrock(
     d: &Deployment,
     provider: &providers::Provider,
@@ -369,18 +383,10 @@ fn bedrock(
         ("aws_secret_access_key", &d.aws_secret_access_key),
         ("aws_session_token", &d.aws_session_token),
     ];
-    if provider.wire != providers::Wire::Bedrock {
-        for (name, value) in fields {
-            if !value.is_empty() {
-                return Err(AdminError::invalid(
-                    f(name),
-                    "is only for provider \"bedrock\"",
-                ));
-            }
-        }
+    if !only_for(provider, providers::Wire::Bedrock, "bedrock", &fields, f)? {
         return Ok(());
     }
-    for (name, value) in fields {
+    for (name, value) in &fields {
         text(&f(name), value)?;
     }
     let region = &d.aws_region_name;
@@ -418,18 +424,46 @@ fn bedrock(
             "must name a Bedrock model id (anthropic.claude-sonnet-4-20250514-v1:0)",
         ));
     }
-    // An ARN (an inference profile of one's own) does not say its model:
-    // taken for Claude's.
-    if !(model.contains("anthropic.claude") || model.starts_with("arn:")) {
+    // Claude goes through InvokeModel (an ARN, an inference profile of
+    // one's own, is taken for it); the open-weight models through Bedrock's
+    // OpenAI-compatible API. The families only Converse serves are refused.
+    let family = model
+        .split_once('.')
+        .filter(|(first, _)| CROSS_REGION_PROFILES.contains(first))
+        .map_or(model, |(_, rest)| rest);
+    if let Some(vendor) = CONVERSE_ONLY.iter().find(|v| {
+        family
+            .strip_prefix(**v)
+            .is_some_and(|rest| rest.starts_with('.'))
+    }) {
         return Err(AdminError::invalid(
             f("model"),
-            "is not Claude: Sluice reaches Bedrock's Claude models (anthropic.claude-…, \
-             us.anthropic.claude-…, or an inference profile's ARN) through InvokeModel; \
-             Bedrock's other models are not reached yet",
+            format!(
+                "is a {vendor} model, which Bedrock serves only through its Converse API; \
+                 Sluice reaches Bedrock's Claude models (InvokeModel) and its open-weight ones \
+                 (openai.gpt-oss-…, deepseek.…, qwen.…, mistral.…: its OpenAI-compatible API)"
+            ),
         ));
     }
     Ok(())
 }
+
+/// The prefixes of Bedrock's cross-region inference profiles
+/// (`us.anthropic.claude-…`).
+const CROSS_REGION_PROFILES: &[&str] = &["us", "eu", "apac", "global", "us-gov", "jp", "au", "ca"];
+
+/// The Bedrock model families served only through Converse (or InvokeModel
+/// in their own shapes), which Sluice does not speak.
+const CONVERSE_ONLY: &[&str] = &[
+    "amazon",
+    "meta",
+    "cohere",
+    "ai21",
+    "writer",
+    "twelvelabs",
+    "stability",
+    "luma",
+];
 
 /// Deduplicates a list keeping the first occurrence of each entry.
 pub fn dedup(list: &mut Vec<String>) {

@@ -635,6 +635,8 @@ fn endpoint(path: &str) -> Option<Endpoint> {
         .map(|(_, rest)| rest)
         // Gemini's OpenAI-compatible API: /v1beta/openai/chat/completions.
         .or_else(|| path.strip_prefix("/v1beta/openai"))
+        // Bedrock's: /openai/v1/chat/completions.
+        .or_else(|| path.strip_prefix("/openai/v1"))
         .or_else(|| path.strip_prefix("/v1"))
         // Azure's Responses API: /openai/responses.
         .or_else(|| {

@@ -1355,3 +1355,118 @@ model_list:
     );
     assert_eq!(azure.header("api-key"), Some("seed-azure-key"));
 }
+
+/// Bedrock's open-weight models (`bedrock/openai.gpt-oss-120b-1:0`) through
+/// its OpenAI-compatible API: `/openai/v1/chat/completions` under the
+/// runtime's URL, the model id in the body, every request signed (SigV4,
+/// checked here against the request as it arrived); chat only, Messages
+/// clients translated to it, other endpoints refused before sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bedrock_open_weight_models_are_reached_through_its_openai_api_signed() {
+    use sluice_data_plane::providers::sigv4;
+    const SECRET: &str = "open/weight+secret/EXAMPLEKEY";
+    let gw = Gateway::start(1).await;
+    let up = MockUpstream::start().await.unwrap();
+    gw.deploy(api::Deployment {
+        id: "oss".into(),
+        model_name: "gpt-oss".into(),
+        provider: "bedrock".into(),
+        model: "openai.gpt-oss-120b-1:0".into(),
+        api_base: up.url(""),
+        aws_region_name: "us-west-2".into(),
+        aws_access_key_id: "AKIDOPENWEIGHT".into(),
+        aws_secret_access_key: SECRET.into(),
+        ..Default::default()
+    })
+    .await;
+    let key = gw.key(None, &["gpt-oss"]).await;
+    gw.sync().await;
+    let signed_as_sent = |seen: &sluice_tests::mock_upstream::Recorded| {
+        let header = |name: &str| seen.header(name).unwrap_or_default().to_owned();
+        let date = header("x-amz-date");
+        let at = humantime::parse_rfc3339(&format!(
+            "{}-{}-{}T{}:{}:{}Z",
+            &date[0..4],
+            &date[4..6],
+            &date[6..8],
+            &date[9..11],
+            &date[11..13],
+            &date[13..15]
+        ))
+        .unwrap();
+        let uri: hyper::Uri = seen.path.parse().unwrap();
+        let host = header("host");
+        let signed = sigv4::sign(
+            &sigv4::Credentials {
+                access_key_id: "AKIDOPENWEIGHT",
+                secret_access_key: SECRET,
+                session_token: None,
+            },
+            "us-west-2",
+            "bedrock",
+            &sigv4::Request {
+                method: &seen.method,
+                uri: &uri,
+                host: &host,
+                content_type: &header("content-type"),
+                body: &seen.body,
+            },
+            at,
+        )
+        .unwrap();
+        assert_eq!(
+            header("authorization"),
+            signed.authorization.to_str().unwrap()
+        );
+    };
+
+    let a = gw.chat(&key, "gpt-oss").await;
+    a.assert_ok();
+    let seen = up.last_request().unwrap();
+    assert_eq!(seen.path_only(), "/openai/v1/chat/completions");
+    assert_eq!(seen.json()["model"], "openai.gpt-oss-120b-1:0");
+    assert!(
+        seen.header("authorization")
+            .unwrap()
+            .starts_with("AWS4-HMAC-SHA256 Credential=AKIDOPENWEIGHT/"),
+    );
+    signed_as_sent(&seen);
+
+    // Streamed, and asked by an Anthropic client: translated to chat.
+    let mut body = chat_body("gpt-oss");
+    body["stream"] = json!(true);
+    gw.post(&key, "/v1/chat/completions", &body)
+        .await
+        .assert_ok();
+    signed_as_sent(&up.last_request().unwrap());
+    let messages = gw
+        .http
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", &key)
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(json!({"model": "gpt-oss", "max_tokens": 50, "messages": [{"role": "user", "content": "Hi"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let a = Answer::read(messages).await;
+    a.assert_ok();
+    assert_eq!(a.json["type"], "message", "{}", a.text);
+    assert_eq!(
+        up.last_request().unwrap().path_only(),
+        "/openai/v1/chat/completions"
+    );
+
+    // Embeddings are not served there: refused, nothing sent.
+    let hits = up.hits();
+    let a = gw
+        .post(
+            &key,
+            "/v1/embeddings",
+            &json!({"model": "gpt-oss", "input": "hi"}),
+        )
+        .await;
+    a.assert_error(400, "invalid_request_error");
+    assert_eq!(up.hits(), hits);
+    gw.assert_logs_hold_none_of(&[SECRET]);
+}

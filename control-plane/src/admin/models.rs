@@ -498,13 +498,20 @@ mod tests {
             "us.anthropic.claude-sonnet-4-20250514-v1:0",
             "invoke/anthropic.claude-3-haiku-20240307-v1:0",
             "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc",
+            // Open-weight models, through its OpenAI-compatible API.
+            "openai.gpt-oss-120b-1:0",
+            "deepseek.v3-v1:0",
+            "us.deepseek.r1-v1:0",
         ] {
             validate::deployment(&mut bedrock(model), "deployment").unwrap();
         }
-        assert_eq!(
-            refused(bedrock("meta.llama3-70b-instruct-v1:0")),
-            "deployment.model"
-        );
+        for converse_only in [
+            "meta.llama3-70b-instruct-v1:0",
+            "us.amazon.nova-pro-v1:0",
+            "cohere.command-r-plus-v1:0",
+        ] {
+            assert_eq!(refused(bedrock(converse_only)), "deployment.model");
+        }
         let keys = Deployment {
             aws_access_key_id: "AKIDEXAMPLE".into(),
             aws_secret_access_key: "os.environ/AWS_SECRET".into(),

@@ -106,7 +106,7 @@ pub async fn forward(
     let served = call.format != Format::Completions
         || providers::serves_legacy_completions(call.deployment.deployment());
     let exchange = providers::exchange(call.format, backend.speaks(), responses)
-        .filter(|_| served)
+        .filter(|e| served && backend.serves(e.upstream_format()))
         .ok_or_else(|| UpstreamError::Untranslatable {
             param: None,
             message: format!(

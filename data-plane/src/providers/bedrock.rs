@@ -1,4 +1,6 @@
-//! Amazon Bedrock's runtime, for Claude: `InvokeModel` at
+//! Amazon Bedrock's runtime. Its other models (the open-weight ones) are
+//! reached through its OpenAI-compatible API ([`BedrockChat`]); Claude
+//! through `InvokeModel` ([`Bedrock`]) at
 //! `https://bedrock-runtime.{region}.amazonaws.com/model/{model id}/invoke`
 //! (`/invoke-with-response-stream` for a stream; the deployment's
 //! `api_base` in place of the host when it names one, LiteLLM's
@@ -54,28 +56,7 @@ impl Provider for Bedrock {
     ) -> Result<Address, ProviderError> {
         let secrets = deployment.secrets();
         let base = endpoint(secrets.api_base.expose(), secrets.aws_region.expose())?;
-        let mut headers = Vec::new();
-        if !secrets.api_key.is_empty() {
-            headers.push((
-                header::AUTHORIZATION,
-                secret_header(&format!("Bearer {}", secrets.api_key.expose()), "api_key")?,
-            ));
-        } else if secrets.aws_region.is_empty() {
-            return Err(ProviderError::Credentials(
-                "no AWS region to sign for: set aws_region_name (or AWS_REGION on the data plane)"
-                    .into(),
-            ));
-        } else if !has_keys(deployment)
-            && aws_credentials::source(|name| std::env::var(name).ok(), "").is_none()
-        {
-            return Err(ProviderError::Credentials(
-                "no AWS credentials: set aws_access_key_id and aws_secret_access_key (or \
-                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY on the data plane), run it with a \
-                 pod's or container's identity (EKS Pod Identity, a service account's role), \
-                 or give an api_key holding a Bedrock API key"
-                    .into(),
-            ));
-        }
+        let headers = authentication(deployment)?;
         Ok(Address {
             url: invoke_url(&base, upstream_model, stream)?,
             headers,
@@ -94,16 +75,12 @@ impl Provider for Bedrock {
         false
     }
 
-    fn fetches(&self, deployment: &ResolvedDeployment) -> Fetches {
-        if deployment.secrets().api_key.is_empty() && !has_keys(deployment) {
-            Fetches::AwsKeys
-        } else {
-            Fetches::Nothing
-        }
-    }
-
     fn adapt_body(&self, body: Bytes, _format: Format) -> Result<Bytes, TranslateError> {
         hosted::body(&body, VERSION, hosted::BEDROCK_DROPS).map(Bytes::from)
+    }
+
+    fn fetches(&self, deployment: &ResolvedDeployment) -> Fetches {
+        fetches(deployment)
     }
 
     fn sign(
@@ -113,56 +90,159 @@ impl Provider for Bedrock {
         request: &mut Request<Bytes>,
         keys: Option<&AwsKeys>,
     ) -> Result<(), ProviderError> {
-        let secrets = deployment.secrets();
-        if !secrets.api_key.is_empty() {
-            // The bearer token is among the target's headers.
-            return Ok(());
-        }
-        let credentials = match keys {
-            Some(keys) => sigv4::Credentials {
-                access_key_id: &keys.access_key_id,
-                secret_access_key: &keys.secret_access_key,
-                session_token: (!keys.session_token.is_empty()).then_some(&*keys.session_token),
-            },
-            None => {
-                let token = secrets.aws_session_token.expose();
-                sigv4::Credentials {
-                    access_key_id: secrets.aws_access_key_id.expose(),
-                    secret_access_key: secrets.aws_secret_access_key.expose(),
-                    session_token: (!token.is_empty()).then_some(token),
-                }
-            }
-        };
-        let host = target
-            .host()
-            .to_str()
-            .map_err(|_| ProviderError::InvalidHeader("host"))?;
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/json");
-        let signed = sigv4::sign(
-            &credentials,
-            secrets.aws_region.expose(),
-            SERVICE,
-            &sigv4::Request {
-                method: request.method().as_str(),
-                uri: target.uri(),
-                host,
-                content_type,
-                body: request.body(),
-            },
-            SystemTime::now(),
-        )?;
-        let headers = request.headers_mut();
-        headers.insert(X_AMZ_DATE, signed.date);
-        headers.insert(header::AUTHORIZATION, signed.authorization);
-        if let Some(token) = signed.security_token {
-            headers.insert(X_AMZ_SECURITY_TOKEN, token);
-        }
-        Ok(())
+        sign(deployment, target, request, keys)
     }
+}
+
+/// Bedrock's other models, through its OpenAI-compatible Chat Completions
+/// API (`{runtime}/openai/v1/chat/completions`: the open-weight ones, such
+/// as `openai.gpt-oss-120b-1:0`, `deepseek.v3-v1:0`, `qwen.…`), the body
+/// OpenAI's with the model id in it; authenticated as Claude's requests.
+pub struct BedrockChat;
+
+/// Where Bedrock serves OpenAI's API, under the runtime's URL.
+const OPENAI_PATH: &str = "/openai/v1";
+
+impl Provider for BedrockChat {
+    fn address(
+        &self,
+        deployment: &ResolvedDeployment,
+        _upstream_model: &str,
+        format: Format,
+        _stream: bool,
+    ) -> Result<Address, ProviderError> {
+        let secrets = deployment.secrets();
+        let base = endpoint(secrets.api_base.expose(), secrets.aws_region.expose())?;
+        Ok(Address {
+            url: format!("{base}{OPENAI_PATH}{}", format.path()),
+            headers: authentication(deployment)?,
+        })
+    }
+
+    fn serves(&self, format: Format) -> bool {
+        format == Format::ChatCompletions
+    }
+
+    fn fetches(&self, deployment: &ResolvedDeployment) -> Fetches {
+        fetches(deployment)
+    }
+
+    fn sign(
+        &self,
+        deployment: &ResolvedDeployment,
+        target: &Target,
+        request: &mut Request<Bytes>,
+        keys: Option<&AwsKeys>,
+    ) -> Result<(), ProviderError> {
+        sign(deployment, target, request, keys)
+    }
+}
+
+/// Whether Bedrock serves `model` as Claude, through `InvokeModel` (an ARN,
+/// an inference profile of one's own, is taken for Claude's).
+pub fn is_claude(model: &str) -> bool {
+    model.contains("anthropic.claude") || model.starts_with("arn:")
+}
+
+/// The headers every request of the deployment carries: a Bedrock API key
+/// as a bearer token, or none when each request is signed (checked here to
+/// have what to sign with).
+fn authentication(
+    deployment: &ResolvedDeployment,
+) -> Result<Vec<(HeaderName, hyper::header::HeaderValue)>, ProviderError> {
+    let secrets = deployment.secrets();
+    if !secrets.api_key.is_empty() {
+        return Ok(vec![(
+            header::AUTHORIZATION,
+            secret_header(&format!("Bearer {}", secrets.api_key.expose()), "api_key")?,
+        )]);
+    }
+    if secrets.aws_region.is_empty() {
+        return Err(ProviderError::Credentials(
+            "no AWS region to sign for: set aws_region_name (or AWS_REGION on the data plane)"
+                .into(),
+        ));
+    }
+    if !has_keys(deployment)
+        && aws_credentials::source(|name| std::env::var(name).ok(), "").is_none()
+    {
+        return Err(ProviderError::Credentials(
+            "no AWS credentials: set aws_access_key_id and aws_secret_access_key (or \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY on the data plane), run it with a \
+             pod's or container's identity (EKS Pod Identity, a service account's role), \
+             or give an api_key holding a Bedrock API key"
+                .into(),
+        ));
+    }
+    Ok(Vec::new())
+}
+
+/// Temporary keys, for a deployment with neither an API key nor keys.
+fn fetches(deployment: &ResolvedDeployment) -> Fetches {
+    if deployment.secrets().api_key.is_empty() && !has_keys(deployment) {
+        Fetches::AwsKeys
+    } else {
+        Fetches::Nothing
+    }
+}
+
+/// Signs `request` (SigV4), unless the deployment sends an API key: with
+/// the `keys` fetched, else the deployment's (or the environment's).
+fn sign(
+    deployment: &ResolvedDeployment,
+    target: &Target,
+    request: &mut Request<Bytes>,
+    keys: Option<&AwsKeys>,
+) -> Result<(), ProviderError> {
+    let secrets = deployment.secrets();
+    if !secrets.api_key.is_empty() {
+        // The bearer token is among the target's headers.
+        return Ok(());
+    }
+    let credentials = match keys {
+        Some(keys) => sigv4::Credentials {
+            access_key_id: &keys.access_key_id,
+            secret_access_key: &keys.secret_access_key,
+            session_token: (!keys.session_token.is_empty()).then_some(&*keys.session_token),
+        },
+        None => {
+            let token = secrets.aws_session_token.expose();
+            sigv4::Credentials {
+                access_key_id: secrets.aws_access_key_id.expose(),
+                secret_access_key: secrets.aws_secret_access_key.expose(),
+                session_token: (!token.is_empty()).then_some(token),
+            }
+        }
+    };
+    let host = target
+        .host()
+        .to_str()
+        .map_err(|_| ProviderError::InvalidHeader("host"))?;
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let signed = sigv4::sign(
+        &credentials,
+        secrets.aws_region.expose(),
+        SERVICE,
+        &sigv4::Request {
+            method: request.method().as_str(),
+            uri: target.uri(),
+            host,
+            content_type,
+            body: request.body(),
+        },
+        SystemTime::now(),
+    )?;
+    let headers = request.headers_mut();
+    headers.insert(X_AMZ_DATE, signed.date);
+    headers.insert(header::AUTHORIZATION, signed.authorization);
+    if let Some(token) = signed.security_token {
+        headers.insert(X_AMZ_SECURITY_TOKEN, token);
+    }
+    Ok(())
 }
 
 /// Whether the deployment signs with static keys (its own, or the

@@ -12,8 +12,9 @@
 //!   through Anthropic's API there, with a Google OAuth token fetched from
 //!   the deployment's credentials (kept with its targets,
 //!   [`target::TokenCell`]).
-//! - [`bedrock`], Amazon Bedrock: Claude through `InvokeModel`, each
-//!   request signed with AWS Signature Version 4 ([`sigv4`]) or a Bedrock
+//! - [`bedrock`], Amazon Bedrock: Claude through `InvokeModel`, its
+//!   open-weight models through its OpenAI-compatible API, each request
+//!   signed with AWS Signature Version 4 ([`sigv4`]) or a Bedrock
 //!   API key as a bearer token; temporary keys from a pod's or a
 //!   container's identity ([`aws_credentials`]).
 //! - [`mock`]: answered in-process with canned OpenAI-shaped bodies; no
@@ -73,6 +74,13 @@ pub trait Provider: Send + Sync {
     /// (Vertex AI's `:streamRawPredict`): its targets are kept apart.
     fn streams_elsewhere(&self) -> bool {
         false
+    }
+
+    /// Whether it takes requests in the upstream `format` at all (Bedrock's
+    /// OpenAI-compatible API: chat completions only); others are refused
+    /// before sending.
+    fn serves(&self, _format: Format) -> bool {
+        true
     }
 
     /// Whether it answers `/v1/messages/count_tokens`; when not, the
@@ -142,6 +150,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Whether it takes requests in the upstream `format` ([`Provider::serves`]).
+    pub fn serves(&self, format: Format) -> bool {
+        match self {
+            Backend::Http(provider) => provider.serves(format),
+            Backend::Mock => true,
+        }
+    }
+
     /// Whether it answers a token count itself ([`Provider::counts_tokens`]).
     pub fn counts_tokens(&self) -> bool {
         match self {
@@ -263,7 +279,10 @@ pub fn backend(deployment: &Deployment) -> Result<Backend, ProviderError> {
             Backend::Http(&vertex::VertexClaude)
         }
         Wire::Vertex => Backend::Http(&vertex::Vertex),
-        Wire::Bedrock => Backend::Http(&bedrock::Bedrock),
+        Wire::Bedrock if bedrock::is_claude(model_of(deployment)) => {
+            Backend::Http(&bedrock::Bedrock)
+        }
+        Wire::Bedrock => Backend::Http(&bedrock::BedrockChat),
     })
 }
 
