@@ -53,10 +53,12 @@
 
 mod histogram;
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -127,6 +129,63 @@ struct UsageMetrics {
     reports: Counter,
     counted: Counter,
     report_latency: Histogram,
+    /// Each (team, model group)'s counters, looked up once: a request
+    /// meters with one atomic load and two map lookups, no allocation and
+    /// none of the families' locks. Copied on write (a pair's first
+    /// request); as many entries as the families have series.
+    by_team: ArcSwap<ByTeam>,
+    adding: Mutex<()>,
+}
+
+/// The counters by team, then model group.
+type ByTeam = HashMap<String, HashMap<String, Arc<UsageCounters>>>;
+
+/// One (team, model group)'s usage counters: the families' own, shared.
+#[derive(Debug)]
+struct UsageCounters {
+    labels: UsageLabels,
+    requests: Counter,
+    prompt_tokens: Counter,
+    completion_tokens: Counter,
+    /// Made on first use: most answers say nothing of a cache, and a
+    /// series appears only once it counts something.
+    cache_read_tokens: OnceLock<Counter>,
+    cache_write_tokens: OnceLock<Counter>,
+    spend: Counter,
+}
+
+impl UsageMetrics {
+    /// The counters of (`team`, `model_group`).
+    fn counters(&self, team: &str, model_group: &str) -> Arc<UsageCounters> {
+        let kept = |map: &ByTeam| map.get(team).and_then(|g| g.get(model_group)).cloned();
+        if let Some(counters) = kept(&self.by_team.load()) {
+            return counters;
+        }
+        let _adding = self.adding.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.by_team.load_full();
+        if let Some(counters) = kept(&current) {
+            return counters;
+        }
+        let labels = UsageLabels {
+            team: team.to_owned(),
+            model_group: model_group.to_owned(),
+        };
+        let made = Arc::new(UsageCounters {
+            requests: self.requests.get_or_create(&labels).clone(),
+            prompt_tokens: self.prompt_tokens.get_or_create(&labels).clone(),
+            completion_tokens: self.completion_tokens.get_or_create(&labels).clone(),
+            cache_read_tokens: OnceLock::new(),
+            cache_write_tokens: OnceLock::new(),
+            spend: self.spend.get_or_create(&labels).clone(),
+            labels,
+        });
+        let mut next = (*current).clone();
+        next.entry(team.to_owned())
+            .or_default()
+            .insert(model_group.to_owned(), Arc::clone(&made));
+        self.by_team.store(Arc::new(next));
+        made
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -401,6 +460,8 @@ impl Metrics {
             counted: Counter::default(),
             // 1 ms to about 16 s.
             report_latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            by_team: ArcSwap::default(),
+            adding: Mutex::new(()),
         };
         registry.register(
             "sluice_usage_requests",
@@ -511,32 +572,28 @@ impl Metrics {
             spend,
             estimated,
         } = m;
-        let labels = UsageLabels {
-            team: team.to_owned(),
-            model_group: model_group.to_owned(),
-        };
-        self.usage.requests.get_or_create(&labels).inc();
-        self.usage
-            .prompt_tokens
-            .get_or_create(&labels)
-            .inc_by(prompt_tokens);
-        self.usage
-            .completion_tokens
-            .get_or_create(&labels)
-            .inc_by(completion_tokens);
-        // Most answers say nothing of a cache: no lookup for them.
-        for (family, n) in [
-            (&self.usage.cache_read_tokens, cache_read_tokens),
-            (&self.usage.cache_write_tokens, cache_write_tokens),
+        let c = self.usage.counters(team, model_group);
+        c.requests.inc();
+        c.prompt_tokens.inc_by(prompt_tokens);
+        c.completion_tokens.inc_by(completion_tokens);
+        for (family, cell, n) in [
+            (
+                &self.usage.cache_read_tokens,
+                &c.cache_read_tokens,
+                cache_read_tokens,
+            ),
+            (
+                &self.usage.cache_write_tokens,
+                &c.cache_write_tokens,
+                cache_write_tokens,
+            ),
         ] {
             if n > 0 {
-                family.get_or_create(&labels).inc_by(n);
+                cell.get_or_init(|| family.get_or_create(&c.labels).clone())
+                    .inc_by(n);
             }
         }
-        self.usage
-            .spend
-            .get_or_create(&labels)
-            .inc_by(u64::try_from(spend).unwrap_or(0));
+        c.spend.inc_by(u64::try_from(spend).unwrap_or(0));
         if estimated {
             self.usage.estimated.inc();
         }
@@ -794,5 +851,44 @@ mod tests {
             .and_then(|v| v.parse().ok())
             .expect("age sample");
         assert!((30.0..60.0).contains(&age), "{age}");
+    }
+
+    #[test]
+    fn usage_is_counted_per_team_and_group_through_the_kept_counters() {
+        let metrics = Metrics::new();
+        let m = |prompt, cache_read| Metered {
+            prompt_tokens: prompt,
+            completion_tokens: 2,
+            cache_read_tokens: cache_read,
+            cache_write_tokens: 0,
+            spend: 30,
+            estimated: false,
+        };
+        metrics.metered("t1", "g", m(10, 0));
+        metrics.metered("t1", "g", m(5, 4));
+        metrics.metered("t2", "g", m(1, 0));
+        metrics.metered("", "other", m(1, 0));
+        let text = metrics.encode();
+        for line in [
+            r#"sluice_usage_requests_total{team="t1",model_group="g"} 2"#,
+            r#"sluice_usage_prompt_tokens_total{team="t1",model_group="g"} 15"#,
+            r#"sluice_usage_completion_tokens_total{team="t1",model_group="g"} 4"#,
+            r#"sluice_usage_cache_read_tokens_total{team="t1",model_group="g"} 4"#,
+            r#"sluice_usage_spend_micro_usd_total{team="t1",model_group="g"} 60"#,
+            r#"sluice_usage_requests_total{team="t2",model_group="g"} 1"#,
+            r#"sluice_usage_requests_total{team="",model_group="other"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        // A series appears only once it counts something.
+        assert!(
+            !text.contains(r#"cache_read_tokens_total{team="t2""#),
+            "{text}"
+        );
+        assert!(
+            !text.contains("sluice_usage_cache_write_tokens_total{"),
+            "{text}"
+        );
+        assert_eq!(metrics.usage.by_team.load().len(), 3);
     }
 }
