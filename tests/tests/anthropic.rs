@@ -1567,6 +1567,19 @@ async fn claude_on_bedrock_is_signed_streamed_and_answered_in_each_clients_shape
     );
     // The environment's keys, with their session token.
     assert_eq!(seen.header("x-amz-security-token"), Some(AWS_SESSION_TOKEN));
+    // Beta flags go in the body, where Bedrock reads them.
+    let mut with_beta = headers.clone();
+    with_beta.push((
+        "anthropic-beta",
+        "context-1m-2025-08-07,interleaved-thinking-2025-05-14",
+    ));
+    send(&gw, "/v1/messages", &with_beta, native)
+        .await
+        .assert_ok();
+    assert_eq!(
+        bedrock.last_request().unwrap().json()["anthropic_beta"],
+        json!(["context-1m-2025-08-07", "interleaved-thinking-2025-05-14"])
+    );
     let stream = native.replacen('{', r#"{"stream": true, "#, 1);
     let a = send(&gw, "/v1/messages", &headers, &stream).await;
     a.assert_ok();

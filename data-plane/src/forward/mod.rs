@@ -130,7 +130,11 @@ pub async fn forward(
         Backend::Mock => answer_mock(call, exchange, body).await,
         Backend::Http(provider) => {
             let body = provider
-                .adapt_body(body, upstream_format)
+                .adapt_body(
+                    body,
+                    upstream_format,
+                    call.anthropic_beta.and_then(|b| b.to_str().ok()),
+                )
                 .map_err(translate::untranslatable)?;
             let stream = call.request.stream;
             let target = call.deployment.targets().get_or_make(

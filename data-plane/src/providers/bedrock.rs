@@ -6,8 +6,9 @@
 //! `api_base` in place of the host when it names one, LiteLLM's
 //! `aws_bedrock_runtime_endpoint`), the body Anthropic's Messages request
 //! with `anthropic_version: bedrock-2023-05-31` in it and the model (and
-//! whether it streams) only in the URL ([`crate::formats::anthropic::hosted`]); streams come in AWS's
-//! event stream ([`crate::formats::bedrock`]). The model id is LiteLLM's
+//! whether it streams) only in the URL ([`crate::formats::anthropic::hosted`]),
+//! a client's `anthropic-beta` flags as its `anthropic_beta` list; streams
+//! come in AWS's event stream ([`crate::formats::bedrock`]). The model id is LiteLLM's
 //! after `bedrock/` (`anthropic.claude-…-v1:0`, an inference profile
 //! `us.anthropic.…`, or an ARN), its `invoke/` or `converse/` route prefix
 //! dropped.
@@ -75,8 +76,17 @@ impl Provider for Bedrock {
         false
     }
 
-    fn adapt_body(&self, body: Bytes, _format: Format) -> Result<Bytes, TranslateError> {
-        hosted::body(&body, VERSION, hosted::BEDROCK_DROPS).map(Bytes::from)
+    fn adapt_body(
+        &self,
+        body: Bytes,
+        _format: Format,
+        anthropic_beta: Option<&str>,
+    ) -> Result<Bytes, TranslateError> {
+        let hosted = hosted::body(&body, VERSION, hosted::BEDROCK_DROPS)?;
+        Ok(Bytes::from(match anthropic_beta {
+            Some(betas) => hosted::with_betas(hosted, betas),
+            None => hosted,
+        }))
     }
 
     fn fetches(&self, deployment: &ResolvedDeployment) -> Fetches {
@@ -367,10 +377,12 @@ mod tests {
     fn claudes_body_carries_bedrocks_version_and_not_the_model() {
         let body =
             Bytes::from_static(br#"{"model":"c","max_tokens":5,"messages":[],"stream":true}"#);
-        let adapted = Bedrock.adapt_body(body, Format::Messages).unwrap();
+        let adapted = Bedrock
+            .adapt_body(body, Format::Messages, Some("context-1m-2025-08-07"))
+            .unwrap();
         assert_eq!(
             &adapted[..],
-            br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[]}"#
+            br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[],"anthropic_beta":["context-1m-2025-08-07"]}"#
         );
     }
 }

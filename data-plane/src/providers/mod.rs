@@ -104,7 +104,14 @@ pub trait Provider: Send + Sync {
 
     /// The body as the provider takes it, made from the one in its API's
     /// `format` (Claude on Vertex AI: the model out of it, the version in).
-    fn adapt_body(&self, body: Bytes, _format: Format) -> Result<Bytes, TranslateError> {
+    /// `anthropic_beta`: the client's `anthropic-beta` header, which Bedrock
+    /// takes in the body.
+    fn adapt_body(
+        &self,
+        body: Bytes,
+        _format: Format,
+        _anthropic_beta: Option<&str>,
+    ) -> Result<Bytes, TranslateError> {
         Ok(body)
     }
 

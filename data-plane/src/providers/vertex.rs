@@ -109,7 +109,12 @@ impl Provider for VertexClaude {
         true
     }
 
-    fn adapt_body(&self, body: Bytes, format: Format) -> Result<Bytes, TranslateError> {
+    fn adapt_body(
+        &self,
+        body: Bytes,
+        format: Format,
+        _anthropic_beta: Option<&str>,
+    ) -> Result<Bytes, TranslateError> {
         let drop = if format == Format::CountTokens {
             &[][..]
         } else {
@@ -450,13 +455,15 @@ mod tests {
     fn claudes_body_carries_the_version_and_not_the_model() {
         let body = Bytes::from_static(br#"{"model":"c","max_tokens":5,"messages":[]}"#);
         let adapted = VertexClaude
-            .adapt_body(body.clone(), Format::Messages)
+            .adapt_body(body.clone(), Format::Messages, None)
             .unwrap();
         assert_eq!(
             &adapted[..],
             br#"{"anthropic_version":"vertex-2023-10-16","max_tokens":5,"messages":[]}"#
         );
-        let counted = VertexClaude.adapt_body(body, Format::CountTokens).unwrap();
+        let counted = VertexClaude
+            .adapt_body(body, Format::CountTokens, None)
+            .unwrap();
         assert_eq!(
             &counted[..],
             br#"{"anthropic_version":"vertex-2023-10-16","model":"c","max_tokens":5,"messages":[]}"#

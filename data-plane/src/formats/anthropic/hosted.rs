@@ -50,6 +50,30 @@ pub fn body(
     Ok(out)
 }
 
+/// `hosted` (a body [`body`] made) with the client's `anthropic-beta`
+/// header's flags as Bedrock takes them, the body member `anthropic_beta`
+/// (a list), unless the body has one already.
+pub fn with_betas(mut hosted: Vec<u8>, anthropic_beta: &str) -> Vec<u8> {
+    let betas: Vec<&str> = anthropic_beta
+        .split(',')
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .collect();
+    if betas.is_empty() || hosted.last() != Some(&b'}') {
+        return hosted;
+    }
+    if let Ok(Members(members)) = serde_json::from_slice(&hosted)
+        && members.iter().any(|(key, _)| key == "anthropic_beta")
+    {
+        return hosted;
+    }
+    hosted.pop();
+    hosted.extend_from_slice(b",\"anthropic_beta\":");
+    let _ = serde_json::to_writer(&mut hosted, &betas);
+    hosted.push(b'}');
+    hosted
+}
+
 /// A JSON object's members in order, their values as written.
 struct Members<'a>(Vec<(String, &'a RawValue)>);
 
@@ -108,6 +132,26 @@ mod tests {
             )
             .unwrap(),
             r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[]}"#
+        );
+    }
+
+    #[test]
+    fn bedrock_takes_the_beta_flags_in_the_body() {
+        let hosted = br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5}"#.to_vec();
+        assert_eq!(
+            String::from_utf8(with_betas(
+                hosted.clone(),
+                "interleaved-thinking-2025-05-14, context-1m-2025-08-07"
+            ))
+            .unwrap(),
+            r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"anthropic_beta":["interleaved-thinking-2025-05-14","context-1m-2025-08-07"]}"#
+        );
+        assert_eq!(with_betas(hosted.clone(), " , "), hosted);
+        let own = br#"{"anthropic_version":"v","anthropic_beta":["x"]}"#.to_vec();
+        assert_eq!(
+            with_betas(own.clone(), "y"),
+            own,
+            "the client's own list kept"
         );
     }
 
