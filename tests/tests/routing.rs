@@ -960,6 +960,26 @@ async fn vertex_ai_is_reached_with_google_tokens_fetched_once_and_kept() {
         "which is stale too: one more fetch"
     );
 
+    // A background fetch that fails leaves the stale token in use, and is
+    // counted.
+    gw.deploy(vertex("flaky", "gemini-flaky", &vertex_up, &key_file))
+        .await;
+    gw.sync().await;
+    gw.chat(&client, "gemini-flaky").await.assert_ok();
+    let fetched = token_requests(&google).len();
+    google.fail_with_body(503, json!({"error": "backend_error"}));
+    gw.chat(&client, "gemini-flaky").await.assert_ok();
+    eventually("the failed background fetch counted", || async {
+        gw.planes[0]
+            .metrics()
+            .await
+            .unwrap()
+            .contains("sluice_credential_refresh_failures_total 1")
+    })
+    .await;
+    assert_eq!(token_requests(&google).len(), fetched + 1);
+    google.succeed();
+
     // Credentials the token endpoint refuses: the client is told the
     // deployment's credentials need fixing, and nothing reaches Vertex.
     let refusing = MockUpstream::start().await.unwrap();

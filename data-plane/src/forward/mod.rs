@@ -181,13 +181,15 @@ pub async fn forward(
                 Fetches::Nothing => None,
                 Fetches::Token => {
                     let authorization =
-                        token::authorization(targets.token(), &secrets.api_key, upstream).await?;
+                        token::authorization(targets.token(), &secrets.api_key, upstream, metrics)
+                            .await?;
                     headers.insert(header::AUTHORIZATION, authorization);
                     None
                 }
-                Fetches::AwsKeys => {
-                    Some(token::aws_keys(targets.aws_keys(), &secrets.aws_region, upstream).await?)
-                }
+                Fetches::AwsKeys => Some(
+                    token::aws_keys(targets.aws_keys(), &secrets.aws_region, upstream, metrics)
+                        .await?,
+                ),
             };
             provider.sign(call.deployment, &target, &mut request, keys.as_deref())?;
             let started = Instant::now();

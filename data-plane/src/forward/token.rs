@@ -14,6 +14,7 @@ use hyper::header::HeaderValue;
 use hyper::{Method, Request, StatusCode};
 
 use crate::config::secrets::Secret;
+use crate::metrics::Metrics;
 use crate::providers::aws_credentials;
 use crate::providers::target::{
     AwsKeys, Expiring, Fetched, Target, Token, TokenCell, TokenError, TokenRequest,
@@ -30,9 +31,10 @@ pub async fn authorization(
     cell: &Arc<TokenCell>,
     api_key: &Secret,
     upstream: &Upstream,
+    metrics: &Arc<Metrics>,
 ) -> Result<HeaderValue, UpstreamError> {
     let (api_key, upstream) = (api_key.clone(), upstream.clone());
-    let token = current(cell, move || {
+    let token = current(cell, metrics, move || {
         let (api_key, upstream) = (api_key.clone(), upstream.clone());
         async move { fetch_token(&api_key, &upstream).await }
     })
@@ -46,9 +48,10 @@ pub async fn aws_keys(
     cell: &Arc<Fetched<AwsKeys>>,
     region: &Secret,
     upstream: &Upstream,
+    metrics: &Arc<Metrics>,
 ) -> Result<Arc<AwsKeys>, UpstreamError> {
     let (region, upstream) = (region.clone(), upstream.clone());
-    current(cell, move || {
+    current(cell, metrics, move || {
         let (region, upstream) = (region.clone(), upstream.clone());
         async move { fetch_aws_keys(&region, &upstream).await }
     })
@@ -56,8 +59,13 @@ pub async fn aws_keys(
 }
 
 /// The value in `cell`, fetched with `fetch` when there is none usable, and
-/// again in the background when it is no longer fresh.
-async fn current<T, F, Fut>(cell: &Arc<Fetched<T>>, fetch: F) -> Result<Arc<T>, UpstreamError>
+/// again in the background when it is no longer fresh (a failure there
+/// counted in `metrics`).
+async fn current<T, F, Fut>(
+    cell: &Arc<Fetched<T>>,
+    metrics: &Arc<Metrics>,
+    fetch: F,
+) -> Result<Arc<T>, UpstreamError>
 where
     T: Expiring,
     F: Fn() -> Fut,
@@ -65,7 +73,7 @@ where
 {
     if let Some((value, fresh)) = cell.usable(Instant::now()) {
         if !fresh && cell.start_refresh() {
-            let (cell, fetching) = (Arc::clone(cell), fetch());
+            let (cell, fetching, metrics) = (Arc::clone(cell), fetch(), Arc::clone(metrics));
             tokio::spawn(async move {
                 match fetching.await {
                     Ok(value) => {
@@ -73,7 +81,10 @@ where
                     }
                     // The current one is still usable; the next request
                     // past FRESH tries again.
-                    Err(e) => tracing::warn!(error = %e, "refreshing provider credentials failed"),
+                    Err(e) => {
+                        metrics.credential_refresh_failed();
+                        tracing::warn!(error = %e, "refreshing provider credentials failed");
+                    }
                 }
                 cell.refreshed();
             });

@@ -21,6 +21,7 @@
 //! | `sluice_upstream_first_byte_seconds{deployment}` | histogram | from sending upstream to its response headers (for a stream: its first chunk) |
 //! | `sluice_requests_in_flight` | gauge | OpenAI API requests being answered, streams included |
 //! | `sluice_handler_panics_total` | counter | requests whose handler panicked (answered 500; the process keeps serving) |
+//! | `sluice_credential_refresh_failures_total` | counter | background fetches of a provider's credentials (Vertex AI's token, Bedrock's temporary keys) that failed while the current ones were still usable |
 //! | `sluice_router_attempts_total{deployment}` | counter | upstream attempts made by the router |
 //! | `sluice_router_failures_total{deployment, kind}` | counter | failed attempts, by kind (`rate_limited`, `overloaded` (529), `timeout`, `server_error`, `connection`, `auth`, `not_found`, `context_window`, `content_policy`, `bad_request`, `misconfigured`) |
 //! | `sluice_router_retries_total{deployment}` | counter | retries decided after a failure of that deployment |
@@ -106,6 +107,7 @@ pub struct Metrics {
     upstream_first_byte: Family<DeploymentLabel, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
     handler_panics: Counter,
+    credential_refresh_failures: Counter,
     router: RouterMetrics,
     usage: UsageMetrics,
     /// Usage records journaled and not yet counted.
@@ -405,6 +407,12 @@ impl Metrics {
             "Requests whose handler panicked; each was answered 500 and serving went on",
             handler_panics.clone(),
         );
+        let credential_refresh_failures = Counter::default();
+        registry.register(
+            "sluice_credential_refresh_failures",
+            "Background fetches of a provider's credentials that failed while the current ones were still usable",
+            credential_refresh_failures.clone(),
+        );
         let router = RouterMetrics::default();
         registry.register(
             "sluice_router_attempts",
@@ -547,6 +555,7 @@ impl Metrics {
             upstream_first_byte,
             in_flight,
             handler_panics,
+            credential_refresh_failures,
             registry,
             revision,
             applied_at,
@@ -700,6 +709,11 @@ impl Metrics {
         self.handler_panics.inc();
     }
 
+    /// A background fetch of a provider's credentials failed.
+    pub fn credential_refresh_failed(&self) {
+        self.credential_refresh_failures.inc();
+    }
+
     pub fn router_attempt(&self, deployment: &str) {
         self.router
             .attempts
@@ -842,6 +856,7 @@ mod tests {
             "sluice_deployments_unusable 2",
             "sluice_config_cache_load_errors_total 0",
             "sluice_config_cache_write_errors_total 0",
+            "sluice_credential_refresh_failures_total 0",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
