@@ -369,9 +369,7 @@ fn vertex(
 }
 
 /// Amazon Bedrock's settings: a region that can go into a host name, AWS
-/// keys in pairs, and a model Sluice reaches there (Claude through
-/// `InvokeModel`, the open-weight models through its OpenAI-compatible API);
-/// none of them on another provider.
+/// keys in pairs, and a model id; none of them on another provider.
 fn bedrock(
     d: &Deployment,
     provider: &providers::Provider,
@@ -424,46 +422,10 @@ fn bedrock(
             "must name a Bedrock model id (anthropic.claude-sonnet-4-20250514-v1:0)",
         ));
     }
-    // Claude goes through InvokeModel (an ARN, an inference profile of
-    // one's own, is taken for it); the open-weight models through Bedrock's
-    // OpenAI-compatible API. The families only Converse serves are refused.
-    let family = model
-        .split_once('.')
-        .filter(|(first, _)| CROSS_REGION_PROFILES.contains(first))
-        .map_or(model, |(_, rest)| rest);
-    if let Some(vendor) = CONVERSE_ONLY.iter().find(|v| {
-        family
-            .strip_prefix(**v)
-            .is_some_and(|rest| rest.starts_with('.'))
-    }) {
-        return Err(AdminError::invalid(
-            f("model"),
-            format!(
-                "is a {vendor} model, which Bedrock serves only through its Converse API; \
-                 Sluice reaches Bedrock's Claude models (InvokeModel) and its open-weight ones \
-                 (openai.gpt-oss-…, deepseek.…, qwen.…, mistral.…: its OpenAI-compatible API)"
-            ),
-        ));
-    }
+    // Every model id has an API that serves it
+    // (`providers::bedrock_api`): Bedrock answers for one it does not know.
     Ok(())
 }
-
-/// The prefixes of Bedrock's cross-region inference profiles
-/// (`us.anthropic.claude-…`).
-const CROSS_REGION_PROFILES: &[&str] = &["us", "eu", "apac", "global", "us-gov", "jp", "au", "ca"];
-
-/// The Bedrock model families served only through Converse (or InvokeModel
-/// in their own shapes), which Sluice does not speak.
-const CONVERSE_ONLY: &[&str] = &[
-    "amazon",
-    "meta",
-    "cohere",
-    "ai21",
-    "writer",
-    "twelvelabs",
-    "stability",
-    "luma",
-];
 
 /// Deduplicates a list keeping the first occurrence of each entry.
 pub fn dedup(list: &mut Vec<String>) {

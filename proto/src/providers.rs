@@ -107,6 +107,54 @@ pub const PROVIDERS: &[Provider] = &[
     openai_compatible("xai", "https://api.x.ai/v1"),
 ];
 
+/// Which of Bedrock's APIs serves a model (DESIGN §4): the control plane
+/// validates by it, the data plane sends by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BedrockApi {
+    /// Claude, through `InvokeModel` with Anthropic's Messages body (an
+    /// ARN, an inference profile of one's own, is taken for Claude's).
+    Invoke,
+    /// The families Bedrock serves only through Converse (Nova, Llama,
+    /// Cohere, AI21, Writer), or a model LiteLLM names `converse/…`.
+    Converse,
+    /// The open-weight models, through its OpenAI-compatible API.
+    Chat,
+}
+
+/// The prefixes of Bedrock's cross-region inference profiles
+/// (`us.anthropic.claude-…`).
+const CROSS_REGION_PROFILES: &[&str] = &["us", "eu", "apac", "global", "us-gov", "jp", "au", "ca"];
+
+/// The model families Bedrock serves through Converse, not its
+/// OpenAI-compatible API.
+const CONVERSE_FAMILIES: &[&str] = &["amazon", "meta", "cohere", "ai21", "writer"];
+
+/// The API Bedrock serves `model` (a Bedrock model id, LiteLLM's route
+/// prefix `invoke/` or `converse/` allowed) through.
+pub fn bedrock_api(model: &str) -> BedrockApi {
+    if let Some(rest) = model.strip_prefix("converse/") {
+        return if rest.contains("anthropic.claude") {
+            BedrockApi::Invoke
+        } else {
+            BedrockApi::Converse
+        };
+    }
+    let model = model.strip_prefix("invoke/").unwrap_or(model);
+    if model.contains("anthropic.claude") || model.starts_with("arn:") {
+        return BedrockApi::Invoke;
+    }
+    let family = model
+        .split_once('.')
+        .filter(|(first, _)| CROSS_REGION_PROFILES.contains(first))
+        .map_or(model, |(_, rest)| rest);
+    let vendor = family.split('.').next().unwrap_or(family);
+    if family.contains('.') && CONVERSE_FAMILIES.contains(&vendor) {
+        BedrockApi::Converse
+    } else {
+        BedrockApi::Chat
+    }
+}
+
 /// The provider a model string without a prefix means, as in LiteLLM.
 pub const DEFAULT_PREFIX: &str = "openai";
 
@@ -139,6 +187,41 @@ pub fn known_prefixes() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bedrock_models_go_to_the_api_that_serves_them() {
+        for (model, api) in [
+            (
+                "anthropic.claude-3-5-sonnet-20240620-v1:0",
+                BedrockApi::Invoke,
+            ),
+            (
+                "us.anthropic.claude-sonnet-4-20250514-v1:0",
+                BedrockApi::Invoke,
+            ),
+            (
+                "invoke/anthropic.claude-3-haiku-20240307-v1:0",
+                BedrockApi::Invoke,
+            ),
+            (
+                "converse/anthropic.claude-3-haiku-20240307-v1:0",
+                BedrockApi::Invoke,
+            ),
+            (
+                "arn:aws:bedrock:us-east-1:1:application-inference-profile/x",
+                BedrockApi::Invoke,
+            ),
+            ("us.amazon.nova-pro-v1:0", BedrockApi::Converse),
+            ("meta.llama3-3-70b-instruct-v1:0", BedrockApi::Converse),
+            ("cohere.command-r-plus-v1:0", BedrockApi::Converse),
+            ("converse/openai.gpt-oss-120b-1:0", BedrockApi::Converse),
+            ("openai.gpt-oss-120b-1:0", BedrockApi::Chat),
+            ("us.deepseek.r1-v1:0", BedrockApi::Chat),
+            ("qwen.qwen3-32b-v1:0", BedrockApi::Chat),
+        ] {
+            assert_eq!(bedrock_api(model), api, "{model}");
+        }
+    }
 
     #[test]
     fn providers_are_sorted_so_lookup_finds_each() {

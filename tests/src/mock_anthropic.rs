@@ -64,6 +64,10 @@
 //! `x-amzn-errortype` (a 429 `ThrottlingException`, a 503
 //! `ServiceUnavailableException`, a 400 `ValidationException` "Input is too
 //! long for requested model."), a mid-stream one an exception message.
+//! Its Converse API too (`/model/{id}/converse` and `/converse-stream`):
+//! the request's members, roles and blocks checked as Converse does, the
+//! answer and its stream events (`messageStart`, `contentBlockDelta`, …,
+//! `metadata`) made from the same script.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -800,6 +804,191 @@ mod bedrock {
             .expect("valid response")
     }
 
+    /// The top-level members Converse takes; any other is refused.
+    const CONVERSE_MEMBERS: &[&str] = &[
+        "messages",
+        "system",
+        "inferenceConfig",
+        "toolConfig",
+        "guardrailConfig",
+        "additionalModelRequestFields",
+        "additionalModelResponseFieldPaths",
+        "promptVariables",
+        "requestMetadata",
+        "performanceConfig",
+    ];
+
+    /// What Converse refuses of a request, in roughly its words.
+    fn converse_invalid(request: &Map<String, Value>) -> Option<String> {
+        if let Some(extra) = request
+            .keys()
+            .find(|k| !CONVERSE_MEMBERS.contains(&k.as_str()))
+        {
+            return Some(format!(
+                "Malformed input request: extraneous key [{extra}] is not permitted"
+            ));
+        }
+        let Some(messages) = request.get("messages").and_then(Value::as_array) else {
+            return Some("messages: Field required".into());
+        };
+        let mut last = "";
+        for (i, m) in messages.iter().enumerate() {
+            let role = m["role"].as_str().unwrap_or_default();
+            if !matches!(role, "user" | "assistant") {
+                return Some(format!("messages.{i}.role: must be user or assistant"));
+            }
+            if role == last {
+                return Some(
+                    "A conversation must alternate between user and assistant roles.".into(),
+                );
+            }
+            if i == 0 && role != "user" {
+                return Some("A conversation must start with a user message.".into());
+            }
+            last = role;
+            let blocks = m["content"].as_array().filter(|b| !b.is_empty());
+            let Some(blocks) = blocks else {
+                return Some(format!("messages.{i}.content: must be a non-empty list"));
+            };
+            for b in blocks {
+                let known = [
+                    "text",
+                    "image",
+                    "toolUse",
+                    "toolResult",
+                    "reasoningContent",
+                    "document",
+                ];
+                if b.as_object().is_none_or(|o| {
+                    o.len() != 1 || !known.contains(&o.keys().next().unwrap().as_str())
+                }) {
+                    return Some(format!(
+                        "messages.{i}.content: a block must be one of {known:?}: {b}"
+                    ));
+                }
+            }
+        }
+        if messages.is_empty() {
+            return Some("messages: must not be empty".into());
+        }
+        None
+    }
+
+    /// Claude's reply as Converse writes it, whole or as its stream events.
+    fn converse_answer(
+        state: &Shared,
+        request: &Map<String, Value>,
+        stream: bool,
+        n: u64,
+        rid: &str,
+    ) -> Response<Body> {
+        if let Some(message) = converse_invalid(request) {
+            return aws_error(400, "ValidationException", &message, rid);
+        }
+        let (step, usage) = next_step(state, Endpoint::Messages);
+        let reply = match step {
+            Step::Fail(Fault::MidStreamError) if stream => {
+                let frames = vec![
+                    converse_event("messageStart", &json!({"role": "assistant"})),
+                    converse_event(
+                        "contentBlockDelta",
+                        &json!({"contentBlockIndex": 0, "delta": {"text": "Hel"}}),
+                    ),
+                    Bytes::from(eventstream::encode(
+                        &[
+                            (":exception-type", "modelStreamErrorException"),
+                            (":content-type", "application/json"),
+                            (":message-type", "exception"),
+                        ],
+                        br#"{"message":"The model stream failed."}"#,
+                    )),
+                ];
+                return event_stream(frames, rid);
+            }
+            Step::Fail(f) => return fault(&f, rid),
+            Step::Reply(reply) => reply,
+        };
+        let (text, tools, stop) = match reply {
+            Reply::ToolUse(tools) => (String::new(), tools, "tool_use"),
+            Reply::TextThenToolUse { text, tools } => (text, tools, "tool_use"),
+            Reply::Text(text) => (text, Vec::new(), "end_turn"),
+            _ => (TEXT.to_owned(), Vec::new(), "end_turn"),
+        };
+        let usage = json!({
+            "inputTokens": usage.input_tokens,
+            "outputTokens": usage.output_tokens,
+            "totalTokens": usage.input_tokens + usage.output_tokens,
+        });
+        if !stream {
+            let mut content = Vec::new();
+            if !text.is_empty() {
+                content.push(json!({"text": text}));
+            }
+            for (i, (name, input)) in tools.iter().enumerate() {
+                content.push(json!({"toolUse": {"toolUseId": format!("tooluse_mock_{n}_{i}"), "name": name, "input": input}}));
+            }
+            return json_response(
+                200,
+                rid,
+                &json!({
+                    "output": {"message": {"role": "assistant", "content": content}},
+                    "stopReason": stop,
+                    "usage": usage,
+                    "metrics": {"latencyMs": 12},
+                }),
+            );
+        }
+        let mut frames = vec![converse_event(
+            "messageStart",
+            &json!({"role": "assistant"}),
+        )];
+        let mut index = 0;
+        if !text.is_empty() {
+            for piece in fragments(&text, 3) {
+                frames.push(converse_event(
+                    "contentBlockDelta",
+                    &json!({"contentBlockIndex": 0, "delta": {"text": piece}}),
+                ));
+            }
+            frames.push(converse_event(
+                "contentBlockStop",
+                &json!({"contentBlockIndex": 0}),
+            ));
+            index = 1;
+        }
+        for (i, (name, input)) in tools.iter().enumerate() {
+            let at = index + i;
+            frames.push(converse_event("contentBlockStart", &json!({"contentBlockIndex": at, "start": {"toolUse": {"toolUseId": format!("tooluse_mock_{n}_{i}"), "name": name}}})));
+            for piece in fragments(&input.to_string(), 2) {
+                frames.push(converse_event(
+                    "contentBlockDelta",
+                    &json!({"contentBlockIndex": at, "delta": {"toolUse": {"input": piece}}}),
+                ));
+            }
+            frames.push(converse_event(
+                "contentBlockStop",
+                &json!({"contentBlockIndex": at}),
+            ));
+        }
+        frames.push(converse_event("messageStop", &json!({"stopReason": stop})));
+        frames.push(converse_event(
+            "metadata",
+            &json!({"usage": usage, "metrics": {"latencyMs": 12}}),
+        ));
+        event_stream(frames, rid)
+    }
+
+    fn converse_event(kind: &str, data: &Value) -> Bytes {
+        Bytes::from(eventstream::encode(
+            &[
+                (":event-type", kind),
+                (":content-type", "application/json"),
+                (":message-type", "event"),
+            ],
+            data.to_string().as_bytes(),
+        ))
+    }
+
     pub fn answer(
         state: &Shared,
         parts: &hyper::http::request::Parts,
@@ -815,9 +1004,11 @@ mod bedrock {
         else {
             return aws_error(404, "UnknownOperationException", "Not found", rid);
         };
-        let stream_verb = match verb {
-            "invoke" => false,
-            "invoke-with-response-stream" => true,
+        let (stream_verb, converse) = match verb {
+            "invoke" => (false, false),
+            "invoke-with-response-stream" => (true, false),
+            "converse" => (false, true),
+            "converse-stream" => (true, true),
             _ => return aws_error(404, "UnknownOperationException", "Not found", rid),
         };
         if model.contains(':') || model.contains('/') {
@@ -835,6 +1026,9 @@ mod bedrock {
         let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(body) else {
             return aws_error(400, "ValidationException", "Malformed input request", rid);
         };
+        if converse {
+            return converse_answer(state, &request, stream_verb, n, rid);
+        }
         match request.remove("anthropic_version") {
             Some(Value::String(v)) if v == "bedrock-2023-05-31" => {}
             _ => {

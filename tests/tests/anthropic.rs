@@ -1778,3 +1778,149 @@ async fn bedrock_in_a_pod_signs_with_temporary_keys_from_its_identity() {
     assert_eq!(bedrock.hits(), hits, "nothing reached Bedrock");
     gw.assert_logs_hold_none_of(&[AWS_SESSION_TOKEN, WEB_IDENTITY_TOKEN]);
 }
+
+/// Bedrock's models that only Converse serves (`bedrock/us.amazon.nova-…`,
+/// `meta.llama…`): a chat request made Converse's (`/model/{id}/converse`,
+/// `/converse-stream`), the answer and its stream events made chat's, so
+/// chat, Messages and Responses clients all reach them; what Converse
+/// cannot take refused before sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bedrock_converse_models_are_reached_by_every_client_through_chat() {
+    use sluice_tests::mock_anthropic::{AWS_ACCESS_KEY_ID, AWS_REGION, AWS_SECRET_ACCESS_KEY};
+    let gw = Gateway::start(1).await;
+    let bedrock = MockAnthropic::start_bedrock().await.unwrap();
+    gw.deploy(api::Deployment {
+        id: "nova".into(),
+        model_name: "nova".into(),
+        provider: "bedrock".into(),
+        model: "us.amazon.nova-pro-v1:0".into(),
+        api_base: bedrock.url(),
+        aws_region_name: AWS_REGION.into(),
+        aws_access_key_id: AWS_ACCESS_KEY_ID.into(),
+        aws_secret_access_key: AWS_SECRET_ACCESS_KEY.into(),
+        ..Default::default()
+    })
+    .await;
+    let key = gw.key(None, &["nova"]).await;
+    gw.sync().await;
+    let converse = "/model/us.amazon.nova-pro-v1%3A0/converse";
+
+    // Whole: Converse's request, chat's answer.
+    let hello = json!({"model": "nova", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], "max_tokens": 64, "top_k": 5});
+    let a = chat(&gw, &key, &hello).await;
+    a.assert_ok();
+    assert_eq!(a.json["object"], "chat.completion");
+    assert_eq!(a.json["choices"][0]["message"]["content"], TEXT);
+    assert_eq!(a.json["choices"][0]["finish_reason"], "stop");
+    assert_eq!(a.json["usage"]["prompt_tokens"], USAGE.input_tokens);
+    let seen = bedrock.last_request().unwrap();
+    assert_eq!(seen.path_only(), converse);
+    assert_eq!(
+        seen.json(),
+        json!({
+            "messages": [{"role": "user", "content": [{"text": "Hi"}]}],
+            "system": [{"text": "Be brief."}],
+            "inferenceConfig": {"maxTokens": 64},
+            "additionalModelRequestFields": {"top_k": 5},
+        })
+    );
+
+    // Tool calls, whole and streamed.
+    bedrock.reply(Reply::ToolUse(vec![weather("Paris")]));
+    let tool = json!({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}});
+    let ask = json!({"model": "nova", "messages": [{"role": "user", "content": "Weather?"}], "tools": [tool]});
+    let a = chat(&gw, &key, &ask).await;
+    a.assert_ok();
+    let call = &a.json["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"city": "Paris"}));
+    assert_eq!(a.json["choices"][0]["finish_reason"], "tool_calls");
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let a = chat(&gw, &key, &streamed).await;
+    a.assert_ok();
+    let arguments: String = sse_events(&a.text)
+        .iter()
+        .filter_map(|(_, c)| {
+            c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&arguments).unwrap(),
+        json!({"city": "Paris"})
+    );
+    assert_eq!(
+        bedrock.last_request().unwrap().path_only(),
+        "/model/us.amazon.nova-pro-v1%3A0/converse-stream"
+    );
+    bedrock.reply(Reply::Text(TEXT.into()));
+
+    // A text stream with usage asked for.
+    let mut streamed = hello.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let a = chat(&gw, &key, &streamed).await;
+    a.assert_ok();
+    let chunks = sse_events(&a.text);
+    let content: String = chunks
+        .iter()
+        .filter_map(|(_, c)| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(content, TEXT, "{}", a.text);
+    let usage = chunks
+        .iter()
+        .rev()
+        .find(|(_, c)| !c["usage"].is_null())
+        .map(|(_, c)| c["usage"].clone())
+        .expect("a usage chunk");
+    assert_eq!(usage["completion_tokens"], USAGE.output_tokens);
+    assert!(a.text.trim_end().ends_with("data: [DONE]"), "{}", a.text);
+
+    // Anthropic's and the Responses API's clients, through chat.
+    let native =
+        r#"{"model": "nova", "max_tokens": 99, "messages": [{"role": "user", "content": "Hi"}]}"#;
+    let a = send(&gw, "/v1/messages", &anthropic_headers(&key), native).await;
+    a.assert_ok();
+    assert_eq!(a.json["type"], "message", "{}", a.text);
+    assert_eq!(a.json["content"][0]["text"], TEXT);
+    let a = gw
+        .post(
+            &key,
+            "/v1/responses",
+            &json!({"model": "nova", "input": "Hi"}),
+        )
+        .await;
+    a.assert_ok();
+    assert_eq!(a.json["object"], "response", "{}", a.text);
+    assert_eq!(
+        a.json["output"][0]["content"][0]["text"], TEXT,
+        "{}",
+        a.text
+    );
+
+    // A break mid-stream ends it with an error event.
+    bedrock.fail_next(Fault::MidStreamError);
+    let a = chat(&gw, &key, &streamed).await;
+    assert_eq!(a.status, 200);
+    assert!(a.text.contains("stream_interrupted"), "{}", a.text);
+
+    // An image by URL, which Converse cannot fetch: refused, nothing sent.
+    let hits = bedrock.hits();
+    let a = chat(
+        &gw,
+        &key,
+        &json!({"model": "nova", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]}),
+    )
+    .await;
+    let error = a.assert_error(400, "invalid_request_error");
+    assert_eq!(error["param"], "messages[0].content[0]", "{error}");
+    assert_eq!(bedrock.hits(), hits);
+}

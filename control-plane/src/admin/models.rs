@@ -502,16 +502,13 @@ mod tests {
             "openai.gpt-oss-120b-1:0",
             "deepseek.v3-v1:0",
             "us.deepseek.r1-v1:0",
+            // Through Converse.
+            "meta.llama3-70b-instruct-v1:0",
+            "us.amazon.nova-pro-v1:0",
         ] {
             validate::deployment(&mut bedrock(model), "deployment").unwrap();
         }
-        for converse_only in [
-            "meta.llama3-70b-instruct-v1:0",
-            "us.amazon.nova-pro-v1:0",
-            "cohere.command-r-plus-v1:0",
-        ] {
-            assert_eq!(refused(bedrock(converse_only)), "deployment.model");
-        }
+        assert_eq!(refused(bedrock("")), "deployment.model");
         let keys = Deployment {
             aws_access_key_id: "AKIDEXAMPLE".into(),
             aws_secret_access_key: "os.environ/AWS_SECRET".into(),

@@ -4,7 +4,10 @@
 //! messages are errors; an error answer is AWS's `{"message": "…"}`, its
 //! kind in the `x-amzn-errortype` header. [`sse`] makes Anthropic's
 //! server-sent events of the messages, so everything after (pass-through,
-//! translation, usage) reads Claude's stream as Anthropic sends it.
+//! translation, usage) reads Claude's stream as Anthropic sends it; the
+//! Converse API's events (`messageStart`, `contentBlockDelta`, …) become
+//! events of their type's name with their JSON, for
+//! [`super::converse::ConverseStream`].
 
 use std::borrow::Cow;
 
@@ -56,12 +59,17 @@ pub fn sse(message: &Message) -> Option<Vec<u8>> {
             let data = envelope(anthropic_type(kind), &text);
             Some(event("error", data.as_bytes()))
         }
-        _ => {
-            let chunk: Chunk<'_> = serde_json::from_slice(&message.payload).ok()?;
-            let data = STANDARD.decode(chunk.bytes.as_bytes()).ok()?;
-            let typed: Typed<'_> = serde_json::from_slice(&data).ok()?;
-            Some(event(&typed.kind, &data))
-        }
+        _ => match message.header(":event-type") {
+            // InvokeModel's: Claude's own event, base64-encoded.
+            Some("chunk") | None => {
+                let chunk: Chunk<'_> = serde_json::from_slice(&message.payload).ok()?;
+                let data = STANDARD.decode(chunk.bytes.as_bytes()).ok()?;
+                let typed: Typed<'_> = serde_json::from_slice(&data).ok()?;
+                Some(event(&typed.kind, &data))
+            }
+            // Converse's: the event's JSON, named by its type.
+            Some(kind) => Some(event(kind, &message.payload)),
+        },
     }
 }
 
@@ -149,6 +157,14 @@ mod tests {
         );
         let odd = message(&[(":event-type", "chunk")], &json!({"other": 1}));
         assert_eq!(sse(&odd), None);
+        let converse = message(
+            &[(":message-type", "event"), (":event-type", "messageStop")],
+            &json!({"stopReason": "end_turn"}),
+        );
+        assert_eq!(
+            String::from_utf8(sse(&converse).unwrap()).unwrap(),
+            "event: messageStop\ndata: {\"stopReason\":\"end_turn\"}\n\n"
+        );
     }
 
     #[test]

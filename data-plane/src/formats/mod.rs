@@ -9,6 +9,8 @@
 //!   translations between it and chat completions, both ways.
 //! - [`bedrock`]: Bedrock's stream of Claude's events and its errors;
 //!   [`eventstream`]: AWS's binary event stream encoding it streams in.
+//! - [`converse`]: Bedrock's Converse API, both ways with chat
+//!   completions.
 //! - [`chat`]: OpenAI's chat completions on the wire: request, answer,
 //!   streamed chunk, usage and error, both ways.
 //! - [`google`]: Google's error envelope (Gemini's OpenAI-compatible API),
@@ -30,6 +32,7 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod chat;
+pub mod converse;
 pub mod eventstream;
 pub mod google;
 pub mod openai;

@@ -249,6 +249,11 @@ pub async fn forward(
                 event_stream,
                 body: carrying(body, timer),
             };
+            let answer = if provider.speaks_converse() {
+                translate::from_converse(answer, &call).await?
+            } else {
+                answer
+            };
             for_client(answer, exchange, &call, started).await
         }
     }

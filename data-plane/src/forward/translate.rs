@@ -18,6 +18,7 @@ use crate::body::{Body, BoxError, Interruption};
 use crate::formats::Format;
 use crate::formats::TranslateError;
 use crate::formats::anthropic::{from_chat, from_messages, to_chat, to_messages};
+use crate::formats::converse;
 use crate::formats::responses::echo::Echo;
 use crate::formats::responses::{from_responses, to_responses};
 use crate::providers::Exchange;
@@ -140,6 +141,45 @@ pub(super) fn stream(body: Body, exchange: Exchange, call: &Call<'_>) -> Body {
             Translating::boxed(body, to_messages::MessagesStream::new(), interruption)
         }
         Exchange::Same(_) | Exchange::EstimateTokens => body,
+    }
+}
+
+/// A Converse answer (Bedrock's) made chat's, whole or streamed, before
+/// the exchange reads it as an OpenAI-compatible upstream's.
+pub(super) async fn from_converse(
+    mut answer: Answer,
+    call: &Call<'_>,
+) -> Result<Answer, UpstreamError> {
+    let id = format!("chatcmpl-{}", crate::headers::random_hex(12));
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let model = call.upstream_model.to_owned();
+    if answer.event_stream {
+        answer.body = Translating::boxed(
+            answer.body,
+            converse::ConverseStream::new(id, created, model),
+            call.interruption.clone(),
+        );
+    } else {
+        let read = read(answer.body).await?;
+        let chat = converse::answer(&read, &id, created, &model)
+            .map_err(|e| UpstreamError::UnreadableAnswer(e.to_string()))?;
+        answer.body = crate::body::full(Bytes::from(chat));
+        answer.content_type = HeaderValue::from_static("application/json");
+    }
+    Ok(answer)
+}
+
+impl StreamTranslation for converse::ConverseStream {
+    fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        converse::ConverseStream::feed(self, chunk)
+    }
+    fn finish(&mut self) -> Vec<u8> {
+        converse::ConverseStream::finish(self)
+    }
+    fn failed(&self) -> bool {
+        converse::ConverseStream::failed(self)
     }
 }
 

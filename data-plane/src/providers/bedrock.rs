@@ -1,5 +1,7 @@
-//! Amazon Bedrock's runtime. Its other models (the open-weight ones) are
-//! reached through its OpenAI-compatible API ([`BedrockChat`]); Claude
+//! Amazon Bedrock's runtime, each model through the API that serves it
+//! ([`sluice_proto::providers::bedrock_api`]): the open-weight ones through
+//! its OpenAI-compatible API ([`BedrockChat`]), Nova, Llama, Cohere and the
+//! like through Converse ([`BedrockConverse`]); Claude
 //! through `InvokeModel` ([`Bedrock`]) at
 //! `https://bedrock-runtime.{region}.amazonaws.com/model/{model id}/invoke`
 //! (`/invoke-with-response-stream` for a stream; the deployment's
@@ -36,7 +38,7 @@ use super::{
 };
 use crate::config::snapshot::ResolvedDeployment;
 use crate::formats::anthropic::hosted;
-use crate::formats::{Format, TranslateError};
+use crate::formats::{Format, TranslateError, converse};
 
 /// The `anthropic_version` Bedrock takes.
 pub const VERSION: &str = "bedrock-2023-05-31";
@@ -148,10 +150,68 @@ impl Provider for BedrockChat {
     }
 }
 
-/// Whether Bedrock serves `model` as Claude, through `InvokeModel` (an ARN,
-/// an inference profile of one's own, is taken for Claude's).
-pub fn is_claude(model: &str) -> bool {
-    model.contains("anthropic.claude") || model.starts_with("arn:")
+/// Bedrock's models served through Converse (Nova, Llama, Cohere, …):
+/// `{runtime}/model/{id}/converse` (`/converse-stream` for a stream), a
+/// chat request made Converse's ([`crate::formats::converse`]) and the
+/// answer made chat's again, so chat, Messages and Responses clients reach
+/// them through the chat translations.
+pub struct BedrockConverse;
+
+impl Provider for BedrockConverse {
+    fn address(
+        &self,
+        deployment: &ResolvedDeployment,
+        upstream_model: &str,
+        _format: Format,
+        stream: bool,
+    ) -> Result<Address, ProviderError> {
+        let secrets = deployment.secrets();
+        let base = endpoint(secrets.api_base.expose(), secrets.aws_region.expose())?;
+        let verb = if stream {
+            "converse-stream"
+        } else {
+            "converse"
+        };
+        Ok(Address {
+            url: model_url(&base, upstream_model, verb)?,
+            headers: authentication(deployment)?,
+        })
+    }
+
+    fn serves(&self, format: Format) -> bool {
+        format == Format::ChatCompletions
+    }
+
+    fn streams_elsewhere(&self) -> bool {
+        true
+    }
+
+    fn speaks_converse(&self) -> bool {
+        true
+    }
+
+    fn adapt_body(
+        &self,
+        body: Bytes,
+        _format: Format,
+        _anthropic_beta: Option<&str>,
+    ) -> Result<Bytes, TranslateError> {
+        converse::request(&body).map(Bytes::from)
+    }
+
+    fn fetches(&self, deployment: &ResolvedDeployment) -> Fetches {
+        fetches(deployment)
+    }
+
+    fn sign(
+        &self,
+        deployment: &ResolvedDeployment,
+        target: &Target,
+        request: &mut Request<Bytes>,
+        keys: Option<&AwsKeys>,
+    ) -> Result<(), ProviderError> {
+        sign(deployment, target, request, keys)
+    }
 }
 
 /// The headers every request of the deployment carries: a Bedrock API key
@@ -286,16 +346,21 @@ fn endpoint(api_base: &str, region: &str) -> Result<String, ProviderError> {
 /// Where `model` is invoked, the id percent-encoded as one path segment
 /// (`:` and an ARN's `/` too).
 fn invoke_url(base: &str, model: &str, stream: bool) -> Result<String, ProviderError> {
-    if model.is_empty() {
-        return Err(ProviderError::InvalidUrl(
-            "the Bedrock model id is empty".into(),
-        ));
-    }
     let verb = if stream {
         "invoke-with-response-stream"
     } else {
         "invoke"
     };
+    model_url(base, model, verb)
+}
+
+/// `{base}/model/{model}/{verb}`, the id one encoded path segment.
+fn model_url(base: &str, model: &str, verb: &str) -> Result<String, ProviderError> {
+    if model.is_empty() {
+        return Err(ProviderError::InvalidUrl(
+            "the Bedrock model id is empty".into(),
+        ));
+    }
     Ok(format!(
         "{base}/model/{}/{verb}",
         utf8_percent_encode(model, sigv4::UNRESERVED)

@@ -13,7 +13,8 @@
 //!   the deployment's credentials (kept with its targets,
 //!   [`target::TokenCell`]).
 //! - [`bedrock`], Amazon Bedrock: Claude through `InvokeModel`, its
-//!   open-weight models through its OpenAI-compatible API, each request
+//!   open-weight models through its OpenAI-compatible API, the others
+//!   through Converse ([`crate::formats::converse`]), each request
 //!   signed with AWS Signature Version 4 ([`sigv4`]) or a Bedrock
 //!   API key as a bearer token; temporary keys from a pod's or a
 //!   container's identity ([`aws_credentials`]).
@@ -43,7 +44,7 @@ pub mod vertex;
 use hyper::body::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 use sluice_proto::admin::v1::Deployment;
-use sluice_proto::providers::{self, Wire};
+use sluice_proto::providers::{self, BedrockApi, Wire};
 
 use crate::config::snapshot::ResolvedDeployment;
 use crate::formats::{Format, TranslateError};
@@ -81,6 +82,14 @@ pub trait Provider: Send + Sync {
     /// before sending.
     fn serves(&self, _format: Format) -> bool {
         true
+    }
+
+    /// Whether it takes chat completions in Bedrock's Converse shape and
+    /// answers in it: the body is made Converse's last
+    /// ([`Provider::adapt_body`]) and the answer chat's first, so every
+    /// exchange with chat completions reaches it.
+    fn speaks_converse(&self) -> bool {
+        false
     }
 
     /// Whether it answers `/v1/messages/count_tokens`; when not, the
@@ -286,10 +295,11 @@ pub fn backend(deployment: &Deployment) -> Result<Backend, ProviderError> {
             Backend::Http(&vertex::VertexClaude)
         }
         Wire::Vertex => Backend::Http(&vertex::Vertex),
-        Wire::Bedrock if bedrock::is_claude(model_of(deployment)) => {
-            Backend::Http(&bedrock::Bedrock)
-        }
-        Wire::Bedrock => Backend::Http(&bedrock::BedrockChat),
+        Wire::Bedrock => Backend::Http(match providers::bedrock_api(model_of(deployment)) {
+            BedrockApi::Invoke => &bedrock::Bedrock,
+            BedrockApi::Converse => &bedrock::BedrockConverse,
+            BedrockApi::Chat => &bedrock::BedrockChat,
+        }),
     })
 }
 
