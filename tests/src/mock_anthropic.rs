@@ -90,6 +90,24 @@ use tokio_stream::wrappers::ReceiverStream;
 
 pub use crate::mock_upstream::Recorded;
 
+/// The time an `x-amz-date` (`20261203T060000Z`) names.
+pub fn amz_date(date: &str) -> Option<std::time::SystemTime> {
+    let d = date.as_bytes();
+    if d.len() != 16 || !date.is_ascii() || d[8] != b'T' || d[15] != b'Z' {
+        return None;
+    }
+    let rfc3339 = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &date[0..4],
+        &date[4..6],
+        &date[6..8],
+        &date[9..11],
+        &date[11..13],
+        &date[13..15]
+    );
+    humantime::parse_rfc3339(&rfc3339).ok()
+}
+
 /// The access key the mock as Bedrock signs with.
 pub const AWS_ACCESS_KEY_ID: &str = "AKIDMOCKBEDROCK";
 /// Its secret.
@@ -730,19 +748,7 @@ mod bedrock {
         let (Some(date), Some(host)) = (header("x-amz-date"), header("host")) else {
             return refused("x-amz-date and host must be signed");
         };
-        // 20261203T060000Z → 2026-12-03T06:00:00Z.
-        let rfc3339 = (date.len() == 16 && date.is_ascii()).then(|| {
-            format!(
-                "{}-{}-{}T{}:{}:{}Z",
-                &date[0..4],
-                &date[4..6],
-                &date[6..8],
-                &date[9..11],
-                &date[11..13],
-                &date[13..15]
-            )
-        });
-        let Some(at) = rfc3339.and_then(|t| humantime::parse_rfc3339(&t).ok()) else {
+        let Some(at) = amz_date(date) else {
             return refused("x-amz-date is not a date");
         };
         let token = header("x-amz-security-token");

@@ -1403,17 +1403,7 @@ async fn bedrock_open_weight_models_are_reached_through_its_openai_api_signed() 
     gw.sync().await;
     let signed_as_sent = |seen: &sluice_tests::mock_upstream::Recorded| {
         let header = |name: &str| seen.header(name).unwrap_or_default().to_owned();
-        let date = header("x-amz-date");
-        let at = humantime::parse_rfc3339(&format!(
-            "{}-{}-{}T{}:{}:{}Z",
-            &date[0..4],
-            &date[4..6],
-            &date[6..8],
-            &date[9..11],
-            &date[11..13],
-            &date[13..15]
-        ))
-        .unwrap();
+        let at = sluice_tests::mock_anthropic::amz_date(&header("x-amz-date")).unwrap();
         let uri: hyper::Uri = seen.path.parse().unwrap();
         let host = header("host");
         let signed = sigv4::sign(

@@ -1,8 +1,7 @@
 //! Amazon Bedrock's runtime, each model through the API that serves it
-//! ([`sluice_proto::providers::bedrock_api`]): the open-weight ones through
-//! its OpenAI-compatible API ([`BedrockChat`]), Nova, Llama, Cohere and the
-//! like through Converse ([`BedrockConverse`]); Claude
-//! through `InvokeModel` ([`Bedrock`]) at
+//! ([`sluice_proto::providers::bedrock_api`], [`Bedrock`]): the open-weight
+//! ones through its OpenAI-compatible API, Nova, Llama, Cohere and the like
+//! through Converse; Claude through `InvokeModel` at
 //! `https://bedrock-runtime.{region}.amazonaws.com/model/{model id}/invoke`
 //! (`/invoke-with-response-stream` for a stream; the deployment's
 //! `api_base` in place of the host when it names one, LiteLLM's
@@ -31,6 +30,8 @@ use hyper::body::Bytes;
 use hyper::header::{self, HeaderName};
 use percent_encoding::utf8_percent_encode;
 
+use sluice_proto::providers::BedrockApi;
+
 use super::target::AwsKeys;
 use super::{
     Address, Fetches, Provider, ProviderError, Speaks, Target, aws_credentials, secret_header,
@@ -47,31 +48,72 @@ const SERVICE: &str = "bedrock";
 const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
 const X_AMZ_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-amz-security-token");
 
-pub struct Bedrock;
+/// Bedrock through one of its APIs, chosen per model
+/// ([`sluice_proto::providers::bedrock_api`]):
+/// - [`BedrockApi::Invoke`], Claude: the URLs and body above.
+/// - [`BedrockApi::Chat`], the open-weight models (`openai.gpt-oss-120b-1:0`,
+///   `deepseek.…`, `qwen.…`) through its OpenAI-compatible API,
+///   `{runtime}/openai/v1/chat/completions`, the body OpenAI's with the
+///   model id in it; chat completions only.
+/// - [`BedrockApi::Converse`], Nova, Llama, Cohere, …:
+///   `{runtime}/model/{id}/converse` (`/converse-stream`), a chat request
+///   made Converse's ([`crate::formats::converse`]) and the answer made
+///   chat's again, so chat, Messages and Responses clients reach them
+///   through the chat translations.
+///
+/// All three authenticate alike.
+pub struct Bedrock(pub BedrockApi);
+
+/// The three, for [`super::backend`].
+pub static INVOKE: Bedrock = Bedrock(BedrockApi::Invoke);
+pub static CHAT: Bedrock = Bedrock(BedrockApi::Chat);
+pub static CONVERSE: Bedrock = Bedrock(BedrockApi::Converse);
+
+/// Where Bedrock serves OpenAI's API, under the runtime's URL.
+const OPENAI_PATH: &str = "/openai/v1";
 
 impl Provider for Bedrock {
     fn address(
         &self,
         deployment: &ResolvedDeployment,
         upstream_model: &str,
-        _format: Format,
+        format: Format,
         stream: bool,
     ) -> Result<Address, ProviderError> {
         let secrets = deployment.secrets();
         let base = endpoint(secrets.api_base.expose(), secrets.aws_region.expose())?;
-        let headers = authentication(deployment)?;
+        let url = match (self.0, stream) {
+            (BedrockApi::Invoke, false) => model_url(&base, upstream_model, "invoke")?,
+            (BedrockApi::Invoke, true) => {
+                model_url(&base, upstream_model, "invoke-with-response-stream")?
+            }
+            (BedrockApi::Converse, false) => model_url(&base, upstream_model, "converse")?,
+            (BedrockApi::Converse, true) => model_url(&base, upstream_model, "converse-stream")?,
+            (BedrockApi::Chat, _) => format!("{base}{OPENAI_PATH}{}", format.path()),
+        };
         Ok(Address {
-            url: invoke_url(&base, upstream_model, stream)?,
-            headers,
+            url,
+            headers: authentication(deployment)?,
         })
     }
 
     fn speaks(&self) -> Speaks {
-        Speaks::Anthropic
+        match self.0 {
+            BedrockApi::Invoke => Speaks::Anthropic,
+            BedrockApi::Chat | BedrockApi::Converse => Speaks::OpenAi,
+        }
+    }
+
+    fn serves(&self, format: Format) -> bool {
+        self.0 == BedrockApi::Invoke || format == Format::ChatCompletions
     }
 
     fn streams_elsewhere(&self) -> bool {
-        true
+        self.0 != BedrockApi::Chat
+    }
+
+    fn speaks_converse(&self) -> bool {
+        self.0 == BedrockApi::Converse
     }
 
     fn counts_tokens(&self) -> bool {
@@ -84,125 +126,29 @@ impl Provider for Bedrock {
         _format: Format,
         anthropic_beta: Option<&str>,
     ) -> Result<Bytes, TranslateError> {
-        let hosted = hosted::body(&body, VERSION, hosted::BEDROCK_DROPS)?;
-        Ok(Bytes::from(match anthropic_beta {
-            Some(betas) => hosted::with_betas(hosted, betas),
-            None => hosted,
-        }))
+        match self.0 {
+            BedrockApi::Invoke => {
+                let hosted = hosted::body(&body, VERSION, hosted::BEDROCK_DROPS)?;
+                Ok(Bytes::from(match anthropic_beta {
+                    Some(betas) => hosted::with_betas(hosted, betas),
+                    None => hosted,
+                }))
+            }
+            BedrockApi::Converse => converse::request(&body).map(Bytes::from),
+            BedrockApi::Chat => Ok(body),
+        }
     }
 
     fn fetches(&self, deployment: &ResolvedDeployment) -> Fetches {
-        fetches(deployment)
-    }
-
-    fn sign(
-        &self,
-        deployment: &ResolvedDeployment,
-        target: &Target,
-        request: &mut Request<Bytes>,
-        keys: Option<&AwsKeys>,
-    ) -> Result<(), ProviderError> {
-        sign(deployment, target, request, keys)
-    }
-}
-
-/// Bedrock's other models, through its OpenAI-compatible Chat Completions
-/// API (`{runtime}/openai/v1/chat/completions`: the open-weight ones, such
-/// as `openai.gpt-oss-120b-1:0`, `deepseek.v3-v1:0`, `qwen.…`), the body
-/// OpenAI's with the model id in it; authenticated as Claude's requests.
-pub struct BedrockChat;
-
-/// Where Bedrock serves OpenAI's API, under the runtime's URL.
-const OPENAI_PATH: &str = "/openai/v1";
-
-impl Provider for BedrockChat {
-    fn address(
-        &self,
-        deployment: &ResolvedDeployment,
-        _upstream_model: &str,
-        format: Format,
-        _stream: bool,
-    ) -> Result<Address, ProviderError> {
-        let secrets = deployment.secrets();
-        let base = endpoint(secrets.api_base.expose(), secrets.aws_region.expose())?;
-        Ok(Address {
-            url: format!("{base}{OPENAI_PATH}{}", format.path()),
-            headers: authentication(deployment)?,
-        })
-    }
-
-    fn serves(&self, format: Format) -> bool {
-        format == Format::ChatCompletions
-    }
-
-    fn fetches(&self, deployment: &ResolvedDeployment) -> Fetches {
-        fetches(deployment)
-    }
-
-    fn sign(
-        &self,
-        deployment: &ResolvedDeployment,
-        target: &Target,
-        request: &mut Request<Bytes>,
-        keys: Option<&AwsKeys>,
-    ) -> Result<(), ProviderError> {
-        sign(deployment, target, request, keys)
-    }
-}
-
-/// Bedrock's models served through Converse (Nova, Llama, Cohere, …):
-/// `{runtime}/model/{id}/converse` (`/converse-stream` for a stream), a
-/// chat request made Converse's ([`crate::formats::converse`]) and the
-/// answer made chat's again, so chat, Messages and Responses clients reach
-/// them through the chat translations.
-pub struct BedrockConverse;
-
-impl Provider for BedrockConverse {
-    fn address(
-        &self,
-        deployment: &ResolvedDeployment,
-        upstream_model: &str,
-        _format: Format,
-        stream: bool,
-    ) -> Result<Address, ProviderError> {
-        let secrets = deployment.secrets();
-        let base = endpoint(secrets.api_base.expose(), secrets.aws_region.expose())?;
-        let verb = if stream {
-            "converse-stream"
+        if deployment.secrets().api_key.is_empty() && !has_keys(deployment) {
+            Fetches::AwsKeys
         } else {
-            "converse"
-        };
-        Ok(Address {
-            url: model_url(&base, upstream_model, verb)?,
-            headers: authentication(deployment)?,
-        })
+            Fetches::Nothing
+        }
     }
 
-    fn serves(&self, format: Format) -> bool {
-        format == Format::ChatCompletions
-    }
-
-    fn streams_elsewhere(&self) -> bool {
-        true
-    }
-
-    fn speaks_converse(&self) -> bool {
-        true
-    }
-
-    fn adapt_body(
-        &self,
-        body: Bytes,
-        _format: Format,
-        _anthropic_beta: Option<&str>,
-    ) -> Result<Bytes, TranslateError> {
-        converse::request(&body).map(Bytes::from)
-    }
-
-    fn fetches(&self, deployment: &ResolvedDeployment) -> Fetches {
-        fetches(deployment)
-    }
-
+    /// Signs the request (SigV4), unless the deployment sends an API key:
+    /// with the `keys` fetched, else the deployment's (or the environment's).
     fn sign(
         &self,
         deployment: &ResolvedDeployment,
@@ -245,15 +191,6 @@ fn authentication(
         ));
     }
     Ok(Vec::new())
-}
-
-/// Temporary keys, for a deployment with neither an API key nor keys.
-fn fetches(deployment: &ResolvedDeployment) -> Fetches {
-    if deployment.secrets().api_key.is_empty() && !has_keys(deployment) {
-        Fetches::AwsKeys
-    } else {
-        Fetches::Nothing
-    }
 }
 
 /// Signs `request` (SigV4), unless the deployment sends an API key: with
@@ -343,18 +280,8 @@ fn endpoint(api_base: &str, region: &str) -> Result<String, ProviderError> {
     Ok(format!("https://bedrock-runtime.{region}.amazonaws.com"))
 }
 
-/// Where `model` is invoked, the id percent-encoded as one path segment
-/// (`:` and an ARN's `/` too).
-fn invoke_url(base: &str, model: &str, stream: bool) -> Result<String, ProviderError> {
-    let verb = if stream {
-        "invoke-with-response-stream"
-    } else {
-        "invoke"
-    };
-    model_url(base, model, verb)
-}
-
-/// `{base}/model/{model}/{verb}`, the id one encoded path segment.
+/// `{base}/model/{model}/{verb}`, the id percent-encoded as one path
+/// segment (`:` and an ARN's `/` too).
 fn model_url(base: &str, model: &str, verb: &str) -> Result<String, ProviderError> {
     if model.is_empty() {
         return Err(ProviderError::InvalidUrl(
@@ -409,27 +336,32 @@ mod tests {
     fn model_ids_are_one_encoded_segment() {
         let base = "https://bedrock-runtime.us-east-1.amazonaws.com";
         assert_eq!(
-            invoke_url(base, "anthropic.claude-3-5-sonnet-20240620-v1:0", false).unwrap(),
+            model_url(base, "anthropic.claude-3-5-sonnet-20240620-v1:0", "invoke").unwrap(),
             format!("{base}/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/invoke")
         );
         assert_eq!(
-            invoke_url(base, "us.anthropic.claude-sonnet-4-20250514-v1:0", true).unwrap(),
+            model_url(
+                base,
+                "us.anthropic.claude-sonnet-4-20250514-v1:0",
+                "invoke-with-response-stream"
+            )
+            .unwrap(),
             format!(
                 "{base}/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/invoke-with-response-stream"
             )
         );
         assert_eq!(
-            invoke_url(
+            model_url(
                 base,
                 "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc",
-                false
+                "invoke"
             )
             .unwrap(),
             format!(
                 "{base}/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Aapplication-inference-profile%2Fabc/invoke"
             )
         );
-        assert!(invoke_url(base, "", false).is_err());
+        assert!(model_url(base, "", "invoke").is_err());
         assert_eq!(
             upstream_model("invoke/anthropic.claude-3-haiku-20240307-v1:0"),
             "anthropic.claude-3-haiku-20240307-v1:0"
@@ -442,7 +374,7 @@ mod tests {
     fn claudes_body_carries_bedrocks_version_and_not_the_model() {
         let body =
             Bytes::from_static(br#"{"model":"c","max_tokens":5,"messages":[],"stream":true}"#);
-        let adapted = Bedrock
+        let adapted = INVOKE
             .adapt_body(body, Format::Messages, Some("context-1m-2025-08-07"))
             .unwrap();
         assert_eq!(

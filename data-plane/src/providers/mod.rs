@@ -296,9 +296,9 @@ pub fn backend(deployment: &Deployment) -> Result<Backend, ProviderError> {
         }
         Wire::Vertex => Backend::Http(&vertex::Vertex),
         Wire::Bedrock => Backend::Http(match providers::bedrock_api(model_of(deployment)) {
-            BedrockApi::Invoke => &bedrock::Bedrock,
-            BedrockApi::Converse => &bedrock::BedrockConverse,
-            BedrockApi::Chat => &bedrock::BedrockChat,
+            BedrockApi::Invoke => &bedrock::INVOKE,
+            BedrockApi::Converse => &bedrock::CONVERSE,
+            BedrockApi::Chat => &bedrock::CHAT,
         }),
     })
 }
