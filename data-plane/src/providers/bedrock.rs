@@ -128,11 +128,7 @@ impl Provider for Bedrock {
     ) -> Result<Bytes, TranslateError> {
         match self.0 {
             BedrockApi::Invoke => {
-                let hosted = hosted::body(&body, VERSION, hosted::BEDROCK_DROPS)?;
-                Ok(Bytes::from(match anthropic_beta {
-                    Some(betas) => hosted::with_betas(hosted, betas),
-                    None => hosted,
-                }))
+                hosted::body(&body, VERSION, hosted::BEDROCK_DROPS, anthropic_beta).map(Bytes::from)
             }
             BedrockApi::Converse => converse::request(&body).map(Bytes::from),
             BedrockApi::Chat => Ok(body),

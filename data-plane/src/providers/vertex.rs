@@ -120,7 +120,7 @@ impl Provider for VertexClaude {
         } else {
             hosted::VERTEX_DROPS
         };
-        hosted::body(&body, hosted::VERTEX_VERSION, drop).map(Bytes::from)
+        hosted::body(&body, hosted::VERTEX_VERSION, drop, None).map(Bytes::from)
     }
 }
 

@@ -22,11 +22,14 @@ pub const VERTEX_DROPS: &[&str] = &["model"];
 pub const BEDROCK_DROPS: &[&str] = &["model", "stream"];
 
 /// `messages_body` with `anthropic_version` first and without the members
-/// named in `drop`. A client's own `anthropic_version` is replaced.
+/// named in `drop`. A client's own `anthropic_version` is replaced. The
+/// flags of a client's `anthropic-beta` header, when given, join it last as
+/// the list Bedrock reads, `anthropic_beta`, unless the body has one.
 pub fn body(
     messages_body: &[u8],
     anthropic_version: &str,
     drop: &[&str],
+    anthropic_beta: Option<&str>,
 ) -> Result<Vec<u8>, TranslateError> {
     let Members(members) =
         serde_json::from_slice(messages_body).map_err(|e| TranslateError::Invalid {
@@ -37,41 +40,29 @@ pub fn body(
     out.extend_from_slice(b"{\"anthropic_version\":");
     // Writing a &str to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut out, anthropic_version);
+    let mut has_betas = false;
     for (key, value) in &members {
         if key == "anthropic_version" || drop.contains(&key.as_str()) {
             continue;
         }
+        has_betas |= key == "anthropic_beta";
         out.push(b',');
         let _ = serde_json::to_writer(&mut out, key);
         out.push(b':');
         out.extend_from_slice(value.get().as_bytes());
     }
-    out.push(b'}');
-    Ok(out)
-}
-
-/// `hosted` (a body [`body`] made) with the client's `anthropic-beta`
-/// header's flags as Bedrock takes them, the body member `anthropic_beta`
-/// (a list), unless the body has one already.
-pub fn with_betas(mut hosted: Vec<u8>, anthropic_beta: &str) -> Vec<u8> {
     let betas: Vec<&str> = anthropic_beta
-        .split(',')
+        .into_iter()
+        .flat_map(|header| header.split(','))
         .map(str::trim)
         .filter(|b| !b.is_empty())
         .collect();
-    if betas.is_empty() || hosted.last() != Some(&b'}') {
-        return hosted;
+    if !betas.is_empty() && !has_betas {
+        out.extend_from_slice(b",\"anthropic_beta\":");
+        let _ = serde_json::to_writer(&mut out, &betas);
     }
-    if let Ok(Members(members)) = serde_json::from_slice(&hosted)
-        && members.iter().any(|(key, _)| key == "anthropic_beta")
-    {
-        return hosted;
-    }
-    hosted.pop();
-    hosted.extend_from_slice(b",\"anthropic_beta\":");
-    let _ = serde_json::to_writer(&mut hosted, &betas);
-    hosted.push(b'}');
-    hosted
+    out.push(b'}');
+    Ok(out)
 }
 
 /// A JSON object's members in order, their values as written.
@@ -103,7 +94,8 @@ mod tests {
 
     fn hosted(body: &str, keep_model: bool) -> String {
         let drop = if keep_model { &[][..] } else { VERTEX_DROPS };
-        String::from_utf8(super::body(body.as_bytes(), VERTEX_VERSION, drop).unwrap()).unwrap()
+        String::from_utf8(super::body(body.as_bytes(), VERTEX_VERSION, drop, None).unwrap())
+            .unwrap()
     }
 
     #[test]
@@ -128,7 +120,7 @@ mod tests {
         let body = r#"{"stream":true,"model":"m","max_tokens":5,"messages":[]}"#;
         assert_eq!(
             String::from_utf8(
-                super::body(body.as_bytes(), "bedrock-2023-05-31", BEDROCK_DROPS).unwrap()
+                super::body(body.as_bytes(), "bedrock-2023-05-31", BEDROCK_DROPS, None).unwrap()
             )
             .unwrap(),
             r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[]}"#
@@ -138,18 +130,22 @@ mod tests {
     #[test]
     fn bedrock_takes_the_beta_flags_in_the_body() {
         let hosted = br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5}"#.to_vec();
+        let with_betas = |body: &[u8], version: &str, betas: &str| {
+            super::body(body, version, BEDROCK_DROPS, Some(betas)).unwrap()
+        };
         assert_eq!(
             String::from_utf8(with_betas(
-                hosted.clone(),
+                &hosted,
+                "bedrock-2023-05-31",
                 "interleaved-thinking-2025-05-14, context-1m-2025-08-07"
             ))
             .unwrap(),
             r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"anthropic_beta":["interleaved-thinking-2025-05-14","context-1m-2025-08-07"]}"#
         );
-        assert_eq!(with_betas(hosted.clone(), " , "), hosted);
+        assert_eq!(with_betas(&hosted, "bedrock-2023-05-31", " , "), hosted);
         let own = br#"{"anthropic_version":"v","anthropic_beta":["x"]}"#.to_vec();
         assert_eq!(
-            with_betas(own.clone(), "y"),
+            with_betas(&own, "v", "y"),
             own,
             "the client's own list kept"
         );
@@ -159,7 +155,7 @@ mod tests {
     fn a_body_that_is_not_an_object_is_refused() {
         for bad in ["[1]", "\"x\"", "{", ""] {
             assert!(
-                super::body(bad.as_bytes(), VERTEX_VERSION, VERTEX_DROPS).is_err(),
+                super::body(bad.as_bytes(), VERTEX_VERSION, VERTEX_DROPS, None).is_err(),
                 "{bad}"
             );
         }
