@@ -42,26 +42,38 @@ async fn create_team(admin: &Admin, id: &str) -> tonic::Result<i64> {
         .map(|r| r.into_inner().revision)
 }
 
+/// Waits until `expected_planes` data planes are connected and every one
+/// has applied `revision`. Asked again while fewer are connected: a data
+/// plane started just before may not have opened its stream yet, and
+/// WaitForRevision counts only connected ones.
 async fn wait_all(admin: &Admin, revision: i64, expected_planes: u32) {
     let mut client = sluice_proto::admin::v1::data_plane_service_client::DataPlaneServiceClient::with_interceptor(
         admin.channel.clone(),
         sluice_tests::admin_client::Auth,
     );
-    let resp = client
-        .wait_for_revision(api::WaitForRevisionRequest {
-            revision,
-            timeout: Some(prost_types_duration(WAIT)),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        resp.reached,
-        "not every data plane applied {revision}: {:?}",
-        resp.pending
-    );
-    assert_eq!(resp.data_planes, expected_planes);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let resp = client
+            .wait_for_revision(api::WaitForRevisionRequest {
+                revision,
+                timeout: Some(prost_types_duration(WAIT)),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if resp.data_planes < expected_planes && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        assert!(
+            resp.reached,
+            "not every data plane applied {revision}: {:?}",
+            resp.pending
+        );
+        assert_eq!(resp.data_planes, expected_planes);
+        return;
+    }
 }
 
 fn prost_types_duration(d: Duration) -> sluice_proto::prost_types::Duration {
