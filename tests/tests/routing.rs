@@ -824,6 +824,113 @@ async fn gemini_is_reached_and_its_errors_are_read_like_openais() {
     gw.chat(&key, "flash").await.assert_ok();
 }
 
+/// A coding agent's tool, as Zod and MCP servers write its schema: what
+/// Gemini refuses whole ("Unknown name \"$schema\"", "additionalProperties",
+/// "exclusiveMinimum", a `required` name not among the properties, an
+/// array without `items`).
+fn agent_tool_schema() -> Value {
+    json!({
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "properties": {
+            "path": {"type": "string", "format": "uri", "description": "Where"},
+            "limit": {"type": "integer", "exclusiveMinimum": 0},
+            "mode": {"anyOf": [{"const": "read"}, {"const": "write"}]},
+            "tags": {"type": "array"},
+            "meta": {"$ref": "#/definitions/Meta"}
+        },
+        "definitions": {"Meta": {"type": "object", "properties": {"owner": {"type": ["string", "null"]}},
+                                 "additionalProperties": false}},
+        "required": ["path", "offset"],
+        "additionalProperties": false
+    })
+}
+
+/// [`agent_tool_schema`] as Gemini takes it.
+fn agent_tool_schema_for_gemini() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "path": {"type": "string", "description": "Where"},
+            "limit": {"type": "integer", "minimum": 1},
+            "mode": {"type": "string", "enum": ["read", "write"]},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "meta": {"type": "object", "properties": {"owner": {"type": "string", "nullable": true}}}
+        },
+        "required": ["path"]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_tool_schemas_reach_gemini_in_the_subset_it_takes() {
+    let gw = Gateway::start(1).await;
+    let ups = upstreams(2).await;
+    gw.deploy(gemini("flash", "flash", &ups[0])).await;
+    gw.deploy(dep("gpt", "gpt", &ups[1])).await;
+    let key = gw.key(None, &["*"]).await;
+    gw.sync().await;
+    let tools = json!([{"type": "function", "function": {
+        "name": "read_file", "description": "Read a file", "parameters": agent_tool_schema()}}]);
+
+    // An OpenAI client's tools: Gemini is sent its subset, the rest of the
+    // body as it was.
+    let body = json!({"model": "flash", "messages": [{"role": "user", "content": "Read it"}],
+                      "tools": tools, "tool_choice": "required", "temperature": 0.2});
+    gw.post(&key, "/v1/chat/completions", &body)
+        .await
+        .assert_ok();
+    let sent = ups[0].last_request().unwrap().json();
+    assert_eq!(
+        sent["tools"][0]["function"],
+        json!({"name": "read_file", "description": "Read a file",
+               "parameters": agent_tool_schema_for_gemini()})
+    );
+    assert_eq!(sent["tool_choice"], "required");
+    assert_eq!(sent["temperature"], 0.2);
+    assert_eq!(sent["messages"], body["messages"]);
+
+    // A structured answer's schema too.
+    let format = json!({"type": "json_schema", "json_schema": {"name": "file", "strict": true,
+                        "schema": agent_tool_schema()}});
+    let body = json!({"model": "flash", "messages": [{"role": "user", "content": "Describe it"}],
+                      "response_format": format});
+    gw.post(&key, "/v1/chat/completions", &body)
+        .await
+        .assert_ok();
+    let sent = ups[0].last_request().unwrap().json();
+    assert_eq!(
+        sent["response_format"]["json_schema"]["schema"],
+        agent_tool_schema_for_gemini()
+    );
+    assert_eq!(sent["response_format"]["json_schema"]["strict"], true);
+
+    // Claude Code's tools, through the Messages translation.
+    let messages = json!({"model": "flash", "max_tokens": 64,
+        "messages": [{"role": "user", "content": "Read it"}],
+        "tools": [{"name": "read_file", "description": "Read a file",
+                   "input_schema": agent_tool_schema()}]});
+    let a = gw.post(&key, "/v1/messages", &messages).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let sent = ups[0].last_request().unwrap().json();
+    assert_eq!(
+        sent["tools"][0]["function"]["parameters"],
+        agent_tool_schema_for_gemini()
+    );
+
+    // Every other provider is sent the client's schema byte for byte.
+    let body = json!({"model": "gpt", "messages": [{"role": "user", "content": "Read it"}],
+                      "tools": tools});
+    gw.post(&key, "/v1/chat/completions", &body)
+        .await
+        .assert_ok();
+    let sent = ups[1].last_request().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&sent.body),
+        body.to_string()
+            .replace(r#""model":"gpt""#, r#""model":"gpt-4o""#)
+    );
+}
+
 /// A `vertex_ai/…` deployment whose endpoint is `upstream` (as an
 /// `api_base`, since the real one is Google's) and whose credentials are
 /// `api_key`: a key file's path, or empty for the metadata server.

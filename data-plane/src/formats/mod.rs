@@ -14,7 +14,10 @@
 //! - [`chat`]: OpenAI's chat completions on the wire: request, answer,
 //!   streamed chunk, usage and error, both ways.
 //! - [`google`]: Google's error envelope (Gemini's OpenAI-compatible API),
-//!   unwrapped into OpenAI's.
+//!   unwrapped into OpenAI's; tool and response schemas made the subset
+//!   Gemini takes ([`google::schema`]).
+//! - [`members`]: a JSON object's members in order, values as written;
+//!   [`ordered`]: JSON values whose objects keep their order.
 //! - [`openai`]: OpenAI's error shape.
 //! - [`sse`]: server-sent events: writing OpenAI's, reading any
 //!   ([`sse::EventReader`]).
@@ -35,7 +38,9 @@ pub mod chat;
 pub mod converse;
 pub mod eventstream;
 pub mod google;
+pub mod members;
 pub mod openai;
+pub mod ordered;
 pub mod responses;
 pub mod sse;
 pub mod thought;

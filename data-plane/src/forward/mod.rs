@@ -133,6 +133,7 @@ pub async fn forward(
                 .adapt_body(
                     body,
                     upstream_format,
+                    call.upstream_model,
                     call.anthropic_beta.and_then(|b| b.to_str().ok()),
                 )
                 .map_err(translate::untranslatable)?;

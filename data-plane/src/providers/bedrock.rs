@@ -124,6 +124,7 @@ impl Provider for Bedrock {
         &self,
         body: Bytes,
         _format: Format,
+        _upstream_model: &str,
         anthropic_beta: Option<&str>,
     ) -> Result<Bytes, TranslateError> {
         match self.0 {
@@ -371,7 +372,7 @@ mod tests {
         let body =
             Bytes::from_static(br#"{"model":"c","max_tokens":5,"messages":[],"stream":true}"#);
         let adapted = INVOKE
-            .adapt_body(body, Format::Messages, Some("context-1m-2025-08-07"))
+            .adapt_body(body, Format::Messages, "m", Some("context-1m-2025-08-07"))
             .unwrap();
         assert_eq!(
             &adapted[..],

@@ -4,6 +4,8 @@
 //!
 //! - [`openai`]: OpenAI and every OpenAI-compatible prefix (`groq`,
 //!   `together_ai`, …): `{api_base}/chat/completions`, `Authorization: Bearer`.
+//! - [`gemini`]: Gemini's OpenAI-compatible API, as OpenAI's but for the
+//!   schemas of a request's tools, made the subset Gemini takes.
 //! - [`azure`], Azure OpenAI: `{api_base}/openai/deployments/{model}/…?api-version=…`,
 //!   `api-key` header.
 //! - [`anthropic`]: Anthropic's Messages API: `{api_base}/v1/messages`,
@@ -35,6 +37,7 @@ pub mod anthropic;
 pub mod aws_credentials;
 pub mod azure;
 pub mod bedrock;
+pub mod gemini;
 pub mod mock;
 pub mod openai;
 pub mod sigv4;
@@ -112,13 +115,15 @@ pub trait Provider: Send + Sync {
     }
 
     /// The body as the provider takes it, made from the one in its API's
-    /// `format` (Claude on Vertex AI: the model out of it, the version in).
+    /// `format` for `upstream_model` (Claude on Vertex AI: the model out of
+    /// it, the version in; Gemini: its tools' schemas made Gemini's).
     /// `anthropic_beta`: the client's `anthropic-beta` header, which Bedrock
     /// takes in the body.
     fn adapt_body(
         &self,
         body: Bytes,
         _format: Format,
+        _upstream_model: &str,
         _anthropic_beta: Option<&str>,
     ) -> Result<Bytes, TranslateError> {
         Ok(body)
@@ -287,6 +292,7 @@ pub fn backend(deployment: &Deployment) -> Result<Backend, ProviderError> {
     let provider =
         providers::lookup(prefix).ok_or_else(|| ProviderError::UnknownProvider(prefix.into()))?;
     Ok(match provider.wire {
+        Wire::OpenAi if prefix == "gemini" => Backend::Http(&gemini::Gemini),
         Wire::OpenAi => Backend::Http(&openai::OpenAi),
         Wire::Azure => Backend::Http(&azure::Azure),
         Wire::Anthropic => Backend::Http(&anthropic::Anthropic),

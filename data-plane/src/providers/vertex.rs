@@ -40,6 +40,7 @@ pub use super::target::{TokenError, TokenRequest};
 use super::{Address, Fetches, Provider, ProviderError, Speaks, secret_header};
 use crate::config::snapshot::ResolvedDeployment;
 use crate::formats::anthropic::hosted;
+use crate::formats::google;
 use crate::formats::{Format, TranslateError};
 
 /// The location when the deployment names none, as LiteLLM's default.
@@ -78,6 +79,23 @@ impl Provider for Vertex {
     fn fetches(&self, _deployment: &ResolvedDeployment) -> Fetches {
         Fetches::Token
     }
+
+    /// Gemini's chat requests with their schemas made Gemini's
+    /// ([`google::schema`]); Model Garden's other publishers' as they are.
+    fn adapt_body(
+        &self,
+        body: Bytes,
+        format: Format,
+        upstream_model: &str,
+        _anthropic_beta: Option<&str>,
+    ) -> Result<Bytes, TranslateError> {
+        Ok(match format {
+            Format::ChatCompletions if upstream_model.starts_with("google/") => {
+                google::schema::chat_body(&body).map_or(body, Bytes::from)
+            }
+            _ => body,
+        })
+    }
 }
 
 /// Claude on Vertex AI (see the module doc).
@@ -113,6 +131,7 @@ impl Provider for VertexClaude {
         &self,
         body: Bytes,
         format: Format,
+        _upstream_model: &str,
         _anthropic_beta: Option<&str>,
     ) -> Result<Bytes, TranslateError> {
         let drop = if format == Format::CountTokens {
@@ -455,19 +474,45 @@ mod tests {
     fn claudes_body_carries_the_version_and_not_the_model() {
         let body = Bytes::from_static(br#"{"model":"c","max_tokens":5,"messages":[]}"#);
         let adapted = VertexClaude
-            .adapt_body(body.clone(), Format::Messages, None)
+            .adapt_body(
+                body.clone(),
+                Format::Messages,
+                "claude-sonnet-4@20250514",
+                None,
+            )
             .unwrap();
         assert_eq!(
             &adapted[..],
             br#"{"anthropic_version":"vertex-2023-10-16","max_tokens":5,"messages":[]}"#
         );
         let counted = VertexClaude
-            .adapt_body(body, Format::CountTokens, None)
+            .adapt_body(body, Format::CountTokens, "claude-sonnet-4@20250514", None)
             .unwrap();
         assert_eq!(
             &counted[..],
             br#"{"anthropic_version":"vertex-2023-10-16","model":"c","max_tokens":5,"messages":[]}"#
         );
+    }
+
+    #[test]
+    fn geminis_tool_schemas_are_made_its_own_and_model_gardens_are_not() {
+        let body = Bytes::from_static(
+            br#"{"model":"m","messages":[],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"type":"string"}},"additionalProperties":false}}}]}"#,
+        );
+        let adapt = |model: &str, format: Format| {
+            Vertex
+                .adapt_body(body.clone(), format, model, None)
+                .unwrap()
+        };
+        assert_eq!(
+            &adapt("google/gemini-2.5-pro", Format::ChatCompletions)[..],
+            br#"{"model":"m","messages":[],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"type":"string"}}}}}]}"#
+        );
+        assert_eq!(
+            adapt("meta/llama-3.3-70b-instruct-maas", Format::ChatCompletions),
+            body
+        );
+        assert_eq!(adapt("google/gemini-2.5-pro", Format::Embeddings), body);
     }
 
     #[test]

@@ -5,12 +5,8 @@
 //! other members go through as they came, values byte for byte, in their
 //! order.
 
-use std::fmt;
-
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
-
 use super::TranslateError;
+use crate::formats::members::Members;
 
 /// Vertex AI's `anthropic_version`.
 pub const VERTEX_VERSION: &str = "vertex-2023-10-16";
@@ -63,29 +59,6 @@ pub fn body(
     }
     out.push(b'}');
     Ok(out)
-}
-
-/// A JSON object's members in order, their values as written.
-struct Members<'a>(Vec<(String, &'a RawValue)>);
-
-impl<'de> Deserialize<'de> for Members<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Object;
-        impl<'de> Visitor<'de> for Object {
-            type Value = Members<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
-                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
-                    members.push(member);
-                }
-                Ok(Members(members))
-            }
-        }
-        deserializer.deserialize_map(Object)
-    }
 }
 
 #[cfg(test)]

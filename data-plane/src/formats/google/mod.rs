@@ -4,6 +4,10 @@
 //! Anthropic's SDKs do not read as an error. Sluice unwraps it into the
 //! client's shape: the message kept, Google's `status` as the `code`, the
 //! `type` the one Sluice gives the HTTP status.
+//!
+//! [`schema`]: tool and response schemas made the subset Gemini takes.
+
+pub mod schema;
 
 use std::borrow::Cow;
 
