@@ -527,12 +527,22 @@ pub const POD_IDENTITY_TOKEN: &str = "eks-pod-identity-token-mock";
 /// The service account token STS takes for a web identity's role.
 pub const WEB_IDENTITY_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.web-identity.mock";
 
+/// The session token the mock's instance metadata service hands out.
+pub const IMDS_SESSION_TOKEN: &str = "AQAEAimds-session-token-mock==";
+/// The role the mock's instance has.
+pub const INSTANCE_ROLE: &str = "sluice-node-role";
+/// Where the instance metadata service names the role, and keeps its keys.
+const IMDS_ROLES: &str = "/latest/meta-data/iam/security-credentials/";
+
 /// The mock as AWS's credentials endpoints, handing out the mock Bedrock's
 /// keys ([`crate::mock_anthropic::AWS_ACCESS_KEY_ID`] and its secret and
 /// session token) for [`MockUpstream::set_token_life`] seconds: the
 /// container credentials endpoint (`GET /v1/credentials`, which wants
-/// `Authorization:` [`POD_IDENTITY_TOKEN`]) and STS (`POST /sts/`,
-/// `AssumeRoleWithWebIdentity` with [`WEB_IDENTITY_TOKEN`], answering XML).
+/// `Authorization:` [`POD_IDENTITY_TOKEN`]), STS (`POST /sts/`,
+/// `AssumeRoleWithWebIdentity` with [`WEB_IDENTITY_TOKEN`], answering XML)
+/// and EC2's instance metadata service, IMDSv2 only, as an instance whose
+/// role is [`INSTANCE_ROLE`] (`PUT /latest/api/token` with a TTL header
+/// gives [`IMDS_SESSION_TOKEN`], which the role's name and keys want).
 fn aws_credentials(
     state: &Shared,
     parts: &hyper::http::request::Parts,
@@ -542,7 +552,8 @@ fn aws_credentials(
     use crate::mock_anthropic::{AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN};
     let container = parts.method == hyper::Method::GET && path == "/v1/credentials";
     let sts = parts.method == hyper::Method::POST && path == "/sts/";
-    if !(container || sts) {
+    let imds = path == "/latest/api/token" || path.starts_with(IMDS_ROLES);
+    if !(container || sts || imds) {
         return None;
     }
     let life = match state.token_life.load(Ordering::SeqCst) {
@@ -562,6 +573,53 @@ fn aws_credentials(
             )
             .expect("valid response")
     };
+    let text = |status: StatusCode, text: &str| {
+        Response::builder()
+            .status(status)
+            .header("content-type", "text/plain")
+            .body(
+                Full::new(Bytes::from(text.to_owned()))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .expect("valid response")
+    };
+    if path == "/latest/api/token" {
+        let ttl = parts
+            .headers
+            .get("x-aws-ec2-metadata-token-ttl-seconds")
+            .and_then(|v| v.to_str().ok()?.parse::<u32>().ok());
+        return Some(match (&parts.method, ttl) {
+            (&hyper::Method::PUT, Some(1..=21600)) => text(StatusCode::OK, IMDS_SESSION_TOKEN),
+            (&hyper::Method::PUT, _) => text(StatusCode::BAD_REQUEST, "Bad Request"),
+            _ => text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed"),
+        });
+    }
+    if imds {
+        let session = parts
+            .headers
+            .get("x-aws-ec2-metadata-token")
+            .is_some_and(|v| v == IMDS_SESSION_TOKEN);
+        if !session || parts.method != hyper::Method::GET {
+            return Some(text(StatusCode::UNAUTHORIZED, "Unauthorized"));
+        }
+        return Some(match &path[IMDS_ROLES.len()..] {
+            "" => text(StatusCode::OK, INSTANCE_ROLE),
+            role if role == INSTANCE_ROLE => json_response(
+                StatusCode::OK,
+                &json!({
+                    "Code": "Success",
+                    "LastUpdated": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+                    "Type": "AWS-HMAC",
+                    "AccessKeyId": AWS_ACCESS_KEY_ID,
+                    "SecretAccessKey": AWS_SECRET_ACCESS_KEY,
+                    "Token": AWS_SESSION_TOKEN,
+                    "Expiration": expiration.to_string(),
+                }),
+            ),
+            _ => text(StatusCode::NOT_FOUND, "Not Found"),
+        });
+    }
     if container {
         let authorized = parts
             .headers

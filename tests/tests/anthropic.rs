@@ -1662,7 +1662,9 @@ async fn claude_on_bedrock_is_signed_streamed_and_answered_in_each_clients_shape
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bedrock_in_a_pod_signs_with_temporary_keys_from_its_identity() {
     use sluice_tests::mock_anthropic::{AWS_ACCESS_KEY_ID, AWS_REGION, AWS_SESSION_TOKEN};
-    use sluice_tests::mock_upstream::{MockUpstream, POD_IDENTITY_TOKEN, WEB_IDENTITY_TOKEN};
+    use sluice_tests::mock_upstream::{
+        IMDS_SESSION_TOKEN, INSTANCE_ROLE, MockUpstream, POD_IDENTITY_TOKEN, WEB_IDENTITY_TOKEN,
+    };
     let aws = MockUpstream::start().await.unwrap();
     let bedrock = MockAnthropic::start_bedrock().await.unwrap();
     let files = tempfile::tempdir().unwrap();
@@ -1777,6 +1779,54 @@ async fn bedrock_in_a_pod_signs_with_temporary_keys_from_its_identity() {
     assert!(!message.contains("verification key"), "{message}");
     assert_eq!(bedrock.hits(), hits, "nothing reached Bedrock");
     gw.assert_logs_hold_none_of(&[AWS_SESSION_TOKEN, WEB_IDENTITY_TOKEN]);
+    drop(gw);
+
+    // Neither: the instance's role, from EC2's metadata service (IMDSv2:
+    // a session token first), as on an EKS node or an EC2 host.
+    let gw = Gateway::start_with_env(
+        1,
+        &[],
+        &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", &aws.url(""))],
+    )
+    .await;
+    gw.deploy(claude("node")).await;
+    let key = gw.key(None, &["*"]).await;
+    gw.sync().await;
+    let body =
+        json!({"model": "node", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 16});
+    let answers = futures::future::join_all((0..6).map(|_| chat(&gw, &key, &body))).await;
+    for a in &answers {
+        a.assert_ok();
+    }
+    assert_eq!(asked("/latest/api/token"), 1, "one fetch for every request");
+    let role = format!("/latest/meta-data/iam/security-credentials/{INSTANCE_ROLE}");
+    assert_eq!(asked(&role), 1);
+    let session = aws
+        .requests()
+        .into_iter()
+        .find(|r| r.path_only() == role)
+        .unwrap();
+    assert_eq!(
+        session.header("x-aws-ec2-metadata-token"),
+        Some(IMDS_SESSION_TOKEN)
+    );
+    signed_with_the_pods_keys();
+    gw.assert_logs_hold_none_of(&[AWS_SESSION_TOKEN, IMDS_SESSION_TOKEN]);
+    drop(gw);
+
+    // The metadata service turned off, and nothing else: refused before
+    // anything is sent, saying what to set.
+    let gw = Gateway::start_with_env(1, &[], &[("AWS_EC2_METADATA_DISABLED", "true")]).await;
+    gw.deploy(claude("none")).await;
+    let key = gw.key(None, &["*"]).await;
+    gw.sync().await;
+    let hits = (bedrock.hits(), aws.hits());
+    let body =
+        json!({"model": "none", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 16});
+    let a = chat(&gw, &key, &body).await;
+    assert!(a.status >= 500, "{} {}", a.status, a.text);
+    assert!(a.text.contains("no AWS credentials"), "{}", a.text);
+    assert_eq!((bedrock.hits(), aws.hits()), hits, "nothing was sent");
 }
 
 /// Bedrock's models that only Converse serves (`bedrock/us.amazon.nova-…`,

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hyper::body::Bytes;
 use hyper::header::HeaderValue;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Request, StatusCode};
 
 use crate::config::secrets::Secret;
 use crate::metrics::Metrics;
-use crate::providers::aws_credentials;
+use crate::providers::aws_credentials::{self, Source};
 use crate::providers::target::{
     AwsKeys, Expiring, Fetched, Target, Token, TokenCell, TokenError, TokenRequest,
 };
@@ -24,6 +24,10 @@ use crate::upstream::{Upstream, UpstreamError};
 
 /// How long a credentials endpoint has to answer.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long EC2's instance metadata service has, for each of its three
+/// answers: as AWS's SDKs, one second, since off EC2 (or from a pod its
+/// IMDSv2 hop limit keeps out) nothing answers at all.
+const IMDS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The `Authorization` for a request to a deployment whose provider
 /// fetches its token, kept in `cell`, with the credentials `api_key` names.
@@ -108,7 +112,7 @@ async fn fetch_token(api_key: &Secret, upstream: &Upstream) -> Result<Token, Ups
         .map_or(0, |d| d.as_secs());
     let asked = vertex::token_request(&credentials, now)?;
     let started = Instant::now();
-    let (status, body) = send(asked, upstream, "the Google token endpoint").await?;
+    let (status, body) = send(asked, upstream, "the Google token endpoint", FETCH_TIMEOUT).await?;
     match vertex::read_token(status.as_u16(), &body) {
         Ok((authorization, life)) => Ok(Token {
             authorization,
@@ -128,7 +132,39 @@ async fn fetch_aws_keys(region: &Secret, upstream: &Upstream) -> Result<AwsKeys,
         })?;
     let asked = aws_credentials::request(&source, |path| std::fs::read_to_string(path))?;
     let started = Instant::now();
-    let (status, body) = send(asked, upstream, "the AWS credentials endpoint").await?;
+    let (status, body) = match &source {
+        Source::InstanceMetadata { endpoint } => {
+            // IMDSv2: a session token, the role's name, its keys.
+            let ask = |asked| {
+                send(
+                    asked,
+                    upstream,
+                    "the instance metadata service",
+                    IMDS_TIMEOUT,
+                )
+            };
+            let (status, body) = ask(asked).await?;
+            let token =
+                aws_credentials::read_metadata_token(status.as_u16(), &body).map_err(refused)?;
+            let (status, body) =
+                ask(aws_credentials::metadata_role_request(endpoint, &token)?).await?;
+            let role =
+                aws_credentials::read_metadata_role(status.as_u16(), &body).map_err(refused)?;
+            ask(aws_credentials::metadata_keys_request(
+                endpoint, &token, &role,
+            )?)
+            .await?
+        }
+        _ => {
+            send(
+                asked,
+                upstream,
+                "the AWS credentials endpoint",
+                FETCH_TIMEOUT,
+            )
+            .await?
+        }
+    };
     match aws_credentials::read(&source, status.as_u16(), &body, SystemTime::now()) {
         Ok(keys) => Ok(AwsKeys {
             access_key_id: keys.access_key_id,
@@ -145,17 +181,14 @@ async fn send(
     asked: TokenRequest,
     upstream: &Upstream,
     what: &str,
+    timeout: Duration,
 ) -> Result<(StatusCode, Bytes), UpstreamError> {
     let target = Target::new(&asked.url, Vec::new(), |uri| upstream.is_proxied(uri))?;
-    let (method, body) = match asked.form {
-        Some(form) => (Method::POST, Bytes::from(form)),
-        None => (Method::GET, Bytes::new()),
-    };
-    let mut request = Request::new(body);
-    *request.method_mut() = method;
+    let mut request = Request::new(asked.form.map(Bytes::from).unwrap_or_default());
+    *request.method_mut() = asked.method;
     request.headers_mut().extend(asked.headers);
     let response = upstream
-        .send(&target, request, FETCH_TIMEOUT)
+        .send(&target, request, timeout)
         .await
         .map_err(|e| match e {
             UpstreamError::Connection(detail) => {

@@ -11,7 +11,15 @@
 //!    `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` under `169.254.170.2`), asked
 //!    with the token in `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (or
 //!    `AWS_CONTAINER_AUTHORIZATION_TOKEN`). Plain HTTP only to the
-//!    addresses AWS serves it on, or loopback, as the SDKs allow.
+//!    addresses AWS serves it on, or loopback, as the SDKs allow;
+//! 3. EC2's instance metadata service, the instance's role (an EKS node's,
+//!    a plain EC2 host's), with IMDSv2's session token: `PUT
+//!    /latest/api/token`, then the role's name from
+//!    `/latest/meta-data/iam/security-credentials/` and its keys under it.
+//!    At `169.254.169.254` (`[fd00:ec2::254]` when
+//!    `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE` is `IPv6`), or
+//!    `AWS_EC2_METADATA_SERVICE_ENDPOINT`; never asked when
+//!    `AWS_EC2_METADATA_DISABLED` is `true`. IMDSv1 (no token) is not used.
 //!
 //! Pure but for reading the token files; sending the requests and keeping
 //! the keys are [`crate::forward`]'s and [`super::target::Fetched`]'s.
@@ -38,6 +46,18 @@ const PLAIN_HTTP_HOSTS: &[&str] = &[
     "[::1]",
 ];
 
+/// Where EC2's instance metadata service answers, by IPv4 and IPv6.
+const IMDS_IPV4: &str = "http://169.254.169.254";
+const IMDS_IPV6: &str = "http://[fd00:ec2::254]";
+/// How long an IMDSv2 session token is asked for: it is used at once, for
+/// the two requests after it.
+const IMDS_TOKEN_SECONDS: &str = "60";
+/// The header asking for an IMDSv2 session token, and the one sending it.
+pub const IMDS_TOKEN_TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
+pub const IMDS_TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
+/// Where the instance's role is named, and its keys are, under it.
+const IMDS_ROLES: &str = "/latest/meta-data/iam/security-credentials/";
+
 /// Where temporary keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -54,6 +74,10 @@ pub enum Source {
         token_file: Option<String>,
         token: Option<String>,
     },
+    /// EC2's instance metadata service at `endpoint` (no trailing `/`):
+    /// three requests, [`request`]'s the first ([`metadata_role_request`],
+    /// [`metadata_keys_request`]).
+    InstanceMetadata { endpoint: String },
 }
 
 /// The source the environment names, `region` being the deployment's (for
@@ -78,15 +102,100 @@ pub fn source(env: impl Fn(&str) -> Option<String>, region: &str) -> Option<Sour
             sts,
         });
     }
-    let url = var("AWS_CONTAINER_CREDENTIALS_FULL_URI").or_else(|| {
+    let container = var("AWS_CONTAINER_CREDENTIALS_FULL_URI").or_else(|| {
         var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
             .map(|relative| format!("{ECS_HOST}{relative}"))
-    })?;
-    Some(Source::Container {
-        url,
-        token_file: var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
-        token: var("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
+    });
+    if let Some(url) = container {
+        return Some(Source::Container {
+            url,
+            token_file: var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
+            token: var("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
+        });
+    }
+    if var("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        return None;
+    }
+    let endpoint = var("AWS_EC2_METADATA_SERVICE_ENDPOINT").unwrap_or_else(|| {
+        let ipv6 = var("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE")
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("ipv6"));
+        (if ipv6 { IMDS_IPV6 } else { IMDS_IPV4 }).to_owned()
+    });
+    Some(Source::InstanceMetadata {
+        endpoint: endpoint.trim_end_matches('/').to_owned(),
     })
+}
+
+/// The instance metadata service's second request: the role's name, with
+/// the session `token` the first gave ([`read_metadata_token`]).
+pub fn metadata_role_request(endpoint: &str, token: &str) -> Result<TokenRequest, ProviderError> {
+    metadata_get(format!("{endpoint}{IMDS_ROLES}"), token)
+}
+
+/// Its third: the keys of `role` ([`read_metadata_role`]).
+pub fn metadata_keys_request(
+    endpoint: &str,
+    token: &str,
+    role: &str,
+) -> Result<TokenRequest, ProviderError> {
+    let role = utf8_percent_encode(role, super::sigv4::UNRESERVED);
+    metadata_get(format!("{endpoint}{IMDS_ROLES}{role}"), token)
+}
+
+fn metadata_get(url: String, token: &str) -> Result<TokenRequest, ProviderError> {
+    let mut value = HeaderValue::from_str(token).map_err(|_| {
+        ProviderError::Credentials(
+            "the instance metadata service's session token is not a valid header value".into(),
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(TokenRequest {
+        url,
+        method: hyper::Method::GET,
+        form: None,
+        headers: vec![(header::HeaderName::from_static(IMDS_TOKEN_HEADER), value)],
+    })
+}
+
+/// The session token in the instance metadata service's answer to the
+/// first request. A 403 or 404 is a service that does not serve IMDSv2
+/// (or is off): the instance's identity cannot be had.
+pub fn read_metadata_token(status: u16, body: &[u8]) -> Result<String, TokenError> {
+    metadata_text(status, body, "a session token")
+}
+
+/// The instance's role: the first name listed. A 404 is an instance
+/// without a role.
+pub fn read_metadata_role(status: u16, body: &[u8]) -> Result<String, TokenError> {
+    let roles = metadata_text(status, body, "a role")?;
+    Ok(roles.lines().next().unwrap_or_default().trim().to_owned())
+}
+
+fn metadata_text(status: u16, body: &[u8], what: &str) -> Result<String, TokenError> {
+    match status {
+        200..=299 => {}
+        403 | 404 => {
+            return Err(TokenError::Refused(format!(
+                "the instance metadata service gave no {what} ({status})"
+            )));
+        }
+        _ => {
+            return Err(TokenError::Failed(format!(
+                "the instance metadata service answered {status} when asked for {what}"
+            )));
+        }
+    }
+    let text = std::str::from_utf8(body).unwrap_or_default().trim();
+    let plain = !text.is_empty()
+        && text.len() <= 4096
+        && text.bytes().all(|b| b.is_ascii_graphic() || b == b'\n');
+    if plain {
+        Ok(text.to_owned())
+    } else {
+        Err(TokenError::Failed(format!(
+            "the instance metadata service's answer holds no {what}"
+        )))
+    }
 }
 
 /// The request that fetches keys from `source`; `read_file` reads a token
@@ -111,6 +220,7 @@ pub fn request(
             let encode = |s: &str| utf8_percent_encode(s, super::sigv4::UNRESERVED).to_string();
             Ok(TokenRequest {
                 url: format!("{}/", sts.trim_end_matches('/')),
+                method: hyper::Method::POST,
                 form: Some(format!(
                     "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn={}&RoleSessionName={}&WebIdentityToken={}",
                     encode(role_arn),
@@ -161,10 +271,20 @@ pub fn request(
             }
             Ok(TokenRequest {
                 url: url.clone(),
+                method: hyper::Method::GET,
                 form: None,
                 headers,
             })
         }
+        Source::InstanceMetadata { endpoint } => Ok(TokenRequest {
+            url: format!("{endpoint}/latest/api/token"),
+            method: hyper::Method::PUT,
+            form: None,
+            headers: vec![(
+                header::HeaderName::from_static(IMDS_TOKEN_TTL_HEADER),
+                HeaderValue::from_static(IMDS_TOKEN_SECONDS),
+            )],
+        }),
     }
 }
 
@@ -200,17 +320,32 @@ pub fn read(
         ))
     };
     let (access_key_id, secret_access_key, session_token, expiration) = match source {
-        Source::Container { .. } => {
+        Source::Container { .. } | Source::InstanceMetadata { .. } => {
             #[derive(Deserialize)]
             #[serde(rename_all = "PascalCase")]
             struct Answer {
+                /// The instance metadata service's: `Success`, or why not.
+                #[serde(default)]
+                code: Option<String>,
+                #[serde(default)]
                 access_key_id: String,
+                #[serde(default)]
                 secret_access_key: String,
                 #[serde(default)]
                 token: String,
                 expiration: Option<String>,
             }
             let a: Answer = serde_json::from_slice(body).map_err(|_| unreadable("keys"))?;
+            if let Some(code) = a.code.filter(|c| c != "Success") {
+                let code: String = code
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .take(64)
+                    .collect();
+                return Err(TokenError::Failed(format!(
+                    "the instance metadata service gave no keys ({code})"
+                )));
+            }
             (a.access_key_id, a.secret_access_key, a.token, a.expiration)
         }
         Source::WebIdentity { .. } => {
@@ -341,7 +476,35 @@ mod tests {
         assert!(
             matches!(source(&ecs, ""), Some(Source::Container { url, .. }) if url == "http://169.254.170.2/v2/credentials/abc")
         );
-        assert_eq!(source(env(&[]), "us-east-1"), None);
+        // Else the instance's role, from the metadata service.
+        assert_eq!(
+            source(env(&[]), "us-east-1"),
+            Some(Source::InstanceMetadata {
+                endpoint: "http://169.254.169.254".into()
+            })
+        );
+        assert_eq!(
+            source(
+                env(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "IPv6")]),
+                ""
+            ),
+            Some(Source::InstanceMetadata {
+                endpoint: "http://[fd00:ec2::254]".into()
+            })
+        );
+        assert_eq!(
+            source(
+                env(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9/")]),
+                ""
+            ),
+            Some(Source::InstanceMetadata {
+                endpoint: "http://127.0.0.1:9".into()
+            })
+        );
+        assert_eq!(
+            source(env(&[("AWS_EC2_METADATA_DISABLED", "TRUE")]), ""),
+            None
+        );
     }
 
     #[test]
@@ -387,6 +550,71 @@ mod tests {
                 .unwrap()
                 .headers
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_instance_metadata_service_is_asked_three_times_with_a_session_token() {
+        let imds = Source::InstanceMetadata {
+            endpoint: "http://169.254.169.254".into(),
+        };
+        let first = request(&imds, |_| unreachable!("no file")).unwrap();
+        assert_eq!(first.url, "http://169.254.169.254/latest/api/token");
+        assert_eq!(first.method, hyper::Method::PUT);
+        assert_eq!(first.headers[0].0, IMDS_TOKEN_TTL_HEADER);
+        let token = read_metadata_token(200, b"AQAEAOTP-session==\n").unwrap();
+        assert_eq!(token, "AQAEAOTP-session==");
+        let second = metadata_role_request("http://169.254.169.254", &token).unwrap();
+        assert_eq!(
+            second.url,
+            "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
+        );
+        assert_eq!(second.method, hyper::Method::GET);
+        assert_eq!(second.headers[0].0, IMDS_TOKEN_HEADER);
+        assert!(second.headers[0].1.is_sensitive());
+        let role = read_metadata_role(200, b"eks-node-role\nanother\n").unwrap();
+        assert_eq!(role, "eks-node-role");
+        let third = metadata_keys_request("http://169.254.169.254", &token, &role).unwrap();
+        assert_eq!(
+            third.url,
+            "http://169.254.169.254/latest/meta-data/iam/security-credentials/eks-node-role"
+        );
+        let now = at(1_796_277_600); // 2026-12-03T06:00:00Z
+        let keys = br#"{"Code":"Success","LastUpdated":"2026-12-03T05:00:00Z","Type":"AWS-HMAC","AccessKeyId":"ASIA3","SecretAccessKey":"s","Token":"t","Expiration":"2026-12-03T12:00:00Z"}"#;
+        let keys = read(&imds, 200, keys, now).unwrap();
+        assert_eq!(keys.access_key_id, "ASIA3");
+        assert_eq!(keys.life.as_secs(), 6 * 3600);
+
+        // No IMDSv2 (or no metadata service at all), no role: the
+        // instance's identity cannot be had, which is the deployment's
+        // credentials to fix.
+        assert!(matches!(
+            read_metadata_token(403, b"Forbidden"),
+            Err(TokenError::Refused(_))
+        ));
+        assert!(matches!(
+            read_metadata_role(404, b"<html>Not Found</html>"),
+            Err(TokenError::Refused(_))
+        ));
+        assert!(matches!(
+            read_metadata_role(500, b""),
+            Err(TokenError::Failed(_))
+        ));
+        assert!(matches!(
+            read_metadata_token(200, b""),
+            Err(TokenError::Failed(_))
+        ));
+        assert!(matches!(
+            read_metadata_role(200, "r\u{0}".as_bytes()),
+            Err(TokenError::Failed(_))
+        ));
+        let not_yet = br#"{"Code":"AssumeRoleUnauthorizedAccess","Message":"secret words"}"#;
+        let error = read(&imds, 200, not_yet, now).unwrap_err();
+        assert_eq!(
+            error,
+            TokenError::Failed(
+                "the instance metadata service gave no keys (AssumeRoleUnauthorizedAccess)".into()
+            )
         );
     }
 

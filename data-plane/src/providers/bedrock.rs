@@ -182,8 +182,9 @@ fn authentication(
         return Err(ProviderError::Credentials(
             "no AWS credentials: set aws_access_key_id and aws_secret_access_key (or \
              AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY on the data plane), run it with a \
-             pod's or container's identity (EKS Pod Identity, a service account's role), \
-             or give an api_key holding a Bedrock API key"
+             pod's, container's or instance's identity (EKS Pod Identity, a service \
+             account's role, an EC2 instance's role, which AWS_EC2_METADATA_DISABLED turns \
+             off), or give an api_key holding a Bedrock API key"
                 .into(),
         ));
     }

@@ -211,7 +211,8 @@ impl<T: Expiring> Fetched<T> {
 #[derive(Debug)]
 pub struct TokenRequest {
     pub url: String,
-    /// A form to POST, or `None` for a GET.
+    pub method: hyper::Method,
+    /// A form to send (a POST's), or `None` for no body.
     pub form: Option<String>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }

@@ -305,6 +305,7 @@ pub fn token_request(credentials: &Credentials, now: u64) -> Result<TokenRequest
             url: format!(
                 "http://{host}/computeMetadata/v1/instance/service-accounts/default/token"
             ),
+            method: hyper::Method::GET,
             form: None,
             headers: vec![(
                 HeaderName::from_static("metadata-flavor"),
@@ -320,6 +321,7 @@ pub fn token_request(credentials: &Credentials, now: u64) -> Result<TokenRequest
             let assertion = assertion(account, token_uri, now)?;
             Ok(TokenRequest {
                 url: token_uri.to_owned(),
+                method: hyper::Method::POST,
                 form: Some(format!(
                     "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}"
                 )),
