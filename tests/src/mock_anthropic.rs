@@ -578,6 +578,7 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         let request = match vertex_request(
             header("authorization").as_deref(),
             content_type.as_deref(),
+            header("anthropic-beta").as_deref(),
             &body,
             endpoint,
             at,
@@ -1062,6 +1063,26 @@ mod bedrock {
                 rid,
             );
         }
+        // Bedrock refuses a flag it does not take, in the body or the header.
+        let header = parts
+            .headers
+            .get("anthropic-beta")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .map(|b| json!(b));
+        let body_betas = request.remove("anthropic_beta").unwrap_or(json!([]));
+        let known = body_betas.as_array().is_some_and(|list| {
+            list.iter().cloned().chain(header).all(|b| {
+                b.as_str()
+                    .is_some_and(|b| super::BEDROCK_BETAS.contains(&b))
+            })
+        });
+        if !known {
+            return aws_error(400, "ValidationException", "invalid beta flag", rid);
+        }
         request.insert("model".into(), json!(model.as_ref()));
         let request = Value::Object(request);
         if let Err(message) = validate(&request, false) {
@@ -1144,11 +1165,34 @@ fn vertex_endpoint(path: &str) -> Option<(Endpoint, Option<VertexCall<'_>>)> {
 /// A response made once the request id is known.
 type Refusal = Box<dyn FnOnce(&str) -> Response<Body>>;
 
+/// The beta flags the mock Vertex takes in the `anthropic-beta` header, and
+/// in the body's `anthropic_beta` (the long context only there).
+const VERTEX_HEADER_BETAS: &[&str] = &[
+    "interleaved-thinking-2025-05-14",
+    "context-management-2025-06-27",
+    "tool-search-tool-2025-10-19",
+];
+const VERTEX_BODY_BETAS: &[&str] = &[
+    "interleaved-thinking-2025-05-14",
+    "context-management-2025-06-27",
+    "tool-search-tool-2025-10-19",
+    "context-1m-2025-08-07",
+];
+/// The beta flags the mock Bedrock takes, in the body or the header.
+const BEDROCK_BETAS: &[&str] = &[
+    "interleaved-thinking-2025-05-14",
+    "context-1m-2025-08-07",
+    "context-management-2025-06-27",
+    "tool-search-tool-2025-10-19",
+    "effort-2025-11-24",
+];
+
 /// What Vertex checks of a Claude request, and the request as Anthropic's
 /// API would have had it (the URL's model in it, no `anthropic_version`).
 fn vertex_request(
     authorization: Option<&str>,
     content_type: Option<&str>,
+    betas: Option<&str>,
     body: &[u8],
     endpoint: Endpoint,
     at: VertexCall<'_>,
@@ -1191,6 +1235,43 @@ fn vertex_request(
             )));
         }
         None => return Err(refuse("anthropic_version: Field required".into())),
+    }
+    // Vertex checks the header's flags against its own list, and reads the
+    // long context's from the body only.
+    let header: Vec<&str> = betas
+        .into_iter()
+        .flat_map(|b| b.split(','))
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .collect();
+    let unexpected: Vec<&str> = header
+        .iter()
+        .copied()
+        .filter(|b| !VERTEX_HEADER_BETAS.contains(b))
+        .collect();
+    if !unexpected.is_empty() {
+        return Err(refuse(format!(
+            "Unexpected value(s) `{}` for the `anthropic-beta` header. Please consult our documentation at docs.anthropic.com or try again without the header.",
+            unexpected.join("`, `")
+        )));
+    }
+    if let Some(body_betas) = request.remove("anthropic_beta") {
+        let known = body_betas.as_array().is_some_and(|list| {
+            list.iter()
+                .all(|b| b.as_str().is_some_and(|b| VERTEX_BODY_BETAS.contains(&b)))
+        });
+        if !known {
+            return Err(refuse(format!(
+                "anthropic_beta: invalid beta flag in {body_betas}"
+            )));
+        }
+    }
+    if request.contains_key("context_management")
+        && !header.contains(&"context-management-2025-06-27")
+    {
+        return Err(refuse(
+            "context_management: Extra inputs are not permitted".into(),
+        ));
     }
     if let Some(model) = at.model {
         if request.contains_key("model") {

@@ -1829,6 +1829,110 @@ async fn bedrock_in_a_pod_signs_with_temporary_keys_from_its_identity() {
     assert_eq!((bedrock.hits(), aws.hits()), hits, "nothing was sent");
 }
 
+/// Claude Code pointed at Sluice believes it talks to Anthropic's own API
+/// and sends its first-party beta flags with every request; Bedrock and
+/// Vertex AI refuse a whole request over one flag they do not take. Each
+/// is sent only its own flags, under its names, where it reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claude_codes_beta_flags_reach_each_cloud_as_it_takes_them() {
+    use sluice_tests::mock_anthropic::{AWS_ACCESS_KEY_ID, AWS_REGION, AWS_SECRET_ACCESS_KEY};
+    let google = mock_upstream::MockUpstream::start().await.unwrap();
+    let metadata_host = format!("127.0.0.1:{}", google.port());
+    let gw = Gateway::start_with_env(1, &[], &[("GCE_METADATA_HOST", &metadata_host)]).await;
+    let vertex = MockAnthropic::start_vertex().await.unwrap();
+    let bedrock = MockAnthropic::start_bedrock().await.unwrap();
+    gw.deploy(api::Deployment {
+        id: "vc".into(),
+        model_name: "vertex".into(),
+        provider: "vertex_ai".into(),
+        model: "claude-sonnet-4-5@20250929".into(),
+        api_base: format!("{}/v1/projects/p/locations/us-east5", vertex.url()),
+        vertex_project: "p".into(),
+        vertex_location: "us-east5".into(),
+        ..Default::default()
+    })
+    .await;
+    gw.deploy(api::Deployment {
+        id: "bc".into(),
+        model_name: "bedrock".into(),
+        provider: "bedrock".into(),
+        model: "us.anthropic.claude-sonnet-4-5-20250929-v1:0".into(),
+        api_base: bedrock.url(),
+        aws_region_name: AWS_REGION.into(),
+        aws_access_key_id: AWS_ACCESS_KEY_ID.into(),
+        aws_secret_access_key: AWS_SECRET_ACCESS_KEY.into(),
+        ..Default::default()
+    })
+    .await;
+    let key = gw.key(None, &["vertex", "bedrock"]).await;
+    gw.sync().await;
+    let claude_code = "claude-code-20250219,interleaved-thinking-2025-05-14,\
+        context-management-2025-06-27,prompt-caching-scope-2026-01-05,\
+        mcp-servers-2025-12-04,advanced-tool-use-2025-11-20,context-1m-2025-08-07";
+    let mut headers = anthropic_headers(&key);
+    headers.push(("anthropic-beta", claude_code));
+    let body = |model: &str| {
+        json!({"model": model, "max_tokens": 64, "stream": true,
+               "messages": [{"role": "user", "content": "Hi"}],
+               "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}})
+        .to_string()
+    };
+
+    // Bedrock: its flags in the body, no header.
+    let a = send(&gw, "/v1/messages", &headers, &body("bedrock")).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let seen = bedrock.last_request().unwrap();
+    assert_eq!(seen.header("anthropic-beta"), None);
+    assert_eq!(
+        seen.json()["anthropic_beta"],
+        json!([
+            "interleaved-thinking-2025-05-14",
+            "context-management-2025-06-27",
+            "tool-search-tool-2025-10-19",
+            "context-1m-2025-08-07"
+        ])
+    );
+
+    // Vertex AI: its flags in the header, the long context's in the body.
+    let a = send(&gw, "/v1/messages", &headers, &body("vertex")).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let seen = vertex.last_request().unwrap();
+    assert_eq!(
+        seen.header("anthropic-beta"),
+        Some(
+            "interleaved-thinking-2025-05-14,context-management-2025-06-27,tool-search-tool-2025-10-19"
+        )
+    );
+    assert_eq!(
+        seen.json()["anthropic_beta"],
+        json!([
+            "interleaved-thinking-2025-05-14",
+            "context-management-2025-06-27",
+            "tool-search-tool-2025-10-19",
+            "context-1m-2025-08-07"
+        ])
+    );
+    // The body's other members as the client sent them.
+    assert_eq!(
+        seen.json()["context_management"],
+        json!({"edits": [{"type": "clear_tool_uses_20250919"}]})
+    );
+
+    // Flags neither takes: nothing of them is sent, and the request goes.
+    let mut headers = anthropic_headers(&key);
+    headers.push(("anthropic-beta", "claude-code-20250219,oauth-2025-04-20"));
+    for (model, seen) in [("bedrock", &bedrock), ("vertex", &vertex)] {
+        let whole = json!({"model": model, "max_tokens": 64,
+                           "messages": [{"role": "user", "content": "Hi"}]})
+        .to_string();
+        let a = send(&gw, "/v1/messages", &headers, &whole).await;
+        assert_eq!(a.status, 200, "{model}: {}", a.text);
+        let last = seen.last_request().unwrap();
+        assert_eq!(last.header("anthropic-beta"), None, "{model}");
+        assert!(last.json().get("anthropic_beta").is_none(), "{model}");
+    }
+}
+
 /// Bedrock's models that only Converse serves (`bedrock/us.amazon.nova-…`,
 /// `meta.llama…`): a chat request made Converse's (`/model/{id}/converse`,
 /// `/converse-stream`), the answer and its stream events made chat's, so

@@ -40,6 +40,7 @@ use hyper::{Method, Request, StatusCode};
 
 use crate::body::{Body, BoxError, Carried, Interruption, carrying};
 use crate::config::snapshot::ResolvedDeployment;
+use crate::formats::anthropic::betas;
 use crate::formats::{self, Format};
 use crate::headers::REQUEST_ID;
 use crate::metrics::{Metrics, UpstreamMetrics};
@@ -129,12 +130,19 @@ pub async fn forward(
     match backend {
         Backend::Mock => answer_mock(call, exchange, body).await,
         Backend::Http(provider) => {
+            // A cloud hosting Claude is sent only the beta flags it takes.
+            let placed = match (provider.beta_cloud(), call.anthropic_beta) {
+                (Some(cloud), Some(header)) if upstream_format.is_anthropic() => {
+                    Some(betas::place(cloud, header.to_str().unwrap_or_default()))
+                }
+                _ => None,
+            };
             let body = provider
                 .adapt_body(
                     body,
                     upstream_format,
                     call.upstream_model,
-                    call.anthropic_beta.and_then(|b| b.to_str().ok()),
+                    placed.as_ref().map_or(&[][..], |p| &p.body),
                 )
                 .map_err(translate::untranslatable)?;
             let stream = call.request.stream;
@@ -168,10 +176,18 @@ pub async fn forward(
                     HeaderValue::from_static("text/event-stream"),
                 );
             }
-            if upstream_format.is_anthropic()
-                && let Some(beta) = call.anthropic_beta
-            {
-                headers.insert(providers::anthropic::BETA, beta.clone());
+            match (&placed, call.anthropic_beta) {
+                (Some(placed), _) => {
+                    if let Ok(value) = HeaderValue::from_str(&placed.header)
+                        && !placed.header.is_empty()
+                    {
+                        headers.insert(providers::anthropic::BETA, value);
+                    }
+                }
+                (None, Some(beta)) if upstream_format.is_anthropic() => {
+                    headers.insert(providers::anthropic::BETA, beta.clone());
+                }
+                _ => {}
             }
             for (name, value) in target.headers() {
                 headers.insert(name.clone(), value.clone());

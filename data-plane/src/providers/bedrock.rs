@@ -38,6 +38,7 @@ use super::{
     sigv4,
 };
 use crate::config::snapshot::ResolvedDeployment;
+use crate::formats::anthropic::betas::Cloud;
 use crate::formats::anthropic::hosted;
 use crate::formats::{Format, TranslateError, converse};
 
@@ -125,15 +126,19 @@ impl Provider for Bedrock {
         body: Bytes,
         _format: Format,
         _upstream_model: &str,
-        anthropic_beta: Option<&str>,
+        betas: &[&str],
     ) -> Result<Bytes, TranslateError> {
         match self.0 {
             BedrockApi::Invoke => {
-                hosted::body(&body, VERSION, hosted::BEDROCK_DROPS, anthropic_beta).map(Bytes::from)
+                hosted::body(&body, VERSION, hosted::BEDROCK_DROPS, betas).map(Bytes::from)
             }
             BedrockApi::Converse => converse::request(&body).map(Bytes::from),
             BedrockApi::Chat => Ok(body),
         }
+    }
+
+    fn beta_cloud(&self) -> Option<Cloud> {
+        Some(Cloud::Bedrock)
     }
 
     fn fetches(&self, deployment: &ResolvedDeployment) -> Fetches {
@@ -373,7 +378,7 @@ mod tests {
         let body =
             Bytes::from_static(br#"{"model":"c","max_tokens":5,"messages":[],"stream":true}"#);
         let adapted = INVOKE
-            .adapt_body(body, Format::Messages, "m", Some("context-1m-2025-08-07"))
+            .adapt_body(body, Format::Messages, "m", &["context-1m-2025-08-07"])
             .unwrap();
         assert_eq!(
             &adapted[..],

@@ -30,7 +30,7 @@ impl Provider for Gemini {
         body: Bytes,
         format: Format,
         _upstream_model: &str,
-        _anthropic_beta: Option<&str>,
+        _betas: &[&str],
     ) -> Result<Bytes, TranslateError> {
         Ok(match format {
             Format::ChatCompletions => google::schema::chat_body(&body).map_or(body, Bytes::from),

@@ -50,6 +50,7 @@ use sluice_proto::admin::v1::Deployment;
 use sluice_proto::providers::{self, BedrockApi, Wire};
 
 use crate::config::snapshot::ResolvedDeployment;
+use crate::formats::anthropic::betas::Cloud;
 use crate::formats::{Format, TranslateError};
 pub use target::{ProviderError, Target, Targets};
 
@@ -117,16 +118,24 @@ pub trait Provider: Send + Sync {
     /// The body as the provider takes it, made from the one in its API's
     /// `format` for `upstream_model` (Claude on Vertex AI: the model out of
     /// it, the version in; Gemini: its tools' schemas made Gemini's).
-    /// `anthropic_beta`: the client's `anthropic-beta` header, which Bedrock
-    /// takes in the body.
+    /// `betas`: the client's `anthropic-beta` flags for the body, as the
+    /// provider's [`Provider::beta_cloud`] takes them.
     fn adapt_body(
         &self,
         body: Bytes,
         _format: Format,
         _upstream_model: &str,
-        _anthropic_beta: Option<&str>,
+        _betas: &[&str],
     ) -> Result<Bytes, TranslateError> {
         Ok(body)
+    }
+
+    /// The cloud whose rules a client's `anthropic-beta` flags are sent by
+    /// ([`crate::formats::anthropic::betas`]); `None` passes the header on
+    /// as the client sent it (Anthropic's API ignores flags it does not
+    /// know).
+    fn beta_cloud(&self) -> Option<Cloud> {
+        None
     }
 
     /// The API whose bodies the provider takes.

@@ -39,6 +39,7 @@ use serde::Deserialize;
 pub use super::target::{TokenError, TokenRequest};
 use super::{Address, Fetches, Provider, ProviderError, Speaks, secret_header};
 use crate::config::snapshot::ResolvedDeployment;
+use crate::formats::anthropic::betas::Cloud;
 use crate::formats::anthropic::hosted;
 use crate::formats::google;
 use crate::formats::{Format, TranslateError};
@@ -87,7 +88,7 @@ impl Provider for Vertex {
         body: Bytes,
         format: Format,
         upstream_model: &str,
-        _anthropic_beta: Option<&str>,
+        _betas: &[&str],
     ) -> Result<Bytes, TranslateError> {
         Ok(match format {
             Format::ChatCompletions if upstream_model.starts_with("google/") => {
@@ -132,14 +133,18 @@ impl Provider for VertexClaude {
         body: Bytes,
         format: Format,
         _upstream_model: &str,
-        _anthropic_beta: Option<&str>,
+        betas: &[&str],
     ) -> Result<Bytes, TranslateError> {
         let drop = if format == Format::CountTokens {
             &[][..]
         } else {
             hosted::VERTEX_DROPS
         };
-        hosted::body(&body, hosted::VERTEX_VERSION, drop, None).map(Bytes::from)
+        hosted::body(&body, hosted::VERTEX_VERSION, drop, betas).map(Bytes::from)
+    }
+
+    fn beta_cloud(&self) -> Option<Cloud> {
+        Some(Cloud::Vertex)
     }
 }
 
@@ -480,7 +485,7 @@ mod tests {
                 body.clone(),
                 Format::Messages,
                 "claude-sonnet-4@20250514",
-                None,
+                &[],
             )
             .unwrap();
         assert_eq!(
@@ -488,7 +493,7 @@ mod tests {
             br#"{"anthropic_version":"vertex-2023-10-16","max_tokens":5,"messages":[]}"#
         );
         let counted = VertexClaude
-            .adapt_body(body, Format::CountTokens, "claude-sonnet-4@20250514", None)
+            .adapt_body(body, Format::CountTokens, "claude-sonnet-4@20250514", &[])
             .unwrap();
         assert_eq!(
             &counted[..],
@@ -502,9 +507,7 @@ mod tests {
             br#"{"model":"m","messages":[],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"type":"string"}},"additionalProperties":false}}}]}"#,
         );
         let adapt = |model: &str, format: Format| {
-            Vertex
-                .adapt_body(body.clone(), format, model, None)
-                .unwrap()
+            Vertex.adapt_body(body.clone(), format, model, &[]).unwrap()
         };
         assert_eq!(
             &adapt("google/gemini-2.5-pro", Format::ChatCompletions)[..],

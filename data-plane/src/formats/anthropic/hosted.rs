@@ -18,14 +18,15 @@ pub const VERTEX_DROPS: &[&str] = &["model"];
 pub const BEDROCK_DROPS: &[&str] = &["model", "stream"];
 
 /// `messages_body` with `anthropic_version` first and without the members
-/// named in `drop`. A client's own `anthropic_version` is replaced. The
-/// flags of a client's `anthropic-beta` header, when given, join it last as
-/// the list Bedrock reads, `anthropic_beta`, unless the body has one.
+/// named in `drop`. A client's own `anthropic_version` is replaced. `betas`
+/// (a client's `anthropic-beta` flags, as the cloud takes them:
+/// [`super::betas`]) join it last as the list the clouds read,
+/// `anthropic_beta`, unless the body has one.
 pub fn body(
     messages_body: &[u8],
     anthropic_version: &str,
     drop: &[&str],
-    anthropic_beta: Option<&str>,
+    betas: &[&str],
 ) -> Result<Vec<u8>, TranslateError> {
     let Members(members) =
         serde_json::from_slice(messages_body).map_err(|e| TranslateError::Invalid {
@@ -47,12 +48,6 @@ pub fn body(
         out.push(b':');
         out.extend_from_slice(value.get().as_bytes());
     }
-    let betas: Vec<&str> = anthropic_beta
-        .into_iter()
-        .flat_map(|header| header.split(','))
-        .map(str::trim)
-        .filter(|b| !b.is_empty())
-        .collect();
     if !betas.is_empty() && !has_betas {
         out.extend_from_slice(b",\"anthropic_beta\":");
         let _ = serde_json::to_writer(&mut out, &betas);
@@ -67,8 +62,7 @@ mod tests {
 
     fn hosted(body: &str, keep_model: bool) -> String {
         let drop = if keep_model { &[][..] } else { VERTEX_DROPS };
-        String::from_utf8(super::body(body.as_bytes(), VERTEX_VERSION, drop, None).unwrap())
-            .unwrap()
+        String::from_utf8(super::body(body.as_bytes(), VERTEX_VERSION, drop, &[]).unwrap()).unwrap()
     }
 
     #[test]
@@ -93,7 +87,7 @@ mod tests {
         let body = r#"{"stream":true,"model":"m","max_tokens":5,"messages":[]}"#;
         assert_eq!(
             String::from_utf8(
-                super::body(body.as_bytes(), "bedrock-2023-05-31", BEDROCK_DROPS, None).unwrap()
+                super::body(body.as_bytes(), "bedrock-2023-05-31", BEDROCK_DROPS, &[]).unwrap()
             )
             .unwrap(),
             r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[]}"#
@@ -103,22 +97,22 @@ mod tests {
     #[test]
     fn bedrock_takes_the_beta_flags_in_the_body() {
         let hosted = br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5}"#.to_vec();
-        let with_betas = |body: &[u8], version: &str, betas: &str| {
-            super::body(body, version, BEDROCK_DROPS, Some(betas)).unwrap()
+        let with_betas = |body: &[u8], version: &str, betas: &[&str]| {
+            super::body(body, version, BEDROCK_DROPS, betas).unwrap()
         };
         assert_eq!(
             String::from_utf8(with_betas(
                 &hosted,
                 "bedrock-2023-05-31",
-                "interleaved-thinking-2025-05-14, context-1m-2025-08-07"
+                &["interleaved-thinking-2025-05-14", "context-1m-2025-08-07"]
             ))
             .unwrap(),
             r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"anthropic_beta":["interleaved-thinking-2025-05-14","context-1m-2025-08-07"]}"#
         );
-        assert_eq!(with_betas(&hosted, "bedrock-2023-05-31", " , "), hosted);
+        assert_eq!(with_betas(&hosted, "bedrock-2023-05-31", &[]), hosted);
         let own = br#"{"anthropic_version":"v","anthropic_beta":["x"]}"#.to_vec();
         assert_eq!(
-            with_betas(&own, "v", "y"),
+            with_betas(&own, "v", &["y"]),
             own,
             "the client's own list kept"
         );
@@ -128,7 +122,7 @@ mod tests {
     fn a_body_that_is_not_an_object_is_refused() {
         for bad in ["[1]", "\"x\"", "{", ""] {
             assert!(
-                super::body(bad.as_bytes(), VERTEX_VERSION, VERTEX_DROPS, None).is_err(),
+                super::body(bad.as_bytes(), VERTEX_VERSION, VERTEX_DROPS, &[]).is_err(),
                 "{bad}"
             );
         }

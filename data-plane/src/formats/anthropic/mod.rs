@@ -15,11 +15,13 @@
 //! - [`to_messages`]: a chat completions answer and stream → a Messages
 //!   answer and stream.
 //! - [`hosted`]: a Messages request as a cloud hosting Claude takes it
-//!   (Vertex AI: `anthropic_version` in the body, the model in the URL).
+//!   (Vertex AI: `anthropic_version` in the body, the model in the URL);
+//!   [`betas`]: a client's beta flags as such a cloud takes them.
 //!
 //! Nothing here performs I/O or knows a route or a deployment; the HTTP path
 //! chooses the function.
 
+pub mod betas;
 pub mod error;
 pub mod from_chat;
 pub mod from_messages;
