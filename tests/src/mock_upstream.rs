@@ -1214,7 +1214,7 @@ fn stream_chat_reply(
 // ---------------------------------------------------------------------------
 
 /// `id` of `/v1/responses/{id}` (or `/responses/{id}`, or Azure's
-/// `/openai/responses/{id}`), query allowed.
+/// `/openai/responses/{id}` and `/openai/v1/responses/{id}`), query allowed.
 fn stored_response_path(path: &str) -> Option<&str> {
     let path = path.split('?').next().unwrap_or(path);
     let rest = path
@@ -1225,6 +1225,7 @@ fn stored_response_path(path: &str) -> Option<&str> {
         // Gemini's OpenAI-compatible API: /v1beta/openai/chat/completions.
         .or_else(|| path.strip_prefix("/v1beta/openai"))
         .or_else(|| path.strip_prefix("/v1"))
+        .or_else(|| path.strip_prefix("/openai/v1"))
         .or_else(|| path.strip_prefix("/openai"))
         .unwrap_or(path);
     let id = rest.strip_prefix("/responses/")?;
@@ -1612,6 +1613,10 @@ mod tests {
             Some("resp_1")
         );
         assert_eq!(stored_response_path("/v1/responses/"), None);
+        assert_eq!(
+            stored_response_path("/openai/v1/responses/resp_1"),
+            Some("resp_1")
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - An id this data plane never saw goes only to deployments that keep
 //!   state, never to a translated one; a group with none refuses it.
 //! - Budgets and rate limits refuse /v1/responses as they refuse chat.
-//! - Azure: `/openai/responses?api-version=…`, the deployment as `model`.
+//! - Azure: `/openai/responses?api-version=…`, the deployment as `model`;
+//!   its v1 API at `/openai/v1/…`, as OpenAI's.
 
 use serde_json::json;
 use sluice_tests::admin_client::api;
@@ -266,4 +267,76 @@ async fn azure_serves_responses_at_its_own_url_and_keeps_them() {
     assert_eq!(seen.path_only(), "/openai/responses/compact");
     assert_eq!(seen.query("api-version"), Some("2025-04-01-preview"));
     assert_eq!(seen.json()["model"], "my-gpt4o-deployment");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn azures_v1_api_is_reached_as_openais_with_the_deployment_as_model() {
+    let gw = Gateway::start(1).await;
+    let azure = |name: &str, api_base: String, api_version: &str| api::Deployment {
+        model_name: name.into(),
+        provider: "azure".into(),
+        model: format!("{name}-deployment"),
+        api_base,
+        api_key: "azure-v1-secret".into(),
+        api_version: api_version.into(),
+        ..Default::default()
+    };
+    // By version, as LiteLLM spells it; by a Foundry-style base; preview.
+    gw.deploy(azure("by-version", gw.upstream.url(""), "v1"))
+        .await;
+    gw.deploy(azure("by-base", gw.upstream.url("/openai/v1/"), ""))
+        .await;
+    gw.deploy(azure("preview", gw.upstream.url(""), "preview"))
+        .await;
+    let key = gw.key(None, &["by-version", "by-base", "preview"]).await;
+    gw.sync().await;
+
+    for (group, query) in [
+        ("by-version", None),
+        ("by-base", None),
+        ("preview", Some("preview")),
+    ] {
+        gw.chat(&key, group).await.assert_ok();
+        let seen = gw.upstream.last_request().unwrap();
+        assert_eq!(seen.path_only(), "/openai/v1/chat/completions", "{group}");
+        assert_eq!(seen.query("api-version"), query, "{group}: {}", seen.path);
+        assert_eq!(seen.header("api-key"), Some("azure-v1-secret"));
+        assert_eq!(
+            seen.json()["model"],
+            format!("{group}-deployment"),
+            "no deployments path: the deployment is the body's model"
+        );
+    }
+
+    let embedded = gw
+        .post(
+            &key,
+            "/v1/embeddings",
+            &json!({"model": "by-version", "input": "one"}),
+        )
+        .await;
+    embedded.assert_ok();
+    let seen = gw.upstream.last_request().unwrap();
+    assert_eq!(seen.path, "/openai/v1/embeddings");
+
+    // The Responses API, and a stored response reached again there.
+    let a = gw
+        .post(
+            &key,
+            "/v1/responses",
+            &json!({"model": "by-base", "input": "Hello"}),
+        )
+        .await;
+    a.assert_ok();
+    let seen = gw.upstream.last_request().unwrap();
+    assert_eq!(seen.path, "/openai/v1/responses", "no dated version");
+    assert_eq!(seen.json()["model"], "by-base-deployment");
+    let id = a.json["id"].as_str().unwrap();
+    let got = gw.get(&key, &format!("/v1/responses/{id}")).await;
+    assert_eq!(got.status, 200, "{}", got.text);
+    assert_eq!(
+        gw.upstream.last_request().unwrap().path,
+        format!("/openai/v1/responses/{id}")
+    );
+    gw.assert_logs_hold_none_of(&[&key, "azure-v1-secret"]);
 }

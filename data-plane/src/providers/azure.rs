@@ -7,8 +7,16 @@
 //!
 //! `api_version` defaults to [`DEFAULT_API_VERSION`] when the deployment sets
 //! none: Azure refuses requests without one.
+//!
+//! Azure's v1 API (since 2025-08) has no deployments path and no dated
+//! version: `{api_base}/openai/v1/chat/completions`, the deployment name as
+//! the body's `model`, as OpenAI's own API. A deployment takes it with
+//! `api_version` `v1`, `latest` or `preview` (LiteLLM's spelling; `preview`
+//! adds `?api-version=preview`, the v1 API's preview features), or with an
+//! `api_base` that already ends in `/openai/v1` (Azure AI Foundry shows its
+//! endpoints so).
 
-use hyper::header::HeaderName;
+use hyper::header::{HeaderName, HeaderValue};
 
 use super::{Address, Provider, ProviderError, api_base, secret_header};
 use crate::config::snapshot::ResolvedDeployment;
@@ -33,6 +41,15 @@ impl Provider for Azure {
         _stream: bool,
     ) -> Result<Address, ProviderError> {
         let configured = deployment.secrets().api_version.expose().trim();
+        let base = api_base(deployment)?;
+        let headers = key_header(deployment)?;
+        if let Some(v1) = v1_base(&base, configured) {
+            let url = match configured {
+                "preview" => format!("{v1}{}?api-version=preview", format.path()),
+                _ => format!("{v1}{}", format.path()),
+            };
+            return Ok(Address { url, headers });
+        }
         let version = if configured.is_empty() {
             DEFAULT_API_VERSION
         } else {
@@ -48,29 +65,45 @@ impl Provider for Azure {
             };
             format!(
                 "{}/openai{}?api-version={}",
-                api_base(deployment)?,
+                base,
                 format.path(),
                 encode_component(version),
             )
         } else {
             format!(
                 "{}/openai/deployments/{}{}?api-version={}",
-                api_base(deployment)?,
+                base,
                 encode_component(upstream_model),
                 format.path(),
                 encode_component(version),
             )
         };
-        let key = deployment.secrets().api_key.expose();
-        let mut headers = Vec::new();
-        if !key.is_empty() {
-            headers.push((
-                HeaderName::from_static("api-key"),
-                secret_header(key, "api_key")?,
-            ));
-        }
         Ok(Address { url, headers })
     }
+}
+
+/// `{api_base}/openai/v1` when the deployment asks for the v1 API, by its
+/// `api_version` or by a base already there; `None` for the dated API.
+fn v1_base(base: &str, api_version: &str) -> Option<String> {
+    if base.ends_with("/openai/v1") {
+        return Some(base.to_owned());
+    }
+    matches!(api_version, "v1" | "latest" | "preview").then(|| format!("{base}/openai/v1"))
+}
+
+/// The key in Azure's `api-key` header (both APIs take it), when one is set:
+/// a deployment without may sit behind a proxy that adds its own.
+fn key_header(
+    deployment: &ResolvedDeployment,
+) -> Result<Vec<(HeaderName, HeaderValue)>, ProviderError> {
+    let key = deployment.secrets().api_key.expose();
+    if key.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(vec![(
+        HeaderName::from_static("api-key"),
+        secret_header(key, "api_key")?,
+    )])
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters, so a
@@ -95,5 +128,26 @@ mod tests {
     fn components_are_encoded() {
         assert_eq!(encode_component("gpt-4o_1.0"), "gpt-4o_1.0");
         assert_eq!(encode_component("a/b?c"), "a%2Fb%3Fc");
+    }
+
+    #[test]
+    fn the_v1_api_is_chosen_by_version_or_by_base() {
+        let base = "https://r.openai.azure.com";
+        for v in ["v1", "latest", "preview"] {
+            assert_eq!(
+                v1_base(base, v).as_deref(),
+                Some("https://r.openai.azure.com/openai/v1")
+            );
+        }
+        for v in ["", "2024-10-21", "2025-04-01-preview", "V2"] {
+            assert_eq!(v1_base(base, v), None, "{v:?} is a dated version");
+        }
+        let foundry = "https://p.services.ai.azure.com/openai/v1";
+        assert_eq!(v1_base(foundry, "").as_deref(), Some(foundry));
+        assert_eq!(
+            v1_base(foundry, "v1").as_deref(),
+            Some(foundry),
+            "not twice"
+        );
     }
 }

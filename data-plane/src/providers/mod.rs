@@ -7,7 +7,7 @@
 //! - [`gemini`]: Gemini's OpenAI-compatible API, as OpenAI's but for the
 //!   schemas of a request's tools, made the subset Gemini takes.
 //! - [`azure`], Azure OpenAI: `{api_base}/openai/deployments/{model}/…?api-version=…`,
-//!   `api-key` header.
+//!   or its v1 API's `{api_base}/openai/v1/…`; `api-key` header.
 //! - [`anthropic`]: Anthropic's Messages API: `{api_base}/v1/messages`,
 //!   `x-api-key`, `anthropic-version`.
 //! - [`vertex`], Vertex AI: its OpenAI-compatible endpoint, or Claude
