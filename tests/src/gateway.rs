@@ -128,6 +128,21 @@ impl Gateway {
         self.revision.fetch_max(revision, Ordering::SeqCst);
     }
 
+    /// Imports a LiteLLM `config.yaml` through `ConfigService`, the write
+    /// counted for [`Gateway::sync`]; its answer.
+    pub async fn import_litellm(&self, yaml: String) -> api::ImportLiteLlmConfigResponse {
+        let r = self
+            .admin
+            .config
+            .clone()
+            .import_lite_llm_config(api::ImportLiteLlmConfigRequest { yaml })
+            .await
+            .expect("import")
+            .into_inner();
+        self.wrote(r.revision);
+        r
+    }
+
     /// Returns once every data plane has applied every write made so far.
     pub async fn sync(&self) {
         let revision = self.revision.load(Ordering::SeqCst);

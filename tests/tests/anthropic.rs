@@ -87,6 +87,24 @@ fn text_of(content: &Value) -> String {
 }
 
 /// `body` sent to `path` of data plane 0 with these headers (raw bytes).
+/// A chat completion stream's text and its usage chunk's `usage` (null when
+/// it has none), after checking it ends as OpenAI's do.
+fn chat_stream(stream: &str) -> (String, Value) {
+    assert!(stream.trim_end().ends_with("data: [DONE]"), "{stream}");
+    let chunks = sse_events(stream);
+    let content = chunks
+        .iter()
+        .filter_map(|(_, c)| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    let usage = chunks
+        .iter()
+        .rev()
+        .find(|(_, c)| !c["usage"].is_null())
+        .map(|(_, c)| c["usage"].clone())
+        .unwrap_or(Value::Null);
+    (content, usage)
+}
+
 async fn send(gw: &Gateway, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
     let mut r = gw.http.post(gw.url(path)).body(body.to_string());
     for (n, v) in headers {
@@ -1357,16 +1375,9 @@ async fn claude_on_vertex_ai_is_reached_through_raw_predict_with_a_google_token(
     )
     .await;
     a.assert_ok();
-    let content: String = sse_events(&a.text)
-        .iter()
-        .filter_map(|(_, c)| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
+    let (content, usage) = chat_stream(&a.text);
     assert_eq!(content, TEXT, "{}", a.text);
-    assert!(a.text.trim_end().ends_with("data: [DONE]"), "{}", a.text);
+    assert!(usage.is_null(), "none asked for: {}", a.text);
     let seen = vertex.last_request().unwrap();
     assert_eq!(
         seen.path_only(),
@@ -1530,24 +1541,9 @@ async fn claude_on_bedrock_is_signed_streamed_and_answered_in_each_clients_shape
     let a = chat(&gw, &key, &streamed).await;
     a.assert_ok();
     assert_eq!(a.header("content-type"), Some("text/event-stream"));
-    let chunks = sse_events(&a.text);
-    let content: String = chunks
-        .iter()
-        .filter_map(|(_, c)| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
+    let (content, usage) = chat_stream(&a.text);
     assert_eq!(content, TEXT, "{}", a.text);
-    let usage = chunks
-        .iter()
-        .rev()
-        .find(|(_, c)| !c["usage"].is_null())
-        .map(|(_, c)| c["usage"].clone())
-        .expect("a usage chunk");
     assert_eq!(usage["completion_tokens"], USAGE.output_tokens);
-    assert!(a.text.trim_end().ends_with("data: [DONE]"), "{}", a.text);
     assert_eq!(
         bedrock.last_request().unwrap().path_only(),
         "/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/invoke-with-response-stream"
@@ -2019,24 +2015,9 @@ async fn bedrock_converse_models_are_reached_by_every_client_through_chat() {
     streamed["stream_options"] = json!({"include_usage": true});
     let a = chat(&gw, &key, &streamed).await;
     a.assert_ok();
-    let chunks = sse_events(&a.text);
-    let content: String = chunks
-        .iter()
-        .filter_map(|(_, c)| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
+    let (content, usage) = chat_stream(&a.text);
     assert_eq!(content, TEXT, "{}", a.text);
-    let usage = chunks
-        .iter()
-        .rev()
-        .find(|(_, c)| !c["usage"].is_null())
-        .map(|(_, c)| c["usage"].clone())
-        .expect("a usage chunk");
     assert_eq!(usage["completion_tokens"], USAGE.output_tokens);
-    assert!(a.text.trim_end().ends_with("data: [DONE]"), "{}", a.text);
 
     // Anthropic's and the Responses API's clients, through chat.
     let native =

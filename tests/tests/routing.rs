@@ -1343,15 +1343,7 @@ litellm_settings:
         a = ups[0].url("/v1"),
         b = ups[1].url("/v1"),
     );
-    let r = gw
-        .admin
-        .config
-        .clone()
-        .import_lite_llm_config(api::ImportLiteLlmConfigRequest { yaml })
-        .await
-        .expect("import")
-        .into_inner();
-    gw.wrote(r.revision);
+    gw.import_litellm(yaml).await;
     let key = gw.key(None, &["my-custom-model", "my-other-model"]).await;
     gw.sync().await;
 
@@ -1371,15 +1363,7 @@ async fn the_quick_starts_fallback_from_o1_to_gpt_4o_works() {
         "/../examples/config.yaml"
     ))
     .unwrap();
-    let r = gw
-        .admin
-        .config
-        .clone()
-        .import_lite_llm_config(api::ImportLiteLlmConfigRequest { yaml })
-        .await
-        .expect("import")
-        .into_inner();
-    gw.wrote(r.revision);
+    gw.import_litellm(yaml).await;
     let deployments = gw
         .admin
         .models
@@ -1456,15 +1440,7 @@ model_list:
 "#,
         a = ups[0].url("/v1"),
     );
-    let r = gw
-        .admin
-        .config
-        .clone()
-        .import_lite_llm_config(api::ImportLiteLlmConfigRequest { yaml })
-        .await
-        .expect("import")
-        .into_inner();
-    gw.wrote(r.revision);
+    gw.import_litellm(yaml).await;
     let key = gw.key(None, &["my-custom-model"]).await;
     gw.sync().await;
 
