@@ -522,6 +522,76 @@ fn google_token(
     ))
 }
 
+/// The service account token a pod's Azure workload identity is exchanged
+/// with, as the mock's Entra ID takes it.
+pub const AZURE_FEDERATED_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.azure-federated.mock";
+
+/// The mock as Microsoft Entra ID's token endpoint (`POST
+/// /{tenant}/oauth2/v2.0/token`), taking only the client credentials grant
+/// with [`AZURE_FEDERATED_TOKEN`] as a JWT client assertion for Cognitive
+/// Services' scope, as a workload identity's. Tokens are
+/// `entra-mock-{n}`, living [`MockUpstream::set_token_life`] seconds.
+fn entra_token(
+    state: &Shared,
+    parts: &hyper::http::request::Parts,
+    path: &str,
+    body: &[u8],
+) -> Option<Response<Body>> {
+    let tenant = path.strip_suffix("/oauth2/v2.0/token")?.strip_prefix('/')?;
+    if parts.method != hyper::Method::POST || tenant.is_empty() || tenant.contains('/') {
+        return None;
+    }
+    let form = String::from_utf8_lossy(body);
+    let field = |name: &str| {
+        form.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == name).then(|| {
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+        })
+    };
+    let refuse = |error: &str, description: &str| {
+        Some(json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": error, "error_description": description}),
+        ))
+    };
+    if field("grant_type").as_deref() != Some("client_credentials") {
+        return refuse(
+            "unsupported_grant_type",
+            "AADSTS70003: grant type not supported",
+        );
+    }
+    if field("scope").as_deref() != Some("https://cognitiveservices.azure.com/.default")
+        || field("client_id").is_none_or(|c| c.is_empty())
+    {
+        return refuse(
+            "invalid_request",
+            "AADSTS900144: scope or client_id missing",
+        );
+    }
+    if field("client_assertion_type").as_deref()
+        != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        || field("client_assertion").as_deref() != Some(AZURE_FEDERATED_TOKEN)
+    {
+        return refuse(
+            "invalid_client",
+            "AADSTS700211: no matching federated identity record found",
+        );
+    }
+    let n = state.ids.fetch_add(1, Ordering::SeqCst);
+    let life = match state.token_life.load(Ordering::SeqCst) {
+        0 => 3599,
+        n => n,
+    };
+    Some(json_response(
+        StatusCode::OK,
+        &json!({"token_type": "Bearer", "expires_in": life, "ext_expires_in": life, "access_token": format!("entra-mock-{n}")}),
+    ))
+}
+
 /// The token a pod's EKS Pod Identity agent wants, as the mock plays it.
 pub const POD_IDENTITY_TOKEN: &str = "eks-pod-identity-token-mock";
 /// The service account token STS takes for a web identity's role.
@@ -751,6 +821,9 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         return Ok(answer);
     }
     if let Some(answer) = aws_credentials(&state, &parts, &path, &body) {
+        return Ok(answer);
+    }
+    if let Some(answer) = entra_token(&state, &parts, &path, &body) {
         return Ok(answer);
     }
     let (mut latency, mut failure, gate, fault, model_like) = {

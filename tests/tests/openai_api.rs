@@ -1584,3 +1584,130 @@ async fn the_official_openai_python_sdk_works_against_the_gateway() {
     );
     gw.assert_logs_hold_none_of(&[&key, UPSTREAM_KEY]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn azure_without_a_key_sends_an_entra_token_for_the_pods_workload_identity() {
+    const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let entra = MockUpstream::start().await.unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let token_file = files.path().join("azure-identity-token");
+    std::fs::write(
+        &token_file,
+        format!("{}\n", mock_upstream::AZURE_FEDERATED_TOKEN),
+    )
+    .unwrap();
+    let authority = entra.url("/");
+    let token_path = token_file.to_string_lossy().into_owned();
+    // What AKS's workload identity webhook puts in the pod.
+    let gw = Gateway::start_with_env(
+        1,
+        &[],
+        &[
+            ("AZURE_TENANT_ID", TENANT),
+            ("AZURE_CLIENT_ID", "0b6c2b5e-1d1a-4c8e-9d3b-1a2b3c4d5e6f"),
+            ("AZURE_FEDERATED_TOKEN_FILE", &token_path),
+            ("AZURE_AUTHORITY_HOST", &authority),
+        ],
+    )
+    .await;
+    let azure = api::Deployment {
+        model_name: "azure-gpt".into(),
+        provider: "azure".into(),
+        model: "my-gpt4o-deployment".into(),
+        api_base: gw.upstream.url(""),
+        api_version: "v1".into(),
+        ..Default::default()
+    };
+    gw.deploy(azure.clone()).await;
+    let key = gw.key(None, &["azure-gpt"]).await;
+    gw.sync().await;
+
+    let answers = futures::future::join_all((0..6).map(|_| gw.chat(&key, "azure-gpt"))).await;
+    for a in &answers {
+        a.assert_ok();
+    }
+    let fetches: Vec<_> = entra
+        .requests()
+        .into_iter()
+        .filter(|r| r.path_only().ends_with("/oauth2/v2.0/token"))
+        .collect();
+    assert_eq!(fetches.len(), 1, "one token for every request");
+    assert_eq!(
+        fetches[0].path_only(),
+        format!("/{TENANT}/oauth2/v2.0/token")
+    );
+    let bearer = |r: &mock_upstream::Recorded| {
+        r.header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer entra-mock-"))
+            .is_some()
+    };
+    for seen in gw.upstream.requests() {
+        assert!(bearer(&seen), "{:?}", seen.headers);
+        assert_eq!(seen.header("api-key"), None);
+    }
+    let token = gw
+        .upstream
+        .last_request()
+        .unwrap()
+        .header("authorization")
+        .unwrap()
+        .trim_start_matches("Bearer ")
+        .to_owned();
+
+    // A stored response is reached again with it too.
+    let a = gw
+        .post(
+            &key,
+            "/v1/responses",
+            &json!({"model": "azure-gpt", "input": "Hello"}),
+        )
+        .await;
+    a.assert_ok();
+    let id = a.json["id"].as_str().unwrap();
+    let got = gw.get(&key, &format!("/v1/responses/{id}")).await;
+    assert_eq!(got.status, 200, "{}", got.text);
+    assert!(bearer(&gw.upstream.last_request().unwrap()));
+    gw.assert_logs_hold_none_of(&[&key, mock_upstream::AZURE_FEDERATED_TOKEN, &token]);
+    drop(gw);
+
+    // A token file Entra ID does not know: refused, the client told no more
+    // than that the deployment's credentials were.
+    std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.stranger.mock").unwrap();
+    let gw = Gateway::start_with_env(
+        1,
+        &[],
+        &[
+            ("AZURE_TENANT_ID", TENANT),
+            ("AZURE_CLIENT_ID", "0b6c2b5e-1d1a-4c8e-9d3b-1a2b3c4d5e6f"),
+            ("AZURE_FEDERATED_TOKEN_FILE", &token_path),
+            ("AZURE_AUTHORITY_HOST", &authority),
+        ],
+    )
+    .await;
+    gw.deploy(api::Deployment {
+        api_base: gw.upstream.url(""),
+        ..azure.clone()
+    })
+    .await;
+    let key = gw.key(None, &["azure-gpt"]).await;
+    gw.sync().await;
+    let a = gw.chat(&key, "azure-gpt").await;
+    assert!(a.status >= 500, "{} {}", a.status, a.text);
+    assert!(!a.text.contains("AADSTS"), "{}", a.text);
+    assert_eq!(gw.upstream.hits(), 0, "nothing reached Azure");
+    drop(gw);
+
+    // No workload identity at all: said, and nothing sent.
+    let gw = Gateway::start(1).await;
+    gw.deploy(api::Deployment {
+        api_base: gw.upstream.url(""),
+        ..azure
+    })
+    .await;
+    let key = gw.key(None, &["azure-gpt"]).await;
+    gw.sync().await;
+    let a = gw.chat(&key, "azure-gpt").await;
+    assert!(a.status >= 500, "{} {}", a.status, a.text);
+    assert!(a.text.contains("workload identity"), "{}", a.text);
+    assert_eq!(gw.upstream.hits(), 0, "nothing reached Azure");
+}

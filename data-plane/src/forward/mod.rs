@@ -49,7 +49,7 @@ use crate::request::parse::Parsed;
 use crate::upstream::{Upstream, UpstreamError};
 
 mod eventstream;
-mod token;
+pub mod token;
 mod translate;
 
 /// The most of an upstream's error body read to relay it.
@@ -200,6 +200,12 @@ pub async fn forward(
                     let authorization =
                         token::authorization(targets.token(), &secrets.api_key, upstream, metrics)
                             .await?;
+                    headers.insert(header::AUTHORIZATION, authorization);
+                    None
+                }
+                Fetches::EntraToken => {
+                    let authorization =
+                        token::entra_authorization(targets.token(), upstream, metrics).await?;
                     headers.insert(header::AUTHORIZATION, authorization);
                     None
                 }

@@ -1,5 +1,5 @@
 //! What a provider fetches to authenticate (Vertex AI's bearer token,
-//! Bedrock's temporary AWS keys): taken from the deployment's
+//! Azure's Entra ID token, Bedrock's temporary AWS keys): taken from the deployment's
 //! [`Fetched`] cell without a lock while it is usable, fetched again in the
 //! background before it goes stale, and fetched by one request at a time
 //! (the others waiting for it) when there is none. Only the first request
@@ -19,7 +19,7 @@ use crate::providers::aws_credentials::{self, Source};
 use crate::providers::target::{
     AwsKeys, Expiring, Fetched, Target, Token, TokenCell, TokenError, TokenRequest,
 };
-use crate::providers::vertex;
+use crate::providers::{entra, vertex};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// How long a credentials endpoint has to answer.
@@ -41,6 +41,22 @@ pub async fn authorization(
     let token = current(cell, metrics, move || {
         let (api_key, upstream) = (api_key.clone(), upstream.clone());
         async move { fetch_token(&api_key, &upstream).await }
+    })
+    .await?;
+    Ok(token.authorization.clone())
+}
+
+/// The `Authorization` for a request to an Azure deployment without a key:
+/// a token for the pod's workload identity, kept in `cell`.
+pub async fn entra_authorization(
+    cell: &Arc<TokenCell>,
+    upstream: &Upstream,
+    metrics: &Arc<Metrics>,
+) -> Result<HeaderValue, UpstreamError> {
+    let upstream = upstream.clone();
+    let token = current(cell, metrics, move || {
+        let upstream = upstream.clone();
+        async move { fetch_entra_token(&upstream).await }
     })
     .await?;
     Ok(token.authorization.clone())
@@ -113,6 +129,23 @@ async fn fetch_token(api_key: &Secret, upstream: &Upstream) -> Result<Token, Ups
     let asked = vertex::token_request(&credentials, now)?;
     let started = Instant::now();
     let (status, body) = send(asked, upstream, "the Google token endpoint", FETCH_TIMEOUT).await?;
+    match vertex::read_token(status.as_u16(), &body) {
+        Ok((authorization, life)) => Ok(Token {
+            authorization,
+            expires_at: started + life,
+        }),
+        Err(e) => Err(refused(e)),
+    }
+}
+
+/// Fetches an Entra ID token for the workload identity the environment
+/// names, its federated token read afresh (the kubelet rotates it).
+async fn fetch_entra_token(upstream: &Upstream) -> Result<Token, UpstreamError> {
+    let workload = entra::workload(|name| std::env::var(name).ok())?;
+    let asked = entra::token_request(&workload, |path| std::fs::read_to_string(path))?;
+    let started = Instant::now();
+    let (status, body) = send(asked, upstream, "Microsoft Entra ID", FETCH_TIMEOUT).await?;
+    // Entra ID answers as every OAuth 2.0 token endpoint does.
     match vertex::read_token(status.as_u16(), &body) {
         Ok((authorization, life)) => Ok(Token {
             authorization,

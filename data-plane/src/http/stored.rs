@@ -17,7 +17,7 @@ use crate::body::Body;
 use crate::config::snapshot::{Config, ResolvedDeployment};
 use crate::formats::Format;
 use crate::headers::REQUEST_ID;
-use crate::providers::{self, Backend, Target};
+use crate::providers::{self, Backend, Fetches, Target};
 use crate::request::access::{self, Decision};
 use crate::router::affinity::{self, Account};
 
@@ -80,6 +80,18 @@ pub async fn stored_response(
     request.headers_mut().insert(REQUEST_ID, request_id.clone());
     for (name, value) in target.headers() {
         request.headers_mut().insert(name.clone(), value.clone());
+    }
+    if provider.fetches(deployment) == Fetches::EntraToken {
+        let authorization = crate::forward::token::entra_authorization(
+            deployment.targets().token(),
+            &state.upstream,
+            &state.metrics,
+        )
+        .await
+        .map_err(|e| ApiError::upstream_error(&d.id, &e.to_string()))?;
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, authorization);
     }
     let response = state
         .upstream

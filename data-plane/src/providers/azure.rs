@@ -5,6 +5,9 @@
 //! deployment name as the body's `model`, its version defaulting to
 //! [`RESPONSES_API_VERSION`].
 //!
+//! Without an `api_key`, a request carries a Microsoft Entra ID token for
+//! the pod's workload identity ([`super::entra`]) as `Authorization: Bearer`.
+//!
 //! `api_version` defaults to [`DEFAULT_API_VERSION`] when the deployment sets
 //! none: Azure refuses requests without one.
 //!
@@ -18,7 +21,7 @@
 
 use hyper::header::{HeaderName, HeaderValue};
 
-use super::{Address, Provider, ProviderError, api_base, secret_header};
+use super::{Address, Fetches, Provider, ProviderError, api_base, secret_header};
 use crate::config::snapshot::ResolvedDeployment;
 use crate::formats::Format;
 
@@ -80,6 +83,14 @@ impl Provider for Azure {
         };
         Ok(Address { url, headers })
     }
+
+    fn fetches(&self, deployment: &ResolvedDeployment) -> Fetches {
+        if deployment.secrets().api_key.expose().is_empty() {
+            Fetches::EntraToken
+        } else {
+            Fetches::Nothing
+        }
+    }
 }
 
 /// `{api_base}/openai/v1` when the deployment asks for the v1 API, by its
@@ -91,8 +102,8 @@ fn v1_base(base: &str, api_version: &str) -> Option<String> {
     matches!(api_version, "v1" | "latest" | "preview").then(|| format!("{base}/openai/v1"))
 }
 
-/// The key in Azure's `api-key` header (both APIs take it), when one is set:
-/// a deployment without may sit behind a proxy that adds its own.
+/// The key in Azure's `api-key` header (both APIs take it), when one is set;
+/// without, the request carries an Entra ID token instead ([`Fetches`]).
 fn key_header(
     deployment: &ResolvedDeployment,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, ProviderError> {

@@ -7,7 +7,8 @@
 //! - [`gemini`]: Gemini's OpenAI-compatible API, as OpenAI's but for the
 //!   schemas of a request's tools, made the subset Gemini takes.
 //! - [`azure`], Azure OpenAI: `{api_base}/openai/deployments/{model}/…?api-version=…`,
-//!   or its v1 API's `{api_base}/openai/v1/…`; `api-key` header.
+//!   or its v1 API's `{api_base}/openai/v1/…`; `api-key` header, else an
+//!   Entra ID token for the pod's workload identity ([`entra`]).
 //! - [`anthropic`]: Anthropic's Messages API: `{api_base}/v1/messages`,
 //!   `x-api-key`, `anthropic-version`.
 //! - [`vertex`], Vertex AI: its OpenAI-compatible endpoint, or Claude
@@ -37,6 +38,7 @@ pub mod anthropic;
 pub mod aws_credentials;
 pub mod azure;
 pub mod bedrock;
+pub mod entra;
 pub mod gemini;
 pub mod mock;
 pub mod openai;
@@ -156,6 +158,9 @@ pub enum Fetches {
     Nothing,
     /// A bearer token (Vertex AI's Google token).
     Token,
+    /// A bearer token for the pod's Azure workload identity ([`entra`]):
+    /// an `azure` deployment without `api_key`.
+    EntraToken,
     /// Temporary AWS keys to sign with (Bedrock in a pod: EKS Pod Identity,
     /// a web identity's role).
     AwsKeys,
