@@ -526,10 +526,13 @@ fn google_token(
 /// with, as the mock's Entra ID takes it.
 pub const AZURE_FEDERATED_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.azure-federated.mock";
 
+/// The client secret of the service principal the mock's Entra ID knows.
+pub const AZURE_CLIENT_SECRET: &str = "Q~mock.client-secret+/=";
+
 /// The mock as Microsoft Entra ID's token endpoint (`POST
 /// /{tenant}/oauth2/v2.0/token`), taking only the client credentials grant
-/// with [`AZURE_FEDERATED_TOKEN`] as a JWT client assertion for Cognitive
-/// Services' scope, as a workload identity's. Tokens are
+/// for Cognitive Services' scope, with [`AZURE_FEDERATED_TOKEN`] as a JWT
+/// client assertion (a workload identity's) or [`AZURE_CLIENT_SECRET`]. Tokens are
 /// `entra-mock-{n}`, living [`MockUpstream::set_token_life`] seconds.
 fn entra_token(
     state: &Shared,
@@ -572,10 +575,11 @@ fn entra_token(
             "AADSTS900144: scope or client_id missing",
         );
     }
-    if field("client_assertion_type").as_deref()
-        != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
-        || field("client_assertion").as_deref() != Some(AZURE_FEDERATED_TOKEN)
-    {
+    let federated = field("client_assertion_type").as_deref()
+        == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        && field("client_assertion").as_deref() == Some(AZURE_FEDERATED_TOKEN);
+    let secret = field("client_secret").as_deref() == Some(AZURE_CLIENT_SECRET);
+    if !(federated || secret) {
         return refuse(
             "invalid_client",
             "AADSTS700211: no matching federated identity record found",

@@ -1586,7 +1586,7 @@ async fn the_official_openai_python_sdk_works_against_the_gateway() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn azure_without_a_key_sends_an_entra_token_for_the_pods_workload_identity() {
+async fn azure_without_a_key_sends_an_entra_token_for_the_data_planes_identity() {
     const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
     let entra = MockUpstream::start().await.unwrap();
     let files = tempfile::tempdir().unwrap();
@@ -1697,7 +1697,33 @@ async fn azure_without_a_key_sends_an_entra_token_for_the_pods_workload_identity
     assert_eq!(gw.upstream.hits(), 0, "nothing reached Azure");
     drop(gw);
 
-    // No workload identity at all: said, and nothing sent.
+    // A service principal's secret, outside AKS; it comes first, as in
+    // Azure's SDKs, over a token file Entra ID would refuse.
+    let gw = Gateway::start_with_env(
+        1,
+        &[],
+        &[
+            ("AZURE_TENANT_ID", TENANT),
+            ("AZURE_CLIENT_ID", "0b6c2b5e-1d1a-4c8e-9d3b-1a2b3c4d5e6f"),
+            ("AZURE_CLIENT_SECRET", mock_upstream::AZURE_CLIENT_SECRET),
+            ("AZURE_FEDERATED_TOKEN_FILE", &token_path),
+            ("AZURE_AUTHORITY_HOST", &authority),
+        ],
+    )
+    .await;
+    gw.deploy(api::Deployment {
+        api_base: gw.upstream.url(""),
+        ..azure.clone()
+    })
+    .await;
+    let key = gw.key(None, &["azure-gpt"]).await;
+    gw.sync().await;
+    gw.chat(&key, "azure-gpt").await.assert_ok();
+    assert!(bearer(&gw.upstream.last_request().unwrap()));
+    gw.assert_logs_hold_none_of(&[mock_upstream::AZURE_CLIENT_SECRET]);
+    drop(gw);
+
+    // No identity at all: said, and nothing sent.
     let gw = Gateway::start(1).await;
     gw.deploy(api::Deployment {
         api_base: gw.upstream.url(""),
@@ -1708,6 +1734,6 @@ async fn azure_without_a_key_sends_an_entra_token_for_the_pods_workload_identity
     gw.sync().await;
     let a = gw.chat(&key, "azure-gpt").await;
     assert!(a.status >= 500, "{} {}", a.status, a.text);
-    assert!(a.text.contains("workload identity"), "{}", a.text);
+    assert!(a.text.contains("AZURE_CLIENT_SECRET"), "{}", a.text);
     assert_eq!(gw.upstream.hits(), 0, "nothing reached Azure");
 }

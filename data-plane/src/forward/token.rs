@@ -47,7 +47,7 @@ pub async fn authorization(
 }
 
 /// The `Authorization` for a request to an Azure deployment without a key:
-/// a token for the pod's workload identity, kept in `cell`.
+/// a token for the data plane's identity, kept in `cell`.
 pub async fn entra_authorization(
     cell: &Arc<TokenCell>,
     upstream: &Upstream,
@@ -138,8 +138,8 @@ async fn fetch_token(api_key: &Secret, upstream: &Upstream) -> Result<Token, Ups
     }
 }
 
-/// Fetches an Entra ID token for the workload identity the environment
-/// names, its federated token read afresh (the kubelet rotates it).
+/// Fetches an Entra ID token for the identity the environment
+/// names, a federated token read afresh (the kubelet rotates it).
 async fn fetch_entra_token(upstream: &Upstream) -> Result<Token, UpstreamError> {
     let workload = entra::workload(|name| std::env::var(name).ok())?;
     let asked = entra::token_request(&workload, |path| std::fs::read_to_string(path))?;

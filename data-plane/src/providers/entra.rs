@@ -1,5 +1,8 @@
-//! Azure OpenAI without a key: a Microsoft Entra ID token for the pod's
-//! workload identity, as Azure's SDKs get one on AKS. The workload identity
+//! Azure OpenAI without a key: a Microsoft Entra ID token for the data
+//! plane's identity, found in its environment in the order of Azure SDKs'
+//! `DefaultAzureCredential`: a service principal's secret
+//! (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`), else the
+//! pod's workload identity, as on AKS. The workload identity
 //! webhook puts `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`,
 //! `AZURE_FEDERATED_TOKEN_FILE` (a projected service account token, which
 //! the kubelet rotates: read again at every fetch) and
@@ -17,6 +20,7 @@ use percent_encoding::utf8_percent_encode;
 use super::ProviderError;
 use super::sigv4::UNRESERVED;
 use super::target::TokenRequest;
+use crate::config::secrets::Secret;
 
 /// Where Entra ID's public cloud issues tokens, when the environment names
 /// no other (sovereign clouds set `AZURE_AUTHORITY_HOST`).
@@ -25,30 +29,41 @@ pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 pub const SCOPE: &str = "https://cognitiveservices.azure.com/.default";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-/// A workload identity, as the environment names it.
+/// An identity, as the environment names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workload {
     pub authority: String,
     pub tenant_id: String,
     pub client_id: String,
-    pub token_file: String,
+    pub proof: Proof,
 }
 
-/// The workload identity `env` names, or why there is none.
+/// What proves the identity to Entra ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proof {
+    /// A service principal's client secret.
+    Secret(Secret),
+    /// A file holding a federated (service account) token.
+    TokenFile(String),
+}
+
+/// The identity `env` names, or why there is none.
 pub fn workload(env: impl Fn(&str) -> Option<String>) -> Result<Workload, ProviderError> {
     let var = |name: &str| {
         env(name)
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     };
-    let (Some(tenant_id), Some(client_id), Some(token_file)) = (
-        var("AZURE_TENANT_ID"),
-        var("AZURE_CLIENT_ID"),
-        var("AZURE_FEDERATED_TOKEN_FILE"),
-    ) else {
+    let proof = var("AZURE_CLIENT_SECRET")
+        .map(|s| Proof::Secret(Secret::new(s)))
+        .or_else(|| var("AZURE_FEDERATED_TOKEN_FILE").map(Proof::TokenFile));
+    let (Some(tenant_id), Some(client_id), Some(proof)) =
+        (var("AZURE_TENANT_ID"), var("AZURE_CLIENT_ID"), proof)
+    else {
         return Err(ProviderError::Credentials(
-            "an azure deployment without api_key needs a workload identity in the data plane's \
-             environment (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE)"
+            "an azure deployment without api_key needs an identity in the data plane's \
+             environment (AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET, or a \
+             workload identity's AZURE_FEDERATED_TOKEN_FILE)"
                 .into(),
         ));
     };
@@ -60,30 +75,38 @@ pub fn workload(env: impl Fn(&str) -> Option<String>) -> Result<Workload, Provid
         authority,
         tenant_id,
         client_id,
-        token_file,
+        proof,
     })
 }
 
-/// The token request for `workload`, its federated token read with `read`.
+/// The token request for `workload`, a federated token read with `read`.
 pub fn token_request(
     workload: &Workload,
     read: impl Fn(&str) -> std::io::Result<String>,
 ) -> Result<TokenRequest, ProviderError> {
-    let assertion = read(&workload.token_file).map_err(|e| {
-        ProviderError::Credentials(format!(
-            "the federated token file {} cannot be read: {}",
-            workload.token_file,
-            e.kind()
-        ))
-    })?;
-    let assertion = assertion.trim();
-    if assertion.is_empty() {
-        return Err(ProviderError::Credentials(format!(
-            "the federated token file {} is empty",
-            workload.token_file
-        )));
-    }
     let encode = |s: &str| utf8_percent_encode(s, UNRESERVED).to_string();
+    let proof = match &workload.proof {
+        Proof::Secret(secret) => format!("client_secret={}", encode(secret.expose())),
+        Proof::TokenFile(file) => {
+            let assertion = read(file).map_err(|e| {
+                ProviderError::Credentials(format!(
+                    "the federated token file {file} cannot be read: {}",
+                    e.kind()
+                ))
+            })?;
+            let assertion = assertion.trim();
+            if assertion.is_empty() {
+                return Err(ProviderError::Credentials(format!(
+                    "the federated token file {file} is empty"
+                )));
+            }
+            format!(
+                "client_assertion_type={}&client_assertion={}",
+                encode(ASSERTION_TYPE),
+                encode(assertion)
+            )
+        }
+    };
     Ok(TokenRequest {
         url: format!(
             "{}/{}/oauth2/v2.0/token",
@@ -92,11 +115,9 @@ pub fn token_request(
         ),
         method: hyper::Method::POST,
         form: Some(format!(
-            "grant_type=client_credentials&client_id={}&scope={}&client_assertion_type={}&client_assertion={}",
+            "grant_type=client_credentials&client_id={}&scope={}&{proof}",
             encode(&workload.client_id),
             encode(SCOPE),
-            encode(ASSERTION_TYPE),
-            encode(assertion),
         )),
         headers: vec![(
             header::CONTENT_TYPE,
@@ -181,5 +202,23 @@ mod tests {
         assert!(e.to_string().contains("cannot be read"), "{e}");
         let e = token_request(&w, |_| Ok(" \n".into())).unwrap_err();
         assert!(e.to_string().contains("is empty"), "{e}");
+    }
+
+    #[test]
+    fn a_client_secret_comes_first_as_in_azures_sdks_and_is_never_shown() {
+        let mut vars = POD.to_vec();
+        vars.push(("AZURE_CLIENT_SECRET", "Q~s3cr3t+/="));
+        let w = workload(env(&vars)).unwrap();
+        assert_eq!(w.proof, Proof::Secret(Secret::new("Q~s3cr3t+/=")));
+        assert!(!format!("{w:?}").contains("s3cr3t"), "{w:?}");
+        let asked = token_request(&w, |_| panic!("no file is read")).unwrap();
+        assert_eq!(
+            asked.form.as_deref(),
+            Some(
+                "grant_type=client_credentials&client_id=0b6c2b5e-1d1a-4c8e-9d3b-1a2b3c4d5e6f\
+                 &scope=https%3A%2F%2Fcognitiveservices.azure.com%2F.default\
+                 &client_secret=Q~s3cr3t%2B%2F%3D"
+            )
+        );
     }
 }

@@ -8,7 +8,7 @@
 //!   schemas of a request's tools, made the subset Gemini takes.
 //! - [`azure`], Azure OpenAI: `{api_base}/openai/deployments/{model}/…?api-version=…`,
 //!   or its v1 API's `{api_base}/openai/v1/…`; `api-key` header, else an
-//!   Entra ID token for the pod's workload identity ([`entra`]).
+//!   Entra ID token for the data plane's identity ([`entra`]).
 //! - [`anthropic`]: Anthropic's Messages API: `{api_base}/v1/messages`,
 //!   `x-api-key`, `anthropic-version`.
 //! - [`vertex`], Vertex AI: its OpenAI-compatible endpoint, or Claude
@@ -158,7 +158,7 @@ pub enum Fetches {
     Nothing,
     /// A bearer token (Vertex AI's Google token).
     Token,
-    /// A bearer token for the pod's Azure workload identity ([`entra`]):
+    /// A Microsoft Entra ID bearer token for the data plane's identity ([`entra`]):
     /// an `azure` deployment without `api_key`.
     EntraToken,
     /// Temporary AWS keys to sign with (Bedrock in a pod: EKS Pod Identity,
