@@ -532,7 +532,10 @@ pub const AZURE_CLIENT_SECRET: &str = "Q~mock.client-secret+/=";
 /// The mock as Microsoft Entra ID's token endpoint (`POST
 /// /{tenant}/oauth2/v2.0/token`), taking only the client credentials grant
 /// for Cognitive Services' scope, with [`AZURE_FEDERATED_TOKEN`] as a JWT
-/// client assertion (a workload identity's) or [`AZURE_CLIENT_SECRET`]. Tokens are
+/// client assertion (a workload identity's) or [`AZURE_CLIENT_SECRET`]; and
+/// as Azure's instance metadata service (`GET
+/// /metadata/identity/oauth2/token`, wanting `Metadata: true`), a host's
+/// managed identity, its tokens `entra-mock-mi-{n}`. Tokens are
 /// `entra-mock-{n}`, living [`MockUpstream::set_token_life`] seconds.
 fn entra_token(
     state: &Shared,
@@ -540,6 +543,25 @@ fn entra_token(
     path: &str,
     body: &[u8],
 ) -> Option<Response<Body>> {
+    if path.split('?').next() == Some("/metadata/identity/oauth2/token") {
+        // Azure's instance metadata service, as a host's managed identity.
+        let flavored = parts.headers.get("metadata").is_some_and(|v| v == "true");
+        let resource = parts
+            .uri
+            .query()
+            .is_some_and(|q| q.contains("resource=https%3A%2F%2Fcognitiveservices.azure.com%2F"));
+        if parts.method != hyper::Method::GET || !flavored || !resource {
+            return Some(json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "invalid_request", "error_description": "Required metadata header not specified"}),
+            ));
+        }
+        let n = state.ids.fetch_add(1, Ordering::SeqCst);
+        return Some(json_response(
+            StatusCode::OK,
+            &json!({"access_token": format!("entra-mock-mi-{n}"), "expires_in": "86399", "token_type": "Bearer", "resource": "https://cognitiveservices.azure.com/"}),
+        ));
+    }
     let tenant = path.strip_suffix("/oauth2/v2.0/token")?.strip_prefix('/')?;
     if parts.method != hyper::Method::POST || tenant.is_empty() || tenant.contains('/') {
         return None;

@@ -1723,8 +1723,36 @@ async fn azure_without_a_key_sends_an_entra_token_for_the_data_planes_identity()
     gw.assert_logs_hold_none_of(&[mock_upstream::AZURE_CLIENT_SECRET]);
     drop(gw);
 
-    // No identity at all: said, and nothing sent.
-    let gw = Gateway::start(1).await;
+    // None in the environment: the host's managed identity, from Azure's
+    // instance metadata service.
+    let metadata = entra.url("");
+    let gw =
+        Gateway::start_with_env(1, &[], &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", &metadata)]).await;
+    gw.deploy(api::Deployment {
+        api_base: gw.upstream.url(""),
+        ..azure.clone()
+    })
+    .await;
+    let key = gw.key(None, &["azure-gpt"]).await;
+    gw.sync().await;
+    gw.chat(&key, "azure-gpt").await.assert_ok();
+    assert_eq!(
+        gw.upstream
+            .last_request()
+            .unwrap()
+            .header("authorization")
+            .map(|v| v.starts_with("Bearer entra-mock-mi-")),
+        Some(true)
+    );
+    drop(gw);
+
+    // No identity at all (nothing answers for the metadata service): said,
+    // and nothing sent.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let gw =
+        Gateway::start_with_env(1, &[], &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", &nowhere)]).await;
     gw.deploy(api::Deployment {
         api_base: gw.upstream.url(""),
         ..azure

@@ -138,15 +138,32 @@ async fn fetch_token(api_key: &Secret, upstream: &Upstream) -> Result<Token, Ups
     }
 }
 
-/// Fetches an Entra ID token for the identity the environment
-/// names, a federated token read afresh (the kubelet rotates it).
+/// Fetches an Entra ID token for the identity the environment names, a
+/// federated token read afresh (the kubelet rotates it); with none named,
+/// the host's managed identity, given as long as on EC2 (off Azure nothing
+/// answers).
 async fn fetch_entra_token(upstream: &Upstream) -> Result<Token, UpstreamError> {
-    let workload = entra::workload(|name| std::env::var(name).ok())?;
-    let asked = entra::token_request(&workload, |path| std::fs::read_to_string(path))?;
+    let identity = entra::identity(|name| std::env::var(name).ok());
+    let asked = entra::token_request(&identity, |path| std::fs::read_to_string(path))?;
     let started = Instant::now();
-    let (status, body) = send(asked, upstream, "Microsoft Entra ID", FETCH_TIMEOUT).await?;
-    // Entra ID answers as every OAuth 2.0 token endpoint does.
-    match vertex::read_token(status.as_u16(), &body) {
+    let answered = match &identity {
+        entra::Identity::App(_) => send(asked, upstream, "Microsoft Entra ID", FETCH_TIMEOUT).await,
+        entra::Identity::Managed { endpoint, .. } => {
+            send(asked, upstream, "Azure's instance metadata service", IMDS_TIMEOUT)
+                .await
+                .map_err(|e| {
+                    crate::providers::ProviderError::Credentials(format!(
+                        "an azure deployment without api_key needs an identity: none in the data \
+                         plane's environment (AZURE_TENANT_ID, AZURE_CLIENT_ID and \
+                         AZURE_CLIENT_SECRET, or a workload identity's AZURE_FEDERATED_TOKEN_FILE), \
+                         and no managed identity at {endpoint} ({e})"
+                    ))
+                    .into()
+                })
+        }
+    };
+    let (status, body) = answered?;
+    match entra::read_token(status.as_u16(), &body) {
         Ok((authorization, life)) => Ok(Token {
             authorization,
             expires_at: started + life,

@@ -2,7 +2,8 @@
 //! plane's identity, found in its environment in the order of Azure SDKs'
 //! `DefaultAzureCredential`: a service principal's secret
 //! (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`), else the
-//! pod's workload identity, as on AKS. The workload identity
+//! pod's workload identity, as on AKS, else the host's managed identity
+//! from Azure's instance metadata service. The workload identity
 //! webhook puts `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`,
 //! `AZURE_FEDERATED_TOKEN_FILE` (a projected service account token, which
 //! the kubelet rotates: read again at every fetch) and
@@ -14,12 +15,14 @@
 //! Pure: the environment and the file are read through the caller's
 //! closures; sending is [`crate::forward`]'s.
 
-use hyper::header::{self, HeaderValue};
+use std::time::Duration;
+
+use hyper::header::{self, HeaderName, HeaderValue};
 use percent_encoding::utf8_percent_encode;
 
 use super::ProviderError;
 use super::sigv4::UNRESERVED;
-use super::target::TokenRequest;
+use super::target::{TokenError, TokenRequest};
 use crate::config::secrets::Secret;
 
 /// Where Entra ID's public cloud issues tokens, when the environment names
@@ -47,8 +50,28 @@ pub enum Proof {
     TokenFile(String),
 }
 
-/// The identity `env` names, or why there is none.
-pub fn workload(env: impl Fn(&str) -> Option<String>) -> Result<Workload, ProviderError> {
+/// The identity a token is asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// A service principal or a workload identity, at Entra ID's token
+    /// endpoint.
+    App(Workload),
+    /// The host's managed identity (an Azure VM's, an AKS node's), from
+    /// Azure's instance metadata service; `client_id` picks a user-assigned
+    /// one.
+    Managed {
+        endpoint: String,
+        client_id: Option<String>,
+    },
+}
+
+/// Where Azure's instance metadata service answers, when
+/// `AZURE_POD_IDENTITY_AUTHORITY_HOST` names no other (as Azure's SDKs).
+pub const DEFAULT_METADATA_ENDPOINT: &str = "http://169.254.169.254";
+
+/// The identity `env` names: a service principal's secret, else a workload
+/// identity, else the host's managed identity.
+pub fn identity(env: impl Fn(&str) -> Option<String>) -> Identity {
     let var = |name: &str| {
         env(name)
             .map(|v| v.trim().to_owned())
@@ -57,34 +80,58 @@ pub fn workload(env: impl Fn(&str) -> Option<String>) -> Result<Workload, Provid
     let proof = var("AZURE_CLIENT_SECRET")
         .map(|s| Proof::Secret(Secret::new(s)))
         .or_else(|| var("AZURE_FEDERATED_TOKEN_FILE").map(Proof::TokenFile));
-    let (Some(tenant_id), Some(client_id), Some(proof)) =
-        (var("AZURE_TENANT_ID"), var("AZURE_CLIENT_ID"), proof)
-    else {
-        return Err(ProviderError::Credentials(
-            "an azure deployment without api_key needs an identity in the data plane's \
-             environment (AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET, or a \
-             workload identity's AZURE_FEDERATED_TOKEN_FILE)"
-                .into(),
-        ));
-    };
-    let authority = var("AZURE_AUTHORITY_HOST")
-        .unwrap_or_else(|| DEFAULT_AUTHORITY.into())
-        .trim_end_matches('/')
-        .to_owned();
-    Ok(Workload {
-        authority,
-        tenant_id,
-        client_id,
-        proof,
-    })
+    match (var("AZURE_TENANT_ID"), var("AZURE_CLIENT_ID"), proof) {
+        (Some(tenant_id), Some(client_id), Some(proof)) => Identity::App(Workload {
+            authority: var("AZURE_AUTHORITY_HOST")
+                .unwrap_or_else(|| DEFAULT_AUTHORITY.into())
+                .trim_end_matches('/')
+                .to_owned(),
+            tenant_id,
+            client_id,
+            proof,
+        }),
+        (_, client_id, _) => Identity::Managed {
+            endpoint: var("AZURE_POD_IDENTITY_AUTHORITY_HOST")
+                .unwrap_or_else(|| DEFAULT_METADATA_ENDPOINT.into())
+                .trim_end_matches('/')
+                .to_owned(),
+            client_id,
+        },
+    }
 }
 
-/// The token request for `workload`, a federated token read with `read`.
+/// The token request for `identity`, a federated token read with `read`.
 pub fn token_request(
-    workload: &Workload,
+    identity: &Identity,
     read: impl Fn(&str) -> std::io::Result<String>,
 ) -> Result<TokenRequest, ProviderError> {
     let encode = |s: &str| utf8_percent_encode(s, UNRESERVED).to_string();
+    let workload = match identity {
+        Identity::App(workload) => workload,
+        Identity::Managed {
+            endpoint,
+            client_id,
+        } => {
+            // The metadata service wants the resource, not a scope.
+            let resource = SCOPE.trim_end_matches(".default");
+            let mut url = format!(
+                "{endpoint}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}",
+                encode(resource)
+            );
+            if let Some(id) = client_id {
+                url.push_str(&format!("&client_id={}", encode(id)));
+            }
+            return Ok(TokenRequest {
+                url,
+                method: hyper::Method::GET,
+                form: None,
+                headers: vec![(
+                    HeaderName::from_static("metadata"),
+                    HeaderValue::from_static("true"),
+                )],
+            });
+        }
+    };
     let proof = match &workload.proof {
         Proof::Secret(secret) => format!("client_secret={}", encode(secret.expose())),
         Proof::TokenFile(file) => {
@@ -126,6 +173,31 @@ pub fn token_request(
     })
 }
 
+/// The bearer token in a token endpoint's answer and how long it lives:
+/// Entra ID's as every OAuth 2.0 endpoint's, the metadata service's with
+/// its `expires_in` a string.
+pub fn read_token(status: u16, body: &[u8]) -> Result<(HeaderValue, Duration), TokenError> {
+    let answer: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    if !(200..300).contains(&status) {
+        // Its error code only: the description can name tenants and apps.
+        return super::vertex::read_token(status, body);
+    }
+    let unreadable = || TokenError::Failed("Entra ID's answer has no access_token".into());
+    let answer = answer.ok_or_else(unreadable)?;
+    let token = answer["access_token"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(unreadable)?;
+    let life = match &answer["expires_in"] {
+        serde_json::Value::String(s) => s.parse().ok(),
+        v => v.as_u64(),
+    }
+    .unwrap_or(3600);
+    let authorization = super::secret_header(&format!("Bearer {token}"), "access token")
+        .map_err(|_| TokenError::Failed("the access token is not a valid header value".into()))?;
+    Ok((authorization, Duration::from_secs(life)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,28 +220,80 @@ mod tests {
         ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.com/"),
     ];
 
+    fn app(identity: Identity) -> Workload {
+        match identity {
+            Identity::App(w) => w,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_hosts_managed_identity_is_asked_of_the_metadata_service() {
+        let asked = token_request(&identity(env(&[])), |_| panic!("no file")).unwrap();
+        assert_eq!(
+            asked.url,
+            "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01\
+             &resource=https%3A%2F%2Fcognitiveservices.azure.com%2F"
+        );
+        assert_eq!(asked.method, hyper::Method::GET);
+        assert_eq!(asked.headers[0].0, "metadata");
+        let user_assigned = identity(env(&[
+            ("AZURE_CLIENT_ID", "0b6c"),
+            ("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9/"),
+        ]));
+        let asked = token_request(&user_assigned, |_| panic!("no file")).unwrap();
+        assert!(
+            asked
+                .url
+                .starts_with("http://127.0.0.1:9/metadata/identity/oauth2/token?")
+                && asked.url.ends_with("&client_id=0b6c"),
+            "{}",
+            asked.url
+        );
+        // Its answer's `expires_in` is a string; Entra ID's a number.
+        let (bearer, life) = read_token(
+            200,
+            br#"{"access_token":"eyJ0.mi","expires_in":"86399","token_type":"Bearer"}"#,
+        )
+        .unwrap();
+        assert_eq!(bearer, "Bearer eyJ0.mi");
+        assert_eq!(life, Duration::from_secs(86399));
+        let (_, life) = read_token(200, br#"{"access_token":"t","expires_in":3599}"#).unwrap();
+        assert_eq!(life, Duration::from_secs(3599));
+        assert_eq!(
+            read_token(
+                400,
+                br#"{"error":"invalid_request","error_description":"Identity not found"}"#
+            ),
+            Err(TokenError::Refused("invalid_request".into()))
+        );
+        assert!(read_token(200, b"{}").is_err());
+    }
+
     #[test]
     fn a_pods_workload_identity_is_read_from_the_webhooks_variables() {
-        let w = workload(env(POD)).unwrap();
+        let w = app(identity(env(POD)));
         assert_eq!(w.authority, "https://login.microsoftonline.com");
         assert_eq!(w.tenant_id, "72f988bf-86f1-41af-91ab-2d7cd011db47");
         let no_host = &POD[..3];
-        assert_eq!(workload(env(no_host)).unwrap().authority, DEFAULT_AUTHORITY);
-        for missing in 0..3 {
+        assert_eq!(app(identity(env(no_host))).authority, DEFAULT_AUTHORITY);
+        for (missing, (name, _)) in POD.iter().enumerate().take(3) {
             let vars: Vec<_> = POD
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| *i != missing)
                 .map(|(_, v)| *v)
                 .collect();
-            let e = workload(env(&vars)).unwrap_err().to_string();
-            assert!(e.contains("AZURE_FEDERATED_TOKEN_FILE"), "{e}");
+            assert!(
+                matches!(identity(env(&vars)), Identity::Managed { .. }),
+                "without {name}, the host's managed identity"
+            );
         }
     }
 
     #[test]
     fn the_federated_token_is_exchanged_with_a_client_assertion() {
-        let w = workload(env(POD)).unwrap();
+        let w = identity(env(POD));
         let asked = token_request(&w, |path| {
             assert_eq!(path, "/var/run/secrets/azure/tokens/azure-identity-token");
             Ok("eyJhbGc.pod-token.sig\n".into())
@@ -194,7 +318,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_or_empty_token_file_is_said_without_its_contents() {
-        let w = workload(env(POD)).unwrap();
+        let w = identity(env(POD));
         let e = token_request(&w, |_| {
             Err(std::io::Error::from(std::io::ErrorKind::NotFound))
         })
@@ -208,8 +332,11 @@ mod tests {
     fn a_client_secret_comes_first_as_in_azures_sdks_and_is_never_shown() {
         let mut vars = POD.to_vec();
         vars.push(("AZURE_CLIENT_SECRET", "Q~s3cr3t+/="));
-        let w = workload(env(&vars)).unwrap();
-        assert_eq!(w.proof, Proof::Secret(Secret::new("Q~s3cr3t+/=")));
+        let w = identity(env(&vars));
+        assert_eq!(
+            app(w.clone()).proof,
+            Proof::Secret(Secret::new("Q~s3cr3t+/="))
+        );
         assert!(!format!("{w:?}").contains("s3cr3t"), "{w:?}");
         let asked = token_request(&w, |_| panic!("no file is read")).unwrap();
         assert_eq!(
