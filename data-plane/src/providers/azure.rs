@@ -6,8 +6,9 @@
 //! [`RESPONSES_API_VERSION`].
 //!
 //! Without an `api_key`, a request carries a Microsoft Entra ID token for
-//! the data plane's identity, a service principal, the pod's workload identity or the host's managed identity
-//! ([`super::entra`]), as `Authorization: Bearer`.
+//! the data plane's identity (a service principal, the pod's workload
+//! identity or the host's managed identity: [`super::entra`]) as
+//! `Authorization: Bearer`.
 //!
 //! `api_version` defaults to [`DEFAULT_API_VERSION`] when the deployment sets
 //! none: Azure refuses requests without one.
