@@ -522,6 +522,18 @@ fn google_token(
     ))
 }
 
+/// The field `name` of a URL-encoded form, decoded.
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    String::from_utf8_lossy(body).split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
 /// The service account token a pod's Azure workload identity is exchanged
 /// with, as the mock's Entra ID takes it.
 pub const AZURE_FEDERATED_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.azure-federated.mock";
@@ -566,17 +578,7 @@ fn entra_token(
     if parts.method != hyper::Method::POST || tenant.is_empty() || tenant.contains('/') {
         return None;
     }
-    let form = String::from_utf8_lossy(body);
-    let field = |name: &str| {
-        form.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k == name).then(|| {
-                percent_encoding::percent_decode_str(v)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
-        })
-    };
+    let field = |name: &str| form_field(body, name);
     let refuse = |error: &str, description: &str| {
         Some(json_response(
             StatusCode::BAD_REQUEST,
@@ -738,17 +740,7 @@ fn aws_credentials(
             }),
         ));
     }
-    let form = String::from_utf8_lossy(body);
-    let field = |name: &str| {
-        form.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k == name).then(|| {
-                percent_encoding::percent_decode_str(v)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
-        })
-    };
+    let field = |name: &str| form_field(body, name);
     if field("Action").as_deref() != Some("AssumeRoleWithWebIdentity")
         || field("RoleArn").is_none_or(|r| !r.starts_with("arn:aws:iam::"))
     {

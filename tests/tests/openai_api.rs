@@ -1585,6 +1585,24 @@ async fn the_official_openai_python_sdk_works_against_the_gateway() {
     gw.assert_logs_hold_none_of(&[&key, UPSTREAM_KEY]);
 }
 
+/// A gateway whose data plane has `env`, with a key-less `azure-gpt`
+/// deployment on its mock upstream (Azure's v1 API), and a key for it.
+async fn keyless_azure(env: &[(&str, &str)]) -> (Gateway, String) {
+    let gw = Gateway::start_with_env(1, &[], env).await;
+    gw.deploy(api::Deployment {
+        model_name: "azure-gpt".into(),
+        provider: "azure".into(),
+        model: "my-gpt4o-deployment".into(),
+        api_base: gw.upstream.url(""),
+        api_version: "v1".into(),
+        ..Default::default()
+    })
+    .await;
+    let key = gw.key(None, &["azure-gpt"]).await;
+    gw.sync().await;
+    (gw, key)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn azure_without_a_key_sends_an_entra_token_for_the_data_planes_identity() {
     const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -1599,28 +1617,13 @@ async fn azure_without_a_key_sends_an_entra_token_for_the_data_planes_identity()
     let authority = entra.url("/");
     let token_path = token_file.to_string_lossy().into_owned();
     // What AKS's workload identity webhook puts in the pod.
-    let gw = Gateway::start_with_env(
-        1,
-        &[],
-        &[
-            ("AZURE_TENANT_ID", TENANT),
-            ("AZURE_CLIENT_ID", "0b6c2b5e-1d1a-4c8e-9d3b-1a2b3c4d5e6f"),
-            ("AZURE_FEDERATED_TOKEN_FILE", &token_path),
-            ("AZURE_AUTHORITY_HOST", &authority),
-        ],
-    )
-    .await;
-    let azure = api::Deployment {
-        model_name: "azure-gpt".into(),
-        provider: "azure".into(),
-        model: "my-gpt4o-deployment".into(),
-        api_base: gw.upstream.url(""),
-        api_version: "v1".into(),
-        ..Default::default()
-    };
-    gw.deploy(azure.clone()).await;
-    let key = gw.key(None, &["azure-gpt"]).await;
-    gw.sync().await;
+    let pod = [
+        ("AZURE_TENANT_ID", TENANT),
+        ("AZURE_CLIENT_ID", "0b6c2b5e-1d1a-4c8e-9d3b-1a2b3c4d5e6f"),
+        ("AZURE_FEDERATED_TOKEN_FILE", &token_path),
+        ("AZURE_AUTHORITY_HOST", &authority),
+    ];
+    let (gw, key) = keyless_azure(&pod).await;
 
     let answers = futures::future::join_all((0..6).map(|_| gw.chat(&key, "azure-gpt"))).await;
     for a in &answers {
@@ -1673,24 +1676,7 @@ async fn azure_without_a_key_sends_an_entra_token_for_the_data_planes_identity()
     // A token file Entra ID does not know: refused, the client told no more
     // than that the deployment's credentials were.
     std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.stranger.mock").unwrap();
-    let gw = Gateway::start_with_env(
-        1,
-        &[],
-        &[
-            ("AZURE_TENANT_ID", TENANT),
-            ("AZURE_CLIENT_ID", "0b6c2b5e-1d1a-4c8e-9d3b-1a2b3c4d5e6f"),
-            ("AZURE_FEDERATED_TOKEN_FILE", &token_path),
-            ("AZURE_AUTHORITY_HOST", &authority),
-        ],
-    )
-    .await;
-    gw.deploy(api::Deployment {
-        api_base: gw.upstream.url(""),
-        ..azure.clone()
-    })
-    .await;
-    let key = gw.key(None, &["azure-gpt"]).await;
-    gw.sync().await;
+    let (gw, key) = keyless_azure(&pod).await;
     let a = gw.chat(&key, "azure-gpt").await;
     assert!(a.status >= 500, "{} {}", a.status, a.text);
     assert!(!a.text.contains("AADSTS"), "{}", a.text);
@@ -1699,25 +1685,9 @@ async fn azure_without_a_key_sends_an_entra_token_for_the_data_planes_identity()
 
     // A service principal's secret, outside AKS; it comes first, as in
     // Azure's SDKs, over a token file Entra ID would refuse.
-    let gw = Gateway::start_with_env(
-        1,
-        &[],
-        &[
-            ("AZURE_TENANT_ID", TENANT),
-            ("AZURE_CLIENT_ID", "0b6c2b5e-1d1a-4c8e-9d3b-1a2b3c4d5e6f"),
-            ("AZURE_CLIENT_SECRET", mock_upstream::AZURE_CLIENT_SECRET),
-            ("AZURE_FEDERATED_TOKEN_FILE", &token_path),
-            ("AZURE_AUTHORITY_HOST", &authority),
-        ],
-    )
-    .await;
-    gw.deploy(api::Deployment {
-        api_base: gw.upstream.url(""),
-        ..azure.clone()
-    })
-    .await;
-    let key = gw.key(None, &["azure-gpt"]).await;
-    gw.sync().await;
+    let mut principal = pod.to_vec();
+    principal.push(("AZURE_CLIENT_SECRET", mock_upstream::AZURE_CLIENT_SECRET));
+    let (gw, key) = keyless_azure(&principal).await;
     gw.chat(&key, "azure-gpt").await.assert_ok();
     assert!(bearer(&gw.upstream.last_request().unwrap()));
     gw.assert_logs_hold_none_of(&[mock_upstream::AZURE_CLIENT_SECRET]);
@@ -1726,15 +1696,7 @@ async fn azure_without_a_key_sends_an_entra_token_for_the_data_planes_identity()
     // None in the environment: the host's managed identity, from Azure's
     // instance metadata service.
     let metadata = entra.url("");
-    let gw =
-        Gateway::start_with_env(1, &[], &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", &metadata)]).await;
-    gw.deploy(api::Deployment {
-        api_base: gw.upstream.url(""),
-        ..azure.clone()
-    })
-    .await;
-    let key = gw.key(None, &["azure-gpt"]).await;
-    gw.sync().await;
+    let (gw, key) = keyless_azure(&[("AZURE_POD_IDENTITY_AUTHORITY_HOST", &metadata)]).await;
     gw.chat(&key, "azure-gpt").await.assert_ok();
     assert_eq!(
         gw.upstream
@@ -1751,15 +1713,7 @@ async fn azure_without_a_key_sends_an_entra_token_for_the_data_planes_identity()
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let nowhere = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let gw =
-        Gateway::start_with_env(1, &[], &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", &nowhere)]).await;
-    gw.deploy(api::Deployment {
-        api_base: gw.upstream.url(""),
-        ..azure
-    })
-    .await;
-    let key = gw.key(None, &["azure-gpt"]).await;
-    gw.sync().await;
+    let (gw, key) = keyless_azure(&[("AZURE_POD_IDENTITY_AUTHORITY_HOST", &nowhere)]).await;
     let a = gw.chat(&key, "azure-gpt").await;
     assert!(a.status >= 500, "{} {}", a.status, a.text);
     assert!(a.text.contains("AZURE_CLIENT_SECRET"), "{}", a.text);
