@@ -1,6 +1,6 @@
 //! What a provider fetches to authenticate (Vertex AI's bearer token,
-//! Azure's Entra ID token, Bedrock's temporary AWS keys): taken from the deployment's
-//! [`Fetched`] cell without a lock while it is usable, fetched again in the
+//! Azure's Entra ID token, Bedrock's temporary AWS keys): taken from the
+//! deployment's [`Fetched`] cell without a lock while it is usable, fetched again in the
 //! background before it goes stale, and fetched by one request at a time
 //! (the others waiting for it) when there is none. Only the first request
 //! to a deployment, and those after a failed fetch, wait on the endpoint.
@@ -163,7 +163,7 @@ async fn fetch_entra_token(upstream: &Upstream) -> Result<Token, UpstreamError> 
         }
     };
     let (status, body) = answered?;
-    match entra::read_token(status.as_u16(), &body) {
+    match vertex::read_token(status.as_u16(), &body) {
         Ok((authorization, life)) => Ok(Token {
             authorization,
             expires_at: started + life,

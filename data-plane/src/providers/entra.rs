@@ -15,14 +15,12 @@
 //! Pure: the environment and the file are read through the caller's
 //! closures; sending is [`crate::forward`]'s.
 
-use std::time::Duration;
-
 use hyper::header::{self, HeaderName, HeaderValue};
 use percent_encoding::utf8_percent_encode;
 
 use super::ProviderError;
 use super::sigv4::UNRESERVED;
-use super::target::{TokenError, TokenRequest};
+use super::target::TokenRequest;
 use crate::config::secrets::Secret;
 
 /// Where Entra ID's public cloud issues tokens, when the environment names
@@ -173,34 +171,14 @@ pub fn token_request(
     })
 }
 
-/// The bearer token in a token endpoint's answer and how long it lives:
-/// Entra ID's as every OAuth 2.0 endpoint's, the metadata service's with
-/// its `expires_in` a string.
-pub fn read_token(status: u16, body: &[u8]) -> Result<(HeaderValue, Duration), TokenError> {
-    let answer: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-    if !(200..300).contains(&status) {
-        // Its error code only: the description can name tenants and apps.
-        return super::vertex::read_token(status, body);
-    }
-    let unreadable = || TokenError::Failed("Entra ID's answer has no access_token".into());
-    let answer = answer.ok_or_else(unreadable)?;
-    let token = answer["access_token"]
-        .as_str()
-        .filter(|t| !t.is_empty())
-        .ok_or_else(unreadable)?;
-    let life = match &answer["expires_in"] {
-        serde_json::Value::String(s) => s.parse().ok(),
-        v => v.as_u64(),
-    }
-    .unwrap_or(3600);
-    let authorization = super::secret_header(&format!("Bearer {token}"), "access token")
-        .map_err(|_| TokenError::Failed("the access token is not a valid header value".into()))?;
-    Ok((authorization, Duration::from_secs(life)))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    // Entra ID and the metadata service answer as OAuth endpoints do.
+    use crate::providers::target::TokenError;
+    use crate::providers::vertex::read_token;
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         |name| {

@@ -372,13 +372,22 @@ fn assertion(account: &ServiceAccount, token_uri: &str, now: u64) -> Result<Stri
     Ok(jwt)
 }
 
-/// A token endpoint's answer: the `Authorization` value (sensitive) and how
-/// long it is good for.
+/// An OAuth 2.0 token endpoint's answer (Google's, Entra ID's, Azure's
+/// metadata service's): the `Authorization` value (sensitive) and how long
+/// it is good for.
 pub fn read_token(status: u16, body: &[u8]) -> Result<(HeaderValue, Duration), TokenError> {
+    /// Seconds, a number from OAuth endpoints, a string from Azure's
+    /// instance metadata service.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Seconds {
+        Number(u64),
+        Text(String),
+    }
     #[derive(Deserialize)]
     struct Answer {
         access_token: Option<String>,
-        expires_in: Option<u64>,
+        expires_in: Option<Seconds>,
         error: Option<String>,
     }
     let answer: Option<Answer> = serde_json::from_slice(body).ok();
@@ -404,7 +413,14 @@ pub fn read_token(status: u16, body: &[u8]) -> Result<(HeaderValue, Duration), T
         .map_err(|_| TokenError::Failed("the access token is not a valid header value".into()))?;
     Ok((
         authorization,
-        Duration::from_secs(answer.expires_in.unwrap_or(3600)),
+        Duration::from_secs(
+            match answer.expires_in {
+                Some(Seconds::Number(n)) => Some(n),
+                Some(Seconds::Text(t)) => t.trim().parse().ok(),
+                None => None,
+            }
+            .unwrap_or(3600),
+        ),
     ))
 }
 
