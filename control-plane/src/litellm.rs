@@ -362,6 +362,11 @@ fn read_litellm_params(
             }
             Some("aws_secret_access_key") => d.aws_secret_access_key = api_key(value, &p)?,
             Some("aws_session_token") => d.aws_session_token = api_key(value, &p)?,
+            // Azure's Entra ID identity of the deployment's own.
+            Some("tenant_id") => d.azure_tenant_id = string(value, &p)?.unwrap_or_default(),
+            Some("client_id") => d.azure_client_id = string(value, &p)?.unwrap_or_default(),
+            Some("client_secret") => d.azure_client_secret = api_key(value, &p)?,
+            Some("azure_ad_token") => d.azure_ad_token = api_key(value, &p)?,
             // Bedrock's runtime at another URL (a VPC endpoint, a proxy).
             Some("aws_bedrock_runtime_endpoint") => {
                 d.api_base = string(value, &p)?.unwrap_or_default();
@@ -1019,7 +1024,8 @@ impl Node {
 }
 
 /// The entry for one deployment, and whether a secret of it (its api_key,
-/// an AWS secret key or session token) was redacted.
+/// an AWS secret key or session token, an Azure client secret or token)
+/// was redacted.
 fn deployment_node(d: &Deployment, include_secrets: bool) -> (Node, bool) {
     let mut params = Vec::new();
     let model = if d.provider.is_empty() {
@@ -1046,10 +1052,14 @@ fn deployment_node(d: &Deployment, include_secrets: bool) -> (Node, bool) {
     put_string(&mut params, "vertex_location", &d.vertex_location);
     put_string(&mut params, "aws_region_name", &d.aws_region_name);
     put_string(&mut params, "aws_access_key_id", &d.aws_access_key_id);
+    put_string(&mut params, "tenant_id", &d.azure_tenant_id);
+    put_string(&mut params, "client_id", &d.azure_client_id);
     let mut redacted = redact;
     for (name, secret) in [
         ("aws_secret_access_key", &d.aws_secret_access_key),
         ("aws_session_token", &d.aws_session_token),
+        ("client_secret", &d.azure_client_secret),
+        ("azure_ad_token", &d.azure_ad_token),
     ] {
         let hide = !include_secrets && literal(secret);
         redacted |= hide;
@@ -1926,6 +1936,10 @@ router_settings:
             aws_access_key_id: "0x1F".into(),
             aws_secret_access_key: "~".into(),
             aws_session_token: "a: b # c".into(),
+            azure_tenant_id: "123".into(),
+            azure_client_id: "false".into(),
+            azure_client_secret: "- x".into(),
+            azure_ad_token: "'t'".into(),
             credits_per_call: i64::MAX,
             created_at: Some(prost_types::Timestamp {
                 seconds: 1_700_000_000,
@@ -2392,6 +2406,44 @@ model_list:
         );
         assert!(!exported.contains("api_key"), "{exported}");
         assert_eq!(parse_ok(&exported).deployments, imported.deployments);
+    }
+
+    #[test]
+    fn an_azure_model_takes_its_own_service_principal_or_token() {
+        let yaml = r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: azure/gpt-4o-team-a
+      api_base: https://team-a.openai.azure.com
+      tenant_id: os.environ/TEAM_A_TENANT
+      client_id: 0b6c2b5e-1d1a-4c8e-9d3b-1a2b3c4d5e6f
+      client_secret: Xy8Q~a-literal-client-secret
+  - model_name: gpt-4o
+    litellm_params:
+      model: azure/gpt-4o-team-b
+      api_base: https://team-b.openai.azure.com
+      azure_ad_token: os.environ/TEAM_B_TOKEN
+"#;
+        let imported = parse_ok(yaml);
+        let (a, b) = (&imported.deployments[0], &imported.deployments[1]);
+        assert_eq!(a.azure_tenant_id, "os.environ/TEAM_A_TENANT");
+        assert_eq!(a.azure_client_id, "0b6c2b5e-1d1a-4c8e-9d3b-1a2b3c4d5e6f");
+        assert_eq!(a.azure_client_secret, "Xy8Q~a-literal-client-secret");
+        assert_eq!(b.azure_ad_token, "os.environ/TEAM_B_TOKEN");
+        assert_eq!(imported.warnings, Vec::<String>::new());
+        let exported = export(&imported.deployments, None, false);
+        assert!(!exported.contains("literal-client-secret"), "{exported}");
+        assert!(
+            exported.contains("client_secret: \"<redacted>\""),
+            "{exported}"
+        );
+        assert!(
+            exported.contains("azure_ad_token: os.environ/TEAM_B_TOKEN"),
+            "{exported}"
+        );
+        let with_secrets = export(&imported.deployments, None, true);
+        assert_eq!(parse_ok(&with_secrets).deployments, imported.deployments);
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub const MAX_MODEL_NAME_LEN: usize = 256;
 pub const MAX_LIST_LEN: usize = 1000;
 pub const MAX_METADATA_ENTRIES: usize = 64;
 pub const MAX_TEXT_LEN: usize = 1024;
+/// The longest credential: room for a service account's JSON key (about
+/// 2.4 KB), an STS session token or an Entra ID access token (1 to 4 KB).
+pub const MAX_CREDENTIAL_LEN: usize = 16 * 1024;
 
 fn bad(field: &str, rule: impl Into<String>) -> AdminError {
     AdminError::invalid(field, rule)
@@ -149,6 +152,23 @@ pub fn list_len(field: &str, len: usize) -> AdminResult<()> {
             field,
             format!("has {len} entries; at most {MAX_LIST_LEN} are allowed"),
         ));
+    }
+    Ok(())
+}
+
+/// A credential (or a reference to one): longer than free text may be;
+/// `multiline` for a JSON key, whose file has line breaks (a header value
+/// never may).
+pub fn credential(field: &str, value: &str, multiline: bool) -> AdminResult<()> {
+    if value.len() > MAX_CREDENTIAL_LEN {
+        return Err(bad(
+            field,
+            format!("must be at most {MAX_CREDENTIAL_LEN} bytes"),
+        ));
+    }
+    let allowed = |c: char| multiline && matches!(c, '\n' | '\r' | '\t');
+    if value.chars().any(|c| c.is_control() && !allowed(c)) {
+        return Err(bad(field, "must not contain control characters"));
     }
     Ok(())
 }
@@ -284,10 +304,13 @@ pub fn deployment(d: &mut Deployment, field: &str) -> AdminResult<()> {
             "must be an http:// or https:// URL, or os.environ/NAME",
         ));
     }
-    text(&f("api_key"), &d.api_key)?;
+    // Vertex AI's is a service account's JSON key, or a path to one.
+    let json_key = provider.wire == providers::Wire::Vertex;
+    credential(&f("api_key"), &d.api_key, json_key)?;
     text(&f("api_version"), &d.api_version)?;
     vertex(d, provider, &f)?;
     bedrock(d, provider, &f)?;
+    azure(d, provider, &f)?;
     price(&f("input_cost_per_token"), d.input_cost_per_token)?;
     price(&f("output_cost_per_token"), d.output_cost_per_token)?;
     if let Some(p) = d.cache_read_input_token_cost {
@@ -368,6 +391,61 @@ fn vertex(
     Ok(())
 }
 
+/// Azure's Entra ID settings: a client secret only with the app it is
+/// for, a token or an identity (not both), neither beside an `api_key`
+/// (which would be sent instead); none of them on another provider.
+fn azure(
+    d: &Deployment,
+    provider: &providers::Provider,
+    f: &dyn Fn(&str) -> String,
+) -> AdminResult<()> {
+    let fields = [
+        ("azure_tenant_id", &d.azure_tenant_id),
+        ("azure_client_id", &d.azure_client_id),
+        ("azure_client_secret", &d.azure_client_secret),
+        ("azure_ad_token", &d.azure_ad_token),
+    ];
+    if !only_for(provider, providers::Wire::Azure, "azure", &fields, f)? {
+        return Ok(());
+    }
+    text(&f("azure_tenant_id"), &d.azure_tenant_id)?;
+    text(&f("azure_client_id"), &d.azure_client_id)?;
+    credential(&f("azure_client_secret"), &d.azure_client_secret, false)?;
+    credential(&f("azure_ad_token"), &d.azure_ad_token, false)?;
+    if let Some((name, _)) = fields.iter().find(|(_, v)| !v.is_empty())
+        && !d.api_key.is_empty()
+    {
+        return Err(AdminError::invalid(
+            f(name),
+            "is for a deployment without api_key (the key would be sent instead): clear one",
+        ));
+    }
+    if !d.azure_client_secret.is_empty()
+        && (d.azure_tenant_id.is_empty() || d.azure_client_id.is_empty())
+    {
+        return Err(AdminError::invalid(
+            f("azure_client_secret"),
+            "belongs to an app: set azure_tenant_id and azure_client_id too",
+        ));
+    }
+    if !d.azure_ad_token.is_empty() {
+        if d.azure_ad_token.starts_with("oidc/") {
+            return Err(AdminError::invalid(
+                f("azure_ad_token"),
+                "oidc/ tokens are not supported: leave it empty for the pod's workload identity \
+                 (AZURE_FEDERATED_TOKEN_FILE), with azure_client_id to pick the app",
+            ));
+        }
+        if let Some((name, _)) = fields[..3].iter().find(|(_, v)| !v.is_empty()) {
+            return Err(AdminError::invalid(
+                f(name),
+                "and azure_ad_token are two ways to authenticate: set one",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Amazon Bedrock's settings: a region that can go into a host name, AWS
 /// keys in pairs, and a model id; none of them on another provider.
 fn bedrock(
@@ -385,7 +463,7 @@ fn bedrock(
         return Ok(());
     }
     for (name, value) in &fields {
-        text(&f(name), value)?;
+        credential(&f(name), value, false)?;
     }
     let region = &d.aws_region_name;
     if !(secret_is_reference(region)

@@ -1719,3 +1719,148 @@ async fn azure_without_a_key_sends_an_entra_token_for_the_data_planes_identity()
     assert!(a.text.contains("AZURE_CLIENT_SECRET"), "{}", a.text);
     assert_eq!(gw.upstream.hits(), 0, "nothing reached Azure");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn azure_deployments_bring_their_own_service_principal_app_or_token() {
+    let entra = MockUpstream::start().await.unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let token_file = files.path().join("azure-identity-token");
+    std::fs::write(&token_file, mock_upstream::AZURE_FEDERATED_TOKEN).unwrap();
+    let (authority, token_path) = (entra.url("/"), token_file.to_string_lossy().into_owned());
+    const TEAM_B_TOKEN: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.team-b.static";
+    // The pod's own identity, with a secret that is not the others'.
+    let gw = Gateway::start_with_env(
+        1,
+        &[],
+        &[
+            ("AZURE_TENANT_ID", "pod-tenant"),
+            ("AZURE_CLIENT_ID", "pod-app"),
+            ("AZURE_CLIENT_SECRET", "the-pods-own-secret"),
+            ("AZURE_FEDERATED_TOKEN_FILE", &token_path),
+            ("AZURE_AUTHORITY_HOST", &authority),
+            ("TEAM_B_TOKEN", TEAM_B_TOKEN),
+        ],
+    )
+    .await;
+    let base = gw.upstream.url("");
+    // As LiteLLM's config.yaml names them.
+    let imported = gw
+        .import_litellm(format!(
+            r#"
+model_list:
+  - model_name: team-a
+    litellm_params:
+      model: azure/gpt-4o-team-a
+      api_base: {base}
+      api_version: v1
+      tenant_id: team-a-tenant
+      client_id: team-a-app
+      client_secret: {secret}
+  - model_name: team-b
+    litellm_params:
+      model: azure/gpt-4o-team-b
+      api_base: {base}
+      api_version: v1
+      azure_ad_token: os.environ/TEAM_B_TOKEN
+  - model_name: team-c
+    litellm_params:
+      model: azure/gpt-4o-team-c
+      api_base: {base}
+      api_version: v1
+      client_id: team-c-app
+"#,
+            secret = mock_upstream::AZURE_CLIENT_SECRET
+        ))
+        .await;
+    assert_eq!(imported.warnings, Vec::<String>::new());
+    let key = gw.key(None, &["team-a", "team-b", "team-c"]).await;
+    gw.sync().await;
+    for team in ["team-a", "team-b", "team-c"] {
+        gw.chat(&key, team).await.assert_ok();
+    }
+    let sent = |model: &str| {
+        gw.upstream
+            .requests()
+            .into_iter()
+            .find(|r| r.json()["model"] == model)
+            .unwrap_or_else(|| panic!("nothing sent for {model}"))
+    };
+    let fetch = |client: &str| {
+        entra
+            .requests()
+            .into_iter()
+            .find(|r| String::from_utf8_lossy(&r.body).contains(&format!("client_id={client}&")))
+    };
+
+    // Team A: its own service principal, at its own tenant.
+    let a = fetch("team-a-app").expect("team A's token fetched");
+    assert_eq!(a.path_only(), "/team-a-tenant/oauth2/v2.0/token");
+    let a_token = sent("gpt-4o-team-a")
+        .header("authorization")
+        .unwrap()
+        .to_owned();
+    assert!(a_token.starts_with("Bearer entra-mock-"), "{a_token}");
+    // Team B: its token as it is, nothing fetched for it.
+    assert_eq!(
+        sent("gpt-4o-team-b").header("authorization"),
+        Some(format!("Bearer {TEAM_B_TOKEN}").as_str())
+    );
+    // Team C: the pod's federated token signs in as team C's app, and the
+    // pod's secret (its own app's) is never sent for it.
+    let c = fetch("team-c-app").expect("team C's token fetched");
+    assert_eq!(c.path_only(), "/pod-tenant/oauth2/v2.0/token");
+    let form = String::from_utf8_lossy(&c.body).into_owned();
+    assert!(form.contains("client_assertion="), "{form}");
+    assert!(!form.contains("client_secret"), "{form}");
+    assert_eq!(entra.hits(), 2, "one fetch each for teams A and C");
+    assert!(fetch("pod-app").is_none());
+    for r in gw.upstream.requests() {
+        assert_eq!(r.header("api-key"), None);
+    }
+
+    // Shown redacted; the reference as it is.
+    let shown = gw
+        .admin
+        .models
+        .clone()
+        .list_deployments(api::ListDeploymentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .deployments;
+    let team = |name: &str| shown.iter().find(|d| d.model_name == name).unwrap();
+    assert_eq!(team("team-a").azure_client_secret, "<redacted>");
+    assert_eq!(team("team-a").azure_client_id, "team-a-app");
+    assert_eq!(team("team-b").azure_ad_token, "os.environ/TEAM_B_TOKEN");
+    gw.assert_logs_hold_none_of(&[
+        mock_upstream::AZURE_CLIENT_SECRET,
+        TEAM_B_TOKEN,
+        a_token.trim_start_matches("Bearer "),
+    ]);
+
+    // A token beside a key is refused, naming the field.
+    let refused = gw
+        .admin
+        .models
+        .clone()
+        .create_deployment(api::CreateDeploymentRequest {
+            deployment: Some(api::Deployment {
+                model_name: "both".into(),
+                provider: "azure".into(),
+                model: "gpt-4o".into(),
+                api_base: base.clone(),
+                api_key: "os.environ/AZURE_API_KEY".into(),
+                azure_ad_token: TEAM_B_TOKEN.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("deployment.azure_ad_token"),
+        "{}",
+        refused.message()
+    );
+    assert!(!refused.message().contains(TEAM_B_TOKEN));
+}

@@ -25,12 +25,14 @@ use crate::store::Txn;
 use crate::validate;
 
 /// A deployment as answers show it: literal provider keys (and AWS secret
-/// keys and session tokens) redacted.
+/// keys and session tokens, Azure client secrets and tokens) redacted.
 pub fn redacted(mut d: Deployment) -> Deployment {
     for secret in [
         &mut d.api_key,
         &mut d.aws_secret_access_key,
         &mut d.aws_session_token,
+        &mut d.azure_client_secret,
+        &mut d.azure_ad_token,
     ] {
         if !secret.is_empty() && !secret_is_reference(secret) {
             *secret = REDACTED.to_string();
@@ -211,14 +213,28 @@ impl ModelService for Admin {
                     aws_access_key_id,
                     aws_secret_access_key,
                     aws_session_token,
+                    azure_tenant_id,
+                    azure_client_id,
+                    azure_client_secret,
+                    azure_ad_token,
                 ]
             );
             // A redacted secret sent back unchanged keeps the one stored.
-            if d.aws_secret_access_key == REDACTED {
-                d.aws_secret_access_key = current.value.aws_secret_access_key.clone();
-            }
-            if d.aws_session_token == REDACTED {
-                d.aws_session_token = current.value.aws_session_token.clone();
+            for (sent, stored) in [
+                (
+                    &mut d.aws_secret_access_key,
+                    &current.value.aws_secret_access_key,
+                ),
+                (&mut d.aws_session_token, &current.value.aws_session_token),
+                (
+                    &mut d.azure_client_secret,
+                    &current.value.azure_client_secret,
+                ),
+                (&mut d.azure_ad_token, &current.value.azure_ad_token),
+            ] {
+                if *sent == REDACTED {
+                    sent.clone_from(stored);
+                }
             }
             validate::deployment(&mut d, "update")?;
             d.updated_at = Some(now());
@@ -547,6 +563,97 @@ mod tests {
         assert_eq!(shown.aws_secret_access_key, REDACTED);
         assert_eq!(shown.aws_session_token, "os.environ/AWS_TOKEN");
         assert_eq!(shown.aws_access_key_id, "AKIDEXAMPLE");
+    }
+
+    #[test]
+    fn azure_identities_are_a_secret_with_its_app_or_a_token_and_never_beside_a_key() {
+        let azure = Deployment {
+            id: "a".into(),
+            model_name: "gpt-4o".into(),
+            provider: "azure".into(),
+            model: "gpt-4o-prod".into(),
+            api_base: "https://r.openai.azure.com".into(),
+            ..Default::default()
+        };
+        let principal = Deployment {
+            azure_tenant_id: "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
+            azure_client_id: "0b6c2b5e".into(),
+            azure_client_secret: "os.environ/TEAM_A_SECRET".into(),
+            ..azure.clone()
+        };
+        validate::deployment(&mut principal.clone(), "deployment").unwrap();
+        let picked = Deployment {
+            azure_client_id: "0b6c2b5e".into(),
+            ..azure.clone()
+        };
+        validate::deployment(&mut picked.clone(), "deployment").unwrap();
+        // An Entra ID access token is longer than free text may be.
+        let token = Deployment {
+            azure_ad_token: format!("eyJ0eXAiOiJKV1Qi.{}.sig", "a".repeat(2500)),
+            ..azure.clone()
+        };
+        validate::deployment(&mut token.clone(), "deployment").unwrap();
+
+        let secret_alone = Deployment {
+            azure_tenant_id: String::new(),
+            ..principal.clone()
+        };
+        assert_eq!(refused(secret_alone), "deployment.azure_client_secret");
+        let both = Deployment {
+            azure_ad_token: "eyJ0".into(),
+            ..picked.clone()
+        };
+        assert_eq!(refused(both), "deployment.azure_client_id");
+        let beside_a_key = Deployment {
+            api_key: "os.environ/AZURE_API_KEY".into(),
+            ..principal.clone()
+        };
+        assert_eq!(refused(beside_a_key), "deployment.azure_tenant_id");
+        let oidc = Deployment {
+            azure_ad_token: "oidc/github/api://AzureADTokenExchange".into(),
+            ..azure.clone()
+        };
+        assert_eq!(refused(oidc), "deployment.azure_ad_token");
+        let elsewhere = Deployment {
+            azure_client_id: "0b6c2b5e".into(),
+            ..mock("d1")
+        };
+        assert_eq!(refused(elsewhere), "deployment.azure_client_id");
+
+        let shown = redacted(Deployment {
+            azure_client_secret: "Xy8Q~literal-client-secret".into(),
+            ..principal
+        });
+        assert_eq!(shown.azure_client_secret, REDACTED);
+        assert_eq!(shown.azure_client_id, "0b6c2b5e");
+        assert_eq!(redacted(token).azure_ad_token, REDACTED);
+    }
+
+    #[test]
+    fn credentials_may_be_longer_than_text_and_a_json_key_may_have_lines() {
+        let vertex = Deployment {
+            id: "v".into(),
+            model_name: "gemini".into(),
+            provider: "vertex_ai".into(),
+            model: "gemini-2.5-pro".into(),
+            vertex_project: "p".into(),
+            api_key: format!(
+                "{{\n  \"type\": \"service_account\",\n  \"private_key\": \"{}\"\n}}\n",
+                "k".repeat(1800)
+            ),
+            ..Default::default()
+        };
+        validate::deployment(&mut vertex.clone(), "deployment").unwrap();
+        let openai_key = Deployment {
+            api_key: "sk-abc\n".into(),
+            ..mock("d1")
+        };
+        assert_eq!(refused(openai_key), "deployment.api_key");
+        let huge = Deployment {
+            api_key: "k".repeat(validate::MAX_CREDENTIAL_LEN + 1),
+            ..mock("d1")
+        };
+        assert_eq!(refused(huge), "deployment.api_key");
     }
 
     #[test]

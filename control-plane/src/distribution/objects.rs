@@ -61,7 +61,8 @@ pub enum Refusal {
 /// A decoded, checked object.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
-    Deployment(Deployment),
+    /// Boxed: by far the largest, and the fewest.
+    Deployment(Box<Deployment>),
     Alias(ModelAlias),
     Group(AccessGroup),
     Team(Team),
@@ -168,7 +169,7 @@ pub fn decode_object(
             if d != before {
                 return Err(Refusal::NotCanonical);
             }
-            Object::Deployment(d)
+            Object::Deployment(Box::new(d))
         }
         Kind::ModelAlias => Object::Alias(checked(bytes, mod_revision, id)?),
         Kind::AccessGroup => {
@@ -215,7 +216,7 @@ pub fn invalid(key: &str, mod_revision: i64, reason: Refusal) -> InvalidObject {
 /// Adds an object to a snapshot-shaped container. Tokens are never added.
 pub fn push(snapshot: &mut SnapshotWire, object: &Object) {
     match object {
-        Object::Deployment(d) => snapshot.deployments.push(d.clone()),
+        Object::Deployment(d) => snapshot.deployments.push((**d).clone()),
         Object::Alias(a) => snapshot.aliases.push(a.clone()),
         Object::Group(g) => snapshot.access_groups.push(g.clone()),
         Object::Team(t) => snapshot.teams.push(t.clone()),

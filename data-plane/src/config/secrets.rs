@@ -91,6 +91,18 @@ pub struct ProviderSecrets {
     pub aws_access_key_id: Secret,
     pub aws_secret_access_key: Secret,
     pub aws_session_token: Secret,
+    /// Azure's Entra ID identity of the deployment's own, or its token.
+    pub azure: AzureIdentity,
+}
+
+/// An Azure deployment's own Entra ID settings, resolved; all empty for the
+/// data plane's identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AzureIdentity {
+    pub tenant_id: Secret,
+    pub client_id: Secret,
+    pub client_secret: Secret,
+    pub ad_token: Secret,
 }
 
 /// For a Bedrock deployment, the variables an empty setting falls back to,
@@ -175,6 +187,12 @@ pub fn resolve(deployment: &Deployment, env: &dyn Env) -> Result<ProviderSecrets
         aws_access_key_id: aws("aws_access_key_id", &deployment.aws_access_key_id)?,
         aws_secret_access_key: aws("aws_secret_access_key", &deployment.aws_secret_access_key)?,
         aws_session_token: session_token,
+        azure: AzureIdentity {
+            tenant_id: field("azure_tenant_id", &deployment.azure_tenant_id)?,
+            client_id: field("azure_client_id", &deployment.azure_client_id)?,
+            client_secret: field("azure_client_secret", &deployment.azure_client_secret)?,
+            ad_token: field("azure_ad_token", &deployment.azure_ad_token)?,
+        },
     })
 }
 
@@ -204,7 +222,7 @@ pub fn displayable_api_key(api_key: &str) -> &str {
 }
 
 /// A copy of `deployment` whose literal `api_key` (and AWS secret key and
-/// session token) is replaced by
+/// session token, Azure client secret and token) is replaced by
 /// [`REDACTED`]; references are kept, so an operator can see which variable
 /// each data plane needs.
 pub fn redacted(deployment: &Deployment) -> Deployment {
@@ -213,6 +231,8 @@ pub fn redacted(deployment: &Deployment) -> Deployment {
         &mut d.api_key,
         &mut d.aws_secret_access_key,
         &mut d.aws_session_token,
+        &mut d.azure_client_secret,
+        &mut d.azure_ad_token,
     ] {
         if displayable_api_key(secret) == REDACTED {
             *secret = REDACTED.to_owned();
@@ -297,19 +317,28 @@ mod tests {
             api_key: "os.environ/OPENAI_KEY".into(),
             api_base: "https://api.example.com/v1".into(),
             api_version: "os.environ/AZURE_VERSION".into(),
+            azure_client_id: "app-a".into(),
+            azure_client_secret: "os.environ/APP_A_SECRET".into(),
             ..Default::default()
         };
         let secrets = resolve(
             &d,
-            &env(&[("OPENAI_KEY", "sk-real"), ("AZURE_VERSION", "2024-02-01")]),
+            &env(&[
+                ("OPENAI_KEY", "sk-real"),
+                ("AZURE_VERSION", "2024-02-01"),
+                ("APP_A_SECRET", "Xy8Q~app-a"),
+            ]),
         )
         .expect("all set");
+        assert_eq!(secrets.azure.client_id.expose(), "app-a");
+        assert_eq!(secrets.azure.client_secret.expose(), "Xy8Q~app-a");
         assert_eq!(secrets.api_key.expose(), "sk-real");
         assert_eq!(secrets.api_base.expose(), "https://api.example.com/v1");
         assert_eq!(secrets.api_version.expose(), "2024-02-01");
         let debug = format!("{secrets:?}");
         assert!(!debug.contains("sk-real"), "{debug}");
         assert!(!debug.contains("2024-02-01"), "{debug}");
+        assert!(!debug.contains("Xy8Q~app-a"), "{debug}");
     }
 
     #[test]

@@ -204,8 +204,13 @@ pub async fn forward(
                     None
                 }
                 Fetches::EntraToken => {
-                    let authorization =
-                        token::entra_authorization(targets.token(), upstream, metrics).await?;
+                    let authorization = token::entra_authorization(
+                        targets.token(),
+                        &secrets.azure,
+                        upstream,
+                        metrics,
+                    )
+                    .await?;
                     headers.insert(header::AUTHORIZATION, authorization);
                     None
                 }

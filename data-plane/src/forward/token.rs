@@ -13,7 +13,7 @@ use hyper::body::Bytes;
 use hyper::header::HeaderValue;
 use hyper::{Request, StatusCode};
 
-use crate::config::secrets::Secret;
+use crate::config::secrets::{AzureIdentity, Secret};
 use crate::metrics::Metrics;
 use crate::providers::aws_credentials::{self, Source};
 use crate::providers::target::{
@@ -47,16 +47,18 @@ pub async fn authorization(
 }
 
 /// The `Authorization` for a request to an Azure deployment without a key:
-/// a token for the data plane's identity, kept in `cell`.
+/// a token for the identity it names (`own`) or the data plane's, kept in
+/// `cell`.
 pub async fn entra_authorization(
     cell: &Arc<TokenCell>,
+    own: &AzureIdentity,
     upstream: &Upstream,
     metrics: &Arc<Metrics>,
 ) -> Result<HeaderValue, UpstreamError> {
-    let upstream = upstream.clone();
+    let (own, upstream) = (own.clone(), upstream.clone());
     let token = current(cell, metrics, move || {
-        let upstream = upstream.clone();
-        async move { fetch_entra_token(&upstream).await }
+        let (own, upstream) = (own.clone(), upstream.clone());
+        async move { fetch_entra_token(&own, &upstream).await }
     })
     .await?;
     Ok(token.authorization.clone())
@@ -138,12 +140,15 @@ async fn fetch_token(api_key: &Secret, upstream: &Upstream) -> Result<Token, Ups
     }
 }
 
-/// Fetches an Entra ID token for the identity the environment names, a
-/// federated token read afresh (the kubelet rotates it); with none named,
-/// the host's managed identity, given as long as on EC2 (off Azure nothing
-/// answers).
-async fn fetch_entra_token(upstream: &Upstream) -> Result<Token, UpstreamError> {
-    let identity = entra::identity(|name| std::env::var(name).ok());
+/// Fetches an Entra ID token for the identity the deployment (`own`) and
+/// the environment name, a federated token read afresh (the kubelet
+/// rotates it); with none named, the host's managed identity, given as long
+/// as on EC2 (off Azure nothing answers).
+async fn fetch_entra_token(
+    own: &AzureIdentity,
+    upstream: &Upstream,
+) -> Result<Token, UpstreamError> {
+    let identity = entra::identity(own, |name| std::env::var(name).ok());
     let asked = entra::token_request(&identity, |path| std::fs::read_to_string(path))?;
     let started = Instant::now();
     let answered = match &identity {

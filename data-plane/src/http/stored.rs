@@ -84,6 +84,7 @@ pub async fn stored_response(
     if provider.fetches(deployment) == Fetches::EntraToken {
         let authorization = crate::forward::token::entra_authorization(
             deployment.targets().token(),
+            &deployment.secrets().azure,
             &state.upstream,
             &state.metrics,
         )

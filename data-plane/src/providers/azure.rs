@@ -5,10 +5,11 @@
 //! deployment name as the body's `model`, its version defaulting to
 //! [`RESPONSES_API_VERSION`].
 //!
-//! Without an `api_key`, a request carries a Microsoft Entra ID token for
-//! the data plane's identity (a service principal, the pod's workload
-//! identity or the host's managed identity: [`super::entra`]) as
-//! `Authorization: Bearer`.
+//! Without an `api_key`, a request carries a Microsoft Entra ID token as
+//! `Authorization: Bearer`: the deployment's `azure_ad_token` as it is, or
+//! one fetched for the identity the deployment or the data plane names (a
+//! service principal, the pod's workload identity or the host's managed
+//! identity: [`super::entra`]).
 //!
 //! `api_version` defaults to [`DEFAULT_API_VERSION`] when the deployment sets
 //! none: Azure refuses requests without one.
@@ -21,7 +22,7 @@
 //! `api_base` that already ends in `/openai/v1` (Azure AI Foundry shows its
 //! endpoints so).
 
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
 
 use super::{Address, Fetches, Provider, ProviderError, api_base, secret_header};
 use crate::config::snapshot::ResolvedDeployment;
@@ -87,7 +88,8 @@ impl Provider for Azure {
     }
 
     fn fetches(&self, deployment: &ResolvedDeployment) -> Fetches {
-        if deployment.secrets().api_key.expose().is_empty() {
+        let secrets = deployment.secrets();
+        if secrets.api_key.is_empty() && secrets.azure.ad_token.is_empty() {
             Fetches::EntraToken
         } else {
             Fetches::Nothing
@@ -104,19 +106,27 @@ fn v1_base(base: &str, api_version: &str) -> Option<String> {
     matches!(api_version, "v1" | "latest" | "preview").then(|| format!("{base}/openai/v1"))
 }
 
-/// The key in Azure's `api-key` header (both APIs take it), when one is set;
-/// without, the request carries an Entra ID token instead ([`Fetches`]).
+/// The key in Azure's `api-key` header (both APIs take it), or the
+/// deployment's own Entra ID token, when one is set; without either, the
+/// request carries a fetched token instead ([`Fetches`]).
 fn key_header(
     deployment: &ResolvedDeployment,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, ProviderError> {
-    let key = deployment.secrets().api_key.expose();
-    if key.is_empty() {
-        return Ok(Vec::new());
+    let secrets = deployment.secrets();
+    let (key, token) = (secrets.api_key.expose(), secrets.azure.ad_token.expose());
+    if !key.is_empty() {
+        return Ok(vec![(
+            HeaderName::from_static("api-key"),
+            secret_header(key, "api_key")?,
+        )]);
     }
-    Ok(vec![(
-        HeaderName::from_static("api-key"),
-        secret_header(key, "api_key")?,
-    )])
+    if !token.is_empty() {
+        return Ok(vec![(
+            header::AUTHORIZATION,
+            secret_header(&format!("Bearer {token}"), "azure_ad_token")?,
+        )]);
+    }
+    Ok(Vec::new())
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters, so a

@@ -12,6 +12,11 @@
 //! grant with a JWT client assertion) for an access token scoped to
 //! Cognitive Services, sent as `Authorization: Bearer`.
 //!
+//! A deployment may name an identity of its own ([`AzureIdentity`]): its
+//! settings take the place of the variables of the same meaning, and once
+//! it names the app (a tenant or a client id) the environment's client
+//! secret, which belongs to the environment's app, is never sent for it.
+//!
 //! Pure: the environment and the file are read through the caller's
 //! closures; sending is [`crate::forward`]'s.
 
@@ -21,7 +26,7 @@ use percent_encoding::utf8_percent_encode;
 use super::ProviderError;
 use super::sigv4::UNRESERVED;
 use super::target::TokenRequest;
-use crate::config::secrets::Secret;
+use crate::config::secrets::{AzureIdentity, Secret};
 
 /// Where Entra ID's public cloud issues tokens, when the environment names
 /// no other (sovereign clouds set `AZURE_AUTHORITY_HOST`).
@@ -67,13 +72,26 @@ pub enum Identity {
 /// `AZURE_POD_IDENTITY_AUTHORITY_HOST` names no other (as Azure's SDKs).
 pub const DEFAULT_METADATA_ENDPOINT: &str = "http://169.254.169.254";
 
-/// The identity `env` names: a service principal's secret, else a workload
-/// identity, else the host's managed identity.
-pub fn identity(env: impl Fn(&str) -> Option<String>) -> Identity {
+/// The identity a deployment's `own` settings and `env` name: a service
+/// principal's secret, else a workload identity, else the host's managed
+/// identity.
+pub fn identity(own: &AzureIdentity, env: impl Fn(&str) -> Option<String>) -> Identity {
+    let picks_the_app = !own.tenant_id.is_empty() || !own.client_id.is_empty();
     let var = |name: &str| {
-        env(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
+        let own = match name {
+            "AZURE_TENANT_ID" => Some(&own.tenant_id),
+            "AZURE_CLIENT_ID" => Some(&own.client_id),
+            "AZURE_CLIENT_SECRET" => Some(&own.client_secret),
+            _ => None,
+        };
+        let value = if let Some(own) = own.filter(|s| !s.is_empty()) {
+            Some(own.expose().to_owned())
+        } else if picks_the_app && name == "AZURE_CLIENT_SECRET" {
+            None
+        } else {
+            env(name)
+        };
+        value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
     };
     let proof = var("AZURE_CLIENT_SECRET")
         .map(|s| Proof::Secret(Secret::new(s)))
@@ -207,7 +225,10 @@ mod tests {
 
     #[test]
     fn the_hosts_managed_identity_is_asked_of_the_metadata_service() {
-        let asked = token_request(&identity(env(&[])), |_| panic!("no file")).unwrap();
+        let asked = token_request(&identity(&AzureIdentity::default(), env(&[])), |_| {
+            panic!("no file")
+        })
+        .unwrap();
         assert_eq!(
             asked.url,
             "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01\
@@ -215,10 +236,13 @@ mod tests {
         );
         assert_eq!(asked.method, hyper::Method::GET);
         assert_eq!(asked.headers[0].0, "metadata");
-        let user_assigned = identity(env(&[
-            ("AZURE_CLIENT_ID", "0b6c"),
-            ("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9/"),
-        ]));
+        let user_assigned = identity(
+            &AzureIdentity::default(),
+            env(&[
+                ("AZURE_CLIENT_ID", "0b6c"),
+                ("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9/"),
+            ]),
+        );
         let asked = token_request(&user_assigned, |_| panic!("no file")).unwrap();
         assert!(
             asked
@@ -250,11 +274,14 @@ mod tests {
 
     #[test]
     fn a_pods_workload_identity_is_read_from_the_webhooks_variables() {
-        let w = app(identity(env(POD)));
+        let w = app(identity(&AzureIdentity::default(), env(POD)));
         assert_eq!(w.authority, "https://login.microsoftonline.com");
         assert_eq!(w.tenant_id, "72f988bf-86f1-41af-91ab-2d7cd011db47");
         let no_host = &POD[..3];
-        assert_eq!(app(identity(env(no_host))).authority, DEFAULT_AUTHORITY);
+        assert_eq!(
+            app(identity(&AzureIdentity::default(), env(no_host))).authority,
+            DEFAULT_AUTHORITY
+        );
         for (missing, (name, _)) in POD.iter().enumerate().take(3) {
             let vars: Vec<_> = POD
                 .iter()
@@ -263,7 +290,10 @@ mod tests {
                 .map(|(_, v)| *v)
                 .collect();
             assert!(
-                matches!(identity(env(&vars)), Identity::Managed { .. }),
+                matches!(
+                    identity(&AzureIdentity::default(), env(&vars)),
+                    Identity::Managed { .. }
+                ),
                 "without {name}, the host's managed identity"
             );
         }
@@ -271,7 +301,7 @@ mod tests {
 
     #[test]
     fn the_federated_token_is_exchanged_with_a_client_assertion() {
-        let w = identity(env(POD));
+        let w = identity(&AzureIdentity::default(), env(POD));
         let asked = token_request(&w, |path| {
             assert_eq!(path, "/var/run/secrets/azure/tokens/azure-identity-token");
             Ok("eyJhbGc.pod-token.sig\n".into())
@@ -296,7 +326,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_or_empty_token_file_is_said_without_its_contents() {
-        let w = identity(env(POD));
+        let w = identity(&AzureIdentity::default(), env(POD));
         let e = token_request(&w, |_| {
             Err(std::io::Error::from(std::io::ErrorKind::NotFound))
         })
@@ -310,7 +340,7 @@ mod tests {
     fn a_client_secret_comes_first_as_in_azures_sdks_and_is_never_shown() {
         let mut vars = POD.to_vec();
         vars.push(("AZURE_CLIENT_SECRET", "Q~s3cr3t+/="));
-        let w = identity(env(&vars));
+        let w = identity(&AzureIdentity::default(), env(&vars));
         assert_eq!(
             app(w.clone()).proof,
             Proof::Secret(Secret::new("Q~s3cr3t+/="))
@@ -325,5 +355,52 @@ mod tests {
                  &client_secret=Q~s3cr3t%2B%2F%3D"
             )
         );
+    }
+
+    #[test]
+    fn a_deployments_own_identity_takes_the_place_of_the_environments() {
+        let own = |tenant: &str, client: &str, secret: &str| AzureIdentity {
+            tenant_id: Secret::new(tenant),
+            client_id: Secret::new(client),
+            client_secret: Secret::new(secret),
+            ad_token: Secret::default(),
+        };
+        let mut pod = POD.to_vec();
+        pod.push(("AZURE_CLIENT_SECRET", "the-pods-own-secret"));
+        // A service principal of its own: nothing of the pod's app.
+        let w = app(identity(&own("team-a", "app-a", "secret-a"), env(&pod)));
+        assert_eq!(
+            (w.tenant_id.as_str(), w.client_id.as_str()),
+            ("team-a", "app-a")
+        );
+        assert_eq!(w.proof, Proof::Secret(Secret::new("secret-a")));
+        assert_eq!(w.authority, DEFAULT_AUTHORITY, "the cloud is the pod's");
+        // Another app for the pod's federated token: the pod's secret,
+        // which is its own app's, is not sent for it.
+        let w = app(identity(&own("", "app-b", ""), env(&pod)));
+        assert_eq!(w.client_id, "app-b");
+        assert_eq!(w.tenant_id, "72f988bf-86f1-41af-91ab-2d7cd011db47");
+        assert_eq!(
+            w.proof,
+            Proof::TokenFile("/var/run/secrets/azure/tokens/azure-identity-token".into())
+        );
+        // A user-assigned managed identity picked by the deployment.
+        assert_eq!(
+            identity(&own("", "mi-c", ""), env(&[])),
+            Identity::Managed {
+                endpoint: DEFAULT_METADATA_ENDPOINT.into(),
+                client_id: Some("mi-c".into()),
+            }
+        );
+        // Without a federated token, the pod's secret never goes to app-b.
+        let secret_only = [
+            ("AZURE_TENANT_ID", "t"),
+            ("AZURE_CLIENT_ID", "pod-app"),
+            ("AZURE_CLIENT_SECRET", "the-pods-own-secret"),
+        ];
+        assert!(matches!(
+            identity(&own("", "app-b", ""), env(&secret_only)),
+            Identity::Managed { .. }
+        ));
     }
 }
