@@ -574,6 +574,31 @@ fn entra_token(
             &json!({"access_token": format!("entra-mock-mi-{n}"), "expires_in": "86399", "token_type": "Bearer", "resource": "https://cognitiveservices.azure.com/"}),
         ));
     }
+    if path.split('?').next() == Some(APP_IDENTITY_PATH) {
+        // App Service's (and Container Apps') identity endpoint.
+        let proven = parts
+            .headers
+            .get("x-identity-header")
+            .is_some_and(|v| v == APP_IDENTITY_HEADER);
+        let query = parts.uri.query().unwrap_or_default();
+        let asked = query.contains("api-version=2019-08-01")
+            && query.contains("resource=https%3A%2F%2Fcognitiveservices.azure.com%2F");
+        if parts.method != hyper::Method::GET || !proven || !asked {
+            return Some(json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"statusCode": 400, "message": "Unable to load the proper Managed Identity."}),
+            ));
+        }
+        let n = state.ids.fetch_add(1, Ordering::SeqCst);
+        let expires_on = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + 3600;
+        return Some(json_response(
+            StatusCode::OK,
+            &json!({"access_token": format!("entra-mock-app-{n}"), "expires_on": expires_on.to_string(), "resource": "https://cognitiveservices.azure.com/", "token_type": "Bearer"}),
+        ));
+    }
     let tenant = path.strip_suffix("/oauth2/v2.0/token")?.strip_prefix('/')?;
     if parts.method != hyper::Method::POST || tenant.is_empty() || tenant.contains('/') {
         return None;
@@ -619,6 +644,11 @@ fn entra_token(
         &json!({"token_type": "Bearer", "expires_in": life, "ext_expires_in": life, "access_token": format!("entra-mock-{n}")}),
     ))
 }
+
+/// Where the mock plays App Service's identity endpoint (`IDENTITY_ENDPOINT`).
+pub const APP_IDENTITY_PATH: &str = "/msi/token";
+/// The secret it wants in `X-IDENTITY-HEADER` (`IDENTITY_HEADER`).
+pub const APP_IDENTITY_HEADER: &str = "853b9a84-5bfa-4b22-a3f3-0b9a43d9ad8a";
 
 /// The token a pod's EKS Pod Identity agent wants, as the mock plays it.
 pub const POD_IDENTITY_TOKEN: &str = "eks-pod-identity-token-mock";

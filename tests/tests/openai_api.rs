@@ -1708,6 +1708,27 @@ async fn azure_without_a_key_sends_an_entra_token_for_the_data_planes_identity()
     );
     drop(gw);
 
+    // An App Service or Container Apps app's managed identity, from its
+    // platform's endpoint, proven by the header beside it; never logged.
+    let endpoint = entra.url(mock_upstream::APP_IDENTITY_PATH);
+    let (gw, key) = keyless_azure(&[
+        ("IDENTITY_ENDPOINT", &endpoint),
+        ("IDENTITY_HEADER", mock_upstream::APP_IDENTITY_HEADER),
+        ("AZURE_POD_IDENTITY_AUTHORITY_HOST", &metadata),
+    ])
+    .await;
+    gw.chat(&key, "azure-gpt").await.assert_ok();
+    assert_eq!(
+        gw.upstream
+            .last_request()
+            .unwrap()
+            .header("authorization")
+            .map(|v| v.starts_with("Bearer entra-mock-app-")),
+        Some(true)
+    );
+    gw.assert_logs_hold_none_of(&[mock_upstream::APP_IDENTITY_HEADER]);
+    drop(gw);
+
     // No identity at all (nothing answers for the metadata service): said,
     // and nothing sent.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -125,13 +125,10 @@ where
 /// Fetches a token with the credentials `api_key` names.
 async fn fetch_token(api_key: &Secret, upstream: &Upstream) -> Result<Token, UpstreamError> {
     let credentials = vertex::credentials(api_key.expose(), |name| std::env::var(name).ok())?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let asked = vertex::token_request(&credentials, now)?;
+    let asked = vertex::token_request(&credentials, unix_now())?;
     let started = Instant::now();
     let (status, body) = send(asked, upstream, "the Google token endpoint", FETCH_TIMEOUT).await?;
-    match vertex::read_token(status.as_u16(), &body) {
+    match vertex::read_token(status.as_u16(), &body, unix_now()) {
         Ok((authorization, life)) => Ok(Token {
             authorization,
             expires_at: started + life,
@@ -153,6 +150,9 @@ async fn fetch_entra_token(
     let started = Instant::now();
     let answered = match &identity {
         entra::Identity::App(_) => send(asked, upstream, "Microsoft Entra ID", FETCH_TIMEOUT).await,
+        entra::Identity::Hosted { .. } => {
+            send(asked, upstream, "the app's identity endpoint", FETCH_TIMEOUT).await
+        }
         entra::Identity::Managed { endpoint, .. } => {
             send(asked, upstream, "Azure's instance metadata service", IMDS_TIMEOUT)
                 .await
@@ -160,21 +160,28 @@ async fn fetch_entra_token(
                     crate::providers::ProviderError::Credentials(format!(
                         "an azure deployment without api_key needs an identity: none in the data \
                          plane's environment (AZURE_TENANT_ID, AZURE_CLIENT_ID and \
-                         AZURE_CLIENT_SECRET, or a workload identity's AZURE_FEDERATED_TOKEN_FILE), \
-                         and no managed identity at {endpoint} ({e})"
+                         AZURE_CLIENT_SECRET, a workload identity's AZURE_FEDERATED_TOKEN_FILE, or an \
+                         app's IDENTITY_ENDPOINT and IDENTITY_HEADER), and no managed identity at \
+                         {endpoint} ({e})"
                     ))
                     .into()
                 })
         }
     };
     let (status, body) = answered?;
-    match vertex::read_token(status.as_u16(), &body) {
+    match vertex::read_token(status.as_u16(), &body, unix_now()) {
         Ok((authorization, life)) => Ok(Token {
             authorization,
             expires_at: started + life,
         }),
         Err(e) => Err(refused(e)),
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Fetches temporary AWS keys from the source the environment names.

@@ -3,7 +3,9 @@
 //! `DefaultAzureCredential`: a service principal's secret
 //! (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`), else the
 //! pod's workload identity, as on AKS, else the host's managed identity
-//! from Azure's instance metadata service. The workload identity
+//! from its platform: App Service's, Functions' and Container Apps' local
+//! endpoint (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`), else Azure's instance
+//! metadata service (a VM's, an AKS node's). The workload identity
 //! webhook puts `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`,
 //! `AZURE_FEDERATED_TOKEN_FILE` (a projected service account token, which
 //! the kubelet rotates: read again at every fetch) and
@@ -66,6 +68,14 @@ pub enum Identity {
         endpoint: String,
         client_id: Option<String>,
     },
+    /// An App Service, Functions or Container Apps app's managed identity,
+    /// from the platform's local endpoint (`IDENTITY_ENDPOINT`, the whole
+    /// URL), which wants the secret it puts beside it (`IDENTITY_HEADER`).
+    Hosted {
+        endpoint: String,
+        header: Secret,
+        client_id: Option<String>,
+    },
 }
 
 /// Where Azure's instance metadata service answers, when
@@ -106,12 +116,19 @@ pub fn identity(own: &AzureIdentity, env: impl Fn(&str) -> Option<String>) -> Id
             client_id,
             proof,
         }),
-        (_, client_id, _) => Identity::Managed {
-            endpoint: var("AZURE_POD_IDENTITY_AUTHORITY_HOST")
-                .unwrap_or_else(|| DEFAULT_METADATA_ENDPOINT.into())
-                .trim_end_matches('/')
-                .to_owned(),
-            client_id,
+        (_, client_id, _) => match (var("IDENTITY_ENDPOINT"), var("IDENTITY_HEADER")) {
+            (Some(endpoint), Some(header)) => Identity::Hosted {
+                endpoint,
+                header: Secret::new(header),
+                client_id,
+            },
+            _ => Identity::Managed {
+                endpoint: var("AZURE_POD_IDENTITY_AUTHORITY_HOST")
+                    .unwrap_or_else(|| DEFAULT_METADATA_ENDPOINT.into())
+                    .trim_end_matches('/')
+                    .to_owned(),
+                client_id,
+            },
         },
     }
 }
@@ -122,14 +139,38 @@ pub fn token_request(
     read: impl Fn(&str) -> std::io::Result<String>,
 ) -> Result<TokenRequest, ProviderError> {
     let encode = |s: &str| utf8_percent_encode(s, UNRESERVED).to_string();
+    // Managed identities' endpoints want the resource, not a scope.
+    let resource = SCOPE.trim_end_matches(".default");
     let workload = match identity {
         Identity::App(workload) => workload,
+        Identity::Hosted {
+            endpoint,
+            header,
+            client_id,
+        } => {
+            let mut url = format!(
+                "{endpoint}{}api-version=2019-08-01&resource={}",
+                if endpoint.contains('?') { '&' } else { '?' },
+                encode(resource)
+            );
+            if let Some(id) = client_id {
+                url.push_str(&format!("&client_id={}", encode(id)));
+            }
+            let mut proof = HeaderValue::from_str(header.expose()).map_err(|_| {
+                ProviderError::Credentials("IDENTITY_HEADER is not a valid header value".into())
+            })?;
+            proof.set_sensitive(true);
+            return Ok(TokenRequest {
+                url,
+                method: hyper::Method::GET,
+                form: None,
+                headers: vec![(HeaderName::from_static("x-identity-header"), proof)],
+            });
+        }
         Identity::Managed {
             endpoint,
             client_id,
         } => {
-            // The metadata service wants the resource, not a scope.
-            let resource = SCOPE.trim_end_matches(".default");
             let mut url = format!(
                 "{endpoint}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}",
                 encode(resource)
@@ -256,20 +297,31 @@ mod tests {
         let (bearer, life) = read_token(
             200,
             br#"{"access_token":"eyJ0.mi","expires_in":"86399","token_type":"Bearer"}"#,
+            0,
         )
         .unwrap();
         assert_eq!(bearer, "Bearer eyJ0.mi");
         assert_eq!(life, Duration::from_secs(86399));
-        let (_, life) = read_token(200, br#"{"access_token":"t","expires_in":3599}"#).unwrap();
+        let (_, life) = read_token(200, br#"{"access_token":"t","expires_in":3599}"#, 0).unwrap();
         assert_eq!(life, Duration::from_secs(3599));
         assert_eq!(
             read_token(
                 400,
-                br#"{"error":"invalid_request","error_description":"Identity not found"}"#
+                br#"{"error":"invalid_request","error_description":"Identity not found"}"#,
+                0
             ),
             Err(TokenError::Refused("invalid_request".into()))
         );
-        assert!(read_token(200, b"{}").is_err());
+        assert!(read_token(200, b"{}", 0).is_err());
+        // App Service's says when it expires, not in how long: the token it
+        // hands out may be a cached one, near its end.
+        let (_, life) = read_token(
+            200,
+            br#"{"access_token":"t","expires_on":"1700000600","token_type":"Bearer"}"#,
+            1_700_000_000,
+        )
+        .unwrap();
+        assert_eq!(life, Duration::from_secs(600));
     }
 
     #[test]
@@ -400,6 +452,44 @@ mod tests {
         ];
         assert!(matches!(
             identity(&own("", "app-b", ""), env(&secret_only)),
+            Identity::Managed { .. }
+        ));
+    }
+
+    #[test]
+    fn an_apps_managed_identity_is_asked_of_its_platforms_endpoint_with_its_header() {
+        let app_service = [
+            ("IDENTITY_ENDPOINT", "http://localhost:42356/msi/token"),
+            ("IDENTITY_HEADER", "853b9a84-5bfa-4b22-a3f3-0b9a43d9ad8a"),
+        ];
+        let hosted = identity(&AzureIdentity::default(), env(&app_service));
+        assert!(!format!("{hosted:?}").contains("853b9a84"), "{hosted:?}");
+        let asked = token_request(&hosted, |_| panic!("no file")).unwrap();
+        assert_eq!(
+            asked.url,
+            "http://localhost:42356/msi/token?api-version=2019-08-01\
+             &resource=https%3A%2F%2Fcognitiveservices.azure.com%2F"
+        );
+        assert_eq!(asked.method, hyper::Method::GET);
+        assert_eq!(asked.headers[0].0, "x-identity-header");
+        assert!(asked.headers[0].1.is_sensitive());
+        // A user-assigned one, picked by the deployment or the environment.
+        let own = AzureIdentity {
+            client_id: Secret::new("mi-d"),
+            ..AzureIdentity::default()
+        };
+        let asked = token_request(&identity(&own, env(&app_service)), |_| panic!()).unwrap();
+        assert!(asked.url.ends_with("&client_id=mi-d"), "{}", asked.url);
+        // A service principal or a workload identity comes first.
+        let mut both = POD.to_vec();
+        both.extend(app_service);
+        assert!(matches!(
+            identity(&AzureIdentity::default(), env(&both)),
+            Identity::App(_)
+        ));
+        // The endpoint without its secret is no identity of an app.
+        assert!(matches!(
+            identity(&AzureIdentity::default(), env(&app_service[..1])),
             Identity::Managed { .. }
         ));
     }

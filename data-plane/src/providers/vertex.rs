@@ -373,9 +373,15 @@ fn assertion(account: &ServiceAccount, token_uri: &str, now: u64) -> Result<Stri
 }
 
 /// An OAuth 2.0 token endpoint's answer (Google's, Entra ID's, Azure's
-/// metadata service's): the `Authorization` value (sensitive) and how long
-/// it is good for.
-pub fn read_token(status: u16, body: &[u8]) -> Result<(HeaderValue, Duration), TokenError> {
+/// managed identity endpoints'): the `Authorization` value (sensitive) and
+/// how long it is good for: its `expires_in`, else (App Service's, which
+/// may hand out a cached token) its `expires_on` in unix seconds less
+/// `now_unix`, else an hour.
+pub fn read_token(
+    status: u16,
+    body: &[u8],
+    now_unix: u64,
+) -> Result<(HeaderValue, Duration), TokenError> {
     /// Seconds, a number from OAuth endpoints, a string from Azure's
     /// instance metadata service.
     #[derive(Deserialize)]
@@ -388,8 +394,14 @@ pub fn read_token(status: u16, body: &[u8]) -> Result<(HeaderValue, Duration), T
     struct Answer {
         access_token: Option<String>,
         expires_in: Option<Seconds>,
+        expires_on: Option<Seconds>,
         error: Option<String>,
     }
+    let seconds = |s: Option<Seconds>| match s {
+        Some(Seconds::Number(n)) => Some(n),
+        Some(Seconds::Text(t)) => t.trim().parse().ok(),
+        None => None,
+    };
     let answer: Option<Answer> = serde_json::from_slice(body).ok();
     if !(200..300).contains(&status) {
         let code = answer
@@ -414,12 +426,9 @@ pub fn read_token(status: u16, body: &[u8]) -> Result<(HeaderValue, Duration), T
     Ok((
         authorization,
         Duration::from_secs(
-            match answer.expires_in {
-                Some(Seconds::Number(n)) => Some(n),
-                Some(Seconds::Text(t)) => t.trim().parse().ok(),
-                None => None,
-            }
-            .unwrap_or(3600),
+            seconds(answer.expires_in)
+                .or_else(|| seconds(answer.expires_on).map(|on| on.saturating_sub(now_unix)))
+                .unwrap_or(3600),
         ),
     ))
 }
@@ -618,6 +627,7 @@ mod tests {
         let (authorization, life) = read_token(
             200,
             br#"{"access_token":"ya29.a0","expires_in":3599,"token_type":"Bearer"}"#,
+            0,
         )
         .unwrap();
         assert_eq!(authorization, "Bearer ya29.a0");
@@ -626,16 +636,26 @@ mod tests {
         assert_eq!(
             read_token(
                 400,
-                br#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#
+                br#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#,
+                0
             ),
             Err(TokenError::Refused("invalid_grant".into()))
         );
         assert_eq!(
-            read_token(403, b"<html>"),
+            read_token(403, b"<html>", 0),
             Err(TokenError::Refused("403".into()))
         );
-        assert!(matches!(read_token(503, b""), Err(TokenError::Failed(_))));
-        assert!(matches!(read_token(429, b""), Err(TokenError::Failed(_))));
-        assert!(matches!(read_token(200, b"{}"), Err(TokenError::Failed(_))));
+        assert!(matches!(
+            read_token(503, b"", 0),
+            Err(TokenError::Failed(_))
+        ));
+        assert!(matches!(
+            read_token(429, b"", 0),
+            Err(TokenError::Failed(_))
+        ));
+        assert!(matches!(
+            read_token(200, b"{}", 0),
+            Err(TokenError::Failed(_))
+        ));
     }
 }
