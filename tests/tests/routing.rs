@@ -213,7 +213,7 @@ async fn cost_based_picks_the_cheapest_and_order_is_respected() {
     gw.deploy(ordered("secondary", "ordered", &ups[3], 2)).await;
     gw.set_router(api::RouterSettings {
         routing_strategy: "cost-based-routing".into(),
-        cooldown_time: Some(millis(1000)),
+        cooldown_time: Some(millis(3000)),
         ..Default::default()
     })
     .await;
@@ -396,7 +396,7 @@ async fn cooldowns_skip_a_failing_deployment_and_bring_it_back() {
     gw.deploy(dep("other", "h", &ups[2])).await;
     gw.set_router(api::RouterSettings {
         allowed_fails: Some(2),
-        cooldown_time: Some(millis(1500)),
+        cooldown_time: Some(millis(3000)),
         fallbacks: vec![fallback("g", &["h"])],
         ..Default::default()
     })
@@ -423,14 +423,14 @@ async fn cooldowns_skip_a_failing_deployment_and_bring_it_back() {
     .await;
 
     // A Retry-After longer than cooldown_time is honoured.
-    ups[0].script([Fault::retry_after(429, 4)]);
+    ups[0].script([Fault::retry_after(429, 8)]);
     let started = Instant::now();
     gw.chat(&key, "g").await.assert_ok();
     let until = state(&gw, 0, "flaky").await["cooling"]["remaining_ms"]
         .as_u64()
         .expect("cooling");
-    assert!(until > 3_000, "the upstream's 4 s, not 1.5 s: {until} ms");
-    tokio::time::sleep(Duration::from_millis(2000).saturating_sub(started.elapsed())).await;
+    assert!(until > 6_000, "the upstream's 8 s, not 3 s: {until} ms");
+    tokio::time::sleep(Duration::from_millis(4000).saturating_sub(started.elapsed())).await;
     assert_eq!(cooling(&gw, 0, "flaky").await.as_deref(), Some("own"));
 
     // Everything cooling: the fallback answers; with nothing left, 503.
