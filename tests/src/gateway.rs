@@ -163,6 +163,18 @@ impl Gateway {
         self.wrote(revision);
     }
 
+    /// Every deployment, as the admin API lists it (credentials redacted).
+    pub async fn deployments(&self) -> Vec<api::Deployment> {
+        self.admin
+            .models
+            .clone()
+            .list_deployments(api::ListDeploymentsRequest::default())
+            .await
+            .expect("ListDeployments")
+            .into_inner()
+            .deployments
+    }
+
     /// Sets the router settings: every field `settings` sets.
     pub async fn set_router(&self, settings: api::RouterSettings) {
         let revision = self

@@ -1378,15 +1378,7 @@ async fn the_quick_starts_fallback_from_o1_to_gpt_4o_works() {
     ))
     .unwrap();
     gw.import_litellm(yaml).await;
-    let deployments = gw
-        .admin
-        .models
-        .clone()
-        .list_deployments(api::ListDeploymentsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .deployments;
+    let deployments = gw.deployments().await;
     let o1 = deployments
         .iter()
         .find(|d| d.model_name == "o1")
