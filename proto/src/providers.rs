@@ -37,6 +37,9 @@ pub struct Provider {
     /// API that does not would answer 404, and a 404 cools the deployment
     /// for every other request too: refused before sending instead).
     pub legacy_completions: bool,
+    /// Whether it serves `/moderations` (OpenAI's, and Mistral's of the
+    /// same shape); a deployment's `supported_endpoints` may say otherwise.
+    pub moderations: bool,
 }
 
 const fn openai_compatible(prefix: &'static str, base: &'static str) -> Provider {
@@ -45,6 +48,15 @@ const fn openai_compatible(prefix: &'static str, base: &'static str) -> Provider
         wire: Wire::OpenAi,
         default_api_base: Some(base),
         legacy_completions: true,
+        moderations: false,
+    }
+}
+
+/// `provider`, serving `/moderations` too.
+const fn moderating(provider: Provider) -> Provider {
+    Provider {
+        moderations: true,
+        ..provider
     }
 }
 
@@ -55,12 +67,14 @@ pub const PROVIDERS: &[Provider] = &[
         wire: Wire::Anthropic,
         default_api_base: Some("https://api.anthropic.com"),
         legacy_completions: false,
+        moderations: false,
     },
     Provider {
         prefix: "azure",
         wire: Wire::Azure,
         default_api_base: None,
         legacy_completions: true,
+        moderations: false,
     },
     // Its endpoint is made from `aws_region_name`.
     Provider {
@@ -68,6 +82,7 @@ pub const PROVIDERS: &[Provider] = &[
         wire: Wire::Bedrock,
         default_api_base: Some(""),
         legacy_completions: false,
+        moderations: false,
     },
     openai_compatible("deepinfra", "https://api.deepinfra.com/v1/openai"),
     openai_compatible("deepseek", "https://api.deepseek.com/v1"),
@@ -81,19 +96,21 @@ pub const PROVIDERS: &[Provider] = &[
         wire: Wire::OpenAi,
         default_api_base: Some("https://generativelanguage.googleapis.com/v1beta/openai"),
         legacy_completions: false,
+        moderations: false,
     },
     openai_compatible("groq", "https://api.groq.com/openai/v1"),
     openai_compatible("hosted_vllm", "http://localhost:8000/v1"),
     openai_compatible("lm_studio", "http://localhost:1234/v1"),
-    openai_compatible("mistral", "https://api.mistral.ai/v1"),
+    moderating(openai_compatible("mistral", "https://api.mistral.ai/v1")),
     Provider {
         prefix: "mock",
         wire: Wire::Mock,
         default_api_base: Some(""),
         legacy_completions: true,
+        moderations: true,
     },
     openai_compatible("ollama", "http://localhost:11434/v1"),
-    openai_compatible("openai", "https://api.openai.com/v1"),
+    moderating(openai_compatible("openai", "https://api.openai.com/v1")),
     openai_compatible("openrouter", "https://openrouter.ai/api/v1"),
     openai_compatible("perplexity", "https://api.perplexity.ai"),
     openai_compatible("together_ai", "https://api.together.xyz/v1"),
@@ -103,6 +120,7 @@ pub const PROVIDERS: &[Provider] = &[
         wire: Wire::Vertex,
         default_api_base: Some(""),
         legacy_completions: false,
+        moderations: false,
     },
     openai_compatible("xai", "https://api.x.ai/v1"),
 ];

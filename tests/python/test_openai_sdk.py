@@ -9,6 +9,8 @@ and a mock upstream, creates the deployments and a key, and passes them here:
     SLUICE_TEST_MODEL               a chat model the key may use
     SLUICE_TEST_SLASHED_MODEL       a chat model the key may use, named `vendor/model`
     SLUICE_TEST_EMBEDDING_MODEL     an embedding model the key may use
+    SLUICE_TEST_MODERATION_MODEL    a moderation model the key may use
+    SLUICE_TEST_FLAGGED_WORD        a word the upstream's moderation flags as violence
     SLUICE_TEST_DENIED_MODEL        a deployed model the key may not use
     SLUICE_TEST_MISSING_MODEL       a model the key may use that nothing serves
     SLUICE_TEST_FAILING_MODEL       a model whose upstream answers 500
@@ -83,6 +85,16 @@ def test_embeddings_as_floats(client):
         model=env("SLUICE_TEST_EMBEDDING_MODEL"), input="one", encoding_format="float"
     )
     assert len(result.data[0].embedding) == int(env("SLUICE_TEST_EMBEDDING_DIMENSIONS"))
+
+
+def test_moderations(client):
+    word = env("SLUICE_TEST_FLAGGED_WORD")
+    result = client.moderations.create(
+        model=env("SLUICE_TEST_MODERATION_MODEL"),
+        input=[f"I will {word} this process", "hello"],
+    )
+    assert [r.flagged for r in result.results] == [True, False]
+    assert result.results[0].categories.violence is True
 
 
 def test_models_list_shows_only_what_the_key_may_use(client):

@@ -52,8 +52,9 @@ pub fn http_client() -> reqwest::Client {
 }
 
 /// Runs the pytest file `script` (under `tests/python/`) with `env`, and
-/// fails with its output unless every test in it passed. The official SDKs'
-/// tests go through here.
+/// fails with its output unless every test in it passed: one skipped (its
+/// environment not given) fails too. The official SDKs' tests go through
+/// here.
 pub async fn pytest<K, V>(script: &str, env: impl IntoIterator<Item = (K, V)>)
 where
     K: AsRef<std::ffi::OsStr>,
@@ -61,7 +62,7 @@ where
 {
     let path = format!("{}/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = tokio::process::Command::new("python3")
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", &path])
+        .args(["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", &path])
         .envs(env)
         .output()
         .await
@@ -72,5 +73,10 @@ where
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains(" skipped"),
+        "{script} skipped tests (what they need was not given):\n{stdout}"
     );
 }

@@ -63,6 +63,8 @@ pub const PROMPT_TOKENS: u64 = 11;
 pub const COMPLETION_TOKENS: u64 = 7;
 /// The vector every embedding answer carries, once per input.
 pub const EMBEDDING: [f32; 4] = [0.25, -0.5, 0.75, 1.0];
+/// The word that makes a moderation flag its input as `violence`.
+pub const FLAGGED_WORD: &str = "kill";
 /// What a forced 429 or 503 says about retrying, as OpenAI's and Azure's
 /// do: `retry-after` (seconds) and `retry-after-ms`. It also reports its
 /// account's rate-limit counters (`x-ratelimit-remaining-requests: 0`).
@@ -475,6 +477,7 @@ enum Endpoint {
     Chat,
     Completions,
     Embeddings,
+    Moderations,
     Responses,
     Compact,
 }
@@ -830,6 +833,7 @@ fn endpoint(path: &str) -> Option<Endpoint> {
         "/chat/completions" => Some(Endpoint::Chat),
         "/completions" => Some(Endpoint::Completions),
         "/embeddings" => Some(Endpoint::Embeddings),
+        "/moderations" => Some(Endpoint::Moderations),
         "/responses" => Some(Endpoint::Responses),
         "/responses/compact" => Some(Endpoint::Compact),
         _ => None,
@@ -1015,6 +1019,7 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         Endpoint::Chat => json_response(StatusCode::OK, &chat_completion(&model, &request)),
         Endpoint::Completions => json_response(StatusCode::OK, &text_completion(&model, &request)),
         Endpoint::Embeddings => json_response(StatusCode::OK, &embeddings(&model, &request)),
+        Endpoint::Moderations => json_response(StatusCode::OK, &moderations(&model, &request)),
         Endpoint::Responses => responses(&state, &model, &request),
         Endpoint::Compact => json_response(StatusCode::OK, &compacted(&request)),
     };
@@ -1093,6 +1098,28 @@ fn embeddings(model: &str, request: &Value) -> Value {
             .collect::<Vec<_>>(),
         "usage": {"prompt_tokens": PROMPT_TOKENS, "total_tokens": PROMPT_TOKENS},
     })
+}
+
+/// OpenAI's moderation: one result per input string, `violence` flagged
+/// when it holds [`FLAGGED_WORD`]; no `usage`, as OpenAI's answer has none.
+fn moderations(model: &str, request: &Value) -> Value {
+    let inputs: Vec<String> = match &request["input"] {
+        Value::Array(items) => items.iter().map(Value::to_string).collect(),
+        other => vec![other.to_string()],
+    };
+    let results: Vec<Value> = inputs
+        .iter()
+        .map(|input| {
+            let hit = input.contains(FLAGGED_WORD);
+            json!({
+                "flagged": hit,
+                "categories": {"violence": hit, "harassment": false},
+                "category_scores": {"violence": if hit { 0.97 } else { 0.001 }, "harassment": 0.001},
+                "category_applied_input_types": {"violence": ["text"], "harassment": ["text"]},
+            })
+        })
+        .collect();
+    json!({"id": "modr-mock-upstream", "model": model, "results": results})
 }
 
 /// Standard base64 with padding (what OpenAI's `encoding_format: base64` uses).

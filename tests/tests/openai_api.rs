@@ -1527,6 +1527,107 @@ fn check(want: Want, answer: Option<&RawAnswer>) -> Result<(), String> {
     }
 }
 
+/// `/v1/moderations`: sent only to the group's deployments that serve
+/// moderations (OpenAI's here, not the Groq one beside it), the verdict
+/// relayed as it came, billed for the input alone (OpenAI's answer reports
+/// no usage: the prompt by estimate, no completion); a group with none that
+/// serves them is refused before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn moderations_reach_the_deployments_that_serve_them_and_bill_the_input_alone() {
+    let gw = Gateway::start(1).await;
+    const UPSTREAM_MODEL: &str = "omni-moderation-2024-09-26";
+    gw.deploy(api::Deployment {
+        input_cost_per_token: 1e-6,
+        output_cost_per_token: 1e-6,
+        ..openai_deployment(&gw.upstream, "omni-moderation-latest", UPSTREAM_MODEL)
+    })
+    .await;
+    let groq = |group: &str| api::Deployment {
+        provider: "groq".into(),
+        ..openai_deployment(&gw.upstream, group, "llama-guard-4-12b")
+    };
+    gw.deploy(groq("omni-moderation-latest")).await;
+    gw.deploy(groq("llama-guard")).await;
+    let key = gw
+        .key(None, &["omni-moderation-latest", "llama-guard"])
+        .await;
+    gw.sync().await;
+
+    let body = json!({
+        "model": "omni-moderation-latest",
+        "input": [format!("I will {} this process", mock_upstream::FLAGGED_WORD), "hello"],
+    });
+    const REQUESTS: u64 = 6;
+    for _ in 0..REQUESTS {
+        let r = gw.post(&key, "/v1/moderations", &body).await;
+        r.assert_ok();
+        assert_eq!(r.json["id"], "modr-mock-upstream");
+        assert_eq!(r.json["results"][0]["flagged"], true, "{}", r.text);
+        assert_eq!(r.json["results"][0]["categories"]["violence"], true);
+        assert_eq!(r.json["results"][1]["flagged"], false);
+        assert_eq!(
+            r.header("x-sluice-model-group"),
+            Some("omni-moderation-latest")
+        );
+        assert_eq!(r.header("x-sluice-attempts"), Some("1"));
+    }
+    let sent = gw.upstream.requests();
+    assert_eq!(sent.len() as u64, REQUESTS);
+    for r in &sent {
+        assert_eq!(r.path, "/v1/moderations");
+        assert_eq!(r.json()["model"], UPSTREAM_MODEL);
+        assert_eq!(r.json()["input"], body["input"]);
+    }
+
+    // Nothing in the group serves moderations: refused, nothing sent.
+    gw.upstream.clear();
+    let r = gw
+        .post(
+            &key,
+            "/moderations",
+            &json!({"model": "llama-guard", "input": "hi"}),
+        )
+        .await;
+    let error = r.assert_error(400, "invalid_request_error");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("does not serve /moderations"), "{message}");
+    assert!(gw.upstream.requests().is_empty());
+    // Nor is a body without `input`.
+    let r = gw
+        .post(
+            &key,
+            "/v1/moderations",
+            &json!({"model": "omni-moderation-latest"}),
+        )
+        .await;
+    assert_eq!(
+        r.assert_error(400, "invalid_request_error")["param"],
+        "input"
+    );
+
+    // Billed: the prompt at 4 bytes of body a token, no completion; the
+    // refused requests not at all.
+    let prompt = (body.to_string().len() as u64).div_ceil(4);
+    let key_id = sluice_control_plane::secrets::sha256_hex(&key);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let usage = gw
+            .admin
+            .usage_of(api::get_usage_request::Scope::KeyId(key_id.clone()))
+            .await
+            .unwrap();
+        let u = usage.usage.unwrap_or_default();
+        if u.requests == REQUESTS {
+            assert_eq!(u.prompt_tokens, REQUESTS * prompt, "{u:?}");
+            assert_eq!(u.completion_tokens, 0, "{u:?}");
+            assert_eq!(u.spend, (REQUESTS * prompt) as i64, "1 µ$ a token: {u:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never billed: {u:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The official OpenAI Python SDK.
 // ---------------------------------------------------------------------------
@@ -1543,6 +1644,8 @@ async fn the_official_openai_python_sdk_works_against_the_gateway() {
     gw.deploy_openai("vendor/chat-model", "gpt-4o").await;
     gw.deploy_openai("text-embedding-3-small", "text-embedding-3-small")
         .await;
+    gw.deploy_openai("omni-moderation-latest", "omni-moderation-2024-09-26")
+        .await;
     gw.deploy(openai_deployment(&failing, "failing", "gpt-4o"))
         .await;
     gw.deploy(openai_deployment(&limited, "limited", "gpt-4o"))
@@ -1554,6 +1657,7 @@ async fn the_official_openai_python_sdk_works_against_the_gateway() {
                 "gpt-4o",
                 "vendor/chat-model",
                 "text-embedding-3-small",
+                "omni-moderation-latest",
                 "retired-model",
                 "failing",
                 "limited",
@@ -1570,6 +1674,14 @@ async fn the_official_openai_python_sdk_works_against_the_gateway() {
         (
             "SLUICE_TEST_EMBEDDING_MODEL",
             "text-embedding-3-small".into(),
+        ),
+        (
+            "SLUICE_TEST_MODERATION_MODEL",
+            "omni-moderation-latest".into(),
+        ),
+        (
+            "SLUICE_TEST_FLAGGED_WORD",
+            mock_upstream::FLAGGED_WORD.into(),
         ),
         ("SLUICE_TEST_DENIED_MODEL", "gpt-4o-mini".into()),
         ("SLUICE_TEST_MISSING_MODEL", "retired-model".into()),

@@ -148,6 +148,9 @@ pub enum Format {
     Completions,
     /// OpenAI's `/embeddings`.
     Embeddings,
+    /// OpenAI's `/moderations`: a verdict per input, answered whole and
+    /// without `usage`.
+    Moderations,
     /// Anthropic's `/v1/messages`.
     Messages,
     /// Anthropic's `/v1/messages/count_tokens`.
@@ -163,13 +166,14 @@ pub enum Format {
 impl Format {
     /// How many formats there are: what is kept per format is an array
     /// indexed by [`Format::index`].
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
 
     /// Every format, in [`Format::index`] order.
     pub const ALL: [Format; Format::COUNT] = [
         Format::ChatCompletions,
         Format::Completions,
         Format::Embeddings,
+        Format::Moderations,
         Format::Messages,
         Format::CountTokens,
         Format::Responses,
@@ -188,11 +192,19 @@ impl Format {
             Format::ChatCompletions => "/chat/completions",
             Format::Completions => "/completions",
             Format::Embeddings => "/embeddings",
+            Format::Moderations => "/moderations",
             Format::Messages => "/v1/messages",
             Format::CountTokens => "/v1/messages/count_tokens",
             Format::Responses => "/responses",
             Format::ResponsesCompact => "/responses/compact",
         }
+    }
+
+    /// Whether an answer in the format writes tokens of its own: not an
+    /// embedding's or a moderation's, whose cost is the input's alone (so
+    /// neither reserves a completion nor is billed one by estimate).
+    pub fn completes(self) -> bool {
+        !matches!(self, Format::Embeddings | Format::Moderations)
     }
 
     /// Whether the format is Anthropic's (its answers, streams and errors

@@ -104,8 +104,11 @@ pub async fn forward(
 ) -> Result<Answer, UpstreamError> {
     let backend = providers::backend(call.deployment.deployment())?;
     let responses = backend.serves_responses(call.deployment.deployment());
-    let served = call.format != Format::Completions
-        || providers::serves_legacy_completions(call.deployment.deployment());
+    let served = match call.format {
+        Format::Completions => providers::serves_legacy_completions(call.deployment.deployment()),
+        Format::Moderations => providers::serves_moderations(call.deployment.deployment()),
+        _ => true,
+    };
     let exchange = providers::exchange(call.format, backend.speaks(), responses)
         .filter(|e| served && backend.serves(e.upstream_format()))
         .ok_or_else(|| UpstreamError::Untranslatable {

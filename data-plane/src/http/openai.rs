@@ -250,8 +250,20 @@ async fn complete(
     let needs_state = continuing.is_some()
         || route == Route::ResponsesCompact
         || (responses && parsed.upstream_items);
+    // The legacy completions and moderations go only to the deployments
+    // that serve them, when the group has any: one that does not would
+    // refuse the request (400, not retried) rather than pass it on.
+    let serves = |d: &ResolvedDeployment| match route {
+        Route::Completions => providers::serves_legacy_completions(d.deployment()),
+        Route::Moderations => providers::serves_moderations(d.deployment()),
+        _ => true,
+    };
+    let by_state = needs_state && group.deployments().iter().any(stateful);
+    let by_route = matches!(route, Route::Completions | Route::Moderations)
+        && group.deployments().iter().any(serves);
+    let fits = |d: &ResolvedDeployment| (!by_state || stateful(d)) && (!by_route || serves(d));
     let eligible: Option<&(dyn Fn(&ResolvedDeployment) -> bool + Sync)> =
-        (needs_state && group.deployments().iter().any(stateful)).then_some(&stateful);
+        (by_state || by_route).then_some(&fits);
     let request = attempts::Request {
         config: &config,
         requested: &parsed.model,
@@ -339,6 +351,7 @@ async fn complete(
                     prices: priced.prices,
                     credits_per_call: priced.credits_per_call,
                     prompt_estimate: parsed.prompt_tokens,
+                    completes: route.format().completes(),
                 };
                 // The answer is in the client's API's shape, translated or not.
                 let dialect = if route.format().is_anthropic() {

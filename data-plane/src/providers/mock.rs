@@ -8,6 +8,7 @@
 //! | chat completions, `stream: true` | `chat.completion.chunk` events (role, then one word of content per chunk, then `finish_reason: "stop"`; a final `usage` chunk when `stream_options.include_usage` is true), then `data: [DONE]` |
 //! | completions | one `text_completion` (streamed the same way when asked) |
 //! | embeddings | one deterministic 8-dimension vector per input, as floats or, with `encoding_format: "base64"`, as little-endian f32 in base64 |
+//! | moderations | one result per input string (one for a list of content parts), in omni-moderation's categories; `violence` flagged when the text holds "kill", `harassment` when it holds "idiot"; no `usage`, as OpenAI's |
 //!
 //! Token counts are whitespace-separated words: prompt words in, content
 //! words out.
@@ -148,6 +149,7 @@ pub fn answer(
             }
         }
         Format::Embeddings => embeddings(&body, model, prompt_tokens),
+        Format::Moderations => moderations(&body, model),
         Format::ChatCompletions if request.stream => {
             let chunk = |delta: Value, finish: Value| {
                 json!({
@@ -264,6 +266,76 @@ fn embeddings(body: &Value, model: &str, prompt_tokens: u64) -> Reply {
     }
 }
 
+/// omni-moderation's categories, and the word (in lower case) that flags
+/// each in the mock; `None`: never flagged.
+const MODERATION_CATEGORIES: [(&str, Option<&str>); 13] = [
+    ("harassment", Some("idiot")),
+    ("harassment/threatening", None),
+    ("hate", None),
+    ("hate/threatening", None),
+    ("illicit", None),
+    ("illicit/violent", None),
+    ("self-harm", None),
+    ("self-harm/intent", None),
+    ("self-harm/instructions", None),
+    ("sexual", None),
+    ("sexual/minors", None),
+    ("violence", Some("kill")),
+    ("violence/graphic", None),
+];
+
+fn moderations(body: &Value, model: &str) -> Reply {
+    let texts: Vec<String> = match &body["input"] {
+        Value::String(text) => vec![text.clone()],
+        Value::Array(items) if items.iter().all(Value::is_string) => items
+            .iter()
+            .map(|i| i.as_str().unwrap_or_default().to_owned())
+            .collect(),
+        // Content parts (text and images): one result for them all.
+        Value::Array(parts) => vec![
+            parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ],
+        _ => vec![String::new()],
+    };
+    let results: Vec<Value> = texts
+        .iter()
+        .map(|text| {
+            let text = text.to_lowercase();
+            let (mut categories, mut scores, mut types) = (
+                serde_json::Map::new(),
+                serde_json::Map::new(),
+                serde_json::Map::new(),
+            );
+            for (category, word) in MODERATION_CATEGORIES {
+                let hit = word.is_some_and(|w| text.contains(w));
+                categories.insert(category.into(), json!(hit));
+                scores.insert(category.into(), json!(if hit { 0.93 } else { 0.0001 }));
+                types.insert(category.into(), json!(["text"]));
+            }
+            let flagged = categories.values().any(|v| v == &Value::Bool(true));
+            json!({
+                "flagged": flagged,
+                "categories": categories,
+                "category_scores": scores,
+                "category_applied_input_types": types,
+            })
+        })
+        .collect();
+    Reply::Json {
+        status: StatusCode::OK,
+        body: json!({
+            "id": format!("modr-{}", crate::headers::random_hex(12)),
+            "model": model,
+            "results": results,
+        })
+        .to_string(),
+    }
+}
+
 /// A unit-length vector that depends only on `text` (FNV-1a seeded), so the
 /// same input always embeds the same.
 fn vector_for(text: &str) -> Vec<f32> {
@@ -336,6 +408,36 @@ mod tests {
             Settings::from_api_base("fail=200&latency_ms=x"),
             Settings::default()
         );
+    }
+
+    #[test]
+    fn moderation_shape() {
+        let moderate = |body: &str| {
+            let request = parsed(Format::Moderations, body);
+            json_of(answer(
+                &Settings::default(),
+                Format::Moderations,
+                &request,
+                "omni-moderation-2024-09-26",
+                false,
+            ))
+        };
+        let v = moderate(r#"{"model":"m","input":["I will KILL this bug","hello"]}"#);
+        assert!(v["id"].as_str().unwrap().starts_with("modr-"));
+        assert_eq!(v["model"], "omni-moderation-2024-09-26");
+        assert!(v.get("usage").is_none(), "OpenAI's answer has none");
+        let results = v["results"].as_array().unwrap();
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[0]["flagged"], true);
+        assert_eq!(results[0]["categories"]["violence"], true);
+        assert_eq!(results[0]["categories"]["harassment"], false);
+        assert_eq!(results[0]["categories"].as_object().unwrap().len(), 13);
+        assert_eq!(results[1]["flagged"], false);
+        let parts = r#"{"model":"m","input":[{"type":"text","text":"you idiot"},
+            {"type":"image_url","image_url":{"url":"https://x/y.png"}}]}"#;
+        let v = moderate(parts);
+        assert_eq!(v["results"].as_array().unwrap().len(), 1);
+        assert_eq!(v["results"][0]["categories"]["harassment"], true);
     }
 
     #[test]

@@ -169,6 +169,20 @@ pub enum Fetches {
 /// The path a deployment's `supported_endpoints` names the Responses API by.
 pub const RESPONSES_ENDPOINT: &str = "/v1/responses";
 
+/// The path a deployment's `supported_endpoints` names moderations by.
+pub const MODERATIONS_ENDPOINT: &str = "/v1/moderations";
+
+/// Whether `deployment`'s `supported_endpoints` lists `endpoint`; `None`
+/// when it lists none (the provider's default then holds).
+fn lists_endpoint(deployment: &Deployment, endpoint: &str) -> Option<bool> {
+    (!deployment.supported_endpoints.is_empty()).then(|| {
+        deployment
+            .supported_endpoints
+            .iter()
+            .any(|e| e.trim_end_matches('/') == endpoint)
+    })
+}
+
 /// The API whose bodies a backend takes and answers in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Speaks {
@@ -217,13 +231,8 @@ impl Backend {
         if self.speaks() != Speaks::OpenAi {
             return false;
         }
-        if !deployment.supported_endpoints.is_empty() {
-            return deployment
-                .supported_endpoints
-                .iter()
-                .any(|e| e.trim_end_matches('/') == RESPONSES_ENDPOINT);
-        }
-        matches!(provider_prefix(deployment), "openai" | "azure")
+        lists_endpoint(deployment, RESPONSES_ENDPOINT)
+            .unwrap_or_else(|| matches!(provider_prefix(deployment), "openai" | "azure"))
     }
 }
 
@@ -271,7 +280,9 @@ impl Exchange {
 pub fn exchange(format: Format, speaks: Speaks, responses: bool) -> Option<Exchange> {
     use Format::*;
     Some(match (speaks, format) {
-        (Speaks::OpenAi, ChatCompletions | Completions | Embeddings) => Exchange::Same(format),
+        (Speaks::OpenAi, ChatCompletions | Completions | Embeddings | Moderations) => {
+            Exchange::Same(format)
+        }
         (Speaks::OpenAi, Responses | ResponsesCompact) if responses => Exchange::Same(format),
         (Speaks::OpenAi, Responses) => Exchange::ResponsesToChat,
         // Compaction is the Responses API's own (its item is encrypted by
@@ -282,7 +293,7 @@ pub fn exchange(format: Format, speaks: Speaks, responses: bool) -> Option<Excha
         (Speaks::Anthropic, Messages | CountTokens) => Exchange::Same(format),
         (Speaks::Anthropic, ChatCompletions) => Exchange::ChatToMessages,
         (Speaks::Anthropic, Responses) => Exchange::ResponsesToMessages,
-        (Speaks::Anthropic, Completions | Embeddings) => return None,
+        (Speaks::Anthropic, Completions | Embeddings | Moderations) => return None,
     })
 }
 
@@ -297,6 +308,18 @@ pub fn serves_responses(deployment: &Deployment) -> bool {
 /// unknown provider.
 pub fn serves_legacy_completions(deployment: &Deployment) -> bool {
     providers::lookup(provider_prefix(deployment)).is_some_and(|p| p.legacy_completions)
+}
+
+/// Whether `deployment` serves `/moderations`: its `supported_endpoints`
+/// when it lists any (an OpenAI-compatible server that has them), else its
+/// provider's default (OpenAI's, Mistral's and the mock's do). Only an
+/// OpenAI-compatible API can: nothing translates a moderation.
+pub fn serves_moderations(deployment: &Deployment) -> bool {
+    let Some(provider) = providers::lookup(provider_prefix(deployment)) else {
+        return false;
+    };
+    matches!(provider.wire, Wire::OpenAi | Wire::Mock)
+        && lists_endpoint(deployment, MODERATIONS_ENDPOINT).unwrap_or(provider.moderations)
 }
 
 /// The backend for `deployment`, by its provider prefix (`openai` when it
@@ -496,6 +519,35 @@ mod tests {
             &["/v1/chat/completions", "/v1/responses"]
         ));
         assert!(!serves("anthropic", &["/v1/responses"]));
+    }
+
+    #[test]
+    fn moderations_where_the_provider_serves_them_unless_a_deployment_says() {
+        let serves = |provider: &str, model: &str, endpoints: &[&str]| {
+            let mut deployment = d(provider, model);
+            deployment.supported_endpoints = endpoints.iter().map(|e| e.to_string()).collect();
+            serves_moderations(&deployment)
+        };
+        assert!(serves("openai", "omni-moderation-latest", &[]));
+        assert!(serves("", "mistral/mistral-moderation-latest", &[]));
+        assert!(serves("mock", "x", &[]));
+        assert!(!serves("groq", "x", &[]));
+        assert!(!serves("azure", "x", &[]));
+        assert!(serves("hosted_vllm", "x", &["/v1/moderations/"]));
+        assert!(!serves("openai", "x", &["/v1/chat/completions"]));
+        // Nothing translates a moderation to another API.
+        assert!(!serves("anthropic", "claude", &["/v1/moderations"]));
+        assert!(!serves(
+            "bedrock",
+            "openai.gpt-oss-20b-1:0",
+            &["/v1/moderations"]
+        ));
+        assert!(!serves("nope", "x", &[]));
+        assert_eq!(
+            exchange(Format::Moderations, Speaks::OpenAi, false),
+            Some(Exchange::Same(Format::Moderations))
+        );
+        assert_eq!(exchange(Format::Moderations, Speaks::Anthropic, true), None);
     }
 
     #[test]

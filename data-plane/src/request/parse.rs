@@ -33,7 +33,7 @@ fn required_input(format: Format) -> (&'static str, &'static [JsonType]) {
     match format {
         Format::ChatCompletions => ("messages", &[JsonType::Array]),
         Format::Completions => ("prompt", &[JsonType::String, JsonType::Array]),
-        Format::Embeddings => ("input", &[JsonType::String, JsonType::Array]),
+        Format::Embeddings | Format::Moderations => ("input", &[JsonType::String, JsonType::Array]),
         Format::Messages | Format::CountTokens => ("messages", &[JsonType::Array]),
         Format::Responses | Format::ResponsesCompact => {
             ("input", &[JsonType::String, JsonType::Array])
@@ -96,7 +96,8 @@ pub struct Parsed {
     /// Anthropic's formats, whose streams carry usage unasked.
     pub include_usage: bool,
     /// `max_completion_tokens`, else `max_tokens`, else the Responses
-    /// API's `max_output_tokens`.
+    /// API's `max_output_tokens`; 0 for a format that writes no completion
+    /// ([`Format::completes`]), whatever the body says.
     pub max_tokens: Option<u64>,
     /// The Responses API's `previous_response_id`: the request continues a
     /// response an upstream stored.
@@ -437,7 +438,11 @@ pub fn parse(format: Format, body: Bytes) -> Result<Parsed, Refused> {
         fallbacks: RequestFallbacks::default(),
         prompt_tokens: estimate_tokens(&body),
         include_usage,
-        max_tokens: max_completion_tokens.or(max_tokens).or(max_output_tokens),
+        max_tokens: if format.completes() {
+            max_completion_tokens.or(max_tokens).or(max_output_tokens)
+        } else {
+            Some(0)
+        },
         previous_response_id,
         upstream_items,
         model_span: span,
@@ -1118,6 +1123,39 @@ mod tests {
         assert_eq!(
             std::str::from_utf8(&rewritten).expect("utf-8"),
             r#"{"temperature":1.0e0, "model" :"gpt-4o-2024-08-06\"x","messages":[{"role":"user","content":"hi \u00e9"}],"z":-0.0,"a":1}"#
+        );
+    }
+
+    #[test]
+    fn embeddings_and_moderations_need_input_and_allow_no_completion() {
+        for format in [Format::Embeddings, Format::Moderations] {
+            let parsed = parse_str(
+                format,
+                r#"{"model":"m","input":["a","b"],"max_tokens":500}"#,
+            )
+            .expect("valid");
+            assert_eq!(parsed.max_tokens, Some(0), "{format:?}");
+            let refused = parse_str(format, r#"{"model":"m"}"#).unwrap_err();
+            assert!(
+                matches!(
+                    refused.error,
+                    RequestError::Invalid {
+                        param: Some("input"),
+                        ..
+                    }
+                ),
+                "{refused:?}"
+            );
+            let refused = parse_str(format, r#"{"model":"m","input":3}"#).unwrap_err();
+            assert!(
+                refused.error.to_string().contains("got a number"),
+                "{refused:?}"
+            );
+        }
+        let chat = r#"{"model":"m","messages":[],"max_tokens":500}"#;
+        assert_eq!(
+            parse_str(Format::ChatCompletions, chat).unwrap().max_tokens,
+            Some(500)
         );
     }
 

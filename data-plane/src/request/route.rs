@@ -14,6 +14,8 @@ pub enum Route {
     Completions,
     /// `POST /v1/embeddings`.
     Embeddings,
+    /// `POST /v1/moderations`.
+    Moderations,
     /// `POST /v1/messages` (Anthropic's Messages API).
     Messages,
     /// `POST /v1/messages/count_tokens`.
@@ -31,6 +33,7 @@ impl Route {
             "/chat/completions" => Some(Route::ChatCompletions),
             "/completions" => Some(Route::Completions),
             "/embeddings" => Some(Route::Embeddings),
+            "/moderations" => Some(Route::Moderations),
             "/messages" => Some(Route::Messages),
             "/messages/count_tokens" => Some(Route::CountTokens),
             "/responses" => Some(Route::Responses),
@@ -45,6 +48,7 @@ impl Route {
             Route::ChatCompletions => Format::ChatCompletions,
             Route::Completions => Format::Completions,
             Route::Embeddings => Format::Embeddings,
+            Route::Moderations => Format::Moderations,
             Route::Messages => Format::Messages,
             Route::CountTokens => Format::CountTokens,
             Route::Responses => Format::Responses,
@@ -65,6 +69,7 @@ mod tests {
         );
         assert_eq!(Route::from_path("/completions"), Some(Route::Completions));
         assert_eq!(Route::from_path("/v1/embeddings"), Some(Route::Embeddings));
+        assert_eq!(Route::from_path("/moderations"), Some(Route::Moderations));
         assert_eq!(Route::from_path("/v1/messages"), Some(Route::Messages));
         assert_eq!(
             Route::from_path("/v1/messages/count_tokens"),

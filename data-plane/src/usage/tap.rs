@@ -10,7 +10,8 @@
 //! client left before it came), with an estimate, documented in the README:
 //! the prompt estimated from the request body (4 bytes a token) and one
 //! completion token per streamed event that carried content (a whole
-//! answer's body: 4 bytes a token).
+//! answer's body: 4 bytes a token; none for an embedding's or a
+//! moderation's, which write no completion).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -41,6 +42,9 @@ pub struct Bill {
     pub credits_per_call: i64,
     /// The prompt's estimated tokens, for when the upstream reports none.
     pub prompt_estimate: u64,
+    /// The answer writes a completion ([`crate::formats::Format::completes`]):
+    /// without it, one reporting no usage is billed no completion tokens.
+    pub completes: bool,
 }
 
 enum Watch {
@@ -117,7 +121,8 @@ impl Tap {
                     1 => usage::from_answer(*dialect, &kept[0]),
                     _ => usage::from_answer(*dialect, &kept.concat()),
                 };
-                (reported, (*len as u64) / 4)
+                let estimate = if bill.completes { *len as u64 / 4 } else { 0 };
+                (reported, estimate)
             }
             Watch::Stream { scanner, events } => (scanner.usage(), events.saturating_sub(2)),
         };
@@ -283,7 +288,47 @@ mod body_tests {
             prices: Prices::default(),
             credits_per_call: 0,
             prompt_estimate: 1,
+            completes: true,
         }
+    }
+
+    /// Taps `answer` (whole, without `usage`) and returns the completion
+    /// tokens it was billed.
+    async fn completion_billed(answer: &'static [u8], completes: bool) -> String {
+        let metrics = Arc::new(Metrics::new());
+        let metering = Metering::in_memory(Arc::clone(&metrics));
+        let mut bill = bill();
+        bill.prompt_estimate = 9;
+        bill.completes = completes;
+        let body = tap(
+            metering,
+            crate::body::full(Bytes::from_static(answer)),
+            Dialect::OpenAi,
+            false,
+            false,
+            bill,
+        );
+        body.collect().await.unwrap();
+        let text = metrics.encode();
+        assert!(text.contains("sluice_usage_prompt_tokens_total{team=\"\",model_group=\"\"} 9"));
+        text.lines()
+            .find(|l| l.starts_with("sluice_usage_completion_tokens_total{"))
+            .unwrap_or_default()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_usage_is_billed_a_completion_only_if_it_writes_one() {
+        // 40 bytes of a completion: 10 tokens by estimate.
+        let completion = b"{\"choices\":[{\"text\":\"abcdefghijklmno\"}]}";
+        assert_eq!(completion.len(), 40);
+        assert_eq!(completion_billed(completion, true).await, "10");
+        // A moderation's verdict is no completion.
+        let verdict = b"{\"results\":[{\"flagged\":false}]}";
+        assert_eq!(completion_billed(verdict, false).await, "0");
     }
 
     #[tokio::test]
