@@ -97,6 +97,13 @@ def test_moderations(client):
     assert result.results[0].categories.violence is True
 
 
+def test_moderations_without_a_model_call_openais_default(client):
+    # The SDK lets `model` out; OpenAI, and Sluice, then use
+    # omni-moderation-latest, which the harness deploys under that name.
+    result = client.moderations.create(input=f"I will {env('SLUICE_TEST_FLAGGED_WORD')} it")
+    assert result.results[0].flagged is True
+
+
 def test_models_list_shows_only_what_the_key_may_use(client):
     ids = {model.id for model in client.models.list()}
     assert env("SLUICE_TEST_MODEL") in ids

@@ -277,6 +277,30 @@ pub enum ReadError {
     Io(String),
 }
 
+/// The model a moderation without `model` calls: OpenAI's own default.
+pub const DEFAULT_MODERATION_MODEL: &str = "omni-moderation-latest";
+
+/// `body`, a JSON object without `model`, with `"model": model` as its
+/// first member; the client's bytes after it as they were.
+fn with_model_first(body: &[u8], model: &str) -> Bytes {
+    // The object parsed, so its `{` is the first byte after whitespace.
+    let open = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(0);
+    let rest = &body[open + 1..];
+    let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+    let mut out = Vec::with_capacity(body.len() + model.len() + 12);
+    out.extend_from_slice(b"{\"model\":");
+    // Serialising a `&str` cannot fail.
+    let _ = serde_json::to_writer(&mut out, model);
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    out.into()
+}
+
 /// Checks `body` as a request in `format` and locates its `model`.
 pub fn parse(format: Format, body: Bytes) -> Result<Parsed, Refused> {
     let fields = {
@@ -296,6 +320,12 @@ pub fn parse(format: Format, body: Bytes) -> Result<Parsed, Refused> {
         fields
     };
     let Some(raw_model) = fields.model else {
+        if format == Format::Moderations {
+            // OpenAI's SDKs let `model` out of a moderation, and OpenAI
+            // then uses its default: so does Sluice, as a model group of
+            // that name under the access rule like any other.
+            return parse(format, with_model_first(&body, DEFAULT_MODERATION_MODEL));
+        }
         return Err(RequestError::invalid(
             Some("model"),
             "Missing `model`: name the model to call, e.g. \"model\": \"gpt-4o\"",
@@ -1157,6 +1187,32 @@ mod tests {
             parse_str(Format::ChatCompletions, chat).unwrap().max_tokens,
             Some(500)
         );
+    }
+
+    #[test]
+    fn a_moderation_without_model_calls_openais_default() {
+        let parsed = parse_str(Format::Moderations, r#" {"input": "hi"}"#).expect("valid");
+        assert_eq!(parsed.model, DEFAULT_MODERATION_MODEL);
+        assert_eq!(
+            &parsed.with_model("up")[..],
+            br#"{"model":"up","input": "hi"}"#
+        );
+        let empty = parse_str(Format::Moderations, "{ }").unwrap_err();
+        assert!(
+            matches!(
+                empty.error,
+                RequestError::Invalid {
+                    param: Some("input"),
+                    ..
+                }
+            ),
+            "{empty:?}"
+        );
+        assert_eq!(empty.model.as_deref(), Some(DEFAULT_MODERATION_MODEL));
+        for format in [Format::ChatCompletions, Format::Embeddings] {
+            let refused = parse_str(format, r#"{"input":"hi"}"#).unwrap_err();
+            assert!(refused.error.to_string().contains("Missing `model`"));
+        }
     }
 
     #[test]
