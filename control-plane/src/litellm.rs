@@ -301,6 +301,13 @@ fn parse_entry(
         path,
         warnings,
     );
+    d.output_cost_per_image = pick_cost(
+        params_costs.image,
+        info_costs.image,
+        "output_cost_per_image",
+        path,
+        warnings,
+    );
 
     let explicit = explicit_id.is_some();
     d.id = explicit_id.unwrap_or_default();
@@ -317,16 +324,18 @@ struct Costs {
     output: Option<f64>,
     cache_read: Option<f64>,
     cache_creation: Option<f64>,
+    image: Option<f64>,
 }
 
 impl Costs {
-    /// Reads `key` when it is one of the four prices; false when it is not.
+    /// Reads `key` when it is one of the five prices; false when it is not.
     fn read(&mut self, key: Option<&str>, value: &Value, path: &str) -> Result<bool, ImportError> {
         let slot = match key {
             Some("input_cost_per_token") => &mut self.input,
             Some("output_cost_per_token") => &mut self.output,
             Some("cache_read_input_token_cost") => &mut self.cache_read,
             Some("cache_creation_input_token_cost") => &mut self.cache_creation,
+            Some("output_cost_per_image") => &mut self.image,
             _ => return Ok(false),
         };
         *slot = price(value, path)?;
@@ -1080,6 +1089,11 @@ fn deployment_node(d: &Deployment, include_secrets: bool) -> (Node, bool) {
         &mut params,
         "output_cost_per_token",
         d.output_cost_per_token,
+    );
+    put_price(
+        &mut params,
+        "output_cost_per_image",
+        d.output_cost_per_image,
     );
     for (name, price) in [
         ("cache_read_input_token_cost", d.cache_read_input_token_cost),
@@ -1929,6 +1943,7 @@ router_settings:
             // Free cache reads are a price, distinct from unset.
             cache_read_input_token_cost: Some(0.0),
             cache_creation_input_token_cost: Some(3.75e-6),
+            output_cost_per_image: 0.04,
             // Read back as strings, however YAML would read them unquoted.
             vertex_project: "2024".into(),
             vertex_location: "null".into(),
@@ -2508,6 +2523,23 @@ model_list:
                 "model_list[0].model_info.input_cost_per_token: ignored, model_list[0].litellm_params.input_cost_per_token takes precedence"
             ])
         );
+    }
+
+    #[test]
+    fn a_price_per_image_is_read_in_either_place() {
+        let imported = parse_ok(
+            r#"
+model_list:
+  - model_name: dall-e-3
+    litellm_params: {model: openai/dall-e-3, output_cost_per_image: 0.04}
+  - model_name: imagen
+    litellm_params: {model: openai/imagen}
+    model_info: {output_cost_per_image: 0.02}
+"#,
+        );
+        assert_eq!(imported.deployments[0].output_cost_per_image, 0.04);
+        assert_eq!(imported.deployments[1].output_cost_per_image, 0.02);
+        assert!(imported.warnings.is_empty(), "{:?}", imported.warnings);
     }
 
     #[test]

@@ -319,6 +319,7 @@ pub fn deployment(d: &mut Deployment, field: &str) -> AdminResult<()> {
     if let Some(p) = d.cache_creation_input_token_cost {
         price(&f("cache_creation_input_token_cost"), p)?;
     }
+    price(&f("output_cost_per_image"), d.output_cost_per_image)?;
     non_negative(&f("credits_per_call"), d.credits_per_call)?;
     duration(&f("timeout"), d.timeout.as_ref())?;
     duration(&f("stream_timeout"), d.stream_timeout.as_ref())?;

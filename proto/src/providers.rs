@@ -40,6 +40,9 @@ pub struct Provider {
     /// Whether it serves `/moderations` (OpenAI's, and Mistral's of the
     /// same shape); a deployment's `supported_endpoints` may say otherwise.
     pub moderations: bool,
+    /// Whether it serves `/images/generations` (OpenAI's and Azure's); a
+    /// deployment's `supported_endpoints` may say otherwise.
+    pub images: bool,
 }
 
 const fn openai_compatible(prefix: &'static str, base: &'static str) -> Provider {
@@ -49,6 +52,7 @@ const fn openai_compatible(prefix: &'static str, base: &'static str) -> Provider
         default_api_base: Some(base),
         legacy_completions: true,
         moderations: false,
+        images: false,
     }
 }
 
@@ -56,6 +60,14 @@ const fn openai_compatible(prefix: &'static str, base: &'static str) -> Provider
 const fn moderating(provider: Provider) -> Provider {
     Provider {
         moderations: true,
+        ..provider
+    }
+}
+
+/// `provider`, serving `/images/generations` too.
+const fn imaging(provider: Provider) -> Provider {
+    Provider {
+        images: true,
         ..provider
     }
 }
@@ -68,6 +80,7 @@ pub const PROVIDERS: &[Provider] = &[
         default_api_base: Some("https://api.anthropic.com"),
         legacy_completions: false,
         moderations: false,
+        images: false,
     },
     Provider {
         prefix: "azure",
@@ -75,6 +88,7 @@ pub const PROVIDERS: &[Provider] = &[
         default_api_base: None,
         legacy_completions: true,
         moderations: false,
+        images: true,
     },
     // Its endpoint is made from `aws_region_name`.
     Provider {
@@ -83,6 +97,7 @@ pub const PROVIDERS: &[Provider] = &[
         default_api_base: Some(""),
         legacy_completions: false,
         moderations: false,
+        images: false,
     },
     openai_compatible("deepinfra", "https://api.deepinfra.com/v1/openai"),
     openai_compatible("deepseek", "https://api.deepseek.com/v1"),
@@ -97,6 +112,7 @@ pub const PROVIDERS: &[Provider] = &[
         default_api_base: Some("https://generativelanguage.googleapis.com/v1beta/openai"),
         legacy_completions: false,
         moderations: false,
+        images: false,
     },
     openai_compatible("groq", "https://api.groq.com/openai/v1"),
     openai_compatible("hosted_vllm", "http://localhost:8000/v1"),
@@ -108,9 +124,13 @@ pub const PROVIDERS: &[Provider] = &[
         default_api_base: Some(""),
         legacy_completions: true,
         moderations: true,
+        images: true,
     },
     openai_compatible("ollama", "http://localhost:11434/v1"),
-    moderating(openai_compatible("openai", "https://api.openai.com/v1")),
+    imaging(moderating(openai_compatible(
+        "openai",
+        "https://api.openai.com/v1",
+    ))),
     openai_compatible("openrouter", "https://openrouter.ai/api/v1"),
     openai_compatible("perplexity", "https://api.perplexity.ai"),
     openai_compatible("together_ai", "https://api.together.xyz/v1"),
@@ -121,6 +141,7 @@ pub const PROVIDERS: &[Provider] = &[
         default_api_base: Some(""),
         legacy_completions: false,
         moderations: false,
+        images: false,
     },
     openai_compatible("xai", "https://api.x.ai/v1"),
 ];

@@ -11,6 +11,7 @@ and a mock upstream, creates the deployments and a key, and passes them here:
     SLUICE_TEST_EMBEDDING_MODEL     an embedding model the key may use
     SLUICE_TEST_MODERATION_MODEL    a moderation model the key may use
     SLUICE_TEST_FLAGGED_WORD        a word the upstream's moderation flags as violence
+    SLUICE_TEST_IMAGE_MODEL         an image model the key may use (a GPT image model: its answer reports usage)
     SLUICE_TEST_DENIED_MODEL        a deployed model the key may not use
     SLUICE_TEST_MISSING_MODEL       a model the key may use that nothing serves
     SLUICE_TEST_FAILING_MODEL       a model whose upstream answers 500
@@ -22,6 +23,7 @@ and a mock upstream, creates the deployments and a key, and passes them here:
 By hand: `python3 -m pytest -q tests/python/test_openai_sdk.py` with those set.
 """
 
+import base64
 import os
 
 import openai
@@ -95,6 +97,13 @@ def test_moderations(client):
     )
     assert [r.flagged for r in result.results] == [True, False]
     assert result.results[0].categories.violence is True
+
+
+def test_image_generation(client):
+    result = client.images.generate(model=env("SLUICE_TEST_IMAGE_MODEL"), prompt="a red fox", n=2)
+    assert len(result.data) == 2
+    assert base64.b64decode(result.data[0].b64_json).startswith(b"\x89PNG")
+    assert result.usage.output_tokens > 0
 
 
 def test_moderations_without_a_model_call_openais_default(client):

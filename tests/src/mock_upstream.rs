@@ -65,6 +65,10 @@ pub const COMPLETION_TOKENS: u64 = 7;
 pub const EMBEDDING: [f32; 4] = [0.25, -0.5, 0.75, 1.0];
 /// The word that makes a moderation flag its input as `violence`.
 pub const FLAGGED_WORD: &str = "kill";
+/// The output tokens a GPT image model's answer reports per image.
+pub const IMAGE_TOKENS: u64 = 1056;
+/// A 1×1 PNG, base64: every image the mock generates.
+pub const IMAGE_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
 /// What a forced 429 or 503 says about retrying, as OpenAI's and Azure's
 /// do: `retry-after` (seconds) and `retry-after-ms`. It also reports its
 /// account's rate-limit counters (`x-ratelimit-remaining-requests: 0`).
@@ -478,6 +482,7 @@ enum Endpoint {
     Completions,
     Embeddings,
     Moderations,
+    Images,
     Responses,
     Compact,
 }
@@ -834,6 +839,7 @@ fn endpoint(path: &str) -> Option<Endpoint> {
         "/completions" => Some(Endpoint::Completions),
         "/embeddings" => Some(Endpoint::Embeddings),
         "/moderations" => Some(Endpoint::Moderations),
+        "/images/generations" => Some(Endpoint::Images),
         "/responses" => Some(Endpoint::Responses),
         "/responses/compact" => Some(Endpoint::Compact),
         _ => None,
@@ -1020,6 +1026,7 @@ async fn answer(state: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         Endpoint::Completions => json_response(StatusCode::OK, &text_completion(&model, &request)),
         Endpoint::Embeddings => json_response(StatusCode::OK, &embeddings(&model, &request)),
         Endpoint::Moderations => json_response(StatusCode::OK, &moderations(&model, &request)),
+        Endpoint::Images => json_response(StatusCode::OK, &images(&model, &request)),
         Endpoint::Responses => responses(&state, &model, &request),
         Endpoint::Compact => json_response(StatusCode::OK, &compacted(&request)),
     };
@@ -1120,6 +1127,29 @@ fn moderations(model: &str, request: &Value) -> Value {
         })
         .collect();
     json!({"id": "modr-mock-upstream", "model": model, "results": results})
+}
+
+/// An image generation's answer: `n` (default 1) images, as `b64_json`
+/// (or a URL with `response_format: "url"`). A `dall-e…` model reports no
+/// `usage`, as DALL·E does; the others [`PROMPT_TOKENS`] in and
+/// [`IMAGE_TOKENS`] out per image, as the GPT image models do.
+fn images(model: &str, request: &Value) -> Value {
+    let n = request["n"].as_u64().unwrap_or(1);
+    let image = if request["response_format"] == "url" {
+        json!({"url": "https://images.mock-upstream.invalid/1.png"})
+    } else {
+        json!({"b64_json": IMAGE_B64})
+    };
+    let mut answer = json!({"created": 1_700_000_000, "data": vec![image; n as usize]});
+    if !model.starts_with("dall-e") {
+        answer["usage"] = json!({
+            "input_tokens": PROMPT_TOKENS,
+            "input_tokens_details": {"text_tokens": PROMPT_TOKENS, "image_tokens": 0},
+            "output_tokens": n * IMAGE_TOKENS,
+            "total_tokens": PROMPT_TOKENS + n * IMAGE_TOKENS,
+        });
+    }
+    answer
 }
 
 /// Standard base64 with padding (what OpenAI's `encoding_format: base64` uses).

@@ -1628,6 +1628,150 @@ async fn moderations_reach_the_deployments_that_serve_them_and_bill_the_input_al
     }
 }
 
+/// Image generations go to the deployments that serve them (OpenAI's and
+/// Azure's, not the Groq one beside them), relayed as they came, and are
+/// billed their tokens when the answer reports them (the GPT image models)
+/// plus their images at the deployment's price each; DALL·E's, without
+/// usage, the prompt by estimate and the images. A stream, and a group
+/// with none that serves them, are refused before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn image_generations_reach_the_deployments_that_serve_them_and_bill_each_image() {
+    let gw = Gateway::start(1).await;
+    gw.deploy(api::Deployment {
+        input_cost_per_token: 1e-6,
+        output_cost_per_token: 1e-6,
+        output_cost_per_image: 0.01,
+        ..openai_deployment(&gw.upstream, "gpt-image-1", "gpt-image-1")
+    })
+    .await;
+    gw.deploy(api::Deployment {
+        provider: "groq".into(),
+        ..openai_deployment(&gw.upstream, "gpt-image-1", "llama")
+    })
+    .await;
+    gw.deploy(api::Deployment {
+        model_name: "dall-e-3".into(),
+        provider: "azure".into(),
+        model: "dall-e-3".into(),
+        api_base: gw.upstream.url(""),
+        api_key: AZURE_KEY.into(),
+        api_version: "2024-10-21".into(),
+        output_cost_per_image: 0.04,
+        ..Default::default()
+    })
+    .await;
+    gw.deploy(api::Deployment {
+        provider: "groq".into(),
+        ..openai_deployment(&gw.upstream, "llama", "llama")
+    })
+    .await;
+    let key = gw.key(None, &["gpt-image-1", "dall-e-3", "llama"]).await;
+    gw.sync().await;
+
+    let gpt_image = json!({"model": "gpt-image-1", "prompt": "a red fox in snow", "n": 2});
+    for _ in 0..3 {
+        let r = gw.post(&key, "/v1/images/generations", &gpt_image).await;
+        r.assert_ok();
+        assert_eq!(
+            r.json["data"].as_array().map(Vec::len),
+            Some(2),
+            "{}",
+            r.text
+        );
+        assert_eq!(r.json["data"][0]["b64_json"], mock_upstream::IMAGE_B64);
+        assert_eq!(r.header("x-sluice-attempts"), Some("1"));
+    }
+    let dalle = json!({"model": "dall-e-3", "prompt": "a fox", "response_format": "url"});
+    for _ in 0..2 {
+        let r = gw.post(&key, "/images/generations", &dalle).await;
+        r.assert_ok();
+        assert!(r.json["data"][0]["url"].is_string(), "{}", r.text);
+    }
+    let sent = gw.upstream.requests();
+    let paths: Vec<&str> = sent.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1/images/generations",
+            "/v1/images/generations",
+            "/v1/images/generations",
+            "/openai/deployments/dall-e-3/images/generations?api-version=2024-10-21",
+            "/openai/deployments/dall-e-3/images/generations?api-version=2024-10-21",
+        ]
+    );
+    assert_eq!(sent[0].json()["prompt"], gpt_image["prompt"]);
+    assert_eq!(sent[0].json()["n"], 2);
+
+    // Refused before sending: a stream, a group whose deployments have no
+    // images API, a body without a prompt.
+    gw.upstream.clear();
+    let streamed = json!({"model": "gpt-image-1", "prompt": "a fox", "stream": true});
+    let r = gw.post(&key, "/v1/images/generations", &streamed).await;
+    assert_eq!(
+        r.assert_error(400, "invalid_request_error")["param"],
+        "stream"
+    );
+    let r = gw
+        .post(
+            &key,
+            "/v1/images/generations",
+            &json!({"model": "llama", "prompt": "a fox"}),
+        )
+        .await;
+    let error = r.assert_error(400, "invalid_request_error");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("does not serve /images/generations"),
+        "{message}"
+    );
+    let r = gw
+        .post(
+            &key,
+            "/v1/images/generations",
+            &json!({"model": "dall-e-3"}),
+        )
+        .await;
+    assert_eq!(
+        r.assert_error(400, "invalid_request_error")["param"],
+        "prompt"
+    );
+    assert!(gw.upstream.requests().is_empty());
+
+    // Billed per model group: GPT image, its tokens at 1 µ$ each and two
+    // images at 10,000 µ$; DALL·E, the prompt by estimate (no price) and
+    // one image at 40,000 µ$.
+    let completion = 2 * mock_upstream::IMAGE_TOKENS;
+    let dalle_prompt = (dalle.to_string().len() as u64).div_ceil(4);
+    for (group, requests, prompt, completion, spend) in [
+        (
+            "gpt-image-1",
+            3,
+            mock_upstream::PROMPT_TOKENS,
+            completion,
+            (mock_upstream::PROMPT_TOKENS + completion) as i64 + 20_000,
+        ),
+        ("dall-e-3", 2, dalle_prompt, 0, 40_000),
+    ] {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let usage = gw
+                .admin
+                .usage_of(api::get_usage_request::Scope::ModelGroup(group.into()))
+                .await
+                .unwrap();
+            let u = usage.usage.unwrap_or_default();
+            if u.requests == requests {
+                assert_eq!(u.prompt_tokens, requests * prompt, "{group}: {u:?}");
+                assert_eq!(u.completion_tokens, requests * completion, "{group}: {u:?}");
+                assert_eq!(u.spend, requests as i64 * spend, "{group}: {u:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{group} never billed: {u:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The official OpenAI Python SDK.
 // ---------------------------------------------------------------------------
@@ -1646,6 +1790,7 @@ async fn the_official_openai_python_sdk_works_against_the_gateway() {
         .await;
     gw.deploy_openai("omni-moderation-latest", "omni-moderation-2024-09-26")
         .await;
+    gw.deploy_openai("gpt-image-1", "gpt-image-1").await;
     gw.deploy(openai_deployment(&failing, "failing", "gpt-4o"))
         .await;
     gw.deploy(openai_deployment(&limited, "limited", "gpt-4o"))
@@ -1658,6 +1803,7 @@ async fn the_official_openai_python_sdk_works_against_the_gateway() {
                 "vendor/chat-model",
                 "text-embedding-3-small",
                 "omni-moderation-latest",
+                "gpt-image-1",
                 "retired-model",
                 "failing",
                 "limited",
@@ -1679,6 +1825,7 @@ async fn the_official_openai_python_sdk_works_against_the_gateway() {
             "SLUICE_TEST_MODERATION_MODEL",
             "omni-moderation-latest".into(),
         ),
+        ("SLUICE_TEST_IMAGE_MODEL", "gpt-image-1".into()),
         (
             "SLUICE_TEST_FLAGGED_WORD",
             mock_upstream::FLAGGED_WORD.into(),

@@ -207,6 +207,7 @@ impl ModelService for Admin {
                     supported_endpoints,
                     cache_read_input_token_cost,
                     cache_creation_input_token_cost,
+                    output_cost_per_image,
                     vertex_project,
                     vertex_location,
                     aws_region_name,
@@ -440,6 +441,11 @@ mod tests {
                 ..mock("d1")
             };
             assert_eq!(refused(d), "deployment.cache_creation_input_token_cost");
+            let d = Deployment {
+                output_cost_per_image: bad,
+                ..mock("d1")
+            };
+            assert_eq!(refused(d), "deployment.output_cost_per_image");
         }
         let mut free_reads = Deployment {
             cache_read_input_token_cost: Some(0.0),

@@ -151,6 +151,9 @@ pub enum Format {
     /// OpenAI's `/moderations`: a verdict per input, answered whole and
     /// without `usage`.
     Moderations,
+    /// OpenAI's `/images/generations`: images for a prompt, answered whole
+    /// (`usage` only from the GPT image models).
+    ImageGenerations,
     /// Anthropic's `/v1/messages`.
     Messages,
     /// Anthropic's `/v1/messages/count_tokens`.
@@ -166,7 +169,7 @@ pub enum Format {
 impl Format {
     /// How many formats there are: what is kept per format is an array
     /// indexed by [`Format::index`].
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
 
     /// Every format, in [`Format::index`] order.
     pub const ALL: [Format; Format::COUNT] = [
@@ -174,6 +177,7 @@ impl Format {
         Format::Completions,
         Format::Embeddings,
         Format::Moderations,
+        Format::ImageGenerations,
         Format::Messages,
         Format::CountTokens,
         Format::Responses,
@@ -193,6 +197,7 @@ impl Format {
             Format::Completions => "/completions",
             Format::Embeddings => "/embeddings",
             Format::Moderations => "/moderations",
+            Format::ImageGenerations => "/images/generations",
             Format::Messages => "/v1/messages",
             Format::CountTokens => "/v1/messages/count_tokens",
             Format::Responses => "/responses",
@@ -200,11 +205,16 @@ impl Format {
         }
     }
 
-    /// Whether an answer in the format writes tokens of its own: not an
-    /// embedding's or a moderation's, whose cost is the input's alone (so
-    /// neither reserves a completion nor is billed one by estimate).
+    /// Whether an answer in the format writes text tokens of its own: not
+    /// an embedding's or a moderation's, whose cost is the input's alone (so
+    /// neither reserves a completion nor is billed one by estimate), nor an
+    /// image generation's, whose images are not text to estimate tokens from
+    /// (it reserves for its images instead).
     pub fn completes(self) -> bool {
-        !matches!(self, Format::Embeddings | Format::Moderations)
+        !matches!(
+            self,
+            Format::Embeddings | Format::Moderations | Format::ImageGenerations
+        )
     }
 
     /// Whether the format is Anthropic's (its answers, streams and errors

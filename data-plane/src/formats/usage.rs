@@ -114,6 +114,18 @@ pub fn from_answer(dialect: Dialect, body: &[u8]) -> Option<Usage> {
     }
 }
 
+/// How many images an image generation's answer holds (its `data`);
+/// `None` when the body is not such an answer.
+pub fn images_in(body: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Answer {
+        data: Vec<IgnoredAny>,
+    }
+    serde_json::from_slice::<Answer>(body)
+        .ok()
+        .map(|a| a.data.len() as u64)
+}
+
 /// `usage` as a `response` object writes it; a count written `null` reads
 /// as 0.
 #[derive(Deserialize)]

@@ -104,11 +104,7 @@ pub async fn forward(
 ) -> Result<Answer, UpstreamError> {
     let backend = providers::backend(call.deployment.deployment())?;
     let responses = backend.serves_responses(call.deployment.deployment());
-    let served = match call.format {
-        Format::Completions => providers::serves_legacy_completions(call.deployment.deployment()),
-        Format::Moderations => providers::serves_moderations(call.deployment.deployment()),
-        _ => true,
-    };
+    let served = providers::takes(call.deployment.deployment(), call.format);
     let exchange = providers::exchange(call.format, backend.speaks(), responses)
         .filter(|e| served && backend.serves(e.upstream_format()))
         .ok_or_else(|| UpstreamError::Untranslatable {

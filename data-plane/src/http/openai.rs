@@ -206,7 +206,7 @@ async fn complete(
         rate_limit_headers(&limits.standing, routed);
         let reservation = state
             .usage
-            .admit(&config, key, group, &parsed)
+            .admit(&config, key, group, &parsed, route.format())
             .map_err(|refusal| quota_failure(&config, key, &refusal))?;
         Some((limits, reservation))
     };
@@ -250,17 +250,14 @@ async fn complete(
     let needs_state = continuing.is_some()
         || route == Route::ResponsesCompact
         || (responses && parsed.upstream_items);
-    // The legacy completions and moderations go only to the deployments
-    // that serve them, when the group has any: one that does not would
-    // refuse the request (400, not retried) rather than pass it on.
-    let serves = |d: &ResolvedDeployment| match route {
-        Route::Completions => providers::serves_legacy_completions(d.deployment()),
-        Route::Moderations => providers::serves_moderations(d.deployment()),
-        _ => true,
-    };
+    // The legacy completions, moderations and image generations go only
+    // to the deployments that serve them, when the group mixes them with
+    // others: one that does not would refuse the request (400, not
+    // retried) rather than pass it on.
+    let serves = |d: &ResolvedDeployment| providers::takes(d.deployment(), route.format());
     let by_state = needs_state && group.deployments().iter().any(stateful);
-    let by_route = matches!(route, Route::Completions | Route::Moderations)
-        && group.deployments().iter().any(serves);
+    let by_route =
+        group.deployments().iter().any(serves) && !group.deployments().iter().all(serves);
     let fits = |d: &ResolvedDeployment| (!by_state || stateful(d)) && (!by_route || serves(d));
     let eligible: Option<&(dyn Fn(&ResolvedDeployment) -> bool + Sync)> =
         (by_state || by_route).then_some(&fits);
@@ -352,11 +349,13 @@ async fn complete(
                     credits_per_call: priced.credits_per_call,
                     prompt_estimate: parsed.prompt_tokens,
                     completes: route.format().completes(),
+                    images: (route == Route::ImageGenerations).then_some(parsed.n),
                 };
                 // The answer is in the client's API's shape, translated or not.
                 let dialect = if route.format().is_anthropic() {
                     Dialect::Anthropic
-                } else if responses {
+                } else if responses || route == Route::ImageGenerations {
+                    // The GPT image models count as the Responses API does.
                     Dialect::Responses
                 } else {
                     Dialect::OpenAi

@@ -8,6 +8,7 @@
 //! | chat completions, `stream: true` | `chat.completion.chunk` events (role, then one word of content per chunk, then `finish_reason: "stop"`; a final `usage` chunk when `stream_options.include_usage` is true), then `data: [DONE]` |
 //! | completions | one `text_completion` (streamed the same way when asked) |
 //! | embeddings | one deterministic 8-dimension vector per input, as floats or, with `encoding_format: "base64"`, as little-endian f32 in base64 |
+//! | image generations | `n` (default 1) copies of a 1×1 PNG, as `b64_json`, or as a `data:` URL in `url` with `response_format: "url"`; `usage` as the GPT image models write it (prompt words in, 272 output tokens an image) |
 //! | moderations | one result per input string (one for a list of content parts), in omni-moderation's categories; `violence` flagged when the text holds "kill", `harassment` when it holds "idiot"; no `usage`, as OpenAI's |
 //!
 //! Token counts are whitespace-separated words: prompt words in, content
@@ -150,6 +151,7 @@ pub fn answer(
         }
         Format::Embeddings => embeddings(&body, model, prompt_tokens),
         Format::Moderations => moderations(&body, model),
+        Format::ImageGenerations => images(&body, request.n, prompt_tokens, created),
         Format::ChatCompletions if request.stream => {
             let chunk = |delta: Value, finish: Value| {
                 json!({
@@ -336,6 +338,39 @@ fn moderations(body: &Value, model: &str) -> Reply {
     }
 }
 
+/// A 1×1 transparent PNG: an image every client decodes.
+const PIXEL_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
+/// The output tokens the mock reports per image: `gpt-image-1`'s for a
+/// low-quality square one.
+pub const IMAGE_TOKENS: u64 = 272;
+
+fn images(body: &Value, n: u64, prompt_tokens: u64, created: u64) -> Reply {
+    let as_url = body["response_format"] == "url";
+    let image = if as_url {
+        json!({"url": format!("data:image/png;base64,{PIXEL_PNG}")})
+    } else {
+        json!({"b64_json": PIXEL_PNG})
+    };
+    // OpenAI's most is 10.
+    let n = n.min(10);
+    let output_tokens = n * IMAGE_TOKENS;
+    Reply::Json {
+        status: StatusCode::OK,
+        body: json!({
+            "created": created,
+            "data": vec![image; n as usize],
+            "usage": {
+                "input_tokens": prompt_tokens,
+                "input_tokens_details": {"text_tokens": prompt_tokens, "image_tokens": 0},
+                "output_tokens": output_tokens,
+                "total_tokens": prompt_tokens + output_tokens,
+            },
+        })
+        .to_string(),
+    }
+}
+
 /// A unit-length vector that depends only on `text` (FNV-1a seeded), so the
 /// same input always embeds the same.
 fn vector_for(text: &str) -> Vec<f32> {
@@ -395,6 +430,43 @@ mod tests {
             }
             Reply::Stream { .. } => panic!("expected JSON"),
         }
+    }
+
+    #[test]
+    fn image_shape() {
+        let request = parsed(
+            Format::ImageGenerations,
+            r#"{"model":"m","prompt":"a red fox","n":2}"#,
+        );
+        let v = json_of(answer(
+            &Settings::default(),
+            Format::ImageGenerations,
+            &request,
+            "m",
+            false,
+        ));
+        let data = v["data"].as_array().expect("data");
+        assert_eq!(data.len(), 2);
+        assert_eq!(data[0]["b64_json"], PIXEL_PNG);
+        assert_eq!(v["usage"]["input_tokens"], 3);
+        assert_eq!(v["usage"]["output_tokens"], 2 * IMAGE_TOKENS);
+        let request = parsed(
+            Format::ImageGenerations,
+            r#"{"model":"m","prompt":"a fox","response_format":"url"}"#,
+        );
+        let v = json_of(answer(
+            &Settings::default(),
+            Format::ImageGenerations,
+            &request,
+            "m",
+            false,
+        ));
+        assert!(
+            v["data"][0]["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("data:image/png;base64,")
+        );
     }
 
     #[test]

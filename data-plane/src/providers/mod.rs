@@ -172,6 +172,9 @@ pub const RESPONSES_ENDPOINT: &str = "/v1/responses";
 /// The path a deployment's `supported_endpoints` names moderations by.
 pub const MODERATIONS_ENDPOINT: &str = "/v1/moderations";
 
+/// The path a deployment's `supported_endpoints` names image generation by.
+pub const IMAGES_ENDPOINT: &str = "/v1/images/generations";
+
 /// Whether `deployment`'s `supported_endpoints` lists `endpoint`; `None`
 /// when it lists none (the provider's default then holds).
 fn lists_endpoint(deployment: &Deployment, endpoint: &str) -> Option<bool> {
@@ -280,9 +283,10 @@ impl Exchange {
 pub fn exchange(format: Format, speaks: Speaks, responses: bool) -> Option<Exchange> {
     use Format::*;
     Some(match (speaks, format) {
-        (Speaks::OpenAi, ChatCompletions | Completions | Embeddings | Moderations) => {
-            Exchange::Same(format)
-        }
+        (
+            Speaks::OpenAi,
+            ChatCompletions | Completions | Embeddings | Moderations | ImageGenerations,
+        ) => Exchange::Same(format),
         (Speaks::OpenAi, Responses | ResponsesCompact) if responses => Exchange::Same(format),
         (Speaks::OpenAi, Responses) => Exchange::ResponsesToChat,
         // Compaction is the Responses API's own (its item is encrypted by
@@ -293,7 +297,9 @@ pub fn exchange(format: Format, speaks: Speaks, responses: bool) -> Option<Excha
         (Speaks::Anthropic, Messages | CountTokens) => Exchange::Same(format),
         (Speaks::Anthropic, ChatCompletions) => Exchange::ChatToMessages,
         (Speaks::Anthropic, Responses) => Exchange::ResponsesToMessages,
-        (Speaks::Anthropic, Completions | Embeddings | Moderations) => return None,
+        (Speaks::Anthropic, Completions | Embeddings | Moderations | ImageGenerations) => {
+            return None;
+        }
     })
 }
 
@@ -320,6 +326,30 @@ pub fn serves_moderations(deployment: &Deployment) -> bool {
     };
     matches!(provider.wire, Wire::OpenAi | Wire::Mock)
         && lists_endpoint(deployment, MODERATIONS_ENDPOINT).unwrap_or(provider.moderations)
+}
+
+/// Whether `deployment` serves `/images/generations`: its
+/// `supported_endpoints` when it lists any, else its provider's default
+/// (OpenAI's, Azure's and the mock's do). Only OpenAI's API and Azure's
+/// can: nothing translates an image generation.
+pub fn serves_images(deployment: &Deployment) -> bool {
+    let Some(provider) = providers::lookup(provider_prefix(deployment)) else {
+        return false;
+    };
+    matches!(provider.wire, Wire::OpenAi | Wire::Azure | Wire::Mock)
+        && lists_endpoint(deployment, IMAGES_ENDPOINT).unwrap_or(provider.images)
+}
+
+/// Whether `deployment` takes requests in `format` at all: the legacy
+/// completions, moderations and image generations only where it serves
+/// them; every other format wherever a backend speaks or translates it.
+pub fn takes(deployment: &Deployment, format: Format) -> bool {
+    match format {
+        Format::Completions => serves_legacy_completions(deployment),
+        Format::Moderations => serves_moderations(deployment),
+        Format::ImageGenerations => serves_images(deployment),
+        _ => true,
+    }
 }
 
 /// The backend for `deployment`, by its provider prefix (`openai` when it
@@ -548,6 +578,32 @@ mod tests {
             Some(Exchange::Same(Format::Moderations))
         );
         assert_eq!(exchange(Format::Moderations, Speaks::Anthropic, true), None);
+    }
+
+    #[test]
+    fn images_where_the_provider_serves_them_unless_a_deployment_says() {
+        let serves = |provider: &str, endpoints: &[&str]| {
+            let mut deployment = d(provider, "gpt-image-1");
+            deployment.supported_endpoints = endpoints.iter().map(|e| e.to_string()).collect();
+            serves_images(&deployment)
+        };
+        assert!(serves("openai", &[]));
+        assert!(serves("azure", &[]));
+        assert!(serves("mock", &[]));
+        assert!(!serves("groq", &[]));
+        assert!(!serves("gemini", &[]));
+        assert!(serves("xai", &["/v1/images/generations"]));
+        assert!(!serves("openai", &["/v1/chat/completions"]));
+        assert!(!serves("anthropic", &["/v1/images/generations"]));
+        assert!(!serves("vertex_ai", &["/v1/images/generations"]));
+        assert_eq!(
+            exchange(Format::ImageGenerations, Speaks::OpenAi, false),
+            Some(Exchange::Same(Format::ImageGenerations))
+        );
+        assert_eq!(
+            exchange(Format::ImageGenerations, Speaks::Anthropic, false),
+            None
+        );
     }
 
     #[test]

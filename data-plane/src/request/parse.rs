@@ -33,6 +33,7 @@ fn required_input(format: Format) -> (&'static str, &'static [JsonType]) {
     match format {
         Format::ChatCompletions => ("messages", &[JsonType::Array]),
         Format::Completions => ("prompt", &[JsonType::String, JsonType::Array]),
+        Format::ImageGenerations => ("prompt", &[JsonType::String]),
         Format::Embeddings | Format::Moderations => ("input", &[JsonType::String, JsonType::Array]),
         Format::Messages | Format::CountTokens => ("messages", &[JsonType::Array]),
         Format::Responses | Format::ResponsesCompact => {
@@ -99,6 +100,10 @@ pub struct Parsed {
     /// API's `max_output_tokens`; 0 for a format that writes no completion
     /// ([`Format::completes`]), whatever the body says.
     pub max_tokens: Option<u64>,
+    /// `n`: the completions (chat, legacy completions) or images the body
+    /// asks for, each up to `max_tokens`; 1 when unset, and for the formats
+    /// without it.
+    pub n: u64,
     /// The Responses API's `previous_response_id`: the request continues a
     /// response an upstream stored.
     pub previous_response_id: Option<String>,
@@ -366,6 +371,22 @@ pub fn parse(format: Format, body: Bytes) -> Result<Parsed, Refused> {
             )));
         }
     };
+    if stream && format == Format::ImageGenerations {
+        // Its partial-image events carry no usage Sluice could meter.
+        return Err(refused(RequestError::invalid(
+            Some("stream"),
+            "Streamed image generation is not served: leave out `stream` and \
+             the images come in one answer",
+        )));
+    }
+    // Only where the format has it: a Messages or Responses body's `n` is
+    // not the upstream's to read.
+    let n = match format {
+        Format::ChatCompletions | Format::Completions | Format::ImageGenerations => {
+            read_count(fields.n).map_err(refused)?
+        }
+        _ => 1,
+    };
     // Both are checked, so a bad one is refused even where the other wins.
     let max_completion_tokens =
         read_max_tokens("max_completion_tokens", fields.max_completion_tokens).map_err(refused)?;
@@ -473,6 +494,7 @@ pub fn parse(format: Format, body: Bytes) -> Result<Parsed, Refused> {
         } else {
             Some(0)
         },
+        n,
         previous_response_id,
         upstream_items,
         model_span: span,
@@ -516,6 +538,23 @@ fn read_max_tokens(
             ),
         )),
     }
+}
+
+/// `n`, a positive integer; 1 when absent or `null`.
+fn read_count(raw: Option<&RawValue>) -> Result<u64, RequestError> {
+    let Some(raw) = raw.filter(|raw| JsonType::of(raw) != JsonType::Null) else {
+        return Ok(1);
+    };
+    serde_json::from_str::<u64>(raw.get())
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            let shown: String = raw.get().chars().take(40).collect();
+            RequestError::invalid(
+                Some("n"),
+                format!("`n` must be a positive integer, got {shown}"),
+            )
+        })
 }
 
 /// Whether `stream_options` is an object with `include_usage: true`.
@@ -762,6 +801,8 @@ struct TopLevel<'a> {
     /// The Responses API's.
     max_output_tokens: Option<&'a RawValue>,
     previous_response_id: Option<&'a RawValue>,
+    /// How many completions (chat, legacy) or images to make.
+    n: Option<&'a RawValue>,
     /// `messages`, `prompt`, `input` in that order ([`INPUTS`]): whichever
     /// the endpoint needs is checked.
     inputs: [Option<&'a RawValue>; 3],
@@ -795,6 +836,7 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
             max_completion_tokens: None,
             max_output_tokens: None,
             previous_response_id: None,
+            n: None,
             inputs: [None; 3],
         };
         // Keys are decoded (so `"mo\u0064el"` counts as `model`); a
@@ -810,6 +852,7 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
                 "max_completion_tokens" => Some(&mut out.max_completion_tokens),
                 "max_output_tokens" => Some(&mut out.max_output_tokens),
                 "previous_response_id" => Some(&mut out.previous_response_id),
+                "n" => Some(&mut out.n),
                 _ => None,
             };
             if let Some(slot) = last_wins {
@@ -1187,6 +1230,32 @@ mod tests {
             parse_str(Format::ChatCompletions, chat).unwrap().max_tokens,
             Some(500)
         );
+    }
+
+    #[test]
+    fn image_generations_need_a_prompt_and_count_their_images() {
+        let images = |body: &str| parse_str(Format::ImageGenerations, body);
+        let parsed = images(r#"{"model":"gpt-image-1","prompt":"a fox","n":3}"#).expect("valid");
+        assert_eq!((parsed.n, parsed.max_tokens), (3, Some(0)));
+        assert_eq!(images(r#"{"model":"m","prompt":"a fox"}"#).unwrap().n, 1);
+        let param = |body: &str| match images(body).unwrap_err().error {
+            RequestError::Invalid { param, .. } => param,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(param(r#"{"model":"m"}"#), Some("prompt"));
+        assert_eq!(param(r#"{"model":"m","prompt":["a"]}"#), Some("prompt"));
+        assert_eq!(param(r#"{"model":"m","prompt":"a","n":0}"#), Some("n"));
+        assert_eq!(param(r#"{"model":"m","prompt":"a","n":1.5}"#), Some("n"));
+        assert_eq!(param(r#"{"model":"m","prompt":"a","n":"2"}"#), Some("n"));
+        assert_eq!(
+            param(r#"{"model":"m","prompt":"a","stream":true}"#),
+            Some("stream")
+        );
+        // Chat's `n` counts completions; a Messages body's is not read.
+        let chat = r#"{"model":"m","messages":[],"n":2}"#;
+        assert_eq!(parse_str(Format::ChatCompletions, chat).unwrap().n, 2);
+        let messages = r#"{"model":"m","messages":[],"n":"x"}"#;
+        assert_eq!(parse_str(Format::Messages, messages).unwrap().n, 1);
     }
 
     #[test]

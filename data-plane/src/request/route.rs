@@ -16,6 +16,8 @@ pub enum Route {
     Embeddings,
     /// `POST /v1/moderations`.
     Moderations,
+    /// `POST /v1/images/generations`.
+    ImageGenerations,
     /// `POST /v1/messages` (Anthropic's Messages API).
     Messages,
     /// `POST /v1/messages/count_tokens`.
@@ -34,6 +36,7 @@ impl Route {
             "/completions" => Some(Route::Completions),
             "/embeddings" => Some(Route::Embeddings),
             "/moderations" => Some(Route::Moderations),
+            "/images/generations" => Some(Route::ImageGenerations),
             "/messages" => Some(Route::Messages),
             "/messages/count_tokens" => Some(Route::CountTokens),
             "/responses" => Some(Route::Responses),
@@ -49,6 +52,7 @@ impl Route {
             Route::Completions => Format::Completions,
             Route::Embeddings => Format::Embeddings,
             Route::Moderations => Format::Moderations,
+            Route::ImageGenerations => Format::ImageGenerations,
             Route::Messages => Format::Messages,
             Route::CountTokens => Format::CountTokens,
             Route::Responses => Format::Responses,
@@ -70,6 +74,10 @@ mod tests {
         assert_eq!(Route::from_path("/completions"), Some(Route::Completions));
         assert_eq!(Route::from_path("/v1/embeddings"), Some(Route::Embeddings));
         assert_eq!(Route::from_path("/moderations"), Some(Route::Moderations));
+        assert_eq!(
+            Route::from_path("/v1/images/generations"),
+            Some(Route::ImageGenerations)
+        );
         assert_eq!(Route::from_path("/v1/messages"), Some(Route::Messages));
         assert_eq!(
             Route::from_path("/v1/messages/count_tokens"),

@@ -39,6 +39,7 @@ use sluice_proto::config::v1::{
 use tokio::sync::mpsc as async_mpsc;
 
 use crate::config::snapshot::{Config, ModelGroup};
+use crate::formats::Format;
 use crate::metrics::{Metered, Metrics};
 use crate::request::parse::Parsed;
 use journal::{Journal, JournalError, Replayed};
@@ -56,6 +57,8 @@ pub struct Tokens {
     pub cache_read: u64,
     /// Of `prompt`, written to it.
     pub cache_write: u64,
+    /// Images generated, priced apart from tokens.
+    pub images: u64,
 }
 
 impl From<crate::formats::usage::Usage> for Tokens {
@@ -66,6 +69,7 @@ impl From<crate::formats::usage::Usage> for Tokens {
             completion: u.completion_tokens,
             cache_read: u.cache_read_tokens,
             cache_write: u.cache_write_tokens,
+            images: 0,
         }
     }
 }
@@ -263,12 +267,23 @@ impl Metering {
         key: &Key,
         group: &ModelGroup,
         parsed: &Parsed,
+        format: Format,
     ) -> Result<Reservation, Refusal> {
         let (budgets, n) = budgets(config, key);
         let team = config.team(&key.team_id);
         let deployments = || group.deployments().iter().map(|d| d.deployment());
-        let (spend, per_call) =
-            price::worst_case(deployments(), parsed.prompt_tokens, parsed.max_tokens);
+        let images = format == Format::ImageGenerations;
+        let ask = price::Ask {
+            prompt: parsed.prompt_tokens,
+            max_tokens: if images {
+                Some(price::IMAGE_OUTPUT_TOKENS)
+            } else {
+                parsed.max_tokens
+            },
+            n: parsed.n,
+            images,
+        };
+        let (spend, per_call) = price::worst_case(deployments(), ask);
         let credits = team.filter(|_| per_call > 0).map(|t| CreditAsk {
             team_id: &t.team_id,
             allocated: t.credits_allocated,

@@ -45,6 +45,9 @@ pub struct Bill {
     /// The answer writes a completion ([`crate::formats::Format::completes`]):
     /// without it, one reporting no usage is billed no completion tokens.
     pub completes: bool,
+    /// An image generation's `n`: the answer's images are counted and
+    /// priced, this many when the answer cannot be read.
+    pub images: Option<u64>,
 }
 
 enum Watch {
@@ -114,19 +117,27 @@ impl Tap {
         let Some(bill) = self.bill.take() else {
             return;
         };
-        let (reported, completion_estimate) = match &mut self.watch {
+        let (reported, completion_estimate, images) = match &mut self.watch {
             Watch::Whole { dialect, kept, len } => {
-                let reported = match kept.len() {
+                let whole = match kept.len() {
                     0 => None,
-                    1 => usage::from_answer(*dialect, &kept[0]),
-                    _ => usage::from_answer(*dialect, &kept.concat()),
+                    1 => Some(std::borrow::Cow::Borrowed(&kept[0][..])),
+                    _ => Some(std::borrow::Cow::Owned(kept.concat())),
                 };
+                let reported = whole
+                    .as_deref()
+                    .and_then(|body| usage::from_answer(*dialect, body));
                 let estimate = if bill.completes { *len as u64 / 4 } else { 0 };
-                (reported, estimate)
+                let images = bill
+                    .images
+                    .map(|asked| whole.as_deref().and_then(usage::images_in).unwrap_or(asked));
+                (reported, estimate, images)
             }
-            Watch::Stream { scanner, events } => (scanner.usage(), events.saturating_sub(2)),
+            Watch::Stream { scanner, events } => {
+                (scanner.usage(), events.saturating_sub(2), bill.images)
+            }
         };
-        let (tokens, estimated) = match reported {
+        let (mut tokens, estimated) = match reported {
             Some(u) => (Tokens::from(u), false),
             None => (
                 Tokens {
@@ -137,6 +148,7 @@ impl Tap {
                 true,
             ),
         };
+        tokens.images = images.unwrap_or(0);
         let mut limits = bill.limits;
         limits.settle(tokens.prompt + tokens.completion);
         drop(limits);
@@ -289,7 +301,67 @@ mod body_tests {
             credits_per_call: 0,
             prompt_estimate: 1,
             completes: true,
+            images: None,
         }
+    }
+
+    /// The figure `metric` (a `{team="",model_group=""}` series) shows.
+    fn series(text: &str, metric: &str) -> String {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{metric}{{")))
+            .unwrap_or_default()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Taps an image generation's `answer` asking for `asked` images at
+    /// $0.04 an image and $1 a million tokens each way; the metrics after.
+    async fn images_billed(answer: &'static [u8], asked: u64) -> String {
+        let metrics = Arc::new(Metrics::new());
+        let metering = Metering::in_memory(Arc::clone(&metrics));
+        let mut bill = bill();
+        bill.prompt_estimate = 9;
+        bill.completes = false;
+        bill.images = Some(asked);
+        bill.prices = Prices {
+            input: 1e-6,
+            output: 1e-6,
+            image: 0.04,
+            ..Prices::default()
+        };
+        let body = tap(
+            metering,
+            crate::body::full(Bytes::from_static(answer)),
+            Dialect::Responses,
+            false,
+            false,
+            bill,
+        );
+        body.collect().await.unwrap();
+        metrics.encode()
+    }
+
+    #[tokio::test]
+    async fn images_are_counted_in_the_answer_and_priced_each() {
+        // GPT image: its usage, and its two images.
+        let gpt = b"{\"data\":[{\"b64_json\":\"x\"},{\"b64_json\":\"y\"}],\"usage\":{\"input_tokens\":10,\"output_tokens\":544}}";
+        let text = images_billed(gpt, 4).await;
+        assert_eq!(series(&text, "sluice_usage_prompt_tokens_total"), "10");
+        assert_eq!(series(&text, "sluice_usage_completion_tokens_total"), "544");
+        assert_eq!(series(&text, "sluice_usage_spend_micro_usd_total"), "80554");
+        // DALL·E: no usage; the prompt by estimate, no completion.
+        let dalle = b"{\"created\":1,\"data\":[{\"url\":\"https://x\"}]}";
+        let text = images_billed(dalle, 1).await;
+        assert_eq!(series(&text, "sluice_usage_completion_tokens_total"), "0");
+        assert_eq!(series(&text, "sluice_usage_spend_micro_usd_total"), "40009");
+        // An answer that cannot be read: the images asked for.
+        let text = images_billed(b"not json", 3).await;
+        assert_eq!(
+            series(&text, "sluice_usage_spend_micro_usd_total"),
+            "120009"
+        );
     }
 
     /// Taps `answer` (whole, without `usage`) and returns the completion
