@@ -307,7 +307,8 @@ async fn a_key_budget_holds_across_three_data_planes_and_its_30s_window_resets()
         let mut b = metered_body("gpt-4o", 1000, 1, None);
         b["messages"] = json!([{"role": "user", "content": prompt}]);
         b["max_tokens"] = json!(1);
-        b["n"] = json!(i);
+        // Each client's body its own (`n` would ask for more completions).
+        b["user"] = json!(format!("client-{i}"));
         b
     };
     let gw_ref = &gw;
