@@ -1609,23 +1609,14 @@ async fn moderations_reach_the_deployments_that_serve_them_and_bill_the_input_al
     // refused requests not at all.
     let prompt = (body.to_string().len() as u64).div_ceil(4);
     let key_id = sluice_control_plane::secrets::sha256_hex(&key);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let usage = gw
-            .admin
-            .usage_of(api::get_usage_request::Scope::KeyId(key_id.clone()))
-            .await
-            .unwrap();
-        let u = usage.usage.unwrap_or_default();
-        if u.requests == REQUESTS {
-            assert_eq!(u.prompt_tokens, REQUESTS * prompt, "{u:?}");
-            assert_eq!(u.completion_tokens, 0, "{u:?}");
-            assert_eq!(u.spend, (REQUESTS * prompt) as i64, "1 µ$ a token: {u:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "never billed: {u:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    gw.admin
+        .usage_reaches(
+            api::get_usage_request::Scope::KeyId(key_id),
+            &(REQUESTS, REQUESTS * prompt, 0, (REQUESTS * prompt) as i64),
+            billed,
+            WAIT,
+        )
+        .await;
 }
 
 /// Image generations go to the deployments that serve them (OpenAI's and
@@ -1752,24 +1743,26 @@ async fn image_generations_reach_the_deployments_that_serve_them_and_bill_each_i
         ),
         ("dall-e-3", 2, dalle_prompt, 0, 40_000),
     ] {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let usage = gw
-                .admin
-                .usage_of(api::get_usage_request::Scope::ModelGroup(group.into()))
-                .await
-                .unwrap();
-            let u = usage.usage.unwrap_or_default();
-            if u.requests == requests {
-                assert_eq!(u.prompt_tokens, requests * prompt, "{group}: {u:?}");
-                assert_eq!(u.completion_tokens, requests * completion, "{group}: {u:?}");
-                assert_eq!(u.spend, requests as i64 * spend, "{group}: {u:?}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "{group} never billed: {u:?}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        gw.admin
+            .usage_reaches(
+                api::get_usage_request::Scope::ModelGroup(group.into()),
+                &(
+                    requests,
+                    requests * prompt,
+                    requests * completion,
+                    requests as i64 * spend,
+                ),
+                billed,
+                WAIT,
+            )
+            .await;
     }
+}
+
+/// What a scope was billed: (requests, prompt tokens, completion tokens, spend).
+fn billed(usage: &api::GetUsageResponse) -> (u64, u64, u64, i64) {
+    let u = usage.usage.unwrap_or_default();
+    (u.requests, u.prompt_tokens, u.completion_tokens, u.spend)
 }
 
 // ---------------------------------------------------------------------------

@@ -434,39 +434,25 @@ mod tests {
 
     #[test]
     fn image_shape() {
-        let request = parsed(
-            Format::ImageGenerations,
-            r#"{"model":"m","prompt":"a red fox","n":2}"#,
-        );
-        let v = json_of(answer(
-            &Settings::default(),
-            Format::ImageGenerations,
-            &request,
-            "m",
-            false,
-        ));
+        let generate = |body: &str| {
+            let request = parsed(Format::ImageGenerations, body);
+            json_of(answer(
+                &Settings::default(),
+                Format::ImageGenerations,
+                &request,
+                "m",
+                false,
+            ))
+        };
+        let v = generate(r#"{"model":"m","prompt":"a red fox","n":2}"#);
         let data = v["data"].as_array().expect("data");
         assert_eq!(data.len(), 2);
         assert_eq!(data[0]["b64_json"], PIXEL_PNG);
         assert_eq!(v["usage"]["input_tokens"], 3);
         assert_eq!(v["usage"]["output_tokens"], 2 * IMAGE_TOKENS);
-        let request = parsed(
-            Format::ImageGenerations,
-            r#"{"model":"m","prompt":"a fox","response_format":"url"}"#,
-        );
-        let v = json_of(answer(
-            &Settings::default(),
-            Format::ImageGenerations,
-            &request,
-            "m",
-            false,
-        ));
-        assert!(
-            v["data"][0]["url"]
-                .as_str()
-                .unwrap()
-                .starts_with("data:image/png;base64,")
-        );
+        let v = generate(r#"{"model":"m","prompt":"a fox","response_format":"url"}"#);
+        let url = v["data"][0]["url"].as_str().expect("a url");
+        assert!(url.starts_with("data:image/png;base64,"), "{url}");
     }
 
     #[test]
