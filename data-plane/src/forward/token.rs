@@ -113,13 +113,38 @@ where
         }
         return Ok(value);
     }
+    unreachable(cell)?;
     let _fetching = cell.fetching().await;
-    // Another request may have fetched it while this one waited.
+    // Another request may have fetched it while this one waited, or found
+    // the endpoint unreachable: the requests queued behind that one do not
+    // each wait out the same timeout.
     if let Some((value, _)) = cell.usable(Instant::now()) {
         return Ok(value);
     }
-    // Used even when it is short-lived: it was just fetched.
-    Ok(cell.store(fetch().await?))
+    unreachable(cell)?;
+    match fetch().await {
+        // Used even when it is short-lived: it was just fetched.
+        Ok(value) => Ok(cell.store(value)),
+        Err(e) => {
+            if let UpstreamError::Connection(_) | UpstreamError::Timeout(_) = e {
+                cell.mark_unreachable(Instant::now(), e.to_string());
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The endpoint's failure to answer, while it is not to be asked again:
+/// a connection error, as the fetch's was (the deployment cools from it and
+/// the request goes on to another).
+fn unreachable<T: Expiring>(cell: &Fetched<T>) -> Result<(), UpstreamError> {
+    match cell.unreachable(Instant::now()) {
+        Some((why, left)) => Err(UpstreamError::Connection(format!(
+            "{why} (not asked again for {} ms)",
+            left.as_millis()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Fetches a token with the credentials `api_key` names.
@@ -276,5 +301,81 @@ fn refused(e: TokenError) -> UpstreamError {
             relayed: Box::default(),
         },
         TokenError::Failed(detail) => UpstreamError::Connection(detail),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Fetches into `cell` as a request would, with a fetch that counts
+    /// its calls in `calls` and fails with `error` after 20 ms.
+    async fn fetch_failing(
+        cell: &Arc<TokenCell>,
+        calls: &Arc<AtomicUsize>,
+        error: fn() -> UpstreamError,
+    ) -> Result<Arc<Token>, UpstreamError> {
+        let metrics = Arc::new(Metrics::new());
+        current(cell, &metrics, || {
+            let calls = Arc::clone(calls);
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Err(error())
+            }
+        })
+        .await
+    }
+
+    fn silent() -> UpstreamError {
+        UpstreamError::Connection("the metadata service: timed out".into())
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_does_not_answer_is_not_asked_again_for_a_while() {
+        let (cell, calls) = (
+            Arc::new(TokenCell::default()),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        // Requests queued behind the fetch that failed do not fetch again.
+        let queued =
+            futures::future::join_all((0..4).map(|_| fetch_failing(&cell, &calls, silent))).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        for result in queued {
+            match result.unwrap_err() {
+                UpstreamError::Connection(why) => assert!(why.contains("metadata service")),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Nor does the next request.
+        let why = fetch_failing(&cell, &calls, silent).await.unwrap_err();
+        assert!(why.to_string().contains("not asked again for"), "{why}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Once it passes, the endpoint is asked again.
+        let later = Instant::now() + TokenCell::UNREACHABLE_FOR;
+        assert!(cell.unreachable(later).is_none());
+        assert!(cell.unreachable(Instant::now()).is_some());
+        // A token fetched forgets it.
+        cell.store(Token {
+            authorization: HeaderValue::from_static("Bearer t"),
+            expires_at: Instant::now() + Duration::from_secs(3600),
+        });
+        assert!(cell.unreachable(Instant::now()).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_refused_is_asked_again_at_once() {
+        let (cell, calls) = (
+            Arc::new(TokenCell::default()),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let refusal = || refused(TokenError::Refused("invalid_client".into()));
+        for _ in 0..2 {
+            let e = fetch_failing(&cell, &calls, refusal).await.unwrap_err();
+            assert!(matches!(e, UpstreamError::Status { .. }), "{e:?}");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 }

@@ -99,7 +99,10 @@ impl Target {
 /// whatever their target (a Google token, temporary AWS keys): read without
 /// a lock on every request, fetched by one request at a time. It is used
 /// while more than [`Fetched::USABLE`] of its life is left, and fetched
-/// again, in the background, once less than [`Fetched::FRESH`] is.
+/// again, in the background, once less than [`Fetched::FRESH`] is. An
+/// endpoint that did not answer is not asked again for
+/// [`Fetched::UNREACHABLE_FOR`]: off Azure or EC2 the metadata service never
+/// answers, and every request would otherwise wait out its timeout.
 #[derive(Debug)]
 pub struct Fetched<T> {
     current: ArcSwapOption<T>,
@@ -107,6 +110,8 @@ pub struct Fetched<T> {
     fetching: tokio::sync::Mutex<()>,
     /// A background fetch is under way.
     refreshing: AtomicBool,
+    /// When a fetch last found the endpoint unreachable, and why.
+    unreachable: ArcSwapOption<(Instant, String)>,
 }
 
 /// A provider's fetched token.
@@ -123,6 +128,7 @@ impl<T> Default for Fetched<T> {
             current: ArcSwapOption::empty(),
             fetching: tokio::sync::Mutex::new(()),
             refreshing: AtomicBool::new(false),
+            unreachable: ArcSwapOption::empty(),
         }
     }
 }
@@ -172,6 +178,8 @@ impl<T: Expiring> Fetched<T> {
     /// Below this much life left it is fetched again while it is still
     /// used.
     pub const FRESH: Duration = Duration::from_secs(300);
+    /// How long an endpoint that did not answer is not asked again.
+    pub const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
 
     /// The current one when it is usable at `now`, and whether it is still
     /// fresh.
@@ -185,7 +193,23 @@ impl<T: Expiring> Fetched<T> {
     pub fn store(&self, value: T) -> Arc<T> {
         let value = Arc::new(value);
         self.current.store(Some(Arc::clone(&value)));
+        self.unreachable.store(None);
         value
+    }
+
+    /// A fetch at `now` found the endpoint unreachable, for `why`.
+    pub fn mark_unreachable(&self, now: Instant, why: String) {
+        self.unreachable.store(Some(Arc::new((now, why))));
+    }
+
+    /// Why the endpoint is not to be asked at `now`, and for how much
+    /// longer: `None` once [`Fetched::UNREACHABLE_FOR`] has passed since a
+    /// fetch found it unreachable, or when none did.
+    pub fn unreachable(&self, now: Instant) -> Option<(String, Duration)> {
+        let guard = self.unreachable.load();
+        let (at, why) = guard.as_deref()?;
+        let left = (*at + Self::UNREACHABLE_FOR).saturating_duration_since(now);
+        (!left.is_zero()).then(|| (why.clone(), left))
     }
 
     /// Waits for the fetch under way, if any; the caller then fetches
