@@ -113,7 +113,6 @@ where
         }
         return Ok(value);
     }
-    unreachable(cell)?;
     let _fetching = cell.fetching().await;
     // Another request may have fetched it while this one waited, or found
     // the endpoint unreachable: the requests queued behind that one do not

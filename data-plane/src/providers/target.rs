@@ -213,7 +213,8 @@ impl<T: Expiring> Fetched<T> {
     }
 
     /// Waits for the fetch under way, if any; the caller then fetches
-    /// unless [`Fetched::usable`] says another just did.
+    /// unless [`Fetched::usable`] says another just did, or
+    /// [`Fetched::unreachable`] that the endpoint did not answer it.
     pub async fn fetching(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.fetching.lock().await
     }
